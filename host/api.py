@@ -1,0 +1,234 @@
+"""The API people call: ``InstantMeshWorker`` with generate_views, reconstruct and image_to_mesh."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+from rpcworker.errors import HandleExpired
+from rpcworker.protocol import (
+    GenerateViewsParams,
+    ImageInput,
+    ImagePath,
+    ImagePng,
+    LoadResult,
+    ProgressParams,
+    ReconstructParams,
+    StatusResult,
+    ViewsGridPath,
+    ViewsHandle,
+)
+
+from .client import WorkerClient
+from .process import WorkerCommand
+
+ImageLike = Union[str, "os.PathLike[str]", bytes, Any]
+"""A file path, encoded PNG/JPEG bytes, a PIL image or an HxWx{3,4} uint8 numpy array."""
+
+
+@dataclass(frozen=True)
+class Views:
+    """Six views held by the worker (``handle``), and the saved grid image when one was asked for."""
+
+    handle: str
+    grid_path: str | None
+    grid_size: tuple[int, int]
+    view_size: int
+    seed: int
+    num_inference_steps: int
+    model_label: str
+    timings: dict[str, float]
+    worker_generation: int
+
+
+@dataclass(frozen=True)
+class Mesh:
+    path: str
+    format: str
+    num_vertices: int
+    num_faces: int
+    bounds: list[list[float]]
+    model_label: str
+    timings: dict[str, float]
+
+
+def worker_arguments(
+    backend: str = "instantmesh",
+    *,
+    preset: str | None = None,
+    zero123plus: str | None = None,
+    unet: str | None = None,
+    lrm: str | None = None,
+    config: str | None = None,
+    device: str | None = None,
+    mock: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The worker's command-line arguments for a backend and its weights (paths made absolute)."""
+    args = ["--backend", backend]
+    for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock)):
+        if value:
+            args += [flag, value]
+    for flag, path in (("--zero123plus", zero123plus), ("--unet", unet), ("--lrm", lrm), ("--config", config)):
+        if path:
+            args += [flag, os.path.abspath(os.path.expanduser(path))]
+    return args + list(extra)
+
+
+def image_input(image: ImageLike) -> ImageInput:
+    """Paths travel as absolute paths (the worker reads the file); everything else as inline PNG bytes."""
+    if isinstance(image, (str, os.PathLike)):
+        return ImagePath(os.path.abspath(os.fspath(image)))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return ImagePng(bytes(image))
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return ImagePng(buffer.getvalue())
+
+
+def _absolute(path: str | os.PathLike[str] | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+class InstantMeshWorker:
+    """One warm worker; use it as a context manager so the worker is shut down with the block.
+
+    ``python``: the worker environment, as a python path, a venv directory, ``conda:ENV`` or a command
+    prefix; by default INSTANTMESH_RPC_PYTHON or the project's models env.
+    """
+
+    def __init__(
+        self,
+        python: str | WorkerCommand | None = None,
+        *,
+        backend: str = "instantmesh",
+        preset: str | None = None,
+        zero123plus: str | None = None,
+        unet: str | None = None,
+        lrm: str | None = None,
+        device: str | None = None,
+        worker_args: Sequence[str] = (),
+        request_timeout: float | None = None,
+        startup_timeout: float = 300.0,
+        auto_restart: bool = True,
+        on_progress: Callable[[ProgressParams], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> None:
+        command = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else None)
+        args = worker_arguments(backend, preset=preset, zero123plus=zero123plus, unet=unet, lrm=lrm, device=device, extra=worker_args)
+        self.client = WorkerClient(
+            command,
+            args,
+            startup_timeout=startup_timeout,
+            request_timeout=request_timeout,
+            auto_restart=auto_restart,
+            on_stderr=on_stderr,
+        )
+        self.on_progress = on_progress
+
+    def __enter__(self) -> "InstantMeshWorker":
+        self.client.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> "InstantMeshWorker":
+        self.client.start()
+        return self
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def model_label(self) -> str:
+        return self.client.start().model_label
+
+    def load(self, models: Sequence[str] = ("views", "mesh")) -> LoadResult:
+        return self.client.load(models, on_progress=self.on_progress)
+
+    def unload(self, models: Sequence[str] = ("views", "mesh")) -> None:
+        self.client.unload(models)
+
+    def status(self) -> StatusResult:
+        return self.client.status()
+
+    def generate_views(
+        self,
+        image: ImageLike,
+        *,
+        seed: int = 42,
+        num_inference_steps: int = 75,
+        guidance_scale: float = 4.0,
+        save_grid: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        on_progress: Callable[[ProgressParams], None] | None = None,
+    ) -> Views:
+        params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(save_grid), overwrite)
+        result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        return Views(
+            handle=result.handle,
+            grid_path=result.grid_path,
+            grid_size=(result.grid_width, result.grid_height),
+            view_size=result.view_size,
+            seed=result.seed,
+            num_inference_steps=result.num_inference_steps,
+            model_label=result.model_label,
+            timings=result.timings,
+            worker_generation=self.client.generation,
+        )
+
+    def reconstruct(
+        self,
+        views: Views | str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        texture_map: bool = False,
+        orientation: str = "instantmesh",
+        overwrite: bool = False,
+        timeout: float | None = None,
+        on_progress: Callable[[ProgressParams], None] | None = None,
+    ) -> Mesh:
+        """``views``: a Views from generate_views, or the path of a saved 3x2 grid image."""
+        if isinstance(views, Views):
+            if views.worker_generation != self.client.generation:
+                raise HandleExpired(
+                    f"views handle {views.handle} came from a worker that has since been restarted",
+                    {"handle": views.handle, "reason": "worker restarted"},
+                )
+            source: Any = ViewsHandle(views.handle)
+        else:
+            source = ViewsGridPath(_absolute(views) or "")
+        params = ReconstructParams(source, _absolute(output_path) or "", format, texture_map, orientation, overwrite)  # type: ignore[arg-type]
+        result = self.client.reconstruct(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        return Mesh(
+            path=result.mesh_path,
+            format=result.format,
+            num_vertices=result.num_vertices,
+            num_faces=result.num_faces,
+            bounds=result.bounds,
+            model_label=result.model_label,
+            timings=result.timings,
+        )
+
+    def image_to_mesh(
+        self,
+        image: ImageLike,
+        output_path: str | os.PathLike[str],
+        *,
+        save_grid: str | os.PathLike[str] | None = None,
+        seed: int = 42,
+        num_inference_steps: int = 75,
+        overwrite: bool = False,
+        **reconstruct_options: Any,
+    ) -> Mesh:
+        views = self.generate_views(image, seed=seed, num_inference_steps=num_inference_steps, save_grid=save_grid, overwrite=overwrite)
+        return self.reconstruct(views, output_path, overwrite=overwrite, **reconstruct_options)

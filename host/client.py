@@ -1,0 +1,203 @@
+"""A worker process plus its session: handshake, typed methods, crash reports, restart and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Sequence
+
+import msgspec
+
+from rpcworker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError
+from rpcworker.protocol import (
+    PROTOCOL_VERSION,
+    GenerateViewsParams,
+    InitializeParams,
+    InitializeResult,
+    LoadParams,
+    LoadResult,
+    MeshResult,
+    PingResult,
+    ReconstructParams,
+    ShutdownResult,
+    StatusResult,
+    UnloadParams,
+    UnloadResult,
+    ViewsResult,
+)
+from rpcworker.transport import MessageStream
+
+from .process import WorkerCommand, WorkerProcess
+from .session import PendingCall, ProgressCallback, RpcSession
+
+log = logging.getLogger("host.client")
+
+
+class WorkerClient:
+    """Owns one worker at a time. Thread-safe: several threads may call methods concurrently.
+
+    With ``auto_restart`` a call made after the worker died starts a new one first (views handles from the
+    old worker are then gone, and say so). The call that was running when it died still fails with
+    WorkerCrashed: requests are never retried behind the caller's back.
+    """
+
+    def __init__(
+        self,
+        command: WorkerCommand | None = None,
+        worker_args: Sequence[str] = (),
+        *,
+        startup_timeout: float = 300.0,
+        request_timeout: float | None = None,
+        auto_restart: bool = False,
+        on_stderr: Callable[[str], None] | None = None,
+        client_name: str = "instantmesh-rpc host",
+    ) -> None:
+        self.command = command or WorkerCommand.default()
+        self.worker_args = list(worker_args)
+        self.startup_timeout = startup_timeout
+        self.request_timeout = request_timeout
+        self.auto_restart = auto_restart
+        self.client_name = client_name
+        self._on_stderr = on_stderr
+        self._process: WorkerProcess | None = None
+        self._session: RpcSession | None = None
+        self._lock = threading.RLock()
+        self.info: InitializeResult | None = None
+        self.generation = 0
+        """Counts worker starts; results remember the generation that produced them."""
+        self.started_at = 0.0
+        self.startup_seconds = 0.0
+
+    # ---------------------------------------------------------------- life
+
+    def start(self) -> InitializeResult:
+        with self._lock:
+            if self._session is not None and not self._session.closed:
+                assert self.info is not None
+                return self.info
+            self._discard()
+            began = time.monotonic()
+            try:
+                process = WorkerProcess(self.command, self.worker_args, on_stderr=self._on_stderr)
+            except OSError as exc:
+                raise WorkerStartError(f"cannot start the worker: {exc}") from exc
+            stream = MessageStream(process.stdout, process.stdin)
+            session = RpcSession(stream, lambda: self._crash_error(process))
+            try:
+                info = session.call(
+                    "initialize",
+                    InitializeParams(PROTOCOL_VERSION, self.client_name),
+                    timeout=self.startup_timeout,
+                )
+            except Exception as exc:
+                process.kill()
+                code = process.wait_exit(2.0)
+                if isinstance(exc, RequestTimeout):
+                    reason = f"no answer to initialize within {self.startup_timeout:g} s"
+                elif isinstance(exc, WorkerCrashed):
+                    reason = "the worker exited before completing the handshake"
+                else:
+                    reason = f"handshake failed: {exc}"
+                raise WorkerStartError(reason, code, process.stderr_tail()) from exc
+            self._process, self._session, self.info = process, session, info
+            self.generation += 1
+            self.started_at = time.monotonic()
+            self.startup_seconds = self.started_at - began
+            log.info("worker pid %d started in %.2f s (%s, %s)", info.pid, self.startup_seconds, info.backend, info.device)
+            return info
+
+    def restart(self) -> InitializeResult:
+        with self._lock:
+            self._discard()
+            return self.start()
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """Polite shutdown: the shutdown request, then EOF, then terminate, then kill. Returns the exit code."""
+        with self._lock:
+            process, session = self._process, self._session
+            self._process = self._session = None
+            if process is None:
+                return None
+            if session is not None and not session.closed and process.alive:
+                try:
+                    session.call("shutdown", timeout=min(timeout, 5.0))
+                except (HostError, OSError) as exc:
+                    log.debug("shutdown request failed: %s", exc)
+            return process.stop(timeout)
+
+    def _discard(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait_exit(5.0)
+        self._process = self._session = None
+
+    def _crash_error(self, process: WorkerProcess) -> HostError:
+        code = process.wait_exit(1.0)
+        return WorkerCrashed(f"the worker (pid {process.pid}) exited or closed its output", code, process.stderr_tail())
+
+    def __enter__(self) -> "WorkerClient":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def process(self) -> WorkerProcess | None:
+        return self._process
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive and self._session is not None and not self._session.closed
+
+    # ---------------------------------------------------------------- calls
+
+    def _live_session(self) -> RpcSession:
+        with self._lock:
+            if self._session is None or self._session.closed:
+                if self._session is not None and not self.auto_restart:
+                    assert self._process is not None
+                    raise self._crash_error(self._process)
+                self.start()
+            assert self._session is not None
+            return self._session
+
+    def request(self, method: str, params: msgspec.Struct | None = None, on_progress: ProgressCallback | None = None) -> PendingCall:
+        """Sends a request and returns at once; ``.result()`` waits, ``.cancel()`` cancels."""
+        return self._live_session().request(method, params, on_progress)
+
+    def call(
+        self,
+        method: str,
+        params: msgspec.Struct | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ):
+        return self.request(method, params, on_progress).result(timeout if timeout is not None else self.request_timeout)
+
+    def ping(self, timeout: float | None = 10.0) -> PingResult:
+        return self.call("ping", timeout=timeout)
+
+    def status(self, timeout: float | None = 10.0) -> StatusResult:
+        return self.call("status", timeout=timeout)
+
+    def load(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
+        return self.call("load", LoadParams(list(models)), timeout=timeout, on_progress=on_progress)
+
+    def unload(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None) -> UnloadResult:
+        return self.call("unload", UnloadParams(list(models)), timeout=timeout)
+
+    def generate_views(
+        self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> ViewsResult:
+        return self.call("generate_views", params, timeout=timeout, on_progress=on_progress)
+
+    def reconstruct(
+        self, params: ReconstructParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> MeshResult:
+        return self.call("reconstruct", params, timeout=timeout, on_progress=on_progress)
+
+    def shutdown(self) -> ShutdownResult:
+        return self.call("shutdown", timeout=10.0)

@@ -1,0 +1,201 @@
+"""Request ids, response correlation and notifications over one MessageStream.
+
+One reader thread receives every frame; callers on any thread send requests and wait on their own
+``PendingCall``. When the stream ends, every waiting call fails at once with the error ``on_closed``
+builds (the client attaches the worker's exit code and stderr there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Callable
+
+import msgspec
+
+from rpcworker.errors import HostError, RequestTimeout, RpcError, error_from_wire
+from rpcworker.protocol import (
+    METHODS,
+    CancelParams,
+    Incoming,
+    LogParams,
+    Notification,
+    ProgressParams,
+    Request,
+)
+from rpcworker.transport import BadFrame, MessageStream
+
+log = logging.getLogger("host.session")
+worker_log = logging.getLogger("host.worker")
+
+ProgressCallback = Callable[[ProgressParams], None]
+
+_RESULT_DECODERS = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
+_ANY_DECODER = msgspec.json.Decoder()
+_PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
+_LOG_DECODER = msgspec.json.Decoder(LogParams)
+
+
+class PendingCall:
+    """A request in flight: wait for it, or cancel it."""
+
+    def __init__(self, session: "RpcSession", request_id: int, method: str, on_progress: ProgressCallback | None) -> None:
+        self.session = session
+        self.id = request_id
+        self.method = method
+        self.on_progress = on_progress
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def _resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        self._result, self._error = result, error
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Asks the worker to stop this request; it then answers with a Cancelled error."""
+        if not self.done:
+            self.session.notify("cancel", CancelParams(self.id))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The decoded result. On timeout the request is cancelled and RequestTimeout raised.
+
+        Ctrl-C while waiting cancels the request on the worker and re-raises KeyboardInterrupt.
+        """
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        if not finished:
+            self.cancel()
+            self.session._forget(self.id)
+            raise RequestTimeout(self.method, self.id, timeout or 0.0)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class RpcSession:
+    def __init__(self, stream: MessageStream, on_closed: Callable[[], HostError]) -> None:
+        self.stream = stream
+        self._on_closed = on_closed
+        self._ids = itertools.count(1)
+        self._pending: dict[int, PendingCall] = {}
+        self._lock = threading.Lock()
+        self._closed_error: HostError | None = None
+        self.bad_frames = 0
+        self.unknown_responses = 0
+        self._reader = threading.Thread(target=self._read_loop, name="rpc-session-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_error is not None
+
+    def request(self, method: str, params: msgspec.Struct | None = None, on_progress: ProgressCallback | None = None) -> PendingCall:
+        with self._lock:
+            if self._closed_error is not None:
+                raise self._closed_error
+            call = PendingCall(self, next(self._ids), method, on_progress)
+            self._pending[call.id] = call
+        message = Request(call.id, method, params) if params is not None else Request(call.id, method)
+        try:
+            self.stream.send(message)
+        except OSError:
+            self._forget(call.id)
+            self._reader.join(timeout=2.0)
+            raise self._closed_error or self._on_closed()
+        return call
+
+    def call(
+        self,
+        method: str,
+        params: msgspec.Struct | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
+        return self.request(method, params, on_progress).result(timeout)
+
+    def notify(self, method: str, params: msgspec.Struct) -> None:
+        try:
+            self.stream.send(Notification(method, params))
+        except OSError:
+            log.debug("could not send %s: the worker is gone", method)
+
+    def _forget(self, request_id: int) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                received = self.stream.receive()
+            except (OSError, ValueError):
+                received = None
+            if received is None:
+                break
+            if isinstance(received, BadFrame):
+                self.bad_frames += 1
+                log.warning("ignoring a bad frame from the worker (%s): %s", received.reason, received.detail[:200])
+                continue
+            self._dispatch(received)
+        error = self._on_closed()
+        with self._lock:
+            self._closed_error = error
+            pending, self._pending = list(self._pending.values()), {}
+        for call in pending:
+            call._resolve(error=error)
+
+    def _dispatch(self, msg: Incoming) -> None:
+        if msg.method is not msgspec.UNSET:
+            self._notification(msg)
+            return
+        if not isinstance(msg.id, int):
+            if msg.error is not msgspec.UNSET:
+                log.warning("worker reported an error not tied to a request: [%s] %s", msg.error.code, msg.error.message)
+            else:
+                self.unknown_responses += 1
+                log.warning("ignoring a response with id %r", msg.id)
+            return
+        with self._lock:
+            call = self._pending.pop(msg.id, None)
+        if call is None:
+            self.unknown_responses += 1
+            log.warning("ignoring a response to unknown or abandoned request id %r", msg.id)
+            return
+        if msg.error is not msgspec.UNSET:
+            call._resolve(error=error_from_wire(msg.error.code, msg.error.message, msg.error.data))
+        elif msg.result is not msgspec.UNSET:
+            try:
+                call._resolve(_RESULT_DECODERS.get(call.method, _ANY_DECODER).decode(msg.result))
+            except msgspec.ValidationError as exc:
+                call._resolve(error=RpcError(f"worker sent an invalid {call.method} result: {exc}"))
+        else:
+            call._resolve(error=RpcError(f"worker response to {call.method} has neither result nor error"))
+
+    def _notification(self, msg: Incoming) -> None:
+        raw = msg.params if msg.params is not msgspec.UNSET else b"{}"
+        try:
+            if msg.method == "progress":
+                progress = _PROGRESS_DECODER.decode(raw)
+                with self._lock:
+                    call = self._pending.get(progress.id) if isinstance(progress.id, int) else None
+                if call is not None and call.on_progress is not None:
+                    call.on_progress(progress)
+            elif msg.method == "log":
+                entry = _LOG_DECODER.decode(raw)
+                level = logging.getLevelName(entry.level.upper())
+                worker_log.log(level if isinstance(level, int) else logging.INFO, "%s", entry.message)
+            else:
+                log.debug("ignoring notification %r", msg.method)
+        except msgspec.ValidationError as exc:
+            log.warning("ignoring a malformed %s notification: %s", msg.method, exc)
+        except Exception:  # a user's progress callback must not kill the reader thread
+            log.exception("progress callback failed")

@@ -1,0 +1,6 @@
+"""The InstantMesh worker: a stdio JSON-RPC server that keeps the models warm.
+
+Importing this package needs msgspec only; the host imports its protocol, errors and transport modules.
+"""
+
+__version__ = "0.1.0"

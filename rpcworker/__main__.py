@@ -1,0 +1,44 @@
+"""``python -m rpcworker``: serve the InstantMesh models (or the mock) on stdin/stdout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .backends import BACKENDS, create_backend
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rpcworker", description=__doc__)
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=os.environ.get("INSTANTMESH_RPC_BACKEND", "instantmesh"))
+    p.add_argument("--mock", default="", metavar="OPTS", help="mock backend options, e.g. step_delay=0.01,oom_once=reconstruct")
+    p.add_argument("--preset", default=None, help="instantmesh backend: 'official' (real weights) or 'tiny' (random, for demos/tests)")
+    p.add_argument("--zero123plus", default=None, metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
+    p.add_argument("--unet", default=None, metavar="FILE", help="InstantMesh white-background UNet (diffusion_pytorch_model.bin)")
+    p.add_argument("--lrm", default=None, metavar="FILE", help="instant_mesh_large.ckpt (or base)")
+    p.add_argument("--config", default=None, metavar="YAML", help="LRM config (default: instant-mesh-large)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--max-handles", type=int, default=16, help="views kept in memory for reconstruct (LRU)")
+    p.add_argument("--output-root", default=None, metavar="DIR", help="refuse to write outputs outside this directory")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .server import claim_stdio, serve
+
+    stream = claim_stdio()
+    try:
+        backend = create_backend(args)
+    except (ValueError, ImportError, OSError) as exc:
+        print(f"rpcworker: cannot start the {args.backend} backend: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    code = serve(stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The backend interface: what the dispatcher needs from a model implementation.
+
+Backends receive decoded images and return arrays; reading inputs, writing outputs, handles and the wire
+stay in the dispatcher, so a backend is only the models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from ..protocol import MemoryInfo
+
+
+class WorkContext(Protocol):
+    """Given to every model call: report progress, and stop early when the request is cancelled."""
+
+    def progress(self, stage: str, step: int, total: int, message: str = "") -> None: ...
+
+    def check_cancelled(self) -> None:
+        """Raises errors.Cancelled once the request has been cancelled."""
+
+
+@dataclass
+class GeneratedViews:
+    grid: "Image.Image"
+    """The 3x2 grid of views as an RGB image (what upstream saves)."""
+    views: Any
+    """The views in the backend's own form, kept behind a handle for reconstruct."""
+    view_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MeshData:
+    vertices: "np.ndarray"
+    """float32 [N, 3] in the model's frame (before the export orientation)."""
+    faces: "np.ndarray"
+    """int64 [F, 3]."""
+    vertex_colors: "np.ndarray | None"
+    """uint8 [N, 3] or None."""
+    timings: dict[str, float] = field(default_factory=dict)
+    texture: "Image.Image | None" = None
+    uvs: "np.ndarray | None" = None
+
+
+@dataclass
+class BackendInfo:
+    name: str
+    model_label: str
+    """Shown to people in every result: says which weights produced it (e.g. tiny random weights)."""
+    device: str
+    torch: str | None
+    cuda: str | None
+    capabilities: list[str]
+
+
+class Backend(Protocol):
+    def info(self) -> BackendInfo: ...
+
+    def loaded(self) -> list[str]: ...
+
+    def load(self, models: list[str], ctx: WorkContext) -> dict[str, float]:
+        """Loads the named models that are not loaded yet; returns seconds per model loaded now."""
+
+    def unload(self, models: list[str]) -> list[str]:
+        """Frees the named models (and their device memory); returns those that were loaded."""
+
+    def memory(self) -> "MemoryInfo | None": ...
+
+    def generate_views(
+        self, image: "Image.Image", seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
+    ) -> GeneratedViews: ...
+
+    def views_from_grid(self, grid: "Image.Image") -> tuple[Any, int]:
+        """Views (in the backend's form) and the view size, from a 3x2 grid image."""
+
+    def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData: ...
+
+
+BackendFactory = Callable[..., Backend]

@@ -1,0 +1,216 @@
+"""A deterministic stand-in for the models: fake views and meshes derived from the input, in milliseconds.
+
+It exists for tests and protocol benchmarks, so it can also misbehave on request: delays, failures,
+simulated out-of-memory, hangs and writes to stdout / fd 1 (which must never reach the protocol stream).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import InternalError, ModelNotLoaded, OutOfMemory
+from ..protocol import MemoryInfo
+from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+
+MODELS = ("views", "mesh")
+
+
+@dataclass
+class MockOptions:
+    """Parsed from ``--mock key=value,...``; set-valued options name methods (generate_views, reconstruct, load)."""
+
+    view_size: int = 320
+    step_delay: float = 0.0
+    load_delay: float = 0.0
+    reconstruct_delay: float = 0.0
+    require_load: bool = False
+    fail_once: set[str] = field(default_factory=set)
+    oom_once: set[str] = field(default_factory=set)
+    hang_on: set[str] = field(default_factory=set)
+    noisy: bool = False
+    simulated_model_bytes: int = 512 * 1024 * 1024
+
+    @classmethod
+    def parse(cls, text: str) -> "MockOptions":
+        opts = cls()
+        types = {f.name: f.type for f in fields(cls)}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in types:
+                raise ValueError(f"unknown mock option {key!r}; known: {', '.join(sorted(types))}")
+            kind = types[key]
+            if kind.startswith("set"):
+                getattr(opts, key).update(v for v in value.split("+") if v)
+            elif kind == "bool":
+                setattr(opts, key, value.strip().lower() in ("", "1", "true", "yes"))
+            elif kind == "int":
+                setattr(opts, key, int(value))
+            else:
+                setattr(opts, key, float(value))
+        return opts
+
+
+class MockBackend:
+    def __init__(self, options: MockOptions | None = None) -> None:
+        self.options = options or MockOptions()
+        self._loaded: set[str] = set()
+        self._peak = 0
+        if self.options.noisy:
+            self._make_noise("mock backend created")
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            name="mock",
+            model_label="mock (fake views and meshes for testing; no model)",
+            device="cpu",
+            torch=None,
+            cuda=None,
+            capabilities=["generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply"],
+        )
+
+    def loaded(self) -> list[str]:
+        return [m for m in MODELS if m in self._loaded]
+
+    def load(self, models: list[str], ctx: WorkContext) -> dict[str, float]:
+        self._misbehave("load")
+        seconds: dict[str, float] = {}
+        for i, name in enumerate(models):
+            if name in self._loaded:
+                continue
+            start = time.perf_counter()
+            ctx.progress("load", i + 1, len(models), name)
+            self._sleep(self.options.load_delay, ctx)
+            self._loaded.add(name)
+            seconds[name] = time.perf_counter() - start
+        self._peak = max(self._peak, self._allocated())
+        return seconds
+
+    def unload(self, models: list[str]) -> list[str]:
+        unloaded = [m for m in MODELS if m in models and m in self._loaded]
+        self._loaded.difference_update(unloaded)
+        return unloaded
+
+    def memory(self) -> MemoryInfo:
+        allocated = self._allocated()
+        return MemoryInfo("cpu", allocated, allocated, max(self._peak, allocated), 8 * self.options.simulated_model_bytes)
+
+    def _allocated(self) -> int:
+        return len(self._loaded) * self.options.simulated_model_bytes
+
+    def generate_views(
+        self, image: Any, seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
+    ) -> GeneratedViews:
+        from PIL import Image
+
+        self._ensure("views", ctx)
+        self._misbehave("generate_views")
+        start = time.perf_counter()
+        size = self.options.view_size
+        rgb = _on_white(image).resize((size, size), Image.BILINEAR)
+        base = np.asarray(rgb, dtype=np.float32)
+        for step in range(num_inference_steps):
+            ctx.check_cancelled()
+            self._sleep(self.options.step_delay, ctx)
+            ctx.progress("diffusion", step + 1, num_inference_steps)
+        rng = np.random.default_rng(seed)
+        views = np.empty((6, size, size, 3), dtype=np.uint8)
+        for i in range(6):
+            shifted = np.roll(base, shift=i * size // 6, axis=1)
+            tint = np.array([1.0 - 0.08 * i, 0.9 + 0.02 * i, 0.8 + 0.03 * i], dtype=np.float32)
+            noise = rng.normal(0.0, 4.0 * guidance_scale / 4.0, size=(size, size, 1)).astype(np.float32)
+            views[i] = np.clip(shifted * tint + noise, 0, 255).astype(np.uint8)
+        grid = Image.fromarray(views.reshape(3, 2, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(3 * size, 2 * size, 3))
+        if self.options.noisy:
+            self._make_noise("generate_views done")
+        return GeneratedViews(grid, views, size, {"diffusion_s": time.perf_counter() - start})
+
+    def views_from_grid(self, grid: Any) -> tuple[Any, int]:
+        size = grid.width // 2
+        arr = np.asarray(grid.convert("RGB"), dtype=np.uint8)
+        return arr.reshape(3, size, 2, size, 3).transpose(0, 2, 1, 3, 4).reshape(6, size, size, 3), size
+
+    def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
+        self._ensure("mesh", ctx)
+        self._misbehave("reconstruct")
+        start = time.perf_counter()
+        ctx.progress("reconstruct", 0, 2, "planes")
+        self._sleep(self.options.reconstruct_delay, ctx)
+        mean = views.reshape(-1, 3).mean(axis=0)
+        radius = 0.5 + float(mean.mean()) / 510.0
+        vertices, faces = _uv_sphere(radius, rings=12 + int(mean[0]) % 8, segments=24)
+        colors = np.tile(np.clip(mean, 0, 255).astype(np.uint8), (len(vertices), 1))
+        ctx.progress("reconstruct", 2, 2, "mesh")
+        return MeshData(vertices, faces, colors, {"reconstruct_s": time.perf_counter() - start})
+
+    def _ensure(self, model: str, ctx: WorkContext) -> None:
+        if model in self._loaded:
+            return
+        if self.options.require_load:
+            raise ModelNotLoaded(f"the {model} model is not loaded; call load first", {"model": model})
+        self.load([model], ctx)
+
+    def _misbehave(self, method: str) -> None:
+        if method in self.options.hang_on:
+            while True:
+                time.sleep(3600)
+        if method in self.options.oom_once:
+            self.options.oom_once.discard(method)
+            raise OutOfMemory(
+                f"simulated out of memory in {method}; memory was freed",
+                {"device": "cpu", "method": method, "simulated": True},
+            )
+        if method in self.options.fail_once:
+            self.options.fail_once.discard(method)
+            raise InternalError(f"simulated failure in {method}", {"method": method, "simulated": True})
+
+    def _sleep(self, seconds: float, ctx: WorkContext) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            ctx.check_cancelled()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.02))
+
+    @staticmethod
+    def _make_noise(text: str) -> None:
+        """Writes to stdout three ways, as careless libraries do; none may reach the protocol stream."""
+        print(f"mock print: {text}")
+        sys.stdout.flush()
+        os.write(1, f"mock fd1 write: {text}\n".encode())
+        libc = ctypes.CDLL(None)
+        libc.printf(f"mock C printf: {text}\n".encode())
+        libc.fflush(None)
+
+
+def _on_white(image: Any) -> Any:
+    from PIL import Image
+
+    if image.mode == "RGBA":
+        canvas = Image.new("RGB", image.size, (255, 255, 255))
+        canvas.paste(image, mask=image.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _uv_sphere(radius: float, rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
+    theta = np.linspace(0, np.pi, rings + 1)
+    phi = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    vertices = np.stack([np.sin(t) * np.cos(p), np.cos(t), np.sin(t) * np.sin(p)], axis=-1).reshape(-1, 3) * radius
+    faces = []
+    for r in range(rings):
+        for s in range(segments):
+            a = r * segments + s
+            b = r * segments + (s + 1) % segments
+            c, d = a + segments, b + segments
+            faces.extend([(a, c, b), (b, c, d)])
+    return vertices.astype(np.float32), np.asarray(faces, dtype=np.int64)

@@ -1,0 +1,88 @@
+"""Decoding input images (paths or inline bytes) into PIL images, with errors that name what was wrong."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import TYPE_CHECKING
+
+from .errors import InputNotFound, InputUnreadable, InvalidParams
+from .protocol import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MAX_PIXELS = 64 * 1024 * 1024
+MIN_SIDE = 8
+ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "P")
+
+
+def _read_bytes(path: str, field: str) -> bytes:
+    if not os.path.isabs(path):
+        raise InvalidParams(f"{field} must be an absolute path, got {path!r}", {"field": field, "path": path})
+    if not os.path.exists(path):
+        raise InputNotFound(f"input file not found: {path}", {"path": path})
+    if os.path.isdir(path):
+        raise InputUnreadable(f"input is a directory, not an image file: {path}", {"path": path, "reason": "is a directory"})
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+
+
+def _decode(data: bytes, where: str) -> "Image.Image":
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise InputUnreadable(
+                    f"{where}: image of {img.width}x{img.height} exceeds {MAX_PIXELS} pixels",
+                    {"path": where, "reason": "too large", "width": img.width, "height": img.height},
+                )
+            img.load()
+            image = img.copy()
+    except InputUnreadable:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise InputUnreadable(f"{where}: not a readable image ({exc})", {"path": where, "reason": str(exc)}) from exc
+    if image.mode not in ACCEPTED_MODES:
+        raise InputUnreadable(
+            f"{where}: unsupported image mode {image.mode} (accepted: {', '.join(ACCEPTED_MODES)})",
+            {"path": where, "reason": "unsupported mode", "mode": image.mode},
+        )
+    if min(image.size) < MIN_SIDE:
+        raise InputUnreadable(
+            f"{where}: image of {image.width}x{image.height} is smaller than {MIN_SIDE} px on a side",
+            {"path": where, "reason": "too small", "width": image.width, "height": image.height},
+        )
+    return image
+
+
+def load_input_image(source: ImageInput) -> "Image.Image":
+    """The condition image as RGBA (transparent background kept) or RGB."""
+    if isinstance(source, ImagePath):
+        image = _decode(_read_bytes(source.path, "image.path"), source.path)
+    else:
+        image = _decode(source.data, "inline image")
+    if image.mode in ("P", "LA", "L"):
+        image = image.convert("RGBA" if image.mode in ("P", "LA") else "RGB")
+    return image
+
+
+def load_views_grid(source: ViewsGridPath | ViewsGridPng) -> "Image.Image":
+    """A 3-row x 2-column grid of square views, as RGB."""
+    if isinstance(source, ViewsGridPath):
+        where = source.path
+        image = _decode(_read_bytes(source.path, "views.path"), where)
+    else:
+        where = "inline grid"
+        image = _decode(source.data, where)
+    width, height = image.size
+    if width % 2 or height * 2 != width * 3:
+        raise InputUnreadable(
+            f"{where}: a views grid is 3 rows x 2 columns of square views (height = 1.5 x width), got {width}x{height}",
+            {"path": where, "reason": "not a 3x2 grid", "width": width, "height": height},
+        )
+    return image.convert("RGB")

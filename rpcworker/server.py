@@ -1,0 +1,105 @@
+"""The stdio server: guards the protocol stream, reads frames, and ends cleanly.
+
+Protocol frames go to a private duplicate of the original stdout; fd 1 itself is pointed at stderr, so
+``print``, progress bars and C extensions that write to fd 1 land in the host's stderr buffer instead of
+corrupting the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import BinaryIO
+
+from .backends.base import Backend
+from .dispatch import Dispatcher
+from .protocol import LogParams, MAX_LINE_BYTES, Notification
+from .transport import MessageStream
+
+log = logging.getLogger("rpcworker")
+
+PARENT_POLL_S = 0.25
+EXIT_GRACE_S = 1.0
+
+
+def protect_stdout() -> BinaryIO:
+    """Returns a binary stream on a duplicate of the original stdout; fd 1 then points at stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.set_inheritable(protocol_fd, False)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "wb", buffering=1024 * 1024)
+
+
+class LogForwarder(logging.Handler):
+    """Sends the worker's own log records to the host as ``log`` notifications."""
+
+    def __init__(self, stream: MessageStream, level: int) -> None:
+        super().__init__(level)
+        self._stream = stream
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, "busy", False):
+            return
+        self._local.busy = True
+        try:
+            self._stream.send(Notification("log", LogParams(record.levelname.lower(), record.getMessage(), record.name)))
+        except OSError:
+            pass
+        finally:
+            self._local.busy = False
+
+
+def _watch_parent(parent: int, on_orphaned: "threading.Event") -> None:
+    """Ends the worker when its parent dies even if something else still holds our stdin open."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    on_orphaned.set()
+    log.warning("parent process %d is gone; exiting", parent)
+    os._exit(3)
+
+
+def claim_stdio() -> MessageStream:
+    """Takes stdin/stdout for the protocol before anything else can write to them."""
+    out = protect_stdout()
+    stdin = os.fdopen(os.dup(0), "rb", buffering=1024 * 1024)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return MessageStream(stdin, out, MAX_LINE_BYTES)
+
+
+def serve(
+    stream: MessageStream,
+    backend: Backend,
+    *,
+    max_handles: int = 16,
+    output_root: str | None = None,
+    log_level: str = "info",
+) -> int:
+    """Serves until EOF on stdin or a shutdown request; returns the exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[worker %(levelname)s %(name)s] %(message)s")
+    forwarder = LogForwarder(stream, getattr(logging, log_level.upper(), logging.INFO))
+    for name in ("rpcworker", "instantmesh"):
+        logging.getLogger(name).addHandler(forwarder)
+
+    orphaned = threading.Event()
+    threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
+
+    dispatcher = Dispatcher(backend, stream, max_handles=max_handles, output_root=output_root)
+    while not dispatcher.stopping:
+        received = stream.receive()
+        if received is None:
+            log.info("stdin closed; exiting")
+            break
+        dispatcher.handle(received)
+    dispatcher.stop(grace=EXIT_GRACE_S)
+    stream.close_writer()
+    return 0

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Creates the three environments the project uses, idempotently:
+#   .venvs/host    - the application side (default python3): msgspec only, plus test/image extras
+#   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
+#   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...)
+# Environment overrides:
+#   HOST_PYTHON     interpreter for the host env        (default: python3)
+#   WORKER_PYTHON   Python 3.10 for the mock worker env (default: pyenv's 3.10, else python3.10)
+#   MODELS_PYTHON   interpreter for the models env      (default: python3; CPU torch wheel is cp311 here)
+#   TORCH_SPEC      torch requirement for the models env (default: torch==2.13.0, the local CPU wheel)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENVS="$ROOT/.venvs"
+mkdir -p "$VENVS"
+
+find_py310() {
+  if [ -n "${WORKER_PYTHON:-}" ]; then echo "$WORKER_PYTHON"; return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$)' | tail -n1 || true)
+    if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python"; return; fi
+  fi
+  command -v python3.10 || { echo "setup: Python 3.10 not found (set WORKER_PYTHON)" >&2; exit 1; }
+}
+
+# make_env NAME PYTHON EXTRAS [PRE-INSTALL...]: creates the env if missing, then installs what changed
+# since the last run (pip only adds what is missing, so a re-run is quick).
+make_env() {
+  local name=$1 py=$2 extras=$3; shift 3
+  local env="$VENVS/$name" stamp="$VENVS/$name/.stamp"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
+    echo "setup: $name env up to date ($env)"; return
+  fi
+  if [ ! -x "$env/bin/python" ]; then
+    echo "setup: creating $name env with $("$py" --version 2>&1)"
+    "$py" -m venv "$env"
+    "$env/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  else
+    echo "setup: updating $name env"
+  fi
+  if [ $# -gt 0 ]; then "$env/bin/python" -m pip install -q "$@"; fi
+  "$env/bin/python" -m pip install -q -e ".[${extras}]"
+  touch "$stamp"
+}
+
+make_env host "${HOST_PYTHON:-python3}" "images,test"
+make_env worker "$(find_py310)" "worker-base,test"
+make_env models "${MODELS_PYTHON:-python3}" "worker,test" "${TORCH_SPEC:-torch==2.13.0}"
+echo "setup: done"

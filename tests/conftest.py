@@ -1,0 +1,67 @@
+"""Shared fixtures: where the project's environments are, and workers that are always cleaned up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", ROOT.parent / "shared" / "golden"))
+
+
+def _env_python(name: str, override: str) -> Path:
+    configured = os.environ.get(override)
+    return Path(configured) if configured else ROOT / ".venvs" / name / "bin" / "python"
+
+
+WORKER_PYTHON = _env_python("worker", "INSTANTMESH_RPC_TEST_WORKER_PYTHON")
+MODELS_PYTHON = _env_python("models", "INSTANTMESH_RPC_TEST_MODELS_PYTHON")
+HOST_PYTHON = _env_python("host", "INSTANTMESH_RPC_TEST_HOST_PYTHON")
+
+
+@pytest.fixture(scope="session")
+def worker_python() -> Path:
+    """The Python 3.10 env that runs the mock worker (scripts/setup.sh makes it)."""
+    if not WORKER_PYTHON.exists():
+        pytest.fail(f"{WORKER_PYTHON} missing: run scripts/setup.sh")
+    return WORKER_PYTHON
+
+
+@pytest.fixture()
+def mock_client(worker_python: Path) -> Iterator[Callable[..., "object"]]:
+    """Factory for started WorkerClients on the mock backend; every one is closed after the test."""
+    from host.client import WorkerClient
+    from host.process import WorkerCommand
+
+    made: list[WorkerClient] = []
+
+    def make(mock: str = "", *, extra: tuple[str, ...] = (), **kwargs) -> WorkerClient:
+        args = ["--backend", "mock", *(["--mock", mock] if mock else []), *extra]
+        client = WorkerClient(WorkerCommand.python(worker_python), args, startup_timeout=30, **kwargs)
+        made.append(client)
+        client.start()
+        return client
+
+    yield make
+    for client in made:
+        client.close(timeout=5)
+        if client.process is not None:
+            client.process.kill()
+
+
+@pytest.fixture()
+def object_png(tmp_path: Path) -> Path:
+    """A small RGBA object on a transparent background."""
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    inside = (yy - 32) ** 2 + (xx - 30) ** 2 < 18**2
+    rgba[inside] = [200, 80, 40, 255]
+    path = tmp_path / "object.png"
+    Image.fromarray(rgba).save(path)
+    return path

@@ -1,0 +1,107 @@
+"""The worker's pieces that need no process: handles, output rules, image checks, mock options."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rpcworker.backends.mock import MockOptions
+from rpcworker.errors import HandleExpired, InputNotFound, InputUnreadable, InvalidParams, OutputRefused
+from rpcworker.handles import ViewStore
+from rpcworker.images import load_input_image, load_views_grid
+from rpcworker.outputs import OutputPolicy, atomic_output
+from rpcworker.protocol import ImagePath, ImagePng, ViewsGridPng
+
+
+def test_view_store_evicts_least_recently_used() -> None:
+    store = ViewStore(2)
+    a, b = store.put("A", 1), store.put("B", 1)
+    store.get(a)
+    c = store.put("C", 1)
+    assert store.get(a)[0] == "A" and store.get(c)[0] == "C"
+    with pytest.raises(HandleExpired, match="evicted") as info:
+        store.get(b)
+    assert info.value.data["reason"].startswith("evicted") and info.value.data["max_handles"] == 2
+
+
+def test_view_store_names_foreign_and_bogus_handles() -> None:
+    store, other = ViewStore(2), ViewStore(2)
+    with pytest.raises(HandleExpired, match="another worker"):
+        store.get(other.put("x", 1))
+    with pytest.raises(HandleExpired, match="not a views handle"):
+        store.get("nonsense")
+
+
+def test_output_policy(tmp_path) -> None:
+    policy = OutputPolicy(str(tmp_path / "root"))
+    with pytest.raises(InvalidParams, match="absolute"):
+        policy.check("relative.obj", "output_path", False)
+    with pytest.raises(OutputRefused, match="outside"):
+        policy.check(str(tmp_path / "elsewhere.obj"), "output_path", False)
+    with pytest.raises(OutputRefused, match="outside"):
+        policy.check(str(tmp_path / "root" / ".." / "escape.obj"), "output_path", False)
+    inside = tmp_path / "root" / "sub" / "m.obj"
+    assert policy.check(str(inside), "output_path", False) == str(inside)
+    inside.parent.mkdir(parents=True)
+    inside.write_text("old")
+    with pytest.raises(OutputRefused, match="exists"):
+        policy.check(str(inside), "output_path", False)
+    assert policy.check(str(inside), "output_path", True) == str(inside)
+    with pytest.raises(OutputRefused, match="directory"):
+        policy.check(str(inside.parent), "output_path", True)
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path) -> None:
+    target = tmp_path / "out" / "mesh.obj"
+    with pytest.raises(RuntimeError):
+        with atomic_output(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("crash while writing")
+    assert not target.exists() and os.listdir(target.parent) == []
+    with atomic_output(str(target)) as tmp:
+        with open(tmp, "w") as f:
+            f.write("whole")
+    assert target.read_text() == "whole" and os.listdir(target.parent) == ["mesh.obj"]
+
+
+def _png(size=(64, 64), mode="RGBA") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_input_image_errors(tmp_path) -> None:
+    with pytest.raises(InputNotFound):
+        load_input_image(ImagePath(str(tmp_path / "missing.png")))
+    with pytest.raises(InputUnreadable, match="directory"):
+        load_input_image(ImagePath(str(tmp_path)))
+    with pytest.raises(InvalidParams, match="absolute"):
+        load_input_image(ImagePath("x.png"))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(_png()[:40])
+    with pytest.raises(InputUnreadable, match="corrupt.png"):
+        load_input_image(ImagePath(str(corrupt)))
+    with pytest.raises(InputUnreadable, match="smaller"):
+        load_input_image(ImagePng(_png((4, 4))))
+    with pytest.raises(InputUnreadable, match="mode"):
+        load_input_image(ImagePng(_png(mode="I;16")))
+    assert load_input_image(ImagePng(_png())).mode == "RGBA"
+
+
+def test_grid_must_be_three_by_two() -> None:
+    with pytest.raises(InputUnreadable, match="3 rows x 2 columns"):
+        load_views_grid(ViewsGridPng(_png((64, 64), "RGB")))
+    assert load_views_grid(ViewsGridPng(_png((64, 96), "RGB"))).size == (64, 96)
+
+
+def test_mock_options_parse() -> None:
+    opts = MockOptions.parse("step_delay=0.5,oom_once=reconstruct+load,noisy,view_size=32")
+    assert opts.step_delay == 0.5 and opts.oom_once == {"reconstruct", "load"} and opts.noisy and opts.view_size == 32
+    with pytest.raises(ValueError, match="unknown mock option"):
+        MockOptions.parse("nope=1")
