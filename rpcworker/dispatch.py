@@ -361,7 +361,12 @@ class Dispatcher:
     def _send(self, message: msgspec.Struct) -> None:
         try:
             self.stream.send(message)
-        except (BrokenPipeError, ValueError, OSError):
+        except (TypeError, msgspec.EncodeError) as exc:
+            log.error("could not encode a %s: %s", type(message).__name__, exc)
+            request_id = getattr(message, "id", None)
+            if request_id is not None:
+                self._reply_error(request_id, InternalError(f"the worker built a reply it cannot encode: {exc}", {"type": type(exc).__name__}))
+        except (ValueError, OSError):
             log.warning("could not send a %s: the host is gone", type(message).__name__)
 
     def _reply_error(self, request_id: RequestId | None, err: RpcError) -> None:

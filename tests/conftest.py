@@ -52,6 +52,14 @@ def mock_client(worker_python: Path) -> Iterator[Callable[..., "object"]]:
             client.process.kill()
 
 
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh cache for the tiny preset's weights, shared by every worker this test session starts."""
+    path = tmp_path_factory.mktemp("instantmesh-rpc-cache")
+    os.environ["INSTANTMESH_RPC_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture()
 def object_png(tmp_path: Path) -> Path:
     """A small RGBA object on a transparent background."""

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import InternalError, ModelNotLoaded, OutOfMemory
 from ..protocol import MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from .grid import join_views, split_grid
 
 MODELS = ("views", "mesh")
 
@@ -127,15 +128,13 @@ class MockBackend:
             tint = np.array([1.0 - 0.08 * i, 0.9 + 0.02 * i, 0.8 + 0.03 * i], dtype=np.float32)
             noise = rng.normal(0.0, 4.0 * guidance_scale / 4.0, size=(size, size, 1)).astype(np.float32)
             views[i] = np.clip(shifted * tint + noise, 0, 255).astype(np.uint8)
-        grid = Image.fromarray(views.reshape(3, 2, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(3 * size, 2 * size, 3))
+        grid = Image.fromarray(join_views(views))
         if self.options.noisy:
             self._make_noise("generate_views done")
         return GeneratedViews(grid, views, size, {"diffusion_s": time.perf_counter() - start})
 
     def views_from_grid(self, grid: Any) -> tuple[Any, int]:
-        size = grid.width // 2
-        arr = np.asarray(grid.convert("RGB"), dtype=np.uint8)
-        return arr.reshape(3, size, 2, size, 3).transpose(0, 2, 1, 3, 4).reshape(6, size, size, 3), size
+        return split_grid(grid)
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
         self._ensure("mesh", ctx)

@@ -1,0 +1,274 @@
+"""The real backend: Zero123++ for the views and the InstantMesh LRM for the mesh, both kept warm.
+
+Torch is imported when the backend is created (initialize reports the device); the models load on the
+first ``load`` or the first call that needs them. On CUDA the diffusion pipeline runs in float16 and the LRM in float32, as upstream runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InvalidParams, ModelNotLoaded, OutOfMemory
+from ..protocol import MemoryInfo
+from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from .grid import split_grid
+
+log = logging.getLogger("rpcworker.instantmesh")
+
+MODELS = ("views", "mesh")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    zero123plus: Path
+    whitebg_unet: Path
+    lrm: Path
+    lrm_config: Path
+    label: str
+    view_size: int
+    """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
+    lrm_input_size: int
+    """Side of the views the LRM reads (320 officially)."""
+
+
+def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
+    """The files to load: the official weights (found or given), or the tiny preset.
+
+    ``--preset auto`` (the default) uses the official weights when all of them are found and the tiny
+    preset otherwise; naming any weight path makes a missing file an error instead.
+    """
+    from instantmesh.lrm.config import preset_path
+    from instantmesh.weights import WeightsNotFound, resolve_weights
+
+    preset = args.preset or "auto"
+    explicit = any((args.zero123plus, args.unet, args.lrm))
+    if preset not in ("auto", "official", "tiny"):
+        raise ValueError(f"unknown preset {preset!r}; use official, tiny or auto")
+    if preset != "tiny":
+        try:
+            paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
+            config = Path(args.config) if args.config else preset_path("instant-mesh-large")
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, f"official InstantMesh ({paths.lrm.name})", 320, 320)
+        except WeightsNotFound as exc:
+            if preset == "official" or explicit:
+                raise ValueError(str(exc)) from exc
+            log.warning("official weights not found; using the tiny preset with random weights.\n%s", exc)
+    from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
+
+    tiny = ensure_tiny_weights()
+    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, 32, 64)
+
+
+class InstantMeshBackend:
+    def __init__(self, files: ModelFiles, device: str | None = None) -> None:
+        self.files = files
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self._pipeline: Any = None
+        self._lrm: Any = None
+        self._cameras: torch.Tensor | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "InstantMeshBackend":
+        return cls(resolve_model_files(args), args.device)
+
+    def info(self) -> BackendInfo:
+        cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return BackendInfo(
+            name="instantmesh",
+            model_label=self.files.label,
+            device=f"{self.device} ({name})" if self.device.type == "cuda" else "cpu",
+            torch=str(torch.__version__),
+            cuda=cuda,
+            capabilities=["generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply"],
+        )
+
+    def loaded(self) -> list[str]:
+        return [name for name, model in (("views", self._pipeline), ("mesh", self._lrm)) if model is not None]
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, models: list[str], ctx: WorkContext) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for i, name in enumerate(models):
+            if name in self.loaded():
+                continue
+            ctx.progress("load", i + 1, len(models), name)
+            start = time.perf_counter()
+            with self._device_errors(f"load {name}"):
+                if name == "views":
+                    self._pipeline = self._load_views()
+                else:
+                    self._lrm = self._load_mesh()
+            self._synchronize()
+            seconds[name] = time.perf_counter() - start
+            log.info("loaded %s in %.2f s", name, seconds[name])
+        return seconds
+
+    def _load_views(self) -> Any:
+        from instantmesh.zero123plus import load_zero123plus
+
+        try:
+            return load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelNotLoaded(
+                f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
+                {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
+            ) from exc
+
+    def _load_mesh(self) -> Any:
+        from instantmesh.cameras import zero123plus_input_cameras
+        from instantmesh.lrm.model import load_instantmesh_lrm
+
+        try:
+            lrm = load_instantmesh_lrm(self.files.lrm_config, self.files.lrm, device=self.device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelNotLoaded(
+                f"cannot load the LRM from {self.files.lrm}: {exc}",
+                {"model": "mesh", "searched": [str(self.files.lrm), str(self.files.lrm_config)]},
+            ) from exc
+        lrm.init_flexicubes_geometry(self.device, fovy=30.0)
+        self._cameras = zero123plus_input_cameras(batch_size=1, radius=4.0).to(self.device)
+        return lrm
+
+    def unload(self, models: list[str]) -> list[str]:
+        unloaded = [m for m in self.loaded() if m in models]
+        if "views" in unloaded:
+            self._pipeline = None
+        if "mesh" in unloaded:
+            self._lrm = None
+            self._cameras = None
+        self._free()
+        return unloaded
+
+    def _require(self, model: str, ctx: WorkContext) -> Any:
+        if model not in self.loaded():
+            self.load([model], ctx)
+        return self._pipeline if model == "views" else self._lrm
+
+    # ------------------------------------------------------------------ work
+
+    def generate_views(
+        self, image: Any, seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
+    ) -> GeneratedViews:
+        pipeline = self._require("views", ctx)
+        size = self.files.view_size
+        start = time.perf_counter()
+        with self._device_errors("generate_views"), torch.inference_mode():
+            generator = torch.Generator("cpu").manual_seed(seed)
+            grid = pipeline(
+                image,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                width=2 * size,
+                height=3 * size,
+                generator=generator,
+                output_type="pil",
+                progress=lambda step, total: ctx.progress("diffusion", step, total),
+                check_cancelled=ctx.check_cancelled,
+            )
+            self._synchronize()
+        views, view_size = split_grid(grid)
+        return GeneratedViews(grid, views, view_size, {"diffusion_s": time.perf_counter() - start})
+
+    def views_from_grid(self, grid: Any) -> tuple[Any, int]:
+        return split_grid(grid)
+
+    def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
+        if texture_map:
+            raise InvalidParams(
+                "texture_map is not supported by this worker (it needs a rasteriser); use vertex colours",
+                {"field": "texture_map"},
+            )
+        lrm = self._require("mesh", ctx)
+        timings: dict[str, float] = {}
+        with self._device_errors("reconstruct"), torch.inference_mode():
+            t = time.perf_counter()
+            images = self._lrm_input(views)
+            ctx.progress("reconstruct", 1, 3, "planes")
+            planes = lrm.forward_planes(images, self._cameras)
+            self._synchronize()
+            timings["planes_s"] = time.perf_counter() - t
+            ctx.check_cancelled()
+            t = time.perf_counter()
+            ctx.progress("reconstruct", 2, 3, "mesh")
+            vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
+            timings["mesh_s"] = time.perf_counter() - t
+            ctx.progress("reconstruct", 3, 3, "done")
+        return MeshData(vertices, faces, colors, timings)
+
+    def _lrm_input(self, views: np.ndarray) -> torch.Tensor:
+        """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1]; resized with antialiasing when S != R (no torchvision)."""
+        images = torch.from_numpy(np.ascontiguousarray(views)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        size = self.files.lrm_input_size
+        if images.shape[-1] != size:
+            images = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+            images = images.clamp(0, 1)
+        return images.unsqueeze(0)
+
+    # ------------------------------------------------------------------ memory
+
+    def memory(self) -> MemoryInfo:
+        if self.device.type == "cuda":
+            return MemoryInfo(
+                str(self.device),
+                torch.cuda.memory_allocated(self.device),
+                torch.cuda.memory_reserved(self.device),
+                torch.cuda.max_memory_allocated(self.device),
+                torch.cuda.get_device_properties(self.device).total_memory,
+            )
+        return _process_memory()
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @contextmanager
+    def _device_errors(self, what: str) -> Iterator[None]:
+        """Turns device out-of-memory into the protocol's error after freeing what the failed step held."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as exc:
+            message = str(exc).splitlines()[0]
+        else:
+            return
+        self._free()
+        info = self.memory()
+        raise OutOfMemory(
+            f"out of GPU memory in {what}; memory was freed and the worker keeps serving ({message})",
+            {"device": str(self.device), "method": what, "allocated_bytes": info.allocated_bytes, "total_bytes": info.total_bytes},
+        )
+
+
+def _process_memory() -> MemoryInfo:
+    import resource
+
+    page = 4096
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * page
+    except OSError:
+        rss = 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        with open("/proc/meminfo") as f:
+            total = int(f.readline().split()[1]) * 1024
+    except OSError:
+        total = 0
+    return MemoryInfo("cpu", rss, rss, peak, total)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: makes sure the environments exist (quick when they do), then runs the whole suite.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/pipe -k cancel
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venvs/models/bin/python -m pytest -q "$@"

@@ -1,0 +1,74 @@
+"""The real InstantMesh backend with the tiny preset, driven through the worker over pipes on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trimesh
+
+from host import InstantMeshWorker, InvalidParams, WorkerStartError
+from tests.conftest import MODELS_PYTHON
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def tiny_worker(tiny_cache: Path):
+    with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", startup_timeout=120) as worker:
+        yield worker
+
+
+def test_views_then_mesh_by_handle_in_every_format(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    info = tiny_worker.client.info
+    assert info.backend == "instantmesh" and info.torch and "tiny" in info.model_label
+    progress = []
+    views = tiny_worker.generate_views(
+        object_png, num_inference_steps=3, save_grid=tmp_path / "grid.png", on_progress=lambda p: progress.append(p.stage)
+    )
+    assert "NOT the official" in views.model_label
+    assert views.grid_size == (64, 96) and views.view_size == 32 and Path(views.grid_path).stat().st_size > 0
+    assert progress.count("diffusion") == 3
+    for fmt in ("obj", "glb", "ply"):
+        mesh = tiny_worker.reconstruct(views, tmp_path / f"mesh.{fmt}")
+        assert mesh.num_vertices > 100 and mesh.num_faces > 100
+        loaded = trimesh.load(mesh.path, force="mesh", process=False)
+        assert len(loaded.faces) == mesh.num_faces
+        assert loaded.bounds.ravel().tolist() == pytest.approx(sum(mesh.bounds, []), abs=1e-4)
+
+
+def test_reconstruct_from_a_saved_grid_matches_the_handle(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    views = tiny_worker.generate_views(object_png, num_inference_steps=2, seed=3, save_grid=tmp_path / "g.png")
+    by_handle = tiny_worker.reconstruct(views, tmp_path / "a.ply")
+    by_grid = tiny_worker.reconstruct(tmp_path / "g.png", tmp_path / "b.ply")
+    assert (by_handle.num_vertices, by_handle.num_faces) == (by_grid.num_vertices, by_grid.num_faces)
+
+
+def test_same_seed_same_views(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    a = tiny_worker.generate_views(object_png, num_inference_steps=2, seed=11, save_grid=tmp_path / "a.png")
+    b = tiny_worker.generate_views(object_png, num_inference_steps=2, seed=11, save_grid=tmp_path / "b.png")
+    c = tiny_worker.generate_views(object_png, num_inference_steps=2, seed=12, save_grid=tmp_path / "c.png")
+    assert Path(a.grid_path).read_bytes() == Path(b.grid_path).read_bytes() != Path(c.grid_path).read_bytes()
+
+
+def test_texture_map_is_refused_clearly(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    views = tiny_worker.generate_views(object_png, num_inference_steps=1)
+    with pytest.raises(InvalidParams, match="texture_map"):
+        tiny_worker.reconstruct(views, tmp_path / "t.obj", texture_map=True)
+    assert not (tmp_path / "t.obj").exists()
+
+
+def test_unload_frees_and_reload_works(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    tiny_worker.unload()
+    assert tiny_worker.status().loaded == []
+    loaded = tiny_worker.load(["mesh"])
+    assert set(loaded.load_seconds) == {"mesh"}
+    assert tiny_worker.image_to_mesh(object_png, tmp_path / "m.obj", num_inference_steps=1).num_faces > 0
+
+
+def test_missing_official_weights_name_every_place_looked(tmp_path: Path) -> None:
+    worker = InstantMeshWorker(str(MODELS_PYTHON), preset="official", lrm=str(tmp_path / "missing.ckpt"), startup_timeout=120)
+    with pytest.raises(WorkerStartError) as info:
+        worker.start()
+    text = str(info.value)
+    assert "missing.ckpt" in text and "INSTANTMESH_ZERO123PLUS" in text and "Hugging Face cache" in text
