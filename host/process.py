@@ -104,7 +104,7 @@ class WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            bufsize=0,
+            bufsize=1024 * 1024,
             env=command.environment(),
             start_new_session=True,
             close_fds=True,

@@ -1,0 +1,1 @@
+"""InstantMesh large reconstruction model (LRM)."""

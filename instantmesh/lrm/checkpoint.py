@@ -1,0 +1,124 @@
+"""Reading and writing LRM weights in the official InstantMesh checkpoint layout.
+
+Official `.ckpt` files are PyTorch-Lightning containers: `{"state_dict": {"lrm_generator.<key>": tensor,
+...}, ...}`, possibly with other top-level modules (e.g. the training LPIPS net) that we ignore. They are
+read with `weights_only=True` only, so a file that needs arbitrary unpickling is refused.
+`.safetensors` files are accepted with or without the prefix.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+PREFIX = "lrm_generator."
+_LIST_LIMIT = 5
+
+
+class CheckpointError(RuntimeError):
+    """A weights file that cannot be read safely or does not match the model."""
+
+
+def _strip_prefix(state_dict: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    if any(key.startswith(PREFIX) for key in state_dict):
+        picked = {key[len(PREFIX) :]: value for key, value in state_dict.items() if key.startswith(PREFIX)}
+    else:
+        picked = dict(state_dict)
+    not_tensors = [key for key, value in picked.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{source}: entries that are not tensors: {not_tensors[:_LIST_LIMIT]}")
+    return picked
+
+
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line:
+            return line.split(". Please use")[0]
+    return lines[0] if lines else repr(err)
+
+
+def read_lrm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The LRM state dict (keys without `lrm_generator.`) from a `.ckpt`/`.pt`/`.bin` or `.safetensors` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _strip_prefix(load_file(str(path), device="cpu"), str(path))
+    try:
+        container = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: the file needs arbitrary unpickling, which is never done here "
+            f"(torch.load weights_only=True). Convert it to .safetensors in a trusted environment. "
+            f"Detail: {_unpickling_reason(err)}"
+        ) from err
+    if not isinstance(container, Mapping):
+        raise CheckpointError(f"{path}: expected a dict, found {type(container).__name__}")
+    state_dict = container.get("state_dict", container)
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict")
+    return _strip_prefix(state_dict, str(path))
+
+
+def _summarise(label: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_LIMIT])
+    more = f", … (+{len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
+    return f"{len(items)} {label}: {shown}{more}"
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the missing, unexpected and shape-mismatched keys, if any."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [
+        f"{key} (file {list(state_dict[key].shape)} vs model {list(expected[key].shape)})"
+        for key in expected
+        if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
+    problems = [
+        _summarise(label, items)
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: weights do not match the model (keys shown without '{PREFIX}'): " + "; ".join(problems)
+        )
+
+
+def load_lrm_checkpoint(model: nn.Module, path: str | Path, assign: bool = False) -> None:
+    """Strictly load an official-layout checkpoint into `model`.
+
+    With `assign=True` the file's tensors replace the parameters (use it for a model built on the meta
+    device, which skips random initialisation).
+    """
+    state_dict = read_lrm_state_dict(path)
+    check_state_dict(model, state_dict, str(path))
+    model.load_state_dict(state_dict, strict=True, assign=assign)
+
+
+def save_lrm_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], path: str | Path, extra: Mapping[str, Any] | None = None
+) -> None:
+    """Write LRM weights as the official layout: `.safetensors` (prefixed keys) or a Lightning-style `.ckpt`.
+
+    `extra` adds other top-level `state_dict` entries (e.g. `lpips.*`) to mimic a training checkpoint.
+    """
+    path = Path(path)
+    prefixed = {PREFIX + key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    if extra:
+        prefixed.update({key: value.detach().cpu().contiguous() for key, value in extra.items()})
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(prefixed, str(path))
+    else:
+        torch.save({"state_dict": prefixed}, path)

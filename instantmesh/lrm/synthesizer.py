@@ -1,0 +1,163 @@
+"""Triplane field decoding: sample the three feature planes at 3D points and decode geometry and colour.
+
+The geometry heads give, per grid vertex, an SDF value and a deformation, and per grid cube the 21
+FlexiCubes weights (12 edge, 8 corner, 1 cube). The colour head gives RGB at arbitrary points.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Which world axes span each plane, as (grid_sample x, grid_sample y): xy, xz and zy.
+PLANE_AXES = ((0, 1), (0, 2), (2, 1))
+BOX_WARP = 2.0
+DEFORMATION_MULTIPLIER = 4.0
+FLEXICUBES_WEIGHT_SCALE = 0.1
+
+
+def sample_from_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float = BOX_WARP) -> torch.Tensor:
+    """Bilinear features of `points` [B,M,3] on `planes` [B,3,C,H,W], concatenated per point: [B,M,3C].
+
+    Points are in [-box_warp/2, box_warp/2]^3; outside the box the features are zero.
+    """
+    batch, n_planes, channels, height, width = planes.shape
+    coords = points * (2.0 / box_warp)
+    grid = torch.stack([coords[..., list(axes)] for axes in PLANE_AXES], dim=1)
+    grid = grid.reshape(batch * n_planes, 1, -1, 2).to(planes.dtype)
+    sampled = F.grid_sample(
+        planes.reshape(batch * n_planes, channels, height, width),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    # [B*3, C, 1, M] -> [B, M, 3, C] -> [B, M, 3C]
+    sampled = sampled.view(batch, n_planes, channels, -1).permute(0, 3, 1, 2)
+    return sampled.reshape(batch, -1, n_planes * channels)
+
+
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.ReLU()]
+    for _ in range(num_layers - 2):
+        layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class TriplaneDecoder(nn.Module):
+    """EG3D-style small MLP heads (ReLU) on concatenated triplane features."""
+
+    def __init__(self, n_features: int, hidden_dim: int = 64, num_layers: int = 4) -> None:
+        super().__init__()
+        point_dim = 3 * n_features
+        self.net_sdf = _mlp(point_dim, hidden_dim, 1, num_layers)
+        self.net_rgb = _mlp(point_dim, hidden_dim, 3, num_layers)
+        self.net_deformation = _mlp(point_dim, hidden_dim, 3, num_layers)
+        self.net_weight = _mlp(8 * point_dim, hidden_dim, 21, num_layers)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+
+    def cube_weights(self, vertex_features: torch.Tensor, cube_indices: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """FlexiCubes weights [B,F,21] from the features of each cube's 8 corners, in chunks of cubes.
+
+        The corner features are gathered chunk by chunk because the full [B, F, 8*3C] tensor is 16 GB at
+        grid_res 128.
+        """
+        batch, _, dim = vertex_features.shape
+        outputs = []
+        for start in range(0, cube_indices.shape[0], chunk_size):
+            corners = cube_indices[start : start + chunk_size]
+            gathered = vertex_features[:, corners.reshape(-1)].reshape(batch, corners.shape[0], 8 * dim)
+            outputs.append(self.net_weight(gathered))
+        return torch.cat(outputs, dim=1) * FLEXICUBES_WEIGHT_SCALE
+
+    def rgb(self, point_features: torch.Tensor) -> torch.Tensor:
+        """Colour in [-0.001, 1.001] (MipNeRF's widened sigmoid)."""
+        return torch.sigmoid(self.net_rgb(point_features)) * (1 + 2 * 0.001) - 0.001
+
+
+def center_and_boundary_indices(
+    grid_res: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of the grid's near-centre vertex and of its two outermost vertex shells.
+
+    Used to force a surface when a prediction has none; the vertex grid is (res+1)^3 in row-major order.
+    """
+    side = grid_res + 1
+    mark = torch.zeros(side, side, side, dtype=torch.bool, device=device)
+    c = grid_res // 2 + 1
+    center = torch.tensor([(c * side + c) * side + c], device=device)
+    mark[:2] = True
+    mark[-2:] = True
+    mark[:, :2] = True
+    mark[:, -2:] = True
+    mark[:, :, :2] = True
+    mark[:, :, -2:] = True
+    return center, mark.reshape(-1).nonzero().squeeze(1)
+
+
+def fix_empty_surfaces(sdf: torch.Tensor, grid_res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give samples whose SDF has one sign over the whole grid interior a surface to extract.
+
+    For such a sample, the centre vertex is set to `1 - min(sdf)` and the two outer vertex shells to
+    `-1 - max(sdf)` (min/max over the whole batch), the rest is untouched and the result is detached.
+    Returns the SDF and the [B] mask of samples that were fixed; others are returned unchanged.
+    """
+    batch = sdf.shape[0]
+    side = grid_res + 1
+    interior = sdf.reshape(batch, side, side, side)[:, 1:-1, 1:-1, 1:-1].reshape(batch, -1)
+    empty = ((interior > 0).sum(-1) == 0) | ((interior < 0).sum(-1) == 0)
+    if not bool(empty.any()):
+        return sdf, empty
+    center, boundary = center_and_boundary_indices(grid_res, sdf.device)
+    update = torch.zeros_like(sdf[:1])
+    update[:, center] += 1.0 - sdf.min()
+    update[:, boundary] += -1.0 - sdf.max()
+    empty_b = empty.view(batch, 1, 1)
+    new_sdf = update * empty_b.to(sdf.dtype)
+    # vertices whose planted value happens to be exactly 0 keep their prediction, as upstream does
+    keep = (new_sdf == 0).to(sdf.dtype)
+    fixed = sdf * keep + new_sdf * (1 - keep)
+    return torch.where(empty_b, fixed.detach(), sdf), empty
+
+
+class TriplaneSynthesizer(nn.Module):
+    """Decodes triplanes into FlexiCubes inputs (geometry) and vertex colours (texture)."""
+
+    def __init__(self, triplane_dim: int, samples_per_ray: int, weight_chunk_size: int = 65536) -> None:
+        super().__init__()
+        self.triplane_dim = triplane_dim
+        self.samples_per_ray = samples_per_ray
+        self.weight_chunk_size = weight_chunk_size
+        self.decoder = TriplaneDecoder(n_features=triplane_dim)
+
+    def get_sdf_deformation_prediction(
+        self,
+        planes: torch.Tensor,
+        grid_verts: torch.Tensor,
+        cube_indices: torch.Tensor,
+        grid_res: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SDF [B,N,1], deformation [B,N,3] and FlexiCubes weights [B,F,21] on the FlexiCubes grid.
+
+        `grid_verts` [N,3] are the undeformed vertices (already scaled), `cube_indices` [F,8] their cubes.
+        The deformation is bounded to a quarter cell (`tanh / (grid_res * 4)`); an SDF without a zero
+        crossing inside the grid gets upstream's fix-up (`fix_empty_surfaces`).
+        """
+        batch = planes.shape[0]
+        points = grid_verts.to(device=planes.device, dtype=planes.dtype).unsqueeze(0).expand(batch, -1, -1)
+        features = sample_from_planes(planes, points)
+        sdf = self.decoder.net_sdf(features)
+        deformation = self.decoder.net_deformation(features)
+        weight = self.decoder.cube_weights(features, cube_indices.to(planes.device), self.weight_chunk_size)
+        deformation = torch.tanh(deformation) / (grid_res * DEFORMATION_MULTIPLIER)
+        sdf, empty = fix_empty_surfaces(sdf, grid_res)
+        deformation = torch.where(empty.view(-1, 1, 1), deformation.detach(), deformation)
+        return sdf, deformation, weight
+
+    def get_texture_prediction(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """RGB [B,M,3] (roughly [0,1], not clamped) at `points` [B,M,3]."""
+        return self.decoder.rgb(sample_from_planes(planes, points.to(planes.dtype)))
