@@ -1,0 +1,171 @@
+"""Zero123++ pipeline behaviour the worker relies on: progress, cancellation, seeding, plain-UNet fallback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
+from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
+
+pytestmark = pytest.mark.models
+
+TINY = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
+if not TINY.is_dir():
+    pytest.skip(f"golden data not found at {TINY}", allow_module_level=True)
+
+SMALL = dict(num_inference_steps=2, width=64, height=96)
+
+
+class Cancelled(Exception):
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models are faster on one thread, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin")
+
+
+@pytest.fixture(scope="module")
+def cond() -> Image.Image:
+    return Image.open(TINY / "cond.png")
+
+
+def test_progress_reports_every_step(pipe, cond):
+    calls = []
+    pipe(cond, generator=0, output_type="latent", progress=lambda step, total: calls.append((step, total)), **SMALL)
+    assert calls == [(1, 2), (2, 2)]
+
+
+def test_cancellation_aborts_and_leaves_the_unet_clean(pipe, cond):
+    calls = []
+
+    def check():
+        calls.append(None)
+        if len(calls) == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipe(cond, generator=0, check_cancelled=check, **SMALL)
+    assert pipe.reference_bank.mode is None and pipe.reference_bank.tokens == {}
+    out = pipe(cond, generator=0, output_type="np", **SMALL)
+    assert np.isfinite(out).all()
+
+
+def test_seed_is_reproducible_and_independent_of_global_rng(pipe, cond):
+    torch.manual_seed(0)
+    a = pipe(cond, generator=7, output_type="latent", **SMALL)
+    torch.manual_seed(1)
+    b = pipe(cond, generator=torch.Generator().manual_seed(7), output_type="latent", **SMALL)
+    c = pipe(cond, generator=8, output_type="latent", **SMALL)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_output_types_agree(pipe, cond):
+    arr = pipe(cond, generator=3, output_type="np", **SMALL)
+    pil = pipe(cond, generator=3, output_type="pil", **SMALL)
+    pt = pipe(cond, generator=3, output_type="pt", **SMALL)
+    assert pil.size == (64, 96) and pil.mode == "RGB"
+    assert tuple(pt.shape) == (3, 96, 64)
+    np.testing.assert_array_equal(pt.permute(1, 2, 0).numpy(), arr)
+    np.testing.assert_array_equal(np.asarray(pil), (arr * 255).round().astype(np.uint8))
+
+
+def test_no_guidance_runs_without_negative_branch(pipe, cond):
+    batches = []
+    handle = pipe.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    try:
+        pipe(cond, generator=0, guidance_scale=1.0, output_type="latent", **SMALL)
+    finally:
+        handle.remove()
+    assert batches == [1, 1, 1, 1]
+
+
+def test_reference_processors_are_plain_attention_outside_a_pass(pipe):
+    """With no pass active the wrapped UNet computes exactly what the unwrapped one does."""
+    processors = pipe.unet.attn_processors
+    wrapped = [n for n, p in processors.items() if isinstance(p, ReferenceAttnProcessor)]
+    assert wrapped and all(n.endswith("attn1.processor") for n in wrapped)
+    assert len(wrapped) == sum(n.endswith("attn1.processor") for n in processors)
+
+    gen = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 16, 16, generator=gen)
+    ehs = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=gen)
+    t = torch.tensor(500.0)
+    with torch.inference_mode():
+        ours = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
+        pipe.unet.set_attn_processor({n: (p.inner if isinstance(p, ReferenceAttnProcessor) else p)
+                                      for n, p in processors.items()})
+        try:
+            plain = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
+        finally:
+            pipe.unet.set_attn_processor(processors)
+    assert torch.equal(ours, plain)
+
+
+def test_rgb_on_white():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    rgba.putpixel((0, 0), (10, 20, 30, 255))
+    rgb = np.asarray(to_rgb_on_white(rgba))
+    assert rgb.shape == (4, 4, 3)
+    assert tuple(rgb[0, 0]) == (10, 20, 30) and tuple(rgb[1, 1]) == (255, 255, 255)
+    gray = to_rgb_on_white(Image.new("L", (2, 2), 7))
+    assert gray.mode == "RGB" and tuple(np.asarray(gray)[0, 0]) == (7, 7, 7)
+    plain = Image.new("RGB", (2, 2))
+    assert to_rgb_on_white(plain) is plain
+
+
+def test_bad_size_is_rejected(pipe, cond):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        pipe(cond, num_inference_steps=1, width=60, height=96)
+
+
+GOLDEN_CALL = dict(num_inference_steps=4, guidance_scale=4.0, width=64, height=96)
+
+
+def _max_rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual.astype(np.float64) - expected).max() / np.abs(expected).max())
+
+
+def test_cpu_generator_reproduces_golden(pipe, cond):
+    """A seeded CPU generator draws what the global RNG does after manual_seed; this is the path CUDA runs use."""
+    golden = np.load(TINY / "output.npz")["final_latents_scaled"]
+    latents = pipe(cond, generator=torch.Generator().manual_seed(42), output_type="latent", **GOLDEN_CALL)
+    err = _max_rel_err(latents.numpy(), golden)
+    print(f"[zero123plus] final latents, CPU generator: max rel err {err:.2e}")
+    assert err < 1e-4
+
+
+def test_float16_follows_float32(cond):
+    """Half-precision networks with float32 latents and noise stay close to the float32 golden run."""
+    half = load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin",
+                            dtype=torch.float16)
+    assert half.unet.dtype == half.vae.dtype == half.text_encoder.dtype == torch.float16
+    golden = np.load(TINY / "output.npz")
+    latents = half(cond, generator=42, output_type="latent", **GOLDEN_CALL)
+    assert latents.dtype == torch.float32
+    err = _max_rel_err(latents.numpy(), golden["final_latents_scaled"])
+    print(f"[zero123plus] final latents, float16 networks: max rel err {err:.2e}")
+    assert err < 2e-2
+    with torch.inference_mode():
+        image = half.postprocess(half.decode_latents(latents), "np")
+    assert np.abs(image - golden["image_float"][0]).max() < 5e-2
