@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable, Sequence
@@ -33,6 +34,8 @@ from .session import PendingCall, ProgressCallback, RpcSession
 
 log = logging.getLogger("host.client")
 
+_MISSING_MODULE = re.compile(r"No module named '([^']+)'")
+
 
 class WorkerClient:
     """Owns one worker at a time. Thread-safe: several threads may call methods concurrently.
@@ -40,6 +43,11 @@ class WorkerClient:
     With ``auto_restart`` a call made after the worker died starts a new one first (views handles from the
     old worker are then gone, and say so). The call that was running when it died still fails with
     WorkerCrashed: requests are never retried behind the caller's back.
+
+    A request that times out is cancelled; if the worker has not answered it ``cancel_grace`` seconds
+    later, the worker is stuck (a step that never checks for cancel, a hang in native code), so it is
+    killed: other calls in flight fail with WorkerCrashed saying why, and the next call starts a new
+    worker (with ``auto_restart``). ``cancel_grace=None`` keeps a stuck worker.
     """
 
     def __init__(
@@ -52,6 +60,7 @@ class WorkerClient:
         auto_restart: bool = False,
         on_stderr: Callable[[str], None] | None = None,
         client_name: str = "instantmesh-rpc host",
+        cancel_grace: float | None = 30.0,
     ) -> None:
         self.command = command or WorkerCommand.default()
         self.worker_args = list(worker_args)
@@ -59,6 +68,7 @@ class WorkerClient:
         self.request_timeout = request_timeout
         self.auto_restart = auto_restart
         self.client_name = client_name
+        self.cancel_grace = cancel_grace
         self._on_stderr = on_stderr
         self._process: WorkerProcess | None = None
         self._session: RpcSession | None = None
@@ -73,7 +83,7 @@ class WorkerClient:
 
     def start(self) -> InitializeResult:
         with self._lock:
-            if self._session is not None and not self._session.closed:
+            if self._session is not None and not self._session.closed and self._process is not None and self._process.alive:
                 assert self.info is not None
                 return self.info
             self._discard()
@@ -83,7 +93,7 @@ class WorkerClient:
             except OSError as exc:
                 raise WorkerStartError(f"cannot start the worker: {exc}") from exc
             stream = MessageStream(process.stdout, process.stdin)
-            session = RpcSession(stream, lambda: self._crash_error(process))
+            session = RpcSession(stream, lambda: self._crash_error(process), lambda call: self._watch_cancel(process, call))
             try:
                 info = session.call(
                     "initialize",
@@ -99,7 +109,11 @@ class WorkerClient:
                     reason = "the worker exited before completing the handshake"
                 else:
                     reason = f"handshake failed: {exc}"
-                raise WorkerStartError(reason, code, process.stderr_tail()) from exc
+                tail = process.stderr_tail()
+                missing = _MISSING_MODULE.findall(tail)
+                if missing:
+                    reason += f"; the worker environment lacks the Python package {missing[-1]!r} (install it there)"
+                raise WorkerStartError(reason, code, tail) from exc
             self._process, self._session, self.info = process, session, info
             self.generation += 1
             self.started_at = time.monotonic()
@@ -134,7 +148,23 @@ class WorkerClient:
 
     def _crash_error(self, process: WorkerProcess) -> HostError:
         code = process.wait_exit(1.0)
-        return WorkerCrashed(f"the worker (pid {process.pid}) exited or closed its output", code, process.stderr_tail())
+        why = f": {process.kill_reason}" if process.kill_reason else ""
+        return WorkerCrashed(f"the worker (pid {process.pid}) exited or closed its output{why}", code, process.stderr_tail())
+
+    def _watch_cancel(self, process: WorkerProcess, call: PendingCall) -> None:
+        """After a timeout: kill the worker if it does not answer the cancelled call within cancel_grace."""
+        grace = self.cancel_grace
+        if grace is None:
+            return
+
+        def watch() -> None:
+            if call.wait_done(grace) or not process.alive:
+                return
+            reason = f"killed by the host: {call.method} (id {call.id}) did not stop within {grace:g} s of its cancel"
+            log.warning("worker pid %d is stuck; %s", process.pid, reason)
+            process.kill(reason)
+
+        threading.Thread(target=watch, name=f"cancel-watch-{call.id}", daemon=True).start()
 
     def __enter__(self) -> "WorkerClient":
         self.start()
@@ -155,7 +185,10 @@ class WorkerClient:
 
     def _live_session(self) -> RpcSession:
         with self._lock:
-            if self._session is None or self._session.closed:
+            # A worker that has exited counts as gone even before the session's reader has seen EOF, so a
+            # call made just after a crash restarts it (auto_restart) instead of failing on a dead pipe.
+            exited = self._process is not None and not self._process.alive
+            if self._session is None or self._session.closed or exited:
                 if self._session is not None and not self.auto_restart:
                     assert self._process is not None
                     raise self._crash_error(self._process)
@@ -164,8 +197,21 @@ class WorkerClient:
             return self._session
 
     def request(self, method: str, params: msgspec.Struct | None = None, on_progress: ProgressCallback | None = None) -> PendingCall:
-        """Sends a request and returns at once; ``.result()`` waits, ``.cancel()`` cancels."""
-        return self._live_session().request(method, params, on_progress)
+        """Sends a request and returns at once; ``.result()`` waits, ``.cancel()`` cancels.
+
+        A request that could not even be written (the worker died just before) was never delivered, so with
+        ``auto_restart`` it is sent once more to a new worker; delivered requests are never re-sent.
+        """
+        session = self._live_session()
+        try:
+            return session.request(method, params, on_progress)
+        except WorkerCrashed:
+            if not self.auto_restart:
+                raise
+            with self._lock:
+                if self._session is session:
+                    self._discard()
+            return self._live_session().request(method, params, on_progress)
 
     def call(
         self,

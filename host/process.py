@@ -91,6 +91,8 @@ class WorkerProcess:
         self._stderr = collections.deque(maxlen=stderr_lines)
         self._stderr_lock = threading.Lock()
         self._on_stderr = on_stderr
+        self.kill_reason: str | None = None
+        """Why the host killed this worker, when it did (shown in the crash error)."""
         argv = command.argv(self.worker_args)
         executable = argv[0]
         if os.sep not in executable and shutil.which(executable) is None:
@@ -125,7 +127,14 @@ class WorkerProcess:
 
     @property
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        """Asks the kernel without reaping: Popen.poll() answers "running" while another thread waits on it."""
+        if self.popen.returncode is not None:
+            return False
+        try:
+            exited = os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # already reaped by a concurrent wait
+            return False
+        return exited is None
 
     def _drain_stderr(self) -> None:
         stream = self.popen.stderr
@@ -174,6 +183,8 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
 
-    def kill(self) -> None:
+    def kill(self, reason: str | None = None) -> None:
+        if reason is not None and self.alive:
+            self.kill_reason = reason
         self.signal(signal.SIGKILL)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from rpcworker.errors import HostError, RequestTimeout, RpcError, error_from_wire
+from rpcworker.errors import HostError, MessageTooLarge, RequestTimeout, RpcError, error_from_wire
 from rpcworker.protocol import (
     METHODS,
     CancelParams,
@@ -24,7 +24,7 @@ from rpcworker.protocol import (
     ProgressParams,
     Request,
 )
-from rpcworker.transport import BadFrame, MessageStream
+from rpcworker.transport import BadFrame, FrameTooLarge, MessageStream
 
 log = logging.getLogger("host.session")
 worker_log = logging.getLogger("host.worker")
@@ -57,6 +57,10 @@ class PendingCall:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def wait_done(self, timeout: float | None) -> bool:
+        """Waits for the answer without consuming it (True once answered or failed)."""
+        return self._done.wait(timeout)
+
     def cancel(self) -> None:
         """Asks the worker to stop this request; it then answers with a Cancelled error."""
         if not self.done:
@@ -73,8 +77,10 @@ class PendingCall:
             self.cancel()
             raise
         if not finished:
+            # The call stays registered, so the worker's late answer (normally `cancelled`) is matched to it
+            # rather than counted as unknown, and on_timeout can tell whether the worker honoured the cancel.
             self.cancel()
-            self.session._forget(self.id)
+            self.session._timed_out(self)
             raise RequestTimeout(self.method, self.id, timeout or 0.0)
         if self._error is not None:
             raise self._error
@@ -82,9 +88,15 @@ class PendingCall:
 
 
 class RpcSession:
-    def __init__(self, stream: MessageStream, on_closed: Callable[[], HostError]) -> None:
+    def __init__(
+        self,
+        stream: MessageStream,
+        on_closed: Callable[[], HostError],
+        on_timeout: Callable[[PendingCall], None] | None = None,
+    ) -> None:
         self.stream = stream
         self._on_closed = on_closed
+        self._on_timeout = on_timeout
         self._ids = itertools.count(1)
         self._pending: dict[int, PendingCall] = {}
         self._lock = threading.Lock()
@@ -107,6 +119,12 @@ class RpcSession:
         message = Request(call.id, method, params) if params is not None else Request(call.id, method)
         try:
             self.stream.send(message)
+        except FrameTooLarge as exc:
+            self._forget(call.id)
+            raise MessageTooLarge(
+                f"{method} request not sent: {exc} (send large images as paths)",
+                {"method": method, "size": exc.size, "limit": exc.limit},
+            ) from exc
         except OSError:
             self._forget(call.id)
             self._reader.join(timeout=2.0)
@@ -132,6 +150,10 @@ class RpcSession:
     def _forget(self, request_id: int) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
+
+    def _timed_out(self, call: PendingCall) -> None:
+        if self._on_timeout is not None:
+            self._on_timeout(call)
 
     def _read_loop(self) -> None:
         while True:
@@ -175,7 +197,7 @@ class RpcSession:
         elif msg.result is not msgspec.UNSET:
             try:
                 call._resolve(_RESULT_DECODERS.get(call.method, _ANY_DECODER).decode(msg.result))
-            except msgspec.ValidationError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 call._resolve(error=RpcError(f"worker sent an invalid {call.method} result: {exc}"))
         else:
             call._resolve(error=RpcError(f"worker response to {call.method} has neither result nor error"))
@@ -195,7 +217,7 @@ class RpcSession:
                 worker_log.log(level if isinstance(level, int) else logging.INFO, "%s", entry.message)
             else:
                 log.debug("ignoring notification %r", msg.method)
-        except msgspec.ValidationError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             log.warning("ignoring a malformed %s notification: %s", msg.method, exc)
         except Exception:  # a user's progress callback must not kill the reader thread
             log.exception("progress callback failed")

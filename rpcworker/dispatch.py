@@ -65,13 +65,16 @@ from .protocol import (
     ViewsResult,
     major,
 )
-from .transport import BadFrame, MessageStream
+from .transport import BadFrame, FrameTooLarge, MessageStream
 
 log = logging.getLogger("rpcworker")
 
 _PARAM_DECODERS = {name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()}
 _CANCEL_DECODER = msgspec.json.Decoder(CancelParams)
 _EMPTY = msgspec.Raw(b"{}")
+
+ERROR_TEXT_LIMIT = 4096
+"""Longest string echoed in an error's message or data: a reply never grows with what the request carried."""
 
 
 @dataclass
@@ -179,7 +182,7 @@ class Dispatcher:
             return
         try:
             params = _CANCEL_DECODER.decode(raw_params if raw_params is not msgspec.UNSET else _EMPTY)
-        except msgspec.ValidationError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             log.warning("ignoring cancel with bad params: %s", exc)
             return
         self.cancel(params.id)
@@ -249,28 +252,32 @@ class Dispatcher:
             if job is None:
                 return
             self._current = job
+            reply: Response | None = None
+            error: RpcError | None = None
             try:
                 JobContext(job, self._send).check_cancelled()
-                result = getattr(self, f"_do_{job.method}")(job.params, JobContext(job, self._send))
-                self._send(Response(job.id, result))
+                reply = Response(job.id, getattr(self, f"_do_{job.method}")(job.params, JobContext(job, self._send)))
             except RpcError as err:
-                self._reply_error(job.id, err)
+                error = err
             except MemoryError as exc:
-                self._reply_error(job.id, OutOfMemory(f"out of host memory in {job.method}", {"device": "cpu", "detail": str(exc)}))
+                error = OutOfMemory(f"out of host memory in {job.method}", {"device": "cpu", "detail": str(exc)})
             except Exception as exc:  # the worker must keep serving whatever a backend raises
                 log.error("%s failed:\n%s", job.method, traceback.format_exc())
-                self._reply_error(
-                    job.id,
-                    InternalError(
-                        f"{job.method} failed: {type(exc).__name__}: {exc}",
-                        {"type": type(exc).__name__, "traceback": traceback.format_exc(limit=8)[-4000:]},
-                    ),
+                error = InternalError(
+                    f"{job.method} failed: {type(exc).__name__}: {exc}",
+                    {"type": type(exc).__name__, "traceback": traceback.format_exc(limit=8)[-4000:]},
                 )
-            finally:
-                self._current = None
-                self.requests_served += 1
-                with self._jobs_lock:
-                    self._jobs.pop(job.id, None)
+            # Bookkeeping before the reply goes out: a host that reads the reply and asks for status at
+            # once must see the job finished (not busy, counted).
+            self._current = None
+            self.requests_served += 1
+            with self._jobs_lock:
+                self._jobs.pop(job.id, None)
+            if reply is not None:
+                self._send(reply)
+            else:
+                assert error is not None
+                self._reply_error(job.id, error)
 
     def _do_load(self, params: LoadParams, ctx: JobContext) -> LoadResult:
         seconds = self.backend.load(list(dict.fromkeys(params.models)), ctx)
@@ -297,7 +304,7 @@ class Dispatcher:
         save_s = 0.0
         if out is not None:
             t = time.perf_counter()
-            with atomic_output(out) as tmp:
+            with atomic_output(out, overwrite=params.overwrite, before_commit=self._before_commit) as tmp:
                 generated.grid.save(tmp, format="PNG")
             save_s = time.perf_counter() - t
         handle = self.views.put(generated.views, generated.view_size)
@@ -332,7 +339,7 @@ class Dispatcher:
         mesh = self.backend.reconstruct(views, params.texture_map, ctx)
         ctx.check_cancelled()
         t = time.perf_counter()
-        with atomic_output(out) as tmp:
+        with atomic_output(out, overwrite=params.overwrite, before_commit=self._before_commit) as tmp:
             write_mesh(tmp, fmt, mesh.vertices, mesh.faces, mesh.vertex_colors, params.orientation)
         export_s = time.perf_counter() - t
         return MeshResult(
@@ -344,6 +351,12 @@ class Dispatcher:
             model_label=self.backend.info().model_label,
             timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
         )
+
+    def _before_commit(self, tmp: str) -> None:
+        """Lets a backend act on a written output before it is renamed into place (the mock's write_delay)."""
+        hook = getattr(self.backend, "before_commit", None)
+        if hook is not None:
+            hook(tmp)
 
     # ------------------------------------------------------------------ lifecycle and replies
 
@@ -361,6 +374,11 @@ class Dispatcher:
     def _send(self, message: msgspec.Struct) -> None:
         try:
             self.stream.send(message)
+        except FrameTooLarge as exc:
+            log.error("a %s is too large to send: %s", type(message).__name__, exc)
+            request_id = getattr(message, "id", None)
+            if request_id is not None and not isinstance(message, ErrorResponse):
+                self._reply_error(request_id, MessageTooLarge(f"the reply is too large to send: {exc}", {"size": exc.size, "limit": exc.limit}))
         except (TypeError, msgspec.EncodeError) as exc:
             log.error("could not encode a %s: %s", type(message).__name__, exc)
             request_id = getattr(message, "id", None)
@@ -370,7 +388,8 @@ class Dispatcher:
             log.warning("could not send a %s: the host is gone", type(message).__name__)
 
     def _reply_error(self, request_id: RequestId | None, err: RpcError) -> None:
-        self._send(ErrorResponse(request_id, ErrorObject(err.code, err.message, err.data or None)))
+        """Sends an error; long strings the request put in it (a huge path or method name) are cut."""
+        self._send(ErrorResponse(request_id, ErrorObject(err.code, _clip(err.message), _clip(err.data) or None)))
 
     def _reply_bad_frame(self, bad: BadFrame) -> None:
         data = {"detail": bad.detail, "size": bad.size}
@@ -389,11 +408,24 @@ def _decode_params(method: str, raw: Any) -> Any:
     except msgspec.ValidationError as exc:
         detail = str(exc).replace("`$", "`$.params")
         raise InvalidParams(f"invalid params for {method}: {detail}", {"method": method, "detail": detail}) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # the transport should have caught these
+        raise InvalidParams(f"invalid params for {method}: {exc}", {"method": method, "detail": str(exc)}) from exc
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise InvalidParams(f"{name} must be between {low:g} and {high:g}, got {value}", {"field": name, "value": value})
+
+
+def _clip(value: Any, limit: int = ERROR_TEXT_LIMIT) -> Any:
+    """``value`` with every string cut to ``limit`` characters (and containers to 64 items)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... [cut: {len(value)} characters]"
+    if isinstance(value, dict):
+        return {_clip(str(k), 256): _clip(v, limit) for k, v in list(value.items())[:64]}
+    if isinstance(value, (list, tuple)):
+        return [_clip(v, limit) for v in value[:64]]
+    return value
 
 
 def _show(value: Any) -> Any:

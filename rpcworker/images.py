@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from typing import TYPE_CHECKING
 
 from .errors import InputNotFound, InputUnreadable, InvalidParams
@@ -15,20 +16,36 @@ if TYPE_CHECKING:
 MAX_PIXELS = 64 * 1024 * 1024
 MIN_SIDE = 8
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "P")
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+"""Largest input file read (a 64 Mpixel image compresses well below this)."""
 
 
 def _read_bytes(path: str, field: str) -> bytes:
-    if not os.path.isabs(path):
-        raise InvalidParams(f"{field} must be an absolute path, got {path!r}", {"field": field, "path": path})
+    """The file's bytes. Only regular files are read, opened non-blocking, so a FIFO or a device named by
+    mistake is refused instead of blocking the executor (or streaming forever); size is capped too."""
+    if not os.path.isabs(path) or "\0" in path:
+        raise InvalidParams(f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path})
     if not os.path.exists(path):
         raise InputNotFound(f"input file not found: {path}", {"path": path})
     if os.path.isdir(path):
         raise InputUnreadable(f"input is a directory, not an image file: {path}", {"path": path, "reason": "is a directory"})
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+        raise InputUnreadable(f"cannot open {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputUnreadable(f"input is not a regular file: {path}", {"path": path, "reason": "not a regular file"})
+        if info.st_size > MAX_INPUT_BYTES:
+            raise InputUnreadable(
+                f"input file {path} is {info.st_size} bytes, over the limit of {MAX_INPUT_BYTES}",
+                {"path": path, "reason": "file too large", "size": info.st_size, "limit": MAX_INPUT_BYTES},
+            )
+        try:
+            return f.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
 
 
 def _decode(data: bytes, where: str) -> "Image.Image":

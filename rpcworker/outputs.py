@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import InvalidParams, OutputRefused
 
@@ -18,8 +19,8 @@ class OutputPolicy:
 
     def check(self, path: str, field: str, overwrite: bool) -> str:
         """The resolved path to write, or an error naming the field and the rule broken."""
-        if not os.path.isabs(path):
-            raise InvalidParams(f"{field} must be an absolute path, got {path!r}", {"field": field, "path": path})
+        if not os.path.isabs(path) or "\0" in path:
+            raise InvalidParams(f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path})
         resolved = os.path.realpath(path)
         if self.root is not None and os.path.commonpath([self.root, resolved]) != self.root:
             raise OutputRefused(
@@ -37,8 +38,13 @@ class OutputPolicy:
 
 
 @contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """Yields a temporary path beside ``path``; renames it over ``path`` only if the block succeeds."""
+def atomic_output(path: str, overwrite: bool = True, before_commit: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Yields a temporary path beside ``path``; moves it to ``path`` only if the block succeeds.
+
+    With ``overwrite=False`` the move is a hard link, which fails if ``path`` appeared after the policy
+    check (another writer, a race): an existing file is never replaced without overwrite, not even then.
+    ``before_commit`` sees the finished temporary file just before the move (a test hook).
+    """
     directory, name = os.path.split(path)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -50,9 +56,34 @@ def atomic_output(path: str) -> Iterator[str]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if before_commit is not None:
+            before_commit(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
+    except FileExistsError as exc:
+        raise OutputRefused(
+            f"{path} appeared while the output was being written; pass overwrite=true to replace it",
+            {"path": path, "reason": "exists"},
+        ) from exc
     except OSError as exc:
         raise OutputRefused(f"cannot write {path}: {exc.strerror or exc}", {"path": path, "reason": str(exc)}) from exc
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _link_no_clobber(tmp: str, path: str) -> None:
+    """Puts ``tmp`` at ``path`` unless something is there (FileExistsError); ``tmp`` is removed by the caller."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        # No hard links on this filesystem: the best left is check-then-rename.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists", path) from exc
+        os.replace(tmp, path)

@@ -25,6 +25,15 @@ class BadFrame(msgspec.Struct, frozen=True):
 Received = Union[Incoming, BadFrame]
 
 
+class FrameTooLarge(ValueError):
+    """A message that would encode to a line over the frame limit; nothing was written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the frame limit of {limit} bytes; not sent")
+        self.size = size
+        self.limit = limit
+
+
 class MessageStream:
     """Reads and writes JSON-RPC frames; ``send`` is safe from several threads, ``receive`` from one."""
 
@@ -40,10 +49,18 @@ class MessageStream:
         self.bytes_received = 0
 
     def send(self, message: msgspec.Struct) -> None:
-        """Encode and write one frame. Raises OSError (BrokenPipeError) when the peer is gone."""
+        """Encode and write one frame. Raises OSError (BrokenPipeError) when the peer is gone.
+
+        A message over the frame limit raises FrameTooLarge before anything is written: the peer would
+        discard it unread, so the sender has to learn it now rather than wait for an answer forever.
+        """
         with self._write_lock:
             self._buffer.clear()
             self._encoder.encode_into(message, self._buffer)
+            if len(self._buffer) > self.max_line_bytes:
+                size = len(self._buffer)
+                self._buffer = bytearray()  # do not keep a huge buffer alive
+                raise FrameTooLarge(size, self.max_line_bytes)
             self._buffer.extend(b"\n")
             self._writer.write(self._buffer)
             self._writer.flush()
@@ -62,12 +79,21 @@ class MessageStream:
             line = line[:-1]
         if not line.strip():
             return BadFrame("invalid", "empty line", 0)
+        if not line.isascii():
+            # msgspec checks UTF-8 only in the strings it decodes, not inside Raw fields (params, result):
+            # check the whole line here, so invalid UTF-8 anywhere is a parse error, as protocol.md says.
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return BadFrame("parse", f"invalid UTF-8: {exc}", len(line))
         try:
             return self._decoder.decode(line)
         except msgspec.ValidationError as exc:
             return BadFrame("invalid", str(exc), len(line))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return BadFrame("parse", str(exc), len(line))
+        except RecursionError as exc:  # JSON nested deeper than msgspec's decoder recurses
+            return BadFrame("parse", f"nested too deeply: {exc}", len(line))
 
     def _discard_rest_of_line(self) -> int:
         skipped = 0

@@ -31,6 +31,8 @@ class MockOptions:
     step_delay: float = 0.0
     load_delay: float = 0.0
     reconstruct_delay: float = 0.0
+    write_delay: float = 0.0
+    """Seconds to wait with a finished output still at its temporary path (to kill the worker mid-write)."""
     require_load: bool = False
     fail_once: set[str] = field(default_factory=set)
     oom_once: set[str] = field(default_factory=set)
@@ -148,6 +150,11 @@ class MockBackend:
         colors = np.tile(np.clip(mean, 0, 255).astype(np.uint8), (len(vertices), 1))
         ctx.progress("reconstruct", 2, 2, "mesh")
         return MeshData(vertices, faces, colors, {"reconstruct_s": time.perf_counter() - start})
+
+    def before_commit(self, tmp_path: str) -> None:
+        """Called by the dispatcher between writing an output and renaming it into place."""
+        if self.options.write_delay > 0:
+            time.sleep(self.options.write_delay)
 
     def _ensure(self, model: str, ctx: WorkContext) -> None:
         if model in self._loaded:
