@@ -1,0 +1,15 @@
+"""The Python API: one warm worker, views then a mesh, then a second object (tiny-preset fallback anywhere)."""
+
+from pathlib import Path
+
+from host import InstantMeshWorker
+from host.preprocess import prepare
+
+here, out = Path(__file__).parent, Path("outputs/api")
+with InstantMeshWorker() as worker:                       # the models env; models load on first use
+    print("model:", worker.model_label)                   # says "tiny (random weights, ...)" without the real weights
+    mug = prepare(here / "inputs/mug.png").image          # crop + centre at 85 %, in this process (pillow/numpy)
+    views = worker.generate_views(mug, num_inference_steps=30, save_grid=out / "mug_views.png", overwrite=True)
+    mesh = worker.reconstruct(views, out / "mug.obj", overwrite=True)  # reuses the views held by the worker
+    print(mesh.path, mesh.num_vertices, "vertices", {k: round(v, 2) for k, v in mesh.timings.items()})
+    print(worker.image_to_mesh(here / "inputs/ball.png", out / "ball.glb", num_inference_steps=30, overwrite=True).path)

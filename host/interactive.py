@@ -1,0 +1,356 @@
+"""The interactive session: one warm worker, objects typed in one after another.
+
+The person types an image path or a folder (or a command); each object shows a progress bar for the
+diffusion steps and for the reconstruction, where its outputs went and how long each stage took. The
+models load once, on the first object (or ``load``), and that cold time is reported apart.
+
+Ctrl-C while an object runs cancels the request on the worker (the worker lives in its own process group,
+so the terminal's SIGINT reaches only this process) and returns to the prompt; Ctrl-C at the prompt, a
+second Ctrl-C while cancelling, ``quit`` or end of input shut the worker down cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TextIO
+
+from rpcworker.errors import HostError, RpcError, WorkerStartError
+
+from .api import InstantMeshWorker
+from .cli import EXIT_OK, EXIT_USAGE, _settings, make_worker, report_object
+from .objects import MESH_FORMATS, ObjectInput, ObjectOutputs, ObjectResult, Settings, collect_inputs, ensure_loaded, run_object, shown
+from .progress import ProgressPrinter
+
+PROMPT = "instantmesh> "
+HELP = """\
+Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
+Commands:
+  load              load both models now (otherwise the first object loads them)
+  unload            free the models' memory (the next object loads them again)
+  status            worker pid, models loaded, device memory, objects done, settings
+  steps N           diffusion steps (1-1000)
+  seed N            diffusion seed
+  format F          mesh format: obj, glb or ply
+  out DIR           output folder
+  sheet on|off      contact sheet per object
+  preprocess on|off crop/recentre/scale the input in the host
+  help              this text
+  quit              shut the worker down and leave (also Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C while an object runs cancels it and keeps the worker warm. A path named like a command: ./status"""
+
+SECOND_INTERRUPT_S = 1.0
+
+
+def _bytes(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
+
+
+class Session:
+    """The prompt loop around one InstantMeshWorker; ``run`` returns the process exit code."""
+
+    def __init__(self, worker: InstantMeshWorker, settings: Settings, *, stdout: TextIO | None = None, read_line: Callable[[str], str] = input) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.stdout = stdout or sys.stdout
+        self.read_line = read_line
+        self.printer = ProgressPrinter(self.stdout)
+        self.results: list[ObjectResult] = []
+        self.cold_load: dict[str, float] = {}
+        self.generation = 0
+
+    def say(self, text: str = "") -> None:
+        self.printer.print(text)
+
+    # ------------------------------------------------------------------ life
+
+    def run(self) -> int:
+        try:
+            self.say(f"starting the worker ({' '.join(self.worker.client.command.prefix)}) ...")
+            began = time.monotonic()
+            self.worker.client.start()
+        except KeyboardInterrupt:
+            self.say("interrupted while starting the worker")
+            self.worker.close()
+            return 130
+        except WorkerStartError as exc:
+            self.say(f"error: the worker could not start: {exc}")
+            return EXIT_USAGE
+        self.generation = self.worker.client.generation
+        self._banner(time.monotonic() - began)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return EXIT_OK
+
+    def _banner(self, startup_s: float) -> None:
+        info = self.worker.client.info
+        assert info is not None
+        rule = "=" * max(60, len(info.model_label) + 12)
+        self.say("instantmesh-rpc session")
+        self.say(rule)
+        self.say(f"  MODEL   {info.model_label}")
+        self.say(rule)
+        self.say(f"  worker  pid {info.pid}, {info.backend} backend, started in {startup_s:.1f} s")
+        self.say(f"  python  {info.python}" + (f", torch {info.torch}" if info.torch else "") + (f", CUDA {info.cuda}" if info.cuda else ""))
+        self.say(f"  device  {info.device}")
+        self.say(f"  output  {self._settings_line()}")
+        self.say("Type an image path or a folder to make meshes; 'help' lists the commands.")
+
+    def _settings_line(self) -> str:
+        s = self.settings
+        return (
+            f"{shown(s.out_dir)}/ ({s.format}, {s.steps} steps, seed {s.seed}, "
+            f"contact sheet {'on' if s.contact_sheet else 'off'}, preprocess {'on' if s.preprocess else 'off'})"
+        )
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                line = self.read_line(PROMPT)
+            except EOFError:
+                self.say()
+                return
+            except KeyboardInterrupt:
+                self.say()
+                self.say("Ctrl-C at the prompt: quitting")
+                return
+            try:
+                if not self.handle(line):
+                    return
+            except KeyboardInterrupt:
+                self.printer.end_line()
+                self.say("second Ctrl-C: quitting")
+                return
+
+    def _shutdown(self) -> None:
+        """Ignores further Ctrl-C so a hurried second press cannot leave the worker half-stopped."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.say("shutting down the worker ...")
+            code = self.worker.client.close()
+            done = sum(r.status == "ok" for r in self.results)
+            self.say(f"worker stopped (exit code {code}); {done} object(s) done this session")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    # ------------------------------------------------------------------ commands
+
+    def handle(self, line: str) -> bool:
+        """Runs one line; returns False to end the session."""
+        text = line.strip()
+        if not text:
+            return True
+        word, _, rest = text.partition(" ")
+        command = getattr(self, f"cmd_{word.lower()}", None) if word.isalpha() else None
+        if command is not None:
+            try:
+                return command(rest.strip()) is not False
+            except (RpcError, HostError) as exc:
+                self.say(f"error: {exc}")
+                return True
+        self.make(self._paths(text))
+        return True
+
+    def cmd_quit(self, _: str) -> bool:
+        return False
+
+    cmd_exit = cmd_quit
+
+    def cmd_help(self, _: str) -> None:
+        self.say(HELP)
+
+    def cmd_load(self, _: str) -> None:
+        seconds = self._ensure_loaded()
+        if not seconds:
+            self.say("models already loaded")
+
+    def cmd_unload(self, _: str) -> None:
+        result = self.worker.client.unload()
+        memory = f"; {_bytes(result.memory.allocated_bytes)} allocated now" if result.memory else ""
+        self.say(f"unloaded: {', '.join(result.unloaded) or 'nothing was loaded'}{memory}")
+
+    def cmd_status(self, _: str) -> None:
+        status = self.worker.status()
+        self.say(f"  worker   pid {status.pid}, {status.backend} backend, up {status.uptime_s:.0f} s, {status.requests_served} requests served")
+        self.say(f"  model    {status.model_label}")
+        self.say(f"  loaded   {', '.join(status.loaded) or 'nothing'}")
+        if status.memory is not None:
+            m = status.memory
+            total = f" of {_bytes(m.total_bytes)}" if m.total_bytes else ""
+            self.say(f"  memory   {m.device}: {_bytes(m.allocated_bytes)} allocated, peak {_bytes(m.peak_bytes)}{total}")
+        self.say(f"  device   {status.device}; views held {status.handles}/{status.max_handles}; busy: {status.busy or 'no'}")
+        counts = {s: sum(r.status == s for r in self.results) for s in ("ok", "failed", "cancelled")}
+        cold = f"; first load {sum(self.cold_load.values()):.1f} s" if self.cold_load else ""
+        self.say(f"  objects  {counts['ok']} done, {counts['failed']} failed, {counts['cancelled']} cancelled{cold}")
+        self.say(f"  output   {self._settings_line()}")
+
+    def cmd_steps(self, value: str) -> None:
+        self._set_int("steps", value, 1, 1000)
+
+    def cmd_seed(self, value: str) -> None:
+        self._set_int("seed", value, 0, 2**63 - 1)
+
+    def _set_int(self, name: str, value: str, low: int, high: int) -> None:
+        try:
+            number = int(value)
+        except ValueError:
+            self.say(f"usage: {name} N (a whole number from {low})")
+            return
+        if not low <= number <= high:
+            self.say(f"{name} must be between {low} and {high}")
+            return
+        setattr(self.settings, name, number)
+        self.say(f"{name} = {number}")
+
+    def cmd_format(self, value: str) -> None:
+        if value.lower() not in MESH_FORMATS:
+            self.say(f"usage: format {'|'.join(MESH_FORMATS)}")
+            return
+        self.settings.format = value.lower()
+        self.say(f"format = {self.settings.format}")
+
+    def cmd_out(self, value: str) -> None:
+        if not value:
+            self.say(f"output folder: {shown(self.settings.out_dir)}")
+            return
+        target = Path(os.path.expanduser(value)).resolve()
+        if target.exists() and not target.is_dir():
+            self.say(f"{target} exists and is not a folder")
+            return
+        self.settings.out_dir = target
+        self.say(f"output folder = {shown(target)}")
+
+    def cmd_sheet(self, value: str) -> None:
+        self._set_flag("contact_sheet", "sheet", value)
+
+    def cmd_preprocess(self, value: str) -> None:
+        self._set_flag("preprocess", "preprocess", value)
+
+    def _set_flag(self, attribute: str, name: str, value: str) -> None:
+        if value.lower() not in ("on", "off"):
+            self.say(f"usage: {name} on|off")
+            return
+        setattr(self.settings, attribute, value.lower() == "on")
+        self.say(f"{name} {value.lower()}")
+
+    # ------------------------------------------------------------------ objects
+
+    def _paths(self, text: str) -> list[str]:
+        """The whole line as one path when it exists (spaces allowed), else shell-style words."""
+        if os.path.exists(os.path.expanduser(text)):
+            return [text]
+        try:
+            return shlex.split(text)
+        except ValueError:
+            return [text]
+
+    def _ensure_loaded(self) -> dict[str, float]:
+        if self.worker.client.generation != self.generation:
+            self.generation = self.worker.client.generation
+            info = self.worker.client.info
+            self.say(f"note: the worker was restarted (pid {info.pid if info else '?'}); models load again")
+        seconds = ensure_loaded(self.worker, self.printer)
+        if seconds:
+            parts = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
+            first = not self.cold_load
+            self.cold_load = self.cold_load or seconds
+            note = "cold start, once per session" if first else "reloaded"
+            self.say(f"  load  {sum(seconds.values()):6.1f} s ({parts}) -- {note}")
+        return seconds
+
+    def make(self, arguments: list[str]) -> None:
+        items, notes = collect_inputs(arguments)
+        for note in notes:
+            self.say(note)
+        missing = [item for item in items if item.problem]
+        for item in missing:
+            self.say(f"{item.problem} (type help for the commands)")
+        items = [item for item in items if not item.problem]
+        if not items:
+            return
+        current: ObjectInput | None = None
+        outputs: ObjectOutputs | None = None
+        try:
+            self._ensure_loaded()
+            for index, found in enumerate(items):
+                current = outputs = None
+                name = self._free_name(found.name)
+                outputs = ObjectOutputs.of(self.settings.out_dir, name, self.settings.format)
+                current = ObjectInput(name, found.image, found.mask)
+                counter = f" ({index + 1}/{len(items)})" if len(items) > 1 else ""
+                mask = f" + {shown(found.mask)}" if found.mask else ""
+                self.say(f"[{len(self.results) + 1}] {name}{counter}  <- {shown(found.image)}{mask}")
+                result = run_object(self.worker, current, self.settings, outputs, self.printer)
+                current = None
+                self.results.append(result)
+                report_object(self.printer, result)
+        except KeyboardInterrupt:
+            self.printer.end_line()
+            if current is not None:
+                self.results.append(ObjectResult(current.name, current.image, "cancelled"))
+            self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
+            self._settle()
+            if current is not None and outputs is not None:
+                self._discard(outputs)
+        except WorkerStartError as exc:
+            self.printer.end_line()
+            self.say(f"error: the worker could not be restarted: {exc}")
+        except (RpcError, HostError) as exc:
+            self.printer.end_line()
+            self.say(f"error: {exc}")
+
+    def _free_name(self, stem: str) -> str:
+        """``stem``, or ``stem-2``, ``stem-3`` ...: the session never overwrites earlier results."""
+        name, n = stem, 2
+        while ObjectOutputs.of(self.settings.out_dir, name, self.settings.format).any_exists():
+            name, n = f"{stem}-{n}", n + 1
+        return name
+
+    @staticmethod
+    def _discard(outputs: ObjectOutputs) -> None:
+        """Removes what a cancelled object wrote; its name was free before, so nothing older is lost."""
+        for path in (outputs.prepared, outputs.grid, outputs.mesh, outputs.sheet):
+            path.unlink(missing_ok=True)
+
+    def _settle(self, timeout: float = 10.0) -> None:
+        """Waits until the worker has stopped the cancelled request; a Ctrl-C meanwhile quits the session."""
+        deadline = time.monotonic() + max(timeout, SECOND_INTERRUPT_S)
+        grace = time.monotonic() + SECOND_INTERRUPT_S
+        while True:
+            try:
+                status = self.worker.status()
+            except (RpcError, HostError) as exc:
+                self.say(f"  (the worker did not answer: {exc})")
+                return
+            now = time.monotonic()
+            if status.busy is None and status.queued == 0 and now >= grace:
+                return
+            if now >= deadline:
+                self.say(f"  (the worker is still stopping {status.busy}; the next object waits for it)")
+                return
+            time.sleep(0.05)
+
+
+def _readline_if_terminal() -> None:
+    """Line editing and history at a real terminal; none at a dumb one, which would show escape codes."""
+    if sys.stdin.isatty() and os.environ.get("TERM", "dumb") not in ("", "dumb"):
+        try:
+            import readline  # noqa: F401
+        except ImportError:
+            return
+
+
+def run_session(args: argparse.Namespace) -> int:
+    _readline_if_terminal()
+    session = Session(make_worker(args), _settings(args))
+    return session.run()

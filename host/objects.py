@@ -1,0 +1,241 @@
+"""One object through the worker, shared by the batch CLI and the interactive session.
+
+Finding inputs (images, folders, ``NAME_mask.png`` masks), naming outputs, preparing the input in the
+host, views and mesh in the worker, then the contact sheet. pillow/numpy/trimesh are imported only when
+preprocessing or a contact sheet is asked for, so ``--no-preprocess`` without sheets runs on msgspec alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from rpcworker.errors import RequestTimeout, RpcError, WorkerCrashed
+
+from .api import InstantMeshWorker
+from .progress import ProgressPrinter
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MASK_SUFFIX = "_mask"
+MESH_FORMATS = ("obj", "glb", "ply")
+
+
+@dataclass(frozen=True)
+class ObjectInput:
+    name: str
+    image: Path
+    mask: Path | None = None
+    problem: str | None = None
+    """Why this input cannot be processed (e.g. the path does not exist); it is then reported as failed."""
+
+
+@dataclass
+class Settings:
+    out_dir: Path
+    steps: int = 75
+    seed: int = 42
+    format: str = "obj"
+    preprocess: bool = True
+    contact_sheet: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ObjectOutputs:
+    prepared: Path
+    grid: Path
+    mesh: Path
+    sheet: Path
+
+    @classmethod
+    def of(cls, out_dir: Path, name: str, fmt: str) -> "ObjectOutputs":
+        return cls(out_dir / f"{name}_input.png", out_dir / f"{name}_views.png", out_dir / f"{name}.{fmt}", out_dir / f"{name}_sheet.png")
+
+    def any_exists(self) -> bool:
+        return any(p.exists() for p in (self.prepared, self.grid, self.mesh, self.sheet))
+
+
+@dataclass
+class ObjectResult:
+    name: str
+    source: Path
+    status: str
+    """``ok``, ``skipped`` (mesh exists), ``failed``, ``cancelled`` or ``not run``."""
+    views_s: float | None = None
+    mesh_s: float | None = None
+    vertices: int | None = None
+    faces: int | None = None
+    mesh_path: Path | None = None
+    grid_path: Path | None = None
+    sheet_path: Path | None = None
+    outline: str | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as people want to read it: relative to the working directory when it lies inside it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _mask_of(image: Path) -> Path | None:
+    candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}.png")
+    return candidate if candidate.is_file() else None
+
+
+def _is_mask(path: Path, siblings: set[str]) -> bool:
+    """``X_mask.png`` is a mask only when an image ``X.*`` sits beside it; otherwise it is an image."""
+    if not path.stem.endswith(MASK_SUFFIX):
+        return False
+    base = path.stem[: -len(MASK_SUFFIX)]
+    return any(f"{base}{suffix}" in siblings for suffix in IMAGE_SUFFIXES) or any(
+        f"{base}{suffix.upper()}" in siblings for suffix in IMAGE_SUFFIXES
+    )
+
+
+def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[ObjectInput], list[str]]:
+    """Images named directly or found in folders (not recursive, sorted), each with its mask if any.
+
+    Returns the objects and notes for the person (e.g. a folder without images). Objects get unique
+    names (the file stem, then ``stem-2`` ...), stable from run to run, so resuming finds their outputs.
+    """
+    objects: list[ObjectInput] = []
+    notes: list[str] = []
+    used: set[str] = set()
+
+    def unique(stem: str) -> str:
+        name, n = stem, 2
+        while name in used:
+            name, n = f"{stem}-{n}", n + 1
+        used.add(name)
+        return name
+
+    for argument in arguments:
+        path = Path(os.path.expanduser(os.fspath(argument)))
+        if path.is_dir():
+            names = {p.name for p in path.iterdir()}
+            images = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p) and not _is_mask(p, names))
+            if not images:
+                notes.append(f"{shown(path)}: no .png/.jpg images in this folder")
+            for image in images:
+                objects.append(ObjectInput(unique(image.stem), image, _mask_of(image)))
+        elif path.is_file():
+            objects.append(ObjectInput(unique(path.stem), path, _mask_of(path)))
+        else:
+            objects.append(ObjectInput(unique(path.stem or "input"), path, None, f"{path}: no such file or folder"))
+    return objects, notes
+
+
+def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[str, float]:
+    """Loads the models that are not loaded yet, so the first object's timings are as warm as the rest.
+
+    Returns the seconds per model loaded now (empty when everything was already warm).
+    """
+    status = worker.status()
+    missing = [m for m in ("views", "mesh") if m not in status.loaded]
+    if not missing:
+        return {}
+    result = worker.client.load(missing, on_progress=printer)
+    printer.end_line()
+    return result.load_seconds
+
+
+def run_object(
+    worker: InstantMeshWorker,
+    item: ObjectInput,
+    settings: Settings,
+    outputs: ObjectOutputs,
+    printer: ProgressPrinter,
+) -> ObjectResult:
+    """Prepare, views, mesh, sheet. Problems with this object become a ``failed`` result; Ctrl-C
+    (KeyboardInterrupt, after the request was cancelled on the worker) and WorkerStartError propagate.
+    """
+    result = ObjectResult(item.name, item.image, "failed")
+    if item.problem:
+        result.error = item.problem
+        return result
+    try:
+        image: Path = item.image
+        if settings.preprocess:
+            from .preprocess import PreprocessError, prepare
+
+            try:
+                prepared = prepare(item.image, item.mask)
+                outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
+                prepared.image.save(outputs.prepared)
+            except PreprocessError as exc:
+                result.error = str(exc)
+                return result
+            result.outline = prepared.mask_source
+            image = outputs.prepared
+        elif item.mask is not None:
+            result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
+        started = time.monotonic()
+        views = worker.generate_views(
+            image,
+            seed=settings.seed,
+            num_inference_steps=settings.steps,
+            save_grid=outputs.grid,
+            overwrite=True,
+            on_progress=printer,
+        )
+        result.views_s = time.monotonic() - started
+        result.grid_path = Path(views.grid_path) if views.grid_path else None
+        printer.end_line()
+        started = time.monotonic()
+        mesh = worker.reconstruct(views, outputs.mesh, format=settings.format, overwrite=settings.overwrite, on_progress=printer)
+        result.mesh_s = time.monotonic() - started
+        printer.end_line()
+    except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
+        printer.end_line()
+        result.error = _describe(exc)
+        return result
+    result.status = "ok"
+    result.mesh_path = Path(mesh.path)
+    result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
+    if settings.contact_sheet:
+        result.sheet_path = _sheet(result, item, settings, outputs, image, mesh.model_label)
+    return result
+
+
+def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, label: str) -> Path | None:
+    """The contact sheet; a failure here is a warning, the mesh itself is fine."""
+    from .contact_sheet import ContactSheetError, write_contact_sheet
+
+    notes = [
+        f"input {shown(item.image)}" + (f" (outline: {result.outline})" if result.outline else ""),
+        f"seed {settings.seed}, {settings.steps} steps",
+        f"{result.vertices} vertices, {result.faces} faces",
+    ]
+    try:
+        return write_contact_sheet(
+            outputs.sheet,
+            title=item.name,
+            input_image=image,
+            views_grid=result.grid_path,
+            mesh_path=result.mesh_path,
+            notes=notes,
+            model_label=label,
+        )
+    except (ContactSheetError, OSError) as exc:
+        result.warnings.append(f"contact sheet not written: {exc}")
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RpcError):
+        return f"{exc.name}: {exc.message}"
+    if isinstance(exc, WorkerCrashed):
+        return str(exc).splitlines()[0] + " (the worker restarts for the next object)"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,96 @@
+"""A program on a real pseudo-terminal, driven like a person at a keyboard (stdlib pty; no pexpect).
+
+The child is a session leader with the pty as its controlling terminal, so writing ``\\x03`` makes the
+terminal driver send SIGINT to the foreground process group, exactly as pressing Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import time
+from typing import Mapping, Sequence
+
+
+class TerminalProgram:
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                os.chdir(cwd)
+                os.execve(argv[0], list(argv), dict(env))
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        self.output = ""
+        self.position = 0
+        self.exit_code: int | None = None
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.output += data.decode("utf-8", "replace")
+        return True
+
+    def expect(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """Waits for ``pattern`` (a regex) in the output after the previous match; fails with the output so far."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.output, self.position)
+            if match:
+                self.position = match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(min(left, 0.1)):
+                match = regex.search(self.output, self.position)
+                if match:
+                    self.position = match.end()
+                    return match
+                raise AssertionError(f"{pattern!r} not seen within {timeout} s; output so far:\n{self.output}")
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def line(self, text: str) -> None:
+        self.send(text + "\r")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Reads until the program exits and returns its exit status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._read(0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                while self._read(0.05) and select.select([self.fd], [], [], 0)[0]:
+                    pass
+                self.exit_code = os.waitstatus_to_exitcode(status)
+                return self.exit_code
+        raise AssertionError(f"the program did not exit within {timeout} s; output:\n{self.output}")
+
+    def close(self) -> None:
+        if self.exit_code is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        os.close(self.fd)
+
+
+def screen_text(raw: str) -> str:
+    """What a terminal shows: carriage-return rewrites collapsed to each line's last state."""
+    lines = []
+    for line in raw.replace("\r\n", "\n").split("\n"):
+        lines.append(line.split("\r")[-1].rstrip() if "\r" in line else line.rstrip())
+    return "\n".join(lines)
