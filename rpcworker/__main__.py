@@ -18,6 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", default=None, metavar="FILE", help="InstantMesh white-background UNet (diffusion_pytorch_model.bin)")
     p.add_argument("--lrm", default=None, metavar="FILE", help="instant_mesh_large.ckpt (or base)")
     p.add_argument("--config", default=None, metavar="YAML", help="LRM config (default: instant-mesh-large)")
+    p.add_argument("--view-size", type=int, default=None, help="side of each generated view in px (default 320; tiny: 32)")
+    p.add_argument(
+        "--optimize",
+        default=None,
+        metavar="LIST",
+        help="comma list of channels_last, compile (or none); default: channels_last on CUDA, none on CPU",
+    )
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--max-handles", type=int, default=16, help="views kept in memory for reconstruct (LRU)")
     p.add_argument("--output-root", default=None, metavar="DIR", help="refuse to write outputs outside this directory")

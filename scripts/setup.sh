@@ -45,5 +45,5 @@ make_env() {
 
 make_env host "${HOST_PYTHON:-python3}" "images,test"
 make_env worker "$(find_py310)" "worker-base,test"
-make_env models "${MODELS_PYTHON:-python3}" "worker,test" "${TORCH_SPEC:-torch==2.13.0}"
+make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench" "${TORCH_SPEC:-torch==2.13.0}"
 echo "setup: done"

@@ -46,8 +46,10 @@ class FlexiCubesGeometry:
 
         ``weight`` [res^3, 21] holds the raw FlexiCubes weights: beta (12 per cube edge), alpha
         (8 per corner), gamma (1 per cube), in that order. Returns float vertices [V, 3] and int64
-        faces [F, 3].
+        faces [F, 3]. Extraction runs in float32 whatever the predictions' dtype: the crossings are
+        interpolations that half precision would visibly move.
         """
+        sdf, deformation, weight = sdf.float(), deformation.float(), weight.float()
         v_deformed = self.verts + deformation
         return flexicubes_extract(
             v_deformed,

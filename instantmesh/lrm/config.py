@@ -122,6 +122,8 @@ class InferConfig:
     model_path: str | None = None
     texture_resolution: int = 1024
     render_resolution: int = 512
+    input_size: int = 320
+    """Side of the views the LRM reads (our addition: upstream resizes the generated views to 320)."""
 
 
 @dataclass(frozen=True)

@@ -81,5 +81,18 @@ class Backend(Protocol):
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData: ...
 
+    # Optional: ``before_commit(tmp_path: str) -> None`` is called, when a backend defines it, with each
+    # finished output file just before it is renamed into place (the mock uses it to simulate slow writes).
+
 
 BackendFactory = Callable[..., Backend]
+
+
+class SilentContext:
+    """A WorkContext for calling a backend in-process (benchmarks, notebooks): no progress, never cancelled."""
+
+    def progress(self, stage: str, step: int, total: int, message: str = "") -> None:
+        pass
+
+    def check_cancelled(self) -> None:
+        pass

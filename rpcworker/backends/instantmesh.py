@@ -37,8 +37,6 @@ class ModelFiles:
     label: str
     view_size: int
     """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
-    lrm_input_size: int
-    """Side of the views the LRM reads (320 officially)."""
 
 
 def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
@@ -58,7 +56,8 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
         try:
             paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
             config = Path(args.config) if args.config else preset_path("instant-mesh-large")
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, f"official InstantMesh ({paths.lrm.name})", 320, 320)
+            label = f"official InstantMesh ({paths.lrm.name})"
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or 320))
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
                 raise ValueError(str(exc)) from exc
@@ -66,21 +65,36 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
 
     tiny = ensure_tiny_weights()
-    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, 32, 64)
+    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
+
+
+OPTIMIZATIONS = ("channels_last", "compile")
+CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last",)
+"""What won on the H100 at equal output (docs/benchmarks.md): channels_last is 1.06x for free; compile is
+1.33x but costs minutes of compilation per worker start, so it is opt-in."""
 
 
 class InstantMeshBackend:
-    def __init__(self, files: ModelFiles, device: str | None = None) -> None:
+    def __init__(self, files: ModelFiles, device: str | None = None, optimizations: tuple[str, ...] | None = None) -> None:
         self.files = files
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if optimizations is None:
+            optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
+        unknown = set(optimizations) - set(OPTIMIZATIONS)
+        if unknown:
+            raise ValueError(f"unknown optimization(s) {sorted(unknown)}; choose from {OPTIMIZATIONS}")
+        self.optimizations = tuple(optimizations)
         self._pipeline: Any = None
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
+        self._lrm_input_size = 320
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InstantMeshBackend":
-        return cls(resolve_model_files(args), args.device)
+        optimize = getattr(args, "optimize", None)
+        optimizations = None if optimize is None else tuple(o for o in optimize.split(",") if o and o != "none")
+        return cls(resolve_model_files(args), args.device, optimizations)
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
@@ -120,25 +134,34 @@ class InstantMeshBackend:
         from instantmesh.zero123plus import load_zero123plus
 
         try:
-            return load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype)
+            pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ModelNotLoaded(
                 f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
                 {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
             ) from exc
+        if "channels_last" in self.optimizations:
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
+        if "compile" in self.optimizations:
+            pipeline.unet.compile()
+        return pipeline
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import zero123plus_input_cameras
+        from instantmesh.lrm.config import load_config
         from instantmesh.lrm.model import load_instantmesh_lrm
 
         try:
-            lrm = load_instantmesh_lrm(self.files.lrm_config, self.files.lrm, device=self.device)
+            config = load_config(self.files.lrm_config)
+            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelNotLoaded(
                 f"cannot load the LRM from {self.files.lrm}: {exc}",
                 {"model": "mesh", "searched": [str(self.files.lrm), str(self.files.lrm_config)]},
             ) from exc
         lrm.init_flexicubes_geometry(self.device, fovy=30.0)
+        self._lrm_input_size = config.infer.input_size
         self._cameras = zero123plus_input_cameras(batch_size=1, radius=4.0).to(self.device)
         return lrm
 
@@ -211,7 +234,7 @@ class InstantMeshBackend:
     def _lrm_input(self, views: np.ndarray) -> torch.Tensor:
         """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1]; resized with antialiasing when S != R (no torchvision)."""
         images = torch.from_numpy(np.ascontiguousarray(views)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        size = self.files.lrm_input_size
+        size = self._lrm_input_size
         if images.shape[-1] != size:
             images = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
             images = images.clamp(0, 1)

@@ -72,3 +72,24 @@ def test_missing_official_weights_name_every_place_looked(tmp_path: Path) -> Non
         worker.start()
     text = str(info.value)
     assert "missing.ckpt" in text and "INSTANTMESH_ZERO123PLUS" in text and "Hugging Face cache" in text
+
+
+def test_channels_last_gives_the_same_views(tiny_cache: Path, object_png: Path) -> None:
+    """The CUDA default layout must not change results; checked in-process on the tiny preset."""
+    import argparse
+
+    import numpy as np
+    from PIL import Image
+
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    image = Image.open(object_png)
+    grids = []
+    for optimizations in ((), ("channels_last",)):
+        backend = InstantMeshBackend(files, "cpu", optimizations)
+        grids.append(np.asarray(backend.generate_views(image, 5, 2, 4.0, SilentContext()).grid, dtype=np.int16))
+    assert np.abs(grids[0] - grids[1]).max() <= 2
+    with pytest.raises(ValueError, match="unknown optimization"):
+        InstantMeshBackend(files, "cpu", ("turbo",))
