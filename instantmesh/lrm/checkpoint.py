@@ -8,19 +8,16 @@ read with `weights_only=True` only, so a file that needs arbitrary unpickling is
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ..weights_file import CheckpointError, load_weights_file
+
 PREFIX = "lrm_generator."
 _LIST_LIMIT = 5
-
-
-class CheckpointError(RuntimeError):
-    """A weights file that cannot be read safely or does not match the model."""
 
 
 def _strip_prefix(state_dict: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
@@ -34,31 +31,10 @@ def _strip_prefix(state_dict: Mapping[str, Any], source: str) -> dict[str, torch
     return picked
 
 
-def _unpickling_reason(err: pickle.UnpicklingError) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "WeightsUnpickler error" in line:
-            return line.split(". Please use")[0]
-    return lines[0] if lines else repr(err)
-
-
 def read_lrm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The LRM state dict (keys without `lrm_generator.`) from a `.ckpt`/`.pt`/`.bin` or `.safetensors` file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _strip_prefix(load_file(str(path), device="cpu"), str(path))
-    try:
-        container = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: the file needs arbitrary unpickling, which is never done here "
-            f"(torch.load weights_only=True). Convert it to .safetensors in a trusted environment. "
-            f"Detail: {_unpickling_reason(err)}"
-        ) from err
+    container = load_weights_file(path)
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path}: expected a dict, found {type(container).__name__}")
     state_dict = container.get("state_dict", container)

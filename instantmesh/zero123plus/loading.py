@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..weights_file import CheckpointError, load_weights_file
 from .pipeline import Zero123PlusPipeline
 
 PathLike = str | os.PathLike
@@ -35,10 +35,6 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be loaded as asked, with the reason and the file named."""
 
 
 def _image_processor_class() -> type:
@@ -136,18 +132,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"UNet weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path), device="cpu")
-    else:
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise CheckpointError(
-                f"{path}: refused to unpickle; the file holds objects other than tensors "
-                f"(loaded with weights_only=True). Details: {exc}"
-            ) from exc
+    state_dict = load_weights_file(path)
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
     ):
