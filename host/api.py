@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
 from rpcworker.errors import HandleExpired
@@ -52,6 +52,8 @@ class Mesh:
     bounds: list[list[float]]
     model_label: str
     timings: dict[str, float]
+    extra_paths: list[str] = field(default_factory=list)
+    """Files written with the mesh: a textured OBJ's NAME.mtl and NAME.png."""
 
 
 def worker_arguments(
@@ -217,6 +219,7 @@ class InstantMeshWorker:
             bounds=result.bounds,
             model_label=result.model_label,
             timings=result.timings,
+            extra_paths=list(result.extra_paths),
         )
 
     def image_to_mesh(

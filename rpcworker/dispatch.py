@@ -37,7 +37,7 @@ from .errors import (
 )
 from .handles import ViewStore
 from .images import load_input_image, load_views_grid
-from .outputs import OutputPolicy, atomic_output
+from .outputs import OutputPolicy, atomic_output, atomic_outputs
 from .protocol import (
     METHODS,
     PROTOCOL_VERSION,
@@ -322,7 +322,7 @@ class Dispatcher:
         )
 
     def _do_reconstruct(self, params: ReconstructParams, ctx: JobContext) -> MeshResult:
-        from instantmesh.export import MESH_FORMATS, mesh_bounds, write_mesh
+        from instantmesh.export import MESH_FORMATS, TEXTURED_FORMATS, mesh_bounds, texture_companions, write_mesh, write_textured_mesh
 
         fmt = params.format or os.path.splitext(params.output_path)[1].lstrip(".").lower()
         if fmt not in MESH_FORMATS:
@@ -330,7 +330,20 @@ class Dispatcher:
                 f"cannot tell the mesh format of {params.output_path!r}; use .obj, .glb or .ply or set format",
                 {"field": "format", "path": params.output_path},
             )
+        if params.texture_map and fmt not in TEXTURED_FORMATS:
+            raise InvalidParams(
+                f"texture_map needs obj or glb output; {fmt} has no standard way to reference a texture "
+                "(use texture_map=false for vertex colours in PLY)",
+                {"field": "texture_map", "value": fmt},
+            )
         out = self.outputs.check(params.output_path, "output_path", params.overwrite)
+        companions = texture_companions(out, fmt) if params.texture_map else []
+        companions = [self.outputs.check(path, "output_path", params.overwrite) for path in companions]
+        if out in companions:
+            raise InvalidParams(
+                f"output_path {params.output_path} is also the name of its own texture or material file; use the .obj extension",
+                {"field": "output_path", "path": params.output_path},
+            )
         start = time.perf_counter()
         if isinstance(params.views, ViewsHandle):
             views, _ = self.views.get(params.views.handle)
@@ -338,9 +351,24 @@ class Dispatcher:
             views, _ = self.backend.views_from_grid(load_views_grid(params.views))
         mesh = self.backend.reconstruct(views, params.texture_map, ctx)
         ctx.check_cancelled()
+        if mesh.textured != params.texture_map:
+            raise InternalError(
+                f"the {self.backend.info().name} backend returned a mesh {'with' if mesh.textured else 'without'} a texture map "
+                f"for texture_map={params.texture_map}",
+                {"type": "BackendError"},
+            )
         t = time.perf_counter()
-        with atomic_output(out, overwrite=params.overwrite, before_commit=self._before_commit) as tmp:
-            write_mesh(tmp, fmt, mesh.vertices, mesh.faces, mesh.vertex_colors, params.orientation)
+        # The mesh goes last: once it is in place, its companions are too.
+        with atomic_outputs([*companions, out], overwrite=params.overwrite, before_commit=self._before_commit) as tmps:
+            if mesh.textured:
+                write_textured_mesh(
+                    tmps[-1], fmt, mesh.vertices, mesh.faces, mesh.uvs, mesh.uv_faces, mesh.texture, params.orientation,
+                    mtl_path=tmps[0] if companions else None,
+                    texture_path=tmps[1] if companions else None,
+                    reference_stem=os.path.splitext(os.path.basename(out))[0],
+                )
+            else:
+                write_mesh(tmps[-1], fmt, mesh.vertices, mesh.faces, mesh.vertex_colors, params.orientation)
         export_s = time.perf_counter() - t
         return MeshResult(
             mesh_path=out,
@@ -350,6 +378,7 @@ class Dispatcher:
             bounds=mesh_bounds(mesh.vertices, mesh.faces, params.orientation),
             model_label=self.backend.info().model_label,
             timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
+            extra_paths=companions,
         )
 
     def _before_commit(self, tmp: str) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from .errors import InvalidParams, OutputRefused
+
+log = logging.getLogger("rpcworker.outputs")
 
 
 class OutputPolicy:
@@ -45,33 +48,74 @@ def atomic_output(path: str, overwrite: bool = True, before_commit: Callable[[st
     check (another writer, a race): an existing file is never replaced without overwrite, not even then.
     ``before_commit`` sees the finished temporary file just before the move (a test hook).
     """
-    directory, name = os.path.split(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise OutputRefused(f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(directory, f".{stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{ext}")
-    try:
+    with atomic_outputs([path], overwrite, before_commit) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if before_commit is not None:
-            before_commit(tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_no_clobber(tmp, path)
+
+
+@contextmanager
+def atomic_outputs(
+    paths: Sequence[str], overwrite: bool = True, before_commit: Callable[[str], None] | None = None
+) -> Iterator[list[str]]:
+    """`atomic_output` for files that belong together (a mesh and its companions): one temporary path per
+    target, all moved into place only if the block succeeds.
+
+    They are moved in order; put the main file last, so that its presence means the rest is in place.
+    If a move fails (without overwrite: a target appeared meanwhile), the files this call already moved
+    are removed again, so a refused set leaves nothing behind. With overwrite, a file already replaced
+    keeps its new contents (its old ones are gone); only a failing rename gets there.
+    """
+    tmps: list[str] = []
+    for path in paths:
+        directory, name = os.path.split(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise OutputRefused(f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+        stem, ext = os.path.splitext(name)
+        tmps.append(os.path.join(directory, f".{stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{ext}"))
+    placed: list[tuple[str, os.stat_result]] = []
+    path = paths[0] if paths else ""
+    try:
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        for path, tmp in zip(paths, tmps):
+            if before_commit is not None:
+                before_commit(tmp)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _link_no_clobber(tmp, path)
+            placed.append((path, os.stat(path)))
     except FileExistsError as exc:
+        _remove_placed(placed)
         raise OutputRefused(
             f"{path} appeared while the output was being written; pass overwrite=true to replace it",
             {"path": path, "reason": "exists"},
         ) from exc
     except OSError as exc:
+        if not overwrite:
+            _remove_placed(placed)
         raise OutputRefused(f"cannot write {path}: {exc.strerror or exc}", {"path": path, "reason": str(exc)}) from exc
     finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        for tmp in tmps:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+
+
+def _remove_placed(placed: list[tuple[str, os.stat_result]]) -> None:
+    """Takes back the files a failed `atomic_outputs` had moved into place, if they are still ours."""
+    for path, ours in placed:
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.warning("could not remove %s after a failed write: %s", path, exc)
 
 
 def _link_no_clobber(tmp: str, path: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -220,6 +220,8 @@ class MeshResult(Struct):
     bounds: list[list[float]]
     model_label: str
     timings: dict[str, float]
+    extra_paths: list[str] = msgspec.field(default_factory=list)
+    """Files written with the mesh (a textured OBJ's .mtl and .png); added in 1.1."""
 
 
 class ShutdownResult(Struct):

@@ -1,7 +1,8 @@
 """InstantMesh's sparse-view reconstruction model (LRM with FlexiCubes mesh output).
 
 images + cameras -> camera-modulated ViT features -> triplane transformer -> triplanes
-triplanes -> SDF / deformation / FlexiCubes weights on a grid -> mesh, and per-vertex colours.
+triplanes -> SDF / deformation / FlexiCubes weights on a grid -> mesh, and per-vertex colours or a UV
+texture map (instantmesh/texture.py).
 
 The submodules are named `encoder`, `transformer` and `synthesizer`, so `state_dict()` keys are the
 official checkpoint's keys without their `lrm_generator.` prefix.
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..texture import TexturedMesh, bake_texture, load_xatlas
 from .config import InstantMeshConfig, LRMConfig, load_config
 from .encoder import CameraConditionedImageEncoder
 from .synthesizer import TriplaneSynthesizer
@@ -72,8 +74,8 @@ class InstantMeshLRM(nn.Module):
     def init_flexicubes_geometry(self, device: torch.device | str, fovy: float = 30.0) -> None:
         """Create the FlexiCubes grid on `device`.
 
-        `fovy` is accepted for upstream's signature; it only configures upstream's rasteriser, which
-        vertex-colour extraction does not use.
+        `fovy` is accepted for upstream's signature; it only configures upstream's view rasteriser, which
+        neither mesh extraction path here uses.
         """
         from instantmesh.flexicubes import FlexiCubesGeometry
 
@@ -95,19 +97,31 @@ class InstantMeshLRM(nn.Module):
 
     @torch.no_grad()
     def extract_mesh(
-        self, planes: torch.Tensor, use_texture_map: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mesh of one triplane set: vertices float32 [N,3], faces int64 [F,3], vertex colours uint8 [N,3].
+        self, planes: torch.Tensor, use_texture_map: bool = False, texture_resolution: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | TexturedMesh:
+        """Mesh of one triplane set.
 
-        Colours are `clamp(rgb, 0, 1) * 255` truncated to uint8, as upstream quantises them.
+        Without a texture map: vertices float32 [N,3], faces int64 [F,3], vertex colours uint8 [N,3]
+        (`clamp(rgb, 0, 1) * 255` truncated, as upstream quantises them).
+        With `use_texture_map=True`: a `TexturedMesh` (the same vertices and faces, xatlas UVs and a
+        `texture_resolution`² RGB texture whose texels are the colour field at their surface points); needs
+        the `xatlas` package (TextureUnavailable otherwise). Callers pass the config's
+        `infer.texture_resolution`.
         """
-        if use_texture_map:
-            raise NotImplementedError("texture-map export needs a rasteriser; only vertex colours are supported")
         if planes.shape[0] != 1:
             raise ValueError(f"extract_mesh takes one triplane set, got a batch of {planes.shape[0]}")
+        if use_texture_map:
+            load_xatlas()
         geometry = self._require_geometry()
         sdf, deformation, weight = self.get_sdf_deformation_prediction(planes)
         vertices, faces = geometry.extract(sdf[0, :, 0], deformation[0], weight[0])
+        if use_texture_map:
+            return bake_texture(
+                vertices,
+                faces,
+                lambda points: self.synthesizer.get_texture_prediction(planes, points.unsqueeze(0))[0],
+                texture_resolution,
+            )
         rgb = self.synthesizer.get_texture_prediction(planes, vertices.unsqueeze(0))[0]
         colors = (rgb.float().clamp(0, 1) * 255).to(torch.uint8)
         return (

@@ -45,7 +45,15 @@ class MeshData:
     """uint8 [N, 3] or None."""
     timings: dict[str, float] = field(default_factory=dict)
     texture: "Image.Image | None" = None
+    """An RGB texture map (first row at v = 1), or None for vertex colours."""
     uvs: "np.ndarray | None" = None
+    """float32 [T, 2] texture coordinates in [0, 1], with ``texture``."""
+    uv_faces: "np.ndarray | None" = None
+    """int64 [F, 3] into ``uvs``, face by face with ``faces`` (positions and UVs are indexed apart, as in OBJ)."""
+
+    @property
+    def textured(self) -> bool:
+        return self.texture is not None
 
 
 @dataclass

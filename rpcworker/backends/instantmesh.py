@@ -1,7 +1,9 @@
 """The real backend: Zero123++ for the views and the InstantMesh LRM for the mesh, both kept warm.
 
 Torch is imported when the backend is created (initialize reports the device); the models load on the
-first ``load`` or the first call that needs them. On CUDA the diffusion pipeline runs in float16 and the LRM in float32, as upstream runs them.
+first ``load`` or the first call that needs them. On CUDA the diffusion pipeline runs in float16 and the LRM
+in float32, as upstream runs them. Texture maps (``texture_map``) also need the optional ``xatlas``
+package; without it they are refused and ``initialize`` does not list the capability.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 
 from ..errors import InvalidParams, ModelNotLoaded, OutOfMemory
 from ..protocol import MemoryInfo
@@ -89,6 +93,7 @@ class InstantMeshBackend:
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
         self._lrm_input_size = 320
+        self._texture_resolution = 1024
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InstantMeshBackend":
@@ -105,7 +110,10 @@ class InstantMeshBackend:
             device=f"{self.device} ({name})" if self.device.type == "cuda" else "cpu",
             torch=str(torch.__version__),
             cuda=cuda,
-            capabilities=["generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply"],
+            capabilities=[
+                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
+                *(["texture_map"] if texture_maps_available() else []),
+            ],
         )
 
     def loaded(self) -> list[str]:
@@ -162,6 +170,7 @@ class InstantMeshBackend:
             ) from exc
         lrm.init_flexicubes_geometry(self.device, fovy=30.0)
         self._lrm_input_size = config.infer.input_size
+        self._texture_resolution = config.infer.texture_resolution
         self._cameras = zero123plus_input_cameras(batch_size=1, radius=4.0).to(self.device)
         return lrm
 
@@ -210,10 +219,7 @@ class InstantMeshBackend:
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
         if texture_map:
-            raise InvalidParams(
-                "texture_map is not supported by this worker (it needs a rasteriser); use vertex colours",
-                {"field": "texture_map"},
-            )
+            _require_texture_support()
         lrm = self._require("mesh", ctx)
         timings: dict[str, float] = {}
         with self._device_errors("reconstruct"), torch.inference_mode():
@@ -226,10 +232,18 @@ class InstantMeshBackend:
             ctx.check_cancelled()
             t = time.perf_counter()
             ctx.progress("reconstruct", 2, 3, "mesh")
-            vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
+            if not texture_map:
+                vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
+                timings["mesh_s"] = time.perf_counter() - t
+                ctx.progress("reconstruct", 3, 3, "done")
+                return MeshData(vertices, faces, colors, timings)
+            textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=self._texture_resolution)
             timings["mesh_s"] = time.perf_counter() - t
             ctx.progress("reconstruct", 3, 3, "done")
-        return MeshData(vertices, faces, colors, timings)
+        from PIL import Image
+
+        texture = Image.fromarray(textured.texture, "RGB")
+        return MeshData(textured.vertices, textured.faces, None, timings, texture, textured.uvs, textured.uv_faces)
 
     def _lrm_input(self, views: np.ndarray) -> torch.Tensor:
         """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1]; resized with antialiasing when S != R (no torchvision)."""
@@ -277,6 +291,14 @@ class InstantMeshBackend:
             f"out of GPU memory in {what}; memory was freed and the worker keeps serving ({message})",
             {"device": str(self.device), "method": what, "allocated_bytes": info.allocated_bytes, "total_bytes": info.total_bytes},
         )
+
+
+def _require_texture_support() -> None:
+    """Refuses texture_map before any model work when xatlas is missing, naming the package."""
+    try:
+        load_xatlas()
+    except TextureUnavailable as exc:
+        raise InvalidParams(f"texture_map is not available: {exc}", {"field": "texture_map", "missing": "xatlas"}) from exc
 
 
 def _process_memory() -> MemoryInfo:

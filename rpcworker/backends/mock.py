@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InternalError, ModelNotLoaded, OutOfMemory
+from ..errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
 from ..protocol import MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
@@ -38,6 +38,10 @@ class MockOptions:
     oom_once: set[str] = field(default_factory=set)
     hang_on: set[str] = field(default_factory=set)
     noisy: bool = False
+    texture_size: int = 64
+    """Side of the generated texture map (texture_map=true)."""
+    no_texture: bool = False
+    """Behave like a worker without xatlas: texture_map is refused."""
     simulated_model_bytes: int = 512 * 1024 * 1024
 
     @classmethod
@@ -76,7 +80,10 @@ class MockBackend:
             device="cpu",
             torch=None,
             cuda=None,
-            capabilities=["generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply"],
+            capabilities=[
+                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
+                *([] if self.options.no_texture else ["texture_map"]),
+            ],
         )
 
     def loaded(self) -> list[str]:
@@ -139,6 +146,11 @@ class MockBackend:
         return split_grid(grid)
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
+        if texture_map and self.options.no_texture:
+            raise InvalidParams(
+                "texture_map is not available: the mock was started with no_texture (as a worker without xatlas)",
+                {"field": "texture_map", "missing": "xatlas"},
+            )
         self._ensure("mesh", ctx)
         self._misbehave("reconstruct")
         start = time.perf_counter()
@@ -146,10 +158,15 @@ class MockBackend:
         self._sleep(self.options.reconstruct_delay, ctx)
         mean = views.reshape(-1, 3).mean(axis=0)
         radius = 0.5 + float(mean.mean()) / 510.0
-        vertices, faces = _uv_sphere(radius, rings=12 + int(mean[0]) % 8, segments=24)
-        colors = np.tile(np.clip(mean, 0, 255).astype(np.uint8), (len(vertices), 1))
+        rings = 12 + int(mean[0]) % 8
+        vertices, faces = _uv_sphere(radius, rings=rings, segments=24)
         ctx.progress("reconstruct", 2, 2, "mesh")
-        return MeshData(vertices, faces, colors, {"reconstruct_s": time.perf_counter() - start})
+        timings = {"reconstruct_s": time.perf_counter() - start}
+        if texture_map:
+            uvs, uv_faces = _uv_sphere_layout(rings, segments=24)
+            return MeshData(vertices, faces, None, timings, _checker(self.options.texture_size, mean), uvs, uv_faces)
+        colors = np.tile(np.clip(mean, 0, 255).astype(np.uint8), (len(vertices), 1))
+        return MeshData(vertices, faces, colors, timings)
 
     def before_commit(self, tmp_path: str) -> None:
         """Called by the dispatcher between writing an output and renaming it into place."""
@@ -220,3 +237,28 @@ def _uv_sphere(radius: float, rings: int, segments: int) -> tuple[np.ndarray, np
             c, d = a + segments, b + segments
             faces.extend([(a, c, b), (b, c, d)])
     return vertices.astype(np.float32), np.asarray(faces, dtype=np.int64)
+
+
+def _uv_sphere_layout(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equirectangular UVs for `_uv_sphere`: one more column than the sphere has, so the seam has its own
+    texture coordinates (uv_faces index them face by face with the sphere's faces)."""
+    u, v = np.meshgrid(np.arange(segments + 1) / segments, 1.0 - np.arange(rings + 1) / rings, indexing="xy")
+    uvs = np.stack([u, v], axis=-1).reshape(-1, 2).astype(np.float32)
+    uv_faces = []
+    for r in range(rings):
+        for s in range(segments):
+            a, b = r * (segments + 1) + s, r * (segments + 1) + s + 1
+            c, d = a + segments + 1, b + segments + 1
+            uv_faces.extend([(a, c, b), (b, c, d)])
+    return uvs, np.asarray(uv_faces, dtype=np.int64)
+
+
+def _checker(size: int, mean: np.ndarray) -> Any:
+    """An RGB checkerboard of the views' mean colour and its complement, 8 squares a side."""
+    from PIL import Image
+
+    cell = max(1, size // 8)
+    yy, xx = np.mgrid[:size, :size]
+    odd = ((yy // cell + xx // cell) % 2 == 1)[..., None]
+    base = np.clip(mean, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.where(odd, base, 255 - base).astype(np.uint8), "RGB")

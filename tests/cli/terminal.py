@@ -42,7 +42,7 @@ class TerminalProgram:
         self.output += data.decode("utf-8", "replace")
         return True
 
-    def expect(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+    def expect(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
         """Waits for ``pattern`` (a regex) in the output after the previous match; fails with the output so far."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -65,7 +65,7 @@ class TerminalProgram:
     def line(self, text: str) -> None:
         self.send(text + "\r")
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = 60.0) -> int:
         """Reads until the program exits and returns its exit status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trimesh
+from PIL import Image
 
 from host import InstantMeshWorker, InvalidParams, WorkerStartError
 from tests.conftest import MODELS_PYTHON
@@ -51,11 +52,33 @@ def test_same_seed_same_views(tiny_worker: InstantMeshWorker, object_png: Path, 
     assert Path(a.grid_path).read_bytes() == Path(b.grid_path).read_bytes() != Path(c.grid_path).read_bytes()
 
 
-def test_texture_map_is_refused_clearly(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+def test_texture_map_in_obj_and_glb(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    """The tiny preset's texture is 64^2 (its infer_config); the OBJ has the plain mesh's vertices and
+    faces plus vt/mtl/png, the GLB embeds the texture. (xatlas dominates: ~10 s per call on 2 CPU cores.)"""
+    assert "texture_map" in tiny_worker.client.info.capabilities
     views = tiny_worker.generate_views(object_png, num_inference_steps=1)
-    with pytest.raises(InvalidParams, match="texture_map"):
-        tiny_worker.reconstruct(views, tmp_path / "t.obj", texture_map=True)
-    assert not (tmp_path / "t.obj").exists()
+    plain = tiny_worker.reconstruct(views, tmp_path / "plain.obj")
+    obj = tiny_worker.reconstruct(views, tmp_path / "tex.obj", texture_map=True)
+    assert obj.extra_paths == [str(tmp_path / "tex.mtl"), str(tmp_path / "tex.png")]
+    assert (obj.num_vertices, obj.num_faces, obj.bounds) == (plain.num_vertices, plain.num_faces, plain.bounds)
+    lines = Path(obj.path).read_text().splitlines()
+    assert lines[0] == "mtllib tex.mtl" and "map_Kd tex.png" in (tmp_path / "tex.mtl").read_text()
+    plain_v = [line for line in Path(plain.path).read_text().splitlines() if line.startswith("v ")]
+    assert [line for line in lines if line.startswith("v ")] == [" ".join(v.split()[:4]) for v in plain_v]
+    with Image.open(tmp_path / "tex.png") as png:
+        assert png.size == (64, 64) and png.mode == "RGB"
+    glb = tiny_worker.reconstruct(views, tmp_path / "tex.glb", texture_map=True)
+    assert glb.extra_paths == [] and glb.num_faces == plain.num_faces
+    loaded = trimesh.load(glb.path, force="mesh", process=False)
+    assert len(loaded.faces) == glb.num_faces and loaded.visual.material.baseColorTexture.size == (64, 64)
+    assert loaded.bounds.ravel().tolist() == pytest.approx(sum(glb.bounds, []), abs=1e-4)
+
+
+def test_texture_map_in_ply_is_refused(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+    views = tiny_worker.generate_views(object_png, num_inference_steps=1)
+    with pytest.raises(InvalidParams, match="texture_map needs obj or glb"):
+        tiny_worker.reconstruct(views, tmp_path / "t.ply", texture_map=True)
+    assert not (tmp_path / "t.ply").exists()
 
 
 def test_unload_frees_and_reload_works(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:

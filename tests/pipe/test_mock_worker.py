@@ -39,7 +39,7 @@ def test_handshake_reports_the_worker_environment(mock_client) -> None:
     info = client.info
     assert info.python.startswith("3.10."), "the pipe suite must run the worker under Python 3.10"
     assert sys.version_info[:2] != (3, 10) or os.environ.get("CI_ALLOW_SAME_PYTHON")
-    assert info.backend == "mock" and info.protocol_version == "1.0" and info.pid == client.process.pid
+    assert info.backend == "mock" and info.protocol_version == "1.1" and info.pid == client.process.pid
     assert client.ping().pong
 
 
