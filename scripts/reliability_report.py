@@ -66,8 +66,12 @@ FIXES = [
      "happens before the reply is sent.",
      "test_hang_and_timeout::test_timeout_cancels_and_the_worker_keeps_serving"),
     ("A call right after a crash failed despite auto_restart",
-     "Between the worker's death and the session reader seeing EOF, `start()` still returned the dead "
-     "session. `WorkerClient` now also checks the process itself.",
+     "Between the worker's death and the session reader seeing EOF, `start()` still returned the dead session; "
+     "and `Popen.poll()` answers \"running\" while the reader thread waits on the same child, so the check was racy. "
+     "`WorkerProcess.alive` now asks the kernel with `waitid(WNOWAIT)` (no reaping, no lock), and a request that "
+     "could not even be written is sent once more to a new worker (delivered requests are never re-sent). The test "
+     "waits for the kernel's exit report, not the /proc zombie state, which a multi-threaded process shows while "
+     "its threads and pipes are still going away.",
      "test_worker_death::test_sigkill_between_requests_then_auto_restart"),
     ("overwrite=false could still clobber a file",
      "The existence check ran before the work; a file created meanwhile was replaced by `os.replace`. Without "
