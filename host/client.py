@@ -100,6 +100,10 @@ class WorkerClient:
                     InitializeParams(PROTOCOL_VERSION, self.client_name),
                     timeout=self.startup_timeout,
                 )
+            except KeyboardInterrupt:
+                process.kill()  # Ctrl-C during the handshake: never leave a half-started worker behind
+                process.wait_exit(2.0)
+                raise
             except Exception as exc:
                 process.kill()
                 code = process.wait_exit(2.0)

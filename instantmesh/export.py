@@ -17,13 +17,23 @@ MATERIAL_NAME = "material_0"
 Orientation = Literal["instantmesh", "raw"]
 
 
-def orient(vertices: np.ndarray, faces: np.ndarray, orientation: Orientation) -> tuple[np.ndarray, np.ndarray]:
-    """Upstream's saved meshes flip z and reverse the winding; "raw" keeps the model frame."""
+def orient_vertices(vertices: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """Upstream's saved meshes flip z; "raw" keeps the model frame."""
     if orientation == "raw":
-        return vertices, faces
+        return vertices
     if orientation != "instantmesh":
         raise ValueError(f"unknown orientation {orientation!r}")
-    return vertices * np.array([1.0, 1.0, -1.0], dtype=vertices.dtype), faces[:, [2, 1, 0]]
+    return vertices * np.array([1.0, 1.0, -1.0], dtype=vertices.dtype)
+
+
+def orient_faces(faces: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """The winding reversed with the z flip, so faces keep facing out."""
+    return faces if orientation == "raw" else faces[:, [2, 1, 0]]
+
+
+def orient(vertices: np.ndarray, faces: np.ndarray, orientation: Orientation) -> tuple[np.ndarray, np.ndarray]:
+    oriented = orient_vertices(vertices, orientation)
+    return oriented, orient_faces(faces, orientation)
 
 
 def write_mesh(
@@ -102,7 +112,7 @@ def write_textured_mesh(
 
     image = texture if isinstance(texture, Image.Image) else Image.fromarray(np.asarray(texture, dtype=np.uint8), "RGB")
     v, f = orient(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64), orientation)
-    _, uv_f = orient(v, np.asarray(uv_faces, dtype=np.int64), orientation)
+    uv_f = orient_faces(np.asarray(uv_faces, dtype=np.int64), orientation)
     uvs = np.asarray(uvs, dtype=np.float32)
     if fmt == "glb":
         import trimesh
@@ -145,8 +155,8 @@ def split_by_uv(vertices: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray, n
     return vertices[vertex_of_uv], uv_faces
 
 
-def mesh_bounds(vertices: np.ndarray, faces: np.ndarray, orientation: Orientation) -> list[list[float]]:
-    v, _ = orient(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64), orientation)
+def mesh_bounds(vertices: np.ndarray, orientation: Orientation) -> list[list[float]]:
+    v = orient_vertices(np.asarray(vertices, dtype=np.float32), orientation)
     if len(v) == 0:
         return [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     return [v.min(axis=0).astype(float).tolist(), v.max(axis=0).astype(float).tolist()]

@@ -375,7 +375,7 @@ class Dispatcher:
             format=fmt,
             num_vertices=int(len(mesh.vertices)),
             num_faces=int(len(mesh.faces)),
-            bounds=mesh_bounds(mesh.vertices, mesh.faces, params.orientation),
+            bounds=mesh_bounds(mesh.vertices, params.orientation),
             model_label=self.backend.info().model_label,
             timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
             extra_paths=companions,

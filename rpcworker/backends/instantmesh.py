@@ -232,14 +232,14 @@ class InstantMeshBackend:
             ctx.check_cancelled()
             t = time.perf_counter()
             ctx.progress("reconstruct", 2, 3, "mesh")
-            if not texture_map:
+            if texture_map:
+                textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=self._texture_resolution)
+            else:
                 vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
-                timings["mesh_s"] = time.perf_counter() - t
-                ctx.progress("reconstruct", 3, 3, "done")
-                return MeshData(vertices, faces, colors, timings)
-            textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=self._texture_resolution)
             timings["mesh_s"] = time.perf_counter() - t
             ctx.progress("reconstruct", 3, 3, "done")
+        if not texture_map:
+            return MeshData(vertices, faces, colors, timings)
         from PIL import Image
 
         texture = Image.fromarray(textured.texture, "RGB")

@@ -50,7 +50,7 @@ def test_obj_without_colours_and_empty_meshes(tmp_path: Path) -> None:
     empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     write_mesh(str(tmp_path / "empty.obj"), "obj", *empty, None)
     assert (tmp_path / "empty.obj").read_text() == ""
-    assert mesh_bounds(*empty, "raw") == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert mesh_bounds(empty[0], "raw") == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match="format"):
         write_mesh(str(tmp_path / "m.stl"), "stl", vertices, faces, None)
 
