@@ -103,8 +103,7 @@ def test_ctrl_c_at_the_prompt_and_a_double_ctrl_c_both_shut_down(worker_python: 
     program = start_session("--python", str(worker_python), "--mock", "step_delay=0.05", "--steps", "400")
     program.expect(PROMPT)
     pid = worker_pid(program)
-    program.send("\x03")
-    program.expect("Ctrl-C at the prompt: quitting")
+    program.ctrl_c_at_prompt("Ctrl-C at the prompt: quitting")
     assert program.wait(20) == 0
     assert_worker_gone(pid)
 
@@ -115,9 +114,8 @@ def test_ctrl_c_at_the_prompt_and_a_double_ctrl_c_both_shut_down(worker_python: 
     program.expect(r"views +\[#*\.+\] \d+/400")
     program.send("\x03")
     program.expect("cancelled")
-    program.send("\x03")
     # Within the double-press window it says "second Ctrl-C"; on a loaded machine the prompt may already be back.
-    program.expect(r"(second Ctrl-C|Ctrl-C at the prompt): quitting")
+    program.ctrl_c_at_prompt(r"(second Ctrl-C|Ctrl-C at the prompt): quitting")
     assert program.wait(20) == 0
     assert "worker stopped (exit code 0)" in program.output
     assert_worker_gone(pid)
