@@ -1,12 +1,16 @@
 """Faster compute on the GPU: each option against eager fp16 in the same run, with its output difference.
 
-For the views (Zero123++, the dominant cost): math attention (no SDPA), SDPA (the default), channels_last,
-torch.compile of the UNet (compile time reported apart), and a deterministic Euler sampler with fewer steps
-(a documented trade-off: a different image, so its difference is reported, not required to be small).
-For the mesh (LRM): torch.compile, and bf16 autocast. For start-up: load times, and safetensors vs
-pickle-free torch.load for the LRM checkpoint.
+Parts (``--parts``, comma-separated; each fits one device call on its own):
+- ``load``: load time per model, and safetensors vs pickle-free torch.load for the LRM checkpoint;
+- ``views``: Zero123++ (the dominant cost) eager with SDPA attention (the baseline), math attention, then
+  the backend's own speed options, each on a freshly loaded pipeline: channels_last, fused QKV projections,
+  torch.compile of the repeated transformer blocks (compile time reported apart, as the first call);
+- ``compile``: torch.compile of the whole UNet (several minutes of compilation);
+- ``sampler``: a deterministic Euler sampler with fewer steps (a documented trade-off: another image, so
+  its difference is reported, not required to be small);
+- ``mesh``: the LRM eager fp32, bf16 autocast, and torch.compile.
 
-``python -m benchmarks.compute --weights DIR [--steps 75] [--out DIR]``
+``python -m benchmarks.compute --weights DIR [--steps 75] [--parts load,views,sampler,mesh] [--out DIR]``
 """
 
 from __future__ import annotations
@@ -22,10 +26,16 @@ import torch
 
 from instantmesh.lrm.checkpoint import read_lrm_state_dict, save_lrm_checkpoint
 from rpcworker.backends.base import SilentContext
-from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+from rpcworker.backends.instantmesh import InstantMeshBackend, ModelFiles, resolve_model_files
 
 from .common import synthetic_object, table, write_results
 from .sessions import weight_args
+
+PARTS = ("load", "views", "compile", "sampler", "mesh")
+DEFAULT_PARTS = ("load", "views", "sampler", "mesh")
+VIEW_OPTIONS = (("channels_last",), ("channels_last", "fused_qkv"), ("channels_last", "fused_qkv", "compile_blocks"))
+COMPILE_OPTIONS = (("channels_last", "fused_qkv", "compile"),)
+CTX = SilentContext()
 
 
 def sync() -> None:
@@ -41,121 +51,158 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def views_runner(backend: InstantMeshBackend, image: Any, steps: int) -> Callable[[], np.ndarray]:
-    ctx = SilentContext()
-
-    def run() -> np.ndarray:
-        generated = backend.generate_views(image, 42, steps, 4.0, ctx)
-        return np.asarray(generated.grid, dtype=np.float32) / 255.0
-
-    return run
+def views_of(backend: InstantMeshBackend, image: Any, steps: int) -> np.ndarray:
+    generated = backend.generate_views(image, 42, steps, 4.0, CTX)
+    return np.asarray(generated.grid, dtype=np.float32) / 255.0
 
 
-def set_attention(pipeline: Any, processor: Any) -> None:
-    from instantmesh.zero123plus.reference_attention import install_reference_attention
+class Views:
+    """The eager fp16 baseline, kept loaded, and fresh backends with speed options measured against it."""
 
-    pipeline.unet.set_attn_processor(processor)
-    pipeline.reference_bank = install_reference_attention(pipeline.unet)
+    def __init__(self, files: ModelFiles, image: Any, steps: int, rows: list[dict[str, Any]]) -> None:
+        self.files, self.image, self.steps, self.rows = files, image, steps, rows
+        self.backend = InstantMeshBackend(files, optimizations=())
+        self.backend.load(["views"], CTX)
+        self.first_call_s, _ = timed(lambda: views_of(self.backend, image, 2))
+        self.seconds, self.out = timed(lambda: views_of(self.backend, image, steps))
+        self.add(f"views: eager fp16, SDPA attention, {steps} steps (baseline)", self.seconds, self.out, self.first_call_s)
+
+    def add(self, what: str, seconds: float, out: np.ndarray | str, first_call_s: float | None = None) -> None:
+        difference = out if isinstance(out, str) else float(np.abs(out - self.out).max())
+        self.rows.append({"what": what, "seconds": seconds, "speedup": self.seconds / seconds, "difference": difference,
+                          "first_call_s": "-" if first_call_s is None else first_call_s})
+
+    def math_attention(self) -> None:
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        from instantmesh.zero123plus.reference_attention import install_reference_attention
+
+        pipeline = self.backend._pipeline
+
+        def use(processor: Any) -> None:
+            pipeline.unet.set_attn_processor(processor)
+            pipeline.reference_bank = install_reference_attention(pipeline.unet)
+
+        use(AttnProcessor())
+        t, out = timed(lambda: views_of(self.backend, self.image, self.steps))
+        self.add("views: math attention (no SDPA)", t, out)
+        use(AttnProcessor2_0())
+
+    def option(self, optimizations: tuple[str, ...]) -> None:
+        """The first 2-step call includes any compilation; the gap to the baseline's first call is its cost."""
+        backend = InstantMeshBackend(self.files, optimizations=optimizations)
+        backend.load(["views"], CTX)
+        first, _ = timed(lambda: views_of(backend, self.image, 2))
+        t, out = timed(lambda: views_of(backend, self.image, self.steps))
+        self.add(f"views: --optimize {','.join(optimizations)}", t, out, first)
+        backend.unload(["views"])
+
+    def sampler(self) -> None:
+        from diffusers import EulerDiscreteScheduler
+
+        pipeline = self.backend._pipeline
+        ancestral = pipeline.scheduler
+        # Deterministic Euler with Karras sigmas keeps the sigma parametrisation the reference noising uses.
+        pipeline.scheduler = EulerDiscreteScheduler.from_config(ancestral.config, use_karras_sigmas=True)
+        fewer = max(2, self.steps * 2 // 5)
+        t, out = timed(lambda: views_of(self.backend, self.image, fewer))
+        self.add(f"views: Euler (Karras sigmas) {fewer} steps, eager (trade-off: another sampler, another image)", t, out)
+        pipeline.scheduler = ancestral
+
+
+def load_rows(files: ModelFiles, weights: Path, rows: list[dict[str, Any]]) -> None:
+    backend = InstantMeshBackend(files)
+    for name, seconds in backend.load(["views", "mesh"], CTX).items():
+        rows.append({"what": f"load {name} (default options)", "seconds": seconds, "speedup": 1.0, "difference": "-", "first_call_s": "-"})
+    backend.unload(["views", "mesh"])
+    ckpt = files.lrm
+    st = weights / f"{ckpt.stem}.safetensors"
+    save_lrm_checkpoint(read_lrm_state_dict(ckpt), st)
+    t_ckpt, _ = timed(lambda: read_lrm_state_dict(ckpt))
+    t_st, _ = timed(lambda: read_lrm_state_dict(st))
+    rows.append({"what": "read LRM .ckpt (torch.load, weights_only)", "seconds": t_ckpt, "speedup": 1.0, "difference": "-", "first_call_s": "-"})
+    rows.append({"what": "read LRM .safetensors", "seconds": t_st, "speedup": t_ckpt / t_st, "difference": "-", "first_call_s": "-"})
+
+
+def mesh_rows(files: ModelFiles, image: Any, rows: list[dict[str, Any]], compile_lrm: bool) -> None:
+    backend = InstantMeshBackend(files)
+    generated = backend.generate_views(image, 42, 2, 4.0, CTX)
+    backend.unload(["views"])
+
+    def mesh() -> Any:
+        return backend.reconstruct(generated.views, False, CTX)
+
+    def difference(m: Any) -> str:
+        if len(m.vertices) != len(m0.vertices):
+            return f"{len(m.vertices)} vertices: a different mesh"
+        return f"max |Δv| {float(np.abs(m.vertices - m0.vertices).max()):.2e}"
+
+    mesh()
+    t0, m0 = timed(mesh)
+    rows.append({"what": "mesh: eager fp32 LRM + FlexiCubes", "seconds": t0, "speedup": 1.0, "difference": f"{len(m0.vertices)} vertices", "first_call_s": "-"})
+    with torch.autocast(backend.device.type, dtype=torch.bfloat16):
+        mesh()
+        t, m1 = timed(mesh)
+    rows.append({"what": "mesh: bf16 autocast", "seconds": t, "speedup": t0 / t, "difference": difference(m1), "first_call_s": "-"})
+    if compile_lrm:
+        backend._lrm.encoder.compile()
+        backend._lrm.transformer.compile()
+        first, _ = timed(mesh)
+        t, m2 = timed(mesh)
+        rows.append({"what": "mesh: torch.compile encoder + transformer", "seconds": t, "speedup": t0 / t, "difference": difference(m2), "first_call_s": first})
+    backend.unload(["mesh"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=75)
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"comma list of {', '.join(PARTS)}")
+    parser.add_argument("--no-compile", action="store_true", help="skip every torch.compile (a quick CPU smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compute"))
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (for a quick CPU smoke run)")
     args = parser.parse_args(argv)
-    from diffusers import EulerDiscreteScheduler
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    parts = [p for p in args.parts.split(",") if p]
+    if set(parts) - set(PARTS):
+        parser.error(f"unknown part(s) {sorted(set(parts) - set(PARTS))}; choose from {', '.join(PARTS)}")
     from PIL import Image
 
-    w = weight_args(args.weights)
-    namespace = argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **w})
-    files = resolve_model_files(namespace)
-    ctx = SilentContext()
+    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(args.weights)}))
+    image = Image.open(synthetic_object(args.out / "bench_object.png", 0))
     rows: list[dict[str, Any]] = []
 
-    # ---- start-up: loading. (Loading the two models in parallel threads is not measured: diffusers loads
-    # through accelerate's init_empty_weights, which patches nn.Module for every thread, so a model built
-    # at the same time in another thread comes out on the meta device.)
-    backend = InstantMeshBackend(files)
-    seq = backend.load(["views", "mesh"], ctx)
-    rows.append({"what": "load views (Zero123++ + white-bg UNet)", "seconds": seq["views"], "speedup": 1.0, "difference": "-"})
-    rows.append({"what": "load mesh (LRM .ckpt + FlexiCubes grid)", "seconds": seq["mesh"], "speedup": 1.0, "difference": "-"})
+    def compiles(options: tuple[str, ...]) -> bool:
+        return any(o.startswith("compile") for o in options)
 
-    ckpt = Path(w["lrm"])
-    st = args.weights / "instant_mesh_large.safetensors"
-    save_lrm_checkpoint(read_lrm_state_dict(ckpt), st)
-    t_ckpt, _ = timed(lambda: read_lrm_state_dict(ckpt))
-    t_st, _ = timed(lambda: read_lrm_state_dict(st))
-    rows.append({"what": "read LRM .ckpt (torch.load, weights_only)", "seconds": t_ckpt, "speedup": 1.0, "difference": "-"})
-    rows.append({"what": "read LRM .safetensors", "seconds": t_st, "speedup": t_ckpt / t_st, "difference": "-"})
+    if "load" in parts:
+        load_rows(files, args.weights, rows)
+    if {"views", "compile", "sampler"} & set(parts):
+        views = Views(files, image, args.steps, rows)
+        if "views" in parts:
+            views.math_attention()
+            for options in VIEW_OPTIONS:
+                if not (args.no_compile and compiles(options)):
+                    views.option(options)
+        if "compile" in parts and not args.no_compile:
+            for options in COMPILE_OPTIONS:
+                views.option(options)
+        if "sampler" in parts:
+            views.sampler()
+        views.backend.unload(["views"])
+    if "mesh" in parts:
+        mesh_rows(files, image, rows, compile_lrm=not args.no_compile)
 
-    # ---- views
-    image = Image.open(synthetic_object(args.weights / "bench_object.png", 0))
-    run = views_runner(backend, image, args.steps)
-    views_runner(backend, image, 3)()  # warm-up: kernels, allocator
-    base_t, base = timed(run)
-    rows.append({"what": f"views: eager fp16, SDPA attention (default), {args.steps} steps", "seconds": base_t, "speedup": 1.0, "difference": 0.0})
-    pipeline = backend._pipeline
-
-    set_attention(pipeline, AttnProcessor())
-    t, out = timed(run)
-    rows.append({"what": "views: math attention (no SDPA)", "seconds": t, "speedup": base_t / t, "difference": float(np.abs(out - base).max())})
-    set_attention(pipeline, AttnProcessor2_0())
-
-    pipeline.unet.to(memory_format=torch.channels_last)
-    pipeline.vae.to(memory_format=torch.channels_last)
-    views_runner(backend, image, 2)()
-    t, out = timed(run)
-    rows.append({"what": "views: channels_last UNet + VAE", "seconds": t, "speedup": base_t / t, "difference": float(np.abs(out - base).max())})
-
-    if not args.no_compile:
-        compile_t, _ = timed(lambda: (pipeline.unet.compile(), views_runner(backend, image, 2)()))
-        t, out = timed(run)
-        rows.append({"what": f"views: torch.compile UNet + channels_last (compile {compile_t:.0f} s, once per worker)", "seconds": t, "speedup": base_t / t, "difference": float(np.abs(out - base).max())})
-
-    euler = pipeline.scheduler
-    # Deterministic Euler with Karras sigmas keeps the sigma parametrisation the pipeline's reference noising uses.
-    pipeline.scheduler = EulerDiscreteScheduler.from_config(euler.config, use_karras_sigmas=True)
-    fewer = max(2, args.steps * 2 // 5)
-    t, out = timed(views_runner(backend, image, fewer))
-    rows.append({"what": f"views: Euler (Karras sigmas) {fewer} steps, with the options above (trade-off: another sampler, another image)", "seconds": t, "speedup": base_t / t, "difference": float(np.abs(out - base).max())})
-    pipeline.scheduler = euler
-
-    # ---- mesh
-    generated = backend.generate_views(image, 42, 2, 4.0, ctx)
-    lrm = backend._lrm
-
-    def mesh() -> Any:
-        return backend.reconstruct(generated.views, False, ctx)
-
-    mesh()
-    t_lrm, m0 = timed(mesh)
-    rows.append({"what": "mesh: eager fp32 LRM + FlexiCubes (grid 128)", "seconds": t_lrm, "speedup": 1.0, "difference": f"{len(m0.vertices)} verts"})
-    with torch.autocast(backend.device.type, dtype=torch.bfloat16):
-        mesh()
-        t, m1 = timed(mesh)
-    rows.append({"what": "mesh: bf16 autocast", "seconds": t, "speedup": t_lrm / t, "difference": f"{len(m1.vertices)} verts, max |Δv| n/a" if len(m1.vertices) != len(m0.vertices) else f"max |Δv| {float(np.abs(m1.vertices - m0.vertices).max()):.2e}"})
-    if not args.no_compile:
-        lrm.encoder.compile()
-        lrm.transformer.compile()
-        compile_lrm, _ = timed(mesh)
-        t, m2 = timed(mesh)
-        same = len(m2.vertices) == len(m0.vertices)
-        rows.append({"what": f"mesh: torch.compile encoder + transformer (compile {compile_lrm:.0f} s)", "seconds": t, "speedup": t_lrm / t,
-                     "difference": f"max |Δv| {float(np.abs(m2.vertices - m0.vertices).max()):.2e}" if same else f"{len(m2.vertices)} verts"})
-
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     text = table(
-        f"Compute options on {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'} (random weights, {args.steps} steps)",
-        ["what", "seconds", "speedup vs baseline", "output difference (views: max abs on [0,1] pixels)"],
-        [[r["what"], r["seconds"], r["speedup"], r["difference"]] for r in rows],
+        f"Compute options on {device} ({files.label}, {args.steps} steps)",
+        ["what", "seconds", "speedup vs baseline", "first call s (compile)", "output difference (views: max abs on [0,1] pixels)"],
+        [[r["what"], r["seconds"], r["speedup"], r["first_call_s"], r["difference"]] for r in rows],
     )
     if torch.cuda.is_available():
         text += f"\npeak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB\n"
     print(text, flush=True)
-    write_results(args.out, "compute", {"rows": rows, "steps": args.steps}, rows)
-    (args.out / "compute.md").write_text(text)
+    name = "compute" if parts == list(DEFAULT_PARTS) else "compute-" + "-".join(parts)
+    write_results(args.out, name, {"rows": rows, "steps": args.steps, "parts": parts}, rows)
+    (args.out / f"{name}.md").write_text(text)
     return 0
 
 

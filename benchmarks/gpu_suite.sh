@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The GPU benchmark run, in parts that each fit one device call (weights are kept in build/ while the
-# machine stays warm):  bash benchmarks/gpu_suite.sh sessions-warm | sessions-subprocess | compute | protocol
+# machine stays warm):  bash benchmarks/gpu_suite.sh sessions-warm | sessions-subprocess | compute | compute-compile | protocol
 # Writes under $OUT (or benchmarks/results/gpu). Needs the wheels in .whl/ where diffusers etc. are missing.
+# OBJECTS (default 10) sets the session length; sessions-subprocess saves after every object, so a run cut by
+# a time limit keeps the objects it finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PART=${1:-}
+case "$PART" in
+  sessions-warm|sessions-subprocess|compute|compute-compile|protocol) ;;
+  *) echo "usage: $0 sessions-warm|sessions-subprocess|compute|compute-compile|protocol" >&2; exit 2 ;;
+esac
 OUT=${OUT:-benchmarks/results/gpu}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -15,9 +22,10 @@ if [ ! -f $W/complete ]; then
   python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-case "${1:-all}" in
-  sessions-warm) python3 -m benchmarks.sessions --weights $W --objects 10 --steps 75 --modes cb --out "$OUT/sessions-warm" ;;
-  sessions-subprocess) python3 -m benchmarks.sessions --weights $W --objects 10 --steps 75 --modes a --out "$OUT/sessions-subprocess" ;;
+case "$PART" in
+  sessions-warm) python3 -m benchmarks.sessions --weights $W --objects "${OBJECTS:-10}" --steps 75 --modes cb --out "$OUT/sessions-warm" ;;
+  sessions-subprocess) python3 -m benchmarks.sessions --weights $W --objects "${OBJECTS:-10}" --steps 75 --modes a --out "$OUT/sessions-subprocess" ;;
   compute) python3 -m benchmarks.compute --weights $W --steps 75 --out "$OUT/compute" ;;
+  compute-compile) python3 -m benchmarks.compute --weights $W --steps 75 --parts compile --out "$OUT/compute" ;;
   protocol) python3 -m benchmarks.protocol --worker-python python3 --out "$OUT/protocol" ;;
 esac

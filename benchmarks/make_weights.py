@@ -5,8 +5,10 @@ Writes, under OUT:
 - ``diffusion_pytorch_model.bin``: the white-background UNet as a raw state dict saved with torch.save,
 - ``instant_mesh_large.ckpt``: a Lightning-style checkpoint with the LRM under ``lrm_generator.``.
 
-Random values are drawn on the GPU when there is one (seconds instead of minutes).
-``python -m benchmarks.make_weights OUT``
+Random values are drawn on the GPU when there is one (seconds instead of minutes). ``--tiny`` links the
+tiny preset's files under the same names instead, with its LRM config as ``lrm-config.yaml``: a folder the
+benchmarks accept like the full-size one, to smoke-test them on a CPU in seconds.
+``python -m benchmarks.make_weights OUT [--tiny]``
 """
 
 from __future__ import annotations
@@ -60,10 +62,29 @@ def write_lrm(path: Path, device: str) -> None:
     save_lrm_checkpoint(lrm.state_dict(), path)
 
 
+def link_tiny(out: Path) -> None:
+    from instantmesh.tiny import ensure_tiny_weights
+
+    tiny = ensure_tiny_weights()
+    for name, source in (
+        ("zero123plus-v1.2", tiny.paths.zero123plus),
+        ("diffusion_pytorch_model.bin", tiny.paths.whitebg_unet),
+        ("instant_mesh_large.ckpt", tiny.paths.lrm),
+        ("lrm-config.yaml", tiny.config),
+    ):
+        (out / name).unlink(missing_ok=True)
+        (out / name).symlink_to(source.resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--tiny", action="store_true", help="link the tiny preset's files instead (CPU smoke tests)")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.out.mkdir(parents=True, exist_ok=True)
+        link_tiny(args.out)
+        return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
     for name, step in (

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .common import summarize, synthetic_object, table, write_results
 
@@ -53,9 +53,12 @@ def warm_page_cache(weights: Path) -> None:
                     pass
 
 
-def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir: Path) -> dict[str, Any]:
+def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir: Path,
+                          done_so_far: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+    """Calls ``done_so_far`` after every object, so that a run stopped by a time limit keeps what it measured."""
     w = weight_args(weights)
-    per_object, splits = [], []
+    per_object: list[float] = []
+    splits: list[dict[str, float]] = []
     for i, image in enumerate(images):
         start = time.time()
         out = subprocess.run(
@@ -80,6 +83,7 @@ def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir
             "exit_s": end - s["exported"],
             "peak_gpu_bytes": s["peak_gpu_bytes"],
         })
+        done_so_far({"per_object_s": per_object, "splits": splits})
     return {"per_object_s": per_object, "splits": splits}
 
 
@@ -146,7 +150,11 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
     return {"per_object_s": per_object, "cold": {"imports_s": imported - start, **{f"load_{k}_s": v for k, v in load_s.items()}}, "peak_gpu_bytes": peak}
 
 
-def report(results: dict[str, Any], steps: int) -> str:
+def is_smoke(weights: Path) -> bool:
+    return (weights / "lrm-config.yaml").exists()
+
+
+def report(results: dict[str, Any], steps: int, smoke: bool = False) -> str:
     """Tables for whichever modes are present (runs of single modes can be merged with --merge)."""
     modes = {k: v for k, v in MODES.items() if k in results}
     rows = []
@@ -157,7 +165,8 @@ def report(results: dict[str, Any], steps: int) -> str:
                 steady = times[1:] or times
                 rows.append([n, label, sum(times), times[0], summarize(steady)["median"]])
     text = table(
-        f"Sessions of N objects ({steps} steps, full-size architectures, random weights in the official formats)",
+        f"Sessions of N objects ({steps} steps, "
+        + ("the TINY preset: a smoke run, not a measurement)" if smoke else "full-size architectures, random weights in the official formats)"),
         ["N", "mode", "total s", "first object s", "median later object s"],
         rows,
     )
@@ -231,14 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sessions"))
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
+    smoke = False
     if args.merge:
         for path in args.merge:
             loaded = json.loads(path.read_text())
             results.update(loaded["results"])
             args.steps = loaded["steps"]
+            smoke = smoke or loaded.get("smoke", False)
     else:
         if args.weights is None:
             parser.error("--weights is required unless --merge is given")
+        smoke = is_smoke(args.weights)
         os.environ.setdefault("INSTANTMESH_RPC_PYTHON", sys.executable)
         warm_page_cache(args.weights)
         runners = {"a": subprocess_per_object, "b": warm_worker, "c": in_process}
@@ -247,12 +259,17 @@ def main(argv: list[str] | None = None) -> int:
             images = [synthetic_object(workdir / f"object{i}.png", i) for i in range(args.objects)]
             for key in args.modes:
                 t = time.perf_counter()
-                results[key] = runners[key](images, args.weights, args.steps, workdir)
+
+                def save(partial: dict[str, Any], key: str = key) -> None:
+                    write_results(args.out, "sessions", {"steps": args.steps, "smoke": smoke, "results": {**results, key: partial}})
+
+                extra = {"done_so_far": save} if key == "a" else {}
+                results[key] = runners[key](images, args.weights, args.steps, workdir, **extra)
                 print(f"mode {key}: {time.perf_counter() - t:.1f} s; per object {[round(x, 2) for x in results[key]['per_object_s']]}", flush=True)
-                write_results(args.out, "sessions", {"steps": args.steps, "results": results})
-    text = report(results, args.steps)
+                save(results[key])
+    text = report(results, args.steps, smoke)
     print(text, flush=True)
-    write_results(args.out, "sessions", {"steps": args.steps, "results": results},
+    write_results(args.out, "sessions", {"steps": args.steps, "smoke": smoke, "results": results},
                   [{"mode": k, "object": i + 1, "seconds": s} for k in results for i, s in enumerate(results[k]["per_object_s"])])
     (args.out / "sessions.md").write_text(text)
     plot(results, args.out / "sessions.png")

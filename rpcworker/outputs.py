@@ -5,13 +5,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import secrets
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from .errors import InvalidParams, OutputRefused
 
 log = logging.getLogger("rpcworker.outputs")
+
+STALE_PARTIAL_S = 10.0
+"""A temporary output untouched this long, of a process that no longer runs here, is debris of a crash."""
 
 
 class OutputPolicy:
@@ -72,6 +77,7 @@ def atomic_outputs(
         except OSError as exc:
             raise OutputRefused(f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
         stem, ext = os.path.splitext(name)
+        _remove_dead_partials(directory, stem, ext)
         tmps.append(os.path.join(directory, f".{stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{ext}"))
     placed: list[tuple[str, os.stat_result]] = []
     path = paths[0] if paths else ""
@@ -102,6 +108,36 @@ def atomic_outputs(
         for tmp in tmps:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+
+
+def _remove_dead_partials(directory: str, stem: str, ext: str) -> None:
+    """Removes the temporary files that killed writers left for this target (their pid is in the name)."""
+    pattern = re.compile(rf"\.{re.escape(stem)}\.partial-(\d+)-[0-9a-f]+{re.escape(ext)}")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or _running(int(match.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if time.time() - os.lstat(path).st_mtime > STALE_PARTIAL_S:
+                os.unlink(path)
+                log.info("removed %s, left by a writer that was killed", path)
+        except OSError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_placed(placed: list[tuple[str, os.stat_result]]) -> None:

@@ -89,8 +89,9 @@ FIXES = [
 ]
 
 LEFT_ALONE = [
-    "A worker killed mid-write leaves its hidden `.NAME.partial-PID-RAND.EXT` file; nothing removes such files "
-    "later (another live worker might own one). The output path itself is never truncated.",
+    "A worker killed mid-write leaves its hidden `.NAME.partial-PID-RAND.EXT` file until the next write of the "
+    "same target removes it (writer's pid gone, unchanged for 10 s); debris of a target never written again stays. "
+    "The output path itself is never truncated.",
     "Output-root confinement checks the resolved path, then writes to it; a directory swapped for a symlink in "
     "between (a local attacker racing the worker) is not defended against.",
     "`cancel_grace` kills a worker whose step legitimately runs longer than the grace after a timeout (e.g. the "

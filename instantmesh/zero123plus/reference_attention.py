@@ -96,3 +96,73 @@ def install_reference_attention(unet: torch.nn.Module) -> ReferenceBank:
         processors[name] = processor
     unet.set_attn_processor(processors)
     return bank
+
+
+class FusedReferenceAttnProcessor:
+    """Self-attention with one fused QKV projection that also reads and writes a `ReferenceBank`.
+
+    The recorded tokens only need keys and values, so they go through the K/V rows of the fused weight
+    alone, and their keys are appended after the projection: the same attention as projecting the
+    concatenation, with one matmul fewer per layer and no query projection of the reference tokens.
+    """
+
+    def __init__(self, name: str, bank: ReferenceBank) -> None:
+        self.name = name
+        self.bank = bank
+
+    def __call__(
+        self,
+        attn: torch.nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError(f"{self.name}: fused reference attention is for plain self-attention only")
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        if self.bank.mode == WRITE:
+            self.bank.tokens[self.name] = hidden_states
+        elif self.bank.mode == READ:
+            reference = self.bank.tokens.pop(self.name)
+            inner = query.shape[-1]
+            bias = None if attn.to_qkv.bias is None else attn.to_qkv.bias[inner:]
+            ref_key, ref_value = torch.nn.functional.linear(reference, attn.to_qkv.weight[inner:], bias).chunk(2, dim=-1)
+            key = torch.cat([key, ref_key], dim=1)
+            value = torch.cat([value, ref_value], dim=1)
+        heads = attn.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+        out = torch.nn.functional.scaled_dot_product_attention(split(query), split(key), split(value))
+        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2)))
+        return out / attn.rescale_output_factor
+
+
+def fuse_reference_attention(unet: torch.nn.Module) -> ReferenceBank:
+    """Fuse the Q/K/V projections of every attention of `unet` and return the new shared bank.
+
+    Self-attention (`attn1`) gets `FusedReferenceAttnProcessor`; cross-attention gets diffusers' fused
+    processor (K/V fused, the query apart). The separate projections stay, so the weights load as before.
+    """
+    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+    bank = ReferenceBank()
+    processors: dict[str, Any] = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, Attention):
+            continue
+        unsupported = [
+            what for what, present in (
+                ("spatial_norm", module.spatial_norm is not None), ("group_norm", module.group_norm is not None),
+                ("norm_q", module.norm_q is not None), ("residual_connection", module.residual_connection),
+            ) if present
+        ]
+        if unsupported:
+            raise ValueError(f"{name}: cannot fuse an attention with {', '.join(unsupported)}")
+        module.fuse_projections(fuse=True)
+        key = f"{name}.processor"
+        processors[key] = FusedReferenceAttnProcessor(key, bank) if name.endswith("attn1") else FusedAttnProcessor2_0()
+    unet.set_attn_processor(processors)
+    return bank

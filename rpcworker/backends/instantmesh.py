@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
+from instantmesh.zero123plus.speed import check_optimizations, optimize_views
 
 from ..errors import InvalidParams, ModelNotLoaded, OutOfMemory
 from ..protocol import MemoryInfo
@@ -72,7 +73,6 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
 
 
-OPTIMIZATIONS = ("channels_last", "compile")
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last",)
 """What won on the H100 at equal output (docs/benchmarks.md): channels_last is 1.06x for free; compile is
 1.33x but costs minutes of compilation per worker start, so it is opt-in."""
@@ -85,9 +85,7 @@ class InstantMeshBackend:
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         if optimizations is None:
             optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
-        unknown = set(optimizations) - set(OPTIMIZATIONS)
-        if unknown:
-            raise ValueError(f"unknown optimization(s) {sorted(unknown)}; choose from {OPTIMIZATIONS}")
+        check_optimizations(optimizations)
         self.optimizations = tuple(optimizations)
         self._pipeline: Any = None
         self._lrm: Any = None
@@ -148,11 +146,7 @@ class InstantMeshBackend:
                 f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
                 {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
             ) from exc
-        if "channels_last" in self.optimizations:
-            pipeline.unet.to(memory_format=torch.channels_last)
-            pipeline.vae.to(memory_format=torch.channels_last)
-        if "compile" in self.optimizations:
-            pipeline.unet.compile()
+        optimize_views(pipeline, self.optimizations)
         return pipeline
 
     def _load_mesh(self) -> Any:

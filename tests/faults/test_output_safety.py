@@ -46,7 +46,8 @@ def _start(client, method: str, object_png: Path, grid: Path, target: Path, over
 def test_sigkill_during_the_write_never_truncates_the_output(mock_client, object_png: Path, tmp_path: Path, method: str, existing: bool) -> None:
     """SIGKILL while the output sits finished-but-unmoved at its temporary path (mock write_delay): the
     output path is absent (new file) or byte-identical to the old file (overwrite=true); the only debris
-    is the hidden `.NAME.partial-PID-RAND.EXT` file. A new worker then writes the complete file."""
+    is the hidden `.NAME.partial-PID-RAND.EXT` file. A new worker then writes the complete file, and
+    removes that debris once it is stale (its writer's pid is gone and it is older than a few seconds)."""
     out = tmp_path / "out"
     out.mkdir()
     grid = tmp_path / "grid.png"
@@ -70,9 +71,12 @@ def test_sigkill_during_the_write_never_truncates_the_output(mock_client, object
     else:
         assert not target.exists(), "a crash must not leave a file at the output path"
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ([target.name] if existing else [])
+    assert partials(out) == [temp]
+    os.utime(temp, (time.time() - 60, time.time() - 60))
 
     result = _start(helper, method, object_png, grid, target, overwrite=True).result(10)
     assert target.exists() and target.stat().st_size > 0
+    assert partials(out) == [], "the killed writer's stale temporary file must go with the next write of the target"
     if method == "generate_views":
         from PIL import Image
 

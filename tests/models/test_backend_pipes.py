@@ -97,22 +97,33 @@ def test_missing_official_weights_name_every_place_looked(tmp_path: Path) -> Non
     assert "missing.ckpt" in text and "INSTANTMESH_ZERO123PLUS" in text and "Hugging Face cache" in text
 
 
-def test_channels_last_gives_the_same_views(tiny_cache: Path, object_png: Path) -> None:
-    """The CUDA default layout must not change results; checked in-process on the tiny preset."""
+def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -> None:
+    """No speed option may change results; checked in-process on the tiny preset (compile through dynamo's
+    eager backend: the same graph capture, without minutes of C++ compilation on CPU)."""
     import argparse
 
     import numpy as np
     from PIL import Image
 
+    from instantmesh.zero123plus.speed import optimize_views
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
     files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
     image = Image.open(object_png)
-    grids = []
-    for optimizations in ((), ("channels_last",)):
-        backend = InstantMeshBackend(files, "cpu", optimizations)
-        grids.append(np.asarray(backend.generate_views(image, 5, 2, 4.0, SilentContext()).grid, dtype=np.int16))
-    assert np.abs(grids[0] - grids[1]).max() <= 2
+
+    def views(backend: InstantMeshBackend) -> np.ndarray:
+        return np.asarray(backend.generate_views(image, 5, 2, 4.0, SilentContext()).grid, dtype=np.int16)
+
+    eager = views(InstantMeshBackend(files, "cpu", ()))
+    for optimizations in (("channels_last",), ("fused_qkv",), ("channels_last", "fused_qkv")):
+        assert np.abs(views(InstantMeshBackend(files, "cpu", optimizations)) - eager).max() <= 2, optimizations
+    for optimizations in (("fused_qkv", "compile_blocks"), ("compile",)):
+        backend = InstantMeshBackend(files, "cpu", ())
+        backend.load(["views"], SilentContext())
+        optimize_views(backend._pipeline, optimizations, compile_backend="eager")
+        assert np.abs(views(backend) - eager).max() <= 2, optimizations
     with pytest.raises(ValueError, match="unknown optimization"):
         InstantMeshBackend(files, "cpu", ("turbo",))
+    with pytest.raises(ValueError, match="compile or compile_blocks"):
+        InstantMeshBackend(files, "cpu", ("compile", "compile_blocks"))

@@ -66,6 +66,29 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path) -> None:
     assert target.read_text() == "whole" and os.listdir(target.parent) == ["mesh.obj"]
 
 
+def test_a_write_removes_only_stale_temporary_files_of_dead_writers(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    old = time.time() - 60
+    debris = {
+        f".mesh.partial-{dead_pid}-a1b2c3.obj": old,  # dead and stale: removed
+        f".mesh.partial-{dead_pid}-d4e5f6.obj": time.time(),  # dead but fresh (maybe another machine's): kept
+        f".mesh.partial-{os.getpid()}-0a0b0c.obj": old,  # a live writer's: kept
+        f".other.partial-{dead_pid}-a1b2c3.obj": old,  # another target's: kept
+    }
+    for name, mtime in debris.items():
+        (tmp_path / name).write_text("half")
+        os.utime(tmp_path / name, (mtime, mtime))
+    with atomic_output(str(tmp_path / "mesh.obj")) as tmp:
+        with open(tmp, "w") as f:
+            f.write("whole")
+    assert sorted(os.listdir(tmp_path)) == sorted(["mesh.obj", *list(debris)[1:]])
+
+
 def _png(size=(64, 64), mode="RGBA") -> bytes:
     import io
 

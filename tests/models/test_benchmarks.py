@@ -1,0 +1,59 @@
+"""The GPU benchmarks, run end to end on the tiny preset: device time is scarce, so a broken benchmark
+must fail here, on the CPU, and not half-way through a GPU run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str, timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    bench("benchmarks.make_weights", str(folder), "--tiny")
+    return folder
+
+
+def test_sessions_all_three_modes(tiny_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sessions"
+    printed = bench("benchmarks.sessions", "--weights", str(tiny_weights), "--objects", "3", "--steps", "2", "--modes", "cba", "--out", str(out))
+    results = json.loads((out / "sessions.json").read_text())
+    assert results["smoke"] is True
+    for mode in "abc":
+        times = results["results"][mode]["per_object_s"]
+        assert len(times) == 3 and all(t > 0 for t in times), mode
+    split = results["results"]["a"]["splits"][0]
+    assert split["imports_s"] > 0 and split["load_views_s"] > 0 and split["views_s"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["sessions.csv", "sessions.json", "sessions.md", "sessions.png"]
+    assert "TINY preset: a smoke run" in printed
+    assert "subprocess per object / warm worker, session total for N=3" in printed
+    assert "Where a subprocess-per-object run spends its time" in printed
+
+    merged = tmp_path / "merged"
+    bench("benchmarks.sessions", "--merge", str(out / "sessions.json"), "--out", str(merged))
+    assert (merged / "sessions.md").read_text() == (out / "sessions.md").read_text()
+
+
+def test_compute_options_match_the_baseline(tiny_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compute"
+    bench("benchmarks.compute", "--weights", str(tiny_weights), "--steps", "2", "--no-compile", "--out", str(out))
+    rows = {r["what"]: r for r in json.loads((out / "compute.json").read_text())["rows"]}
+    assert {"load views (default options)", "load mesh (default options)", "read LRM .safetensors"} <= set(rows)
+    options = [r for what, r in rows.items() if what.startswith("views: --optimize")]
+    assert [r["what"] for r in options] == ["views: --optimize channels_last", "views: --optimize channels_last,fused_qkv"]
+    for row in options + [rows["views: math attention (no SDPA)"]]:
+        assert row["difference"] <= 2 / 255, row
+    assert any(what.startswith("mesh: bf16") for what in rows)
