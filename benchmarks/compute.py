@@ -51,6 +51,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def row(what: str, seconds: float, speedup: float = 1.0, difference: float | str = "-", first_call_s: float | None = None) -> dict[str, Any]:
+    return {"what": what, "seconds": seconds, "speedup": speedup, "difference": difference, "first_call_s": "-" if first_call_s is None else first_call_s}
+
+
 def views_of(backend: InstantMeshBackend, image: Any, steps: int) -> np.ndarray:
     generated = backend.generate_views(image, 42, steps, 4.0, CTX)
     return np.asarray(generated.grid, dtype=np.float32) / 255.0
@@ -69,8 +73,7 @@ class Views:
 
     def add(self, what: str, seconds: float, out: np.ndarray | str, first_call_s: float | None = None) -> None:
         difference = out if isinstance(out, str) else float(np.abs(out - self.out).max())
-        self.rows.append({"what": what, "seconds": seconds, "speedup": self.seconds / seconds, "difference": difference,
-                          "first_call_s": "-" if first_call_s is None else first_call_s})
+        self.rows.append(row(what, seconds, self.seconds / seconds, difference, first_call_s))
 
     def math_attention(self) -> None:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -113,15 +116,15 @@ class Views:
 def load_rows(files: ModelFiles, weights: Path, rows: list[dict[str, Any]]) -> None:
     backend = InstantMeshBackend(files)
     for name, seconds in backend.load(["views", "mesh"], CTX).items():
-        rows.append({"what": f"load {name} (default options)", "seconds": seconds, "speedup": 1.0, "difference": "-", "first_call_s": "-"})
+        rows.append(row(f"load {name} (default options)", seconds))
     backend.unload(["views", "mesh"])
     ckpt = files.lrm
     st = weights / f"{ckpt.stem}.safetensors"
     save_lrm_checkpoint(read_lrm_state_dict(ckpt), st)
     t_ckpt, _ = timed(lambda: read_lrm_state_dict(ckpt))
     t_st, _ = timed(lambda: read_lrm_state_dict(st))
-    rows.append({"what": "read LRM .ckpt (torch.load, weights_only)", "seconds": t_ckpt, "speedup": 1.0, "difference": "-", "first_call_s": "-"})
-    rows.append({"what": "read LRM .safetensors", "seconds": t_st, "speedup": t_ckpt / t_st, "difference": "-", "first_call_s": "-"})
+    rows.append(row("read LRM .ckpt (torch.load, weights_only)", t_ckpt))
+    rows.append(row("read LRM .safetensors", t_st, t_ckpt / t_st))
 
 
 def mesh_rows(files: ModelFiles, image: Any, rows: list[dict[str, Any]], compile_lrm: bool) -> None:
@@ -139,17 +142,17 @@ def mesh_rows(files: ModelFiles, image: Any, rows: list[dict[str, Any]], compile
 
     mesh()
     t0, m0 = timed(mesh)
-    rows.append({"what": "mesh: eager fp32 LRM + FlexiCubes", "seconds": t0, "speedup": 1.0, "difference": f"{len(m0.vertices)} vertices", "first_call_s": "-"})
+    rows.append(row("mesh: eager fp32 LRM + FlexiCubes", t0, difference=f"{len(m0.vertices)} vertices"))
     with torch.autocast(backend.device.type, dtype=torch.bfloat16):
         mesh()
         t, m1 = timed(mesh)
-    rows.append({"what": "mesh: bf16 autocast", "seconds": t, "speedup": t0 / t, "difference": difference(m1), "first_call_s": "-"})
+    rows.append(row("mesh: bf16 autocast", t, t0 / t, difference(m1)))
     if compile_lrm:
         backend._lrm.encoder.compile()
         backend._lrm.transformer.compile()
         first, _ = timed(mesh)
         t, m2 = timed(mesh)
-        rows.append({"what": "mesh: torch.compile encoder + transformer", "seconds": t, "speedup": t0 / t, "difference": difference(m2), "first_call_s": first})
+        rows.append(row("mesh: torch.compile encoder + transformer", t, t0 / t, difference(m2), first))
     backend.unload(["mesh"])
 
 
