@@ -7,8 +7,9 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:

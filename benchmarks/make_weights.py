@@ -24,7 +24,11 @@ import torch
 from instantmesh.lrm.checkpoint import save_lrm_checkpoint
 from instantmesh.lrm.config import preset_path
 from instantmesh.lrm.model import InstantMeshLRM
-from instantmesh.zero123plus.loading import build_zero123plus_models, build_zero123plus_unet, write_placeholder_clip_tokenizer
+from instantmesh.zero123plus.loading import (
+    build_zero123plus_models,
+    build_zero123plus_unet,
+    write_placeholder_clip_tokenizer,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "instantmesh" / "configs"
 

@@ -11,7 +11,6 @@ Runs on the CPU: ``.venvs/models/bin/python -m benchmarks.protocol [--out DIR]``
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import threading
@@ -20,7 +19,14 @@ from pathlib import Path
 
 from host.client import WorkerClient
 from host.process import WorkerCommand
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath, ViewsGridPng, ViewsHandle
+from rpcworker.protocol import (
+    GenerateViewsParams,
+    ImagePath,
+    ReconstructParams,
+    ViewsGridPath,
+    ViewsGridPng,
+    ViewsHandle,
+)
 
 from .common import summarize, synthetic_object, table, write_results
 

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .common import summarize, synthetic_object, table, write_results
 
@@ -177,7 +178,7 @@ def report(results: dict[str, Any], steps: int, smoke: bool = False) -> str:
     if "b" in results and "worker_compute_s" in results["b"]:
         b, inside = results["b"]["per_object_s"], results["b"]["worker_compute_s"]
         outside = [b[i] - inside[i] for i in range(1, len(b))] or [b[0] - inside[0]]
-        share = [o / t for o, t in zip(outside, b[1:] or b)]
+        share = [o / t for o, t in zip(outside, b[1:] or b, strict=False)]
         ratios.append(["warm worker: per-object time outside the worker's methods (IPC, host), median ms", summarize(outside)["median"] * 1e3])
         ratios.append(["warm worker: that overhead as a share of the object's time (median)", summarize(share)["median"]])
     if "a" in results and "b" in results:

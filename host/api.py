@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 from rpcworker.errors import HandleExpired
 from rpcworker.protocol import (
@@ -134,14 +135,14 @@ class InstantMeshWorker:
         )
         self.on_progress = on_progress
 
-    def __enter__(self) -> "InstantMeshWorker":
+    def __enter__(self) -> InstantMeshWorker:
         self.client.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> "InstantMeshWorker":
+    def start(self) -> InstantMeshWorker:
         self.client.start()
         return self
 

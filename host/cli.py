@@ -14,13 +14,23 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rpcworker.errors import HostError, RpcError, WorkerStartError
 
 from .api import InstantMeshWorker
-from .objects import MESH_FORMATS, ObjectInput, ObjectOutputs, ObjectResult, Settings, collect_inputs, ensure_loaded, run_object, shown
+from .objects import (
+    MESH_FORMATS,
+    ObjectInput,
+    ObjectOutputs,
+    ObjectResult,
+    Settings,
+    collect_inputs,
+    ensure_loaded,
+    run_object,
+    shown,
+)
 from .progress import ProgressPrinter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

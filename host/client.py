@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -170,7 +170,7 @@ class WorkerClient:
 
         threading.Thread(target=watch, name=f"cancel-watch-{call.id}", daemon=True).start()
 
-    def __enter__(self) -> "WorkerClient":
+    def __enter__(self) -> WorkerClient:
         self.start()
         return self
 

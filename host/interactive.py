@@ -17,14 +17,25 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from rpcworker.errors import HostError, RpcError, WorkerStartError
 
 from .api import InstantMeshWorker
 from .cli import EXIT_OK, EXIT_USAGE, _settings, make_worker, report_object
-from .objects import MESH_FORMATS, ObjectInput, ObjectOutputs, ObjectResult, Settings, collect_inputs, ensure_loaded, run_object, shown
+from .objects import (
+    MESH_FORMATS,
+    ObjectInput,
+    ObjectOutputs,
+    ObjectResult,
+    Settings,
+    collect_inputs,
+    ensure_loaded,
+    run_object,
+    shown,
+)
 from .progress import ProgressPrinter
 
 PROMPT = "instantmesh> "

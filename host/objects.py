@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from rpcworker.errors import RequestTimeout, RpcError, WorkerCrashed
 
@@ -51,7 +51,7 @@ class ObjectOutputs:
     sheet: Path
 
     @classmethod
-    def of(cls, out_dir: Path, name: str, fmt: str) -> "ObjectOutputs":
+    def of(cls, out_dir: Path, name: str, fmt: str) -> ObjectOutputs:
         return cls(out_dir / f"{name}_input.png", out_dir / f"{name}_views.png", out_dir / f"{name}.{fmt}", out_dir / f"{name}_sheet.png")
 
     def any_exists(self) -> bool:

@@ -14,9 +14,9 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_VENV = PROJECT_ROOT / ".venvs" / "models"
@@ -33,21 +33,21 @@ class WorkerCommand:
     module: str = "rpcworker"
 
     @classmethod
-    def python(cls, interpreter: str | os.PathLike[str]) -> "WorkerCommand":
+    def python(cls, interpreter: str | os.PathLike[str]) -> WorkerCommand:
         return cls([os.fspath(interpreter)])
 
     @classmethod
-    def venv(cls, directory: str | os.PathLike[str]) -> "WorkerCommand":
+    def venv(cls, directory: str | os.PathLike[str]) -> WorkerCommand:
         bindir = "Scripts" if os.name == "nt" else "bin"
         return cls([os.path.join(os.fspath(directory), bindir, "python")])
 
     @classmethod
-    def conda(cls, env_name: str, conda: str = "conda") -> "WorkerCommand":
+    def conda(cls, env_name: str, conda: str = "conda") -> WorkerCommand:
         """``conda run`` without output capture, so stdin/stdout stream through."""
         return cls([conda, "run", "--no-capture-output", "-n", env_name, "python"])
 
     @classmethod
-    def parse(cls, text: str) -> "WorkerCommand":
+    def parse(cls, text: str) -> WorkerCommand:
         """From a string: a venv directory, a python path, ``conda:ENV``, or a shell-quoted command prefix."""
         if text.startswith("conda:"):
             return cls.conda(text.split(":", 1)[1])
@@ -56,7 +56,7 @@ class WorkerCommand:
         return cls(shlex.split(text))
 
     @classmethod
-    def default(cls) -> "WorkerCommand":
+    def default(cls) -> WorkerCommand:
         """INSTANTMESH_RPC_PYTHON if set, else the models env that scripts/setup.sh creates."""
         configured = os.environ.get("INSTANTMESH_RPC_PYTHON")
         if configured:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -40,7 +41,7 @@ _LOG_DECODER = msgspec.json.Decoder(LogParams)
 class PendingCall:
     """A request in flight: wait for it, or cancel it."""
 
-    def __init__(self, session: "RpcSession", request_id: int, method: str, on_progress: ProgressCallback | None) -> None:
+    def __init__(self, session: RpcSession, request_id: int, method: str, on_progress: ProgressCallback | None) -> None:
         self.session = session
         self.id = request_id
         self.method = method
@@ -128,7 +129,7 @@ class RpcSession:
         except OSError:
             self._forget(call.id)
             self._reader.join(timeout=2.0)
-            raise self._closed_error or self._on_closed()
+            raise (self._closed_error or self._on_closed()) from None
         return call
 
     def call(

@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -120,7 +121,7 @@ class Dispatcher:
         self._jobs: dict[RequestId, Job] = {}
         self._jobs_lock = threading.Lock()
         self._current: Job | None = None
-        self._queue: "queue.Queue[Job | None]" = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._executor = threading.Thread(target=self._run_jobs, name="model-executor", daemon=True)
         self._executor.start()
 
@@ -322,7 +323,14 @@ class Dispatcher:
         )
 
     def _do_reconstruct(self, params: ReconstructParams, ctx: JobContext) -> MeshResult:
-        from instantmesh.export import MESH_FORMATS, TEXTURED_FORMATS, mesh_bounds, texture_companions, write_mesh, write_textured_mesh
+        from instantmesh.export import (
+            MESH_FORMATS,
+            TEXTURED_FORMATS,
+            mesh_bounds,
+            texture_companions,
+            write_mesh,
+            write_textured_mesh,
+        )
 
         fmt = params.format or os.path.splitext(params.output_path)[1].lstrip(".").lower()
         if fmt not in MESH_FORMATS:

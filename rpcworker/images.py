@@ -48,7 +48,7 @@ def _read_bytes(path: str, field: str) -> bytes:
             raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
 
 
-def _decode(data: bytes, where: str) -> "Image.Image":
+def _decode(data: bytes, where: str) -> Image.Image:
     from PIL import Image
 
     try:
@@ -77,7 +77,7 @@ def _decode(data: bytes, where: str) -> "Image.Image":
     return image
 
 
-def load_input_image(source: ImageInput) -> "Image.Image":
+def load_input_image(source: ImageInput) -> Image.Image:
     """The condition image as RGBA (transparent background kept) or RGB."""
     if isinstance(source, ImagePath):
         image = _decode(_read_bytes(source.path, "image.path"), source.path)
@@ -88,7 +88,7 @@ def load_input_image(source: ImageInput) -> "Image.Image":
     return image
 
 
-def load_views_grid(source: ViewsGridPath | ViewsGridPng) -> "Image.Image":
+def load_views_grid(source: ViewsGridPath | ViewsGridPng) -> Image.Image:
     """A 3-row x 2-column grid of square views, as RGB."""
     if isinstance(source, ViewsGridPath):
         where = source.path

@@ -8,8 +8,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 from .errors import InvalidParams, OutputRefused
 
@@ -86,7 +86,7 @@ def atomic_outputs(
         for tmp in tmps:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        for path, tmp in zip(paths, tmps):
+        for path, tmp in zip(paths, tmps, strict=False):
             if before_commit is not None:
                 before_commit(tmp)
             if overwrite:

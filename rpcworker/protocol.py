@@ -26,18 +26,18 @@ RequestId = Union[int, str]
 class Incoming(Struct, omit_defaults=True):
     """Any JSON-RPC message before it is classified; params/result stay raw until the method is known."""
 
-    jsonrpc: Union[str, UnsetType] = UNSET
-    id: Union[int, str, None, UnsetType] = UNSET
-    method: Union[str, UnsetType] = UNSET
-    params: Union[Raw, UnsetType] = UNSET
-    result: Union[Raw, UnsetType] = UNSET
-    error: Union["ErrorObject", UnsetType] = UNSET
+    jsonrpc: str | UnsetType = UNSET
+    id: int | str | None | UnsetType = UNSET
+    method: str | UnsetType = UNSET
+    params: Raw | UnsetType = UNSET
+    result: Raw | UnsetType = UNSET
+    error: ErrorObject | UnsetType = UNSET
 
 
 class ErrorObject(Struct, omit_defaults=True):
     code: int
     message: str
-    data: Union[dict[str, Any], None] = None
+    data: dict[str, Any] | None = None
 
 
 class Request(Struct, omit_defaults=True, tag_field="jsonrpc", tag="2.0"):
@@ -59,7 +59,7 @@ class Response(Struct, tag_field="jsonrpc", tag="2.0"):
 
 
 class ErrorResponse(Struct, tag_field="jsonrpc", tag="2.0"):
-    id: Union[RequestId, None]
+    id: RequestId | None
     error: ErrorObject
 
 
@@ -130,8 +130,8 @@ class InitializeResult(Struct):
     backend: str
     model_label: str
     device: str
-    torch: Union[str, None]
-    cuda: Union[str, None]
+    torch: str | None
+    cuda: str | None
     capabilities: list[str]
     max_line_bytes: int
     max_handles: int
@@ -163,7 +163,7 @@ class UnloadParams(Struct, forbid_unknown_fields=True):
 class UnloadResult(Struct):
     unloaded: list[str]
     loaded: list[str]
-    memory: Union[MemoryInfo, None]
+    memory: MemoryInfo | None
 
 
 class StatusResult(Struct):
@@ -171,12 +171,12 @@ class StatusResult(Struct):
     model_label: str
     device: str
     loaded: list[str]
-    memory: Union[MemoryInfo, None]
+    memory: MemoryInfo | None
     requests_served: int
     uptime_s: float
     handles: int
     max_handles: int
-    busy: Union[str, None]
+    busy: str | None
     queued: int
     pid: int
 
@@ -186,13 +186,13 @@ class GenerateViewsParams(Struct, forbid_unknown_fields=True):
     seed: int = 42
     num_inference_steps: int = 75
     guidance_scale: float = 4.0
-    output_path: Union[str, None] = None
+    output_path: str | None = None
     overwrite: bool = False
 
 
 class ViewsResult(Struct):
     handle: str
-    grid_path: Union[str, None]
+    grid_path: str | None
     grid_width: int
     grid_height: int
     view_size: int
@@ -205,7 +205,7 @@ class ViewsResult(Struct):
 class ReconstructParams(Struct, forbid_unknown_fields=True):
     views: ViewsSource
     output_path: str
-    format: Union[MeshFormat, None] = None
+    format: MeshFormat | None = None
     """None: taken from the output path's extension."""
     texture_map: bool = False
     orientation: Orientation = "instantmesh"

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from .backends.base import Backend
 from .dispatch import Dispatcher
-from .protocol import LogParams, MAX_LINE_BYTES, Notification
+from .protocol import MAX_LINE_BYTES, LogParams, Notification
 from .transport import MessageStream
 
 log = logging.getLogger("rpcworker")
@@ -56,7 +56,7 @@ class LogForwarder(logging.Handler):
             self._local.busy = False
 
 
-def _watch_parent(parent: int, on_orphaned: "threading.Event") -> None:
+def _watch_parent(parent: int, on_orphaned: threading.Event) -> None:
     """Ends the worker when its parent dies even if something else still holds our stdin open."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_S)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -31,7 +31,7 @@ def worker_python() -> Path:
 
 
 @pytest.fixture()
-def mock_client(worker_python: Path) -> Iterator[Callable[..., "object"]]:
+def mock_client(worker_python: Path) -> Iterator[Callable[..., object]]:
     """Factory for started WorkerClients on the mock backend; every one is closed after the test."""
     from host.client import WorkerClient
     from host.process import WorkerCommand

@@ -8,8 +8,9 @@ read with `weights_only=True` only, so a file that needs arbitrary unpickling is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("instant-mesh-large", "instant-mesh-base", "tiny")
@@ -55,7 +56,7 @@ class EncoderConfig:
             raise ValueError("encoder image_mean/image_std must have one value per channel")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EncoderConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderConfig:
         """Accept our flat section, or the `{"vit_config": ..., "image_processor": ...}` json layout."""
         if "vit_config" in data:
             flat = dict(data["vit_config"])

@@ -10,8 +10,9 @@ official checkpoint's keys without their `lrm_generator.` prefix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class InstantMeshLRM(nn.Module):
         cls,
         config: LRMConfig | InstantMeshConfig | str | Path,
         encoder_config: str | Path | Mapping[str, Any] | None = None,
-    ) -> "InstantMeshLRM":
+    ) -> InstantMeshLRM:
         """Build (randomly initialised) from a config object or a yaml path.
 
         Build inside `with torch.device("meta"):` to get a shape-only model for free.

@@ -6,7 +6,8 @@ GPU in `benchmarks.compute`); which ones are worth it, and when, is the backend'
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

@@ -6,8 +6,9 @@ stay in the dispatcher, so a backend is only the models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +28,7 @@ class WorkContext(Protocol):
 
 @dataclass
 class GeneratedViews:
-    grid: "Image.Image"
+    grid: Image.Image
     """The 3x2 grid of views as an RGB image (what upstream saves)."""
     views: Any
     """The views in the backend's own form, kept behind a handle for reconstruct."""
@@ -37,18 +38,18 @@ class GeneratedViews:
 
 @dataclass
 class MeshData:
-    vertices: "np.ndarray"
+    vertices: np.ndarray
     """float32 [N, 3] in the model's frame (before the export orientation)."""
-    faces: "np.ndarray"
+    faces: np.ndarray
     """int64 [F, 3]."""
-    vertex_colors: "np.ndarray | None"
+    vertex_colors: np.ndarray | None
     """uint8 [N, 3] or None."""
     timings: dict[str, float] = field(default_factory=dict)
-    texture: "Image.Image | None" = None
+    texture: Image.Image | None = None
     """An RGB texture map (first row at v = 1), or None for vertex colours."""
-    uvs: "np.ndarray | None" = None
+    uvs: np.ndarray | None = None
     """float32 [T, 2] texture coordinates in [0, 1], with ``texture``."""
-    uv_faces: "np.ndarray | None" = None
+    uv_faces: np.ndarray | None = None
     """int64 [F, 3] into ``uvs``, face by face with ``faces`` (positions and UVs are indexed apart, as in OBJ)."""
 
     @property
@@ -78,13 +79,13 @@ class Backend(Protocol):
     def unload(self, models: list[str]) -> list[str]:
         """Frees the named models (and their device memory); returns those that were loaded."""
 
-    def memory(self) -> "MemoryInfo | None": ...
+    def memory(self) -> MemoryInfo | None: ...
 
     def generate_views(
-        self, image: "Image.Image", seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
+        self, image: Image.Image, seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
     ) -> GeneratedViews: ...
 
-    def views_from_grid(self, grid: "Image.Image") -> tuple[Any, int]:
+    def views_from_grid(self, grid: Image.Image) -> tuple[Any, int]:
         """Views (in the backend's form) and the view size, from a 3x2 grid image."""
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData: ...

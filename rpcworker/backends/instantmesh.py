@@ -12,10 +12,11 @@ import argparse
 import gc
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ class InstantMeshBackend:
         self._texture_resolution = 1024
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "InstantMeshBackend":
+    def from_args(cls, args: argparse.Namespace) -> InstantMeshBackend:
         optimize = getattr(args, "optimize", None)
         optimizations = None if optimize is None else tuple(o for o in optimize.split(",") if o and o != "none")
         return cls(resolve_model_files(args), args.device, optimizations)

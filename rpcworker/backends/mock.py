@@ -45,7 +45,7 @@ class MockOptions:
     simulated_model_bytes: int = 512 * 1024 * 1024
 
     @classmethod
-    def parse(cls, text: str) -> "MockOptions":
+    def parse(cls, text: str) -> MockOptions:
         opts = cls()
         types = {f.name: f.type for f in fields(cls)}
         for item in filter(None, (part.strip() for part in text.split(","))):

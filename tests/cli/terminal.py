@@ -12,7 +12,7 @@ import re
 import select
 import signal
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 class TerminalProgram:

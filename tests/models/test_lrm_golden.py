@@ -34,7 +34,7 @@ def _report(name: str, ours: np.ndarray, golden: np.ndarray) -> float:
     return error
 
 
-def _assert_close(name: str, ours: "torch.Tensor | np.ndarray", golden: np.ndarray) -> None:
+def _assert_close(name: str, ours: torch.Tensor | np.ndarray, golden: np.ndarray) -> None:
     ours = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else ours
     _report(name, ours, golden)
     np.testing.assert_allclose(ours, golden, atol=ATOL, rtol=RTOL, err_msg=name)
@@ -69,7 +69,7 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def inputs() -> tuple["torch.Tensor", "torch.Tensor"]:
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
     data = np.load(TINY / "input.npz")
     return torch.from_numpy(data["images"]), torch.from_numpy(data["cameras"])
 
@@ -81,7 +81,7 @@ def model(single_thread) -> InstantMeshLRM:
 
 
 @pytest.fixture(scope="module")
-def planes(model: InstantMeshLRM, inputs) -> "torch.Tensor":
+def planes(model: InstantMeshLRM, inputs) -> torch.Tensor:
     with torch.no_grad():
         return model.forward_planes(*inputs)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 from pathlib import Path
@@ -107,7 +106,7 @@ def test_tiny_preset_matches_golden_weights_layout() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_state_dict() -> dict[str, "torch.Tensor"]:
+def tiny_state_dict() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = InstantMeshLRM.from_config(preset_path("tiny"))
     return {key: value.clone() for key, value in model.state_dict().items()}
@@ -170,7 +169,7 @@ def test_mismatched_checkpoint_fails_clearly(tmp_path: Path, tiny_state_dict: di
 _UNPICKLE_SIDE_EFFECTS: list[str] = []
 
 
-def _record_side_effect() -> "Payload":
+def _record_side_effect() -> Payload:
     _UNPICKLE_SIDE_EFFECTS.append("executed")
     return Payload()
 

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from instantmesh import texture  # noqa: E402
-from instantmesh.texture import TextureUnavailable, TexturedMesh, dilate, rasterize_uv  # noqa: E402
+from instantmesh.texture import TexturedMesh, TextureUnavailable, dilate, rasterize_uv  # noqa: E402
 
 pytestmark = pytest.mark.models
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import InvalidParams, OutputRefused
+from rpcworker.errors import InvalidParams
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
 trimesh = pytest.importorskip("trimesh")

@@ -71,7 +71,7 @@ def test_textured_obj_keeps_positions_and_uvs_paired_through_the_orientation(tmp
     path = tmp_path / "t.obj"
     tmp = [str(tmp_path / ".t.partial.obj"), str(tmp_path / ".t.partial.mtl"), str(tmp_path / ".t.partial.png")]
     write_textured_mesh(tmp[0], "obj", vertices, faces, uvs, uv_faces, texture, mtl_path=tmp[1], texture_path=tmp[2], reference_stem="t")
-    for written, final in zip(tmp, [str(path), *texture_companions(str(path), "obj")]):
+    for written, final in zip(tmp, [str(path), *texture_companions(str(path), "obj")], strict=False):
         Path(written).rename(final)
     lines = path.read_text().splitlines()
     v = np.array([line.split()[1:] for line in lines if line.startswith("v ")], dtype=np.float32)

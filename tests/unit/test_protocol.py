@@ -63,7 +63,7 @@ def _sample(cls: type) -> msgspec.Struct:
         bool: True,
     }
     kwargs = {}
-    for name, tp in zip(cls.__struct_fields__, msgspec.structs.fields(cls)):
+    for name, tp in zip(cls.__struct_fields__, msgspec.structs.fields(cls), strict=False):
         t = tp.type
         if t in values:
             kwargs[name] = values[t]
