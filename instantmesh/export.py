@@ -1,6 +1,6 @@
 """Mesh export (OBJ, GLB, PLY) with the orientation InstantMesh's own scripts write.
 
-Needs numpy, trimesh and pillow only, so the mock backend shares it with the real one.
+Needs numpy (and trimesh and pillow for texture maps) only, so the mock backend shares it with the real one.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import os
 from typing import Any, Literal
 
 import numpy as np
+
+from .mesh_writers import WRITERS, obj_bytes
 
 MESH_FORMATS = ("obj", "glb", "ply")
 TEXTURED_FORMATS = ("obj", "glb")
@@ -49,29 +51,14 @@ def write_mesh(
         raise ValueError(f"unknown mesh format {fmt!r}; expected one of {MESH_FORMATS}")
     v, f = orient(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64), orientation)
     colors = None if vertex_colors is None else np.asarray(vertex_colors, dtype=np.uint8)
-    if fmt == "obj":
-        write_obj(path, v, f, colors)
-    else:
-        import trimesh
-
-        trimesh.Trimesh(vertices=v, faces=f, vertex_colors=colors, process=False).export(path, file_type=fmt)
+    with open(path, "wb") as out:
+        out.write(WRITERS[fmt](v, f, colors))
 
 
 def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None) -> None:
-    """OBJ with per-vertex colours as ``v x y z r g b`` (colours in [0, 1], as trimesh and MeshLab read them).
-
-    Formats every number in one ``%`` pass: about three times faster than trimesh's writer, which matters
-    for the million-vertex meshes a 128^3 FlexiCubes grid can give.
-    """
-    if vertex_colors is None:
-        vertex_lines = ("v %.8f %.8f %.8f\n" * len(vertices)) % tuple(vertices.astype(np.float64).ravel().tolist())
-    else:
-        values = np.hstack([vertices.astype(np.float64), vertex_colors.astype(np.float64) / 255.0])
-        vertex_lines = ("v %.8f %.8f %.8f %.8f %.8f %.8f\n" * len(vertices)) % tuple(values.ravel().tolist())
-    face_lines = ("f %d %d %d\n" * len(faces)) % tuple((faces + 1).ravel().tolist())
-    with open(path, "w", encoding="ascii") as out:
-        out.write(vertex_lines)
-        out.write(face_lines)
+    """OBJ with per-vertex colours as ``v x y z r g b`` (colours in [0, 1], as trimesh and MeshLab read them)."""
+    with open(path, "wb") as out:
+        out.write(obj_bytes(np.asarray(vertices), np.asarray(faces), vertex_colors))
 
 
 def texture_companions(path: str, fmt: str) -> list[str]:

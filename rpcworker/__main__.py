@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimize",
         default=None,
         metavar="LIST",
-        help="comma list of channels_last, fused_qkv, compile, compile_blocks (or none); default: channels_last on CUDA, none on CPU",
+        help="comma list of channels_last, compile (or none); default: channels_last,compile on CUDA, none on CPU",
     )
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--max-handles", type=int, default=16, help="views kept in memory for reconstruct (LRU)")

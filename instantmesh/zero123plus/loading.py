@@ -101,9 +101,15 @@ def load_zero123plus(
         loaded = cls.from_pretrained(subfolder, torch_dtype=dtype, variant=variant, local_files_only=True)
         return loaded.eval()
 
-    unet = model(UNet2DConditionModel, "unet")
-    if whitebg_unet_path is not None:
-        load_unet_weights(unet, whitebg_unet_path)
+    if whitebg_unet_path is None:
+        unet = model(UNet2DConditionModel, "unet")
+    else:
+        # The white-background UNet replaces every weight: build it on the meta device (no random init, no
+        # read of the folder's UNet) and take the file's tensors on the device as the parameters.
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        load_unet_weights(unet, whitebg_unet_path, device=device, assign=True)
+        unet = unet.to(dtype).eval()
     scheduler_config = EulerAncestralDiscreteScheduler.load_config(folder / "scheduler", local_files_only=True)
     processor_cls = _image_processor_class()
 
@@ -124,20 +130,37 @@ def load_zero123plus(
 # --- the white-background UNet ------------------------------------------------------------------
 
 
-def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """A flat tensor state dict from `.safetensors`, or from a torch pickle loaded with `weights_only=True`.
 
-    Pickles that hold anything but tensors and plain containers are refused, never executed.
+    Pickles that hold anything but tensors and plain containers are refused, never executed. A pickle is
+    converted once to a checked safetensors copy in the cache folder, which later reads map straight to
+    `device`.
     """
+    from safetensors.torch import load_file
+
+    from ..safetensors_cache import convert, valid_copy
+    from ..tiny import cache_root
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"UNet weights not found: {path}")
+    cache = cache_root() / "safetensors"
+    source = path if path.suffix == ".safetensors" else valid_copy(path, cache)
+    if source is not None:
+        return load_file(str(source), device=str(device))
     state_dict = load_weights_file(path)
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
     ):
         raise CheckpointError(f"{path}: expected a flat mapping of parameter names to tensors")
-    return dict(state_dict)
+    try:
+        convert(path, state_dict, cache)
+    except (OSError, RuntimeError) as exc:  # a read-only cache or shared tensors: load without the copy
+        import logging
+
+        logging.getLogger(__name__).warning("no safetensors copy of %s: %s", path, exc)
+    return {k: v.to(device) for k, v in state_dict.items()}
 
 
 def _preview(keys: list[str], limit: int = 12) -> str:
@@ -145,9 +168,12 @@ def _preview(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_unet_weights(unet: torch.nn.Module, path: PathLike) -> None:
-    """Load a raw UNet state dict strictly (same keys and shapes, no prefix), as InstantMesh does."""
-    state_dict = read_state_dict(path)
+def load_unet_weights(unet: torch.nn.Module, path: PathLike, device: torch.device | str = "cpu", assign: bool = False) -> None:
+    """Load a raw UNet state dict strictly (same keys and shapes, no prefix), as InstantMesh does.
+
+    With `assign` the file's tensors (read onto `device`) become the parameters: for a UNet built on meta.
+    """
+    state_dict = read_state_dict(path, device)
     expected = unet.state_dict()
     missing = sorted(expected.keys() - state_dict.keys())
     unexpected = sorted(state_dict.keys() - expected.keys())
@@ -168,7 +194,10 @@ def load_unet_weights(unet: torch.nn.Module, path: PathLike) -> None:
         if len(prefixes) == 1 and missing and all(k.split(".", 1)[-1] in expected for k in unexpected):
             lines.append(f"  the file's keys carry a {prefixes.pop() + '.'!r} prefix; a raw UNet state dict has none")
         raise CheckpointError("\n".join(lines))
-    unet.load_state_dict(state_dict, strict=True)
+    unet.load_state_dict(state_dict, strict=True, assign=assign)
+    left = [name for name, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: {len(left)} UNet tensors were not in the file: {_preview(left)}")
 
 
 # --- full-size models from the published configs -------------------------------------------------

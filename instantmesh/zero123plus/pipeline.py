@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .reference_attention import install_reference_attention
+from .reference_attention import ReferenceStep, install_reference_attention
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 ProgressCallback = Callable[[int, int], None]
+StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(sample, timestep, encoder_hidden_states, reference_sample) -> float32 noise prediction: `ReferenceStep`."""
 CancelCheck = Callable[[], None]
 OutputType = Literal["pil", "np", "pt", "latent"]
 
@@ -98,7 +100,11 @@ class Zero123PlusPipeline:
         self.feature_extractor_vae = feature_extractor_vae
         self.ramping_coefficients = [float(c) for c in ramping_coefficients]
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.reference_bank = install_reference_attention(unet)
+        install_reference_attention(unet)
+        self.fast_step: StepFunction | None = None
+        """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options; used where it accepts the shapes."""
+        self.fast_step_accepts: Callable[..., bool] = lambda *tensors: True
+        self._prompt_embeds: dict[str, torch.Tensor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -111,8 +117,17 @@ class Zero123PlusPipeline:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Zero123PlusPipeline:
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.vae, self.text_encoder, self.unet, self.vision_encoder):
-            module.to(**moves)
+            if module is not None:
+                module.to(**moves)
+        self._prompt_embeds = {k: v.to(**moves) for k, v in self._prompt_embeds.items()}
         return self
+
+    def free_text_encoder(self, keep_prompts: Sequence[str] = ("",)) -> None:
+        """Encode `keep_prompts` once and drop the text encoder (Zero123++ only ever uses the empty prompt)."""
+        with torch.inference_mode():
+            for prompt in keep_prompts:
+                self._prompt_embeds[prompt] = self.encode_prompt(prompt).clone()
+        self.text_encoder = None  # type: ignore[assignment]
 
     # --- conditioning -------------------------------------------------------------------------
 
@@ -133,6 +148,10 @@ class Zero123PlusPipeline:
         return posterior.mean.float() + posterior.std.float() * noise
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        if prompt in self._prompt_embeds:
+            return self._prompt_embeds[prompt]
+        if self.text_encoder is None:
+            raise ValueError(f"the text encoder was freed at load; only the prompts {sorted(self._prompt_embeds)} are available")
         tokens = self.tokenizer(
             prompt,
             padding="max_length",
@@ -167,15 +186,13 @@ class Zero123PlusPipeline:
     ) -> torch.Tensor:
         """Run the reference (write) pass on `reference_sample`, then the main (read) pass on `sample`.
 
-        Inputs are cast to the UNet's dtype; the output is float32.
+        Inputs are cast to the UNet's dtype; the output is float32. The fast step is used where it accepts
+        these shapes, else the eager `ReferenceStep`.
         """
-        dtype = self.unet.dtype
-        context = encoder_hidden_states.to(dtype)
-        with self.reference_bank.recording():
-            self.unet(reference_sample.to(dtype), timestep, encoder_hidden_states=context, return_dict=False)
-        with self.reference_bank.reading():
-            out = self.unet(sample.to(dtype), timestep, encoder_hidden_states=context, return_dict=False)
-        return out[0].float()
+        inputs = (sample, timestep, encoder_hidden_states, reference_sample)
+        if self.fast_step is not None and self.fast_step_accepts(*inputs):
+            return self.fast_step(*inputs)
+        return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
 
     # --- decoding -----------------------------------------------------------------------------
 

@@ -5,57 +5,42 @@ noised condition latents and records, for every self-attention layer, the tokens
 layer attends over. The second ("read") pass runs on the latents being denoised; each
 self-attention layer appends the recorded tokens to its own before the key and value
 projections, so the generated views can copy appearance from the condition image.
+
+The recorded tokens travel as values: `reference_step` makes a fresh `ReferencePass` per pass and
+hands it to the processors through the UNet's ``cross_attention_kwargs``; no processor or module
+state changes. One step (both passes) is therefore a pure function of its tensors, which
+``torch.compile`` traces once and replays for every step, object and seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-WRITE = "write"
-READ = "read"
+PassMode = Literal["write", "read"]
+WRITE: PassMode = "write"
+READ: PassMode = "read"
+REFERENCE_KWARG = "reference"
+"""The cross_attention_kwargs entry that carries the `ReferencePass` to every attention processor."""
 
 
-class ReferenceBank:
-    """State shared by all reference processors of one UNet: the pass mode and the recorded tokens."""
+class ReferencePass:
+    """One UNet pass's view of the reference tokens: the write pass fills `tokens`, the read pass reads them."""
 
-    def __init__(self) -> None:
-        self.mode: str | None = None
-        self.tokens: dict[str, torch.Tensor] = {}
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Within this block, every wrapped self-attention records its input tokens."""
-        self.tokens.clear()
-        self.mode = WRITE
-        try:
-            yield
-        finally:
-            self.mode = None
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Within this block, every wrapped self-attention also attends over the recorded tokens."""
-        self.mode = READ
-        try:
-            yield
-        finally:
-            self.mode = None
-            self.tokens.clear()
+    def __init__(self, mode: PassMode, tokens: dict[str, torch.Tensor] | None = None) -> None:
+        self.mode = mode
+        self.tokens: dict[str, torch.Tensor] = {} if tokens is None else tokens
 
 
 class ReferenceAttnProcessor:
-    """Parameter-free wrapper around a self-attention processor that reads and writes a `ReferenceBank`.
+    """Parameter-free wrapper around a self-attention processor that records or appends reference tokens.
 
-    Outside a recording or reading block it is plain self-attention, so the UNet stays usable on its own.
+    Without a `ReferencePass` it is plain self-attention, so the UNet stays usable on its own.
     """
 
-    def __init__(self, name: str, bank: ReferenceBank, inner: Any) -> None:
+    def __init__(self, name: str, inner: Any) -> None:
         self.name = name
-        self.bank = bank
         self.inner = inner
 
     def __call__(
@@ -64,51 +49,26 @@ class ReferenceAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        reference: ReferencePass | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if self.bank.mode == WRITE:
-            self.bank.tokens[self.name] = context
-        elif self.bank.mode == READ:
-            reference = self.bank.tokens.pop(self.name)
-            encoder_hidden_states = torch.cat([context, reference], dim=1)
-        return self.inner(
-            attn,
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            attention_mask=attention_mask,
-            **kwargs,
-        )
+        if reference is not None and reference.mode == WRITE:
+            reference.tokens[self.name] = context
+        elif reference is not None:
+            encoder_hidden_states = torch.cat([context, reference.tokens[self.name]], dim=1)
+        return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
 
 
-def install_reference_attention(unet: torch.nn.Module) -> ReferenceBank:
-    """Wrap the processor of every `attn1` (self-attention) of `unet` and return their shared bank.
+class IgnoreReference:
+    """Wraps a cross-attention processor so that it accepts (and ignores) the `ReferencePass` argument.
 
-    Installing twice re-wraps the original processors rather than stacking wrappers.
-    """
-    bank = ReferenceBank()
-    processors = dict(unet.attn_processors)
-    for name, processor in processors.items():
-        if isinstance(processor, ReferenceAttnProcessor):
-            processor = processor.inner
-        if name.endswith("attn1.processor"):
-            processor = ReferenceAttnProcessor(name, bank, processor)
-        processors[name] = processor
-    unet.set_attn_processor(processors)
-    return bank
-
-
-class FusedReferenceAttnProcessor:
-    """Self-attention with one fused QKV projection that also reads and writes a `ReferenceBank`.
-
-    The recorded tokens only need keys and values, so they go through the K/V rows of the fused weight
-    alone, and their keys are appended after the projection: the same attention as projecting the
-    concatenation, with one matmul fewer per layer and no query projection of the reference tokens.
+    Older diffusers hand every cross_attention_kwargs entry to every processor; newer ones drop (and warn
+    about) entries a processor does not name. Naming it here works with both.
     """
 
-    def __init__(self, name: str, bank: ReferenceBank) -> None:
-        self.name = name
-        self.bank = bank
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     def __call__(
         self,
@@ -116,53 +76,50 @@ class FusedReferenceAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        reference: ReferencePass | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if encoder_hidden_states is not None or attention_mask is not None:
-            raise ValueError(f"{self.name}: fused reference attention is for plain self-attention only")
-        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        if self.bank.mode == WRITE:
-            self.bank.tokens[self.name] = hidden_states
-        elif self.bank.mode == READ:
-            reference = self.bank.tokens.pop(self.name)
-            inner = query.shape[-1]
-            bias = None if attn.to_qkv.bias is None else attn.to_qkv.bias[inner:]
-            ref_key, ref_value = torch.nn.functional.linear(reference, attn.to_qkv.weight[inner:], bias).chunk(2, dim=-1)
-            key = torch.cat([key, ref_key], dim=1)
-            value = torch.cat([value, ref_value], dim=1)
-        heads = attn.heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-        out = torch.nn.functional.scaled_dot_product_attention(split(query), split(key), split(value))
-        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2)))
-        return out / attn.rescale_output_factor
+        return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
 
 
-def fuse_reference_attention(unet: torch.nn.Module) -> ReferenceBank:
-    """Fuse the Q/K/V projections of every attention of `unet` and return the new shared bank.
+def install_reference_attention(unet: torch.nn.Module) -> None:
+    """Wrap every attention processor of `unet`: self-attention (`attn1`) records/reads the reference.
 
-    Self-attention (`attn1`) gets `FusedReferenceAttnProcessor`; cross-attention gets diffusers' fused
-    processor (K/V fused, the query apart). The separate projections stay, so the weights load as before.
+    Installing twice re-wraps the original processors rather than stacking wrappers.
     """
-    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+    processors = dict(unet.attn_processors)  # type: ignore[arg-type]
+    for name, processor in processors.items():
+        if isinstance(processor, ReferenceAttnProcessor | IgnoreReference):
+            processor = processor.inner
+        if name.endswith("attn1.processor"):
+            processors[name] = ReferenceAttnProcessor(name, processor)
+        else:
+            processors[name] = IgnoreReference(processor)
+    unet.set_attn_processor(processors)  # type: ignore[operator]
 
-    bank = ReferenceBank()
-    processors: dict[str, Any] = {}
-    for name, module in unet.named_modules():
-        if not isinstance(module, Attention):
-            continue
-        unsupported = [
-            what for what, present in (
-                ("spatial_norm", module.spatial_norm is not None), ("group_norm", module.group_norm is not None),
-                ("norm_q", module.norm_q is not None), ("residual_connection", module.residual_connection),
-            ) if present
-        ]
-        if unsupported:
-            raise ValueError(f"{name}: cannot fuse an attention with {', '.join(unsupported)}")
-        module.fuse_projections(fuse=True)
-        key = f"{name}.processor"
-        processors[key] = FusedReferenceAttnProcessor(key, bank) if name.endswith("attn1") else FusedAttnProcessor2_0()
-    unet.set_attn_processor(processors)
-    return bank
+
+class ReferenceStep(torch.nn.Module):
+    """The UNet work of one denoising step: the write pass on the reference, then the read pass.
+
+    A module (not a method) so that ``torch.compile`` sees one function of tensors with the UNet as a
+    submodule; the dtype is fixed at construction so no parameter is inspected while tracing.
+    Inputs are cast to the UNet's dtype; the output is float32. Batch-friendly: every input may carry
+    several objects (and their guidance halves) along dimension 0.
+    """
+
+    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.unet = unet
+        self.dtype = dtype
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor
+    ) -> torch.Tensor:
+        context = encoder_hidden_states.to(self.dtype)
+        write = ReferencePass(WRITE)
+        self.unet(reference_sample.to(self.dtype), timestep, encoder_hidden_states=context,
+                  cross_attention_kwargs={REFERENCE_KWARG: write}, return_dict=False)
+        read = ReferencePass(READ, write.tokens)
+        out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states=context,
+                        cross_attention_kwargs={REFERENCE_KWARG: read}, return_dict=False)
+        return out[0].float()

@@ -1,7 +1,8 @@
-"""Speed options for a loaded Zero123++ pipeline, applied in place.
+"""Speed options for a loaded Zero123++ pipeline, applied in place, and the library versions they need.
 
 Each keeps the views within fp16 rounding of eager (checked on the tiny preset in the tests, measured on the
-GPU in `benchmarks.compute`); which ones are worth it, and when, is the backend's decision.
+GPU by `benchmarks.fast_path`). Options that lost on the H200 (fused QKV projections, compiling the repeated
+blocks alone) were removed rather than kept as opt-ins.
 """
 
 from __future__ import annotations
@@ -11,32 +12,83 @@ from typing import Any
 
 import torch
 
-from .reference_attention import fuse_reference_attention
+from .reference_attention import ReferenceStep
 
-VIEW_OPTIMIZATIONS = ("channels_last", "fused_qkv", "compile", "compile_blocks")
-"""channels_last: NHWC convolutions in the UNet and VAE. fused_qkv: one projection for Q, K and V.
-compile: torch.compile of the whole UNet (minutes). compile_blocks: torch.compile of each transformer
-block, the UNet's repeated part (compiled once and reused, so far less compile time)."""
+VIEW_OPTIMIZATIONS = ("channels_last", "compile")
+"""channels_last: NHWC convolutions in the UNet and VAE. compile: torch.compile of one whole denoising step
+(reference pass + main pass) with CUDA graphs, compiled during load and cached on disk per machine."""
+
+COMPILE_MIN_TORCH = (2, 4)
+"""torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
+inference mode and the FX graph cache on disk, all settled by torch 2.4."""
 
 
-def check_optimizations(optimizations: Iterable[str]) -> None:
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_optimizations(optimizations: Iterable[str], device: torch.device | str | None = None) -> None:
+    """Refuse, with the reason, options that are unknown or cannot work here (called at worker start)."""
     chosen = set(optimizations)
     unknown = chosen - set(VIEW_OPTIMIZATIONS)
     if unknown:
         raise ValueError(f"unknown optimization(s) {sorted(unknown)}; choose from {', '.join(VIEW_OPTIMIZATIONS)}")
-    if {"compile", "compile_blocks"} <= chosen:
-        raise ValueError("choose compile or compile_blocks, not both")
+    if "compile" not in chosen:
+        return
+    found = version_tuple(torch.__version__)
+    if found < COMPILE_MIN_TORCH:
+        need = ".".join(map(str, COMPILE_MIN_TORCH))
+        raise ValueError(f"optimization 'compile' needs torch >= {need} (found {torch.__version__}); leave it out with --optimize channels_last")
+    if device is None:
+        return
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"optimization 'compile' is for CUDA devices (CUDA graphs); the device is {device}")
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("optimization 'compile' needs the triton package (it comes with CUDA builds of torch)") from exc
 
 
-def optimize_views(pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor") -> None:
+class CompiledStep:
+    """`ReferenceStep` through torch.compile, for one fixed set of input shapes.
+
+    The first call fixes the shapes; `accepts` tells the pipeline whether later inputs match, so another
+    size or guidance setting runs eagerly instead of triggering a recompile. With CUDA graphs each call
+    starts a new graph step, and the output (a graph-owned buffer) is valid until the next call.
+    """
+
+    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype, mode: str | None, backend: str = "inductor") -> None:
+        self.module = ReferenceStep(unet, dtype)
+        self.compiled: Any = torch.compile(self.module, backend=backend, mode=mode, dynamic=False)
+        self.cuda_graphs = mode == "reduce-overhead"
+        self.shapes: tuple[tuple[int, ...], ...] | None = None
+
+    def accepts(self, *tensors: torch.Tensor) -> bool:
+        shapes = tuple(tuple(t.shape) for t in tensors)
+        return self.shapes is None or shapes == self.shapes
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self.shapes is None:
+            self.shapes = tuple(tuple(t.shape) for t in (sample, timestep, context, reference))
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(sample, timestep, context, reference)
+
+
+def optimize_views(
+    pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor", compile_mode: str | None = "reduce-overhead"
+) -> None:
+    """Apply the options; compilation itself happens at the first step (the backend warms it up in load)."""
     chosen = set(optimizations)
     check_optimizations(chosen)
     if "channels_last" in chosen:
         pipeline.unet.to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)
-    if "fused_qkv" in chosen:
-        pipeline.reference_bank = fuse_reference_attention(pipeline.unet)
     if "compile" in chosen:
-        pipeline.unet.compile(backend=compile_backend)
-    if "compile_blocks" in chosen:
-        pipeline.unet.compile_repeated_blocks(backend=compile_backend)
+        step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend)
+        pipeline.fast_step = step
+        pipeline.fast_step_accepts = step.accepts

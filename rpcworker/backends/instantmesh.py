@@ -74,9 +74,11 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
 
 
-CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last",)
-"""What won on the H100 at equal output (docs/benchmarks.md): channels_last is 1.06x for free; compile is
-1.33x but costs minutes of compilation per worker start, so it is opt-in."""
+CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
+"""The fast default on CUDA (docs/benchmarks.md, H200): one compiled denoising step with CUDA graphs, compiled
+in ``load`` and cached on disk per machine, with channels_last convolutions."""
+WARMUP_STEPS = 3
+"""Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
 
 
 class InstantMeshBackend:
@@ -86,8 +88,10 @@ class InstantMeshBackend:
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         if optimizations is None:
             optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
-        check_optimizations(optimizations)
+        check_optimizations(optimizations, self.device)
         self.optimizations = tuple(optimizations)
+        self.load_phases: dict[str, float] = {}
+        """Seconds per phase of the last loads (read, optimise, compile...), for benchmarks and the log."""
         self._pipeline: Any = None
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
@@ -129,7 +133,7 @@ class InstantMeshBackend:
             start = time.perf_counter()
             with self._device_errors(f"load {name}"):
                 if name == "views":
-                    self._pipeline = self._load_views()
+                    self._pipeline = self._load_views(lambda message: ctx.progress("load", i + 1, len(models), message))
                 else:
                     self._lrm = self._load_mesh()
             self._synchronize()
@@ -137,9 +141,10 @@ class InstantMeshBackend:
             log.info("loaded %s in %.2f s", name, seconds[name])
         return seconds
 
-    def _load_views(self) -> Any:
+    def _load_views(self, report: Any) -> Any:
         from instantmesh.zero123plus import load_zero123plus
 
+        t = time.perf_counter()
         try:
             pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype)
         except (OSError, ValueError) as exc:
@@ -147,8 +152,42 @@ class InstantMeshBackend:
                 f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
                 {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
             ) from exc
+        pipeline.free_text_encoder()
+        self._synchronize()
+        self.load_phases["views_read_s"] = time.perf_counter() - t
+        if "compile" in self.optimizations:
+            reused = self._use_compile_cache()
+            report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
+        t = time.perf_counter()
         optimize_views(pipeline, self.optimizations)
+        if "compile" in self.optimizations:
+            self._warm_up(pipeline)
+        self._synchronize()
+        self.load_phases["views_optimize_s"] = time.perf_counter() - t
         return pipeline
+
+    def _use_compile_cache(self) -> bool:
+        from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache
+        from instantmesh.tiny import cache_root
+
+        unet = self.files.whitebg_unet
+        stat = unet.stat()
+        weights = {"unet": str(unet), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "view_size": self.files.view_size}
+        key = compile_key(self.device, weights, sorted(self.optimizations))
+        folder = compile_cache_dir(key, cache_root())
+        reused = use_compile_cache(folder, key)
+        log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
+        return reused
+
+    def _warm_up(self, pipeline: Any) -> None:
+        """Compile (or fetch from the cache) the step at the request's shapes, so no request pays for it."""
+        from PIL import Image
+
+        size = self.files.view_size
+        white = Image.new("RGB", (size, size), (255, 255, 255))
+        with torch.inference_mode():
+            pipeline(white, num_inference_steps=WARMUP_STEPS, guidance_scale=4.0, width=2 * size, height=3 * size,
+                     generator=0, output_type="latent")
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import zero123plus_input_cameras

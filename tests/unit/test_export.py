@@ -46,7 +46,7 @@ def test_orientation_flips_z_and_reverses_winding() -> None:
 def test_obj_without_colours_and_empty_meshes(tmp_path: Path) -> None:
     vertices, faces, _ = _mesh()
     write_mesh(str(tmp_path / "plain.obj"), "obj", vertices, faces, None, "raw")
-    assert (tmp_path / "plain.obj").read_text().splitlines()[0].count(" ") == 3
+    assert len((tmp_path / "plain.obj").read_text().splitlines()[0].split()) == 4
     empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     write_mesh(str(tmp_path / "empty.obj"), "obj", *empty, None)
     assert (tmp_path / "empty.obj").read_text() == ""

@@ -1,0 +1,222 @@
+"""The fast path on one GPU, from one run: eager vs the default views, cold starts, export, memory.
+
+``python -m benchmarks.fast_path --weights DIR [--steps 75] [--out benchmarks/results/gpu-h200]``
+(DIR from ``benchmarks.make_weights``; ``--tiny`` folders smoke-test it on a CPU). Writes fast_path.json/.md.
+
+- Two fresh worker-like processes in a row, sharing one empty cache folder: the first start (pickle to
+  safetensors conversion, compilation) and the second (both caches reused), each timed per phase from
+  spawn, each then making one object (views with the default options, mesh) and reporting peak GPU memory.
+- In this process: the eager fp16 baseline on the same weights, seed and input (no speed option), its
+  difference to the default's views (max abs on 0..255 pixels), and the FLOPs per object for the MFU.
+- Export of the random-weights mesh and of synthetic ~100k-face and 1M-vertex meshes, ours vs trimesh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SPAWNED_AT = time.time()
+MATMUL_PEAK_TFLOPS = 704.0
+"""fp16 8192^3 matmul measured on the H200 (/work/shared/reference/gpu-h200-2026-11-26.md): the MFU denominator."""
+
+
+def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
+    """One worker start and one object, timed by phase (runs in its own process)."""
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
+    import numpy as np
+    import torch
+
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    from .sessions import weight_args
+
+    phases["imports_s"] = time.perf_counter() - t
+    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    backend = InstantMeshBackend(files)
+    ctx = SilentContext()
+    loads = backend.load(["views", "mesh"], ctx)
+    phases.update(backend.load_phases)
+    phases["load_mesh_s"] = loads["mesh"]
+    ready = time.time() - SPAWNED_AT
+    from PIL import Image
+
+    from .common import synthetic_object
+
+    image = Image.open(synthetic_object(out / "bench_object.png", 0))
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        generated = backend.generate_views(image, 42, steps, 4.0, ctx)
+        times.append(time.perf_counter() - t)
+    np.save(out / "views_default.npy", np.asarray(generated.grid))
+    t = time.perf_counter()
+    mesh = backend.reconstruct(generated.views, False, ctx)
+    mesh_s = time.perf_counter() - t
+    np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
+            "optimizations": list(backend.optimizations), "peak_gpu_gib": peak}
+
+
+def start_child(weights: Path, steps: int, out: Path, cache: Path) -> dict[str, Any]:
+    env = {**os.environ, "INSTANTMESH_RPC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    result = out / "child.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.fast_path", "--child", "--weights", str(weights), "--steps", str(steps), "--out", str(out)]
+    subprocess.run(cmd, env=env, check=True)
+    return json.loads(result.read_text())
+
+
+def flops_per_object(pipeline: Any, image: Any, steps: int) -> float:
+    """FLOPs of a whole call at 1 and 2 steps (torch.utils.flop_counter): fixed part + steps x per-step part."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = []
+    for n in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            pipeline(image, num_inference_steps=n, guidance_scale=4.0, generator=0, width=2 * VIEW, height=3 * VIEW, output_type="latent")
+        counts.append(counter.get_total_flops())
+    per_step = counts[1] - counts[0]
+    return float(counts[0] - per_step + steps * per_step)
+
+
+VIEW = 320
+
+
+def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
+    global VIEW
+    import numpy as np
+    from PIL import Image
+
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    from .common import synthetic_object
+    from .compute import timed
+    from .sessions import weight_args
+
+    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    VIEW = files.view_size
+    image = Image.open(synthetic_object(out / "bench_object.png", 0))
+    backend = InstantMeshBackend(files, optimizations=())
+    ctx = SilentContext()
+    backend.load(["views"], ctx)
+    backend.generate_views(image, 42, 2, 4.0, ctx)
+    seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
+    eager = np.asarray(generated.grid).astype(np.int16)
+    result: dict[str, Any] = {"views_eager_s": seconds}
+    default = np.load(out / "views_default.npy").astype(np.int16)
+    result["views_max_abs_diff"] = int(np.abs(default - eager).max())
+    result["views_mean_abs_diff"] = float(np.abs(default - eager).mean())
+    result["flops_per_object"] = flops_per_object(backend._pipeline, image, steps)
+    from instantmesh.zero123plus.speed import optimize_views
+
+    optimize_views(backend._pipeline, ["channels_last"])  # channels_last alone, eager: does it still pay?
+    seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
+    result["views_eager_channels_last_s"] = seconds
+    result["views_eager_channels_last_max_abs_diff"] = int(np.abs(np.asarray(generated.grid).astype(np.int16) - eager).max())
+    return result
+
+
+def export_rows(out: Path) -> list[dict[str, Any]]:
+    import numpy as np
+    import trimesh
+
+    from instantmesh.export import write_mesh
+
+    meshes: dict[str, tuple[Any, Any, Any]] = {}
+    saved = np.load(out / "mesh.npz")
+    meshes[f"random-weights mesh ({len(saved['vertices'])} vertices)"] = (saved["vertices"], saved["faces"], saved["colors"])
+    sphere = trimesh.creation.icosphere(subdivisions=6)
+    rng = np.random.default_rng(0)
+    faces_100k = np.vstack([sphere.faces, sphere.faces[: 100_000 - len(sphere.faces)]])
+    meshes[f"~100k faces ({len(sphere.vertices)} vertices)"] = (sphere.vertices, faces_100k, rng.integers(0, 256, (len(sphere.vertices), 3)))
+    n = 1_000_000
+    meshes["1M vertices, 2M faces"] = (rng.uniform(-1, 1, (n, 3)), rng.integers(0, n, (2 * n, 3)), rng.integers(0, 256, (n, 3)))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (v, f, c) in meshes.items():
+            for fmt in ("obj", "ply", "glb"):
+                path = os.path.join(tmp, f"m.{fmt}")
+                t = time.perf_counter()
+                write_mesh(path, fmt, v, f, c)
+                ours = time.perf_counter() - t
+                t = time.perf_counter()
+                trimesh.Trimesh(vertices=v, faces=f, vertex_colors=c.astype(np.uint8), process=False).export(path, file_type=fmt)
+                theirs = time.perf_counter() - t
+                rows.append({"mesh": name, "format": fmt, "export_s": ours, "trimesh_s": theirs, "speedup": theirs / ours})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=75)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu-h200"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        (args.out / "child.json").write_text(json.dumps(child(args.weights, args.steps, args.out)))
+        return 0
+    import torch
+
+    from .common import machine, table, write_results
+
+    results: dict[str, Any] = {"machine": machine(), "steps": args.steps}
+    import diffusers
+    import transformers
+
+    results["versions"] = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                           "python": sys.version.split()[0]}
+    results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+
+    def save() -> None:
+        write_results(args.out, "fast_path", results)
+
+    cache = Path(tempfile.mkdtemp(prefix="fastpath-cache-"))
+    results["first_start"] = start_child(args.weights, args.steps, args.out, cache)
+    save()
+    results["second_start"] = start_child(args.weights, args.steps, args.out, cache)
+    save()
+    results["cold_start_s"] = results["first_start"]["ready_s"]
+    results["cold_start_cached_s"] = results["second_start"]["ready_s"]
+    results["views_s"] = results["second_start"]["views_s"]
+    results["peak_gpu_gib"] = results["second_start"]["peak_gpu_gib"]
+    results.update(eager_baseline(args.weights, args.steps, args.out))
+    results["mfu"] = results["flops_per_object"] / results["views_s"] / (MATMUL_PEAK_TFLOPS * 1e12)
+    results["mfu_eager"] = results["flops_per_object"] / results["views_eager_s"] / (MATMUL_PEAK_TFLOPS * 1e12)
+    save()
+    results["export"] = export_rows(args.out)
+    save()
+    first, second = results["first_start"], results["second_start"]
+    rows = [
+        ["views, eager fp16 (no option)", results["views_eager_s"], f"MFU {results['mfu_eager']:.1%}"],
+        [f"views, default ({','.join(second['optimizations'])})", results["views_s"],
+         f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255)"],
+        ["views, eager + channels_last", results["views_eager_channels_last_s"],
+         f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
+        ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
+        ["cold start, second (caches reused)", second["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())],
+        ["mesh (LRM + FlexiCubes)", second["mesh_s"], f"peak GPU {results['peak_gpu_gib']:.2f} GiB"],
+        *[[f"export {r['mesh']} {r['format']}", r["export_s"], f"trimesh {r['trimesh_s']:.3f} s ({r['speedup']:.1f}x)"] for r in results["export"]],
+    ]
+    v = results["versions"]
+    text = table(f"Fast path on {results['gpu']} (torch {v['torch']}, diffusers {v['diffusers']}, {args.steps} steps)", ["what", "seconds", "notes"], rows)
+    print(text, flush=True)
+    (args.out / "fast_path.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

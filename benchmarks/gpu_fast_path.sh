@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The fast-path benchmark in one device call (kind nvidia-h200): wheels, full-size random weights, then
+# benchmarks.fast_path; results (json, md, log) under $OUT. Needs .whl/ (diffusers, msgspec, omegaconf, antlr4,
+# trimesh, importlib_metadata) where the image lacks them; see docs/benchmarks.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results/gpu-h200}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCH_LOGS=recompiles,graph_breaks
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+W=/tmp/weights
+[ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
+timeout "${FAST_PATH_LIMIT:-520}" python3 -m benchmarks.fast_path --weights $W --steps "${STEPS:-75}" --out /tmp/fast_path 2>&1 \
+  | grep -v "Loading weights\|kept in float32" | tee "$OUT/fast_path.log"
+cp /tmp/fast_path/fast_path.json /tmp/fast_path/fast_path.md /tmp/fast_path/child.json "$OUT/" 2>/dev/null
+ls -la "$OUT"

@@ -1,0 +1,59 @@
+"""A persistent compile cache per machine: Inductor's FX-graph, AOT-autograd and Triton caches in one folder.
+
+The folder is named by a hash of what the compiled code depends on (torch and CUDA versions, GPU name and
+compute capability, the weights, the options and the shapes), so a second worker start on the same machine
+finds its kernels instead of compiling for minutes, and nothing compiled for another setup is ever reused.
+The caches themselves check their entries (they are keyed by the traced graph); this module only points them
+at the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_FORMAT = 1
+
+
+def compile_key(device: torch.device, weights: Mapping[str, Any], options: Any) -> dict[str, Any]:
+    """Everything the compiled artefacts depend on, as plain JSON values."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    capability = list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else []
+    return {
+        "format": CACHE_FORMAT, "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu,
+        "capability": capability, "weights": dict(weights), "options": options,
+    }
+
+
+def compile_cache_dir(key: Mapping[str, Any], root: Path) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return root / f"compile-{digest}"
+
+
+def use_compile_cache(folder: Path, key: Mapping[str, Any]) -> bool:
+    """Point Inductor and Triton at `folder` (created if needed); True when it already held artefacts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reused = any(p.name != "key.json" for p in folder.iterdir())
+    key_file = folder / "key.json"
+    if not key_file.is_file():
+        tmp = folder / f".key.json.{os.getpid()}"
+        tmp.write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, key_file)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    if hasattr(inductor_config, "autotune_local_cache"):
+        inductor_config.autotune_local_cache = True
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        functorch_config.enable_autograd_cache = True
+    return reused

@@ -1,0 +1,87 @@
+"""A safetensors copy of each pickled weights file (.bin/.ckpt), made once and checked at every use.
+
+Pickles must be unpickled on the CPU (slow, and twice the memory); safetensors map straight to the device.
+The copy lives in the cache folder beside a small record of where it came from. It is used only when the
+record matches: the source's size, modification time and a hash of sampled blocks, and the copy's own size
+and sampled hash (cheap enough for every start; the copy is written under a temporary name and renamed, so
+a killed writer leaves no half file that could pass). Anything else rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SAMPLE_BLOCKS = 16
+BLOCK_BYTES = 1 << 20
+RECORD_FORMAT = 1
+
+
+def sampled_hash(path: Path) -> str:
+    """sha256 over the size and SAMPLE_BLOCKS blocks spread evenly over the file (the whole file when small)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= SAMPLE_BLOCKS * BLOCK_BYTES:
+            digest.update(f.read())
+        else:
+            step = (size - BLOCK_BYTES) // (SAMPLE_BLOCKS - 1)
+            for i in range(SAMPLE_BLOCKS):
+                f.seek(i * step)
+                digest.update(f.read(BLOCK_BYTES))
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sampled_sha256": sampled_hash(path)}
+
+
+def _paths(source: Path, root: Path) -> tuple[Path, Path]:
+    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    return root / f"{source.stem}-{name}.safetensors", root / f"{source.stem}-{name}.json"
+
+
+def valid_copy(source: Path, root: Path) -> Path | None:
+    """The safetensors copy of `source` if its record matches both files now, else None."""
+    target, record_path = _paths(source, root)
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("format") != RECORD_FORMAT or record.get("source") != _describe(source):
+            return None
+        cache = record.get("copy", {})
+        if target.stat().st_size != cache.get("size") or sampled_hash(target) != cache.get("sampled_sha256"):
+            return None
+    except (OSError, ValueError):
+        return None
+    return target
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def convert(source: Path, state_dict: Mapping[str, torch.Tensor], root: Path) -> Path:
+    """Write `state_dict` (read from `source`) as the checked safetensors copy; returns its path."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    target, record_path = _paths(source, root)
+    record_path.unlink(missing_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {"format": RECORD_FORMAT, "source": _describe(source), "copy": {"size": target.stat().st_size, "sampled_sha256": sampled_hash(target)}}
+    _atomic_write_text(record_path, json.dumps(record, indent=1))
+    return target
