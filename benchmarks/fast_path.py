@@ -128,6 +128,31 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     return result
 
 
+def compile_without_graphs(weights: Path, steps: int, out: Path) -> dict[str, Any]:
+    """The same compiled step without CUDA graphs (Inductor's default mode): do the graphs pay?"""
+    import numpy as np
+    from PIL import Image
+
+    from instantmesh.zero123plus.speed import optimize_views
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    from .compute import timed
+    from .sessions import weight_args
+
+    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    image = Image.open(out / "bench_object.png")
+    backend = InstantMeshBackend(files, optimizations=("channels_last",))
+    ctx = SilentContext()
+    backend.load(["views"], ctx)
+    optimize_views(backend._pipeline, ["compile"], compile_mode=None)
+    first, _ = timed(lambda: backend.generate_views(image, 42, 2, 4.0, ctx))
+    seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
+    default = np.load(out / "views_default.npy").astype(np.int16)
+    diff = int(np.abs(np.asarray(generated.grid).astype(np.int16) - default).max())
+    return {"views_s": seconds, "compile_s": first, "max_abs_diff_to_default": diff}
+
+
 def export_rows(out: Path) -> list[dict[str, Any]]:
     import numpy as np
     import trimesh
@@ -199,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     save()
     results["export"] = export_rows(args.out)
     save()
+    if os.environ.get("FAST_PATH_VARIANTS") == "1":
+        results["compile_no_cuda_graphs"] = compile_without_graphs(args.weights, args.steps, args.out)
+        save()
     first, second = results["first_start"], results["second_start"]
     rows = [
         ["views, eager fp16 (no option)", results["views_eager_s"], f"MFU {results['mfu_eager']:.1%}"],
@@ -209,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
         ["cold start, second (caches reused)", second["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())],
         ["mesh (LRM + FlexiCubes)", second["mesh_s"], f"peak GPU {results['peak_gpu_gib']:.2f} GiB"],
+        *([["views, compiled step without CUDA graphs", results["compile_no_cuda_graphs"]["views_s"],
+             f"compile {results['compile_no_cuda_graphs']['compile_s']:.0f} s, max abs diff to default {results['compile_no_cuda_graphs']['max_abs_diff_to_default']}"]]
+          if "compile_no_cuda_graphs" in results else []),
         *[[f"export {r['mesh']} {r['format']}", r["export_s"], f"trimesh {r['trimesh_s']:.3f} s ({r['speedup']:.1f}x)"] for r in results["export"]],
     ]
     v = results["versions"]

@@ -84,11 +84,23 @@ def load_zero123plus(
     whitebg_unet_path: PathLike | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    timings: dict[str, float] | None = None,
 ) -> Zero123PlusPipeline:
     """Load a Zero123++ v1.2 folder (local files only), optionally with the InstantMesh white-background UNet.
 
-    The scheduler gets `timestep_spacing='trailing'`, as InstantMesh runs it.
+    The scheduler gets `timestep_spacing='trailing'`, as InstantMesh runs it. `timings`, when given, gets
+    the seconds spent on each component (``read_<name>_s``) and on the move to the device.
     """
+    import time
+
+    seconds = {} if timings is None else timings
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        seconds[f"read_{name}_s"] = now - clock[0]
+        clock[0] = now
+
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -110,21 +122,31 @@ def load_zero123plus(
             unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         load_unet_weights(unet, whitebg_unet_path, device=device, assign=True)
         unet = unet.to(dtype).eval()
+    lap("unet")
     scheduler_config = EulerAncestralDiscreteScheduler.load_config(folder / "scheduler", local_files_only=True)
     processor_cls = _image_processor_class()
 
+    vae = model(AutoencoderKL, "vae")
+    lap("vae")
+    text_encoder = model(CLIPTextModel, "text_encoder")
+    lap("text_encoder")
+    vision_encoder = model(CLIPVisionModelWithProjection, "vision_encoder")
+    lap("vision_encoder")
     pipeline = Zero123PlusPipeline(
-        vae=model(AutoencoderKL, "vae"),
-        text_encoder=model(CLIPTextModel, "text_encoder"),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
         unet=unet,
         scheduler=EulerAncestralDiscreteScheduler.from_config(scheduler_config, timestep_spacing="trailing"),
-        vision_encoder=model(CLIPVisionModelWithProjection, "vision_encoder"),
+        vision_encoder=vision_encoder,
         feature_extractor_clip=processor_cls.from_pretrained(folder / "feature_extractor_clip", local_files_only=True),
         feature_extractor_vae=processor_cls.from_pretrained(folder / "feature_extractor_vae", local_files_only=True),
         ramping_coefficients=index["ramping_coefficients"],
     )
-    return pipeline.to(device=device)
+    lap("processors")
+    pipeline.to(device=device)
+    lap("to_device")
+    return pipeline
 
 
 # --- the white-background UNet ------------------------------------------------------------------

@@ -146,14 +146,17 @@ class InstantMeshBackend:
 
         t = time.perf_counter()
         try:
-            pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype)
+            pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype,
+                                        timings=self.load_phases)
         except (OSError, ValueError) as exc:
             raise ModelNotLoaded(
                 f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
                 {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
             ) from exc
+        t_prompt = time.perf_counter()
         pipeline.free_text_encoder()
         self._synchronize()
+        self.load_phases["views_prompt_s"] = time.perf_counter() - t_prompt
         self.load_phases["views_read_s"] = time.perf_counter() - t
         if "compile" in self.optimizations:
             reused = self._use_compile_cache()
