@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 from ..faults.conftest import wait_gone
 
-ray = pytest.importorskip("ray", reason="ray is in the host's test environment (scripts/setup.sh); install it to run these")
+ray = pytest.importorskip("ray", reason="no ray here; test_ray_in_host_env.py runs this file in the host env")
 
 
 @pytest.fixture(scope="session")
