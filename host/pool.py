@@ -178,7 +178,7 @@ class WorkerPool:
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
-            for index, (image, target) in enumerate(zip(items, targets)):
+            for index, (image, target) in enumerate(zip(items, targets, strict=True)):
                 future = executor.submit(self._outcome, index, image, target, view_options, mesh_options)
                 futures[future] = index
             for future in as_completed(futures):
@@ -240,7 +240,7 @@ class WorkerPool:
         except WORKER_LOST as exc:
             if isinstance(exc, WorkerCrashed):
                 self._slots.restart_in_background(slot)
-            exc.pool_attempts = 2  # type: ignore[attr-defined]
+            setattr(exc, "pool_attempts", 2)  # noqa: B010 - read back by _outcome
             raise
 
     def _views(self, image: ImageLike, save_grid: str | os.PathLike[str] | None, options: dict[str, Any], avoid: Slot | None = None) -> tuple[PoolViews, Slot, int]:
@@ -299,7 +299,7 @@ def _plan(devices: Sequence[str] | None, workers: int | None, split: Mapping[str
         for role in ("views", "mesh"):
             entry = split[role]
             for one in [entry] if isinstance(entry, str) else list(entry):
-                plan.append((role, check_device(one)))  # type: ignore[arg-type]
+                plan.append((role, check_device(one)))
         return plan
     if workers is not None:
         if workers < 1:

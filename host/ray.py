@@ -102,9 +102,11 @@ def map_images(
     an actor that dies has its object redone once on another. Failures are listed, not raised."""
     if not ray.is_initialized():
         ray.init(address=address)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus and cluster_gpus < num_gpus:
+        raise ValueError(f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors")
     if actors is None:
-        gpus = int(ray.cluster_resources().get("GPU", 0) // max(num_gpus, 1e-9)) if num_gpus else 0
-        actors = max(1, gpus)
+        actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
     if actors < 1:
         raise ValueError(f"actors must be at least 1, got {actors}")
     paths = [os.path.abspath(os.fspath(image)) for image in images]

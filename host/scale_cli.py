@@ -78,6 +78,7 @@ def process_scaled(
     """Runs the objects over a pool or Ray; fills ``results``. Returns the exit code so far and the model label."""
     if args.ray is not None and args.workers > 1:
         print("error: give --workers or --ray, not both (under Ray every GPU of the cluster gets an actor)", file=sys.stderr)
+        _fail_all(todo, results, "not run: --workers with --ray", status="not run")
         return EXIT_USAGE, ""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     if args.ray is not None:
@@ -126,6 +127,7 @@ def _process_ray(
         from .ray import map_images
     except ImportError as exc:
         print(f"error: --ray needs the ray package in the host environment (pip install 'instantmesh-rpc[ray]'): {exc}", file=sys.stderr)
+        _fail_all(todo, results, "not run: ray is not installed", status="not run")
         return EXIT_USAGE, ""
     if settings.contact_sheet:
         print("note: --contact-sheet is not made under --ray", file=sys.stderr)
@@ -147,10 +149,25 @@ def _process_ray(
         names.append(item.name)
     options = worker_options(args)
     options.pop("on_stderr")
-    report_ = map_images(
-        images, settings.out_dir, address=args.ray, python=args.python, format=settings.format, names=names,
-        seed=settings.seed, num_inference_steps=settings.steps, overwrite=settings.overwrite, device=args.device, **options,
-    )
+    cpu_only = args.device == "cpu" or options["backend"] == "mock"
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.ray, log_to_driver=args.verbose)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"error: cannot reach the Ray cluster at {args.ray!r}: {exc}", file=sys.stderr)
+        _fail_all(todo, results, "no Ray cluster")
+        return EXIT_USAGE, ""
+    try:
+        report_ = map_images(
+            images, settings.out_dir, python=args.python, format=settings.format, names=names, num_gpus=0 if cpu_only else 1,
+            seed=settings.seed, num_inference_steps=settings.steps, overwrite=settings.overwrite, device=args.device, **options,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _fail_all(todo, results, str(exc))
+        return EXIT_USAGE, ""
     printer = _LinePrinter()
     by_name = {item.name: item for item, _ in todo}
     label = ""
