@@ -82,7 +82,7 @@ def map_images(
     images: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
-    actors: int | None = None,
+    actors: int | list[Any] | None = None,
     address: str | None = None,
     python: str | None = None,
     num_gpus: float = 1,
@@ -97,37 +97,50 @@ def map_images(
     **worker_options: Any,
 ) -> RayMapReport:
     """Images (paths every node can read) to meshes in ``out_dir`` (a folder every node can write) over
-    ``actors`` Ray actors (default: one per GPU of the cluster, at least one). Connects to ``address``
+    ``actors`` Ray actors (default: one per GPU of the cluster, at least one; or a list of ``start_actors``
+    handles, kept running afterwards so several maps share warm workers). Connects to ``address``
     (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
     an actor that dies has its object redone once on another. Failures are listed, not raised."""
     if not ray.is_initialized():
         ray.init(address=address)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if num_gpus and cluster_gpus < num_gpus:
-        raise ValueError(f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors")
-    if actors is None:
-        actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
-    if actors < 1:
-        raise ValueError(f"actors must be at least 1, got {actors}")
     paths = [os.path.abspath(os.fspath(image)) for image in images]
     targets = object_targets(paths, out_dir, format=format, save_grids=save_grids, names=names)
     os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
     options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite, "format": format}
-    remote = actor_class(num_gpus, num_cpus)
-    live = [remote.remote(python, **worker_options) for _ in range(actors)]
+    owned = not isinstance(actors, list)
+    live = start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options) if owned else list(actors)  # type: ignore[arg-type]
     try:
         described = ray.get([a.describe.remote() for a in live])
         if load:
             ray.get([a.load.remote() for a in live])
         outcomes = _schedule(live, paths, targets, options)
     finally:
-        for actor in live:
-            try:
-                ray.get(actor.close.remote(), timeout=30)
-            except (RayActorError, ray.exceptions.GetTimeoutError):
-                pass
-            ray.kill(actor)
+        if owned:
+            stop_actors(live)
     return RayMapReport(outcomes, described)
+
+
+def start_actors(count: int | None = None, *, python: str | None = None, num_gpus: float = 1, num_cpus: float = 1, **worker_options: Any) -> list[Any]:
+    """``count`` MeshActors (default: one per GPU of the cluster); refuses what the cluster cannot place."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus and cluster_gpus < num_gpus:
+        raise ValueError(f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors")
+    if count is None:
+        count = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
+    if count < 1:
+        raise ValueError(f"actors must be at least 1, got {count}")
+    remote = actor_class(num_gpus, num_cpus)
+    return [remote.remote(python, **worker_options) for _ in range(count)]
+
+
+def stop_actors(live: Sequence[Any]) -> None:
+    """Each actor stops its worker (polite shutdown), then the actor goes."""
+    for actor in live:
+        try:
+            ray.get(actor.close.remote(), timeout=30)
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        ray.kill(actor)
 
 
 def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: dict[str, Any]) -> list[ObjectOutcome]:
