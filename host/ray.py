@@ -20,6 +20,8 @@ from ray.exceptions import RayActorError
 from .api import InstantMeshWorker
 from .outcome import ObjectOutcome, describe_error, object_targets
 
+WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
+"""Outcome codes that are the worker's failure, not the object's: the object is redone once."""
 ACTOR_START_RETRIES = 0
 """Actors are not restarted by Ray: a dead actor's object is retried once on another actor instead."""
 
@@ -100,7 +102,7 @@ def map_images(
     ``actors`` Ray actors (default: one per GPU of the cluster, at least one; or a list of ``start_actors``
     handles, kept running afterwards so several maps share warm workers). Connects to ``address``
     (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
-    an actor that dies has its object redone once on another. Failures are listed, not raised."""
+    an actor (or its worker) that dies has its object redone once. Failures are listed, not raised."""
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
@@ -169,6 +171,10 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: di
         actor, index, attempt = running.pop(ready[0])
         try:
             outcome = ray.get(ready[0])
+            if outcome.error_code in WORKER_LOST and attempt == 1:
+                todo.append((index, 2))  # the actor's worker died or stalled; it restarts with its next object
+                idle.insert(0, actor)  # another idle actor, if any, takes the retry
+                continue
         except RayActorError as exc:
             if attempt == 1:
                 todo.append((index, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,35 @@ def test_map_images_over_two_actors_lists_the_failing_object(ray_cluster: None, 
     for actor in report.actors:
         assert actor["model_label"].startswith("mock")
         assert wait_gone(actor["worker_pid"], 10.0), f"actor's worker {actor['worker_pid']} outlived map_images"
+
+
+def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    """SIGKILL of one actor's stdio worker while it makes views: that object is redone (attempts 2), every
+    object ends ok, and the actors keep the workers they restart until stop_actors."""
+    import os
+    import signal
+    import threading
+
+    from host.ray import map_images, start_actors, stop_actors
+
+    actors = start_actors(2, num_gpus=0, python=str(worker_python), backend="mock", worker_args=["--mock", "view_size=64,step_delay=0.1"], startup_timeout=60)
+    try:
+        first_pid = ray.get(actors[0].describe.remote())["worker_pid"]
+        out = tmp_path / "out"
+        reports = []
+        runner = threading.Thread(target=lambda: reports.append(map_images([object_png] * 6, out, actors=actors, num_inference_steps=10)))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not list(out.glob("*.obj")):  # the first mesh: from now on both actors are busy with the next objects
+            assert time.monotonic() < deadline and runner.is_alive(), "no mesh appeared"
+            time.sleep(0.02)
+        os.kill(first_pid, signal.SIGKILL)
+        runner.join(120)
+        assert not runner.is_alive()
+        (report,) = reports
+        assert all(o.ok for o in report.outcomes), [o.error for o in report.outcomes]
+        assert sorted(o.attempts for o in report.outcomes) == [1, 1, 1, 1, 1, 2]
+        assert ray.get(actors[0].describe.remote())["worker_pid"] != first_pid
+    finally:
+        stop_actors(actors)
+    assert wait_gone(first_pid, 5.0)
