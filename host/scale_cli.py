@@ -92,23 +92,22 @@ def process_scaled(
         print(f"error: the workers could not start: {exc}", file=sys.stderr)
         _fail_all(todo, results, f"workers could not start: {str(exc).splitlines()[0]}")
         return EXIT_USAGE, ""
+    executor = ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="batch")
     try:
         label = pool.model_label
         pids = ", ".join(f"{s.pid} ({s.device or 'default'})" for s in pool.status())
         print(f"{pool.size} workers ready in {time.monotonic() - began:.1f} s: pids {pids}")
         print(f"model: {label}")
         pool.load()
-        with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="batch") as executor:
-            futures = {executor.submit(run_object, pool, item, settings, outputs, printer): item for item, outputs in todo}  # type: ignore[arg-type]
-            for done, future in enumerate(as_completed(futures), start=1):
-                item = futures[future]
-                result = future.result()
-                results[item.name] = result
-                printer.print(f"[{done}/{len(todo)}] {item.name}  <- {shown(item.image)}")
-                report(printer, result)
+        futures = {executor.submit(run_object, pool, item, settings, outputs, printer): item for item, outputs in todo}  # type: ignore[arg-type]
+        for done, future in enumerate(as_completed(futures), start=1):
+            item = futures[future]
+            result = future.result()
+            results[item.name] = result
+            printer.print(f"[{done}/{len(todo)}] {item.name}  <- {shown(item.image)}")
+            report(printer, result)
     except KeyboardInterrupt:
         print("interrupted: stopping the workers", file=sys.stderr)
-        pool.close()
         _fail_all(todo, results, "interrupted (Ctrl-C)", status="cancelled")
         return 130, ""
     except HostError as exc:
@@ -116,7 +115,10 @@ def process_scaled(
         _fail_all(todo, results, str(exc).splitlines()[0])
         return EXIT_FAILED, ""
     finally:
+        # Objects not started are dropped, then the workers stop: the calls in flight fail at once.
+        executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
+        executor.shutdown(wait=True)
     return EXIT_OK, label
 
 

@@ -69,3 +69,28 @@ def test_batch_on_a_local_ray_cluster(worker_python: Path, inputs: Path, tmp_pat
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert rows(done.stdout) == {"ball": "ok", "box": "ok", "broken": "failed", "mug": "ok"}
     assert (tmp_path / "out" / "mug.obj").is_file()
+
+
+def test_ctrl_c_during_a_pool_batch_stops_every_worker(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
+    """SIGINT once the workers run: exit 130 at once, the unfinished objects marked cancelled, no worker left."""
+    import signal
+
+    command = [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(tmp_path / "out"), "--python", str(worker_python),
+               "--mock", "view_size=64,step_delay=0.5", "--steps", "40", "--workers", "2"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    batch_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert batch_process.stdout is not None
+    seen = []
+    for line in batch_process.stdout:  # the event: both workers are up and the objects are submitted
+        seen.append(line)
+        if line.startswith("model: "):
+            break
+    batch_process.send_signal(signal.SIGINT)
+    rest = batch_process.stdout.read()
+    assert batch_process.wait(30) == 130, "".join(seen) + rest
+    statuses = rows("".join(seen) + rest)
+    assert set(statuses) == {"ball", "box", "broken", "mug"} and "cancelled" in statuses.values()
+    assert set(statuses.values()) <= {"cancelled", "ok", "failed"}
+    for pid in re.findall(r"(\d+) \(default\)", "".join(seen)):
+        assert wait_gone(int(pid), 5.0), f"worker {pid} outlived the batch"
