@@ -21,6 +21,9 @@ from rpcworker.errors import (
 
 from .api import InstantMeshWorker, Mesh, Views
 from .client import WorkerClient
+from .outcome import ObjectOutcome
+from .pool import PoolViews, WorkerPool
+from .pool_slots import PoolWorkerStatus
 from .process import WorkerCommand, WorkerProcess
 
 __all__ = [
@@ -34,7 +37,10 @@ __all__ = [
     "Mesh",
     "ModelNotLoaded",
     "OutOfMemory",
+    "ObjectOutcome",
     "OutputRefused",
+    "PoolViews",
+    "PoolWorkerStatus",
     "RequestTimeout",
     "RpcError",
     "Views",
@@ -42,5 +48,6 @@ __all__ = [
     "WorkerCommand",
     "WorkerCrashed",
     "WorkerProcess",
+    "WorkerPool",
     "WorkerStartError",
 ]

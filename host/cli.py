@@ -32,6 +32,7 @@ from .objects import (
     shown,
 )
 from .progress import ProgressPrinter
+from .scale_cli import add_scale_options, process_scaled, wants_scale_out
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true", help="redo objects whose mesh already exists")
     add_object_options(batch, sheet_default=False)
     add_worker_options(batch)
+    add_scale_options(batch)
     session = commands.add_parser("session", help="interactive: type image paths, get meshes, the worker stays warm")
     session.add_argument("--out", default="outputs", metavar="DIR", help="output folder (default: outputs)")
     add_object_options(session, sheet_default=True)
@@ -192,7 +194,10 @@ def run_batch(args: argparse.Namespace) -> int:
     code = EXIT_OK
     label = ""
     if todo:
-        code, label = _process(args, settings, todo, results)
+        if wants_scale_out(args):
+            code, label = process_scaled(args, settings, todo, results, report_object)
+        else:
+            code, label = _process(args, settings, todo, results)
     ordered = [results[item.name] for item in objects]
     print()
     print(summary_table(ordered))

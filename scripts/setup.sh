@@ -43,7 +43,7 @@ make_env() {
   touch "$stamp"
 }
 
-make_env host "${HOST_PYTHON:-python3}" "images,test"
+make_env host "${HOST_PYTHON:-python3}" "images,test,ray"
 make_env worker "$(find_py310)" "worker-base,test"
 make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench" "${TORCH_SPEC:-torch==2.13.0}"
 echo "setup: done"

@@ -1,0 +1,315 @@
+"""``WorkerPool``: many ordinary stdio workers behind the ``InstantMeshWorker`` methods, one per GPU by default.
+
+Each request goes to the least-loaded worker; views stay bound to the worker that made them. A worker that
+crashes is restarted in the background and the object it was working on is redone once on another worker
+(a stalled one: after its request timeout), while the other workers keep going. Split mode runs views on one
+device and meshes on another; the views grid travels between them as a file in shared memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rpcworker.errors import HandleExpired, RequestTimeout, WorkerCrashed
+
+from .api import ImageLike, InstantMeshWorker, Mesh, Views
+from .outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
+from .pool_slots import (
+    ROLE_MODELS,
+    PoolWorkerStatus,
+    Role,
+    Slot,
+    Slots,
+    check_device,
+    close_all,
+    in_parallel,
+    pinned_command,
+    start_all,
+    visible_gpus,
+)
+from .process import WorkerCommand
+
+T = TypeVar("T")
+
+WORKER_LOST = (WorkerCrashed, RequestTimeout)
+"""Failures of the worker, not of the object: the object is redone once on another worker."""
+SHARED_MEMORY_DIR = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class PoolViews(Views):
+    """Views made by one pool worker; ``reconstruct`` sends them back to it (``worker``)."""
+
+    worker: int = 0
+    transfer: bool = False
+    """The grid was written only to pass it to a mesh worker (split mode); deleted once used."""
+
+
+class WorkerPool:
+    """Starts the workers on entry and stops them all on exit. Safe to call from many threads.
+
+    ``devices``: one worker per entry (``cuda:N`` is pinned with CUDA_VISIBLE_DEVICES); ``workers=N``: N
+    workers on the default device (several on one large GPU, or mock workers on the CPU); neither: one per
+    visible GPU. ``split={"views": "cuda:0", "mesh": "cuda:1"}`` (a device or a list of devices each): views
+    workers and mesh workers apart. Every other keyword goes to each ``InstantMeshWorker``.
+    """
+
+    def __init__(
+        self,
+        python: str | WorkerCommand | None = None,
+        *,
+        devices: Sequence[str] | None = None,
+        workers: int | None = None,
+        split: Mapping[str, str | Sequence[str]] | None = None,
+        cancel_grace: float | None = 30.0,
+        **worker_options: Any,
+    ) -> None:
+        plan = _plan(devices, workers, split, worker_options.pop("device", None))
+        base = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else WorkerCommand.default())
+        gpus = visible_gpus()
+        slots = []
+        for index, (role, device) in enumerate(plan):
+            command, worker_device = pinned_command(base, device, gpus)
+            worker = InstantMeshWorker(command, device=worker_device, auto_restart=True, **worker_options)
+            worker.client.cancel_grace = cancel_grace
+            slots.append(Slot(index, role, device, worker))
+        self.split = split is not None
+        self._slots = Slots(slots, worker_options.get("startup_timeout", 300.0))
+        self._transfer_dir: str | None = None
+
+    # ---------------------------------------------------------------- life
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> WorkerPool:
+        start_all(self._slots.slots)
+        if self.split and self._transfer_dir is None:
+            base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else None
+            self._transfer_dir = tempfile.mkdtemp(prefix="instantmesh-pool-", dir=base)
+        return self
+
+    def close(self) -> None:
+        """Stops every worker (calls still waiting fail with WorkerCrashed and are not retried)."""
+        self._slots.shutdown()
+        close_all(self._slots.slots)
+        if self._transfer_dir is not None:
+            shutil.rmtree(self._transfer_dir, ignore_errors=True)
+            self._transfer_dir = None
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
+    def load(self) -> None:
+        """Loads each worker's models (views and mesh, or its split role's) on all workers at once."""
+        self._slots.warm_models = True
+        in_parallel(self._slots.slots, lambda slot: slot.worker.load(ROLE_MODELS[slot.role]))
+
+    def status(self) -> list[PoolWorkerStatus]:
+        """One entry per worker, with its pid, counters and (while it runs) its own status reply."""
+        return [self._slots.status(slot) for slot in self._slots]
+
+    @property
+    def model_label(self) -> str:
+        return self._slots.slots[0].worker.model_label
+
+    # ---------------------------------------------------------------- the InstantMeshWorker methods
+
+    def generate_views(self, image: ImageLike, *, save_grid: str | os.PathLike[str] | None = None, **options: Any) -> PoolViews:
+        """On the least-loaded views worker. In split mode the grid is always written (to ``save_grid``,
+        else to a shared-memory file), because a mesh worker reads it."""
+        views, slot, _ = self._views(image, save_grid, options)
+        return views
+
+    def reconstruct(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], **options: Any) -> Mesh:
+        """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
+        mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
+        mesh, _, _ = self._mesh(views, output_path, options)
+        return mesh
+
+    def image_to_mesh(
+        self,
+        image: ImageLike,
+        output_path: str | os.PathLike[str],
+        *,
+        save_grid: str | os.PathLike[str] | None = None,
+        seed: int = 42,
+        num_inference_steps: int = 75,
+        overwrite: bool = False,
+        **reconstruct_options: Any,
+    ) -> Mesh:
+        target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
+        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite}
+        mesh, _, _ = self._object(image, target, view_options, {"overwrite": overwrite, **reconstruct_options})
+        return mesh
+
+    def map(
+        self,
+        images: Iterable[ImageLike],
+        out_dir: str | os.PathLike[str],
+        *,
+        format: str = "obj",
+        save_grids: bool = True,
+        names: Sequence[str] | None = None,
+        seed: int = 42,
+        num_inference_steps: int = 75,
+        overwrite: bool = False,
+        **reconstruct_options: Any,
+    ) -> Iterator[ObjectOutcome]:
+        """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``), every worker busy; yields one
+        outcome per object as it finishes, failures included (never raised). Leaving the loop early drops
+        the objects not started yet."""
+        items = list(images)
+        targets = object_targets(items, out_dir, format=format, save_grids=save_grids, names=names)
+        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite}
+        mesh_options = {"overwrite": overwrite, "format": format, **reconstruct_options}
+        executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
+        futures: dict[Future[ObjectOutcome], int] = {}
+        try:
+            for index, (image, target) in enumerate(zip(items, targets, strict=True)):
+                future = executor.submit(self._outcome, index, image, target, view_options, mesh_options)
+                futures[future] = index
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------- retries
+
+    def _outcome(self, index: int, image: ImageLike, target: ObjectTarget, view_options: dict[str, Any], mesh_options: dict[str, Any]) -> ObjectOutcome:
+        try:
+            mesh, worker, attempts = self._object(image, target, view_options, mesh_options)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this object's outcome
+            message, code = describe_error(exc)
+            return ObjectOutcome(index, target.name, None, message, code, attempts=getattr(exc, "pool_attempts", 1))
+        grid = str(target.grid) if target.grid is not None else None
+        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=attempts, grid_path=grid)
+
+    def _object(self, image: ImageLike, target: ObjectTarget, view_options: dict[str, Any], mesh_options: dict[str, Any]) -> tuple[Mesh, str, int]:
+        """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
+        saved grid when there is one, otherwise views and mesh again on another worker."""
+        views, first, view_attempts = self._views(image, target.grid, view_options)
+        try:
+            mesh, slot, mesh_attempts = self._mesh(views, target.mesh, mesh_options)
+        except (HandleExpired, *WORKER_LOST):
+            if view_attempts > 1 or views.grid_path is not None or self._slots.closing:
+                raise  # with a grid, the mesh step has already been retried from it
+            views, first, _ = self._views(image, target.grid, view_options, avoid=first)
+            mesh, slot, _ = self._mesh(views, target.mesh, mesh_options)
+            return mesh, str(slot.index), 2
+        worker = str(slot.index) if slot is first else f"{first.index}+{slot.index}"
+        return mesh, worker, max(view_attempts, mesh_attempts)
+
+    def _attempt(
+        self, kind: str, work: Callable[[Slot], T], *, first: Slot | None = None, retry: Callable[[Slot], T] | None = None, avoid: Slot | None = None
+    ) -> tuple[T, Slot, int]:
+        """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
+        (default: ``work``) once on another one. ``first`` given without ``retry``: no second attempt."""
+        slot = self._slots.take(first) if first is not None else self._slots.acquire(kind, avoid=avoid)
+        try:
+            with self._slots.held(slot):
+                result = work(slot)
+            self._slots.count(slot, True)
+            return result, slot, 1
+        except WORKER_LOST as exc:
+            self._slots.count(slot, False)
+            if isinstance(exc, WorkerCrashed):
+                self._slots.restart_in_background(slot)
+            again = retry or (work if first is None else None)
+            if again is None or self._slots.closing:
+                raise
+            lost = slot
+        try:
+            slot = self._slots.acquire(kind, avoid=lost)
+            with self._slots.held(slot):
+                result = again(slot)
+            self._slots.count(slot, True)
+            return result, slot, 2
+        except WORKER_LOST as exc:
+            if isinstance(exc, WorkerCrashed):
+                self._slots.restart_in_background(slot)
+            setattr(exc, "pool_attempts", 2)  # noqa: B010 - read back by _outcome
+            raise
+
+    def _views(self, image: ImageLike, save_grid: str | os.PathLike[str] | None, options: dict[str, Any], avoid: Slot | None = None) -> tuple[PoolViews, Slot, int]:
+        transfer = self.split and save_grid is None
+        grid = os.path.join(self._transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
+        if transfer:
+            options = {**options, "overwrite": True}
+
+        def work(slot: Slot) -> PoolViews:
+            views = slot.worker.generate_views(image, save_grid=grid, **options)
+            return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+
+        return self._attempt("views", work, avoid=avoid)
+
+    def _mesh(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: dict[str, Any]) -> tuple[Mesh, Slot, int]:
+        try:
+            if not isinstance(views, PoolViews):
+                path = views.grid_path if isinstance(views, Views) else views
+                if path is None:
+                    raise HandleExpired(f"views {views.handle} come from another worker and have no saved grid", {"handle": views.handle, "reason": "not from this pool"})  # type: ignore[union-attr]
+                return self._attempt("mesh", lambda slot: slot.worker.reconstruct(path, output_path, **options))
+            from_grid = None
+            if views.grid_path is not None:
+                grid_path = views.grid_path
+
+                def from_grid(slot: Slot) -> Mesh:
+                    return slot.worker.reconstruct(grid_path, output_path, **options)
+
+            if self.split:
+                assert from_grid is not None
+                return self._attempt("mesh", from_grid)
+            owner = self._slots.slots[views.worker]
+            try:
+                return self._attempt("mesh", lambda slot: slot.worker.reconstruct(views, output_path, **options), first=owner, retry=from_grid)
+            except HandleExpired:
+                if from_grid is None:
+                    raise
+                return self._attempt("mesh", from_grid)
+        finally:
+            if isinstance(views, PoolViews) and views.transfer and views.grid_path:
+                try:
+                    os.unlink(views.grid_path)
+                except FileNotFoundError:
+                    pass
+
+
+def _plan(devices: Sequence[str] | None, workers: int | None, split: Mapping[str, str | Sequence[str]] | None, device: str | None) -> list[tuple[Role, str | None]]:
+    """(role, device) per worker from the constructor's arguments; refuses what cannot work, with why."""
+    given = [name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of devices, workers and split, not {' and '.join(given)}")
+    if split is not None:
+        if set(split) != {"views", "mesh"}:
+            raise ValueError(f"split needs exactly the keys 'views' and 'mesh', got {sorted(split)}")
+        plan: list[tuple[Role, str | None]] = []
+        for role in ("views", "mesh"):
+            entry = split[role]
+            for one in [entry] if isinstance(entry, str) else list(entry):
+                plan.append((role, check_device(one)))
+        return plan
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        return [("both", check_device(device) if device else None)] * workers
+    if devices is None:
+        gpus = visible_gpus()
+        if not gpus:
+            raise ValueError("no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU")
+        devices = [f"cuda:{i}" for i in range(len(gpus))]
+    if not devices:
+        raise ValueError("devices is empty")
+    return [("both", check_device(d)) for d in devices]

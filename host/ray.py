@@ -1,0 +1,187 @@
+"""Ray: one actor per GPU, each owning one ordinary stdio worker, and ``map_images`` over a pool of them.
+
+Ray needs the same Python on the driver and in its actors, and InstantMesh needs its own; so the actor lives
+in the host's environment (msgspec + ray) and starts the worker in the InstantMesh environment on its node.
+Ray gives the actor its GPU through CUDA_VISIBLE_DEVICES, which the worker inherits. Importing ``host`` never
+imports ray; this module does (``pip install instantmesh-rpc[ray]``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from .api import InstantMeshWorker
+from .outcome import ObjectOutcome, describe_error, object_targets
+
+WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
+"""Outcome codes that are the worker's failure, not the object's: the object is redone once."""
+ACTOR_START_RETRIES = 0
+"""Actors are not restarted by Ray: a dead actor's object is retried once on another actor instead."""
+
+
+class MeshActor:
+    """The body of the Ray actor: one warm ``InstantMeshWorker`` on this node, started on construction."""
+
+    def __init__(self, python: str | None = None, **worker_options: Any) -> None:
+        self.worker = InstantMeshWorker(python, auto_restart=True, **worker_options).start()
+        self.where = f"{socket.gethostname()}:{os.getpid()}"
+
+    def load(self) -> str:
+        self.worker.load()
+        return self.where
+
+    def describe(self) -> dict[str, Any]:
+        """Where the actor runs, its worker's pid and the GPU Ray gave it."""
+        process = self.worker.client.process
+        return {
+            "where": self.where,
+            "worker_pid": process.pid if process is not None else None,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "model_label": self.worker.model_label,
+        }
+
+    def make(self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: dict[str, Any]) -> ObjectOutcome:
+        """One object; an error of the object or of the worker becomes a failed outcome, never an exception."""
+        view_options = {k: options[k] for k in ("seed", "num_inference_steps", "overwrite") if k in options}
+        mesh_options = {k: v for k, v in options.items() if k not in ("seed", "num_inference_steps")}
+        try:
+            views = self.worker.generate_views(image, save_grid=grid_path, **view_options)
+            mesh = self.worker.reconstruct(views, mesh_path, **mesh_options)
+        except Exception as exc:  # noqa: BLE001 - reported in the outcome
+            message, code = describe_error(exc)
+            return ObjectOutcome(index, name, None, message, code, worker=self.where)
+        return ObjectOutcome(index, name, mesh, worker=self.where, grid_path=grid_path)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def actor_class(num_gpus: float = 1, num_cpus: float = 1) -> Any:
+    """``MeshActor`` as a Ray actor class with its resources (one GPU each by default)."""
+    return ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=ACTOR_START_RETRIES)(MeshActor)
+
+
+@dataclass
+class RayMapReport:
+    outcomes: list[ObjectOutcome]
+    """One per image, in the order given."""
+    actors: list[dict[str, Any]] = field(default_factory=list)
+    """What each actor said about itself at start (``MeshActor.describe``)."""
+
+    @property
+    def failures(self) -> list[ObjectOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def map_images(
+    images: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    actors: int | list[Any] | None = None,
+    address: str | None = None,
+    python: str | None = None,
+    num_gpus: float = 1,
+    num_cpus: float = 1,
+    format: str = "obj",
+    save_grids: bool = True,
+    names: Sequence[str] | None = None,
+    seed: int = 42,
+    num_inference_steps: int = 75,
+    overwrite: bool = False,
+    load: bool = True,
+    **worker_options: Any,
+) -> RayMapReport:
+    """Images (paths every node can read) to meshes in ``out_dir`` (a folder every node can write) over
+    ``actors`` Ray actors (default: one per GPU of the cluster, at least one; or a list of ``start_actors``
+    handles, kept running afterwards so several maps share warm workers). Connects to ``address``
+    (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
+    an actor (or its worker) that dies has its object redone once. Failures are listed, not raised."""
+    if not ray.is_initialized():
+        ray.init(address=address)
+    paths = [os.path.abspath(os.fspath(image)) for image in images]
+    targets = object_targets(paths, out_dir, format=format, save_grids=save_grids, names=names)
+    os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
+    options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite, "format": format}
+    owned = not isinstance(actors, list)
+    live = start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options) if owned else list(actors)  # type: ignore[arg-type]
+    try:
+        described = ray.get([a.describe.remote() for a in live])
+        if load:
+            ray.get([a.load.remote() for a in live])
+        outcomes = _schedule(live, paths, targets, options)
+    finally:
+        if owned:
+            stop_actors(live)
+    return RayMapReport(outcomes, described)
+
+
+def start_actors(count: int | None = None, *, python: str | None = None, num_gpus: float = 1, num_cpus: float = 1, **worker_options: Any) -> list[Any]:
+    """``count`` MeshActors (default: one per GPU of the cluster); refuses what the cluster cannot place."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus and cluster_gpus < num_gpus:
+        raise ValueError(f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors")
+    if count is None:
+        count = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
+    if count < 1:
+        raise ValueError(f"actors must be at least 1, got {count}")
+    remote = actor_class(num_gpus, num_cpus)
+    return [remote.remote(python, **worker_options) for _ in range(count)]
+
+
+def stop_actors(live: Sequence[Any]) -> None:
+    """Each actor stops its worker (polite shutdown), then the actor goes."""
+    for actor in live:
+        try:
+            ray.get(actor.close.remote(), timeout=30)
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        ray.kill(actor)
+
+
+def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: dict[str, Any]) -> list[ObjectOutcome]:
+    """One object per actor at a time; a lost actor leaves the rotation and its object goes to another once."""
+    todo = [(i, 1) for i in range(len(paths))]
+    todo.reverse()
+    results: dict[int, ObjectOutcome] = {}
+    running: dict[Any, tuple[Any, int, int]] = {}
+    idle = list(live)
+
+    def submit(actor: Any) -> None:
+        index, attempt = todo.pop()
+        target = targets[index]
+        grid = str(target.grid) if target.grid is not None else None
+        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options)
+        running[ref] = (actor, index, attempt)
+
+    while todo or running:
+        while todo and idle:
+            submit(idle.pop())
+        if not running:  # every actor died: what is left fails
+            for index, attempt in todo:
+                results[index] = ObjectOutcome(index, targets[index].name, None, "no Ray actor left to run it", "RayActorError", attempts=attempt)
+            break
+        ready, _ = ray.wait(list(running), num_returns=1)
+        actor, index, attempt = running.pop(ready[0])
+        try:
+            outcome = ray.get(ready[0])
+            if outcome.error_code in WORKER_LOST and attempt == 1:
+                todo.append((index, 2))  # the actor's worker died or stalled; it restarts with its next object
+                idle.insert(0, actor)  # another idle actor, if any, takes the retry
+                continue
+        except RayActorError as exc:
+            if attempt == 1:
+                todo.append((index, 2))
+                continue
+            outcome = ObjectOutcome(index, targets[index].name, None, f"the Ray actor died: {str(exc).splitlines()[0]}", "RayActorError", attempts=attempt)
+            results[index] = outcome
+            continue
+        results[index] = ObjectOutcome(**{**vars(outcome), "attempts": attempt})
+        idle.append(actor)
+    return [results[i] for i in range(len(paths))]
