@@ -3,9 +3,10 @@
 Parts (``--parts``, comma-separated; each fits one device call on its own):
 - ``load``: load time per model, and safetensors vs pickle-free torch.load for the LRM checkpoint;
 - ``views``: Zero123++ (the dominant cost) eager with SDPA attention (the baseline), math attention, then
-  the backend's own speed options, each on a freshly loaded pipeline: channels_last, fused QKV projections,
-  torch.compile of the repeated transformer blocks (compile time reported apart, as the first call);
-- ``compile``: torch.compile of the whole UNet (several minutes of compilation);
+  the backend's own speed options, each on a freshly loaded pipeline (channels_last; compile time reported
+  apart, as the first call);
+- ``compile``: the compiled denoising step with CUDA graphs (minutes of compilation; benchmarks.fast_path has
+  the full comparison);
 - ``sampler``: a deterministic Euler sampler with fewer steps (a documented trade-off: another image, so
   its difference is reported, not required to be small);
 - ``mesh``: the LRM eager fp32, bf16 autocast, and torch.compile.
@@ -34,8 +35,8 @@ from .sessions import weight_args
 
 PARTS = ("load", "views", "compile", "sampler", "mesh")
 DEFAULT_PARTS = ("load", "views", "sampler", "mesh")
-VIEW_OPTIONS = (("channels_last",), ("channels_last", "fused_qkv"), ("channels_last", "fused_qkv", "compile_blocks"))
-COMPILE_OPTIONS = (("channels_last", "fused_qkv", "compile"),)
+VIEW_OPTIONS = (("channels_last",),)
+COMPILE_OPTIONS = (("channels_last", "compile"),)
 CTX = SilentContext()
 
 
@@ -85,7 +86,7 @@ class Views:
 
         def use(processor: Any) -> None:
             pipeline.unet.set_attn_processor(processor)
-            pipeline.reference_bank = install_reference_attention(pipeline.unet)
+            install_reference_attention(pipeline.unet)
 
         use(AttnProcessor())
         t, out = timed(lambda: views_of(self.backend, self.image, self.steps))

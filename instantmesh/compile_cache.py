@@ -39,7 +39,7 @@ def compile_cache_dir(key: Mapping[str, Any], root: Path) -> Path:
 def use_compile_cache(folder: Path, key: Mapping[str, Any]) -> bool:
     """Point Inductor and Triton at `folder` (created if needed); True when it already held artefacts."""
     folder.mkdir(parents=True, exist_ok=True)
-    reused = any(p.name != "key.json" for p in folder.iterdir())
+    reused = any(p.is_file() and p.name != "key.json" for p in folder.rglob("*"))
     key_file = folder / "key.json"
     if not key_file.is_file():
         tmp = folder / f".key.json.{os.getpid()}"

@@ -52,7 +52,8 @@ def _faces() -> list[tuple[int, int, tuple[int, int], tuple[int, int]]]:
             corners = [c for c in range(8) if _CORNERS[c][axis] == side]
             a = corners[0]
             opposite = next(c for c in corners if sum(p != q for p, q in zip(_CORNERS[c], _CORNERS[a], strict=False)) == 2)
-            rest = tuple(c for c in corners if c not in (a, opposite))
+            others = [c for c in corners if c not in (a, opposite)]
+            rest = (others[0], others[1])
             faces.append((axis, side, (a, opposite), rest))
     return faces
 

@@ -154,7 +154,9 @@ def _read_encoder_override(encoder_config: str | Path | Mapping[str, Any]) -> En
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if isinstance(data, dict) and "encoder_config" in data:
         data = data["encoder_config"]
-    return EncoderConfig.from_dict(data)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: the encoder config is not a mapping")
+    return EncoderConfig.from_dict({str(k): v for k, v in data.items()})
 
 
 def load_config(

@@ -144,8 +144,10 @@ class ModulatedViTLayer(nn.Module):
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, 4 * config.hidden_size))
-        nn.init.zeros_(self.adaLN_modulation[1].weight)
-        nn.init.zeros_(self.adaLN_modulation[1].bias)
+        modulation = self.adaLN_modulation[1]
+        assert isinstance(modulation, nn.Linear)
+        nn.init.zeros_(modulation.weight)
+        nn.init.zeros_(modulation.bias)
 
     def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         shift_attn, scale_attn, shift_mlp, scale_mlp = self.adaLN_modulation(condition).chunk(4, dim=-1)
@@ -200,5 +202,7 @@ class CameraConditionedImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         """images [B,V,3,H,W] in [0,1], cameras [B,V,16] -> features [B*V, 1+patches, D]."""
         pixel_values = self.normalize(images.flatten(0, 1))
-        condition = self.camera_embedder(cameras.to(self.camera_embedder[0].weight.dtype)).flatten(0, 1)
+        first = self.camera_embedder[0]
+        assert isinstance(first, nn.Linear)
+        condition = self.camera_embedder(cameras.to(first.weight.dtype)).flatten(0, 1)
         return self.model(pixel_values, condition)

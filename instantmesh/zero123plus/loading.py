@@ -37,7 +37,7 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
-def _image_processor_class() -> type:
+def _image_processor_class() -> Any:
     """The PIL implementation of CLIPImageProcessor.
 
     transformers >= 5 makes `CLIPImageProcessor` a torchvision backend when torchvision is
@@ -106,8 +106,9 @@ def load_zero123plus(
 
     folder = Path(folder)
     index = read_model_index(folder)
+    lap("imports")  # diffusers and transformers are imported lazily, here: seconds of the cold start
 
-    def model(cls: type, name: str) -> torch.nn.Module:
+    def model(cls: Any, name: str) -> Any:
         subfolder = folder / name
         variant = _weights_variant(subfolder, dtype)
         loaded = cls.from_pretrained(subfolder, torch_dtype=dtype, variant=variant, local_files_only=True)
@@ -306,10 +307,11 @@ def write_random_zero123plus_folder(
     torch.manual_seed(seed)
     for name, module in build_zero123plus_models(configs, device="cpu").items():
         module.to(dtype)
+        save: Any = module.save_pretrained  # a diffusers/transformers method, not a submodule
         if name in ("unet", "vae"):
-            module.save_pretrained(folder / name, safe_serialization=True)
+            save(folder / name, safe_serialization=True)
         else:
-            module.save_pretrained(folder / name)
+            save(folder / name)
     for name in (
         "scheduler/scheduler_config.json",
         "feature_extractor_clip/preprocessor_config.json",

@@ -8,7 +8,7 @@ drives, random draw for random draw (see /work/shared/golden/README.md for the f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,9 +16,15 @@ from PIL import Image
 
 from .reference_attention import ReferenceStep, install_reference_attention
 
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+# The components' classes, as documentation: diffusers and transformers (0.20 .. 0.42, 4.34 .. 5.x) expose
+# their modules' methods through decorators and lazy modules that mypy cannot follow, so they are Any here.
+AutoencoderKL = Any
+EulerAncestralDiscreteScheduler = Any
+UNet2DConditionModel = Any
+CLIPImageProcessor = Any
+CLIPTextModel = Any
+CLIPTokenizer = Any
+CLIPVisionModelWithProjection = Any
 
 ProgressCallback = Callable[[int, int], None]
 StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,7 +125,7 @@ class Zero123PlusPipeline:
         for module in (self.vae, self.text_encoder, self.unet, self.vision_encoder):
             if module is not None:
                 module.to(**moves)
-        self._prompt_embeds = {k: v.to(**moves) for k, v in self._prompt_embeds.items()}
+        self._prompt_embeds = {k: v.to(device=device, dtype=dtype) for k, v in self._prompt_embeds.items()}
         return self
 
     def free_text_encoder(self, keep_prompts: Sequence[str] = ("",)) -> None:
@@ -127,7 +133,7 @@ class Zero123PlusPipeline:
         with torch.inference_mode():
             for prompt in keep_prompts:
                 self._prompt_embeds[prompt] = self.encode_prompt(prompt).clone()
-        self.text_encoder = None  # type: ignore[assignment]
+        self.text_encoder = None
 
     # --- conditioning -------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ class InstantMeshBackend:
             start = time.perf_counter()
             with self._device_errors(f"load {name}"):
                 if name == "views":
-                    self._pipeline = self._load_views(lambda message: ctx.progress("load", i + 1, len(models), message))
+                    self._pipeline = self._load_views(lambda message, step=i + 1: ctx.progress("load", step, len(models), message))
                 else:
                     self._lrm = self._load_mesh()
             self._synchronize()

@@ -53,7 +53,7 @@ def test_compute_options_match_the_baseline(tiny_weights: Path, tmp_path: Path) 
     rows = {r["what"]: r for r in json.loads((out / "compute.json").read_text())["rows"]}
     assert {"load views (default options)", "load mesh (default options)", "read LRM .safetensors"} <= set(rows)
     options = [r for what, r in rows.items() if what.startswith("views: --optimize")]
-    assert [r["what"] for r in options] == ["views: --optimize channels_last", "views: --optimize channels_last,fused_qkv"]
+    assert [r["what"] for r in options] == ["views: --optimize channels_last"]
     for row in options + [rows["views: math attention (no SDPA)"]]:
         assert row["difference"] <= 2 / 255, row
     assert any(what.startswith("mesh: bf16") for what in rows)

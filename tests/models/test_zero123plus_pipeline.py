@@ -65,7 +65,6 @@ def test_cancellation_aborts_and_leaves_the_unet_clean(pipe, cond):
 
     with pytest.raises(Cancelled):
         pipe(cond, generator=0, check_cancelled=check, **SMALL)
-    assert pipe.reference_bank.mode is None and pipe.reference_bank.tokens == {}
     out = pipe(cond, generator=0, output_type="np", **SMALL)
     assert np.isfinite(out).all()
 
