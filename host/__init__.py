@@ -6,21 +6,18 @@ Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torc
 from rpcworker.errors import (
     Cancelled,
     HandleExpired,
-    HostError,
     InputNotFound,
     InputUnreadable,
     InvalidParams,
     ModelNotLoaded,
     OutOfMemory,
     OutputRefused,
-    RequestTimeout,
     RpcError,
-    WorkerCrashed,
-    WorkerStartError,
 )
 
 from .api import InstantMeshWorker, Mesh, Views
 from .client import WorkerClient
+from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from .process import WorkerCommand, WorkerProcess
 
 __all__ = [
@@ -43,4 +40,5 @@ __all__ = [
     "WorkerCrashed",
     "WorkerProcess",
     "WorkerStartError",
+    "WorkerStopped",
 ]

@@ -116,6 +116,9 @@ class Dispatcher:
         self.outputs = OutputPolicy(output_root)
         self.started = time.monotonic()
         self.requests_served = 0
+        self._served_lock = threading.Lock()
+        self.on_shutdown: Callable[[], None] | None = None
+        """Called once the shutdown reply is out (the server then lingers briefly, answering shutting_down)."""
         self.initialized = False
         self.stopping = False
         self._jobs: dict[RequestId, Job] = {}
@@ -163,19 +166,22 @@ class Dispatcher:
             raise NotInitialized(f"{method} before initialize; the first request must be initialize", {"method": method})
         if self.stopping:
             raise ShuttingDown(f"{method} refused: the worker is shutting down", {"method": method})
-        if not spec.runs_on_executor:
-            result = getattr(self, f"_do_{method}")(params)
-            self._send(Response(request_id, result))
-            self.requests_served += 1
-            if method == "shutdown":
-                self.stop()
-            return
-        job = Job(request_id, method, params)
         with self._jobs_lock:
+            # Checked for every method, quick ones too: a reused id would make two replies indistinguishable.
             if request_id in self._jobs:
                 raise InvalidRequest(f"request id {request_id!r} is already in flight", {"id": request_id})
-            self._jobs[request_id] = job
-        self._queue.put(job)
+            if spec.runs_on_executor:
+                job = Job(request_id, method, params)
+                self._jobs[request_id] = job
+                self._queue.put(job)
+                return
+        result = getattr(self, f"_do_{method}")(params)
+        self._send(Response(request_id, result))
+        self._count_served()
+        if method == "shutdown":
+            self.stop()
+            if self.on_shutdown is not None:
+                self.on_shutdown()
 
     def _notification(self, method: str, raw_params: Any) -> None:
         if method != "cancel":
@@ -271,7 +277,7 @@ class Dispatcher:
             # Bookkeeping before the reply goes out: a host that reads the reply and asks for status at
             # once must see the job finished (not busy, counted).
             self._current = None
-            self.requests_served += 1
+            self._count_served()
             with self._jobs_lock:
                 self._jobs.pop(job.id, None)
             if reply is not None:
@@ -389,6 +395,10 @@ class Dispatcher:
             extra_paths=companions,
         )
 
+    def _count_served(self) -> None:
+        with self._served_lock:
+            self.requests_served += 1
+
     def _before_commit(self, tmp: str) -> None:
         """Lets a backend act on a written output before it is renamed into place (the mock's write_delay)."""
         hook = getattr(self.backend, "before_commit", None)
@@ -416,6 +426,20 @@ class Dispatcher:
             request_id = getattr(message, "id", None)
             if request_id is not None and not isinstance(message, ErrorResponse):
                 self._reply_error(request_id, MessageTooLarge(f"the reply is too large to send: {exc}", {"size": exc.size, "limit": exc.limit}))
+        except UnicodeEncodeError as exc:
+            # A string that is not valid UTF-8 (a path whose name is not UTF-8 reaches Python as surrogates):
+            # never a dropped frame, always an error on the request's id.
+            log.error("could not encode a %s: %s", type(message).__name__, exc)
+            request_id = getattr(message, "id", None)
+            if request_id is not None and not isinstance(message, ErrorResponse):
+                self._reply_error(request_id, InternalError(
+                    "the reply cannot be sent: it holds a string that is not valid UTF-8 "
+                    "(a file or directory name that is not UTF-8?)",
+                    {"type": "UnicodeEncodeError", "detail": _utf8(str(exc))},
+                ))
+            elif isinstance(message, ErrorResponse):
+                error = message.error
+                self._send(ErrorResponse(message.id, ErrorObject(error.code, _utf8(error.message), _utf8(error.data))))
         except (TypeError, msgspec.EncodeError) as exc:
             log.error("could not encode a %s: %s", type(message).__name__, exc)
             request_id = getattr(message, "id", None)
@@ -462,6 +486,17 @@ def _clip(value: Any, limit: int = ERROR_TEXT_LIMIT) -> Any:
         return {_clip(str(k), 256): _clip(v, limit) for k, v in list(value.items())[:64]}
     if isinstance(value, (list, tuple)):
         return [_clip(v, limit) for v in value[:64]]
+    return value
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with every string made encodable: a lone surrogate (an undecodable byte) becomes ``\\udcXX``."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utf8(v) for v in value]
     return value
 
 

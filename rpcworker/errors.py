@@ -1,5 +1,7 @@
 """Error classes shared by the worker and the host, one per JSON-RPC error code in protocol.md.
 
+Errors about the worker process itself (HostError and its kinds) are the host's: see ``host/errors.py``.
+
 The worker raises them inside methods; the dispatcher turns them into error responses; the host turns
 error responses back into the same classes with :func:`error_from_wire`, so callers catch one hierarchy
 whichever side found the problem.
@@ -139,39 +141,14 @@ def error_from_wire(code: int, message: str, data: Any) -> RpcError:
     return cls(message, payload)
 
 
-class HostError(Exception):
-    """Errors the host raises about the worker process itself; they never travel on the wire."""
+_MOVED_TO_HOST = ("HostError", "WorkerStartError", "WorkerCrashed", "WorkerStopped", "RequestTimeout")
 
 
-class WorkerStartError(HostError):
-    """The worker could not be started or did not complete the handshake."""
+def __getattr__(name: str) -> Any:
+    """The host-only errors live in ``host.errors`` now; this keeps ``from rpcworker.errors import HostError``
+    working for code written before the move (the worker itself never touches them)."""
+    if name in _MOVED_TO_HOST:
+        from host import errors as host_errors
 
-    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "") -> None:
-        detail = f"{message}" + (f" (exit code {exit_code})" if exit_code is not None else "")
-        if stderr_tail:
-            detail += f"\n--- worker stderr (last lines) ---\n{stderr_tail}"
-        super().__init__(detail)
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
-
-
-class WorkerCrashed(HostError):
-    """The worker died (or closed its stdout) while the host still needed it."""
-
-    def __init__(self, message: str, exit_code: int | None, stderr_tail: str) -> None:
-        detail = f"{message} (exit code {exit_code})"
-        if stderr_tail:
-            detail += f"\n--- worker stderr (last lines) ---\n{stderr_tail}"
-        super().__init__(detail)
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
-
-
-class RequestTimeout(HostError):
-    """A request got no response within its timeout; the request was cancelled on the worker."""
-
-    def __init__(self, method: str, request_id: int, timeout: float) -> None:
-        super().__init__(f"{method} (id {request_id}) got no response within {timeout:g} s; cancel was sent")
-        self.method = method
-        self.request_id = request_id
-        self.timeout = timeout
+        return getattr(host_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,9 @@ from .transport import MessageStream
 log = logging.getLogger("rpcworker")
 
 PARENT_POLL_S = 0.25
+"""How often the watchdog checks that the parent process still runs."""
 EXIT_GRACE_S = 1.0
+"""How long the executor gets to finish after shutdown or EOF; requests arriving meanwhile get shutting_down."""
 
 
 def protect_stdout() -> BinaryIO:
@@ -50,7 +52,7 @@ class LogForwarder(logging.Handler):
         self._local.busy = True
         try:
             self._stream.send(Notification("log", LogParams(record.levelname.lower(), record.getMessage(), record.name)))
-        except OSError:
+        except (OSError, ValueError):  # the host is gone, or a message that cannot be encoded
             pass
         finally:
             self._local.busy = False
@@ -94,12 +96,30 @@ def serve(
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
 
     dispatcher = Dispatcher(backend, stream, max_handles=max_handles, output_root=output_root)
-    while not dispatcher.stopping:
+    # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
+    # until the executor had its grace; then the worker exits, whether or not the host closed stdin.
+    eof = threading.Event()
+    dispatcher.on_shutdown = lambda: threading.Thread(
+        target=_exit_after_shutdown, args=(dispatcher, stream, eof), name="shutdown-exit", daemon=True
+    ).start()
+    while True:
         received = stream.receive()
         if received is None:
             log.info("stdin closed; exiting")
+            eof.set()
             break
         dispatcher.handle(received)
     dispatcher.stop(grace=EXIT_GRACE_S)
     stream.close_writer()
     return 0
+
+
+def _exit_after_shutdown(dispatcher: Dispatcher, stream: MessageStream, eof: threading.Event) -> None:
+    """Ends the worker at most EXIT_GRACE_S after the shutdown reply (EOF ends it sooner, in serve)."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    dispatcher.stop(grace=EXIT_GRACE_S)
+    if eof.wait(max(0.0, deadline - time.monotonic())):
+        return
+    stream.close_writer()
+    sys.stderr.flush()
+    os._exit(0)

@@ -66,6 +66,21 @@ class MessageStream:
             self._writer.flush()
             self.bytes_sent += len(self._buffer)
 
+    def encode_frame(self, message: msgspec.Struct) -> bytes:
+        """One frame's bytes, newline included, for writers that do their own I/O (the host's writer
+        thread). Raises FrameTooLarge like ``send``."""
+        frame = self._encoder.encode(message)
+        if len(frame) > self.max_line_bytes:
+            raise FrameTooLarge(len(frame), self.max_line_bytes)
+        return frame + b"\n"
+
+    def write_frame(self, frame: bytes) -> None:
+        """Writes bytes from ``encode_frame`` whole, under the write lock."""
+        with self._write_lock:
+            self._writer.write(frame)
+            self._writer.flush()
+            self.bytes_sent += len(frame)
+
     def receive(self) -> Received | None:
         """The next frame, a BadFrame for a line that is not a message, or None at end of stream."""
         line = self._reader.readline(self.max_line_bytes + 1)

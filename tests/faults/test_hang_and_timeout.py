@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import RequestTimeout, WorkerCrashed
+from host.errors import RequestTimeout, WorkerCrashed
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .conftest import wait_gone

@@ -12,7 +12,8 @@ import pytest
 
 from host.client import WorkerClient
 from host.process import WorkerCommand
-from rpcworker.errors import HandleExpired, WorkerCrashed, WorkerStartError
+from host.errors import WorkerCrashed, WorkerStartError
+from rpcworker.errors import HandleExpired
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
 from .conftest import wait_exited

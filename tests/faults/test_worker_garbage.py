@@ -9,7 +9,8 @@ import pytest
 
 from host.client import WorkerClient
 from host.process import WorkerCommand
-from rpcworker.errors import RpcError, WorkerCrashed
+from host.errors import WorkerCrashed
+from rpcworker.errors import RpcError
 from tests.pipe.garbage_worker import GARBAGE
 
 
