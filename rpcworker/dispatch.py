@@ -138,19 +138,22 @@ class Dispatcher:
         msg = received
         has_id = msg.id is not msgspec.UNSET
         if msg.jsonrpc != "2.0":
-            self._reply_error(msg.id if has_id else None, InvalidRequest('"jsonrpc" must be "2.0"', {"jsonrpc": _show(msg.jsonrpc)}))
+            detail = '"jsonrpc" must be "2.0"'
+            self._reply_error(msg.id if has_id else None, InvalidRequest(detail, {"detail": detail, "jsonrpc": _show(msg.jsonrpc)}))
             return
         if msg.method is msgspec.UNSET:
             if msg.result is not msgspec.UNSET or msg.error is not msgspec.UNSET:
                 log.warning("ignoring a response sent to the worker (id %r)", _show(msg.id))
                 return
-            self._reply_error(msg.id if has_id else None, InvalidRequest("a request needs a method", {}))
+            detail = "a request needs a method"
+            self._reply_error(msg.id if has_id else None, InvalidRequest(detail, {"detail": detail}))
             return
         if not has_id:
             self._notification(msg.method, msg.params)
             return
         if msg.id is None:
-            self._reply_error(None, InvalidRequest("a request id must be a number or a string, not null", {}))
+            detail = "a request id must be a number or a string, not null"
+            self._reply_error(None, InvalidRequest(detail, {"detail": detail}))
             return
         try:
             self._request(msg.id, msg.method, msg.params)
@@ -158,18 +161,20 @@ class Dispatcher:
             self._reply_error(msg.id, err)
 
     def _request(self, request_id: RequestId, method: str, raw_params: Any) -> None:
+        # Before initialize every other request gets not_initialized, whatever its method or params.
+        if method != "initialize" and not self.initialized:
+            raise NotInitialized(f"{method} before initialize; the first request must be initialize", {"method": method})
         spec = METHODS.get(method)
         if spec is None:
             raise MethodNotFound(f"unknown method {method!r}", {"method": method, "methods": sorted(METHODS)})
         params = _decode_params(method, raw_params)
-        if method != "initialize" and not self.initialized:
-            raise NotInitialized(f"{method} before initialize; the first request must be initialize", {"method": method})
         if self.stopping:
             raise ShuttingDown(f"{method} refused: the worker is shutting down", {"method": method})
         with self._jobs_lock:
             # Checked for every method, quick ones too: a reused id would make two replies indistinguishable.
             if request_id in self._jobs:
-                raise InvalidRequest(f"request id {request_id!r} is already in flight", {"id": request_id})
+                detail = f"request id {request_id!r} is already in flight"
+                raise InvalidRequest(detail, {"detail": detail, "id": request_id})
             if spec.runs_on_executor:
                 job = Job(request_id, method, params)
                 self._jobs[request_id] = job

@@ -11,7 +11,7 @@ from typing import Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024

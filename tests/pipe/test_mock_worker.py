@@ -15,6 +15,7 @@ import pytest
 
 from host import InstantMeshWorker
 from host.client import WorkerClient
+from rpcworker.protocol import PROTOCOL_VERSION
 from host.process import WorkerCommand
 from rpcworker.errors import (
     Cancelled,
@@ -39,7 +40,7 @@ def test_handshake_reports_the_worker_environment(mock_client) -> None:
     info = client.info
     assert info.python.startswith("3.10."), "the pipe suite must run the worker under Python 3.10"
     assert sys.version_info[:2] != (3, 10) or os.environ.get("CI_ALLOW_SAME_PYTHON")
-    assert info.backend == "mock" and info.protocol_version == "1.1" and info.pid == client.process.pid
+    assert info.backend == "mock" and info.protocol_version == PROTOCOL_VERSION and info.pid == client.process.pid
     assert client.ping().pong
 
 
