@@ -3,7 +3,7 @@
 Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
 """
 
-from rpcworker.errors import (
+from rpcworker.wire.errors import (
     Cancelled,
     HandleExpired,
     InputNotFound,

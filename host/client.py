@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.protocol import (
+from rpcworker.wire.framing import MessageStream
+from rpcworker.wire.messages import (
     PROTOCOL_VERSION,
     GenerateViewsParams,
     InitializeParams,
@@ -27,7 +28,6 @@ from rpcworker.protocol import (
     UnloadResult,
     ViewsResult,
 )
-from rpcworker.transport import MessageStream
 
 from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from .process import WorkerCommand, WorkerProcess

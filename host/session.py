@@ -22,8 +22,9 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.errors import MessageTooLarge, RpcError, error_from_wire
-from rpcworker.protocol import (
+from rpcworker.wire.errors import MessageTooLarge, RpcError, error_from_wire
+from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
+from rpcworker.wire.messages import (
     METHODS,
     CancelParams,
     Incoming,
@@ -32,7 +33,6 @@ from rpcworker.protocol import (
     ProgressParams,
     Request,
 )
-from rpcworker.transport import BadFrame, FrameTooLarge, MessageStream
 
 from .errors import HostError, RequestTimeout
 from .writer import FrameWriter

@@ -66,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError) as exc:
         print(f"rpcworker: cannot start the {args.backend} backend: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    code = serve(stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level)
+    from .backends.mock import MockBackend
+
+    # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
+    before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
+    code = serve(
+        stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level,
+        before_commit=before_commit,
+    )
     sys.stderr.flush()
     os._exit(code)
 

@@ -7,8 +7,8 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from .errors import InputNotFound, InputUnreadable, InvalidParams
-from .protocol import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
+from .wire.errors import InputNotFound, InputUnreadable, InvalidParams
+from .wire.messages import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from .errors import InvalidParams, OutputRefused
+from .wire.errors import InvalidParams, OutputRefused
 
 log = logging.getLogger("rpcworker.outputs")
 

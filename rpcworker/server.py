@@ -13,12 +13,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from .backends.base import Backend
-from .dispatch import Dispatcher
-from .protocol import MAX_LINE_BYTES, LogParams, Notification
-from .transport import MessageStream
+from .session import DEFAULT_MAX_HANDLES, WorkerSession
+from .wire.framing import MessageStream
+from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
 
 log = logging.getLogger("rpcworker")
 
@@ -81,9 +82,10 @@ def serve(
     stream: MessageStream,
     backend: Backend,
     *,
-    max_handles: int = 16,
+    max_handles: int = DEFAULT_MAX_HANDLES,
     output_root: str | None = None,
     log_level: str = "info",
+    before_commit: Callable[[str], None] | None = None,
 ) -> int:
     """Serves until EOF on stdin or a shutdown request; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -95,7 +97,7 @@ def serve(
     orphaned = threading.Event()
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
 
-    dispatcher = Dispatcher(backend, stream, max_handles=max_handles, output_root=output_root)
+    dispatcher = WorkerSession(backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit)
     # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
     # until the executor had its grace; then the worker exits, whether or not the host closed stdin.
     eof = threading.Event()
@@ -114,7 +116,7 @@ def serve(
     return 0
 
 
-def _exit_after_shutdown(dispatcher: Dispatcher, stream: MessageStream, eof: threading.Event) -> None:
+def _exit_after_shutdown(dispatcher: WorkerSession, stream: MessageStream, eof: threading.Event) -> None:
     """Ends the worker at most EXIT_GRACE_S after the shutdown reply (EOF ends it sooner, in serve)."""
     deadline = time.monotonic() + EXIT_GRACE_S
     dispatcher.stop(grace=EXIT_GRACE_S)

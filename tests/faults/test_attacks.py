@@ -50,24 +50,20 @@ def test_a_reply_that_cannot_be_encoded_becomes_an_error_on_its_id() -> None:
 
     import msgspec
 
-    from rpcworker.backends.mock import MockBackend
-    from rpcworker.dispatch import Dispatcher
-    from rpcworker.errors import InputNotFound
-    from rpcworker.protocol import PingResult, Response
-    from rpcworker.transport import MessageStream
+    from rpcworker.replies import ReplySender
+    from rpcworker.wire.errors import InputNotFound
+    from rpcworker.wire.framing import MessageStream
+    from rpcworker.wire.messages import PingResult, Response
 
     out = io.BytesIO()
-    dispatcher = Dispatcher(MockBackend(), MessageStream(io.BytesIO(), out))
-    try:
-        dispatcher._send(Response(7, {"path": "/tmp/\udcff"}))
-        dispatcher._reply_error(8, InputNotFound("input file not found: /tmp/\udcff", {"path": "/tmp/\udcff"}))
-        dispatcher._send(Response(9, PingResult()))
-    finally:
-        dispatcher.stop()
-    replies = [msgspec.json.decode(line) for line in out.getvalue().splitlines()]
-    assert [r["id"] for r in replies] == [7, 8, 9]
-    assert replies[0]["error"]["code"] == -32603 and "not valid UTF-8" in replies[0]["error"]["message"]
-    assert replies[1]["error"]["data"]["path"] == "/tmp/\\udcff"
+    replies = ReplySender(MessageStream(io.BytesIO(), out))
+    replies.send(Response(7, {"path": "/tmp/\udcff"}))
+    replies.error(8, InputNotFound("input file not found: /tmp/\udcff", {"path": "/tmp/\udcff"}))
+    replies.send(Response(9, PingResult()))
+    sent = [msgspec.json.decode(line) for line in out.getvalue().splitlines()]
+    assert [r["id"] for r in sent] == [7, 8, 9]
+    assert sent[0]["error"]["code"] == -32603 and "not valid UTF-8" in sent[0]["error"]["message"]
+    assert sent[1]["error"]["data"]["path"] == "/tmp/\\udcff"
 
 
 # ---------------------------------------------------------------- writes to a worker that stopped reading

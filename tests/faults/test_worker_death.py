@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from host.client import WorkerClient
-from host.process import WorkerCommand
 from host.errors import WorkerCrashed, WorkerStartError
+from host.process import WorkerCommand
 from rpcworker.errors import HandleExpired
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 

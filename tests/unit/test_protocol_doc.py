@@ -10,7 +10,13 @@ from rpcworker.dispatch import ERROR_TEXT_LIMIT
 from rpcworker.errors import WIRE_ERRORS
 from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.outputs import STALE_PARTIAL_S
-from rpcworker.protocol import MAX_LINE_BYTES, METHODS, NOTIFICATIONS_FROM_WORKER, NOTIFICATIONS_TO_WORKER, PROTOCOL_VERSION
+from rpcworker.protocol import (
+    MAX_LINE_BYTES,
+    METHODS,
+    NOTIFICATIONS_FROM_WORKER,
+    NOTIFICATIONS_TO_WORKER,
+    PROTOCOL_VERSION,
+)
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
 from tests.conftest import ROOT
 
