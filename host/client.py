@@ -7,12 +7,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from rpcworker.wire.framing import MessageStream
 from rpcworker.wire.messages import (
+    MODEL_NAMES,
     PROTOCOL_VERSION,
     GenerateViewsParams,
     InitializeParams,
@@ -20,6 +21,7 @@ from rpcworker.wire.messages import (
     LoadParams,
     LoadResult,
     MeshResult,
+    ModelName,
     PingResult,
     ReconstructParams,
     ShutdownResult,
@@ -280,11 +282,11 @@ class WorkerClient:
     def status(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> StatusResult:
         return self.call("status", timeout=timeout)
 
-    def load(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
-        return self.call("load", LoadParams(list(models)), timeout=timeout, on_progress=on_progress)
+    def load(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
+        return self.call("load", LoadParams(cast(list[ModelName], list(models))), timeout=timeout, on_progress=on_progress)
 
-    def unload(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None) -> UnloadResult:
-        return self.call("unload", UnloadParams(list(models)), timeout=timeout)
+    def unload(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None) -> UnloadResult:
+        return self.call("unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout)
 
     def generate_views(
         self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None

@@ -45,8 +45,8 @@ worker_log = logging.getLogger("host.worker")
 
 ProgressCallback = Callable[[ProgressParams], None]
 
-_RESULT_DECODERS = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
-_ANY_DECODER = msgspec.json.Decoder()
+_RESULT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
+_ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
 _LOG_DECODER = msgspec.json.Decoder(LogParams)
 

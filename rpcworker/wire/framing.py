@@ -7,7 +7,7 @@ framing exists once. It knows nothing about methods: it reads and writes message
 from __future__ import annotations
 
 import threading
-from typing import BinaryIO, Union
+from typing import IO, Union
 
 import msgspec
 
@@ -37,7 +37,7 @@ class FrameTooLarge(ValueError):
 class MessageStream:
     """Reads and writes JSON-RPC frames; ``send`` is safe from several threads, ``receive`` from one."""
 
-    def __init__(self, reader: BinaryIO, writer: BinaryIO, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, reader: IO[bytes], writer: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._reader = reader
         self._writer = writer
         self.max_line_bytes = max_line_bytes

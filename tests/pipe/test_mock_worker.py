@@ -15,7 +15,6 @@ import pytest
 
 from host import InstantMeshWorker
 from host.client import WorkerClient
-from rpcworker.protocol import PROTOCOL_VERSION
 from host.process import WorkerCommand
 from rpcworker.errors import (
     Cancelled,
@@ -28,7 +27,14 @@ from rpcworker.errors import (
     OutputRefused,
     VersionMismatch,
 )
-from rpcworker.protocol import GenerateViewsParams, ImagePath, InitializeParams, ReconstructParams, ViewsHandle
+from rpcworker.protocol import (
+    PROTOCOL_VERSION,
+    GenerateViewsParams,
+    ImagePath,
+    InitializeParams,
+    ReconstructParams,
+    ViewsHandle,
+)
 
 
 def views_params(image: Path, **kw) -> GenerateViewsParams:
