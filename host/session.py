@@ -59,6 +59,7 @@ class PendingCall:
         self.id = request_id
         self.method = method
         self.on_progress = on_progress
+        self.has_progress = on_progress is not None
         self._done = threading.Event()
         self._result: Any = None
         self._error: BaseException | None = None
@@ -111,7 +112,7 @@ class RpcSession:
     ) -> None:
         self.stream = stream
         self._writer = writer
-        self._callbacks: queue.Queue[tuple[PendingCall, ProgressParams] | None] = queue.Queue()
+        self._callbacks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._callback_thread = threading.Thread(target=self._run_callbacks, name="rpc-progress-callbacks", daemon=True)
         self._callback_thread.start()
         self._on_closed = on_closed
@@ -252,6 +253,15 @@ class RpcSession:
             self.unknown_responses += 1
             log.warning("ignoring a response to unknown or abandoned request id %r", msg.id)
             return
+        if call.has_progress:
+            # Resolved after its progress callbacks (on their thread), so a caller that gets the result
+            # has seen every step; a call without callbacks is resolved here at once.
+            self._callbacks.put(lambda: self._resolve(call, msg))
+        else:
+            self._resolve(call, msg)
+
+    @staticmethod
+    def _resolve(call: PendingCall, msg: Incoming) -> None:
         if msg.error is not msgspec.UNSET:
             call._resolve(error=error_from_wire(msg.error.code, msg.error.message, msg.error.data))
         elif msg.result is not msgspec.UNSET:
@@ -270,7 +280,7 @@ class RpcSession:
                 with self._lock:
                     call = self._pending.get(progress.id) if isinstance(progress.id, int) else None
                 if call is not None and call.on_progress is not None:
-                    self._callbacks.put((call, progress))
+                    self._callbacks.put(lambda: self._report_progress(call, progress))
             elif msg.method == "log":
                 entry = _LOG_DECODER.decode(raw)
                 level = logging.getLevelName(entry.level.upper())
@@ -281,13 +291,16 @@ class RpcSession:
             log.warning("ignoring a malformed %s notification: %s", msg.method, exc)
 
     def _run_callbacks(self) -> None:
-        while (item := self._callbacks.get()) is not None:
-            call, progress = item
-            callback = call.on_progress
-            if callback is None:
-                continue
-            try:
-                callback(progress)
-            except Exception:  # a user's callback must not end progress reporting for other calls
-                log.exception("the progress callback of %s (id %d) raised; it is not called again", call.method, call.id)
-                call.on_progress = None
+        while (task := self._callbacks.get()) is not None:
+            task()
+
+    @staticmethod
+    def _report_progress(call: PendingCall, progress: ProgressParams) -> None:
+        callback = call.on_progress
+        if callback is None:
+            return
+        try:
+            callback(progress)
+        except Exception:  # a user's callback must not end progress reporting for other calls
+            log.exception("the progress callback of %s (id %d) raised; it is not called again", call.method, call.id)
+            call.on_progress = None
