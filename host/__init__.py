@@ -3,24 +3,21 @@
 Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
 """
 
-from rpcworker.errors import (
+from rpcworker.wire.errors import (
     Cancelled,
     HandleExpired,
-    HostError,
     InputNotFound,
     InputUnreadable,
     InvalidParams,
     ModelNotLoaded,
     OutOfMemory,
     OutputRefused,
-    RequestTimeout,
     RpcError,
-    WorkerCrashed,
-    WorkerStartError,
 )
 
 from .api import InstantMeshWorker, Mesh, Views
 from .client import WorkerClient
+from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from .outcome import ObjectOutcome
 from .pool import PoolViews, WorkerPool
 from .pool_slots import PoolWorkerStatus
@@ -50,4 +47,5 @@ __all__ = [
     "WorkerProcess",
     "WorkerPool",
     "WorkerStartError",
+    "WorkerStopped",
 ]

@@ -7,11 +7,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import msgspec
 
-from rpcworker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError
-from rpcworker.protocol import (
+from rpcworker.wire.framing import MessageStream
+from rpcworker.wire.messages import (
+    MODEL_NAMES,
     PROTOCOL_VERSION,
     GenerateViewsParams,
     InitializeParams,
@@ -19,6 +21,7 @@ from rpcworker.protocol import (
     LoadParams,
     LoadResult,
     MeshResult,
+    ModelName,
     PingResult,
     ReconstructParams,
     ShutdownResult,
@@ -27,14 +30,28 @@ from rpcworker.protocol import (
     UnloadResult,
     ViewsResult,
 )
-from rpcworker.transport import MessageStream
 
+from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from .process import WorkerCommand, WorkerProcess
 from .session import PendingCall, ProgressCallback, RpcSession
+from .writer import FrameWriter
 
 log = logging.getLogger("host.client")
 
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
+
+STARTUP_TIMEOUT_S = 300.0
+"""How long the handshake may take (the models env imports torch first)."""
+CANCEL_GRACE_S = 30.0
+"""After a timed-out call's cancel, how long the worker has to answer it before it is killed as stuck."""
+SHUTDOWN_REQUEST_S = 5.0
+"""Shutdown ladder, first rung: how long the shutdown request may take (then EOF, SIGTERM, SIGKILL)."""
+CLOSE_TIMEOUT_S = 10.0
+"""The whole of ``close()``'s wait for the worker to exit after its stdin is closed."""
+QUICK_CALL_TIMEOUT_S = 10.0
+"""Default timeout of ping, status and shutdown."""
+DISCARD_WAIT_S = 5.0
+"""How long to wait for a killed worker to be gone before starting its replacement."""
 
 
 class WorkerClient:
@@ -55,12 +72,12 @@ class WorkerClient:
         command: WorkerCommand | None = None,
         worker_args: Sequence[str] = (),
         *,
-        startup_timeout: float = 300.0,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
         request_timeout: float | None = None,
         auto_restart: bool = False,
         on_stderr: Callable[[str], None] | None = None,
         client_name: str = "instantmesh-rpc host",
-        cancel_grace: float | None = 30.0,
+        cancel_grace: float | None = CANCEL_GRACE_S,
     ) -> None:
         self.command = command or WorkerCommand.default()
         self.worker_args = list(worker_args)
@@ -73,6 +90,8 @@ class WorkerClient:
         self._process: WorkerProcess | None = None
         self._session: RpcSession | None = None
         self._lock = threading.RLock()
+        self._closed = False
+        """Set by close(): without auto_restart, later calls raise WorkerStopped instead of starting a worker."""
         self.info: InitializeResult | None = None
         self.generation = 0
         """Counts worker starts; results remember the generation that produced them."""
@@ -87,13 +106,19 @@ class WorkerClient:
                 assert self.info is not None
                 return self.info
             self._discard()
+            self._closed = False
             began = time.monotonic()
             try:
                 process = WorkerProcess(self.command, self.worker_args, on_stderr=self._on_stderr)
             except OSError as exc:
                 raise WorkerStartError(f"cannot start the worker: {exc}") from exc
             stream = MessageStream(process.stdout, process.stdin)
-            session = RpcSession(stream, lambda: self._crash_error(process), lambda call: self._watch_cancel(process, call))
+            session = RpcSession(
+                stream,
+                lambda: self._crash_error(process),
+                lambda call: self._watch_cancel(process, call),
+                writer=FrameWriter(process.stdin.fileno(), name=f"worker-{process.pid}-writer"),
+            )
             try:
                 info = session.call(
                     "initialize",
@@ -103,10 +128,12 @@ class WorkerClient:
             except KeyboardInterrupt:
                 process.kill()  # Ctrl-C during the handshake: never leave a half-started worker behind
                 process.wait_exit(2.0)
+                session.close()
                 raise
             except Exception as exc:
                 process.kill()
                 code = process.wait_exit(2.0)
+                session.close()
                 if isinstance(exc, RequestTimeout):
                     reason = f"no answer to initialize within {self.startup_timeout:g} s"
                 elif isinstance(exc, WorkerCrashed):
@@ -130,28 +157,37 @@ class WorkerClient:
             self._discard()
             return self.start()
 
-    def close(self, timeout: float = 10.0) -> int | None:
-        """Polite shutdown: the shutdown request, then EOF, then terminate, then kill. Returns the exit code."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> int | None:
+        """Polite shutdown: the shutdown request, then EOF, then terminate, then kill. Returns the exit code.
+
+        Afterwards, without ``auto_restart``, calls raise WorkerStopped until ``start()`` is called."""
         with self._lock:
+            self._closed = True
             process, session = self._process, self._session
             self._process = self._session = None
             if process is None:
                 return None
             if session is not None and not session.closed and process.alive:
                 try:
-                    session.call("shutdown", timeout=min(timeout, 5.0))
+                    session.call("shutdown", timeout=min(timeout, SHUTDOWN_REQUEST_S))
                 except (HostError, OSError) as exc:
                     log.debug("shutdown request failed: %s", exc)
+            if session is not None:
+                session.close()
             return process.stop(timeout)
 
     def _discard(self) -> None:
         if self._process is not None:
             self._process.kill()
-            self._process.wait_exit(5.0)
+            self._process.wait_exit(DISCARD_WAIT_S)
+        if self._session is not None:
+            self._session.close()
         self._process = self._session = None
 
     def _crash_error(self, process: WorkerProcess) -> HostError:
         code = process.wait_exit(1.0)
+        if code == 0 and process.kill_reason is None:
+            return WorkerStopped(f"the worker (pid {process.pid}) was shut down (exit code 0)")
         why = f": {process.kill_reason}" if process.kill_reason else ""
         return WorkerCrashed(f"the worker (pid {process.pid}) exited or closed its output{why}", code, process.stderr_tail())
 
@@ -192,6 +228,8 @@ class WorkerClient:
             # A worker that has exited counts as gone even before the session's reader has seen EOF, so a
             # call made just after a crash restarts it (auto_restart) instead of failing on a dead pipe.
             exited = self._process is not None and not self._process.alive
+            if self._closed and not self.auto_restart:
+                raise WorkerStopped("the client was closed; call start() to start a new worker")
             if self._session is None or self._session.closed or exited:
                 if self._session is not None and not self.auto_restart:
                     assert self._process is not None
@@ -200,22 +238,29 @@ class WorkerClient:
             assert self._session is not None
             return self._session
 
-    def request(self, method: str, params: msgspec.Struct | None = None, on_progress: ProgressCallback | None = None) -> PendingCall:
-        """Sends a request and returns at once; ``.result()`` waits, ``.cancel()`` cancels.
+    def request(
+        self,
+        method: str,
+        params: msgspec.Struct | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> PendingCall:
+        """Sends a request and returns once it is written; ``.result()`` waits, ``.cancel()`` cancels.
 
-        A request that could not even be written (the worker died just before) was never delivered, so with
-        ``auto_restart`` it is sent once more to a new worker; delivered requests are never re-sent.
+        ``timeout`` bounds the write (a worker that stopped reading). A request that could not even be
+        written (the worker died just before) was never delivered, so with ``auto_restart`` it is sent
+        once more to a new worker; delivered requests are never re-sent.
         """
         session = self._live_session()
         try:
-            return session.request(method, params, on_progress)
-        except WorkerCrashed:
+            return session.request(method, params, on_progress, timeout)
+        except (WorkerCrashed, WorkerStopped):
             if not self.auto_restart:
                 raise
             with self._lock:
                 if self._session is session:
                     self._discard()
-            return self._live_session().request(method, params, on_progress)
+            return self._live_session().request(method, params, on_progress, timeout)
 
     def call(
         self,
@@ -224,20 +269,24 @@ class WorkerClient:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
-    ):
-        return self.request(method, params, on_progress).result(timeout if timeout is not None else self.request_timeout)
+    ) -> Any:
+        """One call; the timeout (else ``request_timeout``) covers writing the request and its answer."""
+        limit = timeout if timeout is not None else self.request_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        call = self.request(method, params, on_progress, limit)
+        return call.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def ping(self, timeout: float | None = 10.0) -> PingResult:
+    def ping(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> PingResult:
         return self.call("ping", timeout=timeout)
 
-    def status(self, timeout: float | None = 10.0) -> StatusResult:
+    def status(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> StatusResult:
         return self.call("status", timeout=timeout)
 
-    def load(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
-        return self.call("load", LoadParams(list(models)), timeout=timeout, on_progress=on_progress)
+    def load(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
+        return self.call("load", LoadParams(cast(list[ModelName], list(models))), timeout=timeout, on_progress=on_progress)
 
-    def unload(self, models: Sequence[str] = ("views", "mesh"), *, timeout: float | None = None) -> UnloadResult:
-        return self.call("unload", UnloadParams(list(models)), timeout=timeout)
+    def unload(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None) -> UnloadResult:
+        return self.call("unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout)
 
     def generate_views(
         self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
@@ -250,4 +299,4 @@ class WorkerClient:
         return self.call("reconstruct", params, timeout=timeout, on_progress=on_progress)
 
     def shutdown(self) -> ShutdownResult:
-        return self.call("shutdown", timeout=10.0)
+        return self.call("shutdown", timeout=QUICK_CALL_TIMEOUT_S)

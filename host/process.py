@@ -8,6 +8,7 @@ whose last lines are attached to every crash error.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import shlex
 import shutil
@@ -18,8 +19,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger("host.process")
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_VENV = PROJECT_ROOT / ".venvs" / "models"
+
+STDERR_LINES_KEPT = 200
+"""Lines of the worker's stderr kept for crash reports."""
+STDERR_LINE_CHARS = 2000
+"""A longer stderr line is kept as its first characters plus a note of its length."""
+STDERR_TAIL_CHARS = 8000
+"""Longest stderr tail quoted in an error message."""
+STDIN_CLOSE_WAIT_S = 5.0
+"""Shutdown ladder: how long the worker gets to exit after EOF on its stdin..."""
+TERMINATE_WAIT_S = 2.0
+"""... then after SIGTERM to its process group, before SIGKILL."""
+KILL_WAIT_S = 5.0
+"""How long to wait for the kernel to report a SIGKILLed worker gone."""
+DRAIN_JOIN_S = 1.0
+"""How long an exit report waits for the last stderr lines to be drained."""
 
 
 @dataclass
@@ -83,12 +101,12 @@ class WorkerProcess:
         command: WorkerCommand,
         worker_args: Sequence[str] = (),
         *,
-        stderr_lines: int = 200,
+        stderr_lines: int = STDERR_LINES_KEPT,
         on_stderr: Callable[[str], None] | None = None,
     ) -> None:
         self.command = command
         self.worker_args = list(worker_args)
-        self._stderr = collections.deque(maxlen=stderr_lines)
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
         self._stderr_lock = threading.Lock()
         self._on_stderr = on_stderr
         self.kill_reason: str | None = None
@@ -137,31 +155,53 @@ class WorkerProcess:
         return exited is None
 
     def _drain_stderr(self) -> None:
+        """Reads stderr until EOF, whatever arrives: lines are bounded, a failing callback is dropped."""
         stream = self.popen.stderr
         assert stream is not None
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+        limit = STDERR_LINE_CHARS * 4  # bytes: a UTF-8 character takes at most four
+        while True:
+            raw = stream.readline(limit)
+            if not raw:
+                break
+            skipped = 0
+            while not raw.endswith(b"\n"):  # an endless line: keep its start, count the rest
+                more = stream.readline(limit)
+                if not more:
+                    break
+                skipped += len(more) - more.endswith(b"\n")
+                if more.endswith(b"\n"):
+                    break
+            line = _bounded_line(raw.decode("utf-8", "replace").rstrip("\n"), skipped)
             with self._stderr_lock:
                 self._stderr.append(line)
             if self._on_stderr is not None:
-                self._on_stderr(line)
+                try:
+                    self._on_stderr(line)
+                except Exception:  # the drain must never die: a full pipe would block the worker
+                    log.exception("the on_stderr callback raised; it is not called again for worker %d", self.pid)
+                    self._on_stderr = None
         stream.close()
 
     def stderr_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines, at most STDERR_TAIL_CHARS characters (the newest kept)."""
         with self._stderr_lock:
-            return "\n".join(list(self._stderr)[-lines:])
+            text = "\n".join(list(self._stderr)[-lines:])
+        return text if len(text) <= STDERR_TAIL_CHARS else "[...] " + text[-STDERR_TAIL_CHARS:]
 
-    def wait_exit(self, timeout: float) -> int | None:
+    def wait_exit(self, timeout: float | None) -> int | None:
         """Waits for the exit and for stderr to be drained, so a crash report carries the last lines."""
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        self._drain.join(timeout=1.0)
+        self._drain.join(timeout=DRAIN_JOIN_S)
         return code
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """Closes stdin (the worker exits at EOF), then terminates, then kills. Returns the exit code."""
+    def stop(self, timeout: float = STDIN_CLOSE_WAIT_S) -> int | None:
+        """Closes stdin (the worker exits at EOF), then terminates, then kills. Returns the exit code.
+
+        Nothing writes to stdin through its buffer (the session writes the descriptor directly), so closing
+        it never blocks, even when the worker has stopped reading."""
         try:
             self.stdin.close()
         except OSError:
@@ -169,10 +209,10 @@ class WorkerProcess:
         code = self.wait_exit(timeout)
         if code is None:
             self.signal(signal.SIGTERM)
-            code = self.wait_exit(2.0)
+            code = self.wait_exit(TERMINATE_WAIT_S)
         if code is None:
             self.kill()
-            code = self.wait_exit(5.0)
+            code = self.wait_exit(KILL_WAIT_S)
         self.stdout.close()
         return code
 
@@ -188,3 +228,8 @@ class WorkerProcess:
             self.kill_reason = reason
         self.signal(signal.SIGKILL)
 
+
+def _bounded_line(line: str, skipped_bytes: int) -> str:
+    if len(line) <= STDERR_LINE_CHARS and not skipped_bytes:
+        return line
+    return f"{line[:STDERR_LINE_CHARS]}... [line cut: {len(line) - STDERR_LINE_CHARS + skipped_bytes} more]"

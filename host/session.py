@@ -3,20 +3,28 @@
 One reader thread receives every frame; callers on any thread send requests and wait on their own
 ``PendingCall``. When the stream ends, every waiting call fails at once with the error ``on_closed``
 builds (the client attaches the worker's exit code and stderr there).
+
+Frames go out through a :class:`FrameWriter` thread when one is given (the client's pipes), so a worker
+that stops reading never blocks a caller past its timeout, nor a cancel. Progress callbacks run on a
+thread of their own, never the reader's: a callback may call the client (a status query) without
+deadlocking the reader that has to deliver the answer.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from rpcworker.errors import HostError, MessageTooLarge, RequestTimeout, RpcError, error_from_wire
-from rpcworker.protocol import (
+from rpcworker.wire.errors import MessageTooLarge, RpcError, error_from_wire
+from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
+from rpcworker.wire.messages import (
     METHODS,
     CancelParams,
     Incoming,
@@ -25,15 +33,20 @@ from rpcworker.protocol import (
     ProgressParams,
     Request,
 )
-from rpcworker.transport import BadFrame, FrameTooLarge, MessageStream
+
+from .errors import HostError, RequestTimeout
+from .writer import FrameWriter
 
 log = logging.getLogger("host.session")
+
+READER_JOIN_S = 2.0
+"""After a failed write, how long to wait for the reader to see the worker's end (for the crash report)."""
 worker_log = logging.getLogger("host.worker")
 
 ProgressCallback = Callable[[ProgressParams], None]
 
-_RESULT_DECODERS = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
-_ANY_DECODER = msgspec.json.Decoder()
+_RESULT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
+_ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
 _LOG_DECODER = msgspec.json.Decoder(LogParams)
 
@@ -46,6 +59,7 @@ class PendingCall:
         self.id = request_id
         self.method = method
         self.on_progress = on_progress
+        self.has_progress = on_progress is not None
         self._done = threading.Event()
         self._result: Any = None
         self._error: BaseException | None = None
@@ -94,8 +108,13 @@ class RpcSession:
         stream: MessageStream,
         on_closed: Callable[[], HostError],
         on_timeout: Callable[[PendingCall], None] | None = None,
+        writer: FrameWriter | None = None,
     ) -> None:
         self.stream = stream
+        self._writer = writer
+        self._callbacks: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._callback_thread = threading.Thread(target=self._run_callbacks, name="rpc-progress-callbacks", daemon=True)
+        self._callback_thread.start()
         self._on_closed = on_closed
         self._on_timeout = on_timeout
         self._ids = itertools.count(1)
@@ -111,7 +130,15 @@ class RpcSession:
     def closed(self) -> bool:
         return self._closed_error is not None
 
-    def request(self, method: str, params: msgspec.Struct | None = None, on_progress: ProgressCallback | None = None) -> PendingCall:
+    def request(
+        self,
+        method: str,
+        params: msgspec.Struct | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> PendingCall:
+        """Sends a request; returns once it is written. ``timeout`` bounds the wait for the write: a worker
+        that does not read gets RequestTimeout (``sent=False`` if none of the frame went out)."""
         with self._lock:
             if self._closed_error is not None:
                 raise self._closed_error
@@ -119,18 +146,43 @@ class RpcSession:
             self._pending[call.id] = call
         message = Request(call.id, method, params) if params is not None else Request(call.id, method)
         try:
-            self.stream.send(message)
+            frame = self.stream.encode_frame(message)
         except FrameTooLarge as exc:
             self._forget(call.id)
             raise MessageTooLarge(
                 f"{method} request not sent: {exc} (send large images as paths)",
                 {"method": method, "size": exc.size, "limit": exc.limit},
             ) from exc
+        try:
+            self._write(frame, call, timeout)
         except OSError:
             self._forget(call.id)
-            self._reader.join(timeout=2.0)
+            self._reader.join(timeout=READER_JOIN_S)
             raise (self._closed_error or self._on_closed()) from None
         return call
+
+    def _write(self, frame: bytes, call: PendingCall, timeout: float | None) -> None:
+        if self._writer is None:
+            self.stream.write_frame(frame)
+            return
+        item = self._writer.put(frame)
+        if item.written.wait(timeout):
+            if item.error is not None:
+                raise item.error
+            return
+        if self._writer.withdraw(item):
+            self._forget(call.id)
+            raise RequestTimeout(call.method, call.id, timeout or 0.0, sent=False)
+        # Partly written: the worker may yet read it, so it is cancelled like any call that timed out.
+        call.cancel()
+        self._timed_out(call)
+        raise RequestTimeout(call.method, call.id, timeout or 0.0)
+
+    def close(self) -> None:
+        """Stops the writer and the callback thread (the stream's owner closes the pipes afterwards)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._callbacks.put(None)
 
     def call(
         self,
@@ -140,11 +192,19 @@ class RpcSession:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Any:
-        return self.request(method, params, on_progress).result(timeout)
+        """One call; ``timeout`` covers writing the request and waiting for its answer."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call = self.request(method, params, on_progress, timeout)
+        return call.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def notify(self, method: str, params: msgspec.Struct) -> None:
+        """Queues a notification; never waits for the worker to read it."""
         try:
-            self.stream.send(Notification(method, params))
+            frame = self.stream.encode_frame(Notification(method, params))
+            if self._writer is not None:
+                self._writer.put(frame)
+            else:
+                self.stream.write_frame(frame)
         except OSError:
             log.debug("could not send %s: the worker is gone", method)
 
@@ -193,6 +253,15 @@ class RpcSession:
             self.unknown_responses += 1
             log.warning("ignoring a response to unknown or abandoned request id %r", msg.id)
             return
+        if call.has_progress:
+            # Resolved after its progress callbacks (on their thread), so a caller that gets the result
+            # has seen every step; a call without callbacks is resolved here at once.
+            self._callbacks.put(lambda: self._resolve(call, msg))
+        else:
+            self._resolve(call, msg)
+
+    @staticmethod
+    def _resolve(call: PendingCall, msg: Incoming) -> None:
         if msg.error is not msgspec.UNSET:
             call._resolve(error=error_from_wire(msg.error.code, msg.error.message, msg.error.data))
         elif msg.result is not msgspec.UNSET:
@@ -211,7 +280,7 @@ class RpcSession:
                 with self._lock:
                     call = self._pending.get(progress.id) if isinstance(progress.id, int) else None
                 if call is not None and call.on_progress is not None:
-                    call.on_progress(progress)
+                    self._callbacks.put(lambda: self._report_progress(call, progress))
             elif msg.method == "log":
                 entry = _LOG_DECODER.decode(raw)
                 level = logging.getLevelName(entry.level.upper())
@@ -220,5 +289,18 @@ class RpcSession:
                 log.debug("ignoring notification %r", msg.method)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             log.warning("ignoring a malformed %s notification: %s", msg.method, exc)
-        except Exception:  # a user's progress callback must not kill the reader thread
-            log.exception("progress callback failed")
+
+    def _run_callbacks(self) -> None:
+        while (task := self._callbacks.get()) is not None:
+            task()
+
+    @staticmethod
+    def _report_progress(call: PendingCall, progress: ProgressParams) -> None:
+        callback = call.on_progress
+        if callback is None:
+            return
+        try:
+            callback(progress)
+        except Exception:  # a user's callback must not end progress reporting for other calls
+            log.exception("the progress callback of %s (id %d) raised; it is not called again", call.method, call.id)
+            call.on_progress = None

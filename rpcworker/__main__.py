@@ -5,12 +5,36 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from .backends import BACKENDS, create_backend
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags end the worker with one line on stderr (the host quotes it in WorkerStartError)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rpcworker: bad arguments: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def existing_directory(text: str) -> str:
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rpcworker", description=__doc__)
+    p = OneLineErrorParser(prog="python -m rpcworker", description=__doc__)
     p.add_argument("--backend", choices=sorted(BACKENDS), default=os.environ.get("INSTANTMESH_RPC_BACKEND", "instantmesh"))
     p.add_argument("--mock", default="", metavar="OPTS", help="mock backend options, e.g. step_delay=0.01,oom_once=reconstruct")
     p.add_argument("--preset", default=None, help="instantmesh backend: 'official' (real weights) or 'tiny' (random, for demos/tests)")
@@ -18,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", default=None, metavar="FILE", help="InstantMesh white-background UNet (diffusion_pytorch_model.bin)")
     p.add_argument("--lrm", default=None, metavar="FILE", help="instant_mesh_large.ckpt (or base)")
     p.add_argument("--config", default=None, metavar="YAML", help="LRM config (default: instant-mesh-large)")
-    p.add_argument("--view-size", type=int, default=None, help="side of each generated view in px (default 320; tiny: 32)")
+    p.add_argument("--view-size", type=positive_int, default=None, help="side of each generated view in px (default 320; tiny: 32)")
     p.add_argument(
         "--optimize",
         default=None,
@@ -26,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of channels_last, compile (or none); default: channels_last,compile on CUDA, none on CPU",
     )
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    p.add_argument("--max-handles", type=int, default=16, help="views kept in memory for reconstruct (LRU)")
-    p.add_argument("--output-root", default=None, metavar="DIR", help="refuse to write outputs outside this directory")
+    p.add_argument("--max-handles", type=positive_int, default=16, help="views kept in memory for reconstruct (LRU)")
+    p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -42,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError) as exc:
         print(f"rpcworker: cannot start the {args.backend} backend: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    code = serve(stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level)
+    from .backends.mock import MockBackend
+
+    # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
+    before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
+    code = serve(
+        stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level,
+        before_commit=before_commit,
+    )
     sys.stderr.flush()
     os._exit(code)
 

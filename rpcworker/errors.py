@@ -1,177 +1,20 @@
-"""Error classes shared by the worker and the host, one per JSON-RPC error code in protocol.md.
+"""Old import path of the wire's error classes; they live in ``rpcworker.wire.errors``.
 
-The worker raises them inside methods; the dispatcher turns them into error responses; the host turns
-error responses back into the same classes with :func:`error_from_wire`, so callers catch one hierarchy
-whichever side found the problem.
+The host-only errors (HostError, WorkerCrashed, ...) moved to ``host.errors``; importing them from here
+still works, lazily, for code written before the move.
 """
 
-from __future__ import annotations
+from typing import Any
 
-from typing import Any, ClassVar
+from .wire.errors import *  # noqa: F403
+from .wire.errors import WIRE_ERRORS, RpcError, error_from_wire  # noqa: F401
 
-
-class RpcError(Exception):
-    """An error that crosses the wire: a JSON-RPC code, a message and structured data."""
-
-    code: ClassVar[int] = -32603
-    name: ClassVar[str] = "internal_error"
-
-    def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data: dict[str, Any] = dict(data or {})
-
-    def __str__(self) -> str:
-        return f"[{self.code} {self.name}] {self.message}"
+_MOVED_TO_HOST = ("HostError", "WorkerStartError", "WorkerCrashed", "WorkerStopped", "RequestTimeout")
 
 
-class ParseError(RpcError):
-    code = -32700
-    name = "parse_error"
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_HOST:
+        from host import errors as host_errors
 
-
-class InvalidRequest(RpcError):
-    code = -32600
-    name = "invalid_request"
-
-
-class MethodNotFound(RpcError):
-    code = -32601
-    name = "method_not_found"
-
-
-class InvalidParams(RpcError):
-    code = -32602
-    name = "invalid_params"
-
-
-class InternalError(RpcError):
-    code = -32603
-    name = "internal_error"
-
-
-class VersionMismatch(RpcError):
-    code = -32001
-    name = "version_mismatch"
-
-
-class NotInitialized(RpcError):
-    code = -32002
-    name = "not_initialized"
-
-
-class MessageTooLarge(RpcError):
-    code = -32003
-    name = "message_too_large"
-
-
-class ShuttingDown(RpcError):
-    code = -32004
-    name = "shutting_down"
-
-
-class InputNotFound(RpcError):
-    code = -32010
-    name = "input_not_found"
-
-
-class InputUnreadable(RpcError):
-    code = -32011
-    name = "input_unreadable"
-
-
-class OutputRefused(RpcError):
-    code = -32012
-    name = "output_refused"
-
-
-class ModelNotLoaded(RpcError):
-    code = -32020
-    name = "model_not_loaded"
-
-
-class HandleExpired(RpcError):
-    code = -32021
-    name = "handle_expired"
-
-
-class OutOfMemory(RpcError):
-    code = -32030
-    name = "out_of_memory"
-
-
-class Cancelled(RpcError):
-    code = -32040
-    name = "cancelled"
-
-
-WIRE_ERRORS: dict[int, type[RpcError]] = {
-    cls.code: cls
-    for cls in (
-        ParseError,
-        InvalidRequest,
-        MethodNotFound,
-        InvalidParams,
-        InternalError,
-        VersionMismatch,
-        NotInitialized,
-        MessageTooLarge,
-        ShuttingDown,
-        InputNotFound,
-        InputUnreadable,
-        OutputRefused,
-        ModelNotLoaded,
-        HandleExpired,
-        OutOfMemory,
-        Cancelled,
-    )
-}
-
-
-def error_from_wire(code: int, message: str, data: Any) -> RpcError:
-    """Rebuild the error class for a code received on the wire (unknown codes stay a plain RpcError)."""
-    cls = WIRE_ERRORS.get(code)
-    payload = data if isinstance(data, dict) else ({"value": data} if data is not None else {})
-    if cls is None:
-        err = RpcError(message, payload)
-        err.code = code  # type: ignore[misc]
-        return err
-    return cls(message, payload)
-
-
-class HostError(Exception):
-    """Errors the host raises about the worker process itself; they never travel on the wire."""
-
-
-class WorkerStartError(HostError):
-    """The worker could not be started or did not complete the handshake."""
-
-    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "") -> None:
-        detail = f"{message}" + (f" (exit code {exit_code})" if exit_code is not None else "")
-        if stderr_tail:
-            detail += f"\n--- worker stderr (last lines) ---\n{stderr_tail}"
-        super().__init__(detail)
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
-
-
-class WorkerCrashed(HostError):
-    """The worker died (or closed its stdout) while the host still needed it."""
-
-    def __init__(self, message: str, exit_code: int | None, stderr_tail: str) -> None:
-        detail = f"{message} (exit code {exit_code})"
-        if stderr_tail:
-            detail += f"\n--- worker stderr (last lines) ---\n{stderr_tail}"
-        super().__init__(detail)
-        self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
-
-
-class RequestTimeout(HostError):
-    """A request got no response within its timeout; the request was cancelled on the worker."""
-
-    def __init__(self, method: str, request_id: int, timeout: float) -> None:
-        super().__init__(f"{method} (id {request_id}) got no response within {timeout:g} s; cancel was sent")
-        self.method = method
-        self.request_id = request_id
-        self.timeout = timeout
+        return getattr(host_errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .errors import HandleExpired
+from .wire.errors import HandleExpired
 
 
 class ViewStore:

@@ -7,8 +7,8 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from .errors import InputNotFound, InputUnreadable, InvalidParams
-from .protocol import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
+from .wire.errors import InputNotFound, InputUnreadable, InvalidParams
+from .wire.messages import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -18,6 +18,10 @@ MIN_SIDE = 8
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "P")
 MAX_INPUT_BYTES = 512 * 1024 * 1024
 """Largest input file read (a 64 Mpixel image compresses well below this)."""
+INLINE_FORMATS = ("PNG", "JPEG")
+"""What inline image data may be: formats decoded in-process, never by an external program."""
+FILE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+"""What an input file may be. EPS/PS/PDF and others that make Pillow start external programs are refused."""
 
 
 def _read_bytes(path: str, field: str) -> bytes:
@@ -43,16 +47,23 @@ def _read_bytes(path: str, field: str) -> bytes:
                 {"path": path, "reason": "file too large", "size": info.st_size, "limit": MAX_INPUT_BYTES},
             )
         try:
-            return f.read(MAX_INPUT_BYTES + 1)
+            data = f.read(MAX_INPUT_BYTES + 1)
         except OSError as exc:
             raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+    # The cap holds for files whose reported size is 0 (/proc, sysfs) too: what was read is what counts.
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputUnreadable(
+            f"input file {path} holds more than {MAX_INPUT_BYTES} bytes, over the limit",
+            {"path": path, "reason": "file too large", "size": len(data), "limit": MAX_INPUT_BYTES},
+        )
+    return data
 
 
-def _decode(data: bytes, where: str) -> Image.Image:
-    from PIL import Image
+def _decode(data: bytes, where: str, formats: tuple[str, ...]) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=list(formats)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise InputUnreadable(
                     f"{where}: image of {img.width}x{img.height} exceeds {MAX_PIXELS} pixels",
@@ -62,6 +73,11 @@ def _decode(data: bytes, where: str) -> Image.Image:
             image = img.copy()
     except InputUnreadable:
         raise
+    except UnidentifiedImageError as exc:
+        raise InputUnreadable(
+            f"{where}: not a {', '.join(formats)} image",
+            {"path": where, "reason": "unsupported format", "accepted": list(formats)},
+        ) from exc
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise InputUnreadable(f"{where}: not a readable image ({exc})", {"path": where, "reason": str(exc)}) from exc
     if image.mode not in ACCEPTED_MODES:
@@ -80,9 +96,9 @@ def _decode(data: bytes, where: str) -> Image.Image:
 def load_input_image(source: ImageInput) -> Image.Image:
     """The condition image as RGBA (transparent background kept) or RGB."""
     if isinstance(source, ImagePath):
-        image = _decode(_read_bytes(source.path, "image.path"), source.path)
+        image = _decode(_read_bytes(source.path, "image.path"), source.path, FILE_FORMATS)
     else:
-        image = _decode(source.data, "inline image")
+        image = _decode(source.data, "inline image", INLINE_FORMATS)
     if image.mode in ("P", "LA", "L"):
         image = image.convert("RGBA" if image.mode in ("P", "LA") else "RGB")
     return image
@@ -92,10 +108,10 @@ def load_views_grid(source: ViewsGridPath | ViewsGridPng) -> Image.Image:
     """A 3-row x 2-column grid of square views, as RGB."""
     if isinstance(source, ViewsGridPath):
         where = source.path
-        image = _decode(_read_bytes(source.path, "views.path"), where)
+        image = _decode(_read_bytes(source.path, "views.path"), where, FILE_FORMATS)
     else:
         where = "inline grid"
-        image = _decode(source.data, where)
+        image = _decode(source.data, where, INLINE_FORMATS)
     width, height = image.size
     if width % 2 or height * 2 != width * 3:
         raise InputUnreadable(

@@ -7,13 +7,19 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from .errors import InvalidParams, OutputRefused
+from .wire.errors import InvalidParams, OutputRefused
 
 log = logging.getLogger("rpcworker.outputs")
+
+PARTIAL_TAG = ".partial-"
+RANDOM_HEX = 6
+PARTIAL_EXTRA_BYTES = 1 + len(PARTIAL_TAG) + 10 + 1 + RANDOM_HEX
+"""What a temporary name adds to the target's: a leading dot, the tag, a pid (at most 10 digits), '-', random hex."""
 
 STALE_PARTIAL_S = 10.0
 """A temporary output untouched this long, of a process that no longer runs here, is debris of a crash."""
@@ -30,14 +36,32 @@ class OutputPolicy:
         if not os.path.isabs(path) or "\0" in path:
             raise InvalidParams(f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path})
         resolved = os.path.realpath(path)
+        if not _utf8_encodable(resolved):
+            # The result echoes the path: one that is not valid UTF-8 could never travel back in JSON.
+            raise OutputRefused(
+                f"{field} {path} resolves to a name that is not valid UTF-8, which the reply could not carry",
+                {"field": field, "path": path, "reason": "not valid UTF-8"},
+            )
+        try:
+            target = os.stat(resolved)
+        except FileNotFoundError:
+            target = None
+        except OSError as exc:
+            reason = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            raise OutputRefused(f"{field} {path} cannot be used: {reason}", {"field": field, "path": path, "reason": reason}) from exc
         if self.root is not None and os.path.commonpath([self.root, resolved]) != self.root:
             raise OutputRefused(
                 f"{field} {path} is outside the worker's output root {self.root}",
                 {"field": field, "path": path, "reason": "outside output root", "output_root": self.root},
             )
-        if os.path.isdir(resolved):
+        if target is not None and stat.S_ISDIR(target.st_mode):
             raise OutputRefused(f"{field} {path} is a directory", {"field": field, "path": path, "reason": "is a directory"})
-        if os.path.exists(resolved) and not overwrite:
+        if target is not None and not stat.S_ISREG(target.st_mode):
+            raise OutputRefused(
+                f"{field} {path} exists and is not a regular file (a FIFO, device or socket); it is never replaced",
+                {"field": field, "path": path, "reason": "not a regular file"},
+            )
+        if target is not None and not overwrite:
             raise OutputRefused(
                 f"{field} {path} exists; pass overwrite=true to replace it",
                 {"field": field, "path": path, "reason": "exists"},
@@ -76,9 +100,9 @@ def atomic_outputs(
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             raise OutputRefused(f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
-        stem, ext = os.path.splitext(name)
+        stem, ext = _partial_parts(directory, name)
         _remove_dead_partials(directory, stem, ext)
-        tmps.append(os.path.join(directory, f".{stem}.partial-{os.getpid()}-{secrets.token_hex(3)}{ext}"))
+        tmps.append(os.path.join(directory, f".{stem}{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(RANDOM_HEX // 2)}{ext}"))
     placed: list[tuple[str, os.stat_result]] = []
     path = paths[0] if paths else ""
     try:
@@ -90,6 +114,7 @@ def atomic_outputs(
             if before_commit is not None:
                 before_commit(tmp)
             if overwrite:
+                _refuse_non_regular(path)
                 os.replace(tmp, path)
             else:
                 _link_no_clobber(tmp, path)
@@ -110,9 +135,47 @@ def atomic_outputs(
                 os.unlink(tmp)
 
 
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _partial_parts(directory: str, name: str) -> tuple[str, str]:
+    """The stem and extension a temporary name for ``name`` uses, cut so that the whole temporary name
+    fits the file system's name limit (a target near the limit must still be writable)."""
+    try:
+        name_max = os.pathconf(directory or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    stem, ext = os.path.splitext(name)
+    if len(os.fsencode(ext)) > 16:  # a long "extension" is part of the name, not a format
+        stem, ext = name, ""
+    budget = name_max - PARTIAL_EXTRA_BYTES - len(os.fsencode(ext))
+    encoded = os.fsencode(stem)
+    if len(encoded) > budget:
+        stem = encoded[:budget].decode("utf-8", "ignore")  # check() refused names that are not UTF-8
+    return stem, ext
+
+
+def _refuse_non_regular(path: str) -> None:
+    """Checked again just before replacing: overwrite never replaces a FIFO, device, socket or directory."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputRefused(
+            f"{path} is not a regular file (it appeared while the output was being written); it is never replaced",
+            {"path": path, "reason": "not a regular file"},
+        )
+
+
 def _remove_dead_partials(directory: str, stem: str, ext: str) -> None:
     """Removes the temporary files that killed writers left for this target (their pid is in the name)."""
-    pattern = re.compile(rf"\.{re.escape(stem)}\.partial-(\d+)-[0-9a-f]+{re.escape(ext)}")
+    pattern = re.compile(rf"\.{re.escape(stem)}{re.escape(PARTIAL_TAG)}(\d+)-[0-9a-f]+{re.escape(ext)}")
     try:
         names = os.listdir(directory)
     except OSError:

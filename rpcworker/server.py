@@ -13,17 +13,20 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from .backends.base import Backend
-from .dispatch import Dispatcher
-from .protocol import MAX_LINE_BYTES, LogParams, Notification
-from .transport import MessageStream
+from .session import DEFAULT_MAX_HANDLES, WorkerSession
+from .wire.framing import MessageStream
+from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
 
 log = logging.getLogger("rpcworker")
 
 PARENT_POLL_S = 0.25
+"""How often the watchdog checks that the parent process still runs."""
 EXIT_GRACE_S = 1.0
+"""How long the executor gets to finish after shutdown or EOF; requests arriving meanwhile get shutting_down."""
 
 
 def protect_stdout() -> BinaryIO:
@@ -50,7 +53,7 @@ class LogForwarder(logging.Handler):
         self._local.busy = True
         try:
             self._stream.send(Notification("log", LogParams(record.levelname.lower(), record.getMessage(), record.name)))
-        except OSError:
+        except (OSError, ValueError):  # the host is gone, or a message that cannot be encoded
             pass
         finally:
             self._local.busy = False
@@ -79,9 +82,10 @@ def serve(
     stream: MessageStream,
     backend: Backend,
     *,
-    max_handles: int = 16,
+    max_handles: int = DEFAULT_MAX_HANDLES,
     output_root: str | None = None,
     log_level: str = "info",
+    before_commit: Callable[[str], None] | None = None,
 ) -> int:
     """Serves until EOF on stdin or a shutdown request; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -93,13 +97,31 @@ def serve(
     orphaned = threading.Event()
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
 
-    dispatcher = Dispatcher(backend, stream, max_handles=max_handles, output_root=output_root)
-    while not dispatcher.stopping:
+    dispatcher = WorkerSession(backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit)
+    # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
+    # until the executor had its grace; then the worker exits, whether or not the host closed stdin.
+    eof = threading.Event()
+    dispatcher.on_shutdown = lambda: threading.Thread(
+        target=_exit_after_shutdown, args=(dispatcher, stream, eof), name="shutdown-exit", daemon=True
+    ).start()
+    while True:
         received = stream.receive()
         if received is None:
             log.info("stdin closed; exiting")
+            eof.set()
             break
         dispatcher.handle(received)
     dispatcher.stop(grace=EXIT_GRACE_S)
     stream.close_writer()
     return 0
+
+
+def _exit_after_shutdown(dispatcher: WorkerSession, stream: MessageStream, eof: threading.Event) -> None:
+    """Ends the worker at most EXIT_GRACE_S after the shutdown reply (EOF ends it sooner, in serve)."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    dispatcher.stop(grace=EXIT_GRACE_S)
+    if eof.wait(max(0.0, deadline - time.monotonic())):
+        return
+    stream.close_writer()
+    sys.stderr.flush()
+    os._exit(0)

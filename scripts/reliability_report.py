@@ -82,6 +82,31 @@ FIXES = [
      "`os.path.realpath` raises ValueError on NUL; found by the fuzz's no-internal_error rule. Such paths are "
      "now `invalid_params`.",
      "test_bad_requests::…[nul-in-path], test_fuzz"),
+    ("A reply that could not be encoded was dropped in silence",
+     "msgspec raises UnicodeEncodeError (a ValueError) for a string with lone surrogates, which is how a "
+     "non-UTF-8 file name reaches Python; the worker took it for \"the host is gone\" and sent nothing, so the "
+     "caller waited for ever. Output paths resolving to such names are now `output_refused`, and any reply that "
+     "cannot be encoded becomes an `internal_error` on its id (`rpcworker/replies.py`).",
+     "test_attacks::test_an_output_path_that_resolves_to_a_non_utf8_name_gets_an_error_reply"),
+    ("A worker that stopped reading blocked callers for ever",
+     "The host wrote requests on the caller's thread under a lock; a SIGSTOPped worker with a full pipe blocked "
+     "that call past its timeout and every cancel behind it. Frames now go out through a writer thread "
+     "(`host/writer.py`, non-blocking descriptor); a call waits for its write only up to its timeout.",
+     "test_attacks::test_a_worker_that_stopped_reading_never_blocks_a_call_past_its_timeout"),
+    ("The stderr drain could die or grow without bound",
+     "A raising `on_stderr` callback ended the drain thread (then a full stderr pipe blocks the worker), and one "
+     "endless line was kept whole. The callback is now contained and reported once; lines are cut to 2,000 "
+     "characters and quoted tails to 8,000.",
+     "test_attacks::test_one_endless_stderr_line_is_kept_bounded_and_errors_quoting_it_stay_small"),
+    ("Quick methods accepted an id already in flight; shutting_down was unreachable",
+     "The in-flight check ran for model methods only; now for every method. After the shutdown reply the "
+     "worker keeps reading for its exit grace and answers `shutting_down`.",
+     "test_attacks::test_an_id_in_flight_is_refused_for_every_method, test_attacks::test_a_request_after_the_shutdown_reply_gets_shutting_down"),
+    ("Output and input holes",
+     "`overwrite=true` replaced FIFOs and device links; names near NAME_MAX failed because the temporary name was "
+     "longer; symlink loops got a vague message; inline data could be EPS (Ghostscript); /proc files (size 0) "
+     "bypassed the size cap. All closed, each with its case.",
+     "test_attacks (outputs and inputs cases)"),
     ("Start errors did not name a missing package",
      "`WorkerStartError` now says which package the worker environment lacks when its stderr shows "
      "`No module named 'X'`.",
@@ -89,7 +114,7 @@ FIXES = [
 ]
 
 LEFT_ALONE = [
-    "A worker killed mid-write leaves its hidden `.NAME.partial-PID-RAND.EXT` file until the next write of the "
+    "A worker killed mid-write (or whose host died mid-write: it exits 1 s after EOF) leaves its hidden `.NAME.partial-PID-RAND.EXT` file until the next write of the "
     "same target removes it (writer's pid gone, unchanged for 10 s); debris of a target never written again stays. "
     "The output path itself is never truncated.",
     "Output-root confinement checks the resolved path, then writes to it; a directory swapped for a symlink in "

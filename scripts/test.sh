@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venvs/models/bin/python -m ruff check .          # lint ([tool.ruff] in pyproject.toml)
+.venvs/models/bin/python -m mypy                  # types of host/, rpcworker/, instantmesh/ ([tool.mypy])
 exec .venvs/models/bin/python -m pytest -q "$@"

@@ -1,7 +1,7 @@
-"""The backend interface: what the dispatcher needs from a model implementation.
+"""The backend interface: what the method handlers need from a model implementation.
 
 Backends receive decoded images and return arrays; reading inputs, writing outputs, handles and the wire
-stay in the dispatcher, so a backend is only the models.
+stay in the handlers and the session, so a backend is only the models.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from ..protocol import MemoryInfo
+    from ..wire.messages import MemoryInfo
 
 
 class WorkContext(Protocol):
@@ -89,9 +89,6 @@ class Backend(Protocol):
         """Views (in the backend's form) and the view size, from a 3x2 grid image."""
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData: ...
-
-    # Optional: ``before_commit(tmp_path: str) -> None`` is called, when a backend defines it, with each
-    # finished output file just before it is renamed into place (the mock uses it to simulate slow writes).
 
 
 BackendFactory = Callable[..., Backend]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
-from ..protocol import MemoryInfo
+from ..wire.errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
+from ..wire.messages import MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
 
@@ -124,7 +124,7 @@ class MockBackend:
         self._misbehave("generate_views")
         start = time.perf_counter()
         size = self.options.view_size
-        rgb = _on_white(image).resize((size, size), Image.BILINEAR)
+        rgb = _on_white(image).resize((size, size), Image.Resampling.BILINEAR)
         base = np.asarray(rgb, dtype=np.float32)
         for step in range(num_inference_steps):
             ctx.check_cancelled()
@@ -169,7 +169,7 @@ class MockBackend:
         return MeshData(vertices, faces, colors, timings)
 
     def before_commit(self, tmp_path: str) -> None:
-        """Called by the dispatcher between writing an output and renaming it into place."""
+        """Given to the worker session (see __main__) to run between writing an output and moving it into place."""
         if self.options.write_delay > 0:
             time.sleep(self.options.write_delay)
 

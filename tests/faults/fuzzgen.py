@@ -2,7 +2,8 @@
 
 Mutations: a field replaced by a random JSON value of another type, a field removed, an unknown field
 added, random JSON instead of the message, truncation, flipped bytes, random bytes, huge and odd numbers,
-deep nesting, invalid UTF-8, long strings. Every line is one frame (no raw newline inside).
+deep nesting, invalid UTF-8, long strings. Valid messages include ids reused while possibly in flight and
+inline images in refused formats (EPS, GIF). Every line is one frame (no raw newline inside).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import msgspec
 _encode = msgspec.json.encode
 
 
-def _png(size: tuple[int, int], mode: str = "RGB") -> str:
+def _png(size: tuple[int, int], mode: str = "RGB", format: str = "PNG") -> str:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new(mode, size, (200, 80, 40) if mode == "RGB" else None).save(buf, format="PNG")
+    Image.new(mode, size, (200, 80, 40) if mode == "RGB" else None).save(buf, format=format)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -36,6 +37,8 @@ class MessageFuzzer:
         self.counter = 0
         self.small_png = _png((16, 16))
         self.grid_png = _png((32, 48))
+        self.eps = base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n").decode()
+        self.small_gif = _png((16, 16), format="GIF")
         self.mutations: list[Callable[[dict[str, Any]], bytes]] = [
             self._replace_field,
             self._replace_field,
@@ -65,6 +68,8 @@ class MessageFuzzer:
             method, params = "initialize", {"protocol_version": r.choice(["1.0", "1.7", "2.0"]), "client": "fuzz"}
         elif choice in (1, 2):
             method, params = "ping", None
+            if r.random() < 0.2 and self.counter > 1:
+                ident = self.counter - 1  # an id that may still be in flight (a quick method reusing it)
         elif choice == 3:
             method, params = "status", {}
         elif choice == 4:
@@ -73,6 +78,8 @@ class MessageFuzzer:
             method, params = "unload", {"models": r.sample(["views", "mesh"], r.randrange(3))}
         elif choice in (6, 7):
             image = {"type": "png", "data": self.small_png} if r.random() < 0.7 else {"type": "path", "path": self.image_path}
+            if r.random() < 0.1:  # inline data in formats the worker must refuse (EPS would start Ghostscript)
+                image = {"type": "png", "data": r.choice([self.eps, self.small_gif])}
             params = {"image": image, "seed": r.randrange(1000), "num_inference_steps": r.randrange(1, 4)}
             if r.random() < 0.5:
                 params["output_path"] = out + ".png"

@@ -20,8 +20,8 @@ import msgspec
 import pytest
 
 from rpcworker.backends.mock import MockBackend, MockOptions
-from rpcworker.dispatch import Dispatcher
 from rpcworker.protocol import Incoming
+from rpcworker.session import WorkerSession as Dispatcher
 from rpcworker.transport import MessageStream
 
 from .conftest import RawWorker, assert_valid_reply, error_name
@@ -144,12 +144,10 @@ def run_in_process(lines: Iterator[bytes], tmp_path: Path) -> tuple[ReplyChecker
             dispatcher.stop(grace=10)
             dispatcher = Dispatcher(backend, stream, max_handles=4, output_root=str(tmp_path))
             dispatcher.initialized = True
-    deadline = time.monotonic() + 60
-    while (dispatcher._current is not None or not dispatcher._queue.empty() or dispatcher._jobs) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not dispatcher._jobs, f"executor did not drain: {len(dispatcher._jobs)} jobs left"
+    assert dispatcher.jobs.wait_idle(60), f"executor did not drain: {dispatcher.in_flight} jobs left"
+    assert dispatcher.in_flight == 0
     dispatcher.stop(grace=5)
-    assert not dispatcher._executor.is_alive(), "executor thread did not stop"
+    assert not dispatcher.jobs.running, "executor thread did not stop"
     return checker, frames, expected
 
 

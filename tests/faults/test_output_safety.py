@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import OutputRefused, WorkerCrashed
+from host.errors import WorkerCrashed
+from rpcworker.errors import OutputRefused
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .conftest import wait_gone

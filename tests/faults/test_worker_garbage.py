@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from host.client import WorkerClient
+from host.errors import WorkerCrashed
 from host.process import WorkerCommand
-from rpcworker.errors import RpcError, WorkerCrashed
+from rpcworker.errors import RpcError
 from tests.pipe.garbage_worker import GARBAGE
 
 

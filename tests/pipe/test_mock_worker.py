@@ -27,7 +27,14 @@ from rpcworker.errors import (
     OutputRefused,
     VersionMismatch,
 )
-from rpcworker.protocol import GenerateViewsParams, ImagePath, InitializeParams, ReconstructParams, ViewsHandle
+from rpcworker.protocol import (
+    PROTOCOL_VERSION,
+    GenerateViewsParams,
+    ImagePath,
+    InitializeParams,
+    ReconstructParams,
+    ViewsHandle,
+)
 
 
 def views_params(image: Path, **kw) -> GenerateViewsParams:
@@ -39,7 +46,7 @@ def test_handshake_reports_the_worker_environment(mock_client) -> None:
     info = client.info
     assert info.python.startswith("3.10."), "the pipe suite must run the worker under Python 3.10"
     assert sys.version_info[:2] != (3, 10) or os.environ.get("CI_ALLOW_SAME_PYTHON")
-    assert info.backend == "mock" and info.protocol_version == "1.1" and info.pid == client.process.pid
+    assert info.backend == "mock" and info.protocol_version == PROTOCOL_VERSION and info.pid == client.process.pid
     assert client.ping().pong
 
 
@@ -75,12 +82,15 @@ def test_progress_arrives_in_order(mock_client, object_png: Path) -> None:
 
 def test_ping_and_status_answer_while_a_model_call_runs(mock_client, object_png: Path) -> None:
     client = mock_client("step_delay=0.05")
-    pending = client.request("generate_views", views_params(object_png, num_inference_steps=40))
-    time.sleep(0.2)
-    start = time.perf_counter()
+    stepping = threading.Event()
+    pending = client.request(
+        "generate_views", views_params(object_png, num_inference_steps=400),
+        on_progress=lambda p: stepping.set() if p.stage == "diffusion" else None,
+    )
+    assert stepping.wait(30), "the model call never started"
     assert client.ping().pong
-    assert time.perf_counter() - start < 0.5
-    assert client.status().busy == "generate_views"
+    # Still busy after the ping was answered: the ping overtook the model call rather than waiting for it.
+    assert client.status().busy == "generate_views" and not pending.done
     pending.cancel()
     with pytest.raises(Cancelled):
         pending.result(5)
@@ -173,7 +183,10 @@ def test_model_not_loaded_when_loading_is_required(mock_client, object_png: Path
 def test_worker_writing_to_stdout_and_fd1_does_not_corrupt_the_stream(mock_client, object_png: Path) -> None:
     client = mock_client("noisy=1")
     client.generate_views(views_params(object_png, num_inference_steps=2))
-    time.sleep(0.2)
+    # stderr is drained by its own thread: wait (with a generous deadline) until the last line is there.
+    deadline = time.monotonic() + 30
+    while "mock C printf: generate_views done" not in client.process.stderr_tail() and time.monotonic() < deadline:
+        time.sleep(0.02)
     tail = client.process.stderr_tail()
     for text in ("mock print", "mock fd1 write", "mock C printf"):
         assert text in tail

@@ -1,0 +1,132 @@
+"""The model methods, one function each, registered by name: what a request does once it is valid.
+
+Params arrive decoded and range-checked by their msgspec types (rpcworker/wire/messages.py); a handler
+checks what types cannot say (output rules, the mesh format of a path), reads inputs, calls the backend
+and writes outputs. Adding a method touches this module (and the wire types) only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .backends.base import Backend
+from .handles import ViewStore
+from .images import load_input_image, load_views_grid
+from .jobs import JobContext
+from .mesh_output import plan_mesh_outputs, write_mesh_outputs
+from .outputs import OutputPolicy, atomic_output
+from .wire.errors import InternalError, InvalidParams
+from .wire.messages import (
+    GenerateViewsParams,
+    LoadParams,
+    LoadResult,
+    MeshResult,
+    ReconstructParams,
+    UnloadParams,
+    UnloadResult,
+    ViewsHandle,
+    ViewsResult,
+)
+
+
+@dataclass
+class Workspace:
+    """What model methods act on: the backend, the views kept between calls, and the output rules."""
+
+    backend: Backend
+    views: ViewStore
+    outputs: OutputPolicy
+    before_commit: Callable[[str], None] | None = None
+    """Sees each finished output just before it is moved into place (the mock's write_delay)."""
+
+
+Handler = Callable[[Workspace, Any, JobContext], msgspec.Struct]
+MODEL_HANDLERS: dict[str, Handler] = {}
+
+
+def handles(method: str) -> Callable[[Handler], Handler]:
+    def register(function: Handler) -> Handler:
+        MODEL_HANDLERS[method] = function
+        return function
+
+    return register
+
+
+@handles("load")
+def load(ws: Workspace, params: LoadParams, ctx: JobContext) -> LoadResult:
+    seconds = ws.backend.load(list(dict.fromkeys(params.models)), ctx)
+    return LoadResult(seconds, ws.backend.loaded(), ws.backend.info().device)
+
+
+@handles("unload")
+def unload(ws: Workspace, params: UnloadParams, ctx: JobContext) -> UnloadResult:
+    unloaded = ws.backend.unload(list(params.models))
+    if "views" in unloaded:
+        ws.views.clear()
+    return UnloadResult(unloaded, ws.backend.loaded(), ws.backend.memory())
+
+
+@handles("generate_views")
+def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> ViewsResult:
+    out = None if params.output_path is None else ws.outputs.check(params.output_path, "output_path", params.overwrite)
+    if out is not None and not out.lower().endswith(".png"):
+        raise InvalidParams(f"output_path must end in .png, got {params.output_path}", {"field": "output_path"})
+    start = time.perf_counter()
+    image = load_input_image(params.image)
+    read_s = time.perf_counter() - start
+    generated = ws.backend.generate_views(image, params.seed, params.num_inference_steps, params.guidance_scale, ctx)
+    ctx.check_cancelled()
+    save_s = 0.0
+    if out is not None:
+        t = time.perf_counter()
+        with atomic_output(out, overwrite=params.overwrite, before_commit=ws.before_commit) as tmp:
+            generated.grid.save(tmp, format="PNG")
+        save_s = time.perf_counter() - t
+    handle = ws.views.put(generated.views, generated.view_size)
+    return ViewsResult(
+        handle=handle,
+        grid_path=out,
+        grid_width=generated.grid.width,
+        grid_height=generated.grid.height,
+        view_size=generated.view_size,
+        seed=params.seed,
+        num_inference_steps=params.num_inference_steps,
+        model_label=ws.backend.info().model_label,
+        timings={"read_input_s": read_s, **generated.timings, "save_s": save_s, "total_s": time.perf_counter() - start},
+    )
+
+
+@handles("reconstruct")
+def reconstruct(ws: Workspace, params: ReconstructParams, ctx: JobContext) -> MeshResult:
+    plan = plan_mesh_outputs(ws.outputs, params)  # every output rule checked before any work
+    start = time.perf_counter()
+    if isinstance(params.views, ViewsHandle):
+        views, _ = ws.views.get(params.views.handle)
+    else:
+        views, _ = ws.backend.views_from_grid(load_views_grid(params.views))
+    mesh = ws.backend.reconstruct(views, params.texture_map, ctx)
+    ctx.check_cancelled()
+    if mesh.textured != params.texture_map:
+        raise InternalError(
+            f"the {ws.backend.info().name} backend returned a mesh {'with' if mesh.textured else 'without'} a texture map "
+            f"for texture_map={params.texture_map}",
+            {"type": "BackendError"},
+        )
+    t = time.perf_counter()
+    bounds = write_mesh_outputs(plan, mesh, params, ws.before_commit)
+    export_s = time.perf_counter() - t
+    return MeshResult(
+        mesh_path=plan.mesh_path,
+        format=plan.format,
+        num_vertices=int(len(mesh.vertices)),
+        num_faces=int(len(mesh.faces)),
+        bounds=bounds,
+        model_label=ws.backend.info().model_label,
+        timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
+        extra_paths=plan.companions,
+    )

@@ -1,0 +1,272 @@
+"""The worker's JSON-RPC session: envelope checks, ids in flight, quick methods, replies and their limits.
+
+The reader thread calls :meth:`WorkerSession.handle` for every frame. Quick methods (initialize, ping,
+status, shutdown) and the cancel notification are answered there at once, so they work while model work
+runs; model methods go to the job queue (rpcworker/jobs.py) and run their handler (rpcworker/handlers.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import __version__
+from .backends.base import Backend
+from .handlers import MODEL_HANDLERS, Workspace
+from .handles import ViewStore
+from .jobs import Job, JobQueue
+from .outputs import OutputPolicy
+from .replies import ReplySender
+from .wire.errors import (
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    NotInitialized,
+    RpcError,
+    ShuttingDown,
+    VersionMismatch,
+)
+from .wire.framing import BadFrame, MessageStream
+from .wire.messages import (
+    METHODS,
+    PROTOCOL_VERSION,
+    CancelParams,
+    Incoming,
+    InitializeParams,
+    InitializeResult,
+    PingResult,
+    RequestId,
+    Response,
+    ShutdownResult,
+    StatusResult,
+    major,
+)
+
+log = logging.getLogger("rpcworker")
+
+DEFAULT_MAX_HANDLES = 16
+_PARAM_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()}
+_CANCEL_DECODER = msgspec.json.Decoder(CancelParams)
+_EMPTY = msgspec.Raw(b"{}")
+
+QuickMethod = Callable[["WorkerSession", Any], msgspec.Struct]
+
+
+class WorkerSession:
+    def __init__(
+        self,
+        backend: Backend,
+        stream: MessageStream,
+        *,
+        max_handles: int = DEFAULT_MAX_HANDLES,
+        output_root: str | None = None,
+        before_commit: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.stream = stream
+        self.replies = ReplySender(stream)
+        self.workspace = Workspace(backend, ViewStore(max_handles), OutputPolicy(output_root), before_commit)
+        self.started = time.monotonic()
+        self.initialized = False
+        self.stopping = False
+        self.on_shutdown: Callable[[], None] | None = None
+        """Called once the shutdown reply is out (the server then lingers briefly, answering shutting_down)."""
+        self._served = 0
+        self._lock = threading.Lock()
+        self._in_flight: dict[RequestId, Job] = {}
+        self.jobs = JobQueue(self.replies.send, self._job_done)
+
+    @property
+    def requests_served(self) -> int:
+        with self._lock:
+            return self._served
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    # ------------------------------------------------------------------ reader side
+
+    def handle(self, received: Incoming | BadFrame) -> None:
+        """Acts on one frame. Never raises for bad input: every problem becomes an error reply."""
+        if isinstance(received, BadFrame):
+            self.replies.bad_frame(received)
+            return
+        msg = received
+        reply_id = msg.id if isinstance(msg.id, (int, str)) else None
+        if msg.jsonrpc != "2.0":
+            detail = '"jsonrpc" must be "2.0"'
+            self.replies.error(reply_id, InvalidRequest(detail, {"detail": detail, "jsonrpc": _shown(msg.jsonrpc)}))
+            return
+        if isinstance(msg.method, msgspec.UnsetType):
+            if msg.result is not msgspec.UNSET or msg.error is not msgspec.UNSET:
+                log.warning("ignoring a response sent to the worker (id %r)", _shown(msg.id))
+                return
+            detail = "a request needs a method"
+            self.replies.error(reply_id, InvalidRequest(detail, {"detail": detail}))
+            return
+        if msg.id is msgspec.UNSET:
+            self._notification(msg.method, msg.params)
+            return
+        if reply_id is None:
+            detail = "a request id must be a number or a string, not null"
+            self.replies.error(None, InvalidRequest(detail, {"detail": detail}))
+            return
+        try:
+            self._request(reply_id, msg.method, msg.params)
+        except RpcError as err:
+            self.replies.error(reply_id, err)
+
+    def _request(self, request_id: RequestId, method: str, raw_params: Any) -> None:
+        # Before initialize every other request gets not_initialized, whatever its method or params.
+        if method != "initialize" and not self.initialized:
+            raise NotInitialized(f"{method} before initialize; the first request must be initialize", {"method": method})
+        if method not in METHODS:
+            raise MethodNotFound(f"unknown method {method!r}", {"method": method, "methods": sorted(METHODS)})
+        params = _decode_params(method, raw_params)
+        if self.stopping:
+            raise ShuttingDown(f"{method} refused: the worker is shutting down", {"method": method})
+        with self._lock:
+            # Checked for every method, quick ones too: a reused id would make two replies indistinguishable.
+            if request_id in self._in_flight:
+                detail = f"request id {request_id!r} is already in flight"
+                raise InvalidRequest(detail, {"detail": detail, "id": request_id})
+            handler = MODEL_HANDLERS.get(method)
+            if handler is not None:
+                workspace = self.workspace
+                job = Job(request_id, method, params, lambda p, ctx: handler(workspace, p, ctx))
+                self._in_flight[request_id] = job
+                self.jobs.submit(job)
+                return
+        result = QUICK_METHODS[method](self, params)
+        self.replies.send(Response(request_id, result))
+        self._count_served()
+        if method == "shutdown":
+            self.stop()
+            if self.on_shutdown is not None:
+                self.on_shutdown()
+
+    def _notification(self, method: str, raw_params: Any) -> None:
+        if method != "cancel":
+            log.warning("ignoring unknown notification %r", method)
+            return
+        try:
+            params = _CANCEL_DECODER.decode(raw_params if raw_params is not msgspec.UNSET else _EMPTY)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            log.warning("ignoring cancel with bad params: %s", exc)
+            return
+        self.cancel(params.id)
+
+    def cancel(self, request_id: RequestId) -> bool:
+        with self._lock:
+            job = self._in_flight.get(request_id)
+        if job is None:
+            return False
+        job.cancelled.set()
+        return True
+
+    # ------------------------------------------------------------------ executor side
+
+    def _job_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
+        # Bookkeeping before the reply goes out: a host that reads the reply and asks for status at once
+        # must see the job finished (not busy, counted).
+        with self._lock:
+            self._served += 1
+            self._in_flight.pop(job.id, None)
+        if error is not None:
+            self.replies.error(job.id, error)
+        else:
+            self.replies.send(Response(job.id, result))
+
+    def _count_served(self) -> None:
+        with self._lock:
+            self._served += 1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Cancels queued and running work; waits up to ``grace`` seconds for the executor to finish."""
+        self.stopping = True
+        with self._lock:
+            jobs = list(self._in_flight.values())
+        for job in jobs:
+            job.cancelled.set()
+        self.jobs.stop(grace)
+
+
+# ---------------------------------------------------------------------- quick methods
+
+
+def _initialize(session: WorkerSession, params: InitializeParams) -> InitializeResult:
+    if major(params.protocol_version) != major(PROTOCOL_VERSION):
+        raise VersionMismatch(
+            f"host speaks protocol {params.protocol_version}, this worker speaks {PROTOCOL_VERSION}",
+            {"host": params.protocol_version, "worker": PROTOCOL_VERSION},
+        )
+    session.initialized = True
+    info = session.backend.info()
+    return InitializeResult(
+        protocol_version=PROTOCOL_VERSION,
+        worker_version=__version__,
+        python=sys.version.split()[0],
+        pid=os.getpid(),
+        backend=info.name,
+        model_label=info.model_label,
+        device=info.device,
+        torch=info.torch,
+        cuda=info.cuda,
+        capabilities=info.capabilities,
+        max_line_bytes=session.stream.max_line_bytes,
+        max_handles=session.workspace.views.capacity,
+    )
+
+
+def _ping(session: WorkerSession, params: Any) -> PingResult:
+    return PingResult()
+
+
+def _status(session: WorkerSession, params: Any) -> StatusResult:
+    info = session.backend.info()
+    return StatusResult(
+        backend=info.name,
+        model_label=info.model_label,
+        device=info.device,
+        loaded=session.backend.loaded(),
+        memory=session.backend.memory(),
+        requests_served=session.requests_served,
+        uptime_s=time.monotonic() - session.started,
+        handles=len(session.workspace.views),
+        max_handles=session.workspace.views.capacity,
+        busy=session.jobs.busy,
+        queued=session.jobs.queued,
+        pid=os.getpid(),
+    )
+
+
+def _shutdown(session: WorkerSession, params: Any) -> ShutdownResult:
+    return ShutdownResult(session.requests_served + 1)
+
+
+QUICK_METHODS: dict[str, QuickMethod] = {"initialize": _initialize, "ping": _ping, "status": _status, "shutdown": _shutdown}
+
+
+def _decode_params(method: str, raw: Any) -> Any:
+    try:
+        return _PARAM_DECODERS[method].decode(raw if raw is not msgspec.UNSET else _EMPTY)
+    except msgspec.ValidationError as exc:
+        detail = str(exc).replace("`$", "`$.params")
+        raise InvalidParams(f"invalid params for {method}: {detail}", {"method": method, "detail": detail}) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # the framing should have caught these
+        raise InvalidParams(f"invalid params for {method}: {exc}", {"method": method, "detail": str(exc)}) from exc
+
+
+def _shown(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value

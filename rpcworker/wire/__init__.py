@@ -1,0 +1,18 @@
+"""The wire, shared by host and worker: message types (``messages``), error classes with their codes
+(``errors``) and line framing (``framing``). Imports nothing but msgspec."""
+
+from .errors import WIRE_ERRORS, RpcError, error_from_wire
+from .framing import BadFrame, FrameTooLarge, MessageStream
+from .messages import MAX_LINE_BYTES, METHODS, PROTOCOL_VERSION
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "METHODS",
+    "PROTOCOL_VERSION",
+    "WIRE_ERRORS",
+    "BadFrame",
+    "FrameTooLarge",
+    "MessageStream",
+    "RpcError",
+    "error_from_wire",
+]

@@ -1,0 +1,294 @@
+"""The wire types: every message, params and result on the stdio channel, as msgspec Structs.
+
+This module and protocol.md say the same thing (tests/unit/test_protocol_doc.py checks it); change both
+together. It imports nothing but msgspec, so the host (which has no torch) and the worker share it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+PROTOCOL_VERSION = "1.2"
+"""major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Longest frame either side accepts, newline excluded. Longer lines are discarded, never parsed."""
+
+RequestId = Union[int, str]
+
+# ---------------------------------------------------------------------------------------------------
+# Constraints and defaults, declared once: the decoder enforces them (errors carry the `$.params...` path)
+# and the host's API, CLI and session can reuse the same declarations instead of re-checking by hand.
+
+STEPS_RANGE = (1, 1000)
+GUIDANCE_RANGE = (0.0, 100.0)
+SEED_RANGE = (0, 2**63 - 1)
+DEFAULT_SEED = 42
+DEFAULT_STEPS = 75
+DEFAULT_GUIDANCE = 4.0
+DEFAULT_VIEW_SIZE = 320
+"""Side of one generated view of the official models, in pixels (the grid is 2 x 3 of them)."""
+
+Seed = Annotated[int, Meta(ge=SEED_RANGE[0], le=SEED_RANGE[1], description="random seed of the diffusion")]
+Steps = Annotated[int, Meta(ge=STEPS_RANGE[0], le=STEPS_RANGE[1], description="diffusion steps")]
+Guidance = Annotated[float, Meta(ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="classifier-free guidance scale")]
+
+# ---------------------------------------------------------------------------------------------------
+# Envelopes (JSON-RPC 2.0)
+
+
+class Incoming(Struct, omit_defaults=True):
+    """Any JSON-RPC message before it is classified; params/result stay raw until the method is known."""
+
+    jsonrpc: str | UnsetType = UNSET
+    id: int | str | None | UnsetType = UNSET
+    method: str | UnsetType = UNSET
+    params: Raw | UnsetType = UNSET
+    result: Raw | UnsetType = UNSET
+    error: ErrorObject | UnsetType = UNSET
+
+
+class ErrorObject(Struct, omit_defaults=True):
+    code: int
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class Request(Struct, omit_defaults=True, tag_field="jsonrpc", tag="2.0"):
+    """``"jsonrpc": "2.0"`` is written as the tag, so it always comes first and is never omitted."""
+
+    id: RequestId
+    method: str
+    params: Any = UNSET
+
+
+class Notification(Struct, omit_defaults=True, tag_field="jsonrpc", tag="2.0"):
+    method: str
+    params: Any = UNSET
+
+
+class Response(Struct, tag_field="jsonrpc", tag="2.0"):
+    id: RequestId
+    result: Any
+
+
+class ErrorResponse(Struct, tag_field="jsonrpc", tag="2.0"):
+    id: RequestId | None
+    error: ErrorObject
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared shapes
+
+
+class ImagePath(Struct, tag="path", tag_field="type", forbid_unknown_fields=True):
+    """An image file the worker reads; an absolute path in the worker's filesystem."""
+
+    path: str
+
+
+class ImagePng(Struct, tag="png", tag_field="type", forbid_unknown_fields=True):
+    """Encoded image bytes (PNG or JPEG) sent inline, base64 in JSON."""
+
+    data: bytes
+
+
+ImageInput = Union[ImagePath, ImagePng]
+
+
+class ViewsHandle(Struct, tag="handle", tag_field="type", forbid_unknown_fields=True):
+    """Views kept in the worker's memory by an earlier generate_views."""
+
+    handle: str
+
+
+class ViewsGridPath(Struct, tag="grid_path", tag_field="type", forbid_unknown_fields=True):
+    """A 3-row x 2-column grid image of the six views (upstream layout, 960x640 for full size)."""
+
+    path: str
+
+
+class ViewsGridPng(Struct, tag="grid_png", tag_field="type", forbid_unknown_fields=True):
+    data: bytes
+
+
+ViewsSource = Union[ViewsHandle, ViewsGridPath, ViewsGridPng]
+
+ModelName = Literal["views", "mesh"]
+MODEL_NAMES: tuple[ModelName, ...] = ("views", "mesh")
+MeshFormat = Literal["obj", "glb", "ply"]
+Orientation = Literal["instantmesh", "raw"]
+
+
+class MemoryInfo(Struct):
+    device: str
+    allocated_bytes: int
+    reserved_bytes: int
+    peak_bytes: int
+    total_bytes: int
+
+
+# ---------------------------------------------------------------------------------------------------
+# Methods: params and results
+
+
+class InitializeParams(Struct, forbid_unknown_fields=True):
+    protocol_version: str
+    client: str = "unknown"
+
+
+class InitializeResult(Struct):
+    protocol_version: str
+    worker_version: str
+    python: str
+    pid: int
+    backend: str
+    model_label: str
+    device: str
+    torch: str | None
+    cuda: str | None
+    capabilities: list[str]
+    max_line_bytes: int
+    max_handles: int
+
+
+class EmptyParams(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class PingResult(Struct):
+    pong: bool = True
+
+
+class LoadParams(Struct, forbid_unknown_fields=True):
+    models: list[ModelName] = msgspec.field(default_factory=lambda: list(MODEL_NAMES))
+
+
+class LoadResult(Struct):
+    load_seconds: dict[str, float]
+    """Seconds spent loading each model now; a model that was already loaded is absent."""
+    loaded: list[str]
+    device: str
+
+
+class UnloadParams(Struct, forbid_unknown_fields=True):
+    models: list[ModelName] = msgspec.field(default_factory=lambda: list(MODEL_NAMES))
+
+
+class UnloadResult(Struct):
+    unloaded: list[str]
+    loaded: list[str]
+    memory: MemoryInfo | None
+
+
+class StatusResult(Struct):
+    backend: str
+    model_label: str
+    device: str
+    loaded: list[str]
+    memory: MemoryInfo | None
+    requests_served: int
+    uptime_s: float
+    handles: int
+    max_handles: int
+    busy: str | None
+    queued: int
+    pid: int
+
+
+class GenerateViewsParams(Struct, forbid_unknown_fields=True):
+    image: ImageInput
+    seed: Seed = DEFAULT_SEED
+    num_inference_steps: Steps = DEFAULT_STEPS
+    guidance_scale: Guidance = DEFAULT_GUIDANCE
+    output_path: str | None = None
+    overwrite: bool = False
+
+
+class ViewsResult(Struct):
+    handle: str
+    grid_path: str | None
+    grid_width: int
+    grid_height: int
+    view_size: int
+    seed: int
+    num_inference_steps: int
+    model_label: str
+    timings: dict[str, float]
+
+
+class ReconstructParams(Struct, forbid_unknown_fields=True):
+    views: ViewsSource
+    output_path: str
+    format: MeshFormat | None = None
+    """None: taken from the output path's extension."""
+    texture_map: bool = False
+    orientation: Orientation = "instantmesh"
+    overwrite: bool = False
+
+
+class MeshResult(Struct):
+    mesh_path: str
+    format: str
+    num_vertices: int
+    num_faces: int
+    bounds: list[list[float]]
+    model_label: str
+    timings: dict[str, float]
+    extra_paths: list[str] = msgspec.field(default_factory=list)
+    """Files written with the mesh (a textured OBJ's .mtl and .png); added in 1.1."""
+
+
+class ShutdownResult(Struct):
+    requests_served: int
+
+
+# ---------------------------------------------------------------------------------------------------
+# Notifications
+
+
+class CancelParams(Struct, forbid_unknown_fields=True):
+    id: RequestId
+
+
+class ProgressParams(Struct):
+    id: RequestId
+    stage: str
+    step: int
+    total: int
+    message: str = ""
+
+
+class LogParams(Struct):
+    level: str
+    message: str
+    logger: str = ""
+
+
+class MethodSpec(Struct, frozen=True):
+    params: type
+    result: type
+    runs_on_executor: bool
+    """True for model work (sequential, cancellable); False for methods answered at once by the reader."""
+
+
+METHODS: dict[str, MethodSpec] = {
+    "initialize": MethodSpec(InitializeParams, InitializeResult, False),
+    "ping": MethodSpec(EmptyParams, PingResult, False),
+    "status": MethodSpec(EmptyParams, StatusResult, False),
+    "shutdown": MethodSpec(EmptyParams, ShutdownResult, False),
+    "load": MethodSpec(LoadParams, LoadResult, True),
+    "unload": MethodSpec(UnloadParams, UnloadResult, True),
+    "generate_views": MethodSpec(GenerateViewsParams, ViewsResult, True),
+    "reconstruct": MethodSpec(ReconstructParams, MeshResult, True),
+}
+
+NOTIFICATIONS_TO_WORKER: dict[str, type] = {"cancel": CancelParams}
+NOTIFICATIONS_FROM_WORKER: dict[str, type] = {"progress": ProgressParams, "log": LogParams}
+
+
+def major(version: str) -> str:
+    return version.split(".", 1)[0]

@@ -1,0 +1,72 @@
+"""protocol.md and the code say the same thing: the error table, the methods, notifications and limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rpcworker.dispatch import ERROR_TEXT_LIMIT
+from rpcworker.errors import WIRE_ERRORS
+from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
+from rpcworker.outputs import STALE_PARTIAL_S
+from rpcworker.protocol import (
+    MAX_LINE_BYTES,
+    METHODS,
+    NOTIFICATIONS_FROM_WORKER,
+    NOTIFICATIONS_TO_WORKER,
+    PROTOCOL_VERSION,
+)
+from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
+from tests.conftest import ROOT
+
+DOC = (ROOT / "protocol.md").read_text()
+
+
+def _section(title: str) -> str:
+    match = re.search(rf"^## \d+\. {title}\n(.*?)(?=^## |\Z)", DOC, re.S | re.M)
+    assert match, f"protocol.md has no section {title!r}"
+    return match.group(1)
+
+
+def test_the_error_table_lists_exactly_the_wire_errors() -> None:
+    rows = re.findall(r"^\| (-\d+) \| `(\w+)` \|", _section("Errors"), re.M)
+    assert rows, "no rows found in the error table"
+    assert {int(code): name for code, name in rows} == {code: cls.name for code, cls in WIRE_ERRORS.items()}
+    assert len(rows) == len(WIRE_ERRORS), "a code is listed twice"
+
+
+def test_the_methods_section_lists_exactly_the_methods() -> None:
+    headings = re.findall(r"^### (\w+)$", _section("Methods"), re.M)
+    assert sorted(headings) == sorted(METHODS)
+
+
+def test_the_quick_methods_are_the_ones_the_reader_answers() -> None:
+    quick = re.search(r"answers the\s+quick methods \(([^)]*)\)", _section("Lifecycle"))
+    assert quick, "the lifecycle section no longer names the quick methods"
+    named = set(re.findall(r"`(\w+)`", quick.group(1)))
+    assert named == {name for name, spec in METHODS.items() if not spec.runs_on_executor}
+
+
+def test_the_notification_table_lists_exactly_the_notifications() -> None:
+    rows = re.findall(r"^\| (host → worker|worker → host) \| `(\w+)` \|", _section("Notifications"), re.M)
+    assert {name for side, name in rows if side == "host → worker"} == set(NOTIFICATIONS_TO_WORKER)
+    assert {name for side, name in rows if side == "worker → host"} == set(NOTIFICATIONS_FROM_WORKER)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (f"# The instantmesh-rpc wire protocol, version {PROTOCOL_VERSION}", None),
+        (f"64 MiB ({MAX_LINE_BYTES:,} bytes)", MAX_LINE_BYTES == 64 * 1024 * 1024),
+        ("at most 512 MiB", MAX_INPUT_BYTES == 512 * 1024 * 1024),
+        (f"cut to {ERROR_TEXT_LIMIT:,}", None),
+        (f"has not changed for {STALE_PARTIAL_S:g} s", None),
+        (f"waits up to {EXIT_GRACE_S:g} s", None),
+        (f"polls the parent pid every {PARENT_POLL_S:g} s", None),
+        (f"data (`png`, `grid_png`) only {' or '.join(INLINE_FORMATS)}", None),
+    ],
+)
+def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> None:
+    assert text in " ".join(DOC.split()), f"protocol.md should say {text!r}"
+    assert value is not False
