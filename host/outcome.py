@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpcworker.errors import HostError, RpcError
+from rpcworker.wire.errors import RpcError
 
 from .api import Mesh
+from .errors import HostError
 
 
 @dataclass(frozen=True)

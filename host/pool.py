@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rpcworker.errors import HandleExpired, RequestTimeout, WorkerCrashed
+from rpcworker.wire.errors import HandleExpired
 
 from .api import ImageLike, InstantMeshWorker, Mesh, Views
+from .errors import RequestTimeout, WorkerCrashed
 from .outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
 from .pool_slots import (
     ROLE_MODELS,

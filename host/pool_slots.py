@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rpcworker.errors import HostError, WorkerStartError
-from rpcworker.protocol import StatusResult
+from rpcworker.wire.messages import StatusResult
 
 from .api import InstantMeshWorker
+from .errors import HostError, WorkerStartError
 from .process import WorkerCommand
 
 log = logging.getLogger("host.pool")

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TextIO
 
-from rpcworker.protocol import ProgressParams
+from rpcworker.wire.messages import ProgressParams
 
 STAGE_LABELS = {"load": "load", "diffusion": "views", "reconstruct": "mesh"}
 

@@ -14,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from rpcworker.errors import HostError, WorkerStartError
-
+from .errors import HostError, WorkerStartError
 from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
 from .pool import WorkerPool
 from .pool_slots import visible_gpus
