@@ -14,10 +14,12 @@ from rpcworker.protocol import (
     ImageInput,
     ImagePath,
     ImagePng,
+    InitializeResult,
     LoadResult,
     ProgressParams,
     ReconstructParams,
     StatusResult,
+    UnloadResult,
     ViewsGridPath,
     ViewsHandle,
 )
@@ -146,18 +148,37 @@ class InstantMeshWorker:
         self.client.start()
         return self
 
-    def close(self) -> None:
-        self.client.close()
+    def close(self) -> int | None:
+        """Shuts the worker down; returns its exit code (None when none was running)."""
+        return self.client.close()
+
+    @property
+    def info(self) -> InitializeResult:
+        """The running worker's handshake (pid, python, device, model label, capabilities); starts it if needed."""
+        return self.client.start()
+
+    @property
+    def generation(self) -> int:
+        """Counts worker starts: a change means the worker was restarted and its models and handles are gone."""
+        return self.client.generation
+
+    @property
+    def command_line(self) -> str:
+        """The worker's interpreter command, as shown to people."""
+        return " ".join(self.client.command.prefix)
 
     @property
     def model_label(self) -> str:
         return self.client.start().model_label
 
-    def load(self, models: Sequence[str] = ("views", "mesh")) -> LoadResult:
-        return self.client.load(models, on_progress=self.on_progress)
+    def load(
+        self, models: Sequence[str] = ("views", "mesh"), *, on_progress: Callable[[ProgressParams], None] | None = None
+    ) -> LoadResult:
+        return self.client.load(models, on_progress=on_progress or self.on_progress)
 
-    def unload(self, models: Sequence[str] = ("views", "mesh")) -> None:
-        self.client.unload(models)
+    def unload(self, models: Sequence[str] = ("views", "mesh")) -> UnloadResult:
+        """Frees the models' memory; the result names what was unloaded and the memory left allocated."""
+        return self.client.unload(models)
 
     def status(self) -> StatusResult:
         return self.client.status()

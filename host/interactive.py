@@ -24,7 +24,6 @@ from typing import TextIO
 from rpcworker.errors import HostError, RpcError, WorkerStartError
 
 from .api import InstantMeshWorker
-from .cli import EXIT_OK, EXIT_USAGE, _settings, make_worker, report_object
 from .objects import (
     MESH_FORMATS,
     ObjectInput,
@@ -35,6 +34,15 @@ from .objects import (
     ensure_loaded,
     run_object,
     shown,
+)
+from .options import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_host_libraries,
+    check_output_dir,
+    make_worker,
+    report_object,
+    settings_from_args,
 )
 from .progress import ProgressPrinter
 
@@ -85,9 +93,9 @@ class Session:
 
     def run(self) -> int:
         try:
-            self.say(f"starting the worker ({' '.join(self.worker.client.command.prefix)}) ...")
+            self.say(f"starting the worker ({self.worker.command_line}) ...")
             began = time.monotonic()
-            self.worker.client.start()
+            self.worker.start()
         except KeyboardInterrupt:
             self.say("interrupted while starting the worker")
             self.worker.close()
@@ -95,7 +103,7 @@ class Session:
         except WorkerStartError as exc:
             self.say(f"error: the worker could not start: {exc}")
             return EXIT_USAGE
-        self.generation = self.worker.client.generation
+        self.generation = self.worker.generation
         self._banner(time.monotonic() - began)
         try:
             self._loop()
@@ -104,8 +112,7 @@ class Session:
         return EXIT_OK
 
     def _banner(self, startup_s: float) -> None:
-        info = self.worker.client.info
-        assert info is not None
+        info = self.worker.info
         rule = "=" * max(60, len(info.model_label) + 12)
         self.say("instantmesh-rpc session")
         self.say(rule)
@@ -148,7 +155,7 @@ class Session:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.say("shutting down the worker ...")
-            code = self.worker.client.close()
+            code = self.worker.close()
             done = sum(r.status == "ok" for r in self.results)
             self.say(f"worker stopped (exit code {code}); {done} object(s) done this session")
         finally:
@@ -186,7 +193,7 @@ class Session:
             self.say("models already loaded")
 
     def cmd_unload(self, _: str) -> None:
-        result = self.worker.client.unload()
+        result = self.worker.unload()
         memory = f"; {_bytes(result.memory.allocated_bytes)} allocated now" if result.memory else ""
         self.say(f"unloaded: {', '.join(result.unloaded) or 'nothing was loaded'}{memory}")
 
@@ -266,10 +273,9 @@ class Session:
             return [text]
 
     def _ensure_loaded(self) -> dict[str, float]:
-        if self.worker.client.generation != self.generation:
-            self.generation = self.worker.client.generation
-            info = self.worker.client.info
-            self.say(f"note: the worker was restarted (pid {info.pid if info else '?'}); models load again")
+        if self.worker.generation != self.generation:
+            self.generation = self.worker.generation
+            self.say(f"note: the worker was restarted (pid {self.worker.info.pid}); models load again")
         seconds = ensure_loaded(self.worker, self.printer)
         if seconds:
             parts = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
@@ -363,5 +369,8 @@ def _readline_if_terminal() -> None:
 
 def run_session(args: argparse.Namespace) -> int:
     _readline_if_terminal()
-    session = Session(make_worker(args), _settings(args))
+    settings = settings_from_args(args)
+    check_host_libraries(settings)
+    check_output_dir(settings.out_dir)
+    session = Session(make_worker(args), settings)
     return session.run()

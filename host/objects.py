@@ -41,6 +41,7 @@ class Settings:
     preprocess: bool = True
     contact_sheet: bool = True
     overwrite: bool = False
+    texture_map: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[s
     missing = [m for m in ("views", "mesh") if m not in status.loaded]
     if not missing:
         return {}
-    result = worker.client.load(missing, on_progress=printer)
+    result = worker.load(missing, on_progress=printer)
     printer.end_line()
     return result.load_seconds
 
@@ -194,7 +195,9 @@ def run_object(
         result.grid_path = Path(views.grid_path) if views.grid_path else None
         printer.end_line()
         started = time.monotonic()
-        mesh = worker.reconstruct(views, outputs.mesh, format=settings.format, overwrite=settings.overwrite, on_progress=printer)
+        mesh = worker.reconstruct(
+            views, outputs.mesh, format=settings.format, texture_map=settings.texture_map, overwrite=settings.overwrite, on_progress=printer
+        )
         result.mesh_s = time.monotonic() - started
         printer.end_line()
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
