@@ -39,6 +39,7 @@ from .options import (
     UsageProblem,
     add_object_options,
     add_worker_options,
+    check_cuda_before_start,
     check_device,
     check_host_libraries,
     check_output_dir,
@@ -146,6 +147,7 @@ def _process(
     code, label = EXIT_OK, ""
     position, started = 0, False
     try:
+        check_cuda_before_start(worker, args.device, args.backend or ("mock" if args.mock else "instantmesh"))
         print(f"starting the worker ({worker.command_line}) ...", flush=True)
         began = time.monotonic()
         info = worker.info

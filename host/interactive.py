@@ -38,6 +38,7 @@ from .objects import (
 from .options import (
     EXIT_OK,
     EXIT_USAGE,
+    check_cuda_before_start,
     check_host_libraries,
     check_output_dir,
     make_worker,
@@ -372,5 +373,7 @@ def run_session(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_host_libraries(settings)
     check_output_dir(settings.out_dir)
-    session = Session(make_worker(args), settings)
+    worker = make_worker(args)
+    check_cuda_before_start(worker, args.device, args.backend or ("mock" if args.mock else "instantmesh"))
+    session = Session(worker, settings)
     return session.run()

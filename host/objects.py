@@ -166,6 +166,7 @@ def run_object(
     if item.problem:
         result.error = item.problem
         return result
+    staged: Path | None = None
     try:
         image: Path = item.image
         if settings.preprocess:
@@ -174,12 +175,14 @@ def run_object(
             try:
                 prepared = prepare(item.image, item.mask)
                 outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
-                prepared.image.save(outputs.prepared)
+                # A hidden name until the mesh is made: Ctrl-C or a crash never leaves NAME_input.png behind.
+                staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
+                prepared.image.save(staged)
             except PreprocessError as exc:
                 result.error = str(exc)
                 return result
             result.outline = prepared.mask_source
-            image = outputs.prepared
+            image = staged
         elif item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         started = time.monotonic()
@@ -200,10 +203,17 @@ def run_object(
         )
         result.mesh_s = time.monotonic() - started
         printer.end_line()
+        if staged is not None:
+            _match_permissions(staged, Path(mesh.path))
+            os.replace(staged, outputs.prepared)
+            staged, image = None, outputs.prepared
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
         printer.end_line()
         result.error = _describe(exc)
         return result
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     result.status = "ok"
     result.mesh_path = Path(mesh.path)
     result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
@@ -234,6 +244,14 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
     except (ContactSheetError, OSError) as exc:
         result.warnings.append(f"contact sheet not written: {exc}")
         return None
+
+
+def _match_permissions(path: Path, like: Path) -> None:
+    """Host-written files get the mode of the worker's outputs beside them (mkstemp makes 0600 otherwise)."""
+    try:
+        os.chmod(path, like.stat().st_mode & 0o777)
+    except OSError:
+        pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -125,8 +126,27 @@ def check_output_dir(out_dir: Path) -> None:
         raise UsageProblem(f"--out {shown(out_dir)} is not writable")
 
 
+CUDA_PROBE = "import importlib.util, sys\nif importlib.util.find_spec('torch') is None: print('no-torch')\nelse:\n import torch; print('yes' if torch.cuda.is_available() else 'no')"
+CUDA_PROBE_TIMEOUT_S = 120.0
+
+
+def check_cuda_before_start(worker: InstantMeshWorker, requested: str | None, backend: str) -> None:
+    """--device cuda with a worker env whose torch sees no CUDA is refused before the worker starts."""
+    if not requested or not requested.startswith("cuda") or backend != "instantmesh":
+        return
+    command = worker.client.command
+    try:
+        answer = subprocess.run(
+            [*command.prefix, "-c", CUDA_PROBE], env=command.environment(), capture_output=True, text=True, timeout=CUDA_PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return  # the worker's own start reports an interpreter that cannot run
+    if answer == "no":
+        raise UsageProblem(f"--device {requested}: torch in the worker environment sees no CUDA device; use --device cpu (or omit --device)")
+
+
 def check_device(worker: InstantMeshWorker, requested: str | None) -> None:
-    """--device cuda on a worker whose torch sees no CUDA is refused once the handshake names the device."""
+    """--device cuda on a worker that answers with another device (e.g. the mock backend) is refused too."""
     if requested and requested.startswith("cuda") and not worker.info.device.startswith("cuda"):
         raise UsageProblem(f"--device {requested}: the worker has no CUDA (its device is {worker.info.device}); use --device cpu")
 
