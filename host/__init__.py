@@ -19,7 +19,7 @@ from rpcworker.errors import (
     WorkerStartError,
 )
 
-from .api import InstantMeshWorker, Mesh, Views
+from .api import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
 from .client import WorkerClient
 from .process import WorkerCommand, WorkerProcess
 
@@ -37,6 +37,7 @@ __all__ = [
     "OutputRefused",
     "RequestTimeout",
     "RpcError",
+    "TinyFallbackWarning",
     "Views",
     "WorkerClient",
     "WorkerCommand",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -26,6 +28,14 @@ from rpcworker.protocol import (
 
 from .client import WorkerClient
 from .process import WorkerCommand
+
+LOG = logging.getLogger("instantmesh_rpc")
+TINY_MARKER = "tiny (random weights"
+
+
+class TinyFallbackWarning(UserWarning):
+    """The official weights were not found and the worker fell back to the tiny preset: outputs are noise."""
+
 
 ImageLike = Union[str, "os.PathLike[str]", bytes, Any]
 """A file path, encoded PNG/JPEG bytes, a PIL image or an HxWx{3,4} uint8 numpy array."""
@@ -136,16 +146,27 @@ class InstantMeshWorker:
             on_stderr=on_stderr,
         )
         self.on_progress = on_progress
+        self.preset = preset
+        self._warned_generation = -1
+
+    def _notice_label(self, label: str) -> None:
+        """Warns (warnings + logging) once per worker start when ``auto`` fell back to the tiny preset."""
+        if self.preset == "tiny" or TINY_MARKER not in label or self._warned_generation == self.client.generation:
+            return
+        self._warned_generation = self.client.generation
+        message = f"the official InstantMesh weights were not found; the worker uses the {label} (instantmesh-rpc doctor says where it looked)"
+        LOG.warning(message)
+        warnings.warn(message, TinyFallbackWarning, stacklevel=3)
 
     def __enter__(self) -> InstantMeshWorker:
-        self.client.start()
+        self._notice_label(self.client.start().model_label)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def start(self) -> InstantMeshWorker:
-        self.client.start()
+        self._notice_label(self.client.start().model_label)
         return self
 
     def close(self) -> int | None:
@@ -155,7 +176,9 @@ class InstantMeshWorker:
     @property
     def info(self) -> InitializeResult:
         """The running worker's handshake (pid, python, device, model label, capabilities); starts it if needed."""
-        return self.client.start()
+        info = self.client.start()
+        self._notice_label(info.model_label)
+        return info
 
     @property
     def generation(self) -> int:
@@ -197,6 +220,7 @@ class InstantMeshWorker:
     ) -> Views:
         params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(save_grid), overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        self._notice_label(result.model_label)
         return Views(
             handle=result.handle,
             grid_path=result.grid_path,
