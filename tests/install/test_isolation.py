@@ -148,3 +148,16 @@ def test_worker_env_without_msgspec_names_it(installed: dict[str, Path], tmp_pat
     out = subprocess.run([str(installed["host"]), "-c", script, str(bare)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "lacks the Python package 'msgspec'" in out.stdout, out.stdout + out.stderr
     assert "_core" not in out.stdout
+
+
+def test_installed_host_without_pillow_refuses_preprocessing_in_one_line(installed: dict[str, Path], tmp_path: Path) -> None:
+    image = ROOT / "examples" / "inputs" / "ball.png"
+    cli = installed["host"].parent / "instantmesh-rpc"
+    args = [str(cli), "batch", str(image), "--out", "o", "--python", str(installed["worker310"].parent.parent), "--mock", "step_delay=0"]
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "preprocessing need pillow" in out.stderr, out.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    done = subprocess.run([*args, "--no-preprocess"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "o" / "ball.obj").is_file()
