@@ -298,6 +298,7 @@ class Session:
             return
         current: ObjectInput | None = None
         outputs: ObjectOutputs | None = None
+        index = 0
         try:
             self._ensure_loaded()
             for index, found in enumerate(items):
@@ -317,6 +318,9 @@ class Session:
             if current is not None:
                 self.results.append(ObjectResult(current.name, current.image, "cancelled"))
             self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
+            skipped = [item.name for item in items[index + 1 :]]
+            if skipped:
+                self.say(f"  skipped, not started: {', '.join(skipped)}")
             self._settle()
             if current is not None and outputs is not None:
                 self._discard(outputs)
