@@ -42,6 +42,10 @@ class Settings:
     contact_sheet: bool = True
     overwrite: bool = False
     texture_map: bool = False
+    foreground_ratio: float = 0.85
+    flip: bool = False
+    white_background: bool = False
+    """The last three: the host's preparation (Any6D's is 0.80, flipped, white outside the mask)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,8 @@ def run_object(
             from .preprocess import PreprocessError, prepare
 
             try:
-                prepared = prepare(item.image, item.mask)
+                background = "white" if settings.white_background else "transparent"
+                prepared = prepare(item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip, background=background)
                 outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
                 # A hidden name until the mesh is made: Ctrl-C or a crash never leaves NAME_input.png behind.
                 staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")

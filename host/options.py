@@ -45,6 +45,9 @@ def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) 
     parser.add_argument("--seed", type=_seed, default=42, metavar="S", help="diffusion seed (default 42)")
     parser.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default obj)")
     parser.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=True, help="crop, recentre and scale the object in the host (default on)")
+    parser.add_argument("--foreground-ratio", type=_ratio, default=0.85, metavar="R", help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)")
+    parser.add_argument("--flip", action="store_true", help="mirror the prepared input left-right (Any6D does)")
+    parser.add_argument("--white-background", action="store_true", help="paint outside the object white in the prepared input (Any6D does)")
     parser.add_argument("--texture-map", action="store_true", help="a UV texture map (NAME.png + NAME.mtl, or inside the .glb) instead of vertex colours; needs xatlas in the worker env")
     parser.add_argument(
         "--contact-sheet", action=argparse.BooleanOptionalAction, default=sheet_default, help=f"write NAME_sheet.png (default {'on' if sheet_default else 'off'})"
@@ -55,6 +58,13 @@ def _steps(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1000:
         raise argparse.ArgumentTypeError(f"steps must be 1..1000, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"foreground ratio must be in (0, 1], got {value}")
     return value
 
 
@@ -94,6 +104,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         contact_sheet=args.contact_sheet,
         overwrite=getattr(args, "overwrite", False),
         texture_map=args.texture_map,
+        foreground_ratio=args.foreground_ratio,
+        flip=args.flip,
+        white_background=args.white_background,
     )
 
 

@@ -111,3 +111,20 @@ def test_no_worker_environment_is_one_line(tmp_path: Path) -> None:
     out = _cli("batch", str(ROOT / "examples" / "inputs"), "--out", "o", cwd=tmp_path, env=env)
     assert out.returncode == 2 and out.stderr.startswith("error: no worker environment"), out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
+    import numpy as np
+
+    from host.preprocess import prepare
+
+    image = ROOT / "examples" / "inputs" / "box.png"
+    out = _cli("batch", str(image), "--out", "o", "--foreground-ratio", "0.8", "--flip", "--white-background", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    from PIL import Image
+
+    written = np.asarray(Image.open(tmp_path / "o" / "box_input.png"))
+    expected = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png", ratio=0.8, flip=True, background="white").image)
+    assert written.shape == (320, 320, 3) and np.array_equal(written, expected)
+    plain = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png").image)
+    assert plain.shape[2] == 4, "the default stays upstream's transparent 85 % crop"

@@ -38,6 +38,15 @@ def _py310() -> str:
     pytest.skip("no Python 3.10 interpreter (pyenv's or INSTANTMESH_RPC_TEST_PY310)")
 
 
+def _pyenv(minor: str) -> str | None:
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    found = sorted(Path(root, "versions").glob(f"{minor}.*/bin/python"))
+    return str(found[-1]) if found else None
+
+
 def _venv(python: str, directory: Path, *packages: str) -> Path:
     subprocess.run([python, "-m", "venv", str(directory)], check=True)
     if packages:
@@ -160,4 +169,18 @@ def test_installed_host_without_pillow_refuses_preprocessing_in_one_line(install
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
     done = subprocess.run([*args, "--no-preprocess"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "o" / "ball.obj").is_file()
+
+
+def test_a_python39_application_drives_a_py310_worker(installed: dict[str, Path], tmp_path: Path) -> None:
+    """Any6D's environment is Python 3.9: the pip-installed host must work there."""
+    py39 = _pyenv("3.9")
+    if py39 is None:
+        pytest.skip("no Python 3.9 interpreter from pyenv on this machine")
+    host = _venv(py39, installed["base"] / "host39")
+    subprocess.run([str(host), "-m", "pip", "install", "-q", str(ROOT)], check=True, cwd=tmp_path)
+    image = ROOT / "examples" / "inputs" / "ball.png"
+    args = [str(host), "-m", "host", "batch", str(image), "--out", "o", "--no-preprocess", "--python", str(installed["worker310"].parent.parent), "--mock", "step_delay=0"]
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "o" / "ball.obj").is_file()
