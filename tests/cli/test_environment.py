@@ -128,3 +128,12 @@ def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
     assert written.shape == (320, 320, 3) and np.array_equal(written, expected)
     plain = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png").image)
     assert plain.shape[2] == 4, "the default stays upstream's transparent 85 % crop"
+
+
+def test_every_output_of_an_object_has_the_same_permissions(tmp_path: Path) -> None:
+    image = ROOT / "examples" / "inputs" / "ball.png"
+    out = _cli("batch", str(image), "--out", "o", "--contact-sheet", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
+    assert set(modes) == {"ball.obj", "ball_views.png", "ball_input.png", "ball_sheet.png"}
+    assert len(set(modes.values())) == 1, modes
