@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("inputs", nargs="+", metavar="INPUT", help="images (.png/.jpg) or folders of them; NAME_mask.png beside NAME.png is its mask")
     batch.add_argument("--out", required=True, metavar="DIR", help="where meshes, views grids and sheets go")
     batch.add_argument("--overwrite", action="store_true", help="redo objects whose mesh already exists")
+    batch.add_argument("--report", action="store_true", help="also write OUT/index.html: every object's input, views, a 3D view of its mesh, timings (static, offline)")
     add_object_options(batch, sheet_default=False)
     add_worker_options(batch)
     session = commands.add_parser("session", help="interactive: type image paths, get meshes, the worker stays warm")
@@ -102,6 +103,13 @@ def run_batch(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_host_libraries(settings)
     check_output_dir(settings.out_dir)
+    if args.report:
+        from .report import ReportUnavailable, check_report_possible
+
+        try:
+            check_report_possible()
+        except ReportUnavailable as exc:
+            raise UsageProblem(str(exc)) from None
     objects, notes = collect_inputs(args.inputs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -129,6 +137,10 @@ def run_batch(args: argparse.Namespace) -> int:
     print(summary_table(ordered))
     counts = {status: sum(r.status == status for r in ordered) for status in ("ok", "skipped", "failed", "cancelled", "not run")}
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
+    if args.report:
+        from .report import write_report
+
+        print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
     if failed:
         print("failed objects:", file=sys.stderr)
