@@ -45,33 +45,16 @@ from .options import (
     report_object,
     settings_from_args,
 )
+from .options import (
+    SESSION_HELP as HELP,
+)
+from .options import (
+    bytes_text as _bytes,
+)
 from .progress import ProgressPrinter
 
 PROMPT = "instantmesh> "
-HELP = """\
-Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
-Commands:
-  load              load both models now (otherwise the first object loads them)
-  unload            free the models' memory (the next object loads them again)
-  status            worker pid, models loaded, device memory, objects done, settings
-  steps N           diffusion steps (1-1000)
-  seed N            diffusion seed
-  format F          mesh format: obj, glb or ply
-  out DIR           output folder
-  sheet on|off      contact sheet per object
-  preprocess on|off crop/recentre/scale the input in the host
-  help              this text
-  quit              shut the worker down and leave (also Ctrl-D, or Ctrl-C at the prompt)
-Ctrl-C while an object runs cancels it and keeps the worker warm. A path named like a command: ./status"""
-
 SECOND_INTERRUPT_S = 1.0
-
-
-def _bytes(value: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"
 
 
 class Session:

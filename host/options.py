@@ -176,3 +176,27 @@ def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
         printer.print(f"  FAILED: {result.error}")
     for warning in result.warnings:
         printer.print(f"  warning: {warning}")
+
+
+SESSION_HELP = """\
+Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
+Commands:
+  load              load both models now (otherwise the first object loads them)
+  unload            free the models' memory (the next object loads them again)
+  status            worker pid, models loaded, device memory, objects done, settings
+  steps N           diffusion steps (1-1000)
+  seed N            diffusion seed
+  format F          mesh format: obj, glb or ply
+  out DIR           output folder
+  sheet on|off      contact sheet per object
+  preprocess on|off crop/recentre/scale the input in the host
+  help              this text
+  quit              shut the worker down and leave (also Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C while an object runs cancels it and keeps the worker warm. A path named like a command: ./status"""
+
+
+def bytes_text(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
