@@ -15,7 +15,7 @@ from rpcworker.wire.errors import (
     RpcError,
 )
 
-from .api import InstantMeshWorker, Mesh, Views
+from .api import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
 from .client import WorkerClient
 from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from .outcome import ObjectOutcome
@@ -40,6 +40,7 @@ __all__ = [
     "PoolWorkerStatus",
     "RequestTimeout",
     "RpcError",
+    "TinyFallbackWarning",
     "Views",
     "WorkerClient",
     "WorkerCommand",

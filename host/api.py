@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -14,16 +16,26 @@ from rpcworker.protocol import (
     ImageInput,
     ImagePath,
     ImagePng,
+    InitializeResult,
     LoadResult,
     ProgressParams,
     ReconstructParams,
     StatusResult,
+    UnloadResult,
     ViewsGridPath,
     ViewsHandle,
 )
 
 from .client import WorkerClient
 from .process import WorkerCommand
+
+LOG = logging.getLogger("instantmesh_rpc")
+TINY_MARKER = "tiny (random weights"
+
+
+class TinyFallbackWarning(UserWarning):
+    """The official weights were not found and the worker fell back to the tiny preset: outputs are noise."""
+
 
 ImageLike = Union[str, "os.PathLike[str]", bytes, Any]
 """A file path, encoded PNG/JPEG bytes, a PIL image or an HxWx{3,4} uint8 numpy array."""
@@ -134,30 +146,62 @@ class InstantMeshWorker:
             on_stderr=on_stderr,
         )
         self.on_progress = on_progress
+        self.preset = preset
+        self._warned_generation = -1
+
+    def _notice_label(self, label: str) -> None:
+        """Warns (warnings + logging) once per worker start when ``auto`` fell back to the tiny preset."""
+        if self.preset == "tiny" or TINY_MARKER not in label or self._warned_generation == self.client.generation:
+            return
+        self._warned_generation = self.client.generation
+        message = f"the official InstantMesh weights were not found; the worker uses the {label} (instantmesh-rpc doctor says where it looked)"
+        LOG.warning(message)
+        warnings.warn(message, TinyFallbackWarning, stacklevel=3)
 
     def __enter__(self) -> InstantMeshWorker:
-        self.client.start()
+        self._notice_label(self.client.start().model_label)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def start(self) -> InstantMeshWorker:
-        self.client.start()
+        self._notice_label(self.client.start().model_label)
         return self
 
-    def close(self) -> None:
-        self.client.close()
+    def close(self) -> int | None:
+        """Shuts the worker down; returns its exit code (None when none was running)."""
+        return self.client.close()
+
+    @property
+    def info(self) -> InitializeResult:
+        """The running worker's handshake (pid, python, device, model label, capabilities); starts it if needed."""
+        info = self.client.start()
+        self._notice_label(info.model_label)
+        return info
+
+    @property
+    def generation(self) -> int:
+        """Counts worker starts: a change means the worker was restarted and its models and handles are gone."""
+        return self.client.generation
+
+    @property
+    def command_line(self) -> str:
+        """The worker's interpreter command, as shown to people."""
+        return " ".join(self.client.command.prefix)
 
     @property
     def model_label(self) -> str:
         return self.client.start().model_label
 
-    def load(self, models: Sequence[str] = ("views", "mesh")) -> LoadResult:
-        return self.client.load(models, on_progress=self.on_progress)
+    def load(
+        self, models: Sequence[str] = ("views", "mesh"), *, on_progress: Callable[[ProgressParams], None] | None = None
+    ) -> LoadResult:
+        return self.client.load(models, on_progress=on_progress or self.on_progress)
 
-    def unload(self, models: Sequence[str] = ("views", "mesh")) -> None:
-        self.client.unload(models)
+    def unload(self, models: Sequence[str] = ("views", "mesh")) -> UnloadResult:
+        """Frees the models' memory; the result names what was unloaded and the memory left allocated."""
+        return self.client.unload(models)
 
     def status(self) -> StatusResult:
         return self.client.status()
@@ -176,6 +220,7 @@ class InstantMeshWorker:
     ) -> Views:
         params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(save_grid), overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        self._notice_label(result.model_label)
         return Views(
             handle=result.handle,
             grid_path=result.grid_path,

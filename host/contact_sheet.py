@@ -266,6 +266,17 @@ def make_contact_sheet(
     return sheet
 
 
+def _output_mode(beside: Any) -> int:
+    """The mode of the worker's mesh beside the sheet, so every output of an object has the same permissions
+    (mkstemp alone would give 0600)."""
+    try:
+        return os.stat(beside).st_mode & 0o777
+    except (OSError, TypeError):
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def write_contact_sheet(path: str | os.PathLike[str], **parts: Any) -> Path:
     """Draws the sheet (see make_contact_sheet) and writes it atomically: a failure never leaves half a PNG."""
     target = Path(path)
@@ -275,6 +286,7 @@ def write_contact_sheet(path: str | os.PathLike[str], **parts: Any) -> Path:
     try:
         with os.fdopen(handle, "wb") as out:
             sheet.save(out, format="PNG", optimize=False)
+        os.chmod(temporary, _output_mode(parts.get("mesh_path")))
         os.replace(temporary, target)
     except BaseException:
         os.unlink(temporary)

@@ -24,7 +24,6 @@ from typing import TextIO
 from rpcworker.errors import HostError, RpcError, WorkerStartError
 
 from .api import InstantMeshWorker
-from .cli import EXIT_OK, EXIT_USAGE, _settings, make_worker, report_object
 from .objects import (
     MESH_FORMATS,
     ObjectInput,
@@ -36,33 +35,26 @@ from .objects import (
     run_object,
     shown,
 )
+from .options import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_cuda_before_start,
+    check_host_libraries,
+    check_output_dir,
+    make_worker,
+    report_object,
+    settings_from_args,
+)
+from .options import (
+    SESSION_HELP as HELP,
+)
+from .options import (
+    bytes_text as _bytes,
+)
 from .progress import ProgressPrinter
 
 PROMPT = "instantmesh> "
-HELP = """\
-Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
-Commands:
-  load              load both models now (otherwise the first object loads them)
-  unload            free the models' memory (the next object loads them again)
-  status            worker pid, models loaded, device memory, objects done, settings
-  steps N           diffusion steps (1-1000)
-  seed N            diffusion seed
-  format F          mesh format: obj, glb or ply
-  out DIR           output folder
-  sheet on|off      contact sheet per object
-  preprocess on|off crop/recentre/scale the input in the host
-  help              this text
-  quit              shut the worker down and leave (also Ctrl-D, or Ctrl-C at the prompt)
-Ctrl-C while an object runs cancels it and keeps the worker warm. A path named like a command: ./status"""
-
 SECOND_INTERRUPT_S = 1.0
-
-
-def _bytes(value: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"
 
 
 class Session:
@@ -85,9 +77,9 @@ class Session:
 
     def run(self) -> int:
         try:
-            self.say(f"starting the worker ({' '.join(self.worker.client.command.prefix)}) ...")
+            self.say(f"starting the worker ({self.worker.command_line}) ...")
             began = time.monotonic()
-            self.worker.client.start()
+            self.worker.start()
         except KeyboardInterrupt:
             self.say("interrupted while starting the worker")
             self.worker.close()
@@ -95,7 +87,7 @@ class Session:
         except WorkerStartError as exc:
             self.say(f"error: the worker could not start: {exc}")
             return EXIT_USAGE
-        self.generation = self.worker.client.generation
+        self.generation = self.worker.generation
         self._banner(time.monotonic() - began)
         try:
             self._loop()
@@ -104,8 +96,7 @@ class Session:
         return EXIT_OK
 
     def _banner(self, startup_s: float) -> None:
-        info = self.worker.client.info
-        assert info is not None
+        info = self.worker.info
         rule = "=" * max(60, len(info.model_label) + 12)
         self.say("instantmesh-rpc session")
         self.say(rule)
@@ -148,7 +139,7 @@ class Session:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.say("shutting down the worker ...")
-            code = self.worker.client.close()
+            code = self.worker.close()
             done = sum(r.status == "ok" for r in self.results)
             self.say(f"worker stopped (exit code {code}); {done} object(s) done this session")
         finally:
@@ -186,7 +177,7 @@ class Session:
             self.say("models already loaded")
 
     def cmd_unload(self, _: str) -> None:
-        result = self.worker.client.unload()
+        result = self.worker.unload()
         memory = f"; {_bytes(result.memory.allocated_bytes)} allocated now" if result.memory else ""
         self.say(f"unloaded: {', '.join(result.unloaded) or 'nothing was loaded'}{memory}")
 
@@ -266,10 +257,9 @@ class Session:
             return [text]
 
     def _ensure_loaded(self) -> dict[str, float]:
-        if self.worker.client.generation != self.generation:
-            self.generation = self.worker.client.generation
-            info = self.worker.client.info
-            self.say(f"note: the worker was restarted (pid {info.pid if info else '?'}); models load again")
+        if self.worker.generation != self.generation:
+            self.generation = self.worker.generation
+            self.say(f"note: the worker was restarted (pid {self.worker.info.pid}); models load again")
         seconds = ensure_loaded(self.worker, self.printer)
         if seconds:
             parts = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
@@ -291,6 +281,7 @@ class Session:
             return
         current: ObjectInput | None = None
         outputs: ObjectOutputs | None = None
+        index = 0
         try:
             self._ensure_loaded()
             for index, found in enumerate(items):
@@ -310,6 +301,9 @@ class Session:
             if current is not None:
                 self.results.append(ObjectResult(current.name, current.image, "cancelled"))
             self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
+            skipped = [item.name for item in items[index + 1 :]]
+            if skipped:
+                self.say(f"  skipped, not started: {', '.join(skipped)}")
             self._settle()
             if current is not None and outputs is not None:
                 self._discard(outputs)
@@ -363,5 +357,10 @@ def _readline_if_terminal() -> None:
 
 def run_session(args: argparse.Namespace) -> int:
     _readline_if_terminal()
-    session = Session(make_worker(args), _settings(args))
+    settings = settings_from_args(args)
+    check_host_libraries(settings)
+    check_output_dir(settings.out_dir)
+    worker = make_worker(args)
+    check_cuda_before_start(worker, args.device, args.backend or ("mock" if args.mock else "instantmesh"))
+    session = Session(worker, settings)
     return session.run()

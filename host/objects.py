@@ -41,6 +41,11 @@ class Settings:
     preprocess: bool = True
     contact_sheet: bool = True
     overwrite: bool = False
+    texture_map: bool = False
+    foreground_ratio: float = 0.85
+    flip: bool = False
+    white_background: bool = False
+    """The last three: the host's preparation (Any6D's is 0.80, flipped, white outside the mask)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[s
     missing = [m for m in ("views", "mesh") if m not in status.loaded]
     if not missing:
         return {}
-    result = worker.client.load(missing, on_progress=printer)
+    result = worker.load(missing, on_progress=printer)
     printer.end_line()
     return result.load_seconds
 
@@ -165,20 +170,24 @@ def run_object(
     if item.problem:
         result.error = item.problem
         return result
+    staged: Path | None = None
     try:
         image: Path = item.image
         if settings.preprocess:
             from .preprocess import PreprocessError, prepare
 
             try:
-                prepared = prepare(item.image, item.mask)
+                background = "white" if settings.white_background else "transparent"
+                prepared = prepare(item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip, background=background)
                 outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
-                prepared.image.save(outputs.prepared)
+                # A hidden name until the mesh is made: Ctrl-C or a crash never leaves NAME_input.png behind.
+                staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
+                prepared.image.save(staged)
             except PreprocessError as exc:
                 result.error = str(exc)
                 return result
             result.outline = prepared.mask_source
-            image = outputs.prepared
+            image = staged
         elif item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         started = time.monotonic()
@@ -194,13 +203,22 @@ def run_object(
         result.grid_path = Path(views.grid_path) if views.grid_path else None
         printer.end_line()
         started = time.monotonic()
-        mesh = worker.reconstruct(views, outputs.mesh, format=settings.format, overwrite=settings.overwrite, on_progress=printer)
+        mesh = worker.reconstruct(
+            views, outputs.mesh, format=settings.format, texture_map=settings.texture_map, overwrite=settings.overwrite, on_progress=printer
+        )
         result.mesh_s = time.monotonic() - started
         printer.end_line()
+        if staged is not None:
+            _match_permissions(staged, Path(mesh.path))
+            os.replace(staged, outputs.prepared)
+            staged, image = None, outputs.prepared
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
         printer.end_line()
         result.error = _describe(exc)
         return result
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     result.status = "ok"
     result.mesh_path = Path(mesh.path)
     result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
@@ -231,6 +249,14 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
     except (ContactSheetError, OSError) as exc:
         result.warnings.append(f"contact sheet not written: {exc}")
         return None
+
+
+def _match_permissions(path: Path, like: Path) -> None:
+    """Host-written files get the mode of the worker's outputs beside them (mkstemp makes 0600 otherwise)."""
+    try:
+        os.chmod(path, like.stat().st_mode & 0o777)
+    except OSError:
+        pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,12 +17,10 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
 
 log = logging.getLogger("host.process")
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS_VENV = PROJECT_ROOT / ".venvs" / "models"
 
 STDERR_LINES_KEPT = 200
 """Lines of the worker's stderr kept for crash reports."""
@@ -47,8 +45,10 @@ class WorkerCommand:
     prefix: list[str]
     env: dict[str, str] = field(default_factory=dict)
     add_project_to_path: bool = True
-    """Puts this checkout on PYTHONPATH, so an existing env needs only msgspec (plus the model packages)."""
+    """False means ``worker_code="installed"`` (kept for callers of the first releases)."""
     module: str = "rpcworker"
+    worker_code: str | None = None
+    """How the worker's code reaches its environment: ``host`` (default), ``installed`` or a directory (host.environment)."""
 
     @classmethod
     def python(cls, interpreter: str | os.PathLike[str]) -> WorkerCommand:
@@ -75,22 +75,19 @@ class WorkerCommand:
 
     @classmethod
     def default(cls) -> WorkerCommand:
-        """INSTANTMESH_RPC_PYTHON if set, else the models env that scripts/setup.sh creates."""
-        configured = os.environ.get("INSTANTMESH_RPC_PYTHON")
-        if configured:
-            return cls.parse(configured)
-        return cls.venv(DEFAULT_MODELS_VENV)
+        """INSTANTMESH_RPC_PYTHON, the config file, or ./.venvs/models (host.environment.find_worker_environment)."""
+        choice = find_worker_environment()
+        command = cls.parse(choice.spec)
+        command.worker_code = choice.worker_code
+        return command
 
     def argv(self, worker_args: Sequence[str]) -> list[str]:
         return [*self.prefix, "-u", "-m", self.module, *worker_args]
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.add_project_to_path:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
-        return env
+        """Never the host's own Python paths: see host.environment for the isolation rule."""
+        mode = self.worker_code if self.add_project_to_path else WORKER_CODE_INSTALLED
+        return worker_process_environment(self.env, mode)
 
 
 class WorkerProcess:

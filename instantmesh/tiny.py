@@ -8,6 +8,7 @@ are labelled as such everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,20 +36,53 @@ class TinyWeights:
     config: Path
 
 
+PRODUCERS = ("torch", "diffusers", "transformers", "safetensors")
+"""The libraries whose versions decide the files' layout (transformers 5 saves CLIP without ``text_model.``)."""
+
+
+def producer_versions() -> dict[str, str]:
+    """What would produce (and read) the tiny files here: our format version and the libraries' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"format": str(TINY_VERSION)}
+    for name in PRODUCERS:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "none"
+    return versions
+
+
+def cache_key(versions: dict[str, str]) -> str:
+    """``tiny-v1-<hash>``: environments with different libraries never share (and silently misread) a cache."""
+    digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
+    return f"tiny-v{TINY_VERSION}-{digest}"
+
+
+class TinyCacheMismatch(RuntimeError):
+    """A tiny cache folder whose manifest does not say what its name promises."""
+
+
 def ensure_tiny_weights(root: Path | None = None) -> TinyWeights:
-    """Builds the tiny weights on first use (a few seconds) and returns where they are."""
-    target = (root or cache_root()) / f"tiny-v{TINY_VERSION}"
+    """Builds the tiny weights on first use (a few seconds) and returns where they are.
+
+    The folder is named by the versions that produce it and holds a ``complete`` manifest of them; a
+    manifest that disagrees (a folder copied between environments) is refused, naming both sets.
+    """
+    versions = producer_versions()
+    target = (root or cache_root()) / cache_key(versions)
     paths = TinyWeights(
         WeightPaths(target / "zero123plus", target / "whitebg_unet" / "diffusion_pytorch_model.bin", target / "instant_mesh_tiny.ckpt"),
         CONFIG_DIR / "tiny.yaml",
     )
     if (target / "complete").is_file():
+        _check_manifest(target / "complete", versions)
         return paths
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         _write_tiny(staging)
-        (staging / "complete").write_text("ok\n")
+        (staging / "complete").write_text(json.dumps(versions, sort_keys=True) + "\n")
         try:
             os.rename(staging, target)
         except OSError:
@@ -57,6 +91,17 @@ def ensure_tiny_weights(root: Path | None = None) -> TinyWeights:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _check_manifest(manifest: Path, versions: dict[str, str]) -> None:
+    try:
+        recorded = json.loads(manifest.read_text())
+    except ValueError:
+        recorded = None
+    if recorded != versions:
+        raise TinyCacheMismatch(
+            f"tiny weights in {manifest.parent} were made by {recorded} but this environment has {versions}; delete that folder to rebuild it"
+        )
 
 
 def _write_tiny(folder: Path) -> None:

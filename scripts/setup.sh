@@ -3,6 +3,11 @@
 #   .venvs/host    - the application side (default python3): msgspec only, plus test/image extras
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...)
+# Workers never see the host's environment: the host stages rpcworker/ and instantmesh/ alone on the worker's
+# PYTHONPATH (host/environment.py), so the worker envs need only third-party packages; the editable install
+# here is for running tests and tools inside them. The hosts find .venvs/models from the checkout's root
+# (the working directory), never from where the host is installed. scripts/upstream_env.sh makes the
+# Python 3.10 env with upstream's pins that scripts/test.sh also runs (cached under ~/.cache/instantmesh-rpc).
 # Environment overrides:
 #   HOST_PYTHON     interpreter for the host env        (default: python3)
 #   WORKER_PYTHON   Python 3.10 for the mock worker env (default: pyenv's 3.10, else python3.10)
@@ -46,4 +51,26 @@ make_env() {
 make_env host "${HOST_PYTHON:-python3}" "images,test,ray"
 make_env worker "$(find_py310)" "worker-base,test"
 make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench" "${TORCH_SPEC:-torch==2.13.0}"
+# The batch report's 3D viewer: @google/model-viewer's UMD bundle (three.js inside) from the npm registry,
+# vendored into host/report_assets/ (git-ignored; packaged with the host). The report test drives Debian's
+# chromium with playwright-core from .venvs/report-node. Each step only warns when node/npm/apt are missing.
+MODEL_VIEWER=${MODEL_VIEWER_SPEC:-@google/model-viewer@3.5.0}
+if [ ! -f host/report_assets/model-viewer-umd.min.js ]; then
+  if command -v npm >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$MODEL_VIEWER" >/dev/null && tar xzf ./*.tgz) &&
+      mkdir -p host/report_assets && cp "$tmp/package/dist/model-viewer-umd.min.js" "$tmp/package/LICENSE" host/report_assets/ &&
+      echo "setup: vendored $MODEL_VIEWER into host/report_assets/"
+    rm -rf "$tmp"
+  else
+    echo "setup: npm not found: batch --report is unavailable until host/report_assets/ is vendored" >&2
+  fi
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d "$VENVS/report-node/node_modules/playwright-core" ]; then
+  npm install --silent --prefix "$VENVS/report-node" playwright-core@1.40.0 >/dev/null && echo "setup: playwright-core in $VENVS/report-node"
+fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 ||
+    echo "setup: apt-get install chromium failed: the report test will skip" >&2
+fi
 echo "setup: done"

@@ -73,3 +73,32 @@ def object_png(tmp_path: Path) -> Path:
     path = tmp_path / "object.png"
     Image.fromarray(rgba).save(path)
     return path
+
+
+def _version(name: str) -> tuple[int, ...]:
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return tuple(int(p) for p in re.findall(r"\d+", version(name).split("+")[0])[:3])
+    except PackageNotFoundError:
+        return ()
+
+
+NEEDS_NEWER = {
+    # test node id suffix: (package, minimum version, reason)
+    "test_backend_pipes.py::test_speed_options_give_the_same_views": ("diffusers", (0, 26), "fused_qkv uses diffusers' FusedAttnProcessor2_0 (0.26+)"),
+    "test_benchmarks.py::test_compute_options_match_the_baseline": ("diffusers", (0, 26), "the compute benchmark runs fused_qkv (diffusers 0.26+)"),
+    "test_lrm_synthesizer.py::test_center_and_boundary_indices": ("torch", (2, 2), "the test uses torch.unravel_index (torch 2.2+)"),
+    "test_zero123plus_pipeline.py::test_float16_follows_float32": ("torch", (2, 3), "float16 convolutions on the CPU need torch 2.3+"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Upstream's pins (torch 2.1.0, diffusers 0.20.2, ...) lack a few newer features: those tests skip, saying why."""
+    for item in items:
+        for suffix, (package, minimum, reason) in NEEDS_NEWER.items():
+            if item.nodeid.endswith(suffix):
+                have = _version(package)
+                if have and have < minimum:
+                    item.add_marker(pytest.mark.skip(reason=f"{reason}; this env has {package} {'.'.join(map(str, have))}"))

@@ -170,3 +170,20 @@ def test_tiny_session_labels_the_model_makes_two_meshes_and_cancels(inputs: Path
     assert_worker_gone(pid)
     screen = screen_text(program.output)
     assert "views [##############################] 2/2" in screen
+
+
+def test_ctrl_c_in_a_folder_names_the_skipped_objects_and_leaves_no_debris(worker_python: Path, inputs: Path, tmp_path: Path, start_session) -> None:
+    program = start_session("--python", str(worker_python), "--mock", "step_delay=0.05", "--steps", "400")
+    program.expect(PROMPT)
+    program.line(str(inputs))  # ball, box, mug (sorted)
+    program.expect(r"ball \(1/3\)")
+    program.expect(r"views +\[#*\.+\] \d+/400")
+    program.send("\x03")
+    program.expect("cancelled -- the worker stays warm", 10)
+    program.expect(r"skipped, not started: box, mug", 10)
+    program.expect(PROMPT, 15)
+    program.line("quit")
+    assert program.wait(20) == 0
+    out = tmp_path / "out"
+    leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert leftovers == [], f"the cancelled folder left {leftovers}"

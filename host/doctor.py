@@ -1,0 +1,166 @@
+"""``instantmesh-rpc doctor``: what the worker environment has, and whether the worker can work there.
+
+A probe runs in the worker's interpreter with exactly the environment a worker gets (the isolation rule
+of host.environment) and answers in JSON; the host turns that into checks. Nothing is downloaded and no
+model is loaded; torch is imported once to ask about CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+from .process import WorkerCommand
+
+PROBE_TIMEOUT_S = 180.0
+PACKAGES = ("msgspec", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "safetensors", "numpy", "pillow", "trimesh", "xatlas", "einops", "omegaconf")
+MODEL_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "einops", "omegaconf", "numpy", "pillow", "trimesh")
+UPSTREAM_PYTHON = (3, 10)
+
+PROBE = r"""
+import importlib.metadata as md, importlib.util, json, os, sys
+report = {"python": sys.version.split()[0], "executable": sys.executable, "prefix": sys.prefix, "versions": {}, "origins": {}}
+for name in sys.argv[1].split(","):
+    try:
+        report["versions"][name] = md.version(name)
+    except md.PackageNotFoundError:
+        report["versions"][name] = None
+for name in ("rpcworker", "instantmesh"):
+    spec = importlib.util.find_spec(name)
+    report["origins"][name] = spec.origin if spec else None
+try:
+    import rpcworker.protocol
+    report["worker_import"] = None
+except Exception as exc:
+    report["worker_import"] = f"{type(exc).__name__}: {exc}"
+if report["versions"].get("torch"):
+    try:
+        import torch
+        report["cuda"] = torch.version.cuda
+        report["cuda_available"] = bool(torch.cuda.is_available())
+        report["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if report["cuda_available"] else []
+    except Exception as exc:
+        report["torch_import"] = f"{type(exc).__name__}: {exc}"
+if report["versions"].get("diffusers"):
+    try:
+        import diffusers  # noqa: F401
+        report["diffusers_import"] = None
+    except Exception as exc:
+        report["diffusers_import"] = f"{type(exc).__name__}: {exc}"[:300]
+try:
+    from instantmesh.weights import WeightsNotFound, resolve_weights
+    try:
+        paths = resolve_weights(os.environ.get("DOCTOR_ZERO123PLUS") or None, os.environ.get("DOCTOR_UNET") or None, os.environ.get("DOCTOR_LRM") or None)
+        report["weights"] = {"found": True, "paths": [str(paths.zero123plus), str(paths.whitebg_unet), str(paths.lrm)]}
+    except WeightsNotFound as exc:
+        report["weights"] = {"found": False, "missing": list(exc.missing)}
+except Exception as exc:
+    report["weights"] = {"found": False, "error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(report))
+"""
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str
+    """``ok``, ``warn`` or ``FAIL``."""
+    name: str
+    detail: str
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    """``"0.20.2"`` -> (0, 20, 2); pre-release and local tails are ignored."""
+    if not text:
+        return ()
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict:
+    """Runs the probe in the worker environment; raises RuntimeError with one line when it cannot run."""
+    env = command.environment()
+    for key, value in (weights or {}).items():
+        if value:
+            env[f"DOCTOR_{key.upper()}"] = value
+    argv = [*command.prefix, "-c", PROBE, ",".join(PACKAGES)]
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise RuntimeError(f"worker interpreter {argv[0]!r} not found") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the worker interpreter did not answer within {PROBE_TIMEOUT_S:g} s") from None
+    last = out.stdout.strip().splitlines()[-1:] if out.stdout.strip() else []
+    if out.returncode != 0 or not last:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the worker interpreter failed (exit code {out.returncode}): {tail}")
+    return json.loads(last[0])
+
+
+def checks(report: dict) -> list[Check]:
+    """The verdicts, most basic first."""
+    versions: dict[str, str | None] = report["versions"]
+    found: list[Check] = []
+    python = version_tuple(report["python"])
+    level = "ok" if python[:2] == UPSTREAM_PYTHON else "warn"
+    found.append(Check(level, "python", f"{report['python']} at {report['executable']}" + ("" if level == "ok" else " (upstream InstantMesh uses 3.10)")))
+    if report.get("worker_import"):
+        found.append(Check("FAIL", "worker code", f"cannot import rpcworker: {report['worker_import']}"))
+    else:
+        found.append(Check("ok", "worker code", str(report["origins"]["rpcworker"])))
+    missing_models = [name for name in MODEL_PACKAGES if not versions.get(name)]
+    if missing_models:
+        found.append(Check("FAIL", "model packages", "missing " + ", ".join(missing_models) + " (only the mock backend can run)"))
+    else:
+        found.append(Check("ok", "model packages", ", ".join(f"{n} {versions[n]}" for n in ("torch", "diffusers", "transformers", "huggingface_hub") if versions.get(n))))
+    if report.get("torch_import"):
+        found.append(Check("FAIL", "torch", report["torch_import"]))
+    elif versions.get("torch"):
+        if report.get("cuda_available"):
+            found.append(Check("ok", "CUDA", f"{report.get('cuda')}: " + ", ".join(report.get("devices", []))))
+        else:
+            found.append(Check("warn", "CUDA", f"not available (torch built for CUDA {report.get('cuda')}); the models run on the CPU, very slowly"))
+    found.extend(known_bad_combinations(versions))
+    if report.get("diffusers_import"):
+        found.append(Check("FAIL", "diffusers import", report["diffusers_import"]))
+    found.append(Check("ok" if versions.get("xatlas") else "warn", "texture maps", "xatlas " + (versions.get("xatlas") or "missing: texture_map is refused")))
+    weights = report.get("weights", {})
+    if weights.get("found"):
+        found.append(Check("ok", "weights", "; ".join(weights["paths"])))
+    else:
+        detail = weights.get("error") or "not found: " + "; ".join(weights.get("missing", []))
+        found.append(Check("warn", "weights", f"{detail} (the worker falls back to the tiny preset: random weights)"))
+    return found
+
+
+def known_bad_combinations(versions: dict[str, str | None]) -> list[Check]:
+    """Version sets known to fail, each named with the fix."""
+    bad = []
+    hub, diffusers = version_tuple(versions.get("huggingface_hub")), version_tuple(versions.get("diffusers"))
+    if hub and diffusers and hub >= (0, 26) and diffusers < (0, 26):
+        bad.append(Check("FAIL", "huggingface_hub", f"{versions['huggingface_hub']} removed cached_download, which diffusers {versions['diffusers']} imports: pip install 'huggingface_hub<0.26'"))
+    numpy, torch = version_tuple(versions.get("numpy")), version_tuple(versions.get("torch"))
+    if numpy and torch and numpy >= (2,) and torch < (2, 3):
+        bad.append(Check("FAIL", "numpy", f"numpy {versions['numpy']} is not supported by torch {versions['torch']}: pip install 'numpy<2'"))
+    return bad
+
+
+def format_checks(found: list[Check]) -> str:
+    width = max(len(c.name) for c in found)
+    return "\n".join(f"{c.level:>4}  {c.name.ljust(width)}  {c.detail}" for c in found)
+
+
+def run_doctor(command: WorkerCommand, source: str, *, as_json: bool = False, weights: dict[str, str] | None = None) -> int:
+    """Prints the report; 0 when nothing failed, 1 otherwise."""
+    try:
+        report = probe(command, weights)
+    except RuntimeError as exc:
+        print(f"error: {exc}")
+        return 1
+    found = checks(report)
+    if as_json:
+        print(json.dumps({"report": report, "checks": [c.__dict__ for c in found]}, indent=2))
+    else:
+        print(f"worker environment: {' '.join(command.prefix)} (from {source})")
+        print(format_checks(found))
+    return 1 if any(c.level == "FAIL" for c in found) else 0

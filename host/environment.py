@@ -1,0 +1,186 @@
+"""Where the worker's environment is, and how its code reaches it without the host's environment.
+
+Isolation rule: the worker's interpreter sees its own site-packages and, at most, one directory that
+holds only the worker's packages (``rpcworker`` and ``instantmesh``) -- never the host's site-packages,
+never the host's ``PYTHONPATH``. Two ways, chosen by ``worker_code``:
+
+- ``"host"`` (default): the host links its own copies of the two packages into a staging directory under
+  the cache (``worker-code/<key>/rpcworker -> ...``) and puts that directory alone on the worker's
+  ``PYTHONPATH``. The worker then runs exactly the host's protocol version; its environment needs only the
+  third-party packages (``instantmesh-rpc setup-worker`` installs them).
+- ``"installed"``: nothing is added; the worker environment has ``instantmesh-rpc[worker]`` installed.
+- any other string: a directory that holds the worker's packages (refused if it is a site-packages).
+
+The worker environment is found, first match wins: an explicit argument, ``INSTANTMESH_RPC_PYTHON``, the
+config file (``INSTANTMESH_RPC_CONFIG``, ``./instantmesh-rpc.toml``, ``~/.config/instantmesh-rpc/config.toml``),
+then ``./.venvs/models`` in the working directory (the checkout layout ``scripts/setup.sh`` makes). Never
+from where the host is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rpcworker.errors import WorkerStartError
+
+WORKER_PACKAGES = ("rpcworker", "instantmesh")
+ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"
+ENV_CONFIG = "INSTANTMESH_RPC_CONFIG"
+ENV_WORKER_CODE = "INSTANTMESH_RPC_WORKER_CODE"
+ENV_CACHE = "INSTANTMESH_RPC_CACHE"
+LOCAL_CONFIG = "instantmesh-rpc.toml"
+CHECKOUT_MODELS_VENV = Path(".venvs") / "models"
+WORKER_CODE_HOST, WORKER_CODE_INSTALLED = "host", "installed"
+STRIPPED_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV", "CONDA_PREFIX", "__PYVENV_LAUNCHER__")
+"""Variables through which the host's environment would leak into the worker's interpreter."""
+
+
+class EnvironmentProblem(WorkerStartError):
+    """The worker environment cannot be found or used; the message says what to do, in one line."""
+
+
+def cache_root() -> Path:
+    """The same cache the worker uses for the tiny preset (INSTANTMESH_RPC_CACHE, else XDG cache)."""
+    configured = os.environ.get(ENV_CACHE)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "instantmesh-rpc"
+
+
+def config_paths() -> list[Path]:
+    """The config files looked at, in order."""
+    paths = []
+    if os.environ.get(ENV_CONFIG):
+        paths.append(Path(os.environ[ENV_CONFIG]).expanduser())
+    paths.append(Path.cwd() / LOCAL_CONFIG)
+    home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    paths.append(home / "instantmesh-rpc" / "config.toml")
+    return paths
+
+
+_LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(#.*)?$')
+
+
+def read_config(path: Path) -> dict[str, str]:
+    """``key = "value"`` lines (a TOML subset: strings only, comments, blank lines)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise EnvironmentProblem(f'{path}:{number}: expected key = "value", got {line.strip()!r}')
+        values[match.group(1)] = match.group(2).replace('\\"', '"').replace("\\\\", "\\")
+    return values
+
+
+def write_config(path: Path, values: dict[str, str]) -> None:
+    """Writes (atomically) the config file that later hosts read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# instantmesh-rpc: the worker environment (written by `instantmesh-rpc setup-worker --save`)\n"
+    text += "".join(f'{key} = "{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"\n' for key, value in values.items())
+    fd, temporary = tempfile.mkstemp(prefix=".config-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class WorkerEnvironmentChoice:
+    """The worker environment's spec (python path, venv dir, ``conda:ENV`` or command) and where it came from."""
+
+    spec: str
+    source: str
+    worker_code: str | None = None
+
+
+def find_worker_environment(explicit: str | None = None) -> WorkerEnvironmentChoice:
+    """The first of: explicit, INSTANTMESH_RPC_PYTHON, a config file, ./.venvs/models. Raises when none."""
+    if explicit:
+        return WorkerEnvironmentChoice(explicit, "argument")
+    if os.environ.get(ENV_PYTHON):
+        return WorkerEnvironmentChoice(os.environ[ENV_PYTHON], ENV_PYTHON)
+    for path in config_paths():
+        if path.is_file():
+            values = read_config(path)
+            if "python" in values:
+                return WorkerEnvironmentChoice(values["python"], str(path), values.get("worker_code"))
+    local = Path.cwd() / CHECKOUT_MODELS_VENV
+    if (local / "bin" / "python").exists():
+        return WorkerEnvironmentChoice(str(local), "./.venvs/models")
+    raise EnvironmentProblem(
+        f"no worker environment: pass --python ENV, set {ENV_PYTHON}, write python = \"...\" in {config_paths()[-1]}, "
+        "or make one with `instantmesh-rpc setup-worker DIR --save`"
+    )
+
+
+def _package_dir(name: str) -> Path:
+    """The host's own copy of a worker package (found without importing it: instantmesh is heavy)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvironmentProblem(f"the host's installation lacks the {name} package; reinstall instantmesh-rpc")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def is_site_packages(directory: Path) -> bool:
+    return directory.name in ("site-packages", "dist-packages") or any(
+        (directory / entry).exists() for entry in ("numpy", "torch", "msgspec", "PIL")
+    )
+
+
+def staged_worker_code() -> Path:
+    """A directory holding only links to the host's ``rpcworker`` and ``instantmesh``; made once per location."""
+    sources = {name: _package_dir(name) for name in WORKER_PACKAGES}
+    key = hashlib.sha256("\0".join(str(sources[n]) for n in WORKER_PACKAGES).encode()).hexdigest()[:16]
+    target = cache_root() / "worker-code" / key
+    if all((target / name).resolve() == sources[name] for name in WORKER_PACKAGES):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=target.parent))
+    try:
+        for name, source in sources.items():
+            (staging / name).symlink_to(source, target_is_directory=True)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            shutil.rmtree(target, ignore_errors=True)  # stale links (the host moved); a concurrent stager is fine too
+            os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def worker_code_directory(mode: str | None) -> Path | None:
+    """The directory to put on the worker's PYTHONPATH for ``mode`` (None: add nothing)."""
+    mode = mode or os.environ.get(ENV_WORKER_CODE) or WORKER_CODE_HOST
+    if mode == WORKER_CODE_INSTALLED:
+        return None
+    if mode == WORKER_CODE_HOST:
+        return staged_worker_code()
+    directory = Path(mode).expanduser().resolve()
+    if not all((directory / name / "__init__.py").is_file() for name in WORKER_PACKAGES):
+        raise EnvironmentProblem(f"worker code directory {directory} must hold the rpcworker and instantmesh packages")
+    if is_site_packages(directory):
+        raise EnvironmentProblem(f"worker code directory {directory} is a site-packages; give a directory holding only the worker's packages")
+    return directory
+
+
+def worker_process_environment(extra: dict[str, str], worker_code: str | None) -> dict[str, str]:
+    """The worker's environment variables: the host's, minus what would leak its Python, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if key not in STRIPPED_VARIABLES}
+    code = worker_code_directory(worker_code)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    env["PYTHONNOUSERSITE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+

@@ -1,0 +1,137 @@
+"""``batch --report``: a static ``index.html`` beside the outputs, one card per object, that opens offline.
+
+Each card shows the input, the views grid, an interactive 3D view of the mesh, timings, status and the
+model label. The 3D view is Google's ``<model-viewer>`` (three.js inside), vendored from the npm
+registry when the project is set up (``scripts/setup.sh`` unpacks ``@google/model-viewer``'s UMD bundle
+into ``host/report_assets/``); nothing is loaded from the network. Browsers refuse ``fetch`` of
+``file://`` URLs, so each mesh travels as a small script (``report/NAME.glb.js``) holding the GLB in
+base64, which the page turns into a blob URL. Meshes that are not GLB are converted with trimesh.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .objects import ObjectResult
+
+ASSETS = Path(__file__).resolve().parent / "report_assets"
+VIEWER_SCRIPT = "model-viewer-umd.min.js"
+REPORT_DIR = "report"
+
+
+class ReportUnavailable(Exception):
+    """The report cannot be written here (the viewer is not vendored, or trimesh is missing for conversion)."""
+
+
+def check_report_possible() -> None:
+    """Refused at start, before any model loads, when the page could not be made."""
+    if not (ASSETS / VIEWER_SCRIPT).is_file():
+        raise ReportUnavailable(f"--report needs {ASSETS / VIEWER_SCRIPT}; run scripts/setup.sh (it vendors @google/model-viewer from npm)")
+    import importlib.util
+
+    if importlib.util.find_spec("trimesh") is None:
+        raise ReportUnavailable("--report needs trimesh in the host to convert meshes to GLB: pip install 'instantmesh-rpc[images]'")
+
+
+def _glb_bytes(mesh_path: Path) -> bytes:
+    if mesh_path.suffix.lower() == ".glb":
+        return mesh_path.read_bytes()
+    import trimesh
+
+    loaded = trimesh.load(mesh_path, force="mesh", process=False)
+    return loaded.export(file_type="glb")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _relative(path: Path | None, base: Path) -> str | None:
+    if path is None or not path.exists():
+        return None
+    return os.path.relpath(path, base)
+
+
+def _card(result: ObjectResult, out_dir: Path, mesh_script: str | None) -> str:
+    name = html.escape(result.name)
+    cells = []
+    prepared = out_dir / f"{result.name}_input.png"
+    for title, path in (("input", prepared if prepared.exists() else result.source), ("views", result.grid_path)):
+        rel = _relative(Path(path) if path else None, out_dir)
+        cells.append(f'<figure><img alt="{name} {title}" src="{html.escape(rel)}"><figcaption>{title}</figcaption></figure>' if rel else f"<figure class=missing><figcaption>no {title}</figcaption></figure>")
+    if mesh_script is not None:
+        cells.append(f'<figure><model-viewer data-mesh="{name}" camera-controls auto-rotate shadow-intensity="0" exposure="1.1" alt="{name} mesh"></model-viewer><figcaption>mesh (drag to turn)</figcaption></figure>')
+    timing = " · ".join(f"{label} {value:.1f} s" for label, value in (("views", result.views_s), ("mesh", result.mesh_s)) if value is not None)
+    counts = f"{result.vertices} vertices, {result.faces} faces" if result.vertices is not None else ""
+    error = f"<p class=error>{html.escape(result.error)}</p>" if result.error else ""
+    return (
+        f'<section class="card {html.escape(result.status)}"><h2>{name} <span class=status>{html.escape(result.status)}</span></h2>'
+        f"<div class=row>{''.join(cells)}</div><p>{html.escape(timing)} {html.escape(counts)}</p>{error}</section>"
+    )
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>instantmesh-rpc report</title>
+<style>
+body{{font:14px system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}}
+.label{{padding:.5em 1em;background:#fff3cd;border:1px solid #e0c36c;display:inline-block}}
+.card{{background:#fff;border:1px solid #ddd;margin:1em 0;padding:.5em 1em}}
+.row{{display:flex;gap:1em;flex-wrap:wrap}} figure{{margin:0}} img,model-viewer{{width:256px;height:256px;object-fit:contain;background:#fff;border:1px solid #eee}}
+.status{{font-size:70%;padding:.1em .5em;border-radius:.5em;background:#ddd}} .ok .status{{background:#c8e6c9}} .failed .status{{background:#ffcdd2}}
+.error{{color:#b00}}
+</style>
+<script src="{viewer}"></script>
+{mesh_scripts}
+</head><body>
+<h1>instantmesh-rpc: {count} object(s)</h1>
+<p class=label>model: {label}</p>
+{cards}
+<script>
+for (const viewer of document.querySelectorAll("model-viewer[data-mesh]")) {{
+  const data = (window.INSTANTMESH_MESHES || {{}})[viewer.dataset.mesh];
+  if (!data) continue;
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  viewer.src = URL.createObjectURL(new Blob([bytes], {{type: "model/gltf-binary"}}));
+}}
+</script>
+</body></html>
+"""
+
+
+def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: str) -> Path:
+    """Writes ``index.html`` (and ``report/``) in ``out_dir``; returns the page's path."""
+    check_report_possible()
+    assets = out_dir / REPORT_DIR
+    assets.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ASSETS / VIEWER_SCRIPT, assets / VIEWER_SCRIPT)
+    scripts, cards = [], []
+    for result in results:
+        script: str | None = None
+        mesh = result.mesh_path
+        if result.status in ("ok", "skipped") and mesh is not None and Path(mesh).is_file():
+            encoded = base64.b64encode(_glb_bytes(Path(mesh))).decode("ascii")
+            script = f"{REPORT_DIR}/{result.name}.glb.js"
+            _atomic_write(out_dir / script, f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(result.name)}] = {json.dumps(encoded)};\n")
+            scripts.append(f'<script src="{html.escape(script)}"></script>')
+        cards.append(_card(result, out_dir, script))
+    page = PAGE.format(
+        viewer=f"{REPORT_DIR}/{VIEWER_SCRIPT}", mesh_scripts="\n".join(scripts), count=len(results), label=html.escape(model_label or "unknown"), cards="\n".join(cards)
+    )
+    target = out_dir / "index.html"
+    _atomic_write(target, page)
+    return target
