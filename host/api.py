@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from rpcworker.errors import HandleExpired
-from rpcworker.protocol import (
+from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import (
     GenerateViewsParams,
     ImageInput,
     ImagePath,

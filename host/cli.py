@@ -18,9 +18,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rpcworker.errors import HostError, RpcError, WorkerStartError
+from rpcworker.wire.errors import RpcError
 
 from .environment import EnvironmentProblem
+from .errors import HostError, WorkerStartError
 from .objects import (
     ObjectInput,
     ObjectOutputs,

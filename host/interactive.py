@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from rpcworker.errors import HostError, RpcError, WorkerStartError
+from rpcworker.wire.errors import RpcError
 
 from .api import InstantMeshWorker
+from .errors import HostError, WorkerStartError
 from .objects import (
     MESH_FORMATS,
     ObjectInput,

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rpcworker.errors import RequestTimeout, RpcError, WorkerCrashed
+from rpcworker.wire.errors import RpcError
 
 from .api import InstantMeshWorker
+from .errors import RequestTimeout, WorkerCrashed
 from .progress import ProgressPrinter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
