@@ -12,6 +12,9 @@ from typing import Any, Union
 
 from rpcworker.wire.errors import HandleExpired
 from rpcworker.wire.messages import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
     GenerateViewsParams,
     ImageInput,
     ImagePath,
@@ -210,9 +213,9 @@ class InstantMeshWorker:
         self,
         image: ImageLike,
         *,
-        seed: int = 42,
-        num_inference_steps: int = 75,
-        guidance_scale: float = 4.0,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         save_grid: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
@@ -274,8 +277,8 @@ class InstantMeshWorker:
         output_path: str | os.PathLike[str],
         *,
         save_grid: str | os.PathLike[str] | None = None,
-        seed: int = 42,
-        num_inference_steps: int = 75,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
         overwrite: bool = False,
         **reconstruct_options: Any,
     ) -> Mesh:

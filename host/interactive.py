@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import Seed, Steps
 
 from .api import InstantMeshWorker
 from .errors import HostError, WorkerStartError
@@ -40,6 +41,7 @@ from .options import (
     EXIT_OK,
     EXIT_USAGE,
     check_cuda_before_start,
+    checked,
     check_host_libraries,
     check_output_dir,
     make_worker,
@@ -198,19 +200,16 @@ class Session:
         self.say(f"  output   {self._settings_line()}")
 
     def cmd_steps(self, value: str) -> None:
-        self._set_int("steps", value, 1, 1000)
+        self._set_int("steps", value, Steps)
 
     def cmd_seed(self, value: str) -> None:
-        self._set_int("seed", value, 0, 2**63 - 1)
+        self._set_int("seed", value, Seed)
 
-    def _set_int(self, name: str, value: str, low: int, high: int) -> None:
+    def _set_int(self, name: str, value: str, kind: Any) -> None:
         try:
-            number = int(value)
-        except ValueError:
-            self.say(f"usage: {name} N (a whole number from {low})")
-            return
-        if not low <= number <= high:
-            self.say(f"{name} must be between {low} and {high}")
+            number = checked(kind, name, value)
+        except ValueError as exc:
+            self.say(str(exc))
             return
         setattr(self.settings, name, number)
         self.say(f"{name} = {number}")

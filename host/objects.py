@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 from .api import InstantMeshWorker
 from .errors import RequestTimeout, WorkerCrashed
@@ -36,8 +37,8 @@ class ObjectInput:
 @dataclass
 class Settings:
     out_dir: Path
-    steps: int = 75
-    seed: int = 42
+    steps: int = DEFAULT_STEPS
+    seed: int = DEFAULT_SEED
     format: str = "obj"
     preprocess: bool = True
     contact_sheet: bool = True
@@ -178,8 +179,10 @@ def run_object(
             from .preprocess import PreprocessError, prepare
 
             try:
-                background = "white" if settings.white_background else "transparent"
-                prepared = prepare(item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip, background=background)
+                prepared = prepare(
+                    item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip,
+                    background="white" if settings.white_background else "transparent",
+                )
                 outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
                 # A hidden name until the mesh is made: Ctrl-C or a crash never leaves NAME_input.png behind.
                 staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")

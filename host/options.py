@@ -14,6 +14,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, STEPS_RANGE, Seed, Steps
 
 from .api import InstantMeshWorker
 from .objects import MESH_FORMATS, ObjectResult, Settings, shown
@@ -41,8 +46,8 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) -> None:
-    parser.add_argument("--steps", type=_steps, default=75, metavar="N", help="diffusion steps (default 75, as upstream)")
-    parser.add_argument("--seed", type=_seed, default=42, metavar="S", help="diffusion seed (default 42)")
+    parser.add_argument("--steps", type=_steps, default=DEFAULT_STEPS, metavar="N", help=f"diffusion steps (default {DEFAULT_STEPS}, as upstream)")
+    parser.add_argument("--seed", type=_seed, default=DEFAULT_SEED, metavar="S", help=f"diffusion seed (default {DEFAULT_SEED})")
     parser.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default obj)")
     parser.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=True, help="crop, recentre and scale the object in the host (default on)")
     parser.add_argument("--foreground-ratio", type=_ratio, default=0.85, metavar="R", help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)")
@@ -54,11 +59,24 @@ def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) 
     )
 
 
+def checked(kind: Any, name: str, text: str) -> int:
+    """``text`` as a whole number that the wire type ``kind`` (e.g. ``Steps``) accepts; its range is declared
+    once, in ``rpcworker.wire.messages``, so the CLI, the session and the worker refuse the same values."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+    try:
+        return msgspec.convert(number, kind)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{name}: {exc}".replace("Expected `int`", "expected a whole number")) from None
+
+
 def _steps(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"steps must be 1..1000, got {value}")
-    return value
+    try:
+        return checked(Steps, "steps", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _ratio(text: str) -> float:
@@ -69,10 +87,10 @@ def _ratio(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be >= 0, got {value}")
-    return value
+    try:
+        return checked(Seed, "seed", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
@@ -178,13 +196,13 @@ def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
         printer.print(f"  warning: {warning}")
 
 
-SESSION_HELP = """\
+SESSION_HELP = f"""\
 Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
 Commands:
   load              load both models now (otherwise the first object loads them)
   unload            free the models' memory (the next object loads them again)
   status            worker pid, models loaded, device memory, objects done, settings
-  steps N           diffusion steps (1-1000)
+  steps N           diffusion steps ({STEPS_RANGE[0]}-{STEPS_RANGE[1]})
   seed N            diffusion seed
   format F          mesh format: obj, glb or ply
   out DIR           output folder
