@@ -57,3 +57,14 @@ def test_compute_options_match_the_baseline(tiny_weights: Path, tmp_path: Path) 
     for row in options + [rows["views: math attention (no SDPA)"]]:
         assert row["difference"] <= 2 / 255, row
     assert any(what.startswith("mesh: bf16") for what in rows)
+
+
+def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
+    """The GPU fast-path benchmark on the tiny preset: two starts sharing one cache, eager vs default, export."""
+    out = tmp_path / "fast"
+    printed = bench("benchmarks.fast_path", "--weights", str(tiny_weights), "--steps", "2", "--out", str(out))
+    results = json.loads((out / "fast_path.json").read_text())
+    assert results["views_max_abs_diff"] <= 2
+    assert {"read_unet_s", "views_read_s", "load_mesh_s", "imports_s"} <= set(results["second_start"]["phases"])
+    assert {r["format"] for r in results["export"]} == {"obj", "ply", "glb"}
+    assert "cold start, second (caches reused)" in printed
