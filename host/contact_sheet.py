@@ -33,7 +33,7 @@ def load_mesh(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.
     import trimesh
 
     try:
-        mesh = trimesh.load(os.fspath(path), force="mesh", process=False)
+        mesh: Any = trimesh.load(os.fspath(path), force="mesh", process=False)  # force="mesh": a Trimesh
     except (ValueError, OSError, KeyError, IndexError) as exc:
         raise ContactSheetError(f"{path}: cannot read the mesh ({type(exc).__name__}: {exc})") from exc
     vertices = np.asarray(mesh.vertices, dtype=np.float32)
@@ -109,7 +109,7 @@ def render_mesh(
     if not transparent:
         image = image[:, :3]
     picture = Image.fromarray(np.round(image).reshape(n, n, -1).astype(np.uint8))
-    return picture.resize((size, size), Image.LANCZOS) if supersample > 1 else picture
+    return picture.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else picture
 
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ def _fit(image: Image.Image, side: int) -> Image.Image:
     """Scaled to fit a ``side`` square (nearest for small images, so tiny views stay crisp), centred."""
     image = _on_white(image)
     scale = side / max(image.size)
-    resample = Image.NEAREST if scale >= 2 else Image.LANCZOS
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
     resized = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
     tile = Image.new("RGB", (side, side), BACKGROUND)
     tile.paste(resized, ((side - resized.width) // 2, (side - resized.height) // 2))

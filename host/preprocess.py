@@ -92,11 +92,11 @@ def prepare(
     scale = target / max(width, height)
     new_w = max(1, min(size, round(width * scale)))
     new_h = max(1, min(size, round(height * scale)))
-    resized = object_rgba.resize((new_w, new_h), Image.LANCZOS)
+    resized = object_rgba.resize((new_w, new_h), Image.Resampling.LANCZOS)
     canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
     if flip:
-        canvas = canvas.transpose(Image.FLIP_LEFT_RIGHT)
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if background == "white":
         white = Image.new("RGBA", canvas.size, (255, 255, 255, 255))
         canvas = Image.alpha_composite(white, canvas).convert("RGB")
@@ -163,8 +163,8 @@ def _open(source: ImageSource, what: str) -> Image.Image:
 
 def _has_alpha(image: Image.Image) -> bool:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = image.convert("RGBA").getchannel("A")
-        return alpha.getextrema()[0] < 255
+        low, _high = image.convert("RGBA").getchannel("A").getextrema()
+        return int(low) < 255  # type: ignore[arg-type]  # one band: (min, max) are numbers
     return False
 
 

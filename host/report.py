@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .objects import ObjectResult
 
@@ -45,8 +46,8 @@ def _glb_bytes(mesh_path: Path) -> bytes:
         return mesh_path.read_bytes()
     import trimesh
 
-    loaded = trimesh.load(mesh_path, force="mesh", process=False)
-    return loaded.export(file_type="glb")
+    loaded: Any = trimesh.load(mesh_path, force="mesh", process=False)  # force="mesh": a Trimesh
+    return bytes(loaded.export(file_type="glb"))
 
 
 def _atomic_write(path: Path, text: str) -> None:
