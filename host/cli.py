@@ -207,6 +207,8 @@ def _process(
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             worker.close()
+            if code == EXIT_INTERRUPTED and position < len(todo):
+                todo[position][1].discard_unfinished()
         finally:
             signal.signal(signal.SIGINT, previous)
     return code, label

@@ -64,6 +64,13 @@ class ObjectOutputs:
     def any_exists(self) -> bool:
         return any(p.exists() for p in (self.prepared, self.grid, self.mesh, self.sheet))
 
+    def discard_unfinished(self) -> None:
+        """After an interrupted object: without its mesh the object is not done, so its views grid is debris
+        (a later run redoes the object and writes the grid again). Call once the worker has stopped, so no
+        write of the cancelled request can land afterwards."""
+        if not self.mesh.exists():
+            self.grid.unlink(missing_ok=True)
+
 
 @dataclass
 class ObjectResult:

@@ -92,6 +92,7 @@ def process_scaled(
         _fail_all(todo, results, f"workers could not start: {str(exc).splitlines()[0]}")
         return EXIT_USAGE, ""
     executor = ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="batch")
+    interrupted = False
     try:
         label = pool.model_label
         pids = ", ".join(f"{s.pid} ({s.device or 'default'})" for s in pool.status())
@@ -107,6 +108,7 @@ def process_scaled(
             report(printer, result)
     except KeyboardInterrupt:
         print("interrupted: stopping the workers", file=sys.stderr)
+        interrupted = True
         _fail_all(todo, results, "interrupted (Ctrl-C)", status="cancelled")
         return 130, ""
     except HostError as exc:
@@ -118,6 +120,9 @@ def process_scaled(
         executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
         executor.shutdown(wait=True)
+        if interrupted:
+            for _item, outputs in todo:
+                outputs.discard_unfinished()
     return EXIT_OK, label
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,28 @@ def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(worker_python: Pa
     assert "interrupted: the request in flight was cancelled" in program.output
     assert re.search(r"ball +cancelled", program.output) and re.search(r"mug +not run", program.output)
     assert worker_gone(pid)
+
+
+def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(worker_python: Path, tmp_path: Path) -> None:
+    from tests.cli.terminal import TerminalProgram
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "mug.png", folder / "mug.png")
+    out = tmp_path / "o"
+    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(folder), "--out", str(out), "--steps", "2",
+            "--python", str(worker_python), "--mock", "step_delay=0,reconstruct_delay=30"]
+    program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
+    try:
+        program.expect(r"pid \d+", 30)
+        grid, deadline = out / "mug_views.png", time.monotonic() + 30
+        while not grid.exists():  # the grid is written (atomically) when generate_views answers
+            assert time.monotonic() < deadline, "the views grid never appeared"
+            time.sleep(0.05)
+        program.send("\x03")
+        assert program.wait(20) == 130
+    finally:
+        program.close()
+    assert re.search(r"mug +cancelled", program.output)
+    leftovers = sorted(p.name for p in out.iterdir())
+    assert leftovers == [], f"an interrupted object left {leftovers}"
