@@ -50,6 +50,10 @@ class Settings:
     """The last three: the host's preparation (Any6D's is 0.80, flipped, white outside the mask)."""
 
 
+SLOW_PREPARATION_PIXELS = 16 * 1024 * 1024
+"""Inputs above this many pixels take seconds to prepare in the host: a line says so before it starts."""
+
+
 @dataclass(frozen=True)
 class ObjectOutputs:
     prepared: Path
@@ -183,8 +187,11 @@ def run_object(
     try:
         image: Path = item.image
         if settings.preprocess:
-            from .preprocess import PreprocessError, prepare
+            from .preprocess import PreprocessError, image_size, prepare
 
+            dims = image_size(item.image)
+            if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
+                printer.print(f"  preparing a large input ({dims[0]}x{dims[1]}) ...")
             try:
                 prepared = prepare(
                     item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip,

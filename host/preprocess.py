@@ -26,6 +26,8 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from rpcworker.wire.messages import INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
+
 MASK_SUFFIX = "_mask"
 UPSTREAM_FOREGROUND_RATIO = 0.85
 
@@ -152,13 +154,31 @@ def _open(source: ImageSource, what: str) -> Image.Image:
         raise PreprocessError(f"{path}: no such file")
     if path.is_dir():
         raise PreprocessError(f"{path}: is a directory, not an image")
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise PreprocessError(f"input file {path} is {size} bytes, over the limit of {MAX_INPUT_BYTES}")
     try:
-        with Image.open(path) as opened:
+        with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise PreprocessError(f"{path}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels")
             opened.load()
             upright = ImageOps.exif_transpose(opened)
             return upright.convert("RGBA") if upright.mode == "P" else upright.copy()
+    except PreprocessError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PreprocessError(f"{path}: image exceeds {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PreprocessError(f"{path}: not a readable image ({exc})") from exc
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """Width and height from the file's header (nothing decoded), or None if it is not a readable image."""
+    try:
+        with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
+            return opened.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -8,20 +8,25 @@ import stat
 from typing import TYPE_CHECKING
 
 from .wire.errors import InputNotFound, InputUnreadable, InvalidParams
-from .wire.messages import ImageInput, ImagePath, ViewsGridPath, ViewsGridPng
+from .wire.messages import (
+    INPUT_FILE_FORMATS,
+    MAX_IMAGE_PIXELS,
+    MAX_INPUT_BYTES,
+    ImageInput,
+    ImagePath,
+    ViewsGridPath,
+    ViewsGridPng,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-MAX_PIXELS = 64 * 1024 * 1024
+MAX_PIXELS = MAX_IMAGE_PIXELS
 MIN_SIDE = 8
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "P")
-MAX_INPUT_BYTES = 512 * 1024 * 1024
-"""Largest input file read (a 64 Mpixel image compresses well below this)."""
 INLINE_FORMATS = ("PNG", "JPEG")
 """What inline image data may be: formats decoded in-process, never by an external program."""
-FILE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-"""What an input file may be. EPS/PS/PDF and others that make Pillow start external programs are refused."""
+FILE_FORMATS = INPUT_FILE_FORMATS
 
 
 def _read_bytes(path: str, field: str) -> bytes:

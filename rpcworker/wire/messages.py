@@ -31,6 +31,13 @@ DEFAULT_STEPS = 75
 DEFAULT_GUIDANCE = 4.0
 DEFAULT_VIEW_SIZE = 320
 """Side of one generated view of the official models, in pixels (the grid is 2 x 3 of them)."""
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Largest input image (width x height) either side accepts: the worker for images it reads, the host for
+images it prepares, so an image is refused the same way with and without host preprocessing."""
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+"""Largest input file read (a 64 Mpixel image compresses well below this)."""
+INPUT_FILE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+"""What an input file may be. EPS/PS/PDF and others that make Pillow start external programs are refused."""
 
 Seed = Annotated[int, Meta(ge=SEED_RANGE[0], le=SEED_RANGE[1], description="random seed of the diffusion")]
 Steps = Annotated[int, Meta(ge=STEPS_RANGE[0], le=STEPS_RANGE[1], description="diffusion steps")]

@@ -149,3 +149,29 @@ def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(wo
     assert re.search(r"mug +cancelled", program.output)
     leftovers = sorted(p.name for p in out.iterdir())
     assert leftovers == [], f"an interrupted object left {leftovers}"
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data): both sides must refuse it from the
+    header alone, before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("preprocess", ["--preprocess", "--no-preprocess"])
+def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(worker_python: Path, tmp_path: Path, preprocess: str) -> None:
+    from rpcworker.wire.messages import MAX_IMAGE_PIXELS
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png_header_only(folder / "huge.png", 9000, 9000)
+    done = run_batch(worker_python, folder, "--out", tmp_path / "o", preprocess)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
