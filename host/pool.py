@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 from .api import ImageLike, InstantMeshWorker, Mesh, Views
 from .errors import RequestTimeout, WorkerCrashed
@@ -146,8 +147,8 @@ class WorkerPool:
         output_path: str | os.PathLike[str],
         *,
         save_grid: str | os.PathLike[str] | None = None,
-        seed: int = 42,
-        num_inference_steps: int = 75,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
         overwrite: bool = False,
         **reconstruct_options: Any,
     ) -> Mesh:
@@ -164,8 +165,8 @@ class WorkerPool:
         format: str = "obj",
         save_grids: bool = True,
         names: Sequence[str] | None = None,
-        seed: int = 42,
-        num_inference_steps: int = 75,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
         overwrite: bool = False,
         **reconstruct_options: Any,
     ) -> Iterator[ObjectOutcome]:

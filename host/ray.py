@@ -17,6 +17,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
+
 from .api import InstantMeshWorker
 from .outcome import ObjectOutcome, describe_error, object_targets
 
@@ -92,8 +94,8 @@ def map_images(
     format: str = "obj",
     save_grids: bool = True,
     names: Sequence[str] | None = None,
-    seed: int = 42,
-    num_inference_steps: int = 75,
+    seed: int = DEFAULT_SEED,
+    num_inference_steps: int = DEFAULT_STEPS,
     overwrite: bool = False,
     load: bool = True,
     **worker_options: Any,
