@@ -251,11 +251,17 @@ class WorkerPool:
         if transfer:
             options = {**options, "overwrite": True}
 
-        def work(slot: Slot) -> PoolViews:
-            views = slot.worker.generate_views(image, save_grid=grid, **options)
-            return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+        def attempt(again: bool) -> Callable[[Slot], PoolViews]:
+            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
+            opts = {**options, "overwrite": True} if again else options
 
-        return self._attempt("views", work, avoid=avoid)
+            def work(slot: Slot) -> PoolViews:
+                views = slot.worker.generate_views(image, save_grid=grid, **opts)
+                return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+
+            return work
+
+        return self._attempt("views", attempt(False), retry=attempt(True), avoid=avoid)
 
     def _mesh(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: dict[str, Any]) -> tuple[Mesh, Slot, int]:
         try:

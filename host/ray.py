@@ -159,7 +159,8 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: di
         index, attempt = todo.pop()
         target = targets[index]
         grid = str(target.grid) if target.grid is not None else None
-        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options)
+        # A redo may find the grid or mesh that its lost first attempt wrote: those files are ours to replace.
+        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else {**options, "overwrite": True})
         running[ref] = (actor, index, attempt)
 
     while todo or running:
