@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from host import InstantMeshWorker
+from host.api import Views
 from host.client import WorkerClient
 from host.errors import WorkerStartError
 from host.process import WorkerCommand
@@ -171,3 +173,21 @@ def test_bad_batching_options_are_refused_at_start_in_one_line(worker_python: Pa
     with pytest.raises(WorkerStartError, match="rpcworker") as info:
         WorkerClient(WorkerCommand.python(worker_python), list(args), startup_timeout=30).start()
     assert words in str(info.value) and info.value.exit_code == 2
+
+
+def test_the_python_api_sends_many_objects_at_once_so_they_batch(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    # The wait (the longest allowed) only has to cover sending four requests down one pipe.
+    args = ("--mock", DELAY, "--max-batch", "4", "--batch-wait-ms", "1000")
+    with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
+        alone = worker.generate_views(object_png, seed=9, num_inference_steps=STEPS, save_grid=tmp_path / "alone.png")
+        images = [object_png, tmp_path / "missing.png", object_png, object_png]
+        outcomes = worker.generate_views_many(
+            images, seeds=[1, 2, 9, 4], num_inference_steps=STEPS, save_grids=[tmp_path / f"{i}.png" for i in range(4)]
+        )
+        assert isinstance(outcomes[1], InputNotFound)
+        good = [outcomes[i] for i in (0, 2, 3)]
+        assert all(isinstance(v, Views) for v in good)
+        assert [v.timings["batch_size"] for v in good] == [3, 3, 3] and [v.seed for v in good] == [1, 9, 4]
+        assert alone.timings["batch_size"] == 1 and np.array_equal(_grid(good[1].grid_path), _grid(alone.grid_path))
+        with pytest.raises(ValueError, match="as many seeds"):
+            worker.generate_views_many(images, seeds=[1])
