@@ -19,10 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import Seed, Steps
+from rpcworker.wire.messages import SEED_RANGE, STEPS_RANGE
 
 from .api import InstantMeshWorker
 from .errors import HostError, WorkerStartError
@@ -43,7 +43,6 @@ from .options import (
     check_cuda_before_start,
     check_host_libraries,
     check_output_dir,
-    checked,
     make_worker,
     report_object,
     settings_from_args,
@@ -200,16 +199,21 @@ class Session:
         self.say(f"  output   {self._settings_line()}")
 
     def cmd_steps(self, value: str) -> None:
-        self._set_int("steps", value, Steps)
+        self._set_int("steps", value, STEPS_RANGE)
 
     def cmd_seed(self, value: str) -> None:
-        self._set_int("seed", value, Seed)
+        self._set_int("seed", value, SEED_RANGE)
 
-    def _set_int(self, name: str, value: str, kind: Any) -> None:
+    def _set_int(self, name: str, value: str, bounds: tuple[int, int]) -> None:
+        """``bounds`` are the wire's declared range, so the session refuses what the worker would."""
+        low, high = bounds
         try:
-            number = checked(kind, name, value)
-        except ValueError as exc:
-            self.say(str(exc))
+            number = int(value)
+        except ValueError:
+            self.say(f"usage: {name} N (a whole number from {low})")
+            return
+        if not low <= number <= high:
+            self.say(f"{name} must be between {low} and {high}")
             return
         setattr(self.settings, name, number)
         self.say(f"{name} = {number}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 from .api import ImageLike, InstantMeshWorker, Mesh, Views
 from .errors import RequestTimeout, WorkerCrashed
@@ -146,8 +147,8 @@ class WorkerPool:
         output_path: str | os.PathLike[str],
         *,
         save_grid: str | os.PathLike[str] | None = None,
-        seed: int = 42,
-        num_inference_steps: int = 75,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
         overwrite: bool = False,
         **reconstruct_options: Any,
     ) -> Mesh:
@@ -164,8 +165,8 @@ class WorkerPool:
         format: str = "obj",
         save_grids: bool = True,
         names: Sequence[str] | None = None,
-        seed: int = 42,
-        num_inference_steps: int = 75,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
         overwrite: bool = False,
         **reconstruct_options: Any,
     ) -> Iterator[ObjectOutcome]:
@@ -250,11 +251,17 @@ class WorkerPool:
         if transfer:
             options = {**options, "overwrite": True}
 
-        def work(slot: Slot) -> PoolViews:
-            views = slot.worker.generate_views(image, save_grid=grid, **options)
-            return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+        def attempt(again: bool) -> Callable[[Slot], PoolViews]:
+            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
+            opts = {**options, "overwrite": True} if again else options
 
-        return self._attempt("views", work, avoid=avoid)
+            def work(slot: Slot) -> PoolViews:
+                views = slot.worker.generate_views(image, save_grid=grid, **opts)
+                return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+
+            return work
+
+        return self._attempt("views", attempt(False), retry=attempt(True), avoid=avoid)
 
     def _mesh(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: dict[str, Any]) -> tuple[Mesh, Slot, int]:
         try:

@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rpcworker.wire.messages import INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
+from rpcworker.wire.messages import DEFAULT_VIEW_SIZE, INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
 
 MASK_SUFFIX = "_mask"
 UPSTREAM_FOREGROUND_RATIO = 0.85
@@ -61,7 +61,7 @@ def prepare(
     image: ImageSource,
     mask: ImageSource | None = None,
     *,
-    size: int = 320,
+    size: int = DEFAULT_VIEW_SIZE,
     ratio: float = UPSTREAM_FOREGROUND_RATIO,
     background: Literal["transparent", "white"] = "transparent",
     flip: bool = False,

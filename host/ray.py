@@ -17,6 +17,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
+
 from .api import InstantMeshWorker
 from .outcome import ObjectOutcome, describe_error, object_targets
 
@@ -92,8 +94,8 @@ def map_images(
     format: str = "obj",
     save_grids: bool = True,
     names: Sequence[str] | None = None,
-    seed: int = 42,
-    num_inference_steps: int = 75,
+    seed: int = DEFAULT_SEED,
+    num_inference_steps: int = DEFAULT_STEPS,
     overwrite: bool = False,
     load: bool = True,
     **worker_options: Any,
@@ -157,7 +159,8 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: di
         index, attempt = todo.pop()
         target = targets[index]
         grid = str(target.grid) if target.grid is not None else None
-        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options)
+        # A redo may find the grid or mesh that its lost first attempt wrote: those files are ours to replace.
+        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else {**options, "overwrite": True})
         running[ref] = (actor, index, attempt)
 
     while todo or running:

@@ -11,6 +11,10 @@ import torch.nn.functional as F
 
 ZERO123PLUS_AZIMUTHS = (30.0, 90.0, 150.0, 210.0, 270.0, 330.0)
 ZERO123PLUS_ELEVATIONS = (20.0, -10.0, 20.0, -10.0, 20.0, -10.0)
+ZERO123PLUS_CAMERA_RADIUS = 4.0
+"""Distance of the six view cameras from the object's centre, in the LRM's world units."""
+ZERO123PLUS_FOV_DEG = 30.0
+"""Field of view of the six view cameras (and of the LRM's FlexiCubes geometry), in degrees."""
 
 
 def look_at_origin_c2w(positions: torch.Tensor) -> torch.Tensor:
@@ -52,7 +56,9 @@ def normalized_focal(fov_deg: float) -> float:
     return 0.5 / math.tan(math.radians(fov_deg) * 0.5)
 
 
-def zero123plus_input_cameras(batch_size: int = 1, radius: float = 4.0, fov_deg: float = 30.0) -> torch.Tensor:
+def zero123plus_input_cameras(
+    batch_size: int = 1, radius: float = ZERO123PLUS_CAMERA_RADIUS, fov_deg: float = ZERO123PLUS_FOV_DEG
+) -> torch.Tensor:
     """Cameras [B,6,16]: the first 12 numbers of each flattened 4×4 c2w, then fx, fy, cx, cy (normalised)."""
     c2w = look_at_origin_c2w(spherical_positions(ZERO123PLUS_AZIMUTHS, ZERO123PLUS_ELEVATIONS, radius))
     focal = normalized_focal(fov_deg)

@@ -139,7 +139,7 @@ def _make_surface_cross_zero(lrm) -> None:
     generator = torch.Generator().manual_seed(TINY_SEED + 3)
     images = 0.5 + 0.2 * torch.randn(1, 6, 3, size, size, generator=generator)
     with torch.no_grad():
-        planes = lrm.forward_planes(images.clamp(0, 1), zero123plus_input_cameras(batch_size=1, radius=4.0))
+        planes = lrm.forward_planes(images.clamp(0, 1), zero123plus_input_cameras(batch_size=1))
         sdf = lrm.get_sdf_deformation_prediction(planes)[0].flatten()
         head = lrm.synthesizer.decoder.net_sdf[-1]
         scale = 1.0 / float(sdf.std())

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cameras import ZERO123PLUS_FOV_DEG
 from ..texture import TexturedMesh, bake_texture, load_xatlas
 from .config import InstantMeshConfig, LRMConfig, load_config
 from .encoder import CameraConditionedImageEncoder
@@ -72,7 +73,7 @@ class InstantMeshLRM(nn.Module):
         feats = feats.reshape(batch, views * feats.shape[1], feats.shape[2])
         return self.transformer(feats)
 
-    def init_flexicubes_geometry(self, device: torch.device | str, fovy: float = 30.0) -> None:
+    def init_flexicubes_geometry(self, device: torch.device | str, fovy: float = ZERO123PLUS_FOV_DEG) -> None:
         """Create the FlexiCubes grid on `device`.
 
         `fovy` is accepted for upstream's signature; it only configures upstream's view rasteriser, which

@@ -24,8 +24,8 @@ import torch
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 from instantmesh.zero123plus.speed import check_optimizations, optimize_views
 
-from ..errors import InvalidParams, ModelNotLoaded, OutOfMemory
-from ..protocol import MemoryInfo
+from ..wire.errors import InvalidParams, ModelNotLoaded, OutOfMemory
+from ..wire.messages import DEFAULT_GUIDANCE, DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 
@@ -63,7 +63,7 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
             paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
             config = Path(args.config) if args.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or 320))
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
                 raise ValueError(str(exc)) from exc
@@ -95,7 +95,7 @@ class InstantMeshBackend:
         self._pipeline: Any = None
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
-        self._lrm_input_size = 320
+        self._lrm_input_size = DEFAULT_VIEW_SIZE
         self._texture_resolution = 1024
 
     @classmethod
@@ -189,11 +189,11 @@ class InstantMeshBackend:
         size = self.files.view_size
         white = Image.new("RGB", (size, size), (255, 255, 255))
         with torch.inference_mode():
-            pipeline(white, num_inference_steps=WARMUP_STEPS, guidance_scale=4.0, width=2 * size, height=3 * size,
+            pipeline(white, num_inference_steps=WARMUP_STEPS, guidance_scale=DEFAULT_GUIDANCE, width=2 * size, height=3 * size,
                      generator=0, output_type="latent")
 
     def _load_mesh(self) -> Any:
-        from instantmesh.cameras import zero123plus_input_cameras
+        from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
         from instantmesh.lrm.config import load_config
         from instantmesh.lrm.model import load_instantmesh_lrm
 
@@ -205,10 +205,10 @@ class InstantMeshBackend:
                 f"cannot load the LRM from {self.files.lrm}: {exc}",
                 {"model": "mesh", "searched": [str(self.files.lrm), str(self.files.lrm_config)]},
             ) from exc
-        lrm.init_flexicubes_geometry(self.device, fovy=30.0)
+        lrm.init_flexicubes_geometry(self.device, fovy=ZERO123PLUS_FOV_DEG)
         self._lrm_input_size = config.infer.input_size
         self._texture_resolution = config.infer.texture_resolution
-        self._cameras = zero123plus_input_cameras(batch_size=1, radius=4.0).to(self.device)
+        self._cameras = zero123plus_input_cameras(batch_size=1).to(self.device)
         return lrm
 
     def unload(self, models: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..wire.errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
-from ..wire.messages import MemoryInfo
+from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
 
@@ -27,7 +27,7 @@ MODELS = ("views", "mesh")
 class MockOptions:
     """Parsed from ``--mock key=value,...``; set-valued options name methods (generate_views, reconstruct, load)."""
 
-    view_size: int = 320
+    view_size: int = DEFAULT_VIEW_SIZE
     step_delay: float = 0.0
     load_delay: float = 0.0
     reconstruct_delay: float = 0.0

@@ -137,3 +137,36 @@ def test_every_output_of_an_object_has_the_same_permissions(tmp_path: Path) -> N
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
     assert set(modes) == {"ball.obj", "ball_views.png", "ball_input.png", "ball_sheet.png"}
     assert len(set(modes.values())) == 1, modes
+
+
+FAKE_CONDA = """#!/bin/sh
+# Stands in for conda: only `conda run --no-capture-output -n NAME python ARGS...`, for one env name.
+[ "$1" = run ] && [ "$2" = --no-capture-output ] && [ "$3" = -n ] || {{ echo "fake conda: unexpected $*" >&2; exit 64; }}
+[ "$4" = {name} ] || {{ echo "EnvironmentLocationNotFound: Not a conda environment: $4" >&2; exit 1; }}
+[ "$5" = python ] || exit 64
+shift 5
+exec {python} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_setup_worker_conda_adds_the_missing_packages_to_an_existing_env(tmp_path: Path) -> None:
+    """``setup-worker --conda ENV`` through ``conda run`` (a stand-in conda on PATH over a plain venv, as no
+    conda is installed here): the packages upstream's env lacks get installed there, then doctor checks it."""
+    env_dir = tmp_path / "upstream"
+    subprocess.run([str(WORKER_PYTHON), "-m", "venv", str(env_dir)], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    conda = bin_dir / "conda"
+    conda.write_text(FAKE_CONDA.format(name="upstream", python=env_dir / "bin" / "python"))
+    conda.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = _cli("setup-worker", "--conda", "upstream", "--save", cwd=tmp_path, env=env)
+    assert "ok  worker code" in out.stdout, out.stdout + out.stderr
+    installed = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import msgspec, omegaconf, einops; print('ok')"], capture_output=True, text=True)
+    assert installed.stdout.strip() == "ok", installed.stderr
+    assert "conda:upstream" in (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text()
+    missing = _cli("setup-worker", "--conda", "nosuchenv", cwd=tmp_path, env=env)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: pip install failed in conda:nosuchenv"), missing.stderr
+    assert "Traceback" not in missing.stderr
