@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
     DEFAULT_GUIDANCE,
     DEFAULT_SEED,
@@ -27,6 +27,7 @@ from rpcworker.wire.messages import (
     UnloadResult,
     ViewsGridPath,
     ViewsHandle,
+    ViewsResult,
 )
 
 from .client import WorkerClient
@@ -223,6 +224,45 @@ class InstantMeshWorker:
     ) -> Views:
         params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(save_grid), overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        return self._views(result)
+
+    def generate_views_many(
+        self,
+        images: Sequence[ImageLike],
+        *,
+        seeds: Sequence[int] | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        save_grids: Sequence[str | os.PathLike[str] | None] | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+    ) -> list[Views | RpcError]:
+        """Views of several objects, all requested at once so that a worker started with ``--max-batch``
+        (see ``worker_args``) can run them as batches. One object's worker error (RpcError) is returned in
+        its place and does not stop the others; a dead worker or a timeout (``timeout`` bounds each
+        request) raises as in generate_views. Seeds default to DEFAULT_SEED each."""
+        seeds = list(seeds) if seeds is not None else [DEFAULT_SEED] * len(images)
+        grids = list(save_grids) if save_grids is not None else [None] * len(images)
+        if not len(seeds) == len(grids) == len(images):
+            raise ValueError(f"{len(images)} images need as many seeds and save_grids, got {len(seeds)} and {len(grids)}")
+        pending = [
+            self.client.request(
+                "generate_views",
+                GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(grid), overwrite),
+                self.on_progress,
+                timeout,
+            )
+            for image, seed, grid in zip(images, seeds, grids, strict=True)
+        ]
+        outcomes: list[Views | RpcError] = []
+        for call in pending:
+            try:
+                outcomes.append(self._views(call.result(timeout)))
+            except RpcError as err:
+                outcomes.append(err)
+        return outcomes
+
+    def _views(self, result: ViewsResult) -> Views:
         self._notice_label(result.model_label)
         return Views(
             handle=result.handle,

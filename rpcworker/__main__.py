@@ -7,7 +7,8 @@ import os
 import sys
 from typing import NoReturn
 
-from .backends import BACKENDS, create_backend
+from .backends import BACKENDS, BATCHING_BACKENDS, create_backend
+from .jobs import MAX_BATCH_LIMIT, MAX_BATCH_WAIT_S
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -17,6 +18,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"rpcworker: bad arguments: {message}\n")
 
 
+DEFAULT_BATCH_WAIT_MS = 5.0
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -24,6 +28,23 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def batch_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BATCH_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_LIMIT}, got {value}")
+    return value
+
+
+def batch_wait_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
+    if not 0.0 <= value <= MAX_BATCH_WAIT_S * 1000:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_BATCH_WAIT_S * 1000:g} ms, got {text}")
     return value
 
 
@@ -52,12 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--max-handles", type=positive_int, default=16, help="views kept in memory for reconstruct (LRU)")
     p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
+    p.add_argument(
+        "--max-batch", type=batch_size, default=1,
+        help="run up to N queued compatible generate_views requests as one batch (default 1: one at a time)",
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=batch_wait_ms, default=DEFAULT_BATCH_WAIT_MS,
+        help=f"how long a batch waits to fill (default {DEFAULT_BATCH_WAIT_MS:g} ms)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
 
+def _no_batching(args: argparse.Namespace) -> str:
+    return (
+        f"rpcworker: --max-batch {args.max_batch} cannot work: the {args.backend} backend does not batch "
+        "generate_views yet (use --max-batch 1)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_batch > 1 and args.backend not in BATCHING_BACKENDS:
+        print(_no_batching(args), file=sys.stderr)
+        return 2
     from .server import claim_stdio, serve
 
     stream = claim_stdio()
@@ -66,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError) as exc:
         print(f"rpcworker: cannot start the {args.backend} backend: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    from .backends.base import BatchingBackend
     from .backends.mock import MockBackend
+
+    if args.max_batch > 1 and not isinstance(backend, BatchingBackend):
+        print(_no_batching(args), file=sys.stderr)
+        return 2
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
     code = serve(
         stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level,
-        before_commit=before_commit,
+        before_commit=before_commit, max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
     )
     sys.stderr.flush()
     os._exit(code)

@@ -8,13 +8,13 @@ and writes outputs. Adding a method touches this module (and the wire types) onl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.base import Backend
+from .backends.base import Backend, BatchingBackend, GeneratedViews
 from .handles import ViewStore
 from .images import load_input_image, load_views_grid
 from .jobs import JobContext
@@ -33,6 +33,9 @@ from .wire.messages import (
     ViewsResult,
 )
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 @dataclass
 class Workspace:
@@ -46,6 +49,7 @@ class Workspace:
 
 
 Handler = Callable[[Workspace, Any, JobContext], msgspec.Struct]
+BatchHandler = Callable[[Workspace, Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | BaseException]"]
 MODEL_HANDLERS: dict[str, Handler] = {}
 
 
@@ -71,16 +75,31 @@ def unload(ws: Workspace, params: UnloadParams, ctx: JobContext) -> UnloadResult
     return UnloadResult(unloaded, ws.backend.loaded(), ws.backend.memory())
 
 
-@handles("generate_views")
-def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> ViewsResult:
+@dataclass
+class PreparedViews:
+    """A generate_views request whose output rules are checked and whose input is read: ready for the model."""
+
+    params: GenerateViewsParams
+    out: str | None
+    image: Image.Image
+    start: float
+    read_s: float
+
+
+def _prepare_views(ws: Workspace, params: GenerateViewsParams) -> PreparedViews:
     out = None if params.output_path is None else ws.outputs.check(params.output_path, "output_path", params.overwrite)
     if out is not None and not out.lower().endswith(".png"):
         raise InvalidParams(f"output_path must end in .png, got {params.output_path}", {"field": "output_path"})
     start = time.perf_counter()
     image = load_input_image(params.image)
-    read_s = time.perf_counter() - start
-    generated = ws.backend.generate_views(image, params.seed, params.num_inference_steps, params.guidance_scale, ctx)
+    return PreparedViews(params, out, image, start, time.perf_counter() - start)
+
+
+def _finish_views(
+    ws: Workspace, prep: PreparedViews, generated: GeneratedViews, ctx: JobContext, batch_size: int
+) -> ViewsResult:
     ctx.check_cancelled()
+    params, out = prep.params, prep.out
     save_s = 0.0
     if out is not None:
         t = time.perf_counter()
@@ -97,8 +116,70 @@ def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) 
         seed=params.seed,
         num_inference_steps=params.num_inference_steps,
         model_label=ws.backend.info().model_label,
-        timings={"read_input_s": read_s, **generated.timings, "save_s": save_s, "total_s": time.perf_counter() - start},
+        timings={
+            "read_input_s": prep.read_s, **generated.timings, "save_s": save_s,
+            "total_s": time.perf_counter() - prep.start, "batch_size": float(batch_size),
+        },
     )
+
+
+@handles("generate_views")
+def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> ViewsResult:
+    prep = _prepare_views(ws, params)
+    generated = ws.backend.generate_views(prep.image, params.seed, params.num_inference_steps, params.guidance_scale, ctx)
+    return _finish_views(ws, prep, generated, ctx, 1)
+
+
+def views_batch_key(params: GenerateViewsParams) -> tuple[str, int, float]:
+    """generate_views requests with equal keys can share a diffusion batch: same steps and guidance."""
+    return ("generate_views", params.num_inference_steps, params.guidance_scale)
+
+
+def generate_views_batch(
+    ws: Workspace, batch: Sequence[GenerateViewsParams], ctxs: Sequence[JobContext]
+) -> list[msgspec.Struct | BaseException]:
+    """Several compatible generate_views requests through one diffusion batch.
+
+    Each request's inputs and output rules are checked first: one that fails (or was cancelled) drops out
+    alone before the batch starts. The backend then gets one seed and one context per object.
+    """
+    outcomes: list[msgspec.Struct | BaseException | None] = [None] * len(batch)
+    ready: list[tuple[int, PreparedViews]] = []
+    for i, (params, ctx) in enumerate(zip(batch, ctxs, strict=True)):
+        try:
+            ctx.check_cancelled()
+            ready.append((i, _prepare_views(ws, params)))
+        except Exception as exc:
+            outcomes[i] = exc
+    backend = ws.backend
+    if ready:
+        if not isinstance(backend, BatchingBackend):
+            raise InternalError(f"the {backend.info().name} backend cannot batch generate_views", {"type": "BackendError"})
+        first = ready[0][1].params
+        generated = backend.generate_views_batch(
+            [prep.image for _, prep in ready], [prep.params.seed for _, prep in ready],
+            first.num_inference_steps, first.guidance_scale, [ctxs[i] for i, _ in ready],
+        )
+        if len(generated) != len(ready):
+            raise InternalError(
+                f"the {backend.info().name} backend returned {len(generated)} results for a batch of {len(ready)}",
+                {"type": "BackendError"},
+            )
+        for (i, prep), views in zip(ready, generated, strict=True):
+            if isinstance(views, BaseException):
+                outcomes[i] = views
+                continue
+            try:
+                outcomes[i] = _finish_views(ws, prep, views, ctxs[i], len(ready))
+            except Exception as exc:
+                outcomes[i] = exc
+    return [outcome if outcome is not None else InternalError("no outcome", {}) for outcome in outcomes]
+
+
+BATCH_HANDLERS: dict[str, tuple[Callable[[Any], Hashable], BatchHandler]] = {
+    "generate_views": (views_batch_key, generate_views_batch),
+}
+"""Methods whose queued requests may run together: the key that says which may, and the batch handler."""
 
 
 @handles("reconstruct")

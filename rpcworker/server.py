@@ -86,6 +86,8 @@ def serve(
     output_root: str | None = None,
     log_level: str = "info",
     before_commit: Callable[[str], None] | None = None,
+    max_batch: int = 1,
+    batch_wait_s: float = 0.0,
 ) -> int:
     """Serves until EOF on stdin or a shutdown request; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,7 +99,10 @@ def serve(
     orphaned = threading.Event()
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
 
-    dispatcher = WorkerSession(backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit)
+    dispatcher = WorkerSession(
+        backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit,
+        max_batch=max_batch, batch_wait_s=batch_wait_s,
+    )
     # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
     # until the executor had its grace; then the worker exits, whether or not the host closed stdin.
     eof = threading.Event()

@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__
 from .backends.base import Backend
-from .handlers import MODEL_HANDLERS, Workspace
+from .handlers import BATCH_HANDLERS, MODEL_HANDLERS, Workspace
 from .handles import ViewStore
 from .jobs import Job, JobQueue
 from .outputs import OutputPolicy
@@ -68,6 +68,8 @@ class WorkerSession:
         max_handles: int = DEFAULT_MAX_HANDLES,
         output_root: str | None = None,
         before_commit: Callable[[str], None] | None = None,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self.backend = backend
         self.stream = stream
@@ -81,7 +83,7 @@ class WorkerSession:
         self._served = 0
         self._lock = threading.Lock()
         self._in_flight: dict[RequestId, Job] = {}
-        self.jobs = JobQueue(self.replies.send, self._job_done)
+        self.jobs = JobQueue(self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s)
 
     @property
     def requests_served(self) -> int:
@@ -143,6 +145,11 @@ class WorkerSession:
             if handler is not None:
                 workspace = self.workspace
                 job = Job(request_id, method, params, lambda p, ctx: handler(workspace, p, ctx))
+                batching = BATCH_HANDLERS.get(method)
+                if batching is not None and self.jobs.max_batch > 1:
+                    key_of, batch_handler = batching
+                    job.batch_key = key_of(params)
+                    job.run_batch = lambda batch, ctxs: batch_handler(workspace, batch, ctxs)
                 self._in_flight[request_id] = job
                 self.jobs.submit(job)
                 return
@@ -248,6 +255,8 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         busy=session.jobs.busy,
         queued=session.jobs.queued,
         pid=os.getpid(),
+        batch=session.jobs.batch,
+        max_batch=session.jobs.max_batch,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,6 +89,20 @@ class Backend(Protocol):
         """Views (in the backend's form) and the view size, from a 3x2 grid image."""
 
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData: ...
+
+
+@runtime_checkable
+class BatchingBackend(Protocol):
+    """A backend that runs several objects' views through one diffusion batch (``--max-batch`` above 1)."""
+
+    def generate_views_batch(
+        self, images: list[Image.Image], seeds: list[int], num_inference_steps: int, guidance_scale: float,
+        ctxs: list[WorkContext],
+    ) -> list[GeneratedViews | BaseException]:
+        """One result per object, each the same as ``generate_views`` alone would give with its seed.
+
+        An object whose context is cancelled leaves the batch with the Cancelled error; the others go on.
+        """
 
 
 BackendFactory = Callable[..., Backend]

@@ -118,18 +118,55 @@ class MockBackend:
     def generate_views(
         self, image: Any, seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
     ) -> GeneratedViews:
+        (result,) = self.generate_views_batch([image], [seed], num_inference_steps, guidance_scale, [ctx])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def generate_views_batch(
+        self, images: list[Any], seeds: list[int], num_inference_steps: int, guidance_scale: float,
+        ctxs: list[WorkContext],
+    ) -> list[GeneratedViews | BaseException]:
+        """One step of a batch costs one step_delay, as a GPU step of a small batch does."""
+        outcomes: list[GeneratedViews | BaseException | None] = [None] * len(images)
+        for i, ctx in enumerate(ctxs):
+            try:
+                self._ensure("views", ctx)
+                self._misbehave("generate_views")  # fail_once / oom_once hit one object of a batch
+            except Exception as exc:
+                outcomes[i] = exc
+        start = time.perf_counter()
+        for step in range(num_inference_steps):
+            alive = [i for i in range(len(ctxs)) if outcomes[i] is None and not self._dropped(ctxs[i], outcomes, i)]
+            if not alive:
+                break
+            self._sleep_alive(self.options.step_delay, [ctxs[i] for i in alive])
+            for i in alive:
+                if not self._dropped(ctxs[i], outcomes, i):
+                    ctxs[i].progress("diffusion", step + 1, num_inference_steps)
+        diffusion_s = time.perf_counter() - start
+        for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+            if outcomes[i] is None and not self._dropped(ctxs[i], outcomes, i):
+                outcomes[i] = self._views(image, seed, guidance_scale, diffusion_s)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    @staticmethod
+    def _dropped(ctx: WorkContext, outcomes: list[GeneratedViews | BaseException | None], i: int) -> bool:
+        """True (with the Cancelled error recorded) once object ``i`` of a batch has been cancelled."""
+        try:
+            ctx.check_cancelled()
+        except Exception as exc:
+            outcomes[i] = exc
+            return True
+        return False
+
+    def _views(self, image: Any, seed: int, guidance_scale: float, diffusion_s: float) -> GeneratedViews:
+        """The fake views of one object: a function of its image, seed and guidance only."""
         from PIL import Image
 
-        self._ensure("views", ctx)
-        self._misbehave("generate_views")
-        start = time.perf_counter()
         size = self.options.view_size
         rgb = _on_white(image).resize((size, size), Image.Resampling.BILINEAR)
         base = np.asarray(rgb, dtype=np.float32)
-        for step in range(num_inference_steps):
-            ctx.check_cancelled()
-            self._sleep(self.options.step_delay, ctx)
-            ctx.progress("diffusion", step + 1, num_inference_steps)
         rng = np.random.default_rng(seed)
         views = np.empty((6, size, size, 3), dtype=np.uint8)
         for i in range(6):
@@ -140,7 +177,7 @@ class MockBackend:
         grid = Image.fromarray(join_views(views))
         if self.options.noisy:
             self._make_noise("generate_views done")
-        return GeneratedViews(grid, views, size, {"diffusion_s": time.perf_counter() - start})
+        return GeneratedViews(grid, views, size, {"diffusion_s": diffusion_s})
 
     def views_from_grid(self, grid: Any) -> tuple[Any, int]:
         return split_grid(grid)
@@ -194,6 +231,15 @@ class MockBackend:
             self.options.fail_once.discard(method)
             raise InternalError(f"simulated failure in {method}", {"method": method, "simulated": True})
 
+    @staticmethod
+    def _sleep_alive(seconds: float, ctxs: list[WorkContext]) -> None:
+        """Sleeps ``seconds`` unless every one of ``ctxs`` is cancelled first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if all(_is_cancelled(ctx) for ctx in ctxs):
+                return
+            time.sleep(min(left, 0.02))
+
     def _sleep(self, seconds: float, ctx: WorkContext) -> None:
         deadline = time.monotonic() + seconds
         while True:
@@ -212,6 +258,14 @@ class MockBackend:
         libc = ctypes.CDLL(None)
         libc.printf(f"mock C printf: {text}\n".encode())
         libc.fflush(None)
+
+
+def _is_cancelled(ctx: WorkContext) -> bool:
+    try:
+        ctx.check_cancelled()
+    except Exception:
+        return True
+    return False
 
 
 def _on_white(image: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -204,6 +204,10 @@ class StatusResult(Struct):
     busy: str | None
     queued: int
     pid: int
+    batch: list[RequestId] = msgspec.field(default_factory=list)
+    """The ids of the requests running now together (since 1.3)."""
+    max_batch: int = 1
+    """The worker's --max-batch (since 1.3)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):
