@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_batch import inputs  # noqa: F401 - the batch CLI's inputs (a corrupt image among good ones), for the pool's CLI tests
 from tests.faults.conftest import no_orphans_and_a_deadline  # noqa: F401 - autouse: every test checks for orphans
 
 VIEW_SIZE = 64

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,14 +16,6 @@ from ..faults.conftest import wait_gone
 EXAMPLES = ROOT / "examples" / "inputs"
 
 
-@pytest.fixture()
-def inputs(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("mug.png", "box.png", "box_mask.png", "ball.png"):
-        shutil.copy(EXAMPLES / name, folder / name)
-    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-    return folder
 
 
 def batch(worker_python: Path, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
