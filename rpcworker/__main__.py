@@ -7,7 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
-from .backends import BACKENDS, BATCHING_BACKENDS, create_backend
+from .backends import BACKENDS, create_backend
 from .jobs import MAX_BATCH_LIMIT, MAX_BATCH_WAIT_S
 
 
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-handles", type=positive_int, default=16, help="views kept in memory for reconstruct (LRU)")
     p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
     p.add_argument(
-        "--max-batch", type=batch_size, default=1,
-        help="run up to N queued compatible generate_views requests as one batch (default 1: one at a time)",
+        "--max-batch", type=batch_size, default=None,
+        help="run up to N queued compatible generate_views requests as one batch (default: the backend's, 1 on CPU)",
     )
     p.add_argument(
         "--batch-wait-ms", type=batch_wait_ms, default=DEFAULT_BATCH_WAIT_MS,
@@ -86,17 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _no_batching(args: argparse.Namespace) -> str:
-    return (
-        f"rpcworker: --max-batch {args.max_batch} cannot work: the {args.backend} backend does not batch "
-        "generate_views yet (use --max-batch 1)"
-    )
+    return f"rpcworker: --max-batch {args.max_batch} cannot work: the {args.backend} backend does not batch generate_views (use --max-batch 1)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_batch > 1 and args.backend not in BATCHING_BACKENDS:
-        print(_no_batching(args), file=sys.stderr)
-        return 2
     from .server import claim_stdio, serve
 
     stream = claim_stdio()
@@ -108,15 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     from .backends.base import BatchingBackend
     from .backends.mock import MockBackend
 
-    if args.max_batch > 1 and not isinstance(backend, BatchingBackend):
+    if (args.max_batch or 1) > 1 and not isinstance(backend, BatchingBackend):
         print(_no_batching(args), file=sys.stderr)
         return 2
+    max_batch = args.max_batch or getattr(backend, "max_batch", 1)
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
     code = serve(
         stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level,
-        before_commit=before_commit, max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
+        before_commit=before_commit, max_batch=max_batch, batch_wait_s=args.batch_wait_ms / 1000,
     )
     sys.stderr.flush()
     os._exit(code)

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .reference_attention import ReferenceStep, install_reference_attention
+from .sampling import CancelCheck, ObjectRun, ProgressCallback, StepFunction, denoise, noise_condition_latents, randn
 
 # The components' classes, as documentation: diffusers and transformers (0.20 .. 0.42, 4.34 .. 5.x) expose
 # their modules' methods through decorators and lazy modules that mypy cannot follow, so they are Any here.
@@ -26,10 +27,6 @@ CLIPTextModel = Any
 CLIPTokenizer = Any
 CLIPVisionModelWithProjection = Any
 
-ProgressCallback = Callable[[int, int], None]
-StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""(sample, timestep, encoder_hidden_states, reference_sample) -> float32 noise prediction: `ReferenceStep`."""
-CancelCheck = Callable[[], None]
 OutputType = Literal["pil", "np", "pt", "latent"]
 
 # v1.2 works in a rescaled latent space and a rescaled image space (both fixed by training).
@@ -64,19 +61,6 @@ def to_rgb_on_white(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Float32 normal noise from `generator`, or from the global RNG of `device` when there is none.
-
-    Always float32, because torch does not promise the same half-precision draws as float32
-    ones for a seed. A generator on another device (typically a CPU generator for a CUDA run)
-    draws on its own device, so a seed gives the same noise on any hardware.
-    """
-    if generator is None:
-        return torch.randn(tuple(shape), device=device, dtype=torch.float32)
-    noise = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
-    return noise.to(device)
-
-
 class Zero123PlusPipeline:
     """Zero123++ v1.2 multi-view generation with reference attention and image-embedding conditioning.
 
@@ -108,8 +92,9 @@ class Zero123PlusPipeline:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         install_reference_attention(unet)
         self.fast_step: StepFunction | None = None
-        """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options; used where it accepts the shapes."""
-        self.fast_step_accepts: Callable[..., bool] = lambda *tensors: True
+        """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options, for the batch sizes it was built for."""
+        self.fast_step_rows: Callable[..., int | None] = lambda *tensors: None
+        """The batch (rows) the fast step runs these inputs at (padded up to it), or None: run them eagerly."""
         self._prompt_embeds: dict[str, torch.Tensor] = {}
 
     @property
@@ -150,7 +135,7 @@ class Zero123PlusPipeline:
     def encode_condition_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A float32 sample of the VAE posterior, unscaled: the reference pass sees raw VAE latents."""
         posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-        noise = _randn(posterior.mean.shape, generator, posterior.mean.device)
+        noise = randn(posterior.mean.shape, generator, posterior.mean.device)
         return posterior.mean.float() + posterior.std.float() * noise
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -177,11 +162,9 @@ class Zero123PlusPipeline:
 
     # --- denoising ----------------------------------------------------------------------------
 
-    def noise_condition_latents(
-        self, cond_latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
-    ) -> torch.Tensor:
+    def noise_condition_latents(self, cond_latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Noise the condition latents to the current step's level and scale them like a model input."""
-        return (cond_latents + noise * sigma) / (sigma**2 + 1) ** 0.5
+        return noise_condition_latents(cond_latents, sigma, noise)
 
     def unet_with_reference(
         self,
@@ -193,12 +176,13 @@ class Zero123PlusPipeline:
         """Run the reference (write) pass on `reference_sample`, then the main (read) pass on `sample`.
 
         Inputs are cast to the UNet's dtype; the output is float32. The fast step is used where it accepts
-        these shapes, else the eager `ReferenceStep`.
+        these shapes (a smaller batch padded with copies of its last row), else the eager `ReferenceStep`.
         """
         inputs = (sample, timestep, encoder_hidden_states, reference_sample)
-        if self.fast_step is not None and self.fast_step_accepts(*inputs):
-            return self.fast_step(*inputs)
+        if self.fast_step is not None and (rows := self.fast_step_rows(*inputs)) is not None:
+            return self.fast_step(*pad_rows(inputs, rows))[: sample.shape[0]]
         return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
+
 
     # --- decoding -----------------------------------------------------------------------------
 
@@ -242,51 +226,84 @@ class Zero123PlusPipeline:
         raises aborts the run. Returns a PIL image, an HxWx3 float array in [0, 1] ("np"), a
         3xHxW tensor ("pt") or the final latents in the pipeline's scaled space ("latent").
         """
+        (result,) = self.generate_batch(
+            [image], [generator], prompt, negative_prompt, num_inference_steps, guidance_scale, width, height,
+            output_type, [progress], [check_cancelled],
+        )
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        images: Sequence[Image.Image],
+        generators: Sequence[torch.Generator | int | None],
+        prompt: str = "",
+        negative_prompt: str = "",
+        num_inference_steps: int = 28,
+        guidance_scale: float = 4.0,
+        width: int = 640,
+        height: int = 960,
+        output_type: OutputType = "pil",
+        progress: Sequence[ProgressCallback | None] | None = None,
+        check_cancelled: Sequence[CancelCheck | None] | None = None,
+    ) -> list[Image.Image | np.ndarray | torch.Tensor | BaseException]:
+        """`__call__` for several objects whose denoising steps share the UNet (one batch per step).
+
+        One result per object, in order: what `__call__` would give it alone, or the exception that made it
+        leave the batch (its conditioning failed, or its `check_cancelled` raised); the others go on.
+        """
         if height % 8 or width % 8:
             raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
-        if isinstance(generator, int):
-            generator = torch.Generator("cpu").manual_seed(generator)
-        device = self.device
-        do_cfg = guidance_scale > 1.0
-
-        vae_pixels, clip_pixels = self.preprocess(image)
-
-        cond_latents = self.encode_condition_image(vae_pixels, generator)
-        if do_cfg:
-            negative_latents = self.encode_condition_image(torch.zeros_like(vae_pixels), generator)
-            cond_latents = torch.cat([negative_latents, cond_latents])
-
-        image_embeds = self.encode_image(clip_pixels)
-        encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), image_embeds)
-        if do_cfg:
-            encoder_hidden_states = torch.cat([self.encode_prompt(negative_prompt), encoder_hidden_states])
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        count = len(images)
+        progress = progress or [None] * count
+        check_cancelled = check_cancelled or [None] * count
+        runs = [self._condition(image, generator, prompt, negative_prompt, guidance_scale, on_step, cancel)
+                for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)]
         factor = self.vae_scale_factor
         latent_shape = (1, self.unet.config.in_channels, height // factor, width // factor)
-        latents = _randn(latent_shape, generator, device) * self.scheduler.init_noise_sigma
+        denoise(runs, self.scheduler, self.unet_with_reference, num_inference_steps, guidance_scale, latent_shape, self.device)
+        results: list[Image.Image | np.ndarray | torch.Tensor | BaseException] = []
+        for run in runs:
+            if output_type != "latent":
+                run.cancel_check()
+            if run.error is not None:
+                results.append(run.error)
+            elif output_type == "latent":
+                results.append(run.latents)
+            else:  # one object at a time: the VAE's peak memory stays that of batch 1
+                results.append(self.postprocess(self.decode_latents(run.latents), output_type))
+        return results
 
-        timesteps = self.scheduler.timesteps
-        for i, t in enumerate(timesteps):
-            if check_cancelled is not None:
-                check_cancelled()
-            sigma = self.scheduler.sigmas[i].to(device=device, dtype=torch.float32)
-            cond_noise = _randn(cond_latents.shape, generator, device)
-            reference_sample = self.noise_condition_latents(cond_latents, sigma, cond_noise)
+    def _condition(
+        self, image: Image.Image, generator: torch.Generator | int | None, prompt: str, negative_prompt: str,
+        guidance_scale: float, progress: ProgressCallback | None, check_cancelled: CancelCheck | None,
+    ) -> ObjectRun:
+        """One object's conditioning (condition latents, hidden states); its draws come first from its generator."""
+        if isinstance(generator, int):
+            generator = torch.Generator("cpu").manual_seed(generator)
+        run = ObjectRun(torch.empty(0), torch.empty(0), generator, progress, check_cancelled)
+        if not run.cancel_check():
+            return run
+        try:
+            vae_pixels, clip_pixels = self.preprocess(image)
+            cond_latents = self.encode_condition_image(vae_pixels, generator)
+            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), self.encode_image(clip_pixels))
+            if guidance_scale > 1.0:
+                negative_latents = self.encode_condition_image(torch.zeros_like(vae_pixels), generator)
+                cond_latents = torch.cat([negative_latents, cond_latents])
+                encoder_hidden_states = torch.cat([self.encode_prompt(negative_prompt), encoder_hidden_states])
+        except Exception as exc:
+            run.error = exc
+            return run
+        run.cond_latents, run.context = cond_latents, encoder_hidden_states
+        return run
 
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            model_output = self.unet_with_reference(model_input, t, encoder_hidden_states, reference_sample)
 
-            if do_cfg:
-                uncond, cond = model_output.chunk(2)
-                model_output = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(model_output, t, latents, generator=generator, return_dict=False)[0]
-            if progress is not None:
-                progress(i + 1, len(timesteps))
+def pad_rows(tensors: Sequence[torch.Tensor], rows: int) -> list[torch.Tensor]:
+    """Pad every batched tensor (dim 0) to `rows` with copies of its last row; 0-d tensors pass through.
 
-        if output_type == "latent":
-            return latents
-        if check_cancelled is not None:
-            check_cancelled()
-        return self.postprocess(self.decode_latents(latents), output_type)
+    Rows of a UNet batch never mix, so the padding changes nothing for the real rows.
+    """
+    return [t if t.dim() == 0 or t.shape[0] == rows else torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])]) for t in tensors]

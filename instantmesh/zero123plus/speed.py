@@ -7,7 +7,7 @@ blocks alone) were removed rather than kept as opt-ins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -54,41 +54,60 @@ def check_optimizations(optimizations: Iterable[str], device: torch.device | str
 
 
 class CompiledStep:
-    """`ReferenceStep` through torch.compile, for one fixed set of input shapes.
+    """`ReferenceStep` through torch.compile, for fixed input shapes and a fixed set of batch sizes.
 
-    The first call fixes the shapes; `accepts` tells the pipeline whether later inputs match, so another
-    size or guidance setting runs eagerly instead of triggering a recompile. With CUDA graphs each call
-    starts a new graph step, and the output (a graph-owned buffer) is valid until the next call.
+    The first call fixes the per-row shapes (view size, context length); `rows_for` tells the pipeline which
+    compiled batch size takes a given batch (the smallest at least as large: the pipeline pads up to it), or
+    None when none does, so other shapes run eagerly instead of triggering a compile inside a request. With
+    CUDA graphs each call starts a new graph step, and the output (a graph-owned buffer) is valid until the
+    next call.
     """
 
-    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype, mode: str | None, backend: str = "inductor") -> None:
+    def __init__(
+        self, unet: torch.nn.Module, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
+    ) -> None:
         self.module = ReferenceStep(unet, dtype)
         self.compiled: Any = torch.compile(self.module, backend=backend, mode=mode, dynamic=False)
         self.cuda_graphs = mode == "reduce-overhead"
-        self.shapes: tuple[tuple[int, ...], ...] | None = None
+        self.row_counts = sorted(set(row_counts))
+        """The batch sizes (rows: objects x guidance halves) compiled at load; empty: the first call's."""
+        self.row_shapes: tuple[tuple[int, ...], ...] | None = None
 
-    def accepts(self, *tensors: torch.Tensor) -> bool:
-        shapes = tuple(tuple(t.shape) for t in tensors)
-        return self.shapes is None or shapes == self.shapes
+    def rows_for(self, *tensors: torch.Tensor) -> int | None:
+        rows = tensors[0].shape[0]
+        if self.row_shapes is None:
+            return rows if not self.row_counts else next((r for r in self.row_counts if r >= rows), None)
+        if _row_shapes(tensors) != self.row_shapes:
+            return None
+        return next((r for r in self.row_counts if r >= rows), None)
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        if self.shapes is None:
-            self.shapes = tuple(tuple(t.shape) for t in (sample, timestep, context, reference))
+        if self.row_shapes is None:
+            self.row_shapes = _row_shapes((sample, timestep, context, reference))
+            if not self.row_counts:
+                self.row_counts = [sample.shape[0]]
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(sample, timestep, context, reference)
 
 
+def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
+    """Each tensor's shape without the batch dimension (0-d tensors, the timestep, give ())."""
+    return tuple(tuple(t.shape[1:]) for t in tensors)
+
+
 def optimize_views(
-    pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor", compile_mode: str | None = "reduce-overhead"
+    pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor", compile_mode: str | None = "reduce-overhead",
+    row_counts: Sequence[int] = (),
 ) -> None:
-    """Apply the options; compilation itself happens at the first step (the backend warms it up in load)."""
+    """Apply the options; compilation itself happens at the first step of each batch size in `row_counts`
+    (the backend warms them up in load; empty: the first call's)."""
     chosen = set(optimizations)
     check_optimizations(chosen)
     if "channels_last" in chosen:
         pipeline.unet.to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)
     if "compile" in chosen:
-        step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend)
+        step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend, row_counts)
         pipeline.fast_step = step
-        pipeline.fast_step_accepts = step.accepts
+        pipeline.fast_step_rows = step.rows_for

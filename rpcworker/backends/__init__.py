@@ -21,8 +21,6 @@ def _instantmesh(args: argparse.Namespace) -> Backend:
 
 
 BACKENDS: dict[str, Callable[[argparse.Namespace], Backend]] = {"mock": _mock, "instantmesh": _instantmesh}
-BATCHING_BACKENDS = frozenset({"mock"})
-"""The backends that run several objects' views as one batch (base.BatchingBackend): --max-batch above 1 needs one."""
 
 
 def create_backend(args: argparse.Namespace) -> Backend:

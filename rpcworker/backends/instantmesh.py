@@ -79,10 +79,14 @@ CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
 in ``load`` and cached on disk per machine, with channels_last convolutions."""
 WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
+CUDA_DEFAULT_MAX_BATCH = 1
+"""Objects per diffusion batch on CUDA when ``--max-batch`` is not given (docs/benchmarks.md, throughput)."""
 
 
 class InstantMeshBackend:
-    def __init__(self, files: ModelFiles, device: str | None = None, optimizations: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, files: ModelFiles, device: str | None = None, optimizations: tuple[str, ...] | None = None, max_batch: int | None = None,
+    ) -> None:
         self.files = files
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -90,6 +94,8 @@ class InstantMeshBackend:
             optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
         check_optimizations(optimizations, self.device)
         self.optimizations = tuple(optimizations)
+        self.max_batch = max_batch or (CUDA_DEFAULT_MAX_BATCH if self.device.type == "cuda" else 1)
+        """The most objects one diffusion batch holds; with ``compile`` the step is compiled for 1 and for this many."""
         self.load_phases: dict[str, float] = {}
         """Seconds per phase of the last loads (read, optimise, compile...), for benchmarks and the log."""
         self._pipeline: Any = None
@@ -102,7 +108,7 @@ class InstantMeshBackend:
     def from_args(cls, args: argparse.Namespace) -> InstantMeshBackend:
         optimize = getattr(args, "optimize", None)
         optimizations = None if optimize is None else tuple(o for o in optimize.split(",") if o and o != "none")
-        return cls(resolve_model_files(args), args.device, optimizations)
+        return cls(resolve_model_files(args), args.device, optimizations, getattr(args, "max_batch", None))
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
@@ -162,7 +168,7 @@ class InstantMeshBackend:
             reused = self._use_compile_cache()
             report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
         t = time.perf_counter()
-        optimize_views(pipeline, self.optimizations)
+        optimize_views(pipeline, self.optimizations, row_counts=self._row_counts())
         if "compile" in self.optimizations:
             self._warm_up(pipeline)
         self._synchronize()
@@ -182,15 +188,27 @@ class InstantMeshBackend:
         log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
         return reused
 
+    def _row_counts(self) -> list[int]:
+        """The UNet batch sizes compiled at load: one object and a full batch, both with guidance (two rows each).
+
+        A smaller batch runs padded up to the full one rather than compiling (minutes) inside a request.
+        """
+        return sorted({2, 2 * self.max_batch})
+
     def _warm_up(self, pipeline: Any) -> None:
         """Compile (or fetch from the cache) the step at the request's shapes, so no request pays for it."""
         from PIL import Image
 
         size = self.files.view_size
         white = Image.new("RGB", (size, size), (255, 255, 255))
-        with torch.inference_mode():
-            pipeline(white, num_inference_steps=WARMUP_STEPS, guidance_scale=DEFAULT_GUIDANCE, width=2 * size, height=3 * size,
-                     generator=0, output_type="latent")
+        for rows in self._row_counts():
+            t = time.perf_counter()
+            count = rows // 2
+            with torch.inference_mode():
+                pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
+                                        guidance_scale=DEFAULT_GUIDANCE, width=2 * size, height=3 * size, output_type="latent")
+            self._synchronize()
+            self.load_phases[f"views_compile_batch{count}_s"] = time.perf_counter() - t
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
@@ -231,25 +249,40 @@ class InstantMeshBackend:
     def generate_views(
         self, image: Any, seed: int, num_inference_steps: int, guidance_scale: float, ctx: WorkContext
     ) -> GeneratedViews:
-        pipeline = self._require("views", ctx)
+        (result,) = self.generate_views_batch([image], [seed], num_inference_steps, guidance_scale, [ctx])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def generate_views_batch(
+        self, images: list[Any], seeds: list[int], num_inference_steps: int, guidance_scale: float, ctxs: list[WorkContext],
+    ) -> list[GeneratedViews | BaseException]:
+        """Several objects through one diffusion batch, each with its own CPU generator (its seed's noise)."""
+        pipeline = self._require("views", ctxs[0])
         size = self.files.view_size
         start = time.perf_counter()
         with self._device_errors("generate_views"), torch.inference_mode():
-            generator = torch.Generator("cpu").manual_seed(seed)
-            grid = pipeline(
-                image,
+            grids = pipeline.generate_batch(
+                images,
+                [torch.Generator("cpu").manual_seed(seed) for seed in seeds],
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 width=2 * size,
                 height=3 * size,
-                generator=generator,
                 output_type="pil",
-                progress=lambda step, total: ctx.progress("diffusion", step, total),
-                check_cancelled=ctx.check_cancelled,
+                progress=[lambda step, total, ctx=ctx: ctx.progress("diffusion", step, total) for ctx in ctxs],
+                check_cancelled=[ctx.check_cancelled for ctx in ctxs],
             )
             self._synchronize()
-        views, view_size = split_grid(grid)
-        return GeneratedViews(grid, views, view_size, {"diffusion_s": time.perf_counter() - start})
+        seconds = time.perf_counter() - start
+        results: list[GeneratedViews | BaseException] = []
+        for grid in grids:
+            if isinstance(grid, BaseException):
+                results.append(grid)
+                continue
+            views, view_size = split_grid(grid)
+            results.append(GeneratedViews(grid, views, view_size, {"diffusion_s": seconds}))
+        return results
 
     def views_from_grid(self, grid: Any) -> tuple[Any, int]:
         return split_grid(grid)

@@ -156,3 +156,48 @@ def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeyp
     monkeypatch.setattr(torch, "__version__", "2.1.0")
     with pytest.raises(ValueError, match=r"needs torch >= 2\.4 \(found 2\.1\.0\)"):
         InstantMeshBackend(files, "cpu", ("compile",))
+
+
+def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: Path, object_png: Path) -> None:
+    """With --max-batch 3 the step is compiled for one object and for three (at load); a batch of two runs
+    padded to three rows' worth, never compiling inside a request. Dynamo's eager backend, as above."""
+    import argparse
+
+    import torch._dynamo
+
+    from instantmesh.zero123plus.speed import optimize_views
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    image = Image.open(object_png)
+    eager = InstantMeshBackend(files, "cpu", ())
+    backend = InstantMeshBackend(files, "cpu", (), max_batch=3)
+    backend.load(["views"], SilentContext())
+    assert backend._row_counts() == [2, 6]
+    torch._dynamo.reset()
+    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=backend._row_counts())
+    backend._warm_up(backend._pipeline)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seeds in ([1, 2], [3], [4, 5, 6]):
+            batch = backend.generate_views_batch([image] * len(seeds), seeds, 2, 4.0, [SilentContext()] * len(seeds))
+            for seed, views in zip(seeds, batch, strict=True):
+                alone = eager.generate_views(image, seed, 2, 4.0, SilentContext())
+                assert np.abs(np.asarray(views.grid, np.int16) - np.asarray(alone.grid, np.int16)).max() <= 1
+
+
+def test_a_batching_worker_gives_each_object_its_alone_views(tiny_cache: Path, object_png: Path, tmp_path: Path) -> None:
+    args = ("--max-batch", "3", "--batch-wait-ms", "1000")
+    with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", startup_timeout=120, worker_args=args) as worker:
+        assert worker.client.status().max_batch == 3
+        alone = [worker.generate_views(object_png, seed=s, num_inference_steps=2, save_grid=tmp_path / f"a{s}.png") for s in (1, 2)]
+        many = worker.generate_views_many([object_png, tmp_path / "missing.png", object_png], seeds=[1, 7, 2], num_inference_steps=2,
+                                          save_grids=[tmp_path / f"b{i}.png" for i in range(3)])
+        assert not hasattr(many[1], "handle")
+        for one, batched in zip(alone, (many[0], many[2]), strict=True):
+            assert batched.timings["batch_size"] == 2
+            a = np.asarray(Image.open(one.grid_path), np.int16)
+            b = np.asarray(Image.open(batched.grid_path), np.int16)
+            assert np.abs(a - b).max() <= 1
+        mesh = worker.reconstruct(many[2], tmp_path / "m.ply")
+        assert mesh.num_faces > 0

@@ -166,7 +166,6 @@ def test_one_at_a_time_by_default(mock_client, object_png: Path) -> None:
         (("--backend", "mock", "--max-batch", "0"), "--max-batch: must be at least 1, got 0"),
         (("--backend", "mock", "--max-batch", "65"), "--max-batch: must be at most 64, got 65"),
         (("--backend", "mock", "--batch-wait-ms", "nan"), "--batch-wait-ms: must be 0..1000 ms, got nan"),
-        (("--backend", "instantmesh", "--max-batch", "2"), "the instantmesh backend does not batch generate_views"),
     ],
 )
 def test_bad_batching_options_are_refused_at_start_in_one_line(worker_python: Path, args: tuple[str, ...], words: str) -> None:

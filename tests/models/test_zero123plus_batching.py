@@ -1,0 +1,136 @@
+"""Several objects through one diffusion batch: each gets what it would alone, wherever it sits.
+
+On the CPU the batched UNet's float32 matmuls block differently from batch 1, so latents agree to about
+1e-5 (not bit for bit) and the uint8 views to at most 1 LSB; the random draws themselves are identical.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from instantmesh.zero123plus import load_zero123plus  # noqa: E402
+from instantmesh.zero123plus.pipeline import pad_rows  # noqa: E402
+from instantmesh.zero123plus.reference_attention import ReferenceStep  # noqa: E402
+
+pytestmark = pytest.mark.models
+
+TINY = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
+if not TINY.is_dir():
+    pytest.skip(f"golden data not found at {TINY}", allow_module_level=True)
+
+SMALL = dict(num_inference_steps=3, width=64, height=96)
+LATENT_ATOL = 1e-4
+"""Batched vs alone on the CPU: float32 matmul blocking depends on the batch (measured about 1e-5)."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin")
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    cond = Image.open(TINY / "cond.png")
+    return [cond, cond.rotate(90), cond.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+
+
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture(scope="module")
+def alone(pipe, images) -> list:
+    return [pipe(image, generator=seed, output_type="latent", **SMALL) for image, seed in zip(images, SEEDS)]
+
+
+def _close(a, b) -> bool:
+    return bool((a - b).abs().max() <= LATENT_ATOL)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1]])
+def test_each_object_gets_its_alone_result_wherever_it_sits(pipe, images, alone, order) -> None:
+    batch = pipe.generate_batch([images[i] for i in order], [SEEDS[i] for i in order], output_type="latent", **SMALL)
+    for position, i in enumerate(order):
+        assert _close(batch[position], alone[i]), f"object {i} at position {position}"
+    assert not _close(batch[0], batch[1])  # the test can tell objects apart
+
+
+def test_views_agree_to_one_lsb(pipe, images) -> None:
+    alone = [np.asarray(pipe(image, generator=seed, **SMALL), dtype=np.int16) for image, seed in zip(images, SEEDS)]
+    batch = [np.asarray(grid, dtype=np.int16) for grid in pipe.generate_batch(images, SEEDS, **SMALL)]
+    assert max(int(np.abs(a - b).max()) for a, b in zip(alone, batch)) <= 1
+
+
+def test_a_cancelled_object_leaves_without_disturbing_the_others(pipe, images, alone) -> None:
+    progress: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    checks = []
+
+    def cancel_second_at_step_two() -> None:
+        checks.append(None)
+        if len(checks) == 3:  # before conditioning, before step 1, before step 2
+            raise Cancelled
+
+    batch = pipe.generate_batch(
+        images, SEEDS, output_type="latent",
+        progress=[lambda s, t, k=k: progress[k].append(s) for k in range(3)],
+        check_cancelled=[None, cancel_second_at_step_two, None], **SMALL,
+    )
+    assert isinstance(batch[1], Cancelled) and progress[1] == [1]
+    assert _close(batch[0], alone[0]) and _close(batch[2], alone[2])
+    assert progress[0] == progress[2] == [1, 2, 3]
+
+
+def test_a_bad_input_fails_alone_before_the_batch_starts(pipe, images, alone) -> None:
+    batch = pipe.generate_batch([images[0], "not an image", images[2]], SEEDS, output_type="latent", **SMALL)
+    assert isinstance(batch[1], Exception) and not isinstance(batch[1], torch.Tensor)
+    assert _close(batch[0], alone[0]) and _close(batch[2], alone[2])
+
+
+def test_a_fast_step_built_for_a_bigger_batch_gets_padded_rows(pipe, images, alone) -> None:
+    seen = []
+    eager = ReferenceStep(pipe.unet, pipe.unet.dtype)
+
+    def fast(*tensors):
+        seen.append(tensors[0].shape[0])
+        return eager(*tensors)
+
+    pipe.fast_step, pipe.fast_step_rows = fast, lambda *tensors: 8
+    try:
+        batch = pipe.generate_batch(images[:2], SEEDS[:2], output_type="latent", **SMALL)
+    finally:
+        pipe.fast_step, pipe.fast_step_rows = None, lambda *tensors: None
+    assert seen == [8, 8, 8]  # two objects x two guidance halves, padded to eight rows
+    assert _close(batch[0], alone[0]) and _close(batch[1], alone[1])
+
+
+def test_pad_rows_repeats_the_last_row_and_keeps_scalars() -> None:
+    x = torch.arange(6.0).view(3, 2)
+    t = torch.tensor(5.0)
+    padded, same = pad_rows([x, t], 5)
+    assert padded.shape == (5, 2) and torch.equal(padded[3], x[2]) and torch.equal(padded[4], x[2]) and same is t
+
+
+def test_a_batch_needs_a_generator_per_object(pipe, images) -> None:
+    with pytest.raises(ValueError, match="one generator per object"):
+        pipe.generate_batch(images[:2], [None, 3], output_type="latent", **SMALL)
