@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Union
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
@@ -16,9 +14,6 @@ from rpcworker.wire.messages import (
     DEFAULT_SEED,
     DEFAULT_STEPS,
     GenerateViewsParams,
-    ImageInput,
-    ImagePath,
-    ImagePng,
     InitializeResult,
     LoadResult,
     ProgressParams,
@@ -31,7 +26,11 @@ from rpcworker.wire.messages import (
 )
 
 from .client import WorkerClient
+from .inputs import ImageLike, absolute_path, image_input
+from .mapping import map_objects
+from .outcome import ObjectOutcome, object_targets
 from .process import WorkerCommand
+from .results import Mesh, Views
 
 LOG = logging.getLogger("instantmesh_rpc")
 TINY_MARKER = "tiny (random weights"
@@ -39,38 +38,6 @@ TINY_MARKER = "tiny (random weights"
 
 class TinyFallbackWarning(UserWarning):
     """The official weights were not found and the worker fell back to the tiny preset: outputs are noise."""
-
-
-ImageLike = Union[str, "os.PathLike[str]", bytes, Any]
-"""A file path, encoded PNG/JPEG bytes, a PIL image or an HxWx{3,4} uint8 numpy array."""
-
-
-@dataclass(frozen=True)
-class Views:
-    """Six views held by the worker (``handle``), and the saved grid image when one was asked for."""
-
-    handle: str
-    grid_path: str | None
-    grid_size: tuple[int, int]
-    view_size: int
-    seed: int
-    num_inference_steps: int
-    model_label: str
-    timings: dict[str, float]
-    worker_generation: int
-
-
-@dataclass(frozen=True)
-class Mesh:
-    path: str
-    format: str
-    num_vertices: int
-    num_faces: int
-    bounds: list[list[float]]
-    model_label: str
-    timings: dict[str, float]
-    extra_paths: list[str] = field(default_factory=list)
-    """Files written with the mesh: a textured OBJ's NAME.mtl and NAME.png."""
 
 
 def worker_arguments(
@@ -94,25 +61,6 @@ def worker_arguments(
         if path:
             args += [flag, os.path.abspath(os.path.expanduser(path))]
     return args + list(extra)
-
-
-def image_input(image: ImageLike) -> ImageInput:
-    """Paths travel as absolute paths (the worker reads the file); everything else as inline PNG bytes."""
-    if isinstance(image, (str, os.PathLike)):
-        return ImagePath(os.path.abspath(os.fspath(image)))
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return ImagePng(bytes(image))
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(image)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return ImagePng(buffer.getvalue())
-
-
-def _absolute(path: str | os.PathLike[str] | None) -> str | None:
-    return None if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 class InstantMeshWorker:
@@ -222,9 +170,9 @@ class InstantMeshWorker:
         timeout: float | None = None,
         on_progress: Callable[[ProgressParams], None] | None = None,
     ) -> Views:
-        params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(save_grid), overwrite)
+        params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, absolute_path(save_grid), overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
-        return self._views(result)
+        return self.views_from_result(result)
 
     def generate_views_many(
         self,
@@ -248,7 +196,7 @@ class InstantMeshWorker:
         pending = [
             self.client.request(
                 "generate_views",
-                GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, _absolute(grid), overwrite),
+                GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, absolute_path(grid), overwrite),
                 self.on_progress,
                 timeout,
             )
@@ -257,12 +205,38 @@ class InstantMeshWorker:
         outcomes: list[Views | RpcError] = []
         for call in pending:
             try:
-                outcomes.append(self._views(call.result(timeout)))
+                outcomes.append(self.views_from_result(call.result(timeout)))
             except RpcError as err:
                 outcomes.append(err)
         return outcomes
 
-    def _views(self, result: ViewsResult) -> Views:
+    def map(
+        self,
+        images: Iterable[ImageLike],
+        out_dir: str | os.PathLike[str],
+        *,
+        format: str = "obj",
+        save_grids: bool = True,
+        names: Sequence[str] | None = None,
+        seed: int = DEFAULT_SEED,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        **reconstruct_options: Any,
+    ) -> Iterator[ObjectOutcome]:
+        """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``) through this worker, with enough
+        requests in flight that a ``--max-batch`` worker runs full batches and never waits for the host.
+        Yields one outcome per object in input order, failures in place (never raised); a dead worker raises.
+        Names as in ``WorkerPool.map``."""
+        items = list(images)
+        targets = object_targets(items, out_dir, format=format, save_grids=save_grids, names=names)
+        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "overwrite": overwrite}
+        mesh_options = {"overwrite": overwrite, "format": format, **reconstruct_options}
+        return map_objects(self, items, targets, view_options, mesh_options, timeout)
+
+    def views_from_result(self, result: ViewsResult) -> Views:
+        """The API's Views for a generate_views result of this worker (used by the map helpers too)."""
         self._notice_label(result.model_label)
         return Views(
             handle=result.handle,
@@ -297,19 +271,10 @@ class InstantMeshWorker:
                 )
             source: Any = ViewsHandle(views.handle)
         else:
-            source = ViewsGridPath(_absolute(views) or "")
-        params = ReconstructParams(source, _absolute(output_path) or "", format, texture_map, orientation, overwrite)  # type: ignore[arg-type]
+            source = ViewsGridPath(absolute_path(views) or "")
+        params = ReconstructParams(source, absolute_path(output_path) or "", format, texture_map, orientation, overwrite)  # type: ignore[arg-type]
         result = self.client.reconstruct(params, timeout=timeout, on_progress=on_progress or self.on_progress)
-        return Mesh(
-            path=result.mesh_path,
-            format=result.format,
-            num_vertices=result.num_vertices,
-            num_faces=result.num_faces,
-            bounds=result.bounds,
-            model_label=result.model_label,
-            timings=result.timings,
-            extra_paths=list(result.extra_paths),
-        )
+        return Mesh.from_result(result)
 
     def image_to_mesh(
         self,

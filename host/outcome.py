@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rpcworker.wire.errors import RpcError
 
-from .api import Mesh
 from .errors import HostError
+from .results import Mesh
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class ObjectOutcome:
     attempts: int = 1
     """2 when the first worker crashed or stalled and the object was redone on another."""
     grid_path: str | None = None
+    views_timings: dict[str, float] = field(default_factory=dict)
+    """The views' timings (``diffusion_s``, ``batch_size``...), where the map kept them."""
 
     @property
     def ok(self) -> bool:

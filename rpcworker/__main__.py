@@ -8,6 +8,7 @@ import sys
 from typing import NoReturn
 
 from .backends import BACKENDS, create_backend
+from .handles import DEFAULT_MAX_HANDLES
 from .jobs import MAX_BATCH_LIMIT, MAX_BATCH_WAIT_S
 
 
@@ -71,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of channels_last, compile (or none); default: channels_last,compile on CUDA, none on CPU",
     )
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    p.add_argument("--max-handles", type=positive_int, default=16, help="views kept in memory for reconstruct (LRU)")
+    p.add_argument(
+        "--max-handles", type=positive_int, default=None,
+        help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or twice --max-batch if more)",
+    )
     p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
     p.add_argument(
         "--max-batch", type=batch_size, default=None,
@@ -106,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_no_batching(args), file=sys.stderr)
         return 2
     max_batch = args.max_batch or getattr(backend, "max_batch", 1)
+    # A host keeping one batch running and the next queued holds two batches of views before reconstructing them.
+    max_handles = args.max_handles or max(DEFAULT_MAX_HANDLES, 2 * max_batch)
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
     code = serve(
-        stream, backend, max_handles=args.max_handles, output_root=args.output_root, log_level=args.log_level,
+        stream, backend, max_handles=max_handles, output_root=args.output_root, log_level=args.log_level,
         before_commit=before_commit, max_batch=max_batch, batch_wait_s=args.batch_wait_ms / 1000,
     )
     sys.stderr.flush()

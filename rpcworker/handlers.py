@@ -17,7 +17,7 @@ import msgspec
 from .backends.base import Backend, BatchingBackend, GeneratedViews
 from .handles import ViewStore
 from .images import load_input_image, load_views_grid
-from .jobs import JobContext
+from .jobs import Deferred, JobContext
 from .mesh_output import plan_mesh_outputs, write_mesh_outputs
 from .outputs import OutputPolicy, atomic_output
 from .wire.errors import InternalError, InvalidParams
@@ -48,8 +48,8 @@ class Workspace:
     """Sees each finished output just before it is moved into place (the mock's write_delay)."""
 
 
-Handler = Callable[[Workspace, Any, JobContext], msgspec.Struct]
-BatchHandler = Callable[[Workspace, Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | BaseException]"]
+Handler = Callable[[Workspace, Any, JobContext], "msgspec.Struct | Deferred"]
+BatchHandler = Callable[[Workspace, Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"]
 MODEL_HANDLERS: dict[str, Handler] = {}
 
 
@@ -97,34 +97,40 @@ def _prepare_views(ws: Workspace, params: GenerateViewsParams) -> PreparedViews:
 
 def _finish_views(
     ws: Workspace, prep: PreparedViews, generated: GeneratedViews, ctx: JobContext, batch_size: int
-) -> ViewsResult:
+) -> Deferred:
+    """The rest of a generate_views once the views exist: the grid PNG and the handle, on the finisher thread
+    (the host learns the handle from this reply only, so nothing can ask for it sooner)."""
     ctx.check_cancelled()
     params, out = prep.params, prep.out
-    save_s = 0.0
-    if out is not None:
-        t = time.perf_counter()
-        with atomic_output(out, overwrite=params.overwrite, before_commit=ws.before_commit) as tmp:
-            generated.grid.save(tmp, format="PNG")
-        save_s = time.perf_counter() - t
-    handle = ws.views.put(generated.views, generated.view_size)
-    return ViewsResult(
-        handle=handle,
-        grid_path=out,
-        grid_width=generated.grid.width,
-        grid_height=generated.grid.height,
-        view_size=generated.view_size,
-        seed=params.seed,
-        num_inference_steps=params.num_inference_steps,
-        model_label=ws.backend.info().model_label,
-        timings={
-            "read_input_s": prep.read_s, **generated.timings, "save_s": save_s,
-            "total_s": time.perf_counter() - prep.start, "batch_size": float(batch_size),
-        },
-    )
+
+    def finish() -> ViewsResult:
+        save_s = 0.0
+        if out is not None:
+            t = time.perf_counter()
+            with atomic_output(out, overwrite=params.overwrite, before_commit=ws.before_commit) as tmp:
+                generated.grid.save(tmp, format="PNG")
+            save_s = time.perf_counter() - t
+        handle = ws.views.put(generated.views, generated.view_size)
+        return ViewsResult(
+            handle=handle,
+            grid_path=out,
+            grid_width=generated.grid.width,
+            grid_height=generated.grid.height,
+            view_size=generated.view_size,
+            seed=params.seed,
+            num_inference_steps=params.num_inference_steps,
+            model_label=ws.backend.info().model_label,
+            timings={
+                "read_input_s": prep.read_s, **generated.timings, "save_s": save_s,
+                "total_s": time.perf_counter() - prep.start, "batch_size": float(batch_size),
+            },
+        )
+
+    return Deferred(finish)
 
 
 @handles("generate_views")
-def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> ViewsResult:
+def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> Deferred:
     prep = _prepare_views(ws, params)
     generated = ws.backend.generate_views(prep.image, params.seed, params.num_inference_steps, params.guidance_scale, ctx)
     return _finish_views(ws, prep, generated, ctx, 1)
@@ -137,13 +143,13 @@ def views_batch_key(params: GenerateViewsParams) -> tuple[str, int, float]:
 
 def generate_views_batch(
     ws: Workspace, batch: Sequence[GenerateViewsParams], ctxs: Sequence[JobContext]
-) -> list[msgspec.Struct | BaseException]:
+) -> list[msgspec.Struct | Deferred | BaseException]:
     """Several compatible generate_views requests through one diffusion batch.
 
     Each request's inputs and output rules are checked first: one that fails (or was cancelled) drops out
     alone before the batch starts. The backend then gets one seed and one context per object.
     """
-    outcomes: list[msgspec.Struct | BaseException | None] = [None] * len(batch)
+    outcomes: list[msgspec.Struct | Deferred | BaseException | None] = [None] * len(batch)
     ready: list[tuple[int, PreparedViews]] = []
     for i, (params, ctx) in enumerate(zip(batch, ctxs, strict=True)):
         try:
@@ -183,7 +189,8 @@ BATCH_HANDLERS: dict[str, tuple[Callable[[Any], Hashable], BatchHandler]] = {
 
 
 @handles("reconstruct")
-def reconstruct(ws: Workspace, params: ReconstructParams, ctx: JobContext) -> MeshResult:
+def reconstruct(ws: Workspace, params: ReconstructParams, ctx: JobContext) -> Deferred:
+    """The LRM and the mesh extraction on the executor; the export (CPU) deferred, overlapping the next job."""
     plan = plan_mesh_outputs(ws.outputs, params)  # every output rule checked before any work
     start = time.perf_counter()
     if isinstance(params.views, ViewsHandle):
@@ -198,16 +205,20 @@ def reconstruct(ws: Workspace, params: ReconstructParams, ctx: JobContext) -> Me
             f"for texture_map={params.texture_map}",
             {"type": "BackendError"},
         )
-    t = time.perf_counter()
-    bounds = write_mesh_outputs(plan, mesh, params, ws.before_commit)
-    export_s = time.perf_counter() - t
-    return MeshResult(
-        mesh_path=plan.mesh_path,
-        format=plan.format,
-        num_vertices=int(len(mesh.vertices)),
-        num_faces=int(len(mesh.faces)),
-        bounds=bounds,
-        model_label=ws.backend.info().model_label,
-        timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
-        extra_paths=plan.companions,
-    )
+
+    def finish() -> MeshResult:
+        t = time.perf_counter()
+        bounds = write_mesh_outputs(plan, mesh, params, ws.before_commit)
+        export_s = time.perf_counter() - t
+        return MeshResult(
+            mesh_path=plan.mesh_path,
+            format=plan.format,
+            num_vertices=int(len(mesh.vertices)),
+            num_faces=int(len(mesh.faces)),
+            bounds=bounds,
+            model_label=ws.backend.info().model_label,
+            timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
+            extra_paths=plan.companions,
+        )
+
+    return Deferred(finish)

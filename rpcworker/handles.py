@@ -9,6 +9,9 @@ from typing import Any
 
 from .wire.errors import HandleExpired
 
+DEFAULT_MAX_HANDLES = 16
+"""Views kept for reconstruct when --max-handles is not given (and --max-batch is at most half of it)."""
+
 
 class ViewStore:
     """Maps handles to views. The oldest unused handle is evicted once ``capacity`` is exceeded."""

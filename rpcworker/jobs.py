@@ -6,6 +6,10 @@ result or the RpcError it became (whatever a backend raised, the worker keeps se
 Dynamic batching: a job with a ``batch_key`` may take the jobs queued right behind it with the same key
 (up to ``max_batch`` in all, waiting at most ``batch_wait_s`` for them to arrive) and run with them as
 one batch. Only consecutive jobs join, so replies still leave in arrival order.
+
+Pipelining: a job may end its model work with a `Deferred` (the rest needs no model: writing its files);
+that part runs on a second thread, the finisher, while the executor starts the next job. Every job ends
+through the finisher, in arrival order, so replies keep their order and a reply still means "written".
 """
 
 from __future__ import annotations
@@ -51,24 +55,34 @@ class Job:
     id: RequestId
     method: str
     params: Any
-    run: Callable[[Any, JobContext], msgspec.Struct]
+    run: Callable[[Any, JobContext], msgspec.Struct | Deferred]
     cancelled: threading.Event = field(default_factory=threading.Event)
     batch_key: Hashable | None = None
     """Jobs with equal keys may run together through ``run_batch``; None: always alone."""
     run_batch: BatchRunner | None = None
 
 
-BatchRunner = Callable[[Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | BaseException]"]
-"""Runs a batch's params, each with its own context; returns each job's result or the exception it became."""
+@dataclass
+class Deferred:
+    """What is left of a job once its model work is done; runs on the finisher thread and gives the result."""
+
+    finish: Callable[[], msgspec.Struct]
+
+
+BatchRunner = Callable[[Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"]
+"""Runs a batch's params, each with its own context; returns each job's result (or Deferred) or the exception it became."""
 JobDone = Callable[[Job, "msgspec.Struct | None", "RpcError | None"], None]
 MAX_BATCH_LIMIT = 64
 """The most jobs one batch may hold (``--max-batch``)."""
 MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
+MAX_UNFINISHED = 2
+"""Jobs whose deferred part may wait for the finisher before the executor waits too (bounds the meshes held)."""
+Outcome = tuple["Job", "msgspec.Struct | Deferred | None", "RpcError | None"]
 
 
 class JobQueue:
-    """One executor thread. ``on_done`` runs on it after each job, before the next one starts."""
+    """One executor thread for model work and one finisher thread, which runs ``on_done`` for each job in order."""
 
     def __init__(
         self, send: Callable[[msgspec.Struct], None], on_done: JobDone, *, max_batch: int = 1, batch_wait_s: float = 0.0
@@ -86,8 +100,12 @@ class JobQueue:
         self._current: list[Job] = []
         self._cond = threading.Condition()
         self._pending = 0
+        self._finishing: deque[Outcome] = deque()
+        self._executor_done = False
         self._thread = threading.Thread(target=self._run, name="model-executor", daemon=True)
+        self._finisher = threading.Thread(target=self._finish_in_order, name="job-finisher", daemon=True)
         self._thread.start()
+        self._finisher.start()
 
     @property
     def busy(self) -> str | None:
@@ -107,8 +125,8 @@ class JobQueue:
 
     @property
     def running(self) -> bool:
-        """True while the executor thread has not ended."""
-        return self._thread.is_alive()
+        """True while the executor or the finisher has not ended."""
+        return self._thread.is_alive() or self._finisher.is_alive()
 
     def submit(self, job: Job) -> None:
         with self._cond:
@@ -127,7 +145,9 @@ class JobQueue:
             self._closed = True
             self._cond.notify_all()
         if grace > 0:
+            deadline = time.monotonic() + grace
             self._thread.join(grace)
+            self._finisher.join(max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> list[Job]:
         """The next job and the compatible ones queued right behind it; empty once stopped and drained."""
@@ -153,21 +173,42 @@ class JobQueue:
             return batch
 
     def _run(self) -> None:
-        while batch := self._take():
-            if len(batch) == 1:
-                outcomes = [self._execute(batch[0])]
-            else:
-                outcomes = self._execute_batch(batch)
-            self._current = []
-            for job, (result, error) in zip(batch, outcomes, strict=True):
-                try:
-                    self._on_done(job, result, error)
-                finally:
-                    with self._cond:
-                        self._pending -= 1
-                        self._cond.notify_all()
+        try:
+            while batch := self._take():
+                outcomes = [self._execute(batch[0])] if len(batch) == 1 else self._execute_batch(batch)
+                self._current = []
+                with self._cond:
+                    self._cond.wait_for(lambda: sum(isinstance(o[1], Deferred) for o in self._finishing) < MAX_UNFINISHED)
+                    self._finishing.extend((job, result, error) for job, (result, error) in zip(batch, outcomes, strict=True))
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._executor_done = True
+                self._cond.notify_all()
 
-    def _execute_batch(self, batch: list[Job]) -> list[tuple[msgspec.Struct | None, RpcError | None]]:
+    def _finish_in_order(self) -> None:
+        """Runs deferred parts and hands every outcome to ``on_done``, one job at a time, in arrival order."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._finishing) or self._executor_done)
+                if not self._finishing:
+                    return
+                job, result, error = self._finishing[0]
+            if isinstance(result, Deferred):
+                try:
+                    JobContext(job, self._send).check_cancelled()
+                    result = result.finish()
+                except Exception as exc:  # a failed write fails its job only
+                    result, error = None, _as_error(job, exc)
+            try:
+                self._on_done(job, result, error)
+            finally:
+                with self._cond:
+                    self._finishing.popleft()
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def _execute_batch(self, batch: list[Job]) -> list[tuple[msgspec.Struct | Deferred | None, RpcError | None]]:
         runner = batch[0].run_batch
         assert runner is not None
         ctxs = [JobContext(job, self._send) for job in batch]
@@ -184,7 +225,7 @@ class JobQueue:
             for job, outcome in zip(batch, outcomes, strict=True)
         ]
 
-    def _execute(self, job: Job) -> tuple[msgspec.Struct | None, RpcError | None]:
+    def _execute(self, job: Job) -> tuple[msgspec.Struct | Deferred | None, RpcError | None]:
         ctx = JobContext(job, self._send)
         try:
             ctx.check_cancelled()

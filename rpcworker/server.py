@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .backends.base import Backend
-from .session import DEFAULT_MAX_HANDLES, WorkerSession
+from .handles import DEFAULT_MAX_HANDLES
+from .session import WorkerSession
 from .wire.framing import MessageStream
 from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
 

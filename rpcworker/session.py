@@ -20,7 +20,7 @@ import msgspec
 from . import __version__
 from .backends.base import Backend
 from .handlers import BATCH_HANDLERS, MODEL_HANDLERS, Workspace
-from .handles import ViewStore
+from .handles import DEFAULT_MAX_HANDLES, ViewStore
 from .jobs import Job, JobQueue
 from .outputs import OutputPolicy
 from .replies import ReplySender
@@ -51,7 +51,6 @@ from .wire.messages import (
 
 log = logging.getLogger("rpcworker")
 
-DEFAULT_MAX_HANDLES = 16
 _PARAM_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()}
 _CANCEL_DECODER = msgspec.json.Decoder(CancelParams)
 _EMPTY = msgspec.Raw(b"{}")

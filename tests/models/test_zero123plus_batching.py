@@ -61,7 +61,7 @@ SEEDS = [11, 12, 13]
 
 @pytest.fixture(scope="module")
 def alone(pipe, images) -> list:
-    return [pipe(image, generator=seed, output_type="latent", **SMALL) for image, seed in zip(images, SEEDS)]
+    return [pipe(image, generator=seed, output_type="latent", **SMALL) for image, seed in zip(images, SEEDS, strict=True)]
 
 
 def _close(a, b) -> bool:
@@ -77,9 +77,9 @@ def test_each_object_gets_its_alone_result_wherever_it_sits(pipe, images, alone,
 
 
 def test_views_agree_to_one_lsb(pipe, images) -> None:
-    alone = [np.asarray(pipe(image, generator=seed, **SMALL), dtype=np.int16) for image, seed in zip(images, SEEDS)]
+    alone = [np.asarray(pipe(image, generator=seed, **SMALL), dtype=np.int16) for image, seed in zip(images, SEEDS, strict=True)]
     batch = [np.asarray(grid, dtype=np.int16) for grid in pipe.generate_batch(images, SEEDS, **SMALL)]
-    assert max(int(np.abs(a - b).max()) for a, b in zip(alone, batch)) <= 1
+    assert max(int(np.abs(a - b).max()) for a, b in zip(alone, batch, strict=True)) <= 1
 
 
 def test_a_cancelled_object_leaves_without_disturbing_the_others(pipe, images, alone) -> None:

@@ -190,3 +190,33 @@ def test_the_python_api_sends_many_objects_at_once_so_they_batch(worker_python: 
         assert alone.timings["batch_size"] == 1 and np.array_equal(_grid(good[1].grid_path), _grid(alone.grid_path))
         with pytest.raises(ValueError, match="as many seeds"):
             worker.generate_views_many(images, seeds=[1])
+
+
+def test_map_keeps_batches_full_and_yields_every_object_in_order(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    args = ("--mock", DELAY, "--max-batch", "4", "--batch-wait-ms", "1000")
+    images = [object_png] * 10
+    images[5] = tmp_path / "missing.png"
+    with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
+        outcomes = list(worker.map(images, tmp_path / "out", format="ply", num_inference_steps=STEPS,
+                                   names=[f"o{i}" for i in range(10)]))
+        assert [o.index for o in outcomes] == list(range(10))
+        assert outcomes[5].error_code == "input_not_found" and not outcomes[5].ok
+        good = [o for o in outcomes if o.ok]
+        assert all(Path(o.mesh.path).is_file() and o.grid_path and Path(o.grid_path).is_file() for o in good)
+        # Views went out a batch at a time: 4, then 4 less the bad input, then the last two.
+        assert [o.views_timings.get("batch_size") for o in outcomes] == [4, 4, 4, 4, 3, None, 3, 3, 2, 2]
+        alone = worker.generate_views(object_png, num_inference_steps=STEPS, save_grid=tmp_path / "alone.png")
+        assert np.array_equal(_grid(outcomes[0].grid_path), _grid(alone.grid_path))
+
+
+def test_leaving_a_map_early_cancels_what_is_in_flight(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    args = ("--mock", DELAY, "--max-batch", "2")
+    with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
+        objects = worker.map([object_png] * 8, tmp_path / "out", num_inference_steps=STEPS)
+        first = next(objects)
+        objects.close()
+        assert first.ok and first.index == 0
+        assert worker.client.status().queued <= 4  # nothing new was sent; the rest are being cancelled
+        mesh = worker.image_to_mesh(object_png, tmp_path / "after.obj", num_inference_steps=STEPS)
+        assert mesh.num_faces > 0
+        assert len(list((tmp_path / "out").glob("*.obj"))) <= 4  # the window: objects 5..8 were never sent

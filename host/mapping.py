@@ -1,0 +1,121 @@
+"""Many objects through one worker with requests kept in flight, so batches fill and the GPU never waits.
+
+The host keeps `generate_views` requested for a window of objects ahead (twice the worker's ``--max-batch``,
+so the next batch is queued while one runs), sending them a whole batch at a time, and each object's
+`reconstruct` as soon as its views arrive. The
+worker answers model requests in order, so waiting on the oldest request in flight is always right, and
+every answer still means "written". Outcomes come back in input order, failures in place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import GenerateViewsParams, ReconstructParams, ViewsHandle
+
+from .inputs import ImageLike, image_input
+from .outcome import ObjectOutcome, ObjectTarget, describe_error
+from .results import Mesh, Views
+
+if TYPE_CHECKING:
+    from .api import InstantMeshWorker
+    from .session import PendingCall
+
+BATCHES_AHEAD = 2
+"""Views requests kept in flight, in worker batches: one running, one queued behind it."""
+
+
+@dataclass
+class _InFlight:
+    index: int
+    call: PendingCall
+    views: Views | None = None
+    """Set for a reconstruct: the views it was made from."""
+
+
+def in_flight_window(max_batch: int, max_handles: int) -> int:
+    """How many objects' views to keep requested ahead: enough to fill the next batch, never more views than
+    the worker keeps handles for (a handle evicted before its reconstruct would fail that object)."""
+    return max(1, min(BATCHES_AHEAD * max_batch, max_handles))
+
+
+def map_objects(
+    worker: InstantMeshWorker,
+    images: Sequence[ImageLike],
+    targets: Sequence[ObjectTarget],
+    view_options: dict[str, Any],
+    mesh_options: dict[str, Any],
+    timeout: float | None = None,
+) -> Iterator[ObjectOutcome]:
+    """Yields each object's outcome in input order. ``timeout`` bounds each request from the moment it is
+    the oldest in flight (the one the worker is on). Ctrl-C or leaving the loop early cancels what is in
+    flight; a dead worker raises (as the single-object calls do)."""
+    status = worker.status()
+    window = in_flight_window(status.max_batch, status.max_handles)
+    group = min(status.max_batch, window)
+    flight: deque[_InFlight] = deque()
+    done: dict[int, ObjectOutcome] = {}
+    next_send, next_yield = 0, 0
+    try:
+        while next_yield < len(images):
+            # Views go out a whole batch at a time, after the reconstructs already sent: only consecutive
+            # generate_views requests share a batch on the worker.
+            while (free := window - sum(item.views is None for item in flight)) >= min(group, len(images) - next_send) > 0:
+                for _ in range(min(group, free, len(images) - next_send)):
+                    _send_views(worker, images[next_send], next_send, targets[next_send], view_options, flight, done, timeout)
+                    next_send += 1
+            if flight:
+                item = flight.popleft()
+                _finish(worker, item, targets[item.index], mesh_options, flight, done, timeout)
+            while next_yield in done:
+                yield done.pop(next_yield)
+                next_yield += 1
+    finally:
+        for item in flight:
+            item.call.cancel()
+
+
+def _send_views(
+    worker: InstantMeshWorker, image: ImageLike, index: int, target: ObjectTarget, view_options: dict[str, Any],
+    flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
+) -> None:
+    grid = os.fspath(target.grid) if target.grid is not None else None
+    try:
+        params = GenerateViewsParams(image_input(image), view_options["seed"], view_options["num_inference_steps"],
+                                     view_options["guidance_scale"], grid, bool(view_options.get("overwrite", False)))
+    except (OSError, ValueError, TypeError) as exc:  # an image the host cannot even encode fails alone
+        done[index] = _failed(index, target, exc)
+        return
+    flight.append(_InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout)))
+
+
+def _finish(
+    worker: InstantMeshWorker, item: _InFlight, target: ObjectTarget, mesh_options: dict[str, Any],
+    flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
+) -> None:
+    """Waits for the oldest request: views are followed by their reconstruct at once; a mesh ends the object."""
+    try:
+        result = item.call.result(timeout)
+    except RpcError as exc:
+        done[item.index] = _failed(item.index, target, exc)
+        return
+    if item.views is None:
+        views = worker.views_from_result(result)
+        params = ReconstructParams(
+            ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options.get("format"), bool(mesh_options.get("texture_map", False)),
+            mesh_options.get("orientation", "instantmesh"), bool(mesh_options.get("overwrite", False)),
+        )
+        flight.append(_InFlight(item.index, worker.client.request("reconstruct", params, worker.on_progress, timeout), views))
+        return
+    mesh = Mesh.from_result(result)
+    done[item.index] = ObjectOutcome(item.index, target.name, mesh, grid_path=item.views.grid_path, views_timings=item.views.timings)
+
+
+def _failed(index: int, target: ObjectTarget, exc: BaseException) -> ObjectOutcome:
+    message, code = describe_error(exc)
+    return ObjectOutcome(index, target.name, None, message, code)

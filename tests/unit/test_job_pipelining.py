@@ -1,0 +1,134 @@
+"""The job queue's pipelining, in-process: a job's deferred part (writing files) overlaps the next job's
+model work, yet every reply leaves in arrival order and still means "done". Events, not sleeps."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgspec
+
+from rpcworker.errors import RpcError
+from rpcworker.jobs import MAX_UNFINISHED, Deferred, Job, JobContext, JobQueue
+from rpcworker.protocol import PingResult
+
+WAIT_S = 10.0
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.done: list[tuple[Any, str]] = []
+        self._lock = threading.Lock()
+
+    def add(self, event: str) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def on_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
+        assert not isinstance(result, Deferred)
+        self.done.append((job.id, "ok" if error is None else error.name))
+
+
+def _queue(log: Log) -> JobQueue:
+    return JobQueue(lambda msg: None, log.on_done)
+
+
+def _finish(queue: JobQueue) -> None:
+    assert queue.wait_idle(WAIT_S)
+    queue.stop(WAIT_S)
+    assert not queue.running
+
+
+def test_a_deferred_write_overlaps_the_next_jobs_model_work_and_replies_keep_their_order() -> None:
+    log = Log()
+    second_started = threading.Event()
+
+    def first(params: Any, ctx: JobContext) -> Deferred:
+        def write() -> msgspec.Struct:
+            assert second_started.wait(WAIT_S), "the next job did not start while this one was writing"
+            log.add("first written")
+            return PingResult()
+
+        log.add("first model work")
+        return Deferred(write)
+
+    def second(params: Any, ctx: JobContext) -> msgspec.Struct:
+        log.add("second model work")
+        second_started.set()
+        return PingResult()
+
+    queue = _queue(log)
+    queue.submit(Job(1, "reconstruct", None, first))
+    queue.submit(Job(2, "generate_views", None, second))
+    _finish(queue)
+    assert log.events == ["first model work", "second model work", "first written"]
+    assert log.done == [(1, "ok"), (2, "ok")]  # the second finished first, and still replied second
+
+
+def test_a_failed_write_fails_its_job_alone() -> None:
+    log = Log()
+
+    def broken(params: Any, ctx: JobContext) -> Deferred:
+        def write() -> msgspec.Struct:
+            raise OSError("disk full")
+
+        return Deferred(write)
+
+    queue = _queue(log)
+    queue.submit(Job(1, "reconstruct", None, broken))
+    queue.submit(Job(2, "reconstruct", None, lambda p, ctx: Deferred(PingResult)))
+    _finish(queue)
+    assert log.done == [(1, "internal_error"), (2, "ok")]
+
+
+def test_a_job_cancelled_before_its_write_writes_nothing() -> None:
+    log = Log()
+    wrote = []
+    release = threading.Event()
+    holder: list[Job] = []
+
+    def hold(params: Any, ctx: JobContext) -> Deferred:
+        def write() -> msgspec.Struct:
+            assert release.wait(WAIT_S)
+            return PingResult()
+
+        return Deferred(write)
+
+    def cancel_me(params: Any, ctx: JobContext) -> Deferred:
+        holder[0].cancelled.set()  # cancelled after its model work, while the write waits its turn
+        release.set()
+        return Deferred(lambda: wrote.append(1) or PingResult())
+
+    queue = _queue(log)
+    job = Job(2, "reconstruct", None, cancel_me)
+    holder.append(job)
+    queue.submit(Job(1, "reconstruct", None, hold))
+    queue.submit(job)
+    _finish(queue)
+    assert log.done == [(1, "ok"), (2, "cancelled")] and wrote == []
+
+
+def test_the_executor_waits_when_too_many_writes_are_unfinished() -> None:
+    log = Log()
+    release = threading.Event()
+    ahead = MAX_UNFINISHED + 1  # jobs whose model work may run while the first write is held
+
+    def job(params: int, ctx: JobContext) -> Deferred:
+        if params == ahead:
+            assert "written 0" in log.events, "the executor ran ahead of the finisher"
+        if params == ahead - 1:
+            release.set()
+
+        def write() -> msgspec.Struct:
+            assert release.wait(WAIT_S)
+            log.add(f"written {params}")
+            return PingResult()
+
+        return Deferred(write)
+
+    queue = _queue(log)
+    for i in range(ahead + 2):
+        queue.submit(Job(i, "reconstruct", i, job))
+    _finish(queue)
+    assert log.done == [(i, "ok") for i in range(ahead + 2)]
