@@ -10,6 +10,7 @@ every answer still means "written". Outcomes come back in input order, failures 
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ BATCHES_AHEAD = 2
 class _InFlight:
     index: int
     call: PendingCall
+    sent_at: float
+    """time.monotonic() when the object's views were requested."""
     views: Views | None = None
     """Set for a reconstruct: the views it was made from."""
 
@@ -91,7 +94,7 @@ def _send_views(
     except (OSError, ValueError, TypeError) as exc:  # an image the host cannot even encode fails alone
         done[index] = _failed(index, target, exc)
         return
-    flight.append(_InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout)))
+    flight.append(_InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout), time.monotonic()))
 
 
 def _finish(
@@ -110,10 +113,11 @@ def _finish(
             ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options.get("format"), bool(mesh_options.get("texture_map", False)),
             mesh_options.get("orientation", "instantmesh"), bool(mesh_options.get("overwrite", False)),
         )
-        flight.append(_InFlight(item.index, worker.client.request("reconstruct", params, worker.on_progress, timeout), views))
+        flight.append(_InFlight(item.index, worker.client.request("reconstruct", params, worker.on_progress, timeout), item.sent_at, views))
         return
     mesh = Mesh.from_result(result)
-    done[item.index] = ObjectOutcome(item.index, target.name, mesh, grid_path=item.views.grid_path, views_timings=item.views.timings)
+    done[item.index] = ObjectOutcome(item.index, target.name, mesh, grid_path=item.views.grid_path, views_timings=item.views.timings,
+                                     latency_s=time.monotonic() - item.sent_at)
 
 
 def _failed(index: int, target: ObjectTarget, exc: BaseException) -> ObjectOutcome:

@@ -35,6 +35,8 @@ class ObjectOutcome:
     grid_path: str | None = None
     views_timings: dict[str, float] = field(default_factory=dict)
     """The views' timings (``diffusion_s``, ``batch_size``...), where the map kept them."""
+    latency_s: float | None = None
+    """Host wall seconds from sending the object's first request to its mesh's answer (one worker's map)."""
 
     @property
     def ok(self) -> bool:
