@@ -1,0 +1,166 @@
+"""OBJ text built by numpy in one preallocated buffer: every line of a kind has the same width, so each
+number lands at a fixed byte offset and is stored as whole 2-, 4- or 8-byte words from lookup tables.
+
+Coordinates are fixed-point with six decimals, rounded half to even from the exact value (a float32 times
+10**6 is exact in float64, so this is what ``'%.6f'`` prints); a zero never carries a minus sign; integer
+digits are zero-padded to the widest value's. Colours are ``i / 255`` with four decimals, which keeps every
+8-bit value exact. Face indices are 1-based, right-aligned with spaces. NaN, infinities and values too large
+for 64-bit fixed point are rare and written by Python (``nan``, ``inf``, ``'%.6f'``) into their fields.
+Rows go in blocks so that the temporaries stay small and in cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+COORD_DECIMALS = 6
+COLOUR_DECIMALS = 4
+BLOCK_ROWS = 1 << 14
+"""Rows per block: temporaries of a few MB, which stay in cache."""
+FIXED_POINT_LIMIT = 1e12
+"""Coordinates at or above this (and non-finite ones) go through Python formatting: 10**6 times it fits int64."""
+INT32_LIMIT = 2**31
+
+_SCALE = 10**COORD_DECIMALS
+_NEWLINE = ord("\n")
+
+
+def _words(texts: list[str], dtype: str) -> np.ndarray:
+    return np.frombuffer("".join(texts).encode("ascii"), dtype=dtype)
+
+
+_ZERO_PADDED = [f"{i:04d}" for i in range(10_000)]
+_BLANK_PADDED = [f"{i:4d}" for i in range(10_000)]
+_GROUPS = _words(_ZERO_PADDED + _BLANK_PADDED + ["    "] + _BLANK_PADDED[1:], "<u4")
+"""Four-digit groups: zero-padded at 0, blank-padded (``"   0"`` for zero) at 10_000, all blank for zero at 20_000."""
+_BLANK, _BLANK_OR_EMPTY = 10_000, 20_000
+_DOT_GROUPS = _words([f"{i // 100}.{i % 100:02d}" for i in range(1000)], "<u4")
+"""``"d.ff"``: the last integer digit, the dot and the first two decimals."""
+_SIGNS = _words(["  ", " -"], "<u2")
+_COLOURS = _words([f" {i / 255:.{COLOUR_DECIMALS}f} " for i in range(256)], "<u8")
+_LAST_COLOURS = _words([f" {i / 255:.{COLOUR_DECIMALS}f}\n" for i in range(256)], "<u8")
+"""Colour fields are 7 bytes stored as 8: the eighth is the next field's space, or the line's newline."""
+
+
+def _digit_count(value: int) -> int:
+    return len(str(max(int(value), 0)))
+
+
+def _coordinate_block(rows: np.ndarray, x: np.ndarray, width: int, int_type: type) -> None:
+    """Writes ``" S" + integer digits + "." + decimals`` for the columns of ``x`` [n, K] into ``rows`` [n, line]."""
+    magnitude = np.rint(np.multiply(np.abs(x), _SCALE, dtype=np.float64)).astype(int_type)
+    negative = np.signbit(x) & (magnitude != 0)
+    head = magnitude // 10_000
+    tail = magnitude - head * 10_000
+    high = None
+    if width > 1:
+        high = head // 1000
+        head -= high * 1000
+    field = width + 9
+    for k in range(x.shape[1]):
+        start = 1 + k * field
+        rows[:, start : start + 2].view("<u2")[:, 0] = _SIGNS[negative[:, k].view(np.uint8)]
+        if high is not None:
+            rest = high[:, k]
+            for d in range(width - 2, -1, -1):
+                rest, digit = np.divmod(rest, 10)
+                rows[:, start + 2 + d] = digit + ord("0")
+        rows[:, start + width + 1 : start + width + 5].view("<u4")[:, 0] = _DOT_GROUPS[head[:, k]]
+        rows[:, start + width + 5 : start + width + 9].view("<u4")[:, 0] = _GROUPS[tail[:, k]]
+
+
+def _special(value: float) -> str:
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{COORD_DECIMALS}f}"
+
+
+def _vertex_format(vertices: np.ndarray) -> tuple[int, type, np.ndarray, list[str]]:
+    """Integer digits, the integer type that holds ``10**6 * |x|``, and the values Python writes (and where)."""
+    magnitude = np.abs(vertices)
+    regular = magnitude < FIXED_POINT_LIMIT
+    largest = float(magnitude.max(initial=0.0, where=regular))
+    irregular = np.zeros((0, 2), dtype=np.intp) if regular.all() else np.argwhere(~regular)
+    specials = [_special(float(vertices[i, k])) for i, k in irregular]
+    scaled = float(np.rint(largest * _SCALE))
+    width = max(_digit_count(scaled // _SCALE), *(len(s) - COORD_DECIMALS - 2 for s in specials), 1)
+    return width, np.int32 if scaled < INT32_LIMIT else np.int64, irregular, specials
+
+
+def _vertex_block(rows: np.ndarray, x: np.ndarray, colors: np.ndarray | None, width: int, int_type: type) -> None:
+    rows[:, 0] = ord("v")
+    _coordinate_block(rows, x, width, int_type)
+    if colors is None:
+        rows[:, -1] = _NEWLINE
+        return
+    colours_at = 1 + x.shape[1] * (width + 9)
+    for c in range(colors.shape[1]):
+        words = _LAST_COLOURS if c == colors.shape[1] - 1 else _COLOURS
+        start = colours_at + 7 * c
+        rows[:, start : start + 8].view("<u8")[:, 0] = words[colors[:, c]]
+
+
+def _run_blocks(n: int, job: Callable[[int, int], None]) -> None:
+    """``job(r0, r1)`` over blocks of rows. (Threads over blocks did not pay on a 2-core machine.)"""
+    for r0 in range(0, n, BLOCK_ROWS):
+        job(r0, min(n, r0 + BLOCK_ROWS))
+
+
+def _write_vertices(table: np.ndarray, vertices: np.ndarray, colors: np.ndarray | None, layout: tuple[int, type, np.ndarray, list[str]]) -> None:
+    """``v x y z [r g b]`` into ``table`` [n, line]."""
+    width, int_type, irregular, specials = layout
+    finite = np.where(np.abs(vertices) < FIXED_POINT_LIMIT, vertices, 0) if specials else vertices
+    _run_blocks(len(table), lambda r0, r1: _vertex_block(table[r0:r1], finite[r0:r1], None if colors is None else colors[r0:r1], width, int_type))
+    field = width + 8
+    for (i, k), special in zip(irregular, specials, strict=True):
+        start = 2 + k * (width + 9)
+        table[i, start : start + field] = np.frombuffer(special.rjust(field).encode("ascii"), dtype=np.uint8)
+
+
+def _face_groups(faces: np.ndarray) -> int:
+    """Four-digit groups per index: a field of ``4 * groups`` bytes holds a space and the widest index."""
+    if len(faces) and int(faces.min()) < 0:
+        raise ValueError("face indices must be non-negative")
+    return -(-(_digit_count(int(faces.max(initial=-1)) + 1) + 1) // 4)
+
+
+def _write_faces(table: np.ndarray, faces: np.ndarray, groups: int) -> None:
+    """``f a b c`` (1-based) into ``table`` [n, line]."""
+    int_type = np.int32 if int(faces.max(initial=0)) + 1 < INT32_LIMIT else np.int64
+    _run_blocks(len(table), lambda r0, r1: _face_block(table[r0:r1], faces[r0:r1], groups, int_type))
+
+
+def _face_block(rows: np.ndarray, faces: np.ndarray, groups: int, int_type: type) -> None:
+    field = 4 * groups
+    rest: np.ndarray = faces.astype(int_type) + 1
+    for g in range(groups):
+        if g == groups - 1:
+            words = _GROUPS[rest + (_BLANK if groups == 1 else _BLANK_OR_EMPTY)]
+        else:
+            higher = rest // 10_000
+            words = _GROUPS[rest - higher * 10_000 + np.where(higher == 0, _BLANK if g == 0 else _BLANK_OR_EMPTY, 0)]
+            rest = higher
+        for c in range(faces.shape[1]):
+            start = 1 + c * field + field - 4 * (g + 1)
+            rows[:, start : start + 4].view("<u4")[:, 0] = words[:, c]
+    rows[:, 0] = ord("f")
+    rows[:, -1] = _NEWLINE
+
+
+def obj_text(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> np.ndarray:
+    """The whole OBJ as one uint8 array (write it as it is: no copy to ``bytes``)."""
+    if not len(vertices):
+        return np.zeros(0, dtype=np.uint8)
+    colors = None if colors is None else np.asarray(colors, dtype=np.uint8)
+    layout, groups = _vertex_format(vertices), _face_groups(faces)
+    v_line = 2 + vertices.shape[1] * (layout[0] + 9) + (7 * colors.shape[1] if colors is not None else 0)
+    f_line = 2 + faces.shape[1] * 4 * groups
+    split = len(vertices) * v_line
+    text = np.empty(split + len(faces) * f_line, dtype=np.uint8)
+    _write_vertices(text[:split].reshape(-1, v_line), vertices, colors, layout)
+    _write_faces(text[split:].reshape(-1, f_line), faces, groups)
+    return text
