@@ -1,25 +1,19 @@
 """Vectorised OBJ, PLY and GLB writers: the bytes are built by numpy, never per vertex in Python.
 
 OBJ text comes from ``obj_text`` (fixed-width lines, six decimals for coordinates, four for colours, which
-keeps every 8-bit colour exact); PLY is binary little-endian with one structured array per element; GLB is a
-glTF 2.0 binary with float32 positions, normalised RGBA8 colours and uint32 indices. Each writer returns one
-bytes-like buffer, written with a single ``write``.
+keeps every 8-bit colour exact) in blocks; PLY is binary little-endian with one structured array per element;
+GLB is a glTF 2.0 binary with float32 positions, normalised RGBA8 colours and uint32 indices.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .obj_text import obj_text
-
-
-def obj_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> memoryview:
-    """The OBJ text as a view on its numpy buffer: no copy into ``bytes`` (a file's ``write`` takes it)."""
-    return obj_text(vertices, faces, colors).data
+from .obj_text import obj_chunks
 
 
 def ply_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> bytes:
@@ -83,5 +77,12 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None
             + struct.pack("<II", len(binary), 0x004E4942) + binary)
 
 
-MeshWriter = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], "bytes | memoryview"]
-WRITERS: dict[str, MeshWriter] = {"obj": obj_bytes, "ply": ply_bytes, "glb": glb_bytes}
+MeshWriter = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], "Iterable[bytes | memoryview]"]
+"""Returns the file's bytes in parts, to be written in order as they come (``writelines``)."""
+
+
+def _whole(writer: Callable[[np.ndarray, np.ndarray, np.ndarray | None], bytes]) -> MeshWriter:
+    return lambda vertices, faces, colors: (writer(vertices, faces, colors),)
+
+
+WRITERS: dict[str, MeshWriter] = {"obj": obj_chunks, "ply": _whole(ply_bytes), "glb": _whole(glb_bytes)}

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from instantmesh.export import write_mesh
-from instantmesh.mesh_writers import obj_bytes
-from instantmesh.obj_text import obj_text
+from instantmesh.obj_text import BLOCK_ROWS, obj_chunks, obj_text
 
 
 def _parse(text: bytes) -> tuple[list[list[str]], list[list[str]]]:
@@ -26,7 +25,7 @@ def _expected_coordinate(value: float) -> float:
 
 def _check(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> list[list[str]]:
     """Every written number equals what Python writes for the same value (read back as a float)."""
-    v_tokens, f_tokens = _parse(obj_text(vertices, faces, colors).tobytes())
+    v_tokens, f_tokens = _parse(obj_text(vertices, faces, colors))
     written = np.array([[float(t) for t in row[:3]] for row in v_tokens], dtype=np.float64).reshape(-1, 3)
     expected = np.vectorize(_expected_coordinate)(vertices.astype(np.float64)).reshape(-1, 3)
     np.testing.assert_array_equal(written, expected)
@@ -66,14 +65,14 @@ def test_rounding_that_carries_into_a_new_integer_digit() -> None:
 
 def test_zeros_never_carry_a_minus_sign() -> None:
     vertices = np.array([[-0.0, -4e-7, -1e-30], [0.0, 4e-7, -5e-7]], np.float32)
-    text = obj_text(vertices, np.zeros((0, 3), np.int64), None).tobytes()
+    text = obj_text(vertices, np.zeros((0, 3), np.int64), None)
     assert b"-" not in text
     _check(vertices, np.zeros((0, 3), np.int64), None)
 
 
 def test_non_finite_and_huge_values_are_written_by_python() -> None:
     vertices = np.array([[np.nan, np.inf, -np.inf], [3e13, -4e20, 0.5], [1.25, -2.5, 1e-3]], np.float32)
-    tokens, _ = _parse(obj_text(vertices, np.zeros((0, 3), np.int64), None).tobytes())
+    tokens, _ = _parse(obj_text(vertices, np.zeros((0, 3), np.int64), None))
     assert tokens[0] == ["nan", "inf", "-inf"]
     assert [float(t) for t in tokens[1]] == [float(f"{x:.6f}") for x in vertices[1].tolist()]
     _check(vertices[1:], np.zeros((0, 3), np.int64), None)
@@ -88,18 +87,29 @@ def test_face_indices_of_every_width(largest: int) -> None:
 
 
 def test_small_and_empty_meshes() -> None:
-    assert obj_text(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), None).size == 0
+    assert obj_text(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), None) == b""
     one = np.array([[1.5, -2.25, 3.0]], np.float32)
-    assert obj_text(one, np.zeros((0, 3), np.int64), np.array([[255, 0, 128]])).tobytes() == b"v  1.500000 -2.250000  3.000000 1.0000 0.0000 0.5020\n"
-    assert obj_text(one, np.array([[0, 0, 0]]), None).tobytes() == b"v  1.500000 -2.250000  3.000000\nf   1   1   1\n"
+    assert obj_text(one, np.zeros((0, 3), np.int64), np.array([[255, 0, 128]])) == b"v  1.500000 -2.250000  3.000000 1.0000 0.0000 0.5020\n"
+    assert obj_text(one, np.array([[0, 0, 0]]), None) == b"v  1.500000 -2.250000  3.000000\nf   1   1   1\n"
     with pytest.raises(ValueError, match="non-negative"):
         obj_text(one, np.array([[0, -1, 0]]), None)
 
 
-def test_writer_buffer_is_the_text() -> None:
-    vertices = np.random.default_rng(2).normal(size=(20, 3)).astype(np.float32)
-    faces = np.arange(30).reshape(10, 3) % 20
-    assert bytes(obj_bytes(vertices, faces, None)) == obj_text(vertices, faces, None).tobytes()
+def test_blocks_join_into_the_text_with_specials_in_later_blocks() -> None:
+    """Lines are cut into blocks of BLOCK_ROWS; a NaN past the first block lands in its own line."""
+    n = 2 * BLOCK_ROWS + 5
+    vertices = np.random.default_rng(2).normal(size=(n, 3)).astype(np.float32)
+    vertices[BLOCK_ROWS + 3, 1] = np.nan
+    vertices[n - 1, 2] = 5e13
+    faces = np.arange(3 * n).reshape(n, 3) % n
+    chunks = [bytes(c) for c in obj_chunks(vertices, faces, None)]
+    assert len(chunks) == 6 and b"".join(chunks) == obj_text(vertices, faces, None)
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines[BLOCK_ROWS + 3].split()[2] == "nan" and float(lines[n - 1].split()[3]) == float(f"{float(vertices[n - 1, 2]):.6f}")
+    written = np.array([[float(t) for t in line.split()[1:]] for line in lines[:n]])
+    regular = np.delete(np.arange(n), [BLOCK_ROWS + 3, n - 1])
+    np.testing.assert_array_equal(written[regular], np.vectorize(_expected_coordinate)(vertices[regular].astype(np.float64)))
+    np.testing.assert_array_equal(np.array([line.split()[1:] for line in lines[n:]], dtype=np.int64), faces + 1)
 
 
 def test_trimesh_reads_the_same_arrays(tmp_path: Path) -> None:
