@@ -30,8 +30,8 @@ def orient_vertices(vertices: np.ndarray, orientation: Orientation) -> np.ndarra
 
 
 def orient_faces(faces: np.ndarray, orientation: Orientation) -> np.ndarray:
-    """The winding reversed with the z flip, so faces keep facing out."""
-    return faces if orientation == "raw" else faces[:, [2, 1, 0]]
+    """The winding reversed with the z flip, so faces keep facing out (a view: no copy of a large face array)."""
+    return faces if orientation == "raw" else faces[:, ::-1]
 
 
 def orient(vertices: np.ndarray, faces: np.ndarray, orientation: Orientation) -> tuple[np.ndarray, np.ndarray]:

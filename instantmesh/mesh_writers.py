@@ -1,6 +1,6 @@
 """Vectorised OBJ, PLY and GLB writers: the bytes are built by numpy, never per vertex in Python.
 
-OBJ text comes from ``obj_text`` (fixed-width lines, six decimals for coordinates, four for colours, which
+OBJ text comes from ``obj_text.obj_chunks`` (fixed-width lines, six decimals for coordinates, four for colours, which
 keeps every 8-bit colour exact) in blocks; PLY is binary little-endian with one structured array per element;
 GLB is a glTF 2.0 binary with float32 positions, normalised RGBA8 colours and uint32 indices.
 """

@@ -1,5 +1,5 @@
-"""OBJ text built by numpy in one preallocated buffer: every line of a kind has the same width, so each
-number lands at a fixed byte offset and is stored as whole 2-, 4- or 8-byte words from lookup tables.
+"""OBJ text built by numpy, block by block: every line of a kind has the same width, so each number lands
+at a fixed byte offset and is stored as whole 2-, 4- or 8-byte words from lookup tables.
 
 Coordinates are fixed-point with six decimals, rounded half to even from the exact value (a float32 times
 10**6 is exact in float64, so this is what ``'%.6f'`` prints); a zero never carries a minus sign; integer
@@ -61,14 +61,14 @@ def _coordinate_block(rows: np.ndarray, x: np.ndarray, width: int, int_type: typ
     field = width + 9
     for k in range(x.shape[1]):
         start = 1 + k * field
-        rows[:, start : start + 2].view("<u2")[:, 0] = _SIGNS[negative[:, k].view(np.uint8)]
+        rows[:, start : start + 2].view("<u2")[:, 0] = _SIGNS.take(negative[:, k].view(np.uint8))
         if high is not None:
             rest = high[:, k]
             for d in range(width - 2, -1, -1):
                 rest, digit = np.divmod(rest, 10)
                 rows[:, start + 2 + d] = digit + ord("0")
-        rows[:, start + width + 1 : start + width + 5].view("<u4")[:, 0] = _DOT_GROUPS[head[:, k]]
-        rows[:, start + width + 5 : start + width + 9].view("<u4")[:, 0] = _GROUPS[tail[:, k]]
+        rows[:, start + width + 1 : start + width + 5].view("<u4")[:, 0] = _DOT_GROUPS.take(head[:, k])
+        rows[:, start + width + 5 : start + width + 9].view("<u4")[:, 0] = _GROUPS.take(tail[:, k])
 
 
 def _special(value: float) -> str:
@@ -101,7 +101,7 @@ def _vertex_block(rows: np.ndarray, x: np.ndarray, colors: np.ndarray | None, wi
     for c in range(colors.shape[1]):
         words = _LAST_COLOURS if c == colors.shape[1] - 1 else _COLOURS
         start = colours_at + 7 * c
-        rows[:, start : start + 8].view("<u8")[:, 0] = words[colors[:, c]]
+        rows[:, start : start + 8].view("<u8")[:, 0] = words.take(colors[:, c])
 
 
 def _face_groups(faces: np.ndarray) -> int:
@@ -113,17 +113,20 @@ def _face_groups(faces: np.ndarray) -> int:
 
 def _face_block(rows: np.ndarray, faces: np.ndarray, groups: int, int_type: type) -> None:
     field = 4 * groups
-    rest: np.ndarray = faces.astype(int_type) + 1
-    for g in range(groups):
-        if g == groups - 1:
-            words = _GROUPS[rest + (_BLANK if groups == 1 else _BLANK_OR_EMPTY)]
-        else:
-            higher = rest // 10_000
-            words = _GROUPS[rest - higher * 10_000 + np.where(higher == 0, _BLANK if g == 0 else _BLANK_OR_EMPTY, 0)]
-            rest = higher
-        for c in range(faces.shape[1]):
+    rest: np.ndarray = faces.astype(int_type)
+    rest += 1
+    words = []
+    for g in range(groups - 1):
+        higher = rest // 10_000
+        digits = rest - higher * 10_000
+        digits[higher == 0] += _BLANK if g == 0 else _BLANK_OR_EMPTY
+        words.append(_GROUPS.take(digits))
+        rest = higher
+    words.append(_GROUPS.take(rest + (_BLANK if groups == 1 else _BLANK_OR_EMPTY)))
+    for c in range(faces.shape[1]):  # left to right along each line
+        for g in range(groups - 1, -1, -1):
             start = 1 + c * field + field - 4 * (g + 1)
-            rows[:, start : start + 4].view("<u4")[:, 0] = words[:, c]
+            rows[:, start : start + 4].view("<u4")[:, 0] = words[g][:, c]
     rows[:, 0] = ord("f")
     rows[:, -1] = _NEWLINE
 
@@ -150,7 +153,7 @@ def obj_chunks(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | Non
     groups = _face_groups(faces)
     finite = np.where(np.abs(vertices) < FIXED_POINT_LIMIT, vertices, 0) if specials else vertices
     v_line = 2 + vertices.shape[1] * (width + 9) + (7 * colors.shape[1] if colors is not None else 0)
-    f_line = 2 + faces.shape[1] * 4 * groups
+    f_line = 2 + faces.shape[-1] * 4 * groups  # shape[-1]: an empty face list may come as shape (0,)
     buffer = np.empty(BLOCK_ROWS * max(v_line, f_line), dtype=np.uint8)
     for r0 in range(0, len(vertices), BLOCK_ROWS):
         x = finite[r0 : r0 + BLOCK_ROWS]

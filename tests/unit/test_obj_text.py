@@ -91,6 +91,7 @@ def test_small_and_empty_meshes() -> None:
     one = np.array([[1.5, -2.25, 3.0]], np.float32)
     assert obj_text(one, np.zeros((0, 3), np.int64), np.array([[255, 0, 128]])) == b"v  1.500000 -2.250000  3.000000 1.0000 0.0000 0.5020\n"
     assert obj_text(one, np.array([[0, 0, 0]]), None) == b"v  1.500000 -2.250000  3.000000\nf   1   1   1\n"
+    assert obj_text(one, np.zeros(0, np.int64), None) == b"v  1.500000 -2.250000  3.000000\n"  # faces as shape (0,)
     with pytest.raises(ValueError, match="non-negative"):
         obj_text(one, np.array([[0, -1, 0]]), None)
 
