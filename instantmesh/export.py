@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .mesh_writers import WRITERS, obj_bytes
+from .mesh_writers import WRITERS
+from .obj_text import obj_chunks
 
 MESH_FORMATS = ("obj", "glb", "ply")
 TEXTURED_FORMATS = ("obj", "glb")
@@ -29,8 +30,8 @@ def orient_vertices(vertices: np.ndarray, orientation: Orientation) -> np.ndarra
 
 
 def orient_faces(faces: np.ndarray, orientation: Orientation) -> np.ndarray:
-    """The winding reversed with the z flip, so faces keep facing out."""
-    return faces if orientation == "raw" else faces[:, [2, 1, 0]]
+    """The winding reversed with the z flip, so faces keep facing out (a view: no copy of a large face array)."""
+    return faces if orientation == "raw" else faces[:, ::-1]
 
 
 def orient(vertices: np.ndarray, faces: np.ndarray, orientation: Orientation) -> tuple[np.ndarray, np.ndarray]:
@@ -52,13 +53,13 @@ def write_mesh(
     v, f = orient(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64), orientation)
     colors = None if vertex_colors is None else np.asarray(vertex_colors, dtype=np.uint8)
     with open(path, "wb") as out:
-        out.write(WRITERS[fmt](v, f, colors))
+        out.writelines(WRITERS[fmt](v, f, colors))
 
 
 def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None) -> None:
     """OBJ with per-vertex colours as ``v x y z r g b`` (colours in [0, 1], as trimesh and MeshLab read them)."""
     with open(path, "wb") as out:
-        out.write(obj_bytes(np.asarray(vertices), np.asarray(faces), vertex_colors))
+        out.writelines(obj_chunks(np.asarray(vertices), np.asarray(faces), vertex_colors))
 
 
 def texture_companions(path: str, fmt: str) -> list[str]:

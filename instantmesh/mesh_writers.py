@@ -1,84 +1,19 @@
 """Vectorised OBJ, PLY and GLB writers: the bytes are built by numpy, never per vertex in Python.
 
-OBJ numbers are fixed-point text assembled from 3-digit lookup tables (six decimals for coordinates, four
-for colours, which keeps every 8-bit colour exact); PLY is binary little-endian with one structured array per
-element; GLB is a glTF 2.0 binary with float32 positions, normalised RGBA8 colours and uint32 indices.
+OBJ text comes from ``obj_text.obj_chunks`` (fixed-width lines, six decimals for coordinates, four for colours, which
+keeps every 8-bit colour exact) in blocks; PLY is binary little-endian with one structured array per element;
+GLB is a glTF 2.0 binary with float32 positions, normalised RGBA8 colours and uint32 indices.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
-COORD_DECIMALS = 6
-_TRIPLES = np.frombuffer("".join(f"{i:03d}" for i in range(1000)).encode(), dtype=np.uint8).reshape(1000, 3)
-_COLOUR_TEXT = np.frombuffer("".join(f" {i / 255:.4f}" for i in range(256)).encode(), dtype=np.uint8).reshape(256, 7)
-SPACE, MINUS, DOT, ZERO = ord(" "), ord("-"), ord("."), ord("0")
-
-
-def _digits(values: np.ndarray, groups: int) -> np.ndarray:
-    """Non-negative integers [..] -> zero-padded ASCII digits [.., 3 * groups]."""
-    out = np.empty((*values.shape, groups, 3), dtype=np.uint8)
-    rest = values
-    for g in range(groups - 1, -1, -1):
-        rest, low = np.divmod(rest, 1000)
-        out[..., g, :] = _TRIPLES[low]
-    return out.reshape(*values.shape, 3 * groups)
-
-
-def fixed_point_text(values: np.ndarray) -> np.ndarray:
-    """Floats [N, K] -> ASCII [N, K * W]: each value as " -ddd.dddddd" (leading zeros kept, valid for any reader)."""
-    scale = 10**COORD_DECIMALS
-    magnitude = np.rint(np.abs(values.astype(np.float64)) * scale).astype(np.int64)
-    largest = int(magnitude.max()) // scale if magnitude.size else 0
-    int_groups = max(1, -(-len(str(largest)) // 3))
-    whole, frac = np.divmod(magnitude, scale)
-    int_text = _digits(whole, int_groups)
-    frac_text = _digits(frac, 2)
-    n, k = values.shape
-    field = np.empty((n, k, 2 + int_text.shape[-1] + 1 + frac_text.shape[-1]), dtype=np.uint8)
-    field[..., 0] = SPACE
-    field[..., 1] = np.where((values < 0) & (magnitude > 0), MINUS, SPACE)
-    field[..., 2 : 2 + int_text.shape[-1]] = int_text
-    field[..., 2 + int_text.shape[-1]] = DOT
-    field[..., 3 + int_text.shape[-1] :] = frac_text
-    return field.reshape(n, -1)
-
-
-def integer_text(values: np.ndarray) -> np.ndarray:
-    """Non-negative integers [N, K] -> ASCII [N, K * W], each " ddd" right-aligned with leading zeros as spaces."""
-    largest = int(values.max()) if values.size else 0
-    groups = max(1, -(-len(str(largest)) // 3))
-    text = _digits(values.astype(np.int64), groups)
-    leading = np.logical_not(np.maximum.accumulate(text != ZERO, axis=-1))
-    leading[..., -1] = False
-    text[leading] = SPACE
-    n, k = values.shape
-    field = np.empty((n, k, 1 + text.shape[-1]), dtype=np.uint8)
-    field[..., 0] = SPACE
-    field[..., 1:] = text
-    return field.reshape(n, -1)
-
-
-def _lines(prefix: bytes, *columns: np.ndarray) -> bytes:
-    n = columns[0].shape[0]
-    head = np.broadcast_to(np.frombuffer(prefix, dtype=np.uint8), (n, len(prefix)))
-    newline = np.full((n, 1), ord("\n"), dtype=np.uint8)
-    return np.concatenate([head, *columns, newline], axis=1).tobytes()
-
-
-def obj_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> bytes:
-    """``v x y z [r g b]`` (colours in [0, 1]) and ``f a b c`` (1-based) lines."""
-    if not len(vertices):
-        return b""
-    columns = [fixed_point_text(vertices)]
-    if colors is not None:
-        columns.append(_COLOUR_TEXT[colors.astype(np.uint8)].reshape(len(colors), -1))
-    v = _lines(b"v", *columns)
-    f = _lines(b"f", integer_text(faces + 1)) if len(faces) else b""
-    return v + f
+from .obj_text import obj_chunks
 
 
 def ply_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> bytes:
@@ -142,4 +77,12 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None
             + struct.pack("<II", len(binary), 0x004E4942) + binary)
 
 
-WRITERS = {"obj": obj_bytes, "ply": ply_bytes, "glb": glb_bytes}
+MeshWriter = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], "Iterable[bytes | memoryview]"]
+"""Returns the file's bytes in parts, to be written in order as they come (``writelines``)."""
+
+
+def _whole(writer: Callable[[np.ndarray, np.ndarray, np.ndarray | None], bytes]) -> MeshWriter:
+    return lambda vertices, faces, colors: (writer(vertices, faces, colors),)
+
+
+WRITERS: dict[str, MeshWriter] = {"obj": obj_chunks, "ply": _whole(ply_bytes), "glb": _whole(glb_bytes)}

@@ -37,5 +37,5 @@ def test_obj_numbers_are_plain_text(tmp_path: Path) -> None:
     write_mesh(str(tmp_path / "m.obj"), "obj", vertices, np.array([[0, 1, 0]]), None, "raw")
     lines = (tmp_path / "m.obj").read_text().splitlines()
     assert [float(x) for x in lines[0].split()[1:]] == [0.5, -0.25, 12.0]
-    assert lines[1].split()[1] == "000.000000"  # rounds to zero: no "-0"
+    assert lines[1].split()[1] == "00.000000"  # rounds to zero: no "-0"; integer digits padded to the widest (12)
     assert lines[2].split() == ["f", "1", "2", "1"]
