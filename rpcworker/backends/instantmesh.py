@@ -81,6 +81,11 @@ WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
 
 
+def warmup_phase(step: int) -> str:
+    """The ``load_phases`` name of warm-up step `step` (1-based): views_warmup_step1_s ... (parts of views_optimize_s)."""
+    return f"views_warmup_step{step}_s"
+
+
 class InstantMeshBackend:
     def __init__(self, files: ModelFiles, device: str | None = None, optimizations: tuple[str, ...] | None = None) -> None:
         self.files = files
@@ -91,7 +96,12 @@ class InstantMeshBackend:
         check_optimizations(optimizations, self.device)
         self.optimizations = tuple(optimizations)
         self.load_phases: dict[str, float] = {}
-        """Seconds per phase of the last loads (read, optimise, compile...), for benchmarks and the log."""
+        """Seconds per phase of the last loads, for benchmarks and the log. Views: ``read_<part>_s`` from
+        `load_zero123plus` (imports, cuda_init, unet, vae, text_encoder, vision_encoder, processors, to_device;
+        cuda_init and ``unet_weights_s``, the white-background UNet onto the device, run in a thread beside the
+        imports; read_unet_s = ``unet_meta_build_s`` + ``unet_weights_wait_s`` + the strict load),
+        ``views_prompt_s``, ``views_read_s`` (all of the above), ``views_optimize_s`` = ``views_optimize_setup_s`` + ``views_warmup_step<i>_s``. Mesh:
+        ``mesh_read_s`` (checkpoint onto the device), ``mesh_geometry_s`` (FlexiCubes grid, cameras)."""
         self._pipeline: Any = None
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
@@ -163,6 +173,8 @@ class InstantMeshBackend:
             report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
         t = time.perf_counter()
         optimize_views(pipeline, self.optimizations)
+        self._synchronize()
+        self.load_phases["views_optimize_setup_s"] = time.perf_counter() - t
         if "compile" in self.optimizations:
             self._warm_up(pipeline)
         self._synchronize()
@@ -183,23 +195,39 @@ class InstantMeshBackend:
         return reused
 
     def _warm_up(self, pipeline: Any) -> None:
-        """Compile (or fetch from the cache) the step at the request's shapes, so no request pays for it."""
+        """Compile (or fetch from the cache) the step at the request's shapes, so no request pays for it.
+
+        Each step is timed into ``load_phases`` (names from `warmup_phase`): the first holds the encoders, the trace and
+        the compilation or its cache load; the later ones the CUDA-graph warm-up and recording.
+        """
         from PIL import Image
 
         size = self.files.view_size
         white = Image.new("RGB", (size, size), (255, 255, 255))
+        clock = [time.perf_counter()]
+
+        def step_done(step: int, total: int) -> None:
+            self._synchronize()
+            now = time.perf_counter()
+            self.load_phases[warmup_phase(step)] = now - clock[0]
+            clock[0] = now
+
         with torch.inference_mode():
             pipeline(white, num_inference_steps=WARMUP_STEPS, guidance_scale=DEFAULT_GUIDANCE, width=2 * size, height=3 * size,
-                     generator=0, output_type="latent")
+                     generator=0, output_type="latent", progress=step_done)
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
         from instantmesh.lrm.config import load_config
         from instantmesh.lrm.model import load_instantmesh_lrm
+        from instantmesh.tiny import cache_root
 
+        t = time.perf_counter()
         try:
             config = load_config(self.files.lrm_config)
-            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device)
+            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device, cache=cache_root() / "safetensors")
+            self._synchronize()
+            self.load_phases["mesh_read_s"] = time.perf_counter() - t
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelNotLoaded(
                 f"cannot load the LRM from {self.files.lrm}: {exc}",
@@ -209,6 +237,8 @@ class InstantMeshBackend:
         self._lrm_input_size = config.infer.input_size
         self._texture_resolution = config.infer.texture_resolution
         self._cameras = zero123plus_input_cameras(batch_size=1).to(self.device)
+        self._synchronize()
+        self.load_phases["mesh_geometry_s"] = time.perf_counter() - t - self.load_phases["mesh_read_s"]
         return lrm
 
     def unload(self, models: list[str]) -> list[str]:

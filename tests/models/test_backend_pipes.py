@@ -156,3 +156,18 @@ def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeyp
     monkeypatch.setattr(torch, "__version__", "2.1.0")
     with pytest.raises(ValueError, match=r"needs torch >= 2\.4 \(found 2\.1\.0\)"):
         InstantMeshBackend(files, "cpu", ("compile",))
+
+
+def test_warm_up_times_each_step(tiny_cache: Path) -> None:
+    """The compile warm-up reports one phase per step (the first: trace and compile; later: CUDA-graph runs)."""
+    import argparse
+
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import WARMUP_STEPS, InstantMeshBackend, resolve_model_files, warmup_phase
+
+    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    backend = InstantMeshBackend(files, "cpu", ())
+    backend.load(["views"], SilentContext())
+    backend._warm_up(backend._pipeline)
+    names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
+    assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)

@@ -68,3 +68,13 @@ def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     assert {"read_unet_s", "views_read_s", "load_mesh_s", "imports_s"} <= set(results["second_start"]["phases"])
     assert {r["format"] for r in results["export"]} == {"obj", "ply", "glb"}
     assert "cold start, second (caches reused)" in printed
+
+
+def test_cold_load_times_every_phase(tiny_weights: Path, tmp_path: Path) -> None:
+    """The load-only benchmark: the first start writes the copies, the second reads them; all phases reported."""
+    printed = bench("benchmarks.cold_load", "--weights", str(tiny_weights), "--starts", "2", "--out", str(tmp_path))
+    starts = json.loads((tmp_path / "cold_load.json").read_text())["starts"]
+    assert len(starts) == 2 and "start 2:" in printed
+    phases = starts[1]["phases"]
+    assert {"imports_s", "read_imports_s", "read_cuda_init_s", "unet_weights_s", "read_unet_s", "views_read_s",
+            "mesh_read_s", "mesh_geometry_s", "load_views_s", "load_mesh_s"} <= set(phases)
