@@ -2,25 +2,33 @@
 
 Pickles must be unpickled on the CPU (slow, and twice the memory); safetensors map straight to the device.
 The copy lives in the cache folder beside a small record of where it came from. It is used only when the
-record matches: the source's size, modification time and a hash of sampled blocks, and the copy's own size
-and sampled hash (cheap enough for every start; the copy is written under a temporary name and renamed, so
-a killed writer leaves no half file that could pass). Anything else rebuilds it.
+record matches: the source's size, modification time, inode and a hash of sampled blocks, and the copy's own
+size, sampled hash and header (its tensors must tile the file exactly; cheap enough for every start: a few
+MB read, never the whole file; the copy is written under a temporary name and renamed, so a killed writer
+leaves no half file that could pass). Anything else, or a copy that fails while it is read, rebuilds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .device_read import check_header, read_safetensors
+from .weights_file import CheckpointError
+
+log = logging.getLogger(__name__)
+
 SAMPLE_BLOCKS = 16
 BLOCK_BYTES = 1 << 20
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+"""2: the source's inode is part of the record."""
 
 
 def sampled_hash(path: Path) -> str:
@@ -40,7 +48,7 @@ def sampled_hash(path: Path) -> str:
 
 def _describe(path: Path) -> dict[str, Any]:
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sampled_sha256": sampled_hash(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "sampled_sha256": sampled_hash(path)}
 
 
 def _paths(source: Path, root: Path) -> tuple[Path, Path]:
@@ -58,9 +66,29 @@ def valid_copy(source: Path, root: Path) -> Path | None:
         cache = record.get("copy", {})
         if target.stat().st_size != cache.get("size") or sampled_hash(target) != cache.get("sampled_sha256"):
             return None
-    except (OSError, ValueError):
+        check_header(target)
+    except (OSError, ValueError):  # CheckpointError is a ValueError
         return None
     return target
+
+
+def cached_read(
+    source: Path, root: Path, device: torch.device | str, extract: Callable[[], Mapping[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The tensors of pickled `source` on `device`: from its checked copy, else from `extract()` (which
+    unpickles `source`), writing the copy for the next start."""
+    copy = valid_copy(source, root)
+    if copy is not None:
+        try:
+            return read_safetensors(copy, device)
+        except (OSError, CheckpointError) as exc:  # damaged where the sampled checks do not look
+            log.warning("rebuilding the safetensors copy of %s: %s", source, exc)
+    state_dict = extract()
+    try:
+        convert(source, state_dict, root)
+    except (OSError, RuntimeError) as exc:  # a read-only cache or shared tensors: load without the copy
+        log.warning("no safetensors copy of %s: %s", source, exc)
+    return {k: v.to(device) for k, v in state_dict.items()}
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -71,13 +71,30 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         )
 
 
-def load_lrm_checkpoint(model: nn.Module, path: str | Path, assign: bool = False) -> None:
+def read_lrm_weights(path: str | Path, device: torch.device | str, cache: Path) -> dict[str, torch.Tensor]:
+    """`read_lrm_state_dict` straight onto `device`; a pickle goes through its checked safetensors copy in
+    `cache` (made at the first read), so later starts neither unpickle nor copy through the CPU."""
+    from ..device_read import read_safetensors
+    from ..safetensors_cache import cached_read
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return _strip_prefix(read_safetensors(path, device), str(path))
+    return cached_read(path, cache, device, lambda: read_lrm_state_dict(path))
+
+
+def load_lrm_checkpoint(
+    model: nn.Module, path: str | Path, assign: bool = False, device: torch.device | str = "cpu", cache: Path | None = None
+) -> None:
     """Strictly load an official-layout checkpoint into `model`.
 
     With `assign=True` the file's tensors replace the parameters (use it for a model built on the meta
-    device, which skips random initialisation).
+    device, which skips random initialisation). With a `cache` folder they are read onto `device` through
+    `read_lrm_weights`; without, onto the CPU.
     """
-    state_dict = read_lrm_state_dict(path)
+    state_dict = read_lrm_state_dict(path) if cache is None else read_lrm_weights(path, device, cache)
     check_state_dict(model, state_dict, str(path))
     model.load_state_dict(state_dict, strict=True, assign=assign)
 

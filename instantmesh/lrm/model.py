@@ -138,11 +138,16 @@ def load_instantmesh_lrm(
     checkpoint: str | Path,
     device: torch.device | str = "cpu",
     encoder_config: str | Path | Mapping[str, Any] | None = None,
+    cache: Path | None = None,
 ) -> InstantMeshLRM:
-    """Build the model without random initialisation, strictly load `checkpoint`, move to `device`, eval mode."""
+    """Build the model without random initialisation, strictly load `checkpoint`, move to `device`, eval mode.
+
+    `cache`: a folder for the checked safetensors copy of a pickled checkpoint, read straight onto `device`
+    at later loads (see `read_lrm_weights`).
+    """
     from .checkpoint import load_lrm_checkpoint
 
     with torch.device("meta"):
         model = InstantMeshLRM.from_config(config, encoder_config=encoder_config)
-    load_lrm_checkpoint(model, checkpoint, assign=True)
+    load_lrm_checkpoint(model, checkpoint, assign=True, device=device, cache=cache)
     return model.to(device).eval()

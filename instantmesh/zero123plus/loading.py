@@ -17,8 +17,11 @@ from typing import Any
 
 import torch
 
-from ..weights_file import CheckpointError, load_weights_file
+from ..weights_file import CheckpointError
 from .pipeline import Zero123PlusPipeline
+from .unet_weights import apply_unet_weights, load_unet_weights, read_state_dict
+
+__all__ = ["CheckpointError", "load_unet_weights", "load_zero123plus", "read_state_dict"]
 
 PathLike = str | os.PathLike
 
@@ -89,9 +92,13 @@ def load_zero123plus(
     """Load a Zero123++ v1.2 folder (local files only), optionally with the InstantMesh white-background UNet.
 
     The scheduler gets `timestep_spacing='trailing'`, as InstantMesh runs it. `timings`, when given, gets
-    the seconds spent on each component (``read_<name>_s``) and on the move to the device.
+    the seconds spent on each part (``read_<name>_s``; see `rpcworker.backends.instantmesh` for the list).
+    The CUDA context and the white-background UNet's bytes are brought up in a thread while diffusers and
+    transformers are imported (file reads and device copies release the GIL): read_cuda_init_s and
+    unet_weights_s overlap read_imports_s, and read_unet_s is what is left after the imports.
     """
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     seconds = {} if timings is None else timings
     clock = [time.perf_counter()]
@@ -101,28 +108,38 @@ def load_zero123plus(
         seconds[f"read_{name}_s"] = now - clock[0]
         clock[0] = now
 
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
-
     folder = Path(folder)
     index = read_model_index(folder)
-    lap("imports")  # diffusers and transformers are imported lazily, here: seconds of the cold start
+    target = torch.device(device)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zero123plus-read") as pool:
+        early = pool.submit(_early_reads, target, whitebg_unet_path, seconds)
+        from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-    def model(cls: Any, name: str) -> Any:
-        subfolder = folder / name
-        variant = _weights_variant(subfolder, dtype)
-        loaded = cls.from_pretrained(subfolder, torch_dtype=dtype, variant=variant, local_files_only=True)
-        return loaded.eval()
+        lap("imports")  # diffusers and transformers are imported lazily, here: seconds of the cold start
 
-    if whitebg_unet_path is None:
-        unet = model(UNet2DConditionModel, "unet")
-    else:
-        # The white-background UNet replaces every weight: build it on the meta device (no random init, no
-        # read of the folder's UNet) and take the file's tensors on the device as the parameters.
-        with torch.device("meta"):
-            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
-        load_unet_weights(unet, whitebg_unet_path, device=device, assign=True)
-        unet = unet.to(dtype).eval()
+        def model(cls: Any, name: str) -> Any:
+            subfolder = folder / name
+            variant = _weights_variant(subfolder, dtype)
+            loaded = cls.from_pretrained(subfolder, torch_dtype=dtype, variant=variant, local_files_only=True)
+            return loaded.eval()
+
+        if whitebg_unet_path is None:
+            early.result()
+            unet = model(UNet2DConditionModel, "unet")
+        else:
+            # The white-background UNet replaces every weight: build it on the meta device (no random init, no
+            # read of the folder's UNet) and take the file's tensors on the device as the parameters.
+            start = time.perf_counter()
+            with torch.device("meta"):
+                unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+            built = time.perf_counter()
+            state_dict = early.result()
+            seconds["unet_meta_build_s"] = built - start
+            seconds["unet_weights_wait_s"] = time.perf_counter() - built
+            apply_unet_weights(unet, state_dict, whitebg_unet_path, assign=True)
+            unet = unet.to(dtype).eval()
+            _synchronize(target)
     lap("unet")
     scheduler_config = EulerAncestralDiscreteScheduler.load_config(folder / "scheduler", local_files_only=True)
     processor_cls = _image_processor_class()
@@ -146,81 +163,33 @@ def load_zero123plus(
     )
     lap("processors")
     pipeline.to(device=device)
+    _synchronize(torch.device(device))
     lap("to_device")
     return pipeline
 
 
-# --- the white-background UNet ------------------------------------------------------------------
+def _early_reads(device: torch.device, whitebg_unet_path: PathLike | None, seconds: dict[str, float]) -> dict[str, torch.Tensor]:
+    """The device's first use (the CUDA context: its own phase) and the white-background UNet's state dict on it
+    (empty without one)."""
+    import time
+
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.empty(1, device=device)
+        _synchronize(device)
+    seconds["read_cuda_init_s"] = time.perf_counter() - start
+    if whitebg_unet_path is None:
+        return {}
+    start = time.perf_counter()
+    state_dict = read_state_dict(whitebg_unet_path, device)
+    _synchronize(device)
+    seconds["unet_weights_s"] = time.perf_counter() - start
+    return state_dict
 
 
-def read_state_dict(path: PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """A flat tensor state dict from `.safetensors`, or from a torch pickle loaded with `weights_only=True`.
-
-    Pickles that hold anything but tensors and plain containers are refused, never executed. A pickle is
-    converted once to a checked safetensors copy in the cache folder, which later reads map straight to
-    `device`.
-    """
-    from safetensors.torch import load_file
-
-    from ..safetensors_cache import convert, valid_copy
-    from ..tiny import cache_root
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"UNet weights not found: {path}")
-    cache = cache_root() / "safetensors"
-    source = path if path.suffix == ".safetensors" else valid_copy(path, cache)
-    if source is not None:
-        return load_file(str(source), device=str(device))
-    state_dict = load_weights_file(path)
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
-    ):
-        raise CheckpointError(f"{path}: expected a flat mapping of parameter names to tensors")
-    try:
-        convert(path, state_dict, cache)
-    except (OSError, RuntimeError) as exc:  # a read-only cache or shared tensors: load without the copy
-        import logging
-
-        logging.getLogger(__name__).warning("no safetensors copy of %s: %s", path, exc)
-    return {k: v.to(device) for k, v in state_dict.items()}
-
-
-def _preview(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_unet_weights(unet: torch.nn.Module, path: PathLike, device: torch.device | str = "cpu", assign: bool = False) -> None:
-    """Load a raw UNet state dict strictly (same keys and shapes, no prefix), as InstantMesh does.
-
-    With `assign` the file's tensors (read onto `device`) become the parameters: for a UNet built on meta.
-    """
-    state_dict = read_state_dict(path, device)
-    expected = unet.state_dict()
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    mismatched = sorted(
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected.keys() & state_dict.keys()
-        if state_dict[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        lines = [f"{path}: does not match the UNet ({len(expected)} keys expected, file has {len(state_dict)})"]
-        if missing:
-            lines.append(f"  missing {len(missing)}: {_preview(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected {len(unexpected)}: {_preview(unexpected)}")
-        if mismatched:
-            lines.append(f"  shape mismatch {len(mismatched)} (file vs model): {_preview(mismatched)}")
-        prefixes = {k.split(".", 1)[0] for k in unexpected}
-        if len(prefixes) == 1 and missing and all(k.split(".", 1)[-1] in expected for k in unexpected):
-            lines.append(f"  the file's keys carry a {prefixes.pop() + '.'!r} prefix; a raw UNet state dict has none")
-        raise CheckpointError("\n".join(lines))
-    unet.load_state_dict(state_dict, strict=True, assign=assign)
-    left = [name for name, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: {len(left)} UNet tensors were not in the file: {_preview(left)}")
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --- full-size models from the published configs -------------------------------------------------

@@ -14,8 +14,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,60 +23,20 @@ from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_av
 from instantmesh.zero123plus.speed import check_optimizations, optimize_views
 
 from ..wire.errors import InvalidParams, ModelNotLoaded, OutOfMemory
-from ..wire.messages import DEFAULT_GUIDANCE, DEFAULT_VIEW_SIZE, MemoryInfo
+from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
+from .model_files import ModelFiles, resolve_model_files
+from .views_compile import use_compile_cache_for, warm_up
 
 log = logging.getLogger("rpcworker.instantmesh")
 
 MODELS = ("views", "mesh")
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    zero123plus: Path
-    whitebg_unet: Path
-    lrm: Path
-    lrm_config: Path
-    label: str
-    view_size: int
-    """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
-
-
-def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
-    """The files to load: the official weights (found or given), or the tiny preset.
-
-    ``--preset auto`` (the default) uses the official weights when all of them are found and the tiny
-    preset otherwise; naming any weight path makes a missing file an error instead.
-    """
-    from instantmesh.lrm.config import preset_path
-    from instantmesh.weights import WeightsNotFound, resolve_weights
-
-    preset = args.preset or "auto"
-    explicit = any((args.zero123plus, args.unet, args.lrm))
-    if preset not in ("auto", "official", "tiny"):
-        raise ValueError(f"unknown preset {preset!r}; use official, tiny or auto")
-    if preset != "tiny":
-        try:
-            paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
-            config = Path(args.config) if args.config else preset_path("instant-mesh-large")
-            label = f"official InstantMesh ({paths.lrm.name})"
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
-        except WeightsNotFound as exc:
-            if preset == "official" or explicit:
-                raise ValueError(str(exc)) from exc
-            log.warning("official weights not found; using the tiny preset with random weights.\n%s", exc)
-    from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
-
-    tiny = ensure_tiny_weights()
-    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
-
-
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
 """The fast default on CUDA (docs/benchmarks.md, H200): one compiled denoising step with CUDA graphs, compiled
 in ``load`` and cached on disk per machine, with channels_last convolutions."""
-WARMUP_STEPS = 3
-"""Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
 CUDA_DEFAULT_MAX_BATCH = 1
 """Objects per diffusion batch on CUDA when ``--max-batch`` is not given (docs/benchmarks.md, throughput)."""
 
@@ -97,7 +55,12 @@ class InstantMeshBackend:
         self.max_batch = max_batch or (CUDA_DEFAULT_MAX_BATCH if self.device.type == "cuda" else 1)
         """The most objects one diffusion batch holds; with ``compile`` the step is compiled for 1 and for this many."""
         self.load_phases: dict[str, float] = {}
-        """Seconds per phase of the last loads (read, optimise, compile...), for benchmarks and the log."""
+        """Seconds per phase of the last loads, for benchmarks and the log. Views: ``read_<part>_s`` from
+        `load_zero123plus` (imports, cuda_init, unet, vae, text_encoder, vision_encoder, processors, to_device;
+        cuda_init and ``unet_weights_s``, the white-background UNet onto the device, run in a thread beside the
+        imports; read_unet_s = ``unet_meta_build_s`` + ``unet_weights_wait_s`` + the strict load),
+        ``views_prompt_s``, ``views_read_s`` (all of the above), ``views_optimize_s`` = ``views_optimize_setup_s`` + ``views_warmup_step<i>_s``. Mesh:
+        ``mesh_read_s`` (checkpoint onto the device), ``mesh_geometry_s`` (FlexiCubes grid, cameras)."""
         self._pipeline: Any = None
         self._lrm: Any = None
         self._cameras: torch.Tensor | None = None
@@ -169,6 +132,8 @@ class InstantMeshBackend:
             report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
         t = time.perf_counter()
         optimize_views(pipeline, self.optimizations, row_counts=self._row_counts())
+        self._synchronize()
+        self.load_phases["views_optimize_setup_s"] = time.perf_counter() - t
         if "compile" in self.optimizations:
             self._warm_up(pipeline)
         self._synchronize()
@@ -176,17 +141,7 @@ class InstantMeshBackend:
         return pipeline
 
     def _use_compile_cache(self) -> bool:
-        from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache
-        from instantmesh.tiny import cache_root
-
-        unet = self.files.whitebg_unet
-        stat = unet.stat()
-        weights = {"unet": str(unet), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "view_size": self.files.view_size}
-        key = compile_key(self.device, weights, sorted(self.optimizations))
-        folder = compile_cache_dir(key, cache_root())
-        reused = use_compile_cache(folder, key)
-        log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
-        return reused
+        return use_compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
 
     def _row_counts(self) -> list[int]:
         """The UNet batch sizes compiled at load: one object and a full batch, both with guidance (two rows each).
@@ -196,28 +151,21 @@ class InstantMeshBackend:
         return sorted({2, 2 * self.max_batch})
 
     def _warm_up(self, pipeline: Any) -> None:
-        """Compile (or fetch from the cache) the step at the request's shapes, so no request pays for it."""
-        from PIL import Image
-
-        size = self.files.view_size
-        white = Image.new("RGB", (size, size), (255, 255, 255))
-        for rows in self._row_counts():
-            t = time.perf_counter()
-            count = rows // 2
-            with torch.inference_mode():
-                pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
-                                        guidance_scale=DEFAULT_GUIDANCE, width=2 * size, height=3 * size, output_type="latent")
-            self._synchronize()
-            self.load_phases[f"views_compile_batch{count}_s"] = time.perf_counter() - t
+        """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
+        warm_up(pipeline, self.files.view_size, [rows // 2 for rows in self._row_counts()], self.load_phases, self._synchronize)
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
         from instantmesh.lrm.config import load_config
         from instantmesh.lrm.model import load_instantmesh_lrm
+        from instantmesh.tiny import cache_root
 
+        t = time.perf_counter()
         try:
             config = load_config(self.files.lrm_config)
-            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device)
+            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device, cache=cache_root() / "safetensors")
+            self._synchronize()
+            self.load_phases["mesh_read_s"] = time.perf_counter() - t
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelNotLoaded(
                 f"cannot load the LRM from {self.files.lrm}: {exc}",
@@ -227,6 +175,8 @@ class InstantMeshBackend:
         self._lrm_input_size = config.infer.input_size
         self._texture_resolution = config.infer.texture_resolution
         self._cameras = zero123plus_input_cameras(batch_size=1).to(self.device)
+        self._synchronize()
+        self.load_phases["mesh_geometry_s"] = time.perf_counter() - t - self.load_phases["mesh_read_s"]
         return lrm
 
     def unload(self, models: list[str]) -> list[str]:

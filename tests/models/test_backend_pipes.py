@@ -201,3 +201,19 @@ def test_a_batching_worker_gives_each_object_its_alone_views(tiny_cache: Path, o
             assert np.abs(a - b).max() <= 1
         mesh = worker.reconstruct(many[2], tmp_path / "m.ply")
         assert mesh.num_faces > 0
+
+
+def test_warm_up_times_each_step(tiny_cache: Path) -> None:
+    """The compile warm-up reports one phase per step (the first: trace and compile; later: CUDA-graph runs)."""
+    import argparse
+
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.backends.views_compile import WARMUP_STEPS, warmup_phase
+
+    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    backend = InstantMeshBackend(files, "cpu", ())
+    backend.load(["views"], SilentContext())
+    backend._warm_up(backend._pipeline)
+    names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
+    assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)

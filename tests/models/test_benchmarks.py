@@ -79,3 +79,13 @@ def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
     assert results["2"]["per_object"]["batch_size"] == [2, 2, 1]  # the map keeps batches full; the last object alone
     assert all(r["objects"] == 3 and r["objects_per_min"] > 0 and r["views_max_abs_diff_batched_vs_alone"] <= 1 for r in results.values())
     assert "Throughput of one worker" in printed and (out / "throughput.md").exists()
+
+
+def test_cold_load_times_every_phase(tiny_weights: Path, tmp_path: Path) -> None:
+    """The load-only benchmark: the first start writes the copies, the second reads them; all phases reported."""
+    printed = bench("benchmarks.cold_load", "--weights", str(tiny_weights), "--starts", "2", "--out", str(tmp_path))
+    starts = json.loads((tmp_path / "cold_load.json").read_text())["starts"]
+    assert len(starts) == 2 and "start 2:" in printed
+    phases = starts[1]["phases"]
+    assert {"imports_s", "read_imports_s", "read_cuda_init_s", "unet_weights_s", "read_unet_s", "views_read_s",
+            "mesh_read_s", "mesh_geometry_s", "load_views_s", "load_mesh_s"} <= set(phases)

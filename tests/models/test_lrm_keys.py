@@ -130,6 +130,22 @@ def test_official_layout_checkpoint_round_trip(tmp_path: Path, tiny_state_dict: 
         assert torch.equal(value, tiny_state_dict[key]), key
 
 
+def test_checkpoint_through_the_safetensors_cache(tmp_path: Path, tiny_state_dict: dict) -> None:
+    """The worker's path: the first load writes the checked copy (LRM keys only), the second reads it; same weights."""
+    path = tmp_path / "instant_mesh_tiny.ckpt"
+    save_lrm_checkpoint(tiny_state_dict, path, extra={"lpips.net.slice1.0.weight": torch.zeros(2, 3)})
+    cache = tmp_path / "cache"
+    first = load_instantmesh_lrm(preset_path("tiny"), path, cache=cache)
+    copies = list(cache.glob("*.safetensors"))
+    assert len(copies) == 1
+    assert set(read_lrm_state_dict(copies[0])) == set(tiny_state_dict)
+    second = load_instantmesh_lrm(preset_path("tiny"), path, cache=cache)
+    assert list(cache.glob("*.safetensors")) == copies
+    for model in (first, second):
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, tiny_state_dict[key]), key
+
+
 def test_safetensors_with_and_without_prefix(tmp_path: Path, tiny_state_dict: dict) -> None:
     from safetensors.torch import save_file
 

@@ -10,8 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from instantmesh import safetensors_cache  # noqa: E402
 from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache  # noqa: E402
-from instantmesh.safetensors_cache import convert, valid_copy  # noqa: E402
+from instantmesh.safetensors_cache import cached_read, convert, valid_copy  # noqa: E402
+from instantmesh.weights_file import CheckpointError  # noqa: E402
 from instantmesh.zero123plus.loading import read_state_dict  # noqa: E402
 
 
@@ -51,6 +53,67 @@ def test_a_changed_source_or_a_damaged_copy_is_not_used(tmp_path: Path) -> None:
     os.utime(source, ns=(1, 1))
     assert valid_copy(source, root) is None
     assert not list(root.glob(".*tmp")), "no temporary files left behind"
+
+
+def _reads(source: Path, root: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """cached_read of `source`, and whether it had to unpickle (i.e. rebuild the copy)."""
+    calls: list[str] = []
+
+    def extract() -> dict[str, torch.Tensor]:
+        calls.append("unpickled")
+        return torch.load(source, weights_only=True)
+
+    return cached_read(source, root, "cpu", extract), calls
+
+
+def test_a_truncated_or_damaged_copy_is_rebuilt(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    source = tmp_path / "w.bin"
+    state = _pickle(source)
+    assert _reads(source, root)[1] == ["unpickled"]
+    assert _reads(source, root)[1] == [], "a valid copy is read, the pickle is not"
+    copy = valid_copy(source, root)
+    assert copy is not None
+    data = copy.read_bytes()
+    for damaged in (data[: len(data) // 2], data[:8] + b"x" + data[9:]):
+        copy.write_bytes(damaged)
+        got, calls = _reads(source, root)
+        assert calls == ["unpickled"] and all(torch.equal(got[k], v) for k, v in state.items())
+        assert valid_copy(source, root) is not None and valid_copy(source, root).read_bytes() == data
+
+
+def test_a_copy_that_fails_while_read_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage the sampled checks cannot see shows up at the read: the pickle is read instead and the copy rewritten."""
+    root = tmp_path / "cache"
+    source = tmp_path / "w.bin"
+    state = _pickle(source)
+    convert(source, state, root)
+    real = safetensors_cache.read_safetensors
+
+    def failing(path: Path, device: str) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(safetensors_cache, "read_safetensors", real)
+        raise CheckpointError(f"{path}: file ended while reading tensors (truncated)")
+
+    monkeypatch.setattr(safetensors_cache, "read_safetensors", failing)
+    got, calls = _reads(source, root)
+    assert calls == ["unpickled"] and all(torch.equal(got[k], v) for k, v in state.items())
+    assert _reads(source, root)[1] == []
+
+
+def test_a_source_replaced_with_the_same_size_and_time_invalidates(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    source = tmp_path / "w.bin"
+    convert(source, _pickle(source), root)
+    before = source.stat()
+    (tmp_path / "new").mkdir()
+    replacement = tmp_path / "new" / "w.bin"  # the same name: torch.save's archive then has the same size
+    _pickle(replacement, seed=1)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, source)
+    assert source.stat().st_size == before.st_size and source.stat().st_mtime_ns == before.st_mtime_ns
+    assert valid_copy(source, root) is None
+    got, calls = _reads(source, root)
+    assert calls == ["unpickled"] and torch.equal(got["a.weight"], torch.load(source, weights_only=True)["a.weight"])
 
 
 def test_compile_cache_folder_is_keyed_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

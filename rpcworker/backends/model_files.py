@@ -1,0 +1,52 @@
+"""Which weight files the real backend loads: the official ones (found or given), or the tiny preset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..wire.messages import DEFAULT_VIEW_SIZE
+
+log = logging.getLogger("rpcworker.instantmesh")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    zero123plus: Path
+    whitebg_unet: Path
+    lrm: Path
+    lrm_config: Path
+    label: str
+    view_size: int
+    """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
+
+
+def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
+    """The files to load: the official weights (found or given), or the tiny preset.
+
+    ``--preset auto`` (the default) uses the official weights when all of them are found and the tiny
+    preset otherwise; naming any weight path makes a missing file an error instead.
+    """
+    from instantmesh.lrm.config import preset_path
+    from instantmesh.weights import WeightsNotFound, resolve_weights
+
+    preset = args.preset or "auto"
+    explicit = any((args.zero123plus, args.unet, args.lrm))
+    if preset not in ("auto", "official", "tiny"):
+        raise ValueError(f"unknown preset {preset!r}; use official, tiny or auto")
+    if preset != "tiny":
+        try:
+            paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
+            config = Path(args.config) if args.config else preset_path("instant-mesh-large")
+            label = f"official InstantMesh ({paths.lrm.name})"
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
+        except WeightsNotFound as exc:
+            if preset == "official" or explicit:
+                raise ValueError(str(exc)) from exc
+            log.warning("official weights not found; using the tiny preset with random weights.\n%s", exc)
+    from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
+
+    tiny = ensure_tiny_weights()
+    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))

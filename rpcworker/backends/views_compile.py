@@ -1,0 +1,63 @@
+"""Compilation of the denoising step at load: the per-machine cache folder, and the warm-up that compiles.
+
+The warm-up runs a few steps at every batch size requests will use (one object and a full batch), so no
+request ever compiles; each step is timed into the backend's load phases.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..wire.messages import DEFAULT_GUIDANCE
+
+log = logging.getLogger("rpcworker.instantmesh")
+
+WARMUP_STEPS = 3
+"""Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
+
+
+def warmup_phase(step: int, batch: int = 1) -> str:
+    """The ``load_phases`` name of warm-up step `step` (1-based) at `batch` objects (parts of views_optimize_s):
+    views_warmup_step1_s ... for one object, views_warmup_batch4_step1_s ... for a batch of four."""
+    return f"views_warmup_step{step}_s" if batch == 1 else f"views_warmup_batch{batch}_step{step}_s"
+
+
+def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> bool:
+    """Points the compilers at this machine's folder for these weights and options; True when it held artefacts."""
+    from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache
+    from instantmesh.tiny import cache_root
+
+    stat = unet.stat()
+    weights = {"unet": str(unet), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "view_size": view_size}
+    key = compile_key(device, weights, sorted(optimizations))
+    folder = compile_cache_dir(key, cache_root())
+    reused = use_compile_cache(folder, key)
+    log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
+    return reused
+
+
+def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]) -> None:
+    """A few white-image steps at each batch size, each step timed into `phases` (names from `warmup_phase`): the
+    first holds the encoders, the trace and the compilation or its cache load; later ones the CUDA-graph runs."""
+    from PIL import Image
+
+    white = Image.new("RGB", (view_size, view_size), (255, 255, 255))
+    for count in batches:
+        clock = [time.perf_counter()]
+
+        def step_done(step: int, total: int, count: int = count, clock: list[float] = clock) -> None:
+            synchronize()
+            now = time.perf_counter()
+            phases[warmup_phase(step, count)] = now - clock[0]
+            clock[0] = now
+
+        with torch.inference_mode():
+            pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
+                                    guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size, output_type="latent",
+                                    progress=[step_done] + [None] * (count - 1))
