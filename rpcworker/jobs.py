@@ -76,8 +76,9 @@ MAX_BATCH_LIMIT = 64
 """The most jobs one batch may hold (``--max-batch``)."""
 MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
-MAX_UNFINISHED = 2
-"""Jobs whose deferred part may wait for the finisher before the executor waits too (bounds the meshes held)."""
+MIN_UNFINISHED = 2
+"""Jobs whose deferred part may wait for the finisher before the executor waits too (bounds the meshes held):
+this many, or two batches' worth, so a batch's reconstructs never wait on each other's exports."""
 Outcome = tuple["Job", "msgspec.Struct | Deferred | None", "RpcError | None"]
 
 
@@ -95,6 +96,7 @@ class JobQueue:
         self._on_done = on_done
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
+        self.max_unfinished = max(MIN_UNFINISHED, 2 * max_batch)
         self._jobs: deque[Job] = deque()
         self._closed = False
         self._current: list[Job] = []
@@ -178,7 +180,7 @@ class JobQueue:
                 outcomes = [self._execute(batch[0])] if len(batch) == 1 else self._execute_batch(batch)
                 self._current = []
                 with self._cond:
-                    self._cond.wait_for(lambda: sum(isinstance(o[1], Deferred) for o in self._finishing) < MAX_UNFINISHED)
+                    self._cond.wait_for(lambda: sum(isinstance(o[1], Deferred) for o in self._finishing) < self.max_unfinished)
                     self._finishing.extend((job, result, error) for job, (result, error) in zip(batch, outcomes, strict=True))
                     self._cond.notify_all()
         finally:

@@ -7,9 +7,10 @@ import threading
 from typing import Any
 
 import msgspec
+import pytest
 
 from rpcworker.errors import RpcError
-from rpcworker.jobs import MAX_UNFINISHED, Deferred, Job, JobContext, JobQueue
+from rpcworker.jobs import MIN_UNFINISHED, Deferred, Job, JobContext, JobQueue
 from rpcworker.protocol import PingResult
 
 WAIT_S = 10.0
@@ -109,10 +110,13 @@ def test_a_job_cancelled_before_its_write_writes_nothing() -> None:
     assert log.done == [(1, "ok"), (2, "cancelled")] and wrote == []
 
 
-def test_the_executor_waits_when_too_many_writes_are_unfinished() -> None:
+@pytest.mark.parametrize("max_batch", [1, 3])
+def test_the_executor_waits_when_too_many_writes_are_unfinished(max_batch: int) -> None:
     log = Log()
     release = threading.Event()
-    ahead = MAX_UNFINISHED + 1  # jobs whose model work may run while the first write is held
+    queue = JobQueue(lambda msg: None, log.on_done, max_batch=max_batch)
+    assert queue.max_unfinished == max(MIN_UNFINISHED, 2 * max_batch)
+    ahead = queue.max_unfinished + 1  # jobs whose model work may run while the first write is held
 
     def job(params: int, ctx: JobContext) -> Deferred:
         if params == ahead:
@@ -127,7 +131,6 @@ def test_the_executor_waits_when_too_many_writes_are_unfinished() -> None:
 
         return Deferred(write)
 
-    queue = _queue(log)
     for i in range(ahead + 2):
         queue.submit(Job(i, "reconstruct", i, job))
     _finish(queue)
