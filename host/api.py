@@ -50,10 +50,11 @@ def worker_arguments(
     config: str | None = None,
     device: str | None = None,
     mock: str | None = None,
+    max_batch: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The worker's command-line arguments for a backend and its weights (paths made absolute)."""
-    args = ["--backend", backend]
+    args = ["--backend", backend] + (["--max-batch", str(max_batch)] if max_batch is not None else [])
     for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock)):
         if value:
             args += [flag, value]
@@ -80,6 +81,7 @@ class InstantMeshWorker:
         unet: str | None = None,
         lrm: str | None = None,
         device: str | None = None,
+        max_batch: int | None = None,
         worker_args: Sequence[str] = (),
         request_timeout: float | None = None,
         startup_timeout: float = 300.0,
@@ -88,7 +90,10 @@ class InstantMeshWorker:
         on_stderr: Callable[[str], None] | None = None,
     ) -> None:
         command = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else None)
-        args = worker_arguments(backend, preset=preset, zero123plus=zero123plus, unet=unet, lrm=lrm, device=device, extra=worker_args)
+        # max_batch: objects per diffusion batch in the worker (its default: 8 on CUDA, 1 on CPU); 1 starts faster
+        # (one compiled batch size) and suits one object at a time; above 1 pays off through map().
+        args = worker_arguments(backend, preset=preset, zero123plus=zero123plus, unet=unet, lrm=lrm, device=device, max_batch=max_batch,
+                                extra=worker_args)
         self.client = WorkerClient(
             command,
             args,

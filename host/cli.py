@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from rpcworker.wire.errors import RpcError
 
+from .batch_pipeline import run_pipelined
 from .environment import EnvironmentProblem
 from .errors import HostError, WorkerStartError
 from .objects import (
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--out", default="outputs", metavar="DIR", help="output folder (default: outputs)")
     add_object_options(session, sheet_default=True)
     add_worker_options(session)
+    session.set_defaults(max_batch=1)  # one object at a time: no batch to compile for at start
     add_environment_commands(commands)
     return parser
 
@@ -177,11 +179,25 @@ def _process(
         if loaded:
             parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in loaded.items())
             print(f"models loaded: {parts} (once; every object below runs warm)")
-        for position, (item, outputs) in enumerate(todo):
-            printer.print(f"[{position + 1}/{len(todo)}] {item.name}  <- {shown(item.image)}" + (f" + {shown(item.mask)}" if item.mask else ""))
-            result = run_object(worker, item, settings, outputs, printer)
-            results[item.name] = result
-            report_object(printer, result)
+        max_batch = worker.status().max_batch
+        if max_batch > 1:
+            print(f"the worker batches up to {max_batch} objects: {len(todo)} object(s) in flight through it, reported in order")
+
+            def done(at: int, result: ObjectResult) -> None:
+                nonlocal position
+                item = todo[at][0]
+                _announce(printer, at, len(todo), item)
+                results[item.name] = result
+                report_object(printer, result)
+                position = at + 1
+
+            run_pipelined(worker, todo, settings, printer, done)
+        else:
+            for position, (item, outputs) in enumerate(todo):
+                _announce(printer, position, len(todo), item)
+                result = run_object(worker, item, settings, outputs, printer)
+                results[item.name] = result
+                report_object(printer, result)
         position = len(todo)
     except KeyboardInterrupt:
         printer.end_line()
@@ -207,11 +223,16 @@ def _process(
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             worker.close()
-            if code == EXIT_INTERRUPTED and position < len(todo):
-                todo[position][1].discard_unfinished()
+            if code == EXIT_INTERRUPTED:
+                for _, outputs in todo[position:]:  # several may have been in flight
+                    outputs.discard_unfinished()
         finally:
             signal.signal(signal.SIGINT, previous)
     return code, label
+
+
+def _announce(printer: ProgressPrinter, position: int, total: int, item: ObjectInput) -> None:
+    printer.print(f"[{position + 1}/{total}] {item.name}  <- {shown(item.image)}" + (f" + {shown(item.mask)}" if item.mask else ""))
 
 
 def _mark(todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], position: int, status: str, reason: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +49,19 @@ def in_flight_window(max_batch: int, max_handles: int) -> int:
 
 def map_objects(
     worker: InstantMeshWorker,
-    images: Sequence[ImageLike],
+    images: Iterable[ImageLike | BaseException],
     targets: Sequence[ObjectTarget],
     view_options: dict[str, Any],
     mesh_options: dict[str, Any],
     timeout: float | None = None,
 ) -> Iterator[ObjectOutcome]:
-    """Yields each object's outcome in input order. ``timeout`` bounds each request from the moment it is
-    the oldest in flight (the one the worker is on). Ctrl-C or leaving the loop early cancels what is in
-    flight; a dead worker raises (as the single-object calls do)."""
+    """Yields each object's outcome in input order, one per target. ``images`` is read lazily, one object
+    ahead of sending it (so a caller may prepare inputs on the fly); an exception in its place fails that
+    object alone. ``timeout`` bounds each request from the moment it is the oldest in flight (the one the
+    worker is on). Ctrl-C or leaving the loop early cancels what is in flight; a dead worker raises (as the
+    single-object calls do)."""
+    pending = iter(images)
+    count = len(targets)
     status = worker.status()
     window = in_flight_window(status.max_batch, status.max_handles)
     group = min(status.max_batch, window)
@@ -65,12 +69,12 @@ def map_objects(
     done: dict[int, ObjectOutcome] = {}
     next_send, next_yield = 0, 0
     try:
-        while next_yield < len(images):
+        while next_yield < count:
             # Views go out a whole batch at a time, after the reconstructs already sent: only consecutive
             # generate_views requests share a batch on the worker.
-            while (free := window - sum(item.views is None for item in flight)) >= min(group, len(images) - next_send) > 0:
-                for _ in range(min(group, free, len(images) - next_send)):
-                    _send_views(worker, images[next_send], next_send, targets[next_send], view_options, flight, done, timeout)
+            while (free := window - sum(item.views is None for item in flight)) >= min(group, count - next_send) > 0:
+                for _ in range(min(group, free, count - next_send)):
+                    _send_views(worker, next(pending), next_send, targets[next_send], view_options, flight, done, timeout)
                     next_send += 1
             if flight:
                 item = flight.popleft()
@@ -84,9 +88,12 @@ def map_objects(
 
 
 def _send_views(
-    worker: InstantMeshWorker, image: ImageLike, index: int, target: ObjectTarget, view_options: dict[str, Any],
+    worker: InstantMeshWorker, image: ImageLike | BaseException, index: int, target: ObjectTarget, view_options: dict[str, Any],
     flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
 ) -> None:
+    if isinstance(image, BaseException):
+        done[index] = _failed(index, target, image)
+        return
     grid = os.fspath(target.grid) if target.grid is not None else None
     try:
         params = GenerateViewsParams(image_input(image), view_options["seed"], view_options["num_inference_steps"],

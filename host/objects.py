@@ -19,6 +19,7 @@ from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 from .api import InstantMeshWorker
 from .errors import RequestTimeout, WorkerCrashed
 from .progress import ProgressPrinter
+from .results import Mesh
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIX = "_mask"
@@ -180,34 +181,11 @@ def run_object(
     (KeyboardInterrupt, after the request was cancelled on the worker) and WorkerStartError propagate.
     """
     result = ObjectResult(item.name, item.image, "failed")
-    if item.problem:
-        result.error = item.problem
+    prepared = prepare_input(item, settings, outputs, printer, result)
+    if prepared is None:
         return result
-    staged: Path | None = None
+    image, staged = prepared
     try:
-        image: Path = item.image
-        if settings.preprocess:
-            from .preprocess import PreprocessError, image_size, prepare
-
-            dims = image_size(item.image)
-            if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
-                printer.print(f"  preparing a large input ({dims[0]}x{dims[1]}) ...")
-            try:
-                prepared = prepare(
-                    item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip,
-                    background="white" if settings.white_background else "transparent",
-                )
-                outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
-                # A hidden name until the mesh is made: Ctrl-C or a crash never leaves NAME_input.png behind.
-                staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
-                prepared.image.save(staged)
-            except PreprocessError as exc:
-                result.error = str(exc)
-                return result
-            result.outline = prepared.mask_source
-            image = staged
-        elif item.mask is not None:
-            result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         started = time.monotonic()
         views = worker.generate_views(
             image,
@@ -218,7 +196,6 @@ def run_object(
             on_progress=printer,
         )
         result.views_s = time.monotonic() - started
-        result.grid_path = Path(views.grid_path) if views.grid_path else None
         printer.end_line()
         started = time.monotonic()
         mesh = worker.reconstruct(
@@ -226,18 +203,72 @@ def run_object(
         )
         result.mesh_s = time.monotonic() - started
         printer.end_line()
-        if staged is not None:
-            _match_permissions(staged, Path(mesh.path))
-            os.replace(staged, outputs.prepared)
-            staged, image = None, outputs.prepared
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
         printer.end_line()
-        result.error = _describe(exc)
+        result.error = describe_failure(exc)
+        drop_staged(staged)
         return result
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
+    except BaseException:
+        drop_staged(staged)
+        raise
+    return finish_object(result, item, settings, outputs, image, staged, mesh, views.grid_path)
+
+
+def prepare_input(
+    item: ObjectInput, settings: Settings, outputs: ObjectOutputs, printer: ProgressPrinter, result: ObjectResult
+) -> tuple[Path, Path | None] | None:
+    """The image the worker should read and the hidden staged file holding it (None without preprocessing);
+    None when the object fails here (``result.error`` says why). The staged file becomes NAME_input.png only
+    once the mesh is made (`finish_object`), so Ctrl-C or a crash never leaves it behind."""
+    if item.problem:
+        result.error = item.problem
+        return None
+    if not settings.preprocess:
+        if item.mask is not None:
+            result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
+        return item.image, None
+    from .preprocess import PreprocessError, image_size, prepare
+
+    dims = image_size(item.image)
+    if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
+        printer.print(f"  preparing a large input ({dims[0]}x{dims[1]}) ...")
+    staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
+    try:
+        prepared = prepare(
+            item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip,
+            background="white" if settings.white_background else "transparent",
+        )
+        outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
+        prepared.image.save(staged)
+    except (PreprocessError, OSError) as exc:
+        drop_staged(staged)
+        result.error = str(exc) if isinstance(exc, PreprocessError) else describe_failure(exc)
+        return None
+    result.outline = prepared.mask_source
+    return staged, staged
+
+
+def drop_staged(staged: Path | None) -> None:
+    if staged is not None:
+        staged.unlink(missing_ok=True)
+
+
+def finish_object(
+    result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, staged: Path | None,
+    mesh: Mesh, grid_path: str | None,
+) -> ObjectResult:
+    """The mesh is written: the staged input takes its final name, the result is filled, the sheet drawn."""
+    if staged is not None:
+        _match_permissions(staged, Path(mesh.path))
+        try:
+            os.replace(staged, outputs.prepared)
+        except OSError as exc:
+            drop_staged(staged)
+            result.error = describe_failure(exc)
+            return result
+        image = outputs.prepared
     result.status = "ok"
+    result.grid_path = Path(grid_path) if grid_path else None
     result.mesh_path = Path(mesh.path)
     result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
     if settings.contact_sheet:
@@ -277,7 +308,7 @@ def _match_permissions(path: Path, like: Path) -> None:
         pass
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, RpcError):
         return f"{exc.name}: {exc.message}"
     if isinstance(exc, WorkerCrashed):

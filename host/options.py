@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, STEPS_RANGE, Seed, Steps
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, STEPS_RANGE, MaxBatch, Seed, Steps
 
 from .api import InstantMeshWorker
 from .objects import MESH_FORMATS, ObjectResult, Settings, shown
@@ -41,6 +41,11 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lrm", metavar="FILE", help="LRM checkpoint (instant_mesh_large.ckpt)")
     group.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     group.add_argument("--mock", metavar="OPTS", help="mock backend options, e.g. step_delay=0.02")
+    group.add_argument(
+        "--max-batch", type=_max_batch, metavar="N",
+        help="objects per diffusion batch in the worker (default: the worker's, 8 on CUDA, 1 on CPU); above 1 the batch "
+             "command keeps objects in flight so batches fill",
+    )
     group.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="seconds for the worker to start (default 300)")
     group.add_argument("--verbose", action="store_true", help="show the worker's stderr")
 
@@ -79,6 +84,13 @@ def _steps(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _max_batch(text: str) -> int:
+    try:
+        return checked(MaxBatch, "--max-batch", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _ratio(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -106,6 +118,7 @@ def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
         unet=args.unet,
         lrm=args.lrm,
         device=args.device,
+        max_batch=getattr(args, "max_batch", None),
         worker_args=extra,
         startup_timeout=args.startup_timeout,
         on_stderr=on_stderr,

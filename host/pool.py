@@ -75,6 +75,7 @@ class WorkerPool:
         **worker_options: Any,
     ) -> None:
         plan = _plan(devices, workers, split, worker_options.pop("device", None))
+        worker_options.setdefault("max_batch", 1)  # each worker takes one object at a time: no batch size to compile
         base = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else WorkerCommand.default())
         gpus = visible_gpus()
         slots = []

@@ -32,6 +32,7 @@ class MeshActor:
     """The body of the Ray actor: one warm ``InstantMeshWorker`` on this node, started on construction."""
 
     def __init__(self, python: str | None = None, **worker_options: Any) -> None:
+        worker_options.setdefault("max_batch", 1)  # one object at a time per actor: no batch size to compile at start
         self.worker = InstantMeshWorker(python, auto_restart=True, **worker_options).start()
         self.where = f"{socket.gethostname()}:{os.getpid()}"
 

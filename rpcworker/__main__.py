@@ -9,7 +9,8 @@ from typing import NoReturn
 
 from .backends import BACKENDS, create_backend
 from .handles import DEFAULT_MAX_HANDLES
-from .jobs import MAX_BATCH_LIMIT, MAX_BATCH_WAIT_S
+from .jobs import MAX_BATCH_WAIT_S
+from .wire.messages import MAX_BATCH_LIMIT
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from .wire.errors import Cancelled, InternalError, OutOfMemory, RpcError
-from .wire.messages import Notification, ProgressParams, RequestId
+from .wire.messages import MAX_BATCH_LIMIT, Notification, ProgressParams, RequestId
 
 log = logging.getLogger("rpcworker")
 
@@ -72,8 +72,6 @@ class Deferred:
 BatchRunner = Callable[[Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"]
 """Runs a batch's params, each with its own context; returns each job's result (or Deferred) or the exception it became."""
 JobDone = Callable[[Job, "msgspec.Struct | None", "RpcError | None"], None]
-MAX_BATCH_LIMIT = 64
-"""The most jobs one batch may hold (``--max-batch``)."""
 MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
 MIN_UNFINISHED = 2

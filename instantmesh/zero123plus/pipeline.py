@@ -93,8 +93,8 @@ class Zero123PlusPipeline:
         install_reference_attention(unet)
         self.fast_step: StepFunction | None = None
         """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options, for the batch sizes it was built for."""
-        self.fast_step_rows: Callable[..., int | None] = lambda *tensors: None
-        """The batch (rows) the fast step runs these inputs at (padded up to it), or None: run them eagerly."""
+        self.fast_step_plan: Callable[..., list[tuple[int, int]] | None] = lambda *tensors: None
+        """How the fast step runs these inputs: chunks of (rows, rows padded to), or None: run them eagerly."""
         self._prompt_embeds: dict[str, torch.Tensor] = {}
 
     @property
@@ -176,12 +176,21 @@ class Zero123PlusPipeline:
         """Run the reference (write) pass on `reference_sample`, then the main (read) pass on `sample`.
 
         Inputs are cast to the UNet's dtype; the output is float32. The fast step is used where it accepts
-        these shapes (a smaller batch padded with copies of its last row), else the eager `ReferenceStep`.
+        these shapes (a batch between its compiled sizes padded with copies of its last row, or split), else
+        the eager `ReferenceStep`.
         """
         inputs = (sample, timestep, encoder_hidden_states, reference_sample)
-        if self.fast_step is not None and (rows := self.fast_step_rows(*inputs)) is not None:
-            return self.fast_step(*pad_rows(inputs, rows))[: sample.shape[0]]
-        return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
+        chunks = self.fast_step_plan(*inputs) if self.fast_step is not None else None
+        if self.fast_step is None or chunks is None:
+            return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
+        if len(chunks) == 1:
+            return self.fast_step(*pad_rows(inputs, chunks[0][1]))[: chunks[0][0]]
+        outputs, start = [], 0
+        for rows, padded in chunks:  # each output is cloned: the next call of the same graph overwrites it
+            part = [t if t.dim() == 0 else t[start:start + rows] for t in inputs]
+            outputs.append(self.fast_step(*pad_rows(part, padded))[:rows].clone())
+            start += rows
+        return torch.cat(outputs)
 
 
     # --- decoding -----------------------------------------------------------------------------

@@ -53,14 +53,19 @@ def check_optimizations(optimizations: Iterable[str], device: torch.device | str
         raise ValueError("optimization 'compile' needs the triton package (it comes with CUDA builds of torch)") from exc
 
 
+Chunk = tuple[int, int]
+"""(rows of the batch, rows the compiled step runs them at): the real rows first, copies of the last after."""
+
+
 class CompiledStep:
     """`ReferenceStep` through torch.compile, for fixed input shapes and a fixed set of batch sizes.
 
-    The first call fixes the per-row shapes (view size, context length); `rows_for` tells the pipeline which
-    compiled batch size takes a given batch (the smallest at least as large: the pipeline pads up to it), or
-    None when none does, so other shapes run eagerly instead of triggering a compile inside a request. With
-    CUDA graphs each call starts a new graph step, and the output (a graph-owned buffer) is valid until the
-    next call.
+    The first call fixes the per-row shapes (view size, context length). `plan` says how the pipeline runs a
+    batch: in one call padded up to the smallest compiled size that holds it, or in calls of the smallest
+    compiled size when `step_seconds` (measured at warm-up) says that is cheaper (a batch of 2 where 1 and 8
+    are compiled); None when no compiled shape fits, so it runs eagerly instead of compiling inside a
+    request. With CUDA graphs each call starts a new graph step, and the output (a graph-owned buffer) is
+    valid until the next call.
     """
 
     def __init__(
@@ -72,14 +77,25 @@ class CompiledStep:
         self.row_counts = sorted(set(row_counts))
         """The batch sizes (rows: objects x guidance halves) compiled at load; empty: the first call's."""
         self.row_shapes: tuple[tuple[int, ...], ...] | None = None
+        self.step_seconds: dict[int, float] = {}
+        """Seconds of one call per compiled row count, once measured (the backend's warm-up fills it)."""
 
-    def rows_for(self, *tensors: torch.Tensor) -> int | None:
+    def plan(self, *tensors: torch.Tensor) -> list[Chunk] | None:
         rows = tensors[0].shape[0]
-        if self.row_shapes is None:
-            return rows if not self.row_counts else next((r for r in self.row_counts if r >= rows), None)
-        if _row_shapes(tensors) != self.row_shapes:
+        if not self.row_counts:
+            return [(rows, rows)] if self.row_shapes is None else None
+        if self.row_shapes is not None and _row_shapes(tensors) != self.row_shapes:
             return None
-        return next((r for r in self.row_counts if r >= rows), None)
+        padded = next((r for r in self.row_counts if r >= rows), None)
+        small = self.row_counts[0]
+        calls = -(-rows // small)
+        split = [(min(small, rows - i * small), small) for i in range(calls)]
+        if padded is None:
+            return split
+        if padded != rows and small in self.step_seconds and padded in self.step_seconds:
+            if calls * self.step_seconds[small] < self.step_seconds[padded]:
+                return split
+        return [(rows, padded)]
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         if self.row_shapes is None:
@@ -110,4 +126,4 @@ def optimize_views(
     if "compile" in chosen:
         step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend, row_counts)
         pipeline.fast_step = step
-        pipeline.fast_step_rows = step.rows_for
+        pipeline.fast_step_plan = step.plan

@@ -44,7 +44,8 @@ def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, opti
 
 def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]) -> None:
     """A few white-image steps at each batch size, each step timed into `phases` (names from `warmup_phase`): the
-    first holds the encoders, the trace and the compilation or its cache load; later ones the CUDA-graph runs."""
+    first holds the encoders, the trace and the compilation or its cache load; later ones the CUDA-graph runs.
+    The last step's time tells the compiled step what one call costs at that size (to pad or split batches)."""
     from PIL import Image
 
     white = Image.new("RGB", (view_size, view_size), (255, 255, 255))
@@ -61,3 +62,6 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
             pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
                                     guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size, output_type="latent",
                                     progress=[step_done] + [None] * (count - 1))
+        step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
+        if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
+            step_seconds[2 * count] = phases[warmup_phase(WARMUP_STEPS, count)]

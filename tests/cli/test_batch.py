@@ -52,9 +52,11 @@ def inputs(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [(), ("--max-batch", "3")], ids=["one-at-a-time", "in-flight-batches"])
+def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Path, inputs: Path, tmp_path: Path, batching: tuple[str, ...]) -> None:
     out = tmp_path / "out"
-    first = run_batch(worker_python, inputs, "--out", out, "--steps", "3", "--contact-sheet")
+    first = run_batch(worker_python, inputs, "--out", out, "--steps", "3", "--contact-sheet", *batching)
+    assert ("in flight through it" in first.stdout) == bool(batching)
     assert first.returncode == 1, first.stdout + first.stderr
     assert row(first.stdout, "broken")[1] == "failed"
     assert re.search(r"failed objects:\n  broken \(.*broken.png\): .*broken.png: not a readable image", first.stderr), first.stderr
@@ -64,6 +66,8 @@ def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Pa
         assert (out / f"{name}_views.png").exists() and (out / f"{name}_sheet.png").exists()
     assert "3 ok, 1 failed" in first.stdout
     assert not (out / "broken.obj").exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staged input left behind
+    assert sorted(p.name for p in out.glob("*_input.png")) == ["ball_input.png", "box_input.png", "mug_input.png"]
 
     stamps = {name: (out / f"{name}.obj").stat().st_mtime_ns for name in ("ball", "box", "mug")}
     again = run_batch(worker_python, inputs, "--out", out, "--steps", "3")
@@ -126,7 +130,8 @@ def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(worker_python: Pa
     assert worker_gone(pid)
 
 
-def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(worker_python: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [[], ["--max-batch", "2"]], ids=["one-at-a-time", "in-flight-batches"])
+def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(worker_python: Path, tmp_path: Path, batching: list[str]) -> None:
     from tests.cli.terminal import TerminalProgram
 
     folder = tmp_path / "in"
@@ -134,7 +139,7 @@ def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(wo
     shutil.copy(EXAMPLES / "mug.png", folder / "mug.png")
     out = tmp_path / "o"
     argv = [str(HOST_PYTHON), "-m", "host", "batch", str(folder), "--out", str(out), "--steps", "2",
-            "--python", str(worker_python), "--mock", "step_delay=0,reconstruct_delay=30"]
+            "--python", str(worker_python), "--mock", "step_delay=0,reconstruct_delay=30", *batching]
     program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
     try:
         program.expect(r"pid \d+", 30)

@@ -115,13 +115,33 @@ def test_a_fast_step_built_for_a_bigger_batch_gets_padded_rows(pipe, images, alo
         seen.append(tensors[0].shape[0])
         return eager(*tensors)
 
-    pipe.fast_step, pipe.fast_step_rows = fast, lambda *tensors: 8
+    pipe.fast_step, pipe.fast_step_plan = fast, lambda *tensors: [(tensors[0].shape[0], 8)]
     try:
         batch = pipe.generate_batch(images[:2], SEEDS[:2], output_type="latent", **SMALL)
+        pipe.fast_step_plan = lambda *tensors: [(2, 2)] * (tensors[0].shape[0] // 2)
+        split = pipe.generate_batch(images[:3], SEEDS[:3], output_type="latent", **SMALL)
     finally:
-        pipe.fast_step, pipe.fast_step_rows = None, lambda *tensors: None
-    assert seen == [8, 8, 8]  # two objects x two guidance halves, padded to eight rows
-    assert _close(batch[0], alone[0]) and _close(batch[1], alone[1])
+        pipe.fast_step, pipe.fast_step_plan = None, lambda *tensors: None
+    assert seen == [8, 8, 8] + [2, 2, 2] * 3  # padded to eight rows; then three objects in calls of one each
+    assert all(_close(b, a) for b, a in zip([*batch, *split], [*alone[:2], *alone], strict=True))
+
+
+def test_the_compiled_step_pads_or_splits_by_the_measured_cost() -> None:
+    from instantmesh.zero123plus.speed import CompiledStep
+
+    step = CompiledStep(torch.nn.Linear(1, 1), torch.float32, None, "eager", row_counts=[2, 16])
+
+    def plan(rows: int, size: int = 8):
+        return step.plan(torch.zeros(rows, 4, size, size), torch.tensor(1.0), torch.zeros(rows, 7, 5), torch.zeros(rows, 4, 4, 4))
+
+    assert plan(4) == [(4, 16)]  # nothing measured: one padded call
+    step.step_seconds.update({2: 0.026, 16: 0.148})
+    assert plan(2) == [(2, 2)] and plan(16) == [(16, 16)]
+    assert plan(4) == [(2, 2), (2, 2)]  # 2 x 26 ms beats one 148 ms call
+    assert plan(3) == [(2, 2), (1, 2)]
+    assert plan(12) == [(12, 16)]  # 6 x 26 ms does not
+    step.row_shapes = ((4, 8, 8), (), (7, 5), (4, 4, 4))
+    assert plan(4, size=16) is None  # another view size: eager, never a compile inside a request
 
 
 def test_pad_rows_repeats_the_last_row_and_keeps_scalars() -> None:

@@ -1,0 +1,99 @@
+"""The batch CLI's objects through a batching worker with requests in flight (``host.mapping``).
+
+Each input is prepared in the host just before its views are requested, so the worker's batches fill while
+the host works ahead; results come back in input order. What `run_object` guarantees one object at a time
+holds here too: a prepared input takes its final name only with its mesh, and a lost worker fails the
+objects it held (the next ones go to the restarted worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from rpcworker.wire.messages import DEFAULT_GUIDANCE
+
+from .api import InstantMeshWorker
+from .errors import WorkerCrashed
+from .mapping import map_objects
+from .objects import (
+    ObjectInput,
+    ObjectOutputs,
+    ObjectResult,
+    Settings,
+    describe_failure,
+    drop_staged,
+    finish_object,
+    prepare_input,
+)
+from .outcome import ObjectTarget
+from .progress import ProgressPrinter
+
+Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
+
+
+class PreparationFailed(Exception):
+    """An input the host could not prepare: the object fails alone (its result already says why)."""
+
+
+def run_pipelined(
+    worker: InstantMeshWorker,
+    todo: Sequence[tuple[ObjectInput, ObjectOutputs]],
+    settings: Settings,
+    printer: ProgressPrinter,
+    on_result: Callable[[int, ObjectResult], None],
+) -> None:
+    """Every object of ``todo``; ``on_result(position, result)`` in input order as each finishes."""
+    start = 0
+    while start < len(todo):
+        prepared: dict[int, Prepared] = {}
+        try:
+            for position, result in _map(worker, todo, start, settings, printer, prepared):
+                on_result(position, result)
+                start = position + 1
+        except WorkerCrashed as exc:  # the objects it held fail; the rest go to the restarted worker
+            for position in sorted(prepared):
+                result, _ = _forget(prepared, position)
+                result.error = result.error or describe_failure(exc)
+                on_result(position, result)
+                start = position + 1
+        finally:
+            for position in list(prepared):
+                _forget(prepared, position)
+
+
+def _map(
+    worker: InstantMeshWorker, todo: Sequence[tuple[ObjectInput, ObjectOutputs]], start: int, settings: Settings,
+    printer: ProgressPrinter, prepared: dict[int, Prepared],
+) -> Iterator[tuple[int, ObjectResult]]:
+    def inputs() -> Iterator[Path | BaseException]:
+        for position in range(start, len(todo)):
+            item, outputs = todo[position]
+            result = ObjectResult(item.name, item.image, "failed")
+            ready = prepare_input(item, settings, outputs, printer, result)
+            prepared[position] = (result, ready)
+            yield ready[0] if ready is not None else PreparationFailed(result.error)
+
+    targets = [ObjectTarget(item.name, outputs.mesh, outputs.grid) for item, outputs in todo[start:]]
+    view_options = {"seed": settings.seed, "num_inference_steps": settings.steps, "guidance_scale": DEFAULT_GUIDANCE, "overwrite": True}
+    mesh_options = {"format": settings.format, "texture_map": settings.texture_map, "overwrite": settings.overwrite}
+    for outcome in map_objects(worker, inputs(), targets, view_options, mesh_options):
+        position = start + outcome.index
+        result, ready = prepared.pop(position)
+        item, outputs = todo[position]
+        if outcome.mesh is not None and ready is not None:
+            result.views_s = outcome.views_timings.get("total_s")
+            result.mesh_s = outcome.mesh.timings.get("total_s")
+            finish_object(result, item, settings, outputs, ready[0], ready[1], outcome.mesh, outcome.grid_path)
+        elif ready is not None:
+            drop_staged(ready[1])
+            result.error = outcome.error
+        yield position, result
+
+
+def _forget(prepared: dict[int, Prepared], position: int) -> Prepared:
+    """Takes an unfinished object out of the books, removing its staged input."""
+    result, ready = prepared.pop(position)
+    if ready is not None:
+        drop_staged(ready[1])
+    return result, ready
