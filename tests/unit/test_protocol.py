@@ -64,6 +64,8 @@ def _sample(cls: type) -> msgspec.Struct:
     kwargs = {}
     for name, tp in zip(cls.__struct_fields__, msgspec.structs.fields(cls), strict=False):
         t = tp.type
+        if hasattr(t, "__metadata__"):  # Annotated[int, Meta(...)]: the base type (1 fits every declared range)
+            t = t.__origin__
         if t in values:
             kwargs[name] = values[t]
         elif getattr(t, "__origin__", None) is list:

@@ -17,7 +17,10 @@ from rpcworker.protocol import (
     NOTIFICATIONS_TO_WORKER,
     PROTOCOL_VERSION,
 )
+from rpcworker.handles import DEFAULT_MAX_HANDLES
+from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
+from rpcworker.wire.messages import MAX_BATCH_LIMIT
 from tests.conftest import ROOT
 
 DOC = (ROOT / "protocol.md").read_text()
@@ -65,6 +68,9 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"waits up to {EXIT_GRACE_S:g} s", None),
         (f"polls the parent pid every {PARENT_POLL_S:g} s", None),
         (f"data (`png`, `grid_png`) only {' or '.join(INLINE_FORMATS)}", None),
+        (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
+        (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to 2 N", None),
+        (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
     ],
 )
 def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> None:
