@@ -116,7 +116,7 @@ class Views:
 
 
 def load_rows(files: ModelFiles, weights: Path, rows: list[dict[str, Any]]) -> None:
-    backend = InstantMeshBackend(files)
+    backend = InstantMeshBackend(files, max_batch=1)
     for name, seconds in backend.load(["views", "mesh"], CTX).items():
         rows.append(row(f"load {name} (default options)", seconds))
     backend.unload(["views", "mesh"])
@@ -130,7 +130,7 @@ def load_rows(files: ModelFiles, weights: Path, rows: list[dict[str, Any]]) -> N
 
 
 def mesh_rows(files: ModelFiles, image: Any, rows: list[dict[str, Any]], compile_lrm: bool) -> None:
-    backend = InstantMeshBackend(files)
+    backend = InstantMeshBackend(files, max_batch=1)
     generated = backend.generate_views(image, 42, 2, 4.0, CTX)
     backend.unload(["views"])
 

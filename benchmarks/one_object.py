@@ -43,7 +43,7 @@ def main() -> int:
         torch.cuda.synchronize()
     stamps["cuda_ready"] = time.time()
     files = resolve_model_files(argparse.Namespace(preset="official", zero123plus=args.zero123plus, unet=args.unet, lrm=args.lrm, config=args.config, view_size=args.view_size))
-    backend = InstantMeshBackend(files, device)
+    backend = InstantMeshBackend(files, device, max_batch=1)
     ctx = SilentContext()
     backend.load(["views"], ctx)
     stamps["views_loaded"] = time.time()

@@ -94,7 +94,7 @@ def warm_worker(images: list[Path], weights: Path, steps: int, workdir: Path) ->
     w = weight_args(weights)
     start = time.perf_counter()
     weights_given = {k: w.pop(k) for k in ("zero123plus", "unet", "lrm")}
-    worker = InstantMeshWorker(sys.executable, preset="official", worker_args=worker_flags(w), **weights_given)
+    worker = InstantMeshWorker(sys.executable, preset="official", max_batch=1, worker_args=worker_flags(w), **weights_given)
     info = worker.client.start()
     started = time.perf_counter()
     loaded = worker.load()
@@ -133,7 +133,7 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
 
     imported = time.perf_counter()
     files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
-    backend = InstantMeshBackend(files)
+    backend = InstantMeshBackend(files, max_batch=1)
     ctx = SilentContext()
     load_s = backend.load(["views", "mesh"], ctx)
     after_load = time.perf_counter()

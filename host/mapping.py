@@ -2,9 +2,9 @@
 
 The host keeps `generate_views` requested for a window of objects ahead (twice the worker's ``--max-batch``,
 so the next batch is queued while one runs), sending them a whole batch at a time, and each object's
-`reconstruct` as soon as its views arrive. The
-worker answers model requests in order, so waiting on the oldest request in flight is always right, and
-every answer still means "written". Outcomes come back in input order, failures in place.
+`reconstruct` as soon as its views arrive. The worker answers model requests in order, so waiting on the
+oldest request in flight is always right, and every answer still means "written". Outcomes come back in
+input order, failures in place.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def map_objects(
     mesh_options: dict[str, Any],
     timeout: float | None = None,
 ) -> Iterator[ObjectOutcome]:
-    """Yields each object's outcome in input order, one per target. ``images`` is read lazily, one object
-    ahead of sending it (so a caller may prepare inputs on the fly); an exception in its place fails that
+    """Yields each object's outcome in input order, one per target. ``images`` is read lazily, each image
+    just before its request is sent (so a caller may prepare inputs on the fly); an exception in its place fails that
     object alone. ``timeout`` bounds each request from the moment it is the oldest in flight (the one the
-    worker is on). Ctrl-C or leaving the loop early cancels what is in flight; a dead worker raises (as the
+    worker is on). Ctrl-C or leaving the loop early cancels what is in flight; a timeout or a dead worker raises (as the
     single-object calls do)."""
     pending = iter(images)
     count = len(targets)

@@ -8,7 +8,9 @@ import pytest
 
 from rpcworker.dispatch import ERROR_TEXT_LIMIT
 from rpcworker.errors import WIRE_ERRORS
+from rpcworker.handles import DEFAULT_MAX_HANDLES
 from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
+from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.outputs import STALE_PARTIAL_S
 from rpcworker.protocol import (
     MAX_LINE_BYTES,
@@ -17,8 +19,6 @@ from rpcworker.protocol import (
     NOTIFICATIONS_TO_WORKER,
     PROTOCOL_VERSION,
 )
-from rpcworker.handles import DEFAULT_MAX_HANDLES
-from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
 from rpcworker.wire.messages import MAX_BATCH_LIMIT
 from tests.conftest import ROOT
