@@ -12,11 +12,7 @@ case "$PART" in
   *) echo "usage: $0 sessions-warm|sessions-subprocess|compute|compute-compile|protocol" >&2; exit 2 ;;
 esac
 OUT=${OUT:-benchmarks/results/gpu}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 INSTANTMESH_RPC_PYTHON=python3
+source benchmarks/device_wheels.sh || exit 1
 W=build/weights
 if [ ! -f $W/complete ]; then
   python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete

@@ -6,13 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-h200}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  # The worker runs isolated (no PYTHONPATH from its parent), so the wheels join its interpreter's path.
-  SITE=$(python3 -c "import site; print(site.getsitepackages()[0])")
-  echo /tmp/site > "$SITE/zz-instantmesh-rpc-wheels.pth" || exit 1
-fi
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 INSTANTMESH_RPC_PYTHON=python3
+source benchmarks/device_wheels.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 W=/tmp/weights
 [ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }

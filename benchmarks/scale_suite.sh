@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:-}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 INSTANTMESH_RPC_PYTHON=python3
+source benchmarks/device_wheels.sh || exit 1
 GPUS=$(nvidia-smi -L | grep -c '^GPU ')
 case "$PART" in
   pool) CONFIGS=${CONFIGS:-1gpu,2w-1gpu,split-1gpu}; OUT=${OUT:-benchmarks/results/gpu-h200}; NAME=pool ;;

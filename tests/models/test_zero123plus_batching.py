@@ -6,9 +6,6 @@ On the CPU the batched UNet's float32 matmuls block differently from batch 1, so
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,13 +15,11 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from instantmesh.zero123plus import load_zero123plus  # noqa: E402
 from instantmesh.zero123plus.pipeline import pad_rows  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceStep  # noqa: E402
+from tests.models.conftest import TINY_ZERO123PLUS as TINY  # noqa: E402
 
-pytestmark = pytest.mark.models
-
-TINY = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
+pytestmark = [pytest.mark.models, pytest.mark.usefixtures("one_thread")]
 if not TINY.is_dir():
     pytest.skip(f"golden data not found at {TINY}", allow_module_level=True)
 
@@ -37,17 +32,9 @@ class Cancelled(Exception):
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def pipe():
-    return load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin")
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 @pytest.fixture(scope="module")

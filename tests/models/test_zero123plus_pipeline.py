@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,10 +13,11 @@ from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
+from tests.models.conftest import TINY_ZERO123PLUS  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.usefixtures("one_thread")]
 
-TINY = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
+TINY = TINY_ZERO123PLUS
 if not TINY.is_dir():
     pytest.skip(f"golden data not found at {TINY}", allow_module_level=True)
 
@@ -30,18 +28,9 @@ class Cancelled(Exception):
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models are faster on one thread, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def pipe():
-    return load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin")
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 @pytest.fixture(scope="module")
