@@ -88,6 +88,8 @@ def _version(name: str) -> tuple[int, ...]:
 NEEDS_NEWER = {
     # test node id suffix: (package, minimum version, reason)
     "test_backend_pipes.py::test_speed_options_give_the_same_views": ("torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)"),
+    "test_backend_pipes.py::test_compiled_step_serves_every_batch_size_without_recompiling": (
+        "torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)"),
     "test_weights_cache.py::test_compile_cache_folder_is_keyed_and_reused": ("torch", (2, 4), "the compile cache sets Inductor's FX graph cache, as compile itself needs torch 2.4+"),
     "test_lrm_synthesizer.py::test_center_and_boundary_indices": ("torch", (2, 2), "the test uses torch.unravel_index (torch 2.2+)"),
     "test_zero123plus_pipeline.py::test_float16_follows_float32": ("torch", (2, 3), "float16 convolutions on the CPU need torch 2.3+"),
