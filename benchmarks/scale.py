@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import synthetic_object, table, write_results
-from .sessions import weight_args, worker_flags
+from .sessions import official_worker_keywords
 
 CONFIG_PATTERN = re.compile(r"^(\d+gpu|2w-1gpu|split-1gpu|split-2gpu|ray-\d+)$")
 
@@ -54,9 +54,7 @@ def pool_arguments(config: str, device: Callable[[int], str]) -> dict[str, Any]:
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.mock is not None:
         return {"backend": "mock", "worker_args": ["--mock", args.mock], "startup_timeout": 120}
-    w = weight_args(args.weights)
-    weights = {k: w.pop(k) for k in ("zero123plus", "unet", "lrm")}
-    return {"preset": "official", "worker_args": worker_flags(w), "startup_timeout": 600, **weights}
+    return {"startup_timeout": 600, **official_worker_keywords(args.weights)}
 
 
 def run_pool(config: str, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

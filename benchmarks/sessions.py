@@ -45,6 +45,13 @@ def worker_flags(args: dict[str, str]) -> list[str]:
     return [x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", v)]
 
 
+def official_worker_keywords(weights: Path) -> dict[str, Any]:
+    """InstantMeshWorker keywords for a make_weights folder: the weight paths as keywords, the rest as worker flags."""
+    w = weight_args(weights)
+    given = {k: w.pop(k) for k in ("zero123plus", "unet", "lrm")}
+    return {"preset": "official", "worker_args": worker_flags(w), **given}
+
+
 def warm_page_cache(weights: Path) -> None:
     """Reads every weight file once so that no mode pays the first cold read from disk."""
     for path in weights.rglob("*"):
@@ -91,10 +98,8 @@ def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir
 def warm_worker(images: list[Path], weights: Path, steps: int, workdir: Path) -> dict[str, Any]:
     from host import InstantMeshWorker
 
-    w = weight_args(weights)
     start = time.perf_counter()
-    weights_given = {k: w.pop(k) for k in ("zero123plus", "unet", "lrm")}
-    worker = InstantMeshWorker(sys.executable, preset="official", max_batch=1, worker_args=worker_flags(w), **weights_given)
+    worker = InstantMeshWorker(sys.executable, max_batch=1, **official_worker_keywords(weights))
     info = worker.client.start()
     started = time.perf_counter()
     loaded = worker.load()

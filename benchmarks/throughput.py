@@ -25,7 +25,7 @@ from typing import Any
 
 from .common import synthetic_object, table, write_results
 from .fast_path import MATMUL_PEAK_TFLOPS
-from .sessions import weight_args, worker_flags
+from .sessions import official_worker_keywords
 
 SAMPLE_MS = 200
 
@@ -76,11 +76,9 @@ def _grid(path: str) -> Any:
 def run_config(max_batch: int, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from host import InstantMeshWorker
 
-    w = weight_args(args.weights)
-    weights = {k: w.pop(k) for k in ("zero123plus", "unet", "lrm")}
-    flags = [*worker_flags(w), "--max-batch", str(max_batch), *(["--device", args.device] if args.device else [])]
+    options = official_worker_keywords(args.weights)
     began = time.perf_counter()
-    with InstantMeshWorker(args.worker_python, preset="official", worker_args=flags, startup_timeout=900, **weights) as worker:
+    with InstantMeshWorker(args.worker_python, max_batch=max_batch, device=args.device, startup_timeout=900, **options) as worker:
         started = time.perf_counter()
         loaded = worker.load()
         load_s = time.perf_counter() - started

@@ -192,7 +192,6 @@ class Zero123PlusPipeline:
             start += rows
         return torch.cat(outputs)
 
-
     # --- decoding -----------------------------------------------------------------------------
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -82,8 +82,8 @@ class CompiledStep:
 
     def plan(self, *tensors: torch.Tensor) -> list[Chunk] | None:
         rows = tensors[0].shape[0]
-        if not self.row_counts:
-            return [(rows, rows)] if self.row_shapes is None else None
+        if not self.row_counts:  # only before the first call, which fixes them
+            return [(rows, rows)]
         if self.row_shapes is not None and _row_shapes(tensors) != self.row_shapes:
             return None
         padded = next((r for r in self.row_counts if r >= rows), None)

@@ -27,7 +27,7 @@ from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 from .model_files import ModelFiles, resolve_model_files
-from .views_compile import use_compile_cache_for, warm_up
+from .views_compile import ROWS_PER_OBJECT, use_compile_cache_for, warm_up
 
 log = logging.getLogger("rpcworker.instantmesh")
 
@@ -144,16 +144,18 @@ class InstantMeshBackend:
     def _use_compile_cache(self) -> bool:
         return use_compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
 
-    def _row_counts(self) -> list[int]:
-        """The UNet batch sizes compiled at load: one object and a full batch, both with guidance (two rows each).
+    def _batch_sizes(self) -> list[int]:
+        """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
+        runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
+        return sorted({1, self.max_batch})
 
-        A smaller batch runs padded up to the full one rather than compiling (minutes) inside a request.
-        """
-        return sorted({2, 2 * self.max_batch})
+    def _row_counts(self) -> list[int]:
+        """The same as UNet batch sizes, with guidance."""
+        return [ROWS_PER_OBJECT * count for count in self._batch_sizes()]
 
     def _warm_up(self, pipeline: Any) -> None:
         """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
-        warm_up(pipeline, self.files.view_size, [rows // 2 for rows in self._row_counts()], self.load_phases, self._synchronize)
+        warm_up(pipeline, self.files.view_size, self._batch_sizes(), self.load_phases, self._synchronize)
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras

@@ -18,6 +18,8 @@ from ..wire.messages import DEFAULT_GUIDANCE
 
 log = logging.getLogger("rpcworker.instantmesh")
 
+ROWS_PER_OBJECT = 2
+"""UNet rows one object takes in a guided step (the unconditional and the conditional half)."""
 WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
 
@@ -64,4 +66,4 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
                                     progress=[step_done] + [None] * (count - 1))
         step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
         if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
-            step_seconds[2 * count] = phases[warmup_phase(WARMUP_STEPS, count)]
+            step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
