@@ -89,24 +89,22 @@ def start_child(weights: Path, steps: int, out: Path, cache: Path) -> dict[str, 
     return json.loads(result.read_text())
 
 
-def flops_per_object(pipeline: Any, image: Any, steps: int) -> float:
+def flops_per_object(pipeline: Any, image: Any, steps: int, view_size: int) -> float:
     """FLOPs of a whole call at 1 and 2 steps (torch.utils.flop_counter): fixed part + steps x per-step part."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
     for n in (1, 2):
         with FlopCounterMode(display=False) as counter:
-            pipeline(image, num_inference_steps=n, guidance_scale=4.0, generator=0, width=2 * VIEW, height=3 * VIEW, output_type="latent")
+            pipeline(image, num_inference_steps=n, guidance_scale=4.0, generator=0, width=2 * view_size,
+                     height=3 * view_size, output_type="latent")
         counts.append(counter.get_total_flops())
     per_step = counts[1] - counts[0]
     return float(counts[0] - per_step + steps * per_step)
 
 
-VIEW = 320
-
 
 def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
-    global VIEW
     import numpy as np
     from PIL import Image
 
@@ -118,7 +116,6 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from .sessions import weight_args
 
     files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
-    VIEW = files.view_size
     image = Image.open(synthetic_object(out / "bench_object.png", 0))
     backend = InstantMeshBackend(files, optimizations=())
     ctx = SilentContext()
@@ -130,7 +127,7 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     default = np.load(out / "views_default.npy").astype(np.int16)
     result["views_max_abs_diff"] = int(np.abs(default - eager).max())
     result["views_mean_abs_diff"] = float(np.abs(default - eager).mean())
-    result["flops_per_object"] = flops_per_object(backend._pipeline, image, steps)
+    result["flops_per_object"] = flops_per_object(backend._pipeline, image, steps, files.view_size)
     from instantmesh.zero123plus.speed import optimize_views
 
     optimize_views(backend._pipeline, ["channels_last"])  # channels_last alone, eager: does it still pay?

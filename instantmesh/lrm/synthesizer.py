@@ -15,6 +15,10 @@ PLANE_AXES = ((0, 1), (0, 2), (2, 1))
 BOX_WARP = 2.0
 DEFORMATION_MULTIPLIER = 4.0
 FLEXICUBES_WEIGHT_SCALE = 0.1
+POINTS_PER_CHUNK = 262144
+"""Points whose plane features (3 x 80 float32 each for the large model: 250 MB) are decoded at once."""
+CUBES_PER_CHUNK = 32768
+"""Cubes whose corner features (8 points each: 250 MB) are decoded into FlexiCubes weights at once."""
 
 
 def sample_from_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float = BOX_WARP) -> torch.Tensor:
@@ -60,18 +64,19 @@ class TriplaneDecoder(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
-    def cube_weights(self, vertex_features: torch.Tensor, cube_indices: torch.Tensor, chunk_size: int) -> torch.Tensor:
-        """FlexiCubes weights [B,F,21] from the features of each cube's 8 corners, in chunks of cubes.
+    def cube_weights(self, planes: torch.Tensor, grid_verts: torch.Tensor, cube_indices: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """FlexiCubes weights [B,F,21] from the features of each cube's 8 corners, a chunk of cubes at a time.
 
-        The corner features are gathered chunk by chunk because the full [B, F, 8*3C] tensor is 16 GB at
-        grid_res 128.
+        Each chunk samples the planes at its own corners rather than gathering from every vertex's features
+        (the same values, bilinear sampling being per point): the vertex features alone are 2 GB at grid_res
+        128, the gathered corners 16 GB.
         """
-        batch, _, dim = vertex_features.shape
         outputs = []
         for start in range(0, cube_indices.shape[0], chunk_size):
             corners = cube_indices[start : start + chunk_size]
-            gathered = vertex_features[:, corners.reshape(-1)].reshape(batch, corners.shape[0], 8 * dim)
-            outputs.append(self.net_weight(gathered))
+            points = grid_verts[corners.reshape(-1)].unsqueeze(0).expand(planes.shape[0], -1, -1)
+            features = sample_from_planes(planes, points)
+            outputs.append(self.net_weight(features.reshape(features.shape[0], corners.shape[0], -1)))
         return torch.cat(outputs, dim=1) * FLEXICUBES_WEIGHT_SCALE
 
     def rgb(self, point_features: torch.Tensor) -> torch.Tensor:
@@ -127,11 +132,14 @@ def fix_empty_surfaces(sdf: torch.Tensor, grid_res: int) -> tuple[torch.Tensor, 
 class TriplaneSynthesizer(nn.Module):
     """Decodes triplanes into FlexiCubes inputs (geometry) and vertex colours (texture)."""
 
-    def __init__(self, triplane_dim: int, samples_per_ray: int, weight_chunk_size: int = 65536) -> None:
+    def __init__(
+        self, triplane_dim: int, samples_per_ray: int, weight_chunk_size: int = CUBES_PER_CHUNK, point_chunk_size: int = POINTS_PER_CHUNK,
+    ) -> None:
         super().__init__()
         self.triplane_dim = triplane_dim
         self.samples_per_ray = samples_per_ray
         self.weight_chunk_size = weight_chunk_size
+        self.point_chunk_size = point_chunk_size
         self.decoder = TriplaneDecoder(n_features=triplane_dim)
 
     def get_sdf_deformation_prediction(
@@ -148,16 +156,22 @@ class TriplaneSynthesizer(nn.Module):
         crossing inside the grid gets upstream's fix-up (`fix_empty_surfaces`).
         """
         batch = planes.shape[0]
-        points = grid_verts.to(device=planes.device, dtype=planes.dtype).unsqueeze(0).expand(batch, -1, -1)
-        features = sample_from_planes(planes, points)
-        sdf = self.decoder.net_sdf(features)
-        deformation = self.decoder.net_deformation(features)
-        weight = self.decoder.cube_weights(features, cube_indices.to(planes.device), self.weight_chunk_size)
+        grid_verts = grid_verts.to(device=planes.device, dtype=planes.dtype)
+        sdf_parts, deformation_parts = [], []
+        for start in range(0, grid_verts.shape[0], self.point_chunk_size):
+            points = grid_verts[start : start + self.point_chunk_size].unsqueeze(0).expand(batch, -1, -1)
+            features = sample_from_planes(planes, points)
+            sdf_parts.append(self.decoder.net_sdf(features))
+            deformation_parts.append(self.decoder.net_deformation(features))
+        sdf, deformation = torch.cat(sdf_parts, dim=1), torch.cat(deformation_parts, dim=1)
+        weight = self.decoder.cube_weights(planes, grid_verts, cube_indices.to(planes.device), self.weight_chunk_size)
         deformation = torch.tanh(deformation) / (grid_res * DEFORMATION_MULTIPLIER)
         sdf, empty = fix_empty_surfaces(sdf, grid_res)
         deformation = torch.where(empty.view(-1, 1, 1), deformation.detach(), deformation)
         return sdf, deformation, weight
 
     def get_texture_prediction(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """RGB [B,M,3] (roughly [0,1], not clamped) at `points` [B,M,3]."""
-        return self.decoder.rgb(sample_from_planes(planes, points.to(planes.dtype)))
+        """RGB [B,M,3] (roughly [0,1], not clamped) at `points` [B,M,3], a chunk of points at a time."""
+        points = points.to(planes.dtype)
+        chunks = points.split(self.point_chunk_size, dim=1)
+        return torch.cat([self.decoder.rgb(sample_from_planes(planes, chunk)) for chunk in chunks], dim=1)

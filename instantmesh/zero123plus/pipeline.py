@@ -15,7 +15,16 @@ import torch
 from PIL import Image
 
 from .reference_attention import ReferenceStep, install_reference_attention
-from .sampling import CancelCheck, ObjectRun, ProgressCallback, StepFunction, denoise, noise_condition_latents, randn
+from .sampling import (
+    STEPS_AHEAD,
+    CancelCheck,
+    ObjectRun,
+    ProgressCallback,
+    StepFunction,
+    denoise,
+    noise_condition_latents,
+    randn,
+)
 
 # The components' classes, as documentation: diffusers and transformers (0.20 .. 0.42, 4.34 .. 5.x) expose
 # their modules' methods through decorators and lazy modules that mypy cannot follow, so they are Any here.
@@ -256,11 +265,14 @@ class Zero123PlusPipeline:
         output_type: OutputType = "pil",
         progress: Sequence[ProgressCallback | None] | None = None,
         check_cancelled: Sequence[CancelCheck | None] | None = None,
+        steps_ahead: int = STEPS_AHEAD,
     ) -> list[Image.Image | np.ndarray | torch.Tensor | BaseException]:
         """`__call__` for several objects whose denoising steps share the UNet (one batch per step).
 
         One result per object, in order: what `__call__` would give it alone, or the exception that made it
         leave the batch (its conditioning failed, or its `check_cancelled` raised); the others go on.
+        `steps_ahead`: steps queued on a GPU before the oldest one's progress is reported (0: every step
+        finishes before the next is queued, for timing them).
         """
         if height % 8 or width % 8:
             raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
@@ -271,7 +283,8 @@ class Zero123PlusPipeline:
                 for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)]
         factor = self.vae_scale_factor
         latent_shape = (1, self.unet.config.in_channels, height // factor, width // factor)
-        denoise(runs, self.scheduler, self.unet_with_reference, num_inference_steps, guidance_scale, latent_shape, self.device)
+        denoise(runs, self.scheduler, self.unet_with_reference, num_inference_steps, guidance_scale, latent_shape, self.device,
+                steps_ahead)
         results: list[Image.Image | np.ndarray | torch.Tensor | BaseException] = []
         for run in runs:
             if output_type != "latent":

@@ -12,16 +12,23 @@ others go on.
 
 from __future__ import annotations
 
+import functools
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+from .euler_ancestral import EulerAncestralSchedule
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], None]
 StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(sample, timestep, encoder_hidden_states, reference_sample) -> float32 noise prediction."""
+STEPS_AHEAD = 2
+"""Steps queued on a GPU beyond the last finished one (`StepPacer`): enough to keep it busy while the CPU
+prepares the next, few enough that progress stays true and a cancel acts within two steps."""
 
 
 def randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -29,12 +36,57 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, device: torch
 
     Always float32, because torch does not promise the same half-precision draws as float32
     ones for a seed. A generator on another device (typically a CPU generator for a CUDA run)
-    draws on its own device, so a seed gives the same noise on any hardware.
+    draws on its own device, so a seed gives the same noise on any hardware; the draw reaches a GPU
+    through pinned memory without blocking, so the loop never waits for the GPU to drain.
     """
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=torch.float32)
     noise = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
+    if noise.device.type == "cpu" and device.type == "cuda":
+        return noise.pin_memory().to(device, non_blocking=True)
     return noise.to(device)
+
+
+class StepEvent(Protocol):
+    def record(self) -> None: ...
+    def synchronize(self) -> None: ...
+
+
+def cuda_event() -> StepEvent:
+    return torch.cuda.Event()
+
+
+class StepPacer:
+    """Keeps at most `ahead` denoising steps queued on the GPU beyond the last one known finished.
+
+    Each step's `done` (its progress reports) runs once the GPU has finished that step (an event recorded after
+    it): the CPU prepares the next steps meanwhile, yet progress is true and a cancel takes effect within
+    `ahead` steps. Without events (a CPU device), and with `ahead` 0, `done` runs once the step has finished.
+    """
+
+    def __init__(self, ahead: int, new_event: Callable[[], StepEvent] | None) -> None:
+        self.ahead = ahead
+        self.new_event = new_event
+        self.pending: deque[tuple[StepEvent, Callable[[], None]]] = deque()
+
+    def queued(self, done: Callable[[], None]) -> None:
+        if self.new_event is None:
+            done()
+            return
+        event = self.new_event()
+        event.record()
+        self.pending.append((event, done))
+        while len(self.pending) > self.ahead:
+            self._finish_oldest()
+
+    def drain(self) -> None:
+        while self.pending:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        event, done = self.pending.popleft()
+        event.synchronize()
+        done()
 
 
 @dataclass
@@ -75,36 +127,45 @@ def denoise(
     guidance_scale: float,
     latent_shape: tuple[int, ...],
     device: torch.device,
+    steps_ahead: int = STEPS_AHEAD,
 ) -> None:
     """Denoise every run in place (its `latents`), sharing each step's UNet call between the live runs.
 
-    The scheduler is shared (its arithmetic is per element; every run is at the same step) and draws its
-    ancestral noise with one generator per row. Per object and per step, in this order: the cancel check,
-    the condition noise, the scheduler's noise, then progress: exactly the draws and calls of a run alone.
+    The Euler-ancestral schedule comes from `scheduler`; its arithmetic is per element (every run is at the same
+    step) and each row's ancestral noise comes from its own generator. Per object and per step, in this order:
+    the cancel check, the condition noise, the ancestral noise: exactly the draws of a run alone. Progress is
+    reported once the GPU has finished a step (`StepPacer`), to the runs still in the batch.
     """
     if len(runs) > 1 and any(run.generator is None for run in runs):
         raise ValueError("a batch of several objects needs one generator per object")
     do_cfg = guidance_scale > 1.0
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    schedule = EulerAncestralSchedule(scheduler, num_inference_steps, device)
+    pacer = StepPacer(steps_ahead, cuda_event if device.type == "cuda" else None)
     for run in runs:
         if run.error is None:
-            run.latents = randn(latent_shape, run.generator, device) * scheduler.init_noise_sigma
-    timesteps = scheduler.timesteps
+            run.latents = randn(latent_shape, run.generator, device) * schedule.init_noise_sigma
+    timesteps = schedule.timesteps
     for i, t in enumerate(timesteps):
         live = [run for run in runs if run.cancel_check()]
         if not live:
-            return
-        sigma = scheduler.sigmas[i].to(device=device, dtype=torch.float32)
+            break
+        sigma = schedule.sigmas[i]
         references = [noise_condition_latents(run.cond_latents, sigma, randn(run.cond_latents.shape, run.generator, device)) for run in live]
         latents = torch.cat([run.latents for run in live])
-        model_input = scheduler.scale_model_input(torch.cat([torch.cat([run.latents] * 2) if do_cfg else run.latents for run in live]), t)
+        model_input = schedule.scale_model_input(torch.cat([torch.cat([run.latents] * 2) if do_cfg else run.latents for run in live]), i)
         output = step(model_input, t, torch.cat([run.context for run in live]), torch.cat(references))
         if do_cfg:
             uncond, cond = output.view(len(live), 2, *output.shape[1:]).unbind(1)
             output = uncond + guidance_scale * (cond - uncond)
-        generators = [run.generator for run in live]
-        latents = scheduler.step(output, t, latents, generator=generators[0] if len(live) == 1 else generators, return_dict=False)[0]
+        noise = torch.cat([randn(run.latents.shape, run.generator, device) for run in live])
+        latents = schedule.step(output, i, latents, noise)
         for run, row in zip(live, latents.split(1), strict=True):
             run.latents = row
-            if run.progress is not None:
-                run.progress(i + 1, len(timesteps))
+        pacer.queued(functools.partial(report_progress, live, i + 1, len(timesteps)))
+    pacer.drain()
+
+
+def report_progress(runs: Sequence[ObjectRun], done: int, total: int) -> None:
+    for run in runs:
+        if run.error is None and run.progress is not None:
+            run.progress(done, total)

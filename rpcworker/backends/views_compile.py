@@ -63,7 +63,7 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
         with torch.inference_mode():
             pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
                                     guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size, output_type="latent",
-                                    progress=[step_done] + [None] * (count - 1))
+                                    progress=[step_done] + [None] * (count - 1), steps_ahead=0)
         step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
         if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
             step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]

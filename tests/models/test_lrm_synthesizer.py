@@ -89,6 +89,27 @@ def test_fix_up_inside_get_sdf_deformation_prediction() -> None:
     assert float(deformation.abs().max()) <= 1.0 / (res * 4)
 
 
+def test_chunked_decoding_equals_one_chunk() -> None:
+    """Chunks of points and cubes (the bounded-memory path) give what one chunk of everything gives."""
+    torch.manual_seed(1)
+    res = 4
+    side = res + 1
+    grid = _grid(res)
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(res)] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
+    offsets = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]])
+    cubes = ((ijk[:, None, :] + offsets[None]) @ torch.tensor([side * side, side, 1])).long()
+    planes = torch.randn(1, 3, 4, 8, 8)
+    whole = TriplaneSynthesizer(triplane_dim=4, samples_per_ray=8, weight_chunk_size=10**6, point_chunk_size=10**6)
+    chunked = TriplaneSynthesizer(triplane_dim=4, samples_per_ray=8, weight_chunk_size=7, point_chunk_size=13)
+    chunked.load_state_dict(whole.state_dict())
+    with torch.no_grad():
+        for ours, theirs in zip(chunked.get_sdf_deformation_prediction(planes, grid, cubes, res),
+                                whole.get_sdf_deformation_prediction(planes, grid, cubes, res), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+        points = torch.rand(1, 50, 3) * 2 - 1
+        torch.testing.assert_close(chunked.get_texture_prediction(planes, points), whole.get_texture_prediction(planes, points))
+
+
 def test_sample_from_planes_layout() -> None:
     # plane p holds the constant value p+1 in channel 0, and the plane's x coordinate in channel 1
     res = 8

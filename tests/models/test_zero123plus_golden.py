@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus  # noqa: E402
+from instantmesh.zero123plus.euler_ancestral import EulerAncestralSchedule  # noqa: E402
 from instantmesh.zero123plus.pipeline import to_rgb_on_white, unscale_latents  # noqa: E402
 
 pytestmark = pytest.mark.models
@@ -192,14 +193,15 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
             record(args, kwargs, out)
             return out
 
+        own = attr in vars(owner)  # a class's own method is put back; an instance's wrapper is removed
         setattr(owner, attr, wrapper)
-        request.addfinalizer(lambda: delattr(owner, attr))
+        request.addfinalizer(lambda: setattr(owner, attr, original) if own else delattr(owner, attr))
 
     wrap(pipe, "encode_condition_image", lambda a, k, out: keep("latents_encoded", out))
     wrap(pipe, "encode_prompt", lambda a, k, out: keep("prompt_encoded", out))
     wrap(pipe, "encode_image", lambda a, k, out: keep("image_embeds", out))
-    wrap(pipe.scheduler, "step", lambda a, k, out: (keep("step_model_output", a[0]), keep("step_sample", a[2]),
-                                                    keep("step_prev_sample", out[0])))
+    wrap(EulerAncestralSchedule, "step", lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]),
+                                                            keep("step_prev_sample", out)))
     wrap(pipe.vae, "decode", lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])))
     wrap(pipe, "decode_latents", lambda a, k, out: (keep("final_latents_scaled", a[0]), keep("decoded", out)))
 

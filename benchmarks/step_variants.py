@@ -1,0 +1,241 @@
+"""Which compiled denoising step is fastest: its variants measured one after another on the same loaded weights.
+
+``python -m benchmarks.step_variants --weights DIR [--steps 75] [--variants default,cudnn,flags,autotune] [--out DIR]``
+(DIR from ``benchmarks.make_weights``). Writes step_variants.json/.md after every variant, so a run cut short
+keeps what it measured. One process loads both models once (channels_last, as the default) and measures:
+
+- peak GPU memory per phase of one eager object: load, views, mesh (which phase misses the 6 GiB goal);
+- the eager step (reference + main pass, one object with guidance) under each SDPA backend;
+- each compiled variant, dynamo reset before it: compile seconds, views seconds for ``--steps`` steps, the
+  compiled step alone replayed back to back (the rest is what the loop adds around it), the views' max abs
+  difference to eager (0..255) and peak memory. Each variant after the first adds its change to the fastest
+  so far (greedy), so the last measured row is the best combination found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rpcworker.backends.base import SilentContext
+from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+from .common import synthetic_object, table, write_results
+from .fast_path import MATMUL_PEAK_TFLOPS, flops_per_object
+from .sessions import weight_args
+
+CTX = SilentContext()
+SEED = 42
+GUIDANCE = 4.0
+EAGER_STEP_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class Variant:
+    mode: str | None = "reduce-overhead"
+    sdpa: str | None = None
+    """None: torch's own choice; else the SDPA kernel tried first while tracing and calling (cudnn, flash, efficient)."""
+    inductor: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [f"mode={self.mode}"] + ([f"sdpa={self.sdpa}"] if self.sdpa else []) + [f"{k}={v}" for k, v in self.inductor.items()]
+        return ", ".join(parts)
+
+
+CHANGES: dict[str, Callable[[Variant], Variant]] = {
+    "default": lambda v: v,
+    "cudnn": lambda v: replace(v, sdpa="cudnn"),
+    "efficient": lambda v: replace(v, sdpa="efficient"),
+    "flags": lambda v: replace(v, inductor={**v.inductor, "conv_1x1_as_mm": True, "coordinate_descent_tuning": True}),
+    "autotune": lambda v: replace(v, mode="max-autotune"),
+}
+
+
+@contextlib.contextmanager
+def attention_first(backend: str | None) -> Iterator[None]:
+    """SDPA tries `backend` first, falling back to the others where it cannot run a shape (torch >= 2.6)."""
+    if backend is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    named = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    order = [named[backend]] + [b for b in (*named.values(), SDPBackend.MATH) if b != named[backend]]
+    with sdpa_kernel(order, set_priority=True):
+        yield
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float:
+    """Peak allocated since the last call, then a fresh count."""
+    if not torch.cuda.is_available():
+        return 0.0
+    sync()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+class Bench:
+    def __init__(self, weights: Path, steps: int, out: Path) -> None:
+        self.steps, self.out = steps, out
+        files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+        self.view_size = files.view_size
+        self.image = synthetic_object(out / "bench_object.png", 0)
+        self.backend = InstantMeshBackend(files, optimizations=("channels_last",), max_batch=1)
+        self.results: dict[str, Any] = {"steps": steps, "memory_eager_gib": {}, "eager_step_ms": {}, "variants": []}
+        memory = self.results["memory_eager_gib"]
+        peak_gib()
+        self.backend.load(["views", "mesh"], CTX)
+        memory["load"] = peak_gib()
+        self.pipeline = self.backend._pipeline
+        from PIL import Image
+
+        self.pil = Image.open(self.image)
+        self.captured = self._step_inputs()
+        t = time.perf_counter()
+        generated = self.backend.generate_views(self.pil, SEED, steps, GUIDANCE, CTX)
+        self.results["views_eager_s"] = time.perf_counter() - t
+        memory["views"] = peak_gib()
+        self.eager = np.asarray(generated.grid).astype(np.int16)
+        self.backend.reconstruct(generated.views, False, CTX)
+        memory["mesh"] = peak_gib()
+        self.results["flops_per_object"] = flops_per_object(self.pipeline, self.pil, steps, self.view_size)
+
+    def _step_inputs(self) -> tuple[torch.Tensor, ...]:
+        """A copy of the last step's inputs of a short run (one object with guidance), to time the step alone."""
+        captured: list[tuple[torch.Tensor, ...]] = []
+        original = self.pipeline.unet_with_reference
+
+        def recording(*inputs: torch.Tensor) -> torch.Tensor:
+            captured[:] = [tuple(t.clone() for t in inputs)]
+            return original(*inputs)
+
+        self.pipeline.unet_with_reference = recording
+        try:
+            self.backend.generate_views(self.pil, SEED, 2, GUIDANCE, CTX)
+        finally:
+            del self.pipeline.unet_with_reference
+        return captured[0]
+
+    def eager_steps(self) -> None:
+        from instantmesh.zero123plus.reference_attention import ReferenceStep
+
+        step = ReferenceStep(self.pipeline.unet, self.pipeline.unet.dtype)
+        for backend in (None, "flash", "cudnn", "efficient"):
+            try:
+                with attention_first(backend), torch.inference_mode():
+                    self.results["eager_step_ms"][backend or "torch default"] = 1000 * time_calls(lambda: step(*self.captured), EAGER_STEP_REPEATS)
+            except Exception as exc:  # a backend this build lacks: say so and go on
+                self.results["eager_step_ms"][backend or "torch default"] = f"failed: {str(exc).splitlines()[0][:200]}"
+
+    def variant(self, name: str, variant: Variant) -> dict[str, Any]:
+        from instantmesh.zero123plus.speed import optimize_views
+
+        row: dict[str, Any] = {"name": name, "variant": variant.describe()}
+        self.pipeline.fast_step = None
+        self.pipeline.fast_step_plan = lambda *tensors: None
+        torch._dynamo.reset()
+        gc.collect()
+        torch.cuda.empty_cache()
+        peak_gib()
+        try:
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(variant.inductor), attention_first(variant.sdpa):
+                optimize_views(self.pipeline, ["compile"], compile_mode=variant.mode, row_counts=[2])
+                t = time.perf_counter()
+                self.backend.generate_views(self.pil, SEED, 3, GUIDANCE, CTX)
+                row["compile_s"] = time.perf_counter() - t
+                runs = []
+                for _ in range(2):
+                    t = time.perf_counter()
+                    generated = self.backend.generate_views(self.pil, SEED, self.steps, GUIDANCE, CTX)
+                    runs.append(time.perf_counter() - t)
+                row["views_s"], row["views_runs_s"] = min(runs), runs
+                step = self.pipeline.fast_step
+                row["step_alone_ms"] = 1000 * time_calls(lambda: step(*self.captured), self.steps)
+                row["loop_step_ms"] = 1000 * row["views_s"] / self.steps
+                row["views_max_abs_diff"] = int(np.abs(np.asarray(generated.grid).astype(np.int16) - self.eager).max())
+                row["mfu"] = self.results["flops_per_object"] / row["views_s"] / (MATMUL_PEAK_TFLOPS * 1e12)
+                row["peak_gib"] = peak_gib()
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        return row
+
+
+def time_calls(call: Callable[[], Any], repeats: int) -> float:
+    """Seconds per call, back to back after two warm calls."""
+    with torch.inference_mode():
+        call()
+        call()
+        sync()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        sync()
+    return (time.perf_counter() - t) / repeats
+
+
+def render(results: dict[str, Any]) -> str:
+    memory = ", ".join(f"{k} {v:.2f}" for k, v in results["memory_eager_gib"].items())
+    eager = ", ".join(f"{k} {v:.1f} ms" if isinstance(v, float) else f"{k} {v}" for k, v in results["eager_step_ms"].items())
+    rows = [["eager (channels_last)", "-", results["views_eager_s"], "-", "-", "0", "-", f"peak GiB per phase: {memory}"]]
+    rows.append(["eager step by SDPA backend", "-", "-", "-", "-", "-", "-", eager])
+    for r in results["variants"]:
+        if "error" in r:
+            rows.append([r["name"], r["variant"], "-", "-", "-", "-", "-", r["error"]])
+            continue
+        rows.append([r["name"], r["variant"], r["views_s"], r["step_alone_ms"], r["loop_step_ms"], r["views_max_abs_diff"],
+                     r["compile_s"], f"MFU {r['mfu']:.1%}, peak {r['peak_gib']:.2f} GiB"])
+    title = f"Compiled step variants on {results['gpu']} (torch {results['torch']}, {results['steps']} steps, one object)"
+    headers = ["variant", "settings", "views s", "step alone ms", "loop ms/step", "max diff", "compile s", "notes"]
+    return table(title, headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=75)
+    parser.add_argument("--variants", default=",".join(CHANGES))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu-h200"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args.weights, args.steps, args.out)
+    results = bench.results
+    results["torch"] = torch.__version__
+    results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    bench.eager_steps()
+    write_results(args.out, "step_variants", results)
+    best: tuple[float, Variant] | None = None
+    for name in filter(None, args.variants.split(",")):
+        variant = CHANGES[name](best[1] if best else Variant())
+        row = bench.variant(name, variant)
+        results["variants"].append(row)
+        print(row, flush=True)
+        if "views_s" in row and row["views_max_abs_diff"] <= 2 and (best is None or row["views_s"] < best[0]):
+            best = (row["views_s"], variant)
+        write_results(args.out, "step_variants", results)
+        (args.out / "step_variants.md").write_text(render(results))
+    results["best"] = best[1].describe() if best else None
+    write_results(args.out, "step_variants", results)
+    print(render(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
