@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "step_variants.md").write_text(render(results))
     results["best"] = best[1].describe() if best else None
     write_results(args.out, "step_variants", results)
+    (args.out / "step_variants.md").write_text(render(results))
     print(render(results), flush=True)
     return 0
 

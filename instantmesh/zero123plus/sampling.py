@@ -48,6 +48,8 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, device: torch
 
 
 class StepEvent(Protocol):
+    """What `StepPacer` needs of a CUDA event (the tests pass a stand-in)."""
+
     def record(self) -> None: ...
     def synchronize(self) -> None: ...
 

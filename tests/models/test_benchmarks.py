@@ -81,6 +81,16 @@ def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
     assert "Throughput of one worker" in printed and (out / "throughput.md").exists()
 
 
+def test_step_variants_measures_memory_and_attention_kernels(tiny_weights: Path, tmp_path: Path) -> None:
+    """The compiled-step benchmark's eager parts (compiling on the CPU would take minutes; CompiledStep has its own tests)."""
+    printed = bench("benchmarks.step_variants", "--weights", str(tiny_weights), "--steps", "2", "--variants", "", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "step_variants.json").read_text())
+    assert set(results["memory_eager_gib"]) == {"load", "views", "mesh"}
+    assert set(results["eager_step_ms"]) == {"torch default", "flash", "cudnn", "efficient"}
+    assert results["views_eager_s"] > 0 and results["flops_per_object"] > 0 and results["variants"] == []
+    assert "eager step by SDPA backend" in printed and (tmp_path / "step_variants.md").exists()
+
+
 def test_cold_load_times_every_phase(tiny_weights: Path, tmp_path: Path) -> None:
     """The load-only benchmark: the first start writes the copies, the second reads them; all phases reported."""
     printed = bench("benchmarks.cold_load", "--weights", str(tiny_weights), "--starts", "2", "--out", str(tmp_path))
