@@ -103,7 +103,6 @@ def flops_per_object(pipeline: Any, image: Any, steps: int, view_size: int) -> f
     return float(counts[0] - per_step + steps * per_step)
 
 
-
 def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     import numpy as np
     from PIL import Image

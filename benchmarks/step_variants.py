@@ -31,6 +31,7 @@ from rpcworker.backends.base import SilentContext
 from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
 from .common import synthetic_object, table, write_results
+from .compute import sync
 from .fast_path import MATMUL_PEAK_TFLOPS, flops_per_object
 from .sessions import weight_args
 
@@ -73,11 +74,6 @@ def attention_first(backend: str | None) -> Iterator[None]:
     order = [named[backend]] + [b for b in (*named.values(), SDPBackend.MATH) if b != named[backend]]
     with sdpa_kernel(order, set_priority=True):
         yield
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def peak_gib() -> float:

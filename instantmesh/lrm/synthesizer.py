@@ -72,8 +72,7 @@ class TriplaneDecoder(nn.Module):
         128, the gathered corners 16 GB.
         """
         outputs = []
-        for start in range(0, cube_indices.shape[0], chunk_size):
-            corners = cube_indices[start : start + chunk_size]
+        for corners in cube_indices.split(chunk_size):
             points = grid_verts[corners.reshape(-1)].unsqueeze(0).expand(planes.shape[0], -1, -1)
             features = sample_from_planes(planes, points)
             outputs.append(self.net_weight(features.reshape(features.shape[0], corners.shape[0], -1)))
@@ -158,9 +157,8 @@ class TriplaneSynthesizer(nn.Module):
         batch = planes.shape[0]
         grid_verts = grid_verts.to(device=planes.device, dtype=planes.dtype)
         sdf_parts, deformation_parts = [], []
-        for start in range(0, grid_verts.shape[0], self.point_chunk_size):
-            points = grid_verts[start : start + self.point_chunk_size].unsqueeze(0).expand(batch, -1, -1)
-            features = sample_from_planes(planes, points)
+        for chunk in grid_verts.split(self.point_chunk_size):
+            features = sample_from_planes(planes, chunk.unsqueeze(0).expand(batch, -1, -1))
             sdf_parts.append(self.decoder.net_sdf(features))
             deformation_parts.append(self.decoder.net_deformation(features))
         sdf, deformation = torch.cat(sdf_parts, dim=1), torch.cat(deformation_parts, dim=1)

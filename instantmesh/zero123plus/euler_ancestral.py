@@ -43,8 +43,8 @@ class EulerAncestralSchedule:
             pred_original = sample - sigma * model_output
         else:
             pred_original = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
-        sigma_from, sigma_to = self.sigmas[index], self.sigmas[index + 1]
-        sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+        sigma_to = self.sigmas[index + 1]
+        sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
         derivative = (sample - pred_original) / sigma
         prev_sample = sample + derivative * (sigma_down - sigma)

@@ -54,10 +54,6 @@ class StepEvent(Protocol):
     def synchronize(self) -> None: ...
 
 
-def cuda_event() -> StepEvent:
-    return torch.cuda.Event()
-
-
 class StepPacer:
     """Keeps at most `ahead` denoising steps queued on the GPU beyond the last one known finished.
 
@@ -142,7 +138,7 @@ def denoise(
         raise ValueError("a batch of several objects needs one generator per object")
     do_cfg = guidance_scale > 1.0
     schedule = EulerAncestralSchedule(scheduler, num_inference_steps, device)
-    pacer = StepPacer(steps_ahead, cuda_event if device.type == "cuda" else None)
+    pacer = StepPacer(steps_ahead, torch.cuda.Event if device.type == "cuda" else None)
     for run in runs:
         if run.error is None:
             run.latents = randn(latent_shape, run.generator, device) * schedule.init_noise_sigma
