@@ -39,6 +39,8 @@ CTX = SilentContext()
 SEED = 42
 GUIDANCE = 4.0
 EAGER_STEP_REPEATS = 10
+PROFILED_CALLS = 5
+PROFILED_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,14 @@ class Bench:
         torch.cuda.empty_cache()
         peak_gib()
         try:
+            import torch._functorch.config as functorch_config
             import torch._inductor.config as inductor_config
 
-            with inductor_config.patch(variant.inductor), attention_first(variant.sdpa):
+            # The graph caches key on the traced graph, where SDPA is not yet a kernel choice: bypass them for an
+            # SDPA variant, or it gets the graph compiled for the default kernel back.
+            fresh = {"fx_graph_cache": False} if variant.sdpa else {}
+            with inductor_config.patch({**variant.inductor, **fresh}), functorch_config.patch(enable_autograd_cache=not variant.sdpa), \
+                    attention_first(variant.sdpa):
                 optimize_views(self.pipeline, ["compile"], compile_mode=variant.mode, row_counts=[2])
                 t = time.perf_counter()
                 self.backend.generate_views(self.pil, SEED, 3, GUIDANCE, CTX)
@@ -172,6 +179,27 @@ class Bench:
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         return row
+
+    def profile(self) -> dict[str, Any]:
+        """The loaded compiled step's kernels, the fixed part of the views, the attention under each SDPA kernel."""
+        from instantmesh.zero123plus.reference_attention import ReferenceStep
+
+        from .step_profile import attention_by_backend, attention_calls, kernel_breakdown, loop_split
+
+        step, found = self.pipeline.fast_step, {}
+        with torch.inference_mode():
+            found["compiled_step"] = kernel_breakdown(lambda: step(*self.captured), PROFILED_CALLS, sync)
+        found["views_few_steps"] = kernel_breakdown(lambda: self.backend.generate_views(self.pil, SEED, PROFILED_STEPS, GUIDANCE, CTX), 1, sync)
+        found["loop"] = loop_split(lambda steps: self.views_seconds(steps), self.steps)
+        eager = ReferenceStep(self.pipeline.unet, self.pipeline.unet.dtype)
+        found["attention"] = attention_by_backend(attention_calls(lambda: eager(*self.captured)), sync)
+        return found
+
+    def views_seconds(self, steps: int) -> float:
+        sync()
+        start = time.perf_counter()
+        self.backend.generate_views(self.pil, SEED, steps, GUIDANCE, CTX)
+        return time.perf_counter() - start
 
 
 def time_calls(call: Callable[[], Any], repeats: int) -> float:
@@ -198,9 +226,29 @@ def render(results: dict[str, Any]) -> str:
             continue
         rows.append([r["name"], r["variant"], r["views_s"], r["step_alone_ms"], r["loop_step_ms"], r["views_max_abs_diff"],
                      r["compile_s"], f"MFU {r['mfu']:.1%}, peak {r['peak_gib']:.2f} GiB"])
+    if "profile" in results:
+        rows += profile_rows(results["profile"])
     title = f"Compiled step variants on {results['gpu']} (torch {results['torch']}, {results['steps']} steps, one object)"
     headers = ["variant", "settings", "views s", "step alone ms", "loop ms/step", "max diff", "compile s", "notes"]
     return table(title, headers, rows)
+
+
+def profile_rows(found: dict[str, Any]) -> list[list[Any]]:
+    """The profile as notes rows of the variants table."""
+    def kinds(part: dict[str, Any]) -> str:
+        if not part.get("kernels_seen"):
+            return "no kernels seen by the profiler"
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in part["ms_per_call_by_kind"].items())
+        return f"GPU busy {part['gpu_busy_ms_per_call']:.2f} of {part['gpu_span_ms_per_call']:.2f} ms; by kind (ms): {shares}"
+
+    loop, attention = found["loop"], found["attention"]["ms_per_step"]
+    return [
+        ["profile: compiled step", "first variant", "-", "-", "-", "-", "-", kinds(found["compiled_step"])],
+        ["profile: views, few steps", f"{PROFILED_STEPS} steps", "-", "-", "-", "-", "-", kinds(found["views_few_steps"])],
+        ["profile: loop split", "first variant", loop["views_s"], "-", loop["loop_step_ms"], "-", "-", f"fixed part {loop['fixed_s']:.3f} s"],
+        ["profile: step's attention by SDPA kernel", "eager shapes", "-", "-", "-", "-", "-",
+         ", ".join(f"{k} {v:.2f} ms/step" for k, v in attention.items())],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--variants", default=",".join(CHANGES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu-h200"))
+    parser.add_argument("--profile", action="store_true", help="after the first variant: its kernels, the fixed part, SDPA kernels")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.weights, args.steps, args.out)
@@ -223,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         row = bench.variant(name, variant)
         results["variants"].append(row)
         print(row, flush=True)
+        if args.profile and "profile" not in results and "views_s" in row:
+            results["profile"] = bench.profile()
+            print(results["profile"], flush=True)
         if "views_s" in row and row["views_max_abs_diff"] <= 2 and (best is None or row["views_s"] < best[0]):
             best = (row["views_s"], variant)
         write_results(args.out, "step_variants", results)

@@ -1,8 +1,9 @@
 """Many objects through one worker with requests kept in flight, so batches fill and the GPU never waits.
 
-The host keeps `generate_views` requested for a window of objects ahead (twice the worker's ``--max-batch``,
-so the next batch is queued while one runs), sending them a whole batch at a time, and each object's
-`reconstruct` as soon as its views arrive. The worker answers model requests in order, so waiting on the
+The host keeps a window of objects in flight (twice the worker's ``--max-batch``, so the next batch is queued
+while one runs, and never more than the worker keeps views for), sending their `generate_views` a whole batch
+at a time, and each object's `reconstruct` as soon as its views arrive; an object leaves the window when its
+mesh is written. The worker answers model requests in order, so waiting on the
 oldest request in flight is always right, and every answer still means "written". Outcomes come back in
 input order, failures in place.
 """
@@ -42,8 +43,9 @@ class _InFlight:
 
 
 def in_flight_window(max_batch: int, max_handles: int) -> int:
-    """How many objects' views to keep requested ahead: enough to fill the next batch, never more views than
-    the worker keeps handles for (a handle evicted before its reconstruct would fail that object)."""
+    """How many objects to keep in flight (views requested or made, mesh not yet written): enough to fill the
+    next batch, never more than the worker keeps views for, which keeps views not yet reconstructed first (a
+    handle evicted before its reconstruct would fail that object)."""
     return max(1, min(BATCHES_AHEAD * max_batch, max_handles))
 
 
@@ -72,7 +74,7 @@ def map_objects(
         while next_yield < count:
             # Views go out a whole batch at a time, after the reconstructs already sent: only consecutive
             # generate_views requests share a batch on the worker.
-            while (free := window - sum(item.views is None for item in flight)) >= min(group, count - next_send) > 0:
+            while (free := window - len(flight)) >= min(group, count - next_send) > 0:
                 for _ in range(min(group, free, count - next_send)):
                     _send_views(worker, next(pending), next_send, targets[next_send], view_options, flight, done, timeout)
                     next_send += 1

@@ -14,7 +14,12 @@ DEFAULT_MAX_HANDLES = 16
 
 
 class ViewStore:
-    """Maps handles to views. The oldest unused handle is evicted once ``capacity`` is exceeded."""
+    """Maps handles to views, at most ``capacity`` of them.
+
+    Past it, the least recently used handle among those already used (by a reconstruct) is evicted; one never
+    used is evicted only when no used one is left. So views waiting for their reconstruct survive newer views,
+    as long as no more than ``capacity`` wait at once (what a host keeping objects in flight must count).
+    """
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -23,6 +28,7 @@ class ViewStore:
         self._instance = secrets.token_hex(4)
         self._next = 1
         self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._used: set[str] = set()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -34,7 +40,9 @@ class ViewStore:
             self._next += 1
             self._items[handle] = (views, view_size)
             while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+                victim = next((h for h in self._items if h in self._used), next(iter(self._items)))
+                del self._items[victim]
+                self._used.discard(victim)
             return handle
 
     def get(self, handle: str) -> tuple[Any, int]:
@@ -42,6 +50,7 @@ class ViewStore:
             item = self._items.get(handle)
             if item is not None:
                 self._items.move_to_end(handle)
+                self._used.add(handle)
                 return item
             reason = self._why_missing(handle)
         raise HandleExpired(
@@ -56,9 +65,10 @@ class ViewStore:
         if parts[1] != self._instance:
             return "it belongs to another worker process (the worker was restarted)"
         if int(parts[2]) < self._next:
-            return f"evicted (the worker keeps the {self.capacity} most recently used views)"
+            return f"evicted (the worker keeps {self.capacity} views, those not yet used first)"
         return "never issued"
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._used.clear()

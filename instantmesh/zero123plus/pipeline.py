@@ -104,6 +104,8 @@ class Zero123PlusPipeline:
         """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options, for the batch sizes it was built for."""
         self.fast_step_plan: Callable[..., list[tuple[int, int]] | None] = lambda *tensors: None
         """How the fast step runs these inputs: chunks of (rows, rows padded to), or None: run them eagerly."""
+        self.fast_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """A faster equal of the VAE's decode (latents -> image, the VAE's dtype), set by the speed options."""
         self._prompt_embeds: dict[str, torch.Tensor] = {}
 
     @property
@@ -205,8 +207,10 @@ class Zero123PlusPipeline:
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scheduler-space latents to an image in [-1, 1] (values outside are clipped later)."""
-        latents = unscale_latents(latents) / self.vae.config.scaling_factor
-        return unscale_image(self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0].float())
+        latents = (unscale_latents(latents) / self.vae.config.scaling_factor).to(self.vae.dtype)
+        if self.fast_decode is not None:
+            return unscale_image(self.fast_decode(latents).float())
+        return unscale_image(self.vae.decode(latents, return_dict=False)[0].float())
 
     @staticmethod
     def postprocess(image: torch.Tensor, output_type: OutputType) -> Image.Image | np.ndarray | torch.Tensor:

@@ -16,7 +16,8 @@ from .reference_attention import ReferenceStep
 
 VIEW_OPTIMIZATIONS = ("channels_last", "compile")
 """channels_last: NHWC convolutions in the UNet and VAE. compile: torch.compile of one whole denoising step
-(reference pass + main pass) with CUDA graphs, compiled during load and cached on disk per machine."""
+(reference pass + main pass) with CUDA graphs and of the VAE decoder, compiled during load and cached on disk
+per machine."""
 
 COMPILE_MIN_TORCH = (2, 4)
 """torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
@@ -107,6 +108,36 @@ class CompiledStep:
         return self.compiled(sample, timestep, context, reference)
 
 
+class VaeDecode(torch.nn.Module):
+    """The VAE's latents -> image as a module, so that torch.compile sees one function of one tensor."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents, return_dict=False)[0]  # type: ignore[operator]
+
+
+class CompiledDecode:
+    """The VAE decoder through torch.compile, for the one latent shape the views have (the first call's).
+
+    Eager, the decoder spends most of its time in channels-first copies around each GroupNorm of the 960x640
+    activations (H200 profile, docs/benchmarks.md 4b); compiled, the norms fuse. Decoding runs one object at a
+    time, so one shape serves every batch; another shape runs eagerly rather than compiling inside a request.
+    """
+
+    def __init__(self, vae: torch.nn.Module, backend: str = "inductor") -> None:
+        self.eager = VaeDecode(vae)
+        self.compiled: Any = torch.compile(self.eager, backend=backend, dynamic=False)
+        self.shape: tuple[int, ...] | None = None
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            self.shape = tuple(latents.shape)
+        return (self.compiled if tuple(latents.shape) == self.shape else self.eager)(latents)
+
+
 def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
     """Each tensor's shape without the batch dimension (0-d tensors, the timestep, give ())."""
     return tuple(tuple(t.shape[1:]) for t in tensors)
@@ -127,3 +158,4 @@ def optimize_views(
         step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend, row_counts)
         pipeline.fast_step = step
         pipeline.fast_step_plan = step.plan
+        pipeline.fast_decode = CompiledDecode(pipeline.vae, compile_backend)

@@ -35,11 +35,12 @@ MODELS = ("views", "mesh")
 
 
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
-"""The fast default on CUDA (docs/benchmarks.md, H200): one compiled denoising step with CUDA graphs, compiled
-in ``load`` and cached on disk per machine, with channels_last convolutions."""
+"""The fast default on CUDA (docs/benchmarks.md, H200): one compiled denoising step with CUDA graphs and a compiled
+VAE decoder, compiled in ``load`` and cached on disk per machine, with channels_last convolutions."""
 CUDA_DEFAULT_MAX_BATCH = 8
 """Objects per diffusion batch on CUDA when ``--max-batch`` is not given: the best throughput measured on the H200
-(docs/benchmarks.md, throughput: 32 objects/min vs 25 at 1), at the price of a second compiled batch size at start."""
+(docs/benchmarks.md, throughput: 37 objects/min over 32 objects vs 25 at 1), at the price of a second compiled
+batch size at start."""
 
 
 class InstantMeshBackend:

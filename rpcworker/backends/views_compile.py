@@ -1,7 +1,7 @@
 """Compilation of the denoising step at load: the per-machine cache folder, and the warm-up that compiles.
 
-The warm-up runs a few steps at every batch size requests will use (one object and a full batch), so no
-request ever compiles; each step is timed into the backend's load phases.
+The warm-up runs a few steps at every batch size requests will use (one object and a full batch), then one
+decode of the views' latents, so no request ever compiles; each is timed into the backend's load phases.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ ROWS_PER_OBJECT = 2
 """UNet rows one object takes in a guided step (the unconditional and the conditional half)."""
 WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
+WARMUP_DECODE_PHASE = "views_warmup_decode_s"
+"""The ``load_phases`` name of the warm-up's decode (the compiled VAE decoder's compilation or cache load)."""
 
 
 def warmup_phase(step: int, batch: int = 1) -> str:
@@ -61,9 +63,14 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
             clock[0] = now
 
         with torch.inference_mode():
-            pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
-                                    guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size, output_type="latent",
-                                    progress=[step_done] + [None] * (count - 1), steps_ahead=0)
+            latents = pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
+                                              guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size,
+                                              output_type="latent", progress=[step_done] + [None] * (count - 1), steps_ahead=0)
         step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
         if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
             step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        pipeline.decode_latents(latents[0])  # views decode one object at a time: one shape for every batch
+    synchronize()
+    phases[WARMUP_DECODE_PHASE] = time.perf_counter() - start

@@ -209,7 +209,7 @@ def test_warm_up_times_each_step(tiny_cache: Path) -> None:
 
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
-    from rpcworker.backends.views_compile import WARMUP_STEPS, warmup_phase
+    from rpcworker.backends.views_compile import WARMUP_DECODE_PHASE, WARMUP_STEPS, warmup_phase
 
     files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
     backend = InstantMeshBackend(files, "cpu", ())
@@ -217,3 +217,4 @@ def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     backend._warm_up(backend._pipeline)
     names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
     assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)
+    assert backend.load_phases[WARMUP_DECODE_PHASE] > 0  # and one decode, which compiles the VAE decoder

@@ -141,3 +141,19 @@ def test_pad_rows_repeats_the_last_row_and_keeps_scalars() -> None:
 def test_a_batch_needs_a_generator_per_object(pipe, images) -> None:
     with pytest.raises(ValueError, match="one generator per object"):
         pipe.generate_batch(images[:2], [None, 3], output_type="latent", **SMALL)
+
+
+def test_the_compiled_decoder_serves_its_one_shape_and_leaves_others_eager() -> None:
+    from instantmesh.zero123plus.speed import CompiledDecode
+
+    class Doubling(torch.nn.Module):
+        def decode(self, latents: torch.Tensor, return_dict: bool = True) -> tuple[torch.Tensor]:
+            return (2 * latents,)
+
+    decode = CompiledDecode(Doubling(), "eager")
+    calls: list[tuple[int, ...]] = []
+    compiled = decode.compiled
+    decode.compiled = lambda latents: calls.append(tuple(latents.shape)) or compiled(latents)
+    first, other = torch.ones(1, 4, 6, 4), torch.ones(1, 4, 8, 8)
+    assert torch.equal(decode(first), 2 * first) and torch.equal(decode(other), 2 * other) and torch.equal(decode(first), 2 * first)
+    assert decode.shape == (1, 4, 6, 4) and calls == [(1, 4, 6, 4)] * 2  # the other shape never reached the compiler

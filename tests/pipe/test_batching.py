@@ -220,3 +220,13 @@ def test_leaving_a_map_early_cancels_what_is_in_flight(worker_python: Path, obje
         mesh = worker.image_to_mesh(object_png, tmp_path / "after.obj", num_inference_steps=STEPS)
         assert mesh.num_faces > 0
         assert len(list((tmp_path / "out").glob("*.obj"))) <= 4  # the window: objects 5..8 were never sent
+
+
+def test_a_long_map_never_loses_views_to_eviction(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    """Many more objects than the worker keeps views for, batches running while the next is queued: every
+    object's views survive until its reconstruct (the host counts each object until its mesh is written)."""
+    args = ("--mock", DELAY, "--max-batch", "2", "--max-handles", "4")
+    with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
+        outcomes = list(worker.map([object_png] * 12, tmp_path / "out", num_inference_steps=STEPS))
+        assert [o.error for o in outcomes] == [None] * 12
+        assert worker.client.status().handles <= 4
