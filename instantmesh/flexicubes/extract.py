@@ -11,6 +11,7 @@ at a positive sdf first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -96,82 +97,131 @@ def flexicubes_extract(
         beta: [res**3, 12], alpha: [res**3, 8], gamma: [res**3]: raw (pre-activation) weights.
     Returns:
         vertices [V, 3] (dtype of ``x``) and faces [F, 3] int64, wound to face positive sdf.
+
+    Each stage is its own function, so its intermediates (per surface cube and edge: hundreds of MB on
+    a noisy surface at grid 128) are freed before the next stage allocates its own.
     """
     device = x.device
     tab = _device_tables(device)
     occ = sdf < 0
-    occ8 = occ[cubes]
-    n_inside = occ8.sum(dim=-1)
-    surf = (n_inside > 0) & (n_inside < 8)
-    surf_cube_ids = torch.nonzero(surf).squeeze(-1)
+    surf_cube_ids, case_ids = _surface_cubes(occ, cubes, res, tab)
     if surf_cube_ids.numel() == 0:
         return x.new_zeros((0, 3)), torch.zeros((0, 3), dtype=torch.long, device=device)
-
     beta, alpha, gamma = normalize_weights(
         beta[surf_cube_ids], alpha[surf_cube_ids], gamma[surf_cube_ids], weight_scale
     )
     surf_cubes = cubes[surf_cube_ids]
-    n_surf = surf_cubes.shape[0]
+    del surf_cube_ids
+    edges = _surface_edges(surf_cubes, occ, tab["edges"])
+    entries = _dual_entries(case_ids, tab)
+    vertices = _dual_vertices(x, sdf, surf_cubes, alpha, beta, entries, tab["edges"])
+    del alpha, beta
+    faces = _faces(sdf, gamma, surf_cubes.shape[0], edges, entries)
+    return vertices, faces
+
+
+def _surface_cubes(
+    occ: torch.Tensor, cubes: torch.Tensor, res: int, tab: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids of the cubes the surface crosses, and their (disambiguated) marching-cubes case ids."""
+    occ8 = occ[cubes]
+    n_inside = occ8.sum(dim=-1)
+    surf_cube_ids = torch.nonzero((n_inside > 0) & (n_inside < 8)).squeeze(-1)
+    del n_inside
     case_ids = (occ8[surf_cube_ids].long() * tab["bits"]).sum(dim=-1)
-    case_ids = _resolve_ambiguous_cases(case_ids, surf_cube_ids, res, tab["check"])
+    return surf_cube_ids, _resolve_ambiguous_cases(case_ids, surf_cube_ids, res, tab["check"])
 
-    # Grid edges of the surface cubes, deduplicated; keys sort like (first end, second end).
-    cube_edge_ends = surf_cubes[:, tab["edges"]]  # [S, 12, 2]
-    n_verts = x.shape[0]
-    keys = (cube_edge_ends[..., 0] * n_verts + cube_edge_ends[..., 1]).reshape(-1)
-    unique_keys, edge_of_slot, share_count = torch.unique(keys, return_inverse=True, return_counts=True)
-    edge_first_end = unique_keys // n_verts
-    edge_second_end = unique_keys % n_verts
-    edge_crossed = occ[edge_first_end] != occ[edge_second_end]
 
-    # Dual vertices: one per patch, ordered by patch count of the cube, then cube, then patch.
+@dataclass
+class _Edges:
+    """The grid edges of the surface cubes, deduplicated; keys sort like (first end, second end)."""
+
+    first_end: torch.Tensor
+    of_slot: torch.Tensor
+    """[S * 12]: the unique edge at each (cube, cube edge) slot."""
+    quad_slot: torch.Tensor
+    """[S * 12] bool: the slot's edge is crossed by the surface and shared by four surface cubes (one quad)."""
+
+
+def _surface_edges(surf_cubes: torch.Tensor, occ: torch.Tensor, cube_edges: torch.Tensor) -> _Edges:
+    n_verts = occ.shape[0]
+    keys = (surf_cubes[:, cube_edges[:, 0]] * n_verts + surf_cubes[:, cube_edges[:, 1]]).reshape(-1)
+    unique_keys, of_slot, share_count = torch.unique(keys, return_inverse=True, return_counts=True)
+    del keys
+    first_end = unique_keys // n_verts
+    crossed = occ[first_end] != occ[unique_keys % n_verts]
+    return _Edges(first_end, of_slot, (share_count[of_slot] == 4) & crossed[of_slot])
+
+
+@dataclass
+class _Entries:
+    """One entry per (dual vertex, surface edge it averages): dual vertices ordered by the patch count of
+    their cube, then cube, then patch; entries in vertex order."""
+
+    cube: torch.Tensor
+    edge: torch.Tensor
+    """The cube edge (0..11) of each entry."""
+    vertex: torch.Tensor
+    n_dual: int
+    cube_order: torch.Tensor
+    num_groups: torch.Tensor
+
+
+def _dual_entries(case_ids: torch.Tensor, tab: dict[str, torch.Tensor]) -> _Entries:
     num_groups = tab["num_groups"][case_ids]
     cube_order = torch.argsort(num_groups, stable=True)
     first_vertex = torch.empty_like(num_groups)
     first_vertex[cube_order] = torch.cumsum(num_groups[cube_order], dim=0) - num_groups[cube_order]
-    n_dual = int(num_groups.sum())
-
     groups = tab["groups"][case_ids]  # [S, 4, 7]
     cube_idx, group_idx, slot_idx = torch.nonzero(groups >= 0, as_tuple=True)
-    vertex_of_entry = first_vertex[cube_idx] + group_idx
     edge_idx = groups[cube_idx, group_idx, slot_idx]
+    del groups, slot_idx
+    vertex_of_entry = first_vertex[cube_idx] + group_idx
+    del group_idx, first_vertex
     entry_order = torch.argsort(vertex_of_entry, stable=True)
-    cube_idx, edge_idx, vertex_of_entry = cube_idx[entry_order], edge_idx[entry_order], vertex_of_entry[entry_order]
+    return _Entries(
+        cube_idx[entry_order], edge_idx[entry_order], vertex_of_entry[entry_order], int(num_groups.sum()), cube_order, num_groups
+    )
 
-    corner0 = tab["edges"][edge_idx, 0]
-    corner1 = tab["edges"][edge_idx, 1]
+
+def _dual_vertices(
+    x: torch.Tensor, sdf: torch.Tensor, surf_cubes: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+    entries: _Entries, cube_edges: torch.Tensor,
+) -> torch.Tensor:
+    """Each dual vertex: the beta-weighted mean of its edges' alpha-shifted crossings."""
+    cube_idx = entries.cube
+    corner0 = cube_edges[entries.edge, 0]
+    corner1 = cube_edges[entries.edge, 1]
     v0 = surf_cubes[cube_idx, corner0]
     v1 = surf_cubes[cube_idx, corner1]
     w0 = (sdf[v0] * alpha[cube_idx, corner0]).unsqueeze(-1)
     w1 = (sdf[v1] * alpha[cube_idx, corner1]).unsqueeze(-1)
+    del corner0, corner1
     crossing = _crossings(x[v0], x[v1], w0, w1)
-    edge_beta = beta[cube_idx, edge_idx].unsqueeze(-1)
-    beta_sum = torch.zeros((n_dual, 1), dtype=x.dtype, device=device).index_add_(0, vertex_of_entry, edge_beta)
-    vertices = torch.zeros((n_dual, 3), dtype=x.dtype, device=device).index_add_(
-        0, vertex_of_entry, crossing * edge_beta
-    ) / beta_sum
+    del v0, v1, w0, w1
+    edge_beta = beta[cube_idx, entries.edge].unsqueeze(-1)
+    beta_sum = torch.zeros((entries.n_dual, 1), dtype=x.dtype, device=x.device).index_add_(0, entries.vertex, edge_beta)
+    weighted = torch.zeros((entries.n_dual, 3), dtype=x.dtype, device=x.device).index_add_(0, entries.vertex, crossing * edge_beta)
+    return weighted / beta_sum
 
-    # Quads: one per crossed grid edge shared by four surface cubes.
-    vertex_of_slot = torch.full((n_surf * 12,), -1, dtype=torch.long, device=device)
-    vertex_of_slot[cube_idx * 12 + edge_idx] = vertex_of_entry
-    interior = (share_count[edge_of_slot] == 4) & edge_crossed[edge_of_slot]
-    slot_edges = edge_of_slot[interior]
+
+def _faces(sdf: torch.Tensor, gamma: torch.Tensor, n_surf: int, edges: _Edges, entries: _Entries) -> torch.Tensor:
+    """Quads (one per crossed grid edge shared by four surface cubes), each cut into two triangles along the
+    diagonal with the larger gamma product."""
+    vertex_of_slot = torch.full((n_surf * 12,), -1, dtype=torch.long, device=sdf.device)
+    vertex_of_slot[entries.cube * 12 + entries.edge] = entries.vertex
+    slot_edges = edges.of_slot[edges.quad_slot]
     quad_edges, by_edge = torch.sort(slot_edges, stable=True)
-    quads = vertex_of_slot[interior][by_edge].reshape(-1, 4)
-    first_end_positive = sdf[edge_first_end[quad_edges.reshape(-1, 4)[:, 0]]] > 0
+    quads = vertex_of_slot[edges.quad_slot][by_edge].reshape(-1, 4)
+    del vertex_of_slot, slot_edges, by_edge
+    first_end_positive = sdf[edges.first_end[quad_edges.reshape(-1, 4)[:, 0]]] > 0
     quads = torch.cat(
         (
             quads[first_end_positive][:, list(_QUAD_ORDER_FIRST_POSITIVE)],
             quads[~first_end_positive][:, list(_QUAD_ORDER_FIRST_NOT_POSITIVE)],
         )
     )
-
-    vertex_gamma = torch.repeat_interleave(gamma[cube_order], num_groups[cube_order])
+    vertex_gamma = torch.repeat_interleave(gamma[entries.cube_order], entries.num_groups[entries.cube_order])
     quad_gamma = vertex_gamma[quads]
     use_02 = quad_gamma[:, 0] * quad_gamma[:, 2] > quad_gamma[:, 1] * quad_gamma[:, 3]
-    faces = torch.where(
-        use_02.unsqueeze(-1),
-        quads[:, list(_SPLIT_02)],
-        quads[:, list(_SPLIT_13)],
-    ).reshape(-1, 3)
-    return vertices, faces
+    return torch.where(use_02.unsqueeze(-1), quads[:, list(_SPLIT_02)], quads[:, list(_SPLIT_13)]).reshape(-1, 3)

@@ -99,3 +99,10 @@ def test_cold_load_times_every_phase(tiny_weights: Path, tmp_path: Path) -> None
     phases = starts[1]["phases"]
     assert {"imports_s", "read_imports_s", "read_cuda_init_s", "unet_weights_s", "read_unet_s", "views_read_s",
             "mesh_read_s", "mesh_geometry_s", "load_views_s", "load_mesh_s"} <= set(phases)
+
+
+def test_mesh_memory_measures_the_extraction_alone(tmp_path: Path) -> None:
+    printed = bench("benchmarks.mesh_memory", "--grid", "24", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "mesh_memory.json").read_text())
+    assert results["grid"] == 24 and results["vertices"] > 0 and results["faces"] > 0
+    assert results["peak_over_inputs_gib"] >= 0 and len(results["mesh_sha1"]) == 12 and "peak over inputs GiB" in printed
