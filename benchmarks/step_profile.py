@@ -127,19 +127,21 @@ def time_attention(
     """Seconds of one SDPA call on random tensors laid out heads-last (as diffusers makes them), and its FLOPs."""
     batch, heads, queries, dim = q_shape
     q, k, v = (torch.randn(batch, n, heads, dim, device=device, dtype=dtype).transpose(1, 2) for n in (queries, keys, keys))
-    with torch.inference_mode():
-        seconds = time_repeated(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), synchronize)
+    seconds = time_calls(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), ATTENTION_REPEATS, synchronize)
     return seconds, 4 * batch * heads * queries * keys * dim
 
 
-def time_repeated(call: Callable[[], Any], synchronize: Callable[[], None]) -> float:
-    call()
-    synchronize()
-    start = time.perf_counter()
-    for _ in range(ATTENTION_REPEATS):
+def time_calls(call: Callable[[], Any], repeats: int, synchronize: Callable[[], None]) -> float:
+    """Seconds per call, back to back after two warm calls, in inference mode."""
+    with torch.inference_mode():
         call()
-    synchronize()
-    return (time.perf_counter() - start) / ATTENTION_REPEATS
+        call()
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        synchronize()
+    return (time.perf_counter() - start) / repeats
 
 
 def loop_split(views_seconds: Callable[[int], float], steps: int) -> dict[str, float]:

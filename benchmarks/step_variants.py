@@ -34,6 +34,7 @@ from .common import synthetic_object, table, write_results
 from .compute import sync
 from .fast_path import MATMUL_PEAK_TFLOPS, flops_per_object
 from .sessions import weight_args
+from .step_profile import attention_by_backend, attention_calls, kernel_breakdown, loop_split, time_calls
 
 CTX = SilentContext()
 SEED = 42
@@ -137,7 +138,7 @@ class Bench:
         for backend in (None, "flash", "cudnn", "efficient"):
             try:
                 with attention_first(backend), torch.inference_mode():
-                    self.results["eager_step_ms"][backend or "torch default"] = 1000 * time_calls(lambda: step(*self.captured), EAGER_STEP_REPEATS)
+                    self.results["eager_step_ms"][backend or "torch default"] = 1000 * time_calls(lambda: step(*self.captured), EAGER_STEP_REPEATS, sync)
             except Exception as exc:  # a backend this build lacks: say so and go on
                 self.results["eager_step_ms"][backend or "torch default"] = f"failed: {str(exc).splitlines()[0][:200]}"
 
@@ -171,7 +172,7 @@ class Bench:
                     runs.append(time.perf_counter() - t)
                 row["views_s"], row["views_runs_s"] = min(runs), runs
                 step = self.pipeline.fast_step
-                row["step_alone_ms"] = 1000 * time_calls(lambda: step(*self.captured), self.steps)
+                row["step_alone_ms"] = 1000 * time_calls(lambda: step(*self.captured), self.steps, sync)
                 row["loop_step_ms"] = 1000 * row["views_s"] / self.steps
                 row["views_max_abs_diff"] = int(np.abs(np.asarray(generated.grid).astype(np.int16) - self.eager).max())
                 row["mfu"] = self.results["flops_per_object"] / row["views_s"] / (MATMUL_PEAK_TFLOPS * 1e12)
@@ -183,8 +184,6 @@ class Bench:
     def profile(self) -> dict[str, Any]:
         """The loaded compiled step's kernels, the fixed part of the views, the attention under each SDPA kernel."""
         from instantmesh.zero123plus.reference_attention import ReferenceStep
-
-        from .step_profile import attention_by_backend, attention_calls, kernel_breakdown, loop_split
 
         step, found = self.pipeline.fast_step, {}
         with torch.inference_mode():
@@ -200,19 +199,6 @@ class Bench:
         start = time.perf_counter()
         self.backend.generate_views(self.pil, SEED, steps, GUIDANCE, CTX)
         return time.perf_counter() - start
-
-
-def time_calls(call: Callable[[], Any], repeats: int) -> float:
-    """Seconds per call, back to back after two warm calls."""
-    with torch.inference_mode():
-        call()
-        call()
-        sync()
-        t = time.perf_counter()
-        for _ in range(repeats):
-            call()
-        sync()
-    return (time.perf_counter() - t) / repeats
 
 
 def render(results: dict[str, Any]) -> str:

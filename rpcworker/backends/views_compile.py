@@ -69,6 +69,8 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
         step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
         if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
             step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
+    if isinstance(latents[0], BaseException):
+        raise latents[0]
     start = time.perf_counter()
     with torch.inference_mode():
         pipeline.decode_latents(latents[0])  # views decode one object at a time: one shape for every batch
