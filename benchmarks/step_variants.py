@@ -189,7 +189,7 @@ class Bench:
         with torch.inference_mode():
             found["compiled_step"] = kernel_breakdown(lambda: step(*self.captured), PROFILED_CALLS, sync)
         found["views_few_steps"] = kernel_breakdown(lambda: self.backend.generate_views(self.pil, SEED, PROFILED_STEPS, GUIDANCE, CTX), 1, sync)
-        found["loop"] = loop_split(lambda steps: self.views_seconds(steps), self.steps)
+        found["loop"] = loop_split(self.views_seconds, self.steps)
         eager = ReferenceStep(self.pipeline.unet, self.pipeline.unet.dtype)
         found["attention"] = attention_by_backend(attention_calls(lambda: eager(*self.captured)), sync)
         return found
