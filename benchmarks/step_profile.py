@@ -99,11 +99,18 @@ def attention_calls(step: Callable[[], Any]) -> Counter[tuple[Any, ...]]:
     return calls
 
 
+def sdpa_backends() -> dict[str, Any]:
+    """The fused SDPA kernels by the names the benchmarks use (torch.nn.attention, torch >= 2.3)."""
+    from torch.nn.attention import SDPBackend
+
+    return {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
 def attention_by_backend(calls: Counter[tuple[Any, ...]], synchronize: Callable[[], None], device: str = "cuda") -> dict[str, Any]:
     """Each distinct SDPA shape timed under each kernel (heads-last layout, as diffusers makes it); per-step totals."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import sdpa_kernel
 
-    named = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+    named = sdpa_backends()
     shapes, totals = [], dict.fromkeys(ATTENTION_BACKENDS, 0.0)
     for (q_shape, k_shape, dtype, masked), count in sorted(calls.items(), key=lambda kv: -kv[0][0][2] * kv[0][1][2]):
         row: dict[str, Any] = {"query": list(q_shape), "key": list(k_shape), "masked": masked, "calls_per_step": count}

@@ -34,7 +34,7 @@ from .common import synthetic_object, table, write_results
 from .compute import sync
 from .fast_path import MATMUL_PEAK_TFLOPS, flops_per_object
 from .sessions import weight_args
-from .step_profile import attention_by_backend, attention_calls, kernel_breakdown, loop_split, time_calls
+from .step_profile import attention_by_backend, attention_calls, kernel_breakdown, loop_split, sdpa_backends, time_calls
 
 CTX = SilentContext()
 SEED = 42
@@ -73,7 +73,7 @@ def attention_first(backend: str | None) -> Iterator[None]:
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    named = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    named = sdpa_backends()
     order = [named[backend]] + [b for b in (*named.values(), SDPBackend.MATH) if b != named[backend]]
     with sdpa_kernel(order, set_priority=True):
         yield
