@@ -1,6 +1,6 @@
 """Which compiled denoising step is fastest: its variants measured one after another on the same loaded weights.
 
-``python -m benchmarks.step_variants --weights DIR [--steps 75] [--variants default,cudnn,flags,autotune] [--out DIR]``
+``python -m benchmarks.step_variants --weights DIR [--steps 75] [--variants default,cudnn,flags,autotune,cudnn_benchmark] [--out DIR]``
 (DIR from ``benchmarks.make_weights``). Writes step_variants.json/.md after every variant, so a run cut short
 keeps what it measured. One process loads both models once (channels_last, as the default) and measures:
 
@@ -50,9 +50,12 @@ class Variant:
     sdpa: str | None = None
     """None: torch's own choice; else the SDPA kernel tried first while tracing and calling (cudnn, flash, efficient)."""
     inductor: dict[str, Any] = field(default_factory=dict)
+    cudnn_benchmark: bool = False
+    """cuDNN times its convolution algorithms at the first call of each shape (the warm-up) and keeps the fastest."""
 
     def describe(self) -> str:
         parts = [f"mode={self.mode}"] + ([f"sdpa={self.sdpa}"] if self.sdpa else []) + [f"{k}={v}" for k, v in self.inductor.items()]
+        parts += ["cudnn.benchmark"] if self.cudnn_benchmark else []
         return ", ".join(parts)
 
 
@@ -62,6 +65,7 @@ CHANGES: dict[str, Callable[[Variant], Variant]] = {
     "efficient": lambda v: replace(v, sdpa="efficient"),
     "flags": lambda v: replace(v, inductor={**v.inductor, "conv_1x1_as_mm": True, "coordinate_descent_tuning": True}),
     "autotune": lambda v: replace(v, mode="max-autotune"),
+    "cudnn_benchmark": lambda v: replace(v, cudnn_benchmark=True),
 }
 
 
@@ -77,6 +81,16 @@ def attention_first(backend: str | None) -> Iterator[None]:
     order = [named[backend]] + [b for b in (*named.values(), SDPBackend.MATH) if b != named[backend]]
     with sdpa_kernel(order, set_priority=True):
         yield
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool) -> Iterator[None]:
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def peak_gib() -> float:
@@ -160,7 +174,7 @@ class Bench:
             # SDPA variant, or it gets the graph compiled for the default kernel back.
             fresh = {"fx_graph_cache": False} if variant.sdpa else {}
             with inductor_config.patch({**variant.inductor, **fresh}), functorch_config.patch(enable_autograd_cache=not variant.sdpa), \
-                    attention_first(variant.sdpa):
+                    attention_first(variant.sdpa), cudnn_benchmark(variant.cudnn_benchmark):
                 optimize_views(self.pipeline, ["compile"], compile_mode=variant.mode, row_counts=[2])
                 t = time.perf_counter()
                 self.backend.generate_views(self.pil, SEED, 3, GUIDANCE, CTX)

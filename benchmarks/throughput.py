@@ -1,13 +1,13 @@
 """Objects per minute through one worker on one GPU, by ``--max-batch``: dynamic batching plus the pipeline.
 
-For each max batch N, a fresh worker starts (load and compilation counted apart), makes N warm-up objects
+For each max batch N (and each ``--mesh-lanes`` setting: the worker's mesh lane on, off), a fresh worker starts (load and compilation counted apart), makes N warm-up objects
 (not counted), then ``InstantMeshWorker.map`` runs OBJECTS objects; throughput = objects / wall seconds of
 the map. Also per object: host latency (views request sent -> mesh written) and the worker's timings; GPU
 utilisation sampled by nvidia-smi during the map; the worker's peak GPU memory; and, for the first and last
 object of a batch, the max difference (0..255) between its views in the batch and its views made alone by
 the same worker. Results merge into OUT/throughput.json after every configuration.
 
-    python -m benchmarks.throughput --weights DIR --batches 1,2,4,8 --objects 16 --out benchmarks/results/gpu-h200
+    python -m benchmarks.throughput --weights DIR --batches 1,2,4,8 --mesh-lanes on,off --objects 16 --out benchmarks/results/gpu-h200
 """
 
 from __future__ import annotations
@@ -73,12 +73,18 @@ def _grid(path: str) -> Any:
     return np.asarray(Image.open(path), dtype=np.int16)
 
 
-def run_config(max_batch: int, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def config_key(max_batch: int, mesh_lane: str) -> str:
+    return f"{max_batch}/lane-{mesh_lane}"
+
+
+def run_config(max_batch: int, mesh_lane: str, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from host import InstantMeshWorker
 
     options = official_worker_keywords(args.weights)
     began = time.perf_counter()
-    with InstantMeshWorker(args.worker_python, max_batch=max_batch, device=args.device, startup_timeout=900, **options) as worker:
+    with InstantMeshWorker(args.worker_python, max_batch=max_batch, mesh_lane=mesh_lane, device=args.device, startup_timeout=900,
+                           **options) as worker:
+        assert worker.client.status().mesh_lane == (mesh_lane == "on")
         started = time.perf_counter()
         loaded = worker.load()
         load_s = time.perf_counter() - started
@@ -111,6 +117,7 @@ def run_config(max_batch: int, images: list[Path], args: argparse.Namespace, wor
     }
     return {
         "max_batch": max_batch,
+        "mesh_lane": mesh_lane,
         "objects": len(outcomes),
         "wall_s": wall,
         "objects_per_min": 60.0 * len(outcomes) / wall,
@@ -149,16 +156,16 @@ def flops_per_object(out: Path, steps: int) -> float | None:
 
 def report(results: dict[str, Any], meta: dict[str, Any], flops: float | None) -> str:
     rows = []
-    for r in sorted(results.values(), key=lambda r: r["max_batch"]):
+    for r in sorted(results.values(), key=lambda r: (r["max_batch"], r.get("mesh_lane", "off"))):
         lim = limits(r)
         views_per_s = 1.0 / lim["views_gpu_s"]
         mfu = f"{flops * views_per_s / (MATMUL_PEAK_TFLOPS * 1e12):.1%}" if flops else "-"
         util = f"{r['gpu_util_mean']:.0f}%" if r["gpu_util_mean"] is not None else "-"
         peak = f"{r['peak_gpu_gib']:.2f}" if r["peak_gpu_gib"] is not None else "-"
-        rows.append((r["max_batch"], r["objects"], r["objects_per_min"], r["latency_median_s"], lim["views_gpu_s"], lim["mesh_gpu_s"],
+        rows.append((r["max_batch"], r.get("mesh_lane", "off"), r["objects"], r["objects_per_min"], r["latency_median_s"], lim["views_gpu_s"], lim["mesh_gpu_s"],
                      lim["export_cpu_s"], util, mfu, peak, r["views_max_abs_diff_batched_vs_alone"], r["load_s"]))
     title = f"Throughput of one worker on {meta['gpu']} ({meta['steps']} steps, {meta['format']}; {meta['weights']})"
-    headers = ["max batch", "objects", "objects/min", "median latency s", "views s/object", "mesh GPU s/object", "export s/object",
+    headers = ["max batch", "mesh lane", "objects", "objects/min", "median latency s", "views s/object", "mesh GPU s/object", "export s/object",
                "GPU util", "views MFU", "peak GPU GiB", "max diff vs alone", "load s"]
     return table(title, headers, rows)
 
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True, help="folder written by benchmarks.make_weights")
     parser.add_argument("--batches", default="1,2,4,8")
+    parser.add_argument("--mesh-lanes", default="on", help="comma list of the worker's --mesh-lane settings to measure (on, off)")
     parser.add_argument("--objects", type=int, default=16)
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--format", default="obj", choices=["obj", "ply", "glb"])
@@ -187,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         images = [synthetic_object(workdir / "in" / f"object{i}.png", i) for i in range(args.objects)]
         for max_batch in batches:
-            print(f"max batch {max_batch}: {args.objects} objects ...", flush=True)
-            results[str(max_batch)] = run_config(max_batch, images, args, workdir)
-            print(f"max batch {max_batch}: {results[str(max_batch)]['objects_per_min']:.2f} objects/min", flush=True)
-            write_results(args.out, "throughput", {**meta, "results": results})
+            for lane in filter(None, args.mesh_lanes.split(",")):
+                key = config_key(max_batch, lane)
+                print(f"max batch {max_batch}, mesh lane {lane}: {args.objects} objects ...", flush=True)
+                results[key] = run_config(max_batch, lane, images, args, workdir)
+                print(f"{key}: {results[key]['objects_per_min']:.2f} objects/min", flush=True)
+                write_results(args.out, "throughput", {**meta, "results": results})
     text = report(results, meta, flops_per_object(args.out, args.steps))
     (args.out / "throughput.md").write_text(text)
     print(text)

@@ -51,11 +51,12 @@ def worker_arguments(
     device: str | None = None,
     mock: str | None = None,
     max_batch: int | None = None,
+    mesh_lane: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The worker's command-line arguments for a backend and its weights (paths made absolute)."""
     args = ["--backend", backend] + (["--max-batch", str(max_batch)] if max_batch is not None else [])
-    for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock)):
+    for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock), ("--mesh-lane", mesh_lane)):
         if value:
             args += [flag, value]
     for flag, path in (("--zero123plus", zero123plus), ("--unet", unet), ("--lrm", lrm), ("--config", config)):
@@ -82,6 +83,7 @@ class InstantMeshWorker:
         lrm: str | None = None,
         device: str | None = None,
         max_batch: int | None = None,
+        mesh_lane: str | None = None,
         worker_args: Sequence[str] = (),
         request_timeout: float | None = None,
         startup_timeout: float = 300.0,
@@ -92,8 +94,9 @@ class InstantMeshWorker:
         command = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else None)
         # max_batch: objects per diffusion batch in the worker (its default: 8 on CUDA, 1 on CPU); 1 starts faster
         # (one compiled batch size) and suits one object at a time; above 1 pays off through map().
+        # mesh_lane: "on", "off" or "auto" (the worker's default: on with CUDA), reconstruct beside the next diffusion.
         args = worker_arguments(backend, preset=preset, zero123plus=zero123plus, unet=unet, lrm=lrm, device=device, max_batch=max_batch,
-                                extra=worker_args)
+                                mesh_lane=mesh_lane, extra=worker_args)
         self.client = WorkerClient(
             command,
             args,

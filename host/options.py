@@ -46,6 +46,10 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
         help="objects per diffusion batch in the worker (default: the worker's, 8 on CUDA, 1 on CPU); above 1 the batch "
              "command keeps objects in flight so batches fill",
     )
+    group.add_argument(
+        "--mesh-lane", choices=["auto", "on", "off"],
+        help="the worker reconstructs one object beside the diffusion of the next (default auto: on with CUDA)",
+    )
     group.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="seconds for the worker to start (default 300)")
     group.add_argument("--verbose", action="store_true", help="show the worker's stderr")
 
@@ -119,6 +123,7 @@ def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
         lrm=args.lrm,
         device=args.device,
         max_batch=getattr(args, "max_batch", None),
+        mesh_lane=getattr(args, "mesh_lane", None),
         worker_args=extra,
         startup_timeout=args.startup_timeout,
         on_stderr=on_stderr,

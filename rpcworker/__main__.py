@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms", type=batch_wait_ms, default=DEFAULT_BATCH_WAIT_MS,
         help=f"how long a batch waits to fill (default {DEFAULT_BATCH_WAIT_MS:g} ms)",
     )
+    p.add_argument(
+        "--mesh-lane", choices=["auto", "on", "off"], default="auto",
+        help="run reconstruct on a second executor, beside the diffusion of the next objects "
+        "(auto: where the backend says it pays, i.e. on CUDA)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -116,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
+    mesh_lane = args.mesh_lane == "on" or (args.mesh_lane == "auto" and bool(getattr(backend, "mesh_lane_pays", False)))
     code = serve(
         stream, backend, max_handles=max_handles, output_root=args.output_root, log_level=args.log_level,
-        before_commit=before_commit, max_batch=max_batch, batch_wait_s=args.batch_wait_ms / 1000,
+        before_commit=before_commit, max_batch=max_batch, batch_wait_s=args.batch_wait_ms / 1000, mesh_lane=mesh_lane,
     )
     sys.stderr.flush()
     os._exit(code)

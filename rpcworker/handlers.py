@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+GRID_PNG_COMPRESS_LEVEL = 1
+"""zlib level of the views grid PNG: lossless at any level; 1 writes a 960x640 grid about 5x faster than
+Pillow's default 6 for files about 20% larger, and the writes of a batch's grids lie between two diffusions."""
+
+
 @dataclass
 class Workspace:
     """What model methods act on: the backend, the views kept between calls, and the output rules."""
@@ -108,7 +113,7 @@ def _finish_views(
         if out is not None:
             t = time.perf_counter()
             with atomic_output(out, overwrite=params.overwrite, before_commit=ws.before_commit) as tmp:
-                generated.grid.save(tmp, format="PNG")
+                generated.grid.save(tmp, format="PNG", compress_level=GRID_PNG_COMPRESS_LEVEL)
             save_s = time.perf_counter() - t
         handle = ws.views.put(generated.views, generated.view_size)
         return ViewsResult(
@@ -186,6 +191,14 @@ BATCH_HANDLERS: dict[str, tuple[Callable[[Any], Hashable], BatchHandler]] = {
     "generate_views": (views_batch_key, generate_views_batch),
 }
 """Methods whose queued requests may run together: the key that says which may, and the batch handler."""
+
+
+MESH_LANE_METHODS = frozenset({"reconstruct"})
+"""Methods that may run on the mesh lane (``--mesh-lane``), beside the diffusion of other requests."""
+MESH_LANE_NEEDS = ("views", "mesh")
+"""The models that must both be loaded for the mesh lane to run: a load (or a load on demand) never overlaps other work."""
+BARRIER_METHODS = frozenset({"load", "unload"})
+"""Methods that run with nothing beside them."""
 
 
 @handles("reconstruct")

@@ -1,15 +1,21 @@
-"""The job queue: model work runs on one executor thread, in arrival order, one job or one batch at a time.
+"""The job queue: model work runs on an executor thread, in arrival order, one job or one batch at a time,
+with an optional second executor (the side lane) for jobs that may overlap it.
 
 It knows nothing of envelopes or replies: the session submits jobs and is told when each ends, with its
 result or the RpcError it became (whatever a backend raised, the worker keeps serving).
 
-Dynamic batching: a job with a ``batch_key`` may take the jobs queued right behind it with the same key
-(up to ``max_batch`` in all, waiting at most ``batch_wait_s`` for them to arrive) and run with them as
-one batch. Only consecutive jobs join, so replies still leave in arrival order.
+Dynamic batching: a job with a ``batch_key`` may take the jobs queued behind it on its lane with the same key
+(up to ``max_batch`` in all, waiting at most ``batch_wait_s`` for them to arrive) and run with them as one batch.
+
+The side lane (the session's mesh lane): a ``side`` job may run on a second executor thread beside the main
+lane's work, overtaking main-lane jobs queued before it, while ``side_open()`` says so; otherwise it runs on the
+main lane like any job. A ``barrier`` job runs alone: after every job before it has ended, and before any job
+behind it starts.
 
 Pipelining: a job may end its model work with a `Deferred` (the rest needs no model: writing its files);
-that part runs on a second thread, the finisher, while the executor starts the next job. Every job ends
-through the finisher, in arrival order, so replies keep their order and a reply still means "written".
+that part runs on a third thread, the finisher, while the executors go on; the finisher runs deferred parts
+oldest first, as soon as their model work is done. Every job ends through the finisher, in arrival order, so
+replies keep their order and a reply still means "written".
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -33,6 +39,8 @@ log = logging.getLogger("rpcworker")
 TRACEBACK_FRAMES = 8
 TRACEBACK_CHARS = 4000
 """How much of an unexpected exception's traceback an internal_error carries."""
+
+Lane = Literal["main", "side"]
 
 
 class JobContext:
@@ -60,6 +68,10 @@ class Job:
     batch_key: Hashable | None = None
     """Jobs with equal keys may run together through ``run_batch``; None: always alone."""
     run_batch: BatchRunner | None = None
+    side: bool = False
+    """May run on the side lane, beside the main lane's work."""
+    barrier: bool = False
+    """Runs with no other job beside it (loading and unloading models)."""
 
 
 @dataclass
@@ -75,16 +87,40 @@ JobDone = Callable[[Job, "msgspec.Struct | None", "RpcError | None"], None]
 MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
 MIN_UNFINISHED = 2
-"""Jobs whose deferred part may wait for the finisher before the executor waits too (bounds the meshes held):
+"""Jobs whose deferred part may wait for the finisher before their lane waits too (bounds the meshes held):
 this many, or two batches' worth, so a batch's reconstructs never wait on each other's exports."""
-Outcome = tuple["Job", "msgspec.Struct | Deferred | None", "RpcError | None"]
+
+
+@dataclass
+class _Slot:
+    """One submitted job, in arrival order, until its reply is handed over."""
+
+    job: Job
+    lane: Lane | None = None
+    """The lane it runs on, once taken."""
+    result: msgspec.Struct | Deferred | None = None
+    error: RpcError | None = None
+    produced: bool = False
+    """Model work done: ``result`` or ``error`` is set."""
+    writing: bool = False
+    """The finisher is running its deferred part."""
+
+    @property
+    def deferred(self) -> bool:
+        return self.produced and not self.writing and isinstance(self.result, Deferred)
+
+    @property
+    def ended(self) -> bool:
+        return self.produced and not self.writing and not isinstance(self.result, Deferred)
 
 
 class JobQueue:
-    """One executor thread for model work and one finisher thread, which runs ``on_done`` for each job in order."""
+    """Executors for model work (the main lane, and the side lane when ``side_open`` is given) and one finisher
+    thread, which runs deferred parts and then ``on_done`` for each job in arrival order."""
 
     def __init__(
-        self, send: Callable[[msgspec.Struct], None], on_done: JobDone, *, max_batch: int = 1, batch_wait_s: float = 0.0
+        self, send: Callable[[msgspec.Struct], None], on_done: JobDone, *, max_batch: int = 1, batch_wait_s: float = 0.0,
+        side_open: Callable[[], bool] | None = None,
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH_LIMIT:
             raise ValueError(f"max_batch must be 1..{MAX_BATCH_LIMIT}, got {max_batch}")
@@ -95,43 +131,61 @@ class JobQueue:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
         self.max_unfinished = max(MIN_UNFINISHED, 2 * max_batch)
-        self._jobs: deque[Job] = deque()
+        """Deferred parts one lane may leave waiting for the finisher before it waits too."""
+        self._side_open = side_open
+        self._queued: deque[_Slot] = deque()
+        """Jobs not started yet, in arrival order."""
+        self._slots: deque[_Slot] = deque()
+        """Every job not yet handed to ``on_done``, in arrival order."""
         self._closed = False
-        self._current: list[Job] = []
+        self._running: dict[Lane, list[Job]] = {"main": [], "side": []}
+        self._barrier_running = False
         self._cond = threading.Condition()
         self._pending = 0
-        self._finishing: deque[Outcome] = deque()
-        self._executor_done = False
-        self._thread = threading.Thread(target=self._run, name="model-executor", daemon=True)
+        lanes: list[Lane] = ["main", "side"] if side_open is not None else ["main"]
+        self._lanes_running = len(lanes)
+        self._threads = [threading.Thread(target=self._run, args=(lane,), name=f"model-{lane}-lane", daemon=True) for lane in lanes]
         self._finisher = threading.Thread(target=self._finish_in_order, name="job-finisher", daemon=True)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         self._finisher.start()
 
     @property
+    def side_lane(self) -> bool:
+        return self._side_open is not None
+
+    @property
     def busy(self) -> str | None:
-        """The method running now, or None."""
-        current = self._current
+        """The method running now on the main lane, else on the side lane; None when both are idle."""
+        current = self._running["main"] or self._running["side"]
         return current[0].method if current else None
 
     @property
     def batch(self) -> list[RequestId]:
-        """The ids running now together (one id when a job runs alone; empty when idle)."""
-        return [job.id for job in self._current]
+        """The ids running now together on the main lane (one id when a job runs alone; empty when idle)."""
+        return [job.id for job in self._running["main"]]
+
+    @property
+    def beside(self) -> list[RequestId]:
+        """The ids running now on the side lane."""
+        return [job.id for job in self._running["side"]]
 
     @property
     def queued(self) -> int:
         with self._cond:
-            return len(self._jobs)
+            return len(self._queued)
 
     @property
     def running(self) -> bool:
-        """True while the executor or the finisher has not ended."""
-        return self._thread.is_alive() or self._finisher.is_alive()
+        """True while an executor or the finisher has not ended."""
+        return any(t.is_alive() for t in self._threads) or self._finisher.is_alive()
 
     def submit(self, job: Job) -> None:
         with self._cond:
             self._pending += 1
-            self._jobs.append(job)
+            slot = _Slot(job)
+            self._queued.append(slot)
+            self._slots.append(slot)
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -140,73 +194,137 @@ class JobQueue:
             return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
     def stop(self, grace: float = 0.0) -> None:
-        """Lets the executor end after the jobs before it; waits up to ``grace`` seconds for that."""
+        """Lets the executors end after the jobs before them; waits up to ``grace`` seconds for that."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         if grace > 0:
             deadline = time.monotonic() + grace
-            self._thread.join(grace)
-            self._finisher.join(max(0.0, deadline - time.monotonic()))
+            for thread in (*self._threads, self._finisher):
+                thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _take(self) -> list[Job]:
-        """The next job and the compatible ones queued right behind it; empty once stopped and drained."""
+    # ------------------------------------------------------------------ executors
+
+    def _lane_of(self, job: Job) -> Lane:
+        """Side jobs run on the side lane while it is open; once the queue is stopping, the main lane drains all."""
+        open_now = self._side_open is not None and not self._closed and self._side_open()
+        return "side" if job.side and open_now else "main"
+
+    def _next(self, lane: Lane) -> int | None:
+        """Where the next job ``lane`` may start now sits in the queue; None: nothing for it yet."""
+        for i, job in enumerate(slot.job for slot in self._queued):
+            if job.barrier:  # nothing behind a barrier starts before it ends; it starts once all else has
+                idle = not self._running["side"] and not self._barrier_running
+                return 0 if lane == "main" and i == 0 and idle else None
+            if self._lane_of(job) == lane:
+                return None if self._barrier_running else i
+        return None
+
+    def _take(self, lane: Lane) -> list[_Slot]:
+        """The lane's next job and the compatible ones queued behind it; empty once stopped and drained."""
         with self._cond:
-            self._cond.wait_for(lambda: bool(self._jobs) or self._closed)
-            if not self._jobs:
+            self._cond.wait_for(lambda: self._next(lane) is not None or (self._closed and not self._has_work(lane)))
+            at = self._next(lane)
+            if at is None:
                 return []
-            batch = [self._jobs.popleft()]
-            key = batch[0].batch_key
-            if key is not None and batch[0].run_batch is not None and self.max_batch > 1:
+            batch = [self._pop(at)]
+            first = batch[0].job
+            key = first.batch_key
+            if key is not None and first.run_batch is not None and self.max_batch > 1:
                 deadline = time.monotonic() + self.batch_wait_s
                 while len(batch) < self.max_batch:
-                    if self._jobs:
-                        if self._jobs[0].batch_key != key:
-                            break  # only consecutive jobs join: replies keep arrival order
-                        batch.append(self._jobs.popleft())
+                    behind = self._next(lane)
+                    if behind is None and any(slot.job.barrier for slot in self._queued):
+                        break  # a barrier ends the batch
+                    if behind is not None:
+                        if self._queued[behind].job.batch_key != key:
+                            break  # the lane's next job differs: it starts the next batch
+                        batch.append(self._pop(behind))
                         continue
                     left = deadline - time.monotonic()
                     if left <= 0 or self._closed:
                         break
                     self._cond.wait(left)
-            self._current = batch
+            self._running[lane] = [slot.job for slot in batch]
+            self._barrier_running = first.barrier
+            for slot in batch:
+                slot.lane = lane
             return batch
 
-    def _run(self) -> None:
+    def _has_work(self, lane: Lane) -> bool:
+        """Some queued job will still run on ``lane`` (barriers run on the main lane)."""
+        return any(self._lane_of(slot.job) == lane for slot in self._queued)
+
+    def _pop(self, at: int) -> _Slot:
+        slot = self._queued[at]
+        del self._queued[at]
+        return slot
+
+    def _run(self, lane: Lane) -> None:
         try:
-            while batch := self._take():
-                outcomes = [self._execute(batch[0])] if len(batch) == 1 else self._execute_batch(batch)
-                self._current = []
+            while batch := self._take(lane):
+                jobs = [slot.job for slot in batch]
+                outcomes = [self._execute(jobs[0])] if len(jobs) == 1 else self._execute_batch(jobs)
                 with self._cond:
-                    self._cond.wait_for(lambda: sum(isinstance(o[1], Deferred) for o in self._finishing) < self.max_unfinished)
-                    self._finishing.extend((job, result, error) for job, (result, error) in zip(batch, outcomes, strict=True))
+                    self._cond.wait_for(lambda: self._unfinished(lane) < self.max_unfinished)
+                    for slot, (result, error) in zip(batch, outcomes, strict=True):
+                        slot.result, slot.error, slot.produced = result, error, True
+                    self._running[lane] = []
+                    self._barrier_running = False
                     self._cond.notify_all()
         finally:
             with self._cond:
-                self._executor_done = True
+                self._lanes_running -= 1
                 self._cond.notify_all()
 
+    def _unfinished(self, lane: Lane) -> int:
+        """The lane's jobs whose deferred part has not been written yet."""
+        return sum(1 for slot in self._slots if slot.lane == lane and slot.produced and isinstance(slot.result, Deferred))
+
+    # ------------------------------------------------------------------ finisher
+
     def _finish_in_order(self) -> None:
-        """Runs deferred parts and hands every outcome to ``on_done``, one job at a time, in arrival order."""
+        """Hands each ended job to ``on_done`` in arrival order; meanwhile runs deferred parts, oldest first."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._finishing) or self._executor_done)
-                if not self._finishing:
+                self._cond.wait_for(lambda: self._finisher_has_work() or (self._lanes_running == 0 and not self._slots))
+                if self._slots and self._slots[0].ended:
+                    self._hand_over(self._slots[0])
+                    continue
+                slot = next((s for s in self._slots if s.deferred), None)
+                if slot is None:  # no job left, and no executor to run one
                     return
-                job, result, error = self._finishing[0]
-            if isinstance(result, Deferred):
-                try:
-                    JobContext(job, self._send).check_cancelled()
-                    result = result.finish()
-                except Exception as exc:  # a failed write fails its job only
-                    result, error = None, _as_error(job, exc)
-            try:
-                self._on_done(job, result, error)
-            finally:
-                with self._cond:
-                    self._finishing.popleft()
-                    self._pending -= 1
-                    self._cond.notify_all()
+                slot.writing = True
+            self._write(slot)
+
+    def _finisher_has_work(self) -> bool:
+        return bool(self._slots) and (self._slots[0].ended or any(s.deferred for s in self._slots))
+
+    def _hand_over(self, slot: _Slot) -> None:
+        """``on_done`` for the oldest job (called holding the lock: released around the call)."""
+        self._cond.release()
+        try:
+            self._on_done(slot.job, slot.result if not isinstance(slot.result, Deferred) else None, slot.error)
+        finally:
+            self._cond.acquire()
+            self._slots.popleft()
+            self._pending -= 1
+            self._cond.notify_all()
+
+    def _write(self, slot: _Slot) -> None:
+        assert isinstance(slot.result, Deferred)
+        result: msgspec.Struct | None
+        error: RpcError | None = None
+        try:
+            JobContext(slot.job, self._send).check_cancelled()
+            result = slot.result.finish()
+        except Exception as exc:  # a failed write fails its job only
+            result, error = None, _as_error(slot.job, exc)
+        with self._cond:
+            slot.result, slot.error, slot.writing = result, error, False
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ running
 
     def _execute_batch(self, batch: list[Job]) -> list[tuple[msgspec.Struct | Deferred | None, RpcError | None]]:
         runner = batch[0].run_batch

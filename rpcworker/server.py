@@ -89,6 +89,7 @@ def serve(
     before_commit: Callable[[str], None] | None = None,
     max_batch: int = 1,
     batch_wait_s: float = 0.0,
+    mesh_lane: bool = False,
 ) -> int:
     """Serves until EOF on stdin or a shutdown request; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -102,7 +103,7 @@ def serve(
 
     dispatcher = WorkerSession(
         backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit,
-        max_batch=max_batch, batch_wait_s=batch_wait_s,
+        max_batch=max_batch, batch_wait_s=batch_wait_s, mesh_lane=mesh_lane,
     )
     # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
     # until the executor had its grace; then the worker exits, whether or not the host closed stdin.

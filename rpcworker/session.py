@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__
 from .backends.base import Backend
-from .handlers import BATCH_HANDLERS, MODEL_HANDLERS, Workspace
+from .handlers import BARRIER_METHODS, BATCH_HANDLERS, MESH_LANE_METHODS, MESH_LANE_NEEDS, MODEL_HANDLERS, Workspace
 from .handles import DEFAULT_MAX_HANDLES, ViewStore
 from .jobs import Job, JobQueue
 from .outputs import OutputPolicy
@@ -69,6 +69,7 @@ class WorkerSession:
         before_commit: Callable[[str], None] | None = None,
         max_batch: int = 1,
         batch_wait_s: float = 0.0,
+        mesh_lane: bool = False,
     ) -> None:
         self.backend = backend
         self.stream = stream
@@ -82,7 +83,9 @@ class WorkerSession:
         self._served = 0
         self._lock = threading.Lock()
         self._in_flight: dict[RequestId, Job] = {}
-        self.jobs = JobQueue(self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s)
+        # The mesh lane opens once both models are loaded, so a load never runs beside other model work.
+        side_open = (lambda: set(MESH_LANE_NEEDS) <= set(backend.loaded())) if mesh_lane else None
+        self.jobs = JobQueue(self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s, side_open=side_open)
 
     @property
     def requests_served(self) -> int:
@@ -143,7 +146,8 @@ class WorkerSession:
             handler = MODEL_HANDLERS.get(method)
             if handler is not None:
                 workspace = self.workspace
-                job = Job(request_id, method, params, lambda p, ctx: handler(workspace, p, ctx))
+                job = Job(request_id, method, params, lambda p, ctx: handler(workspace, p, ctx),
+                          side=method in MESH_LANE_METHODS, barrier=method in BARRIER_METHODS)
                 batching = BATCH_HANDLERS.get(method)
                 if batching is not None and self.jobs.max_batch > 1:
                     key_of, batch_handler = batching
@@ -256,6 +260,8 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         pid=os.getpid(),
         batch=session.jobs.batch,
         max_batch=session.jobs.max_batch,
+        mesh_lane=session.jobs.side_lane,
+        reconstructing=session.jobs.beside,
     )
 
 

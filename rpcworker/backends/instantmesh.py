@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,12 @@ class InstantMeshBackend:
         self.optimizations = tuple(optimizations)
         self.max_batch = max_batch or (CUDA_DEFAULT_MAX_BATCH if self.device.type == "cuda" else 1)
         """The most objects one diffusion batch holds; with ``compile`` the step is compiled for 1 and for this many."""
+        self.mesh_lane_pays = self.device.type == "cuda"
+        """Whether reconstruct beside the diffusion (``--mesh-lane auto``) pays: on a GPU the LRM and FlexiCubes fill
+        what the diffusion leaves idle; on the CPU both would share the same cores."""
+        self._mesh_stream: torch.cuda.Stream | None = None
+        """reconstruct's own CUDA stream (made at the first reconstruct), so that on the mesh lane its kernels run
+        beside the diffusion's."""
         self.load_phases: dict[str, float] = {}
         """Seconds per phase of the last loads, for benchmarks and the log. Views: ``read_<part>_s`` from
         `load_zero123plus` (imports, cuda_init, unet, vae, text_encoder, vision_encoder, processors, to_device;
@@ -227,7 +233,7 @@ class InstantMeshBackend:
                 progress=[lambda step, total, ctx=ctx: ctx.progress("diffusion", step, total) for ctx in ctxs],
                 check_cancelled=[ctx.check_cancelled for ctx in ctxs],
             )
-            self._synchronize()
+            self._synchronize_stream()
         seconds = time.perf_counter() - start
         results: list[GeneratedViews | BaseException] = []
         for grid in grids:
@@ -246,12 +252,12 @@ class InstantMeshBackend:
             _require_texture_support()
         lrm = self._require("mesh", ctx)
         timings: dict[str, float] = {}
-        with self._device_errors("reconstruct"), torch.inference_mode():
+        with self._device_errors("reconstruct"), torch.inference_mode(), self._on_mesh_stream():
             t = time.perf_counter()
             images = self._lrm_input(views)
             ctx.progress("reconstruct", 1, 3, "planes")
             planes = lrm.forward_planes(images, self._cameras)
-            self._synchronize()
+            self._synchronize_stream()
             timings["planes_s"] = time.perf_counter() - t
             ctx.check_cancelled()
             t = time.perf_counter()
@@ -260,6 +266,7 @@ class InstantMeshBackend:
                 textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=self._texture_resolution)
             else:
                 vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
+            self._synchronize_stream()  # nothing of this request is left on the stream when its tensors are freed
             timings["mesh_s"] = time.perf_counter() - t
             ctx.progress("reconstruct", 3, 3, "done")
         if not texture_map:
@@ -294,6 +301,18 @@ class InstantMeshBackend:
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def _synchronize_stream(self) -> None:
+        """Waits for this thread's stream only: on the mesh lane, the other lane's work goes on."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def _on_mesh_stream(self) -> Any:
+        if self.device.type != "cuda":
+            return nullcontext()
+        if self._mesh_stream is None:
+            self._mesh_stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._mesh_stream)
 
     def _free(self) -> None:
         gc.collect()

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -211,6 +211,10 @@ class StatusResult(Struct):
     """The ids of the requests running now together (since 1.3)."""
     max_batch: MaxBatch = 1
     """The worker's --max-batch (since 1.3)."""
+    mesh_lane: bool = False
+    """Whether reconstruct runs on a lane of its own, beside the diffusion (``--mesh-lane``; since 1.4)."""
+    reconstructing: list[RequestId] = msgspec.field(default_factory=list)
+    """The ids running on the mesh lane now (since 1.4)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):

@@ -218,3 +218,15 @@ def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
     assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)
     assert backend.load_phases[WARMUP_DECODE_PHASE] > 0  # and one decode, which compiles the VAE decoder
+
+
+def test_the_mesh_lane_gives_the_meshes_the_executor_gives(tiny_worker: InstantMeshWorker, tiny_cache: Path, object_png: Path,
+                                                           tmp_path: Path) -> None:
+    """reconstruct on the mesh lane (beside the next objects' diffusion) writes the same files as on the executor."""
+    options = {"num_inference_steps": 2, "format": "ply"}
+    serial = list(tiny_worker.map([object_png] * 3, tmp_path / "serial", **options))
+    with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", startup_timeout=120, worker_args=("--mesh-lane", "on")) as worker:
+        assert worker.client.status().mesh_lane and not tiny_worker.client.status().mesh_lane
+        laned = list(worker.map([object_png] * 3, tmp_path / "lane", **options))
+    assert all(o.ok for o in serial + laned)
+    assert [Path(o.mesh.path).read_bytes() for o in laned] == [Path(o.mesh.path).read_bytes() for o in serial]

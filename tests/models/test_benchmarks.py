@@ -72,11 +72,12 @@ def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
 
 def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "throughput"
-    printed = bench("benchmarks.throughput", "--weights", str(tiny_weights), "--batches", "1,2", "--objects", "3", "--steps", "2",
-                    "--format", "ply", "--out", str(out))
+    printed = bench("benchmarks.throughput", "--weights", str(tiny_weights), "--batches", "1,2", "--mesh-lanes", "on,off", "--objects", "3",
+                    "--steps", "2", "--format", "ply", "--out", str(out))
     results = json.loads((out / "throughput.json").read_text())["results"]
-    assert sorted(results) == ["1", "2"]
-    assert results["2"]["per_object"]["batch_size"] == [2, 2, 1]  # the map keeps batches full; the last object alone
+    assert sorted(results) == ["1/lane-off", "1/lane-on", "2/lane-off", "2/lane-on"]
+    assert [results[k]["mesh_lane"] for k in sorted(results)] == ["off", "on", "off", "on"]
+    assert results["2/lane-on"]["per_object"]["batch_size"] == [2, 2, 1]  # the map keeps batches full; the last object alone
     assert all(r["objects"] == 3 and r["objects_per_min"] > 0 and r["views_max_abs_diff_batched_vs_alone"] <= 1 for r in results.values())
     assert "Throughput of one worker" in printed and (out / "throughput.md").exists()
 
