@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     from .server import claim_stdio, serve
 
     stream = claim_stdio()
+    if args.backend == "instantmesh":
+        from instantmesh.unused_packages import hide_unused_packages
+
+        hide_unused_packages()
     try:
         backend = create_backend(args)
     except (ValueError, ImportError, OSError) as exc:
