@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from host import InstantMeshWorker
-from rpcworker.errors import Cancelled
+from rpcworker.errors import Cancelled, InternalError, OutOfMemory
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 from rpcworker.wire.messages import STEPS_RANGE
 
@@ -81,6 +81,24 @@ def test_before_both_models_are_loaded_a_reconstruct_waits_its_turn(mock_client,
     with pytest.raises(Cancelled):
         long.result(WAIT_S)
     assert mesh.result(WAIT_S).num_faces > 0
+
+
+@pytest.mark.parametrize(("misbehave", "error"), [("fail_once=reconstruct", InternalError), ("oom_once=reconstruct", OutOfMemory)])
+def test_a_reconstruct_failing_on_the_lane_fails_alone(mock_client, object_png: Path, tmp_path: Path, misbehave: str, error: type) -> None:
+    client = mock_client(f"{DELAY},{misbehave}", extra=LANE_ARGS)
+    client.load()
+    handle = client.generate_views(_views(object_png)).handle
+    long = _long_views(client, object_png)
+    failed = client.request("reconstruct", ReconstructParams(ViewsHandle(handle), str(tmp_path / "bad.ply")))
+    good = client.request("reconstruct", ReconstructParams(ViewsHandle(handle), str(tmp_path / "good.ply")))
+    assert client.status().busy == "generate_views"
+    long.cancel()
+    with pytest.raises(Cancelled):
+        long.result(WAIT_S)
+    with pytest.raises(error):
+        failed.result(WAIT_S)
+    assert good.result(WAIT_S).num_faces > 0 and not (tmp_path / "bad.ply").exists()
+    assert client.ping().pong and client.status().loaded == ["views", "mesh"]
 
 
 def test_the_lane_is_off_by_default_on_the_mock(mock_client) -> None:
