@@ -1,8 +1,8 @@
 """Many objects through one worker with requests kept in flight, so batches fill and the GPU never waits.
 
 The host keeps a window of objects in flight (twice the worker's ``--max-batch``, so the next batch is queued
-while one runs, and never more than the worker keeps views for), sending their `generate_views` a whole batch
-at a time, and each object's `reconstruct` as soon as its views arrive; an object leaves the window when its
+while one runs; three times with the worker's mesh lane, where the batch before is still reconstructing; never
+more than the worker keeps views for), sending their `generate_views` a whole batch at a time, and each object's `reconstruct` as soon as its views arrive; an object leaves the window when its
 mesh is written. The worker answers model requests in order, so waiting on the
 oldest request in flight is always right, and every answer still means "written". Outcomes come back in
 input order, failures in place.
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from .session import PendingCall
 
 BATCHES_AHEAD = 2
-"""Views requests kept in flight, in worker batches: one running, one queued behind it."""
+"""Objects kept in flight, in worker batches: one running, one queued behind it."""
+BATCHES_AHEAD_WITH_MESH_LANE = 3
+"""The same beside the worker's mesh lane, plus the batch reconstructing there: its replies wait behind the running
+batch's (request order), so without a third batch queued the diffusion would wait for them."""
 
 
 @dataclass
@@ -42,11 +45,12 @@ class _InFlight:
     """Set for a reconstruct: the views it was made from."""
 
 
-def in_flight_window(max_batch: int, max_handles: int) -> int:
+def in_flight_window(max_batch: int, max_handles: int, mesh_lane: bool = False) -> int:
     """How many objects to keep in flight (views requested or made, mesh not yet written): enough to fill the
     next batch, never more than the worker keeps views for, which keeps views not yet reconstructed first (a
     handle evicted before its reconstruct would fail that object)."""
-    return max(1, min(BATCHES_AHEAD * max_batch, max_handles))
+    ahead = BATCHES_AHEAD_WITH_MESH_LANE if mesh_lane else BATCHES_AHEAD
+    return max(1, min(ahead * max_batch, max_handles))
 
 
 def map_objects(
@@ -65,7 +69,7 @@ def map_objects(
     pending = iter(images)
     count = len(targets)
     status = worker.status()
-    window = in_flight_window(status.max_batch, status.max_handles)
+    window = in_flight_window(status.max_batch, status.max_handles, status.mesh_lane)
     group = min(status.max_batch, window)
     flight: deque[_InFlight] = deque()
     done: dict[int, ObjectOutcome] = {}

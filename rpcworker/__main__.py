@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from .backends import BACKENDS, create_backend
-from .handles import DEFAULT_MAX_HANDLES
+from .handles import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from .jobs import MAX_BATCH_WAIT_S
 from .wire.messages import MAX_BATCH_LIMIT
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument(
         "--max-handles", type=positive_int, default=None,
-        help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or twice --max-batch if more)",
+        help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or {HANDLES_PER_BATCH} x --max-batch if more)",
     )
     p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
     p.add_argument(
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_no_batching(args), file=sys.stderr)
         return 2
     max_batch = args.max_batch or getattr(backend, "max_batch", 1)
-    # A host keeping one batch running and the next queued holds two batches of views before reconstructing them.
-    max_handles = args.max_handles or max(DEFAULT_MAX_HANDLES, 2 * max_batch)
+    max_handles = args.max_handles or max(DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH * max_batch)
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None

@@ -8,7 +8,7 @@ import pytest
 
 from rpcworker.dispatch import ERROR_TEXT_LIMIT
 from rpcworker.errors import WIRE_ERRORS
-from rpcworker.handles import DEFAULT_MAX_HANDLES
+from rpcworker.handles import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.outputs import STALE_PARTIAL_S
@@ -69,7 +69,7 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"polls the parent pid every {PARENT_POLL_S:g} s", None),
         (f"data (`png`, `grid_png`) only {' or '.join(INLINE_FORMATS)}", None),
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
-        (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to 2 N", None),
+        (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
     ],
 )
