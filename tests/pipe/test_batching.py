@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from host.process import WorkerCommand
 from rpcworker.errors import Cancelled, InputNotFound
 from rpcworker.protocol import GenerateViewsParams, ImagePath
 from rpcworker.wire.messages import STEPS_RANGE
+from tests.pipe.in_flight import most_in_flight
 
 BATCH_ARGS = ("--max-batch", "4", "--batch-wait-ms", "0")
 BLOCKER_STEPS = STEPS_RANGE[1]
@@ -228,28 +228,7 @@ def test_a_long_map_never_loses_views_to_eviction(worker_python: Path, object_pn
     object's views survive until its reconstruct (the host counts each object until its mesh is written)."""
     args = ("--mock", DELAY, "--max-batch", "2", "--max-handles", "4")
     with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
-        in_flight, most = [0], [0]
-        request = worker.client.request
-
-        def counting(method: str, *rest: Any, **kwargs: Any) -> Any:
-            call = request(method, *rest, **kwargs)
-            if method == "generate_views":  # an object enters the window
-                in_flight[0] += 1
-                most[0] = max(most[0], in_flight[0])
-            elif method == "reconstruct":  # ... and leaves it once its mesh is written
-                result = call.result
-
-                def leaving(*a: Any, **k: Any) -> Any:
-                    try:
-                        return result(*a, **k)
-                    finally:
-                        in_flight[0] -= 1
-
-                call.result = leaving
-            return call
-
-        worker.client.request = counting  # type: ignore[method-assign]
-        outcomes = list(worker.map([object_png] * 12, tmp_path / "out", num_inference_steps=STEPS))
+        most, outcomes = most_in_flight(worker, [object_png] * 12, tmp_path / "out", num_inference_steps=STEPS)
         assert [o.error for o in outcomes] == [None] * 12
-        assert most[0] == 4 and in_flight[0] == 0  # never more objects in flight than the worker keeps views for
+        assert most == 4  # never more objects in flight than the worker keeps views for
         assert worker.client.status().handles <= 4

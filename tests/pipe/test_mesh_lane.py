@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from host import InstantMeshWorker
 from rpcworker.errors import Cancelled, InternalError, OutOfMemory
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 from rpcworker.wire.messages import STEPS_RANGE
+from tests.pipe.in_flight import most_in_flight
 
 LANE_ARGS = ("--mesh-lane", "on")
 DELAY = "step_delay=0.02"
@@ -120,34 +120,6 @@ def test_map_through_the_lane_gives_what_it_gives_without(worker_python: Path, o
     assert meshes["on"] == meshes["off"]
 
 
-def _most_in_flight(worker: InstantMeshWorker, images: list[Path], out: Path) -> int:
-    """Runs a map, counting objects from their views request until their mesh reply; the most at once."""
-    in_flight, most = [0], [0]
-    request = worker.client.request
-
-    def counting(method: str, *rest: Any, **kwargs: Any) -> Any:
-        call = request(method, *rest, **kwargs)
-        if method == "generate_views":
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-        elif method == "reconstruct":
-            result = call.result
-
-            def leaving(*a: Any, **k: Any) -> Any:
-                try:
-                    return result(*a, **k)
-                finally:
-                    in_flight[0] -= 1
-
-            call.result = leaving
-        return call
-
-    worker.client.request = counting  # type: ignore[method-assign]
-    outcomes = list(worker.map(images, out, num_inference_steps=STEPS))
-    assert all(o.ok for o in outcomes) and in_flight[0] == 0
-    return most[0]
-
-
 @pytest.mark.parametrize(("lane", "handles", "most"), [("on", None, 6), ("off", None, 4), ("on", "4", 4)])
 def test_map_keeps_a_third_batch_in_flight_beside_the_lane(worker_python: Path, object_png: Path, tmp_path: Path,
                                                           lane: str, handles: str | None, most: int) -> None:
@@ -155,5 +127,6 @@ def test_map_keeps_a_third_batch_in_flight_beside_the_lane(worker_python: Path, 
     never more than the worker keeps views for (its default grows to three batches)."""
     args = ("--mock", DELAY, "--max-batch", "2", "--mesh-lane", lane, *(("--max-handles", handles) if handles else ()))
     with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
-        assert _most_in_flight(worker, [object_png] * 10, tmp_path / "out") == most
+        seen, outcomes = most_in_flight(worker, [object_png] * 10, tmp_path / "out", num_inference_steps=STEPS)
+        assert seen == most and all(o.ok for o in outcomes)
         assert worker.client.status().handles <= worker.client.status().max_handles
