@@ -2,10 +2,10 @@
 
 The host keeps a window of objects in flight (twice the worker's ``--max-batch``, so the next batch is queued
 while one runs; three times with the worker's mesh lane, where the batch before is still reconstructing; never
-more than the worker keeps views for), sending their `generate_views` a whole batch at a time, and each object's `reconstruct` as soon as its views arrive; an object leaves the window when its
-mesh is written. The worker answers model requests in order, so waiting on the
-oldest request in flight is always right, and every answer still means "written". Outcomes come back in
-input order, failures in place.
+more than the worker keeps views for), sending their `generate_views` a whole batch at a time, and each
+object's `reconstruct` as soon as its views arrive; an object leaves the window when its mesh is written. The
+worker answers model requests in order, so waiting on the oldest request in flight is always right, and every
+answer still means "written". Outcomes come back in input order, failures in place.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
 VAE decoder, compiled in ``load`` and cached on disk per machine, with channels_last convolutions."""
 CUDA_DEFAULT_MAX_BATCH = 8
 """Objects per diffusion batch on CUDA when ``--max-batch`` is not given: the best throughput measured on the H200
-(docs/benchmarks.md, throughput: 40.5 objects/min over 40 objects with the mesh lane vs 25 at 1), at the price of a second compiled
-batch size at start."""
+(docs/benchmarks.md, throughput: 40.5 objects/min over 40 objects with the mesh lane vs 25 at 1), at the price
+of a second compiled batch size at start."""
 
 
 class InstantMeshBackend:
