@@ -14,7 +14,7 @@ behind it starts.
 
 Pipelining: a job may end its model work with a `Deferred` (the rest needs no model: writing its files);
 that part runs on a third thread, the finisher, while the executors go on; the finisher runs deferred parts
-oldest first, as soon as their model work is done. Every job ends through the finisher, in arrival order, so
+in the order their model work ended, as soon as it ended. Every job ends through the finisher, in arrival order, so
 replies keep their order and a reply still means "written".
 """
 
@@ -106,10 +106,6 @@ class _Slot:
     """The finisher is running its deferred part."""
 
     @property
-    def deferred(self) -> bool:
-        return self.produced and not self.writing and isinstance(self.result, Deferred)
-
-    @property
     def ended(self) -> bool:
         return self.produced and not self.writing and not isinstance(self.result, Deferred)
 
@@ -137,6 +133,10 @@ class JobQueue:
         """Jobs not started yet, in arrival order."""
         self._slots: deque[_Slot] = deque()
         """Every job not yet handed to ``on_done``, in arrival order."""
+        self._to_write: deque[_Slot] = deque()
+        """Jobs whose deferred part waits for the finisher, in the order their model work ended."""
+        self._unfinished: dict[Lane, int] = {"main": 0, "side": 0}
+        """Per lane, the jobs whose deferred part has not been written yet."""
         self._closed = False
         self._running: dict[Lane, list[Job]] = {"main": [], "side": []}
         self._barrier_running = False
@@ -266,9 +266,12 @@ class JobQueue:
                 jobs = [slot.job for slot in batch]
                 outcomes = [self._execute(jobs[0])] if len(jobs) == 1 else self._execute_batch(jobs)
                 with self._cond:
-                    self._cond.wait_for(lambda: self._unfinished(lane) < self.max_unfinished)
+                    self._cond.wait_for(lambda: self._unfinished[lane] < self.max_unfinished)
                     for slot, (result, error) in zip(batch, outcomes, strict=True):
                         slot.result, slot.error, slot.produced = result, error, True
+                        if isinstance(result, Deferred):
+                            self._to_write.append(slot)
+                            self._unfinished[lane] += 1
                     self._running[lane] = []
                     self._barrier_running = False
                     self._cond.notify_all()
@@ -277,28 +280,24 @@ class JobQueue:
                 self._lanes_running -= 1
                 self._cond.notify_all()
 
-    def _unfinished(self, lane: Lane) -> int:
-        """The lane's jobs whose deferred part has not been written yet."""
-        return sum(1 for slot in self._slots if slot.lane == lane and slot.produced and isinstance(slot.result, Deferred))
-
     # ------------------------------------------------------------------ finisher
 
     def _finish_in_order(self) -> None:
-        """Hands each ended job to ``on_done`` in arrival order; meanwhile runs deferred parts, oldest first."""
+        """Hands each ended job to ``on_done`` in arrival order; meanwhile runs deferred parts as their model work ends."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._finisher_has_work() or (self._lanes_running == 0 and not self._slots))
                 if self._slots and self._slots[0].ended:
                     self._hand_over(self._slots[0])
                     continue
-                slot = next((s for s in self._slots if s.deferred), None)
-                if slot is None:  # no job left, and no executor to run one
+                if not self._to_write:  # no job left, and no executor to run one
                     return
+                slot = self._to_write.popleft()
                 slot.writing = True
             self._write(slot)
 
     def _finisher_has_work(self) -> bool:
-        return bool(self._slots) and (self._slots[0].ended or any(s.deferred for s in self._slots))
+        return bool(self._to_write) or (bool(self._slots) and self._slots[0].ended)
 
     def _hand_over(self, slot: _Slot) -> None:
         """``on_done`` for the oldest job (called holding the lock: released around the call)."""
@@ -322,6 +321,8 @@ class JobQueue:
             result, error = None, _as_error(slot.job, exc)
         with self._cond:
             slot.result, slot.error, slot.writing = result, error, False
+            assert slot.lane is not None
+            self._unfinished[slot.lane] -= 1
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ running

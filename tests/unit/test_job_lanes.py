@@ -1,5 +1,5 @@
 """The job queue's side lane (the worker's mesh lane), in-process: side jobs run beside the main lane's work,
-barriers run alone, deferred writes go oldest first, and replies still leave in arrival order. Events, not sleeps."""
+barriers run alone, deferred writes go as their model work ends, and replies still leave in arrival order. Events, not sleeps."""
 
 from __future__ import annotations
 
