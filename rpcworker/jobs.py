@@ -14,8 +14,8 @@ behind it starts.
 
 Pipelining: a job may end its model work with a `Deferred` (the rest needs no model: writing its files);
 that part runs on a third thread, the finisher, while the executors go on; the finisher runs deferred parts
-in the order their model work ended, as soon as it ended. Every job ends through the finisher, in arrival order, so
-replies keep their order and a reply still means "written".
+in the order their model work ended, as soon as it ended. Every job ends through the finisher, in arrival
+order, so replies keep their order and a reply still means "written".
 """
 
 from __future__ import annotations
@@ -101,13 +101,11 @@ class _Slot:
     result: msgspec.Struct | Deferred | None = None
     error: RpcError | None = None
     produced: bool = False
-    """Model work done: ``result`` or ``error`` is set."""
-    writing: bool = False
-    """The finisher is running its deferred part."""
+    """Model work done: ``result`` or ``error`` is set (a `Deferred` until the finisher has written it)."""
 
     @property
     def ended(self) -> bool:
-        return self.produced and not self.writing and not isinstance(self.result, Deferred)
+        return self.produced and not isinstance(self.result, Deferred)
 
 
 class JobQueue:
@@ -205,18 +203,18 @@ class JobQueue:
 
     # ------------------------------------------------------------------ executors
 
-    def _lane_of(self, job: Job) -> Lane:
+    def _side_is_open(self) -> bool:
         """Side jobs run on the side lane while it is open; once the queue is stopping, the main lane drains all."""
-        open_now = self._side_open is not None and not self._closed and self._side_open()
-        return "side" if job.side and open_now else "main"
+        return self._side_open is not None and not self._closed and self._side_open()
 
     def _next(self, lane: Lane) -> int | None:
         """Where the next job ``lane`` may start now sits in the queue; None: nothing for it yet."""
+        side_open = self._side_is_open()
         for i, job in enumerate(slot.job for slot in self._queued):
             if job.barrier:  # nothing behind a barrier starts before it ends; it starts once all else has
                 idle = not self._running["side"] and not self._barrier_running
                 return 0 if lane == "main" and i == 0 and idle else None
-            if self._lane_of(job) == lane:
+            if _lane_of(job, side_open) == lane:
                 return None if self._barrier_running else i
         return None
 
@@ -253,7 +251,8 @@ class JobQueue:
 
     def _has_work(self, lane: Lane) -> bool:
         """Some queued job will still run on ``lane`` (barriers run on the main lane)."""
-        return any(self._lane_of(slot.job) == lane for slot in self._queued)
+        side_open = self._side_is_open()
+        return any(_lane_of(slot.job, side_open) == lane for slot in self._queued)
 
     def _pop(self, at: int) -> _Slot:
         slot = self._queued[at]
@@ -293,7 +292,6 @@ class JobQueue:
                 if not self._to_write:  # no job left, and no executor to run one
                     return
                 slot = self._to_write.popleft()
-                slot.writing = True
             self._write(slot)
 
     def _finisher_has_work(self) -> bool:
@@ -303,7 +301,8 @@ class JobQueue:
         """``on_done`` for the oldest job (called holding the lock: released around the call)."""
         self._cond.release()
         try:
-            self._on_done(slot.job, slot.result if not isinstance(slot.result, Deferred) else None, slot.error)
+            assert not isinstance(slot.result, Deferred)
+            self._on_done(slot.job, slot.result, slot.error)
         finally:
             self._cond.acquire()
             self._slots.popleft()
@@ -320,7 +319,7 @@ class JobQueue:
         except Exception as exc:  # a failed write fails its job only
             result, error = None, _as_error(slot.job, exc)
         with self._cond:
-            slot.result, slot.error, slot.writing = result, error, False
+            slot.result, slot.error = result, error
             assert slot.lane is not None
             self._unfinished[slot.lane] -= 1
             self._cond.notify_all()
@@ -351,6 +350,10 @@ class JobQueue:
             return job.run(job.params, ctx), None
         except Exception as exc:  # the worker must keep serving whatever a backend raises
             return None, _as_error(job, exc)
+
+
+def _lane_of(job: Job, side_open: bool) -> Lane:
+    return "side" if job.side and side_open else "main"
 
 
 def _as_error(job: Job, exc: BaseException) -> RpcError:

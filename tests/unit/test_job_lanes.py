@@ -1,50 +1,16 @@
 """The job queue's side lane (the worker's mesh lane), in-process: side jobs run beside the main lane's work,
-barriers run alone, deferred writes go as their model work ends, and replies still leave in arrival order. Events, not sleeps."""
+barriers run alone, deferred writes go as their model work ends, and replies still leave in arrival order.
+Events, not sleeps."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import msgspec
 
-from rpcworker.errors import RpcError
-from rpcworker.jobs import Deferred, Job, JobContext, JobQueue
+from rpcworker.jobs import Deferred, JobQueue
 from rpcworker.protocol import PingResult
-
-WAIT_S = 10.0
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.threads: dict[Any, str] = {}
-        self.done: list[tuple[Any, str]] = []
-        self._lock = threading.Lock()
-
-    def add(self, event: str) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def on_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
-        self.done.append((job.id, "ok" if error is None else error.name))
-
-    def job(self, job_id: Any, method: str, body: Any = None, **kw: Any) -> Job:
-        """A job that records its thread, then runs ``body`` (if any) and logs its start and end."""
-        def run(params: Any, ctx: JobContext) -> msgspec.Struct | Deferred:
-            self.threads[job_id] = threading.current_thread().name
-            self.add(f"{job_id} start")
-            result = body() if body is not None else None
-            self.add(f"{job_id} end")
-            return result if result is not None else PingResult()
-
-        return Job(job_id, method, None, run, **kw)
-
-
-def _finish(queue: JobQueue) -> None:
-    assert queue.wait_idle(WAIT_S)
-    queue.stop(WAIT_S)
-    assert not queue.running
+from tests.unit.job_log import WAIT_S, Log, drain
 
 
 def test_a_side_job_runs_beside_the_main_lane_and_replies_keep_arrival_order() -> None:
@@ -53,7 +19,7 @@ def test_a_side_job_runs_beside_the_main_lane_and_replies_keep_arrival_order() -
     queue = JobQueue(lambda msg: None, log.on_done, side_open=lambda: True)
     queue.submit(log.job(1, "generate_views", lambda: None if side_ran.wait(WAIT_S) else log.add("side never ran")))
     queue.submit(log.job(2, "reconstruct", side_ran.set, side=True))
-    _finish(queue)
+    drain(queue)
     assert "side never ran" not in log.events
     assert log.threads == {1: "model-main-lane", 2: "model-side-lane"}
     assert log.done == [(1, "ok"), (2, "ok")]  # the side job ended first, and still replied second
@@ -65,7 +31,7 @@ def test_side_jobs_run_on_the_main_lane_in_order_while_the_side_lane_is_closed()
     queue.submit(log.job(1, "generate_views"))
     queue.submit(log.job(2, "reconstruct", side=True))
     queue.submit(log.job(3, "reconstruct", side=True))
-    _finish(queue)
+    drain(queue)
     assert set(log.threads.values()) == {"model-main-lane"}
     assert log.events == ["1 start", "1 end", "2 start", "2 end", "3 start", "3 end"]
 
@@ -75,7 +41,7 @@ def test_without_a_side_lane_side_jobs_run_on_the_one_executor() -> None:
     queue = JobQueue(lambda msg: None, log.on_done)
     assert not queue.side_lane
     queue.submit(log.job(1, "reconstruct", side=True))
-    _finish(queue)
+    drain(queue)
     assert log.threads == {1: "model-main-lane"}
 
 
@@ -96,7 +62,7 @@ def test_a_barrier_waits_for_the_side_lane_and_holds_back_every_job_behind_it() 
     queue.submit(log.job("v", "generate_views"))
     assert queue.beside == ["s1"] and queue.batch == [] and queue.queued == 3  # the barrier waits; nothing overtakes it
     release.set()
-    _finish(queue)
+    drain(queue)
     events = log.events
     assert events.index("s1 end") < events.index("load start") < events.index("load end") < min(events.index("s2 start"), events.index("v start"))
     assert log.done == [("s1", "ok"), ("load", "ok"), ("s2", "ok"), ("v", "ok")]
@@ -113,7 +79,7 @@ def test_a_side_jobs_files_are_written_while_an_earlier_job_still_runs() -> None
     queue = JobQueue(lambda msg: None, log.on_done, side_open=lambda: True)
     queue.submit(log.job(1, "generate_views", lambda: None if written.wait(WAIT_S) else log.add("not written beside")))
     queue.submit(log.job(2, "reconstruct", lambda: Deferred(write), side=True))
-    _finish(queue)
+    drain(queue)
     assert "not written beside" not in log.events
     assert log.done == [(1, "ok"), (2, "ok")]
 
@@ -127,5 +93,5 @@ def test_a_side_job_cancelled_while_queued_is_answered_cancelled_without_running
     waiting.cancelled.set()
     queue.submit(waiting)
     release.set()
-    _finish(queue)
+    drain(queue)
     assert log.done == [(1, "ok"), (2, "cancelled")] and 2 not in log.threads

@@ -9,36 +9,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from rpcworker.errors import RpcError
 from rpcworker.jobs import MIN_UNFINISHED, Deferred, Job, JobContext, JobQueue
 from rpcworker.protocol import PingResult
-
-WAIT_S = 10.0
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.done: list[tuple[Any, str]] = []
-        self._lock = threading.Lock()
-
-    def add(self, event: str) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def on_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
-        assert not isinstance(result, Deferred)
-        self.done.append((job.id, "ok" if error is None else error.name))
+from tests.unit.job_log import WAIT_S, Log, drain
 
 
 def _queue(log: Log) -> JobQueue:
     return JobQueue(lambda msg: None, log.on_done)
-
-
-def _finish(queue: JobQueue) -> None:
-    assert queue.wait_idle(WAIT_S)
-    queue.stop(WAIT_S)
-    assert not queue.running
 
 
 def test_a_deferred_write_overlaps_the_next_jobs_model_work_and_replies_keep_their_order() -> None:
@@ -62,7 +39,7 @@ def test_a_deferred_write_overlaps_the_next_jobs_model_work_and_replies_keep_the
     queue = _queue(log)
     queue.submit(Job(1, "reconstruct", None, first))
     queue.submit(Job(2, "generate_views", None, second))
-    _finish(queue)
+    drain(queue)
     assert log.events == ["first model work", "second model work", "first written"]
     assert log.done == [(1, "ok"), (2, "ok")]  # the second finished first, and still replied second
 
@@ -79,7 +56,7 @@ def test_a_failed_write_fails_its_job_alone() -> None:
     queue = _queue(log)
     queue.submit(Job(1, "reconstruct", None, broken))
     queue.submit(Job(2, "reconstruct", None, lambda p, ctx: Deferred(PingResult)))
-    _finish(queue)
+    drain(queue)
     assert log.done == [(1, "internal_error"), (2, "ok")]
 
 
@@ -106,7 +83,7 @@ def test_a_job_cancelled_before_its_write_writes_nothing() -> None:
     holder.append(job)
     queue.submit(Job(1, "reconstruct", None, hold))
     queue.submit(job)
-    _finish(queue)
+    drain(queue)
     assert log.done == [(1, "ok"), (2, "cancelled")] and wrote == []
 
 
@@ -133,5 +110,5 @@ def test_the_executor_waits_when_too_many_writes_are_unfinished(max_batch: int) 
 
     for i in range(ahead + 2):
         queue.submit(Job(i, "reconstruct", i, job))
-    _finish(queue)
+    drain(queue)
     assert log.done == [(i, "ok") for i in range(ahead + 2)]
