@@ -1,6 +1,7 @@
 """Objects per minute through one worker on one GPU, by ``--max-batch``: dynamic batching plus the pipeline.
 
-For each max batch N (and each ``--mesh-lanes`` setting: the worker's mesh lane on, off), a fresh worker starts (load and compilation counted apart), makes N warm-up objects
+For each max batch N (and each ``--mesh-lanes`` setting: the worker's mesh lane on, off), a fresh worker
+starts (load and compilation counted apart), makes N warm-up objects
 (not counted), then ``InstantMeshWorker.map`` runs OBJECTS objects; throughput = objects / wall seconds of
 the map. Also per object: host latency (views request sent -> mesh written) and the worker's timings; GPU
 utilisation sampled by nvidia-smi during the map; the worker's peak GPU memory; and, for the first and last

@@ -16,6 +16,7 @@ from rpcworker.wire.messages import (
     GenerateViewsParams,
     InitializeResult,
     LoadResult,
+    MeshLane,
     ProgressParams,
     ReconstructParams,
     StatusResult,
@@ -51,7 +52,7 @@ def worker_arguments(
     device: str | None = None,
     mock: str | None = None,
     max_batch: int | None = None,
-    mesh_lane: str | None = None,
+    mesh_lane: MeshLane | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The worker's command-line arguments for a backend and its weights (paths made absolute)."""
@@ -83,7 +84,7 @@ class InstantMeshWorker:
         lrm: str | None = None,
         device: str | None = None,
         max_batch: int | None = None,
-        mesh_lane: str | None = None,
+        mesh_lane: MeshLane | None = None,
         worker_args: Sequence[str] = (),
         request_timeout: float | None = None,
         startup_timeout: float = 300.0,

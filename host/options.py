@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, STEPS_RANGE, MaxBatch, Seed, Steps
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_LANE_CHOICES, STEPS_RANGE, MaxBatch, Seed, Steps
 
 from .api import InstantMeshWorker
 from .objects import MESH_FORMATS, ObjectResult, Settings, shown
@@ -47,7 +47,7 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
              "command keeps objects in flight so batches fill",
     )
     group.add_argument(
-        "--mesh-lane", choices=["auto", "on", "off"],
+        "--mesh-lane", choices=MESH_LANE_CHOICES,
         help="the worker reconstructs one object beside the diffusion of the next (default auto: on with CUDA)",
     )
     group.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="seconds for the worker to start (default 300)")

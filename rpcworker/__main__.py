@@ -10,7 +10,7 @@ from typing import NoReturn
 from .backends import BACKENDS, create_backend
 from .handles import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from .jobs import MAX_BATCH_WAIT_S
-from .wire.messages import MAX_BATCH_LIMIT
+from .wire.messages import MAX_BATCH_LIMIT, MESH_LANE_CHOICES
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how long a batch waits to fill (default {DEFAULT_BATCH_WAIT_MS:g} ms)",
     )
     p.add_argument(
-        "--mesh-lane", choices=["auto", "on", "off"], default="auto",
+        "--mesh-lane", choices=MESH_LANE_CHOICES, default="auto",
         help="run reconstruct on a second executor, beside the diffusion of the next objects "
         "(auto: where the backend says it pays, i.e. on CUDA)",
     )

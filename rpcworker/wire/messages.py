@@ -6,7 +6,7 @@ together. It imports nothing but msgspec, so the host (which has no torch) and t
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -45,6 +45,9 @@ Guidance = Annotated[float, Meta(ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], des
 MAX_BATCH_LIMIT = 64
 """The most generate_views requests one diffusion batch may hold (the worker's ``--max-batch``)."""
 MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects per diffusion batch")]
+MeshLane = Literal["auto", "on", "off"]
+"""The worker's ``--mesh-lane`` (section 11 of protocol.md): auto turns it on where the backend says it pays."""
+MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
 
 # ---------------------------------------------------------------------------------------------------
 # Envelopes (JSON-RPC 2.0)
