@@ -13,5 +13,7 @@ W=/tmp/weights
 [ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
 timeout "${FAST_PATH_LIMIT:-520}" python3 -m benchmarks.fast_path --weights $W --steps "${STEPS:-75}" --out /tmp/fast_path 2>&1 \
   | grep -v "Loading weights\|kept in float32" | tee "$OUT/fast_path.log"
+rc=${PIPESTATUS[0]}  # the benchmark's status (124 after a timeout), not that of the last command
 cp /tmp/fast_path/fast_path.json /tmp/fast_path/fast_path.md /tmp/fast_path/child.json "$OUT/" 2>/dev/null
 ls -la "$OUT"
+exit $rc

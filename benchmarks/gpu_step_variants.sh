@@ -13,5 +13,7 @@ W=/tmp/weights
 timeout "${STEP_VARIANTS_LIMIT:-540}" python3 -m benchmarks.step_variants --weights $W --steps "${STEPS:-75}" \
   --variants "${VARIANTS:-default,cudnn,flags,autotune}" ${PROFILE:+--profile} --out /tmp/step_variants 2>&1 \
   | grep -v "Loading weights\|kept in float32" | tee "$OUT/step_variants.log"
+rc=${PIPESTATUS[0]}  # the benchmark's status (124 after a timeout), not that of the last command
 cp /tmp/step_variants/step_variants.json /tmp/step_variants/step_variants.md "$OUT/" 2>/dev/null
 ls -la "$OUT"
+exit $rc

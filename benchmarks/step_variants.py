@@ -1,6 +1,6 @@
 """Which compiled denoising step is fastest: its variants measured one after another on the same loaded weights.
 
-``python -m benchmarks.step_variants --weights DIR [--steps 75] [--variants default,cudnn,flags,autotune,cudnn_benchmark] [--out DIR]``
+``python -m benchmarks.step_variants --weights DIR [--steps 75] [--variants default,cudnn,flags,autotune,autotune_mm,cudnn_benchmark] [--out DIR]``
 (DIR from ``benchmarks.make_weights``). Writes step_variants.json/.md after every variant, so a run cut short
 keeps what it measured. One process loads both models once (channels_last, as the default) and measures:
 
@@ -65,6 +65,7 @@ CHANGES: dict[str, Callable[[Variant], Variant]] = {
     "efficient": lambda v: replace(v, sdpa="efficient"),
     "flags": lambda v: replace(v, inductor={**v.inductor, "conv_1x1_as_mm": True, "coordinate_descent_tuning": True}),
     "autotune": lambda v: replace(v, mode="max-autotune"),
+    "autotune_mm": lambda v: replace(v, mode="max-autotune", inductor={**v.inductor, "conv_1x1_as_mm": True, "max_autotune_conv_backends": "ATEN"}),
     "cudnn_benchmark": lambda v: replace(v, cudnn_benchmark=True),
 }
 

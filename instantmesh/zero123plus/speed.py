@@ -8,28 +8,24 @@ blocks alone) were removed rather than kept as opt-ins.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .ahead_of_time import AheadOfTime, version_tuple
 from .reference_attention import ReferenceStep
 
 VIEW_OPTIMIZATIONS = ("channels_last", "compile")
-"""channels_last: NHWC convolutions in the UNet and VAE. compile: torch.compile of one whole denoising step
-(reference pass + main pass) with CUDA graphs and of the VAE decoder, compiled during load and cached on disk
-per machine."""
+"""channels_last: NHWC convolutions in the UNet and VAE. compile: one whole denoising step (reference pass + main
+pass) and the VAE decoder compiled with CUDA graphs during load, kept on disk per machine: torch.compile with its
+caches (AOTInductor packages, `optimize_views(ahead=...)`, are not the default: slower starts on the H200,
+docs/benchmarks.md section 4)."""
 
 COMPILE_MIN_TORCH = (2, 4)
 """torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
 inference mode and the FX graph cache on disk, all settled by torch 2.4."""
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split("+")[0].split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 def check_optimizations(optimizations: Iterable[str], device: torch.device | str | None = None) -> None:
@@ -54,12 +50,37 @@ def check_optimizations(optimizations: Iterable[str], device: torch.device | str
         raise ValueError("optimization 'compile' needs the triton package (it comes with CUDA builds of torch)") from exc
 
 
+@dataclass(frozen=True)
+class AheadOfTimeSetup:
+    """Where and how the compiled modules are built ahead of time (`ahead_of_time.AheadOfTime`)."""
+
+    folder: Path
+    device: torch.device
+    cuda_graphs: bool = True
+    configs: dict[str, Any] = field(default_factory=dict)
+    """Inductor settings of the compilation (e.g. max_autotune)."""
+    pool: Any = field(default=None, compare=False)
+    """The CUDA graph memory pool every compiled module of one pipeline shares (set by `optimize_views`)."""
+
+
+def compiled_module(module: torch.nn.Module, prefix: str, backend: str, mode: str | None, ahead: AheadOfTimeSetup | None) -> Any:
+    """torch.compile of `module`, or its AOTInductor packages when `ahead` says where they live (torch.compile
+    again for a package that does not load with this torch)."""
+    def with_torch_compile() -> Any:
+        return torch.compile(module, backend=backend, mode=mode, dynamic=False)
+
+    if ahead is None:
+        return with_torch_compile()
+    return AheadOfTime(module, ahead.folder, prefix, ahead.device, ahead.pool if ahead.cuda_graphs else None, ahead.configs,
+                       with_torch_compile)
+
+
 Chunk = tuple[int, int]
 """(rows of the batch, rows the compiled step runs them at): the real rows first, copies of the last after."""
 
 
 class CompiledStep:
-    """`ReferenceStep` through torch.compile, for fixed input shapes and a fixed set of batch sizes.
+    """`ReferenceStep` compiled (`compiled_module`) for fixed input shapes and a fixed set of batch sizes.
 
     The first call fixes the per-row shapes (view size, context length). `plan` says how the pipeline runs a
     batch: in one call padded up to the smallest compiled size that holds it, or in calls of the smallest
@@ -71,10 +92,12 @@ class CompiledStep:
 
     def __init__(
         self, unet: torch.nn.Module, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
+        ahead: AheadOfTimeSetup | None = None,
     ) -> None:
         self.module = ReferenceStep(unet, dtype)
-        self.compiled: Any = torch.compile(self.module, backend=backend, mode=mode, dynamic=False)
-        self.cuda_graphs = mode == "reduce-overhead"
+        self.compiled: Any = compiled_module(self.module, "step", backend, mode, ahead)
+        self.mark_graph_steps = mode == "reduce-overhead"
+        """torch.compile's CUDA-graph trees (also the packages' fallback) need each call marked as a new step."""
         self.row_counts = sorted(set(row_counts))
         """The batch sizes (rows: objects x guidance halves) compiled at load; empty: the first call's."""
         self.row_shapes: tuple[tuple[int, ...], ...] | None = None
@@ -103,7 +126,7 @@ class CompiledStep:
             self.row_shapes = _row_shapes((sample, timestep, context, reference))
             if not self.row_counts:
                 self.row_counts = [sample.shape[0]]
-        if self.cuda_graphs:
+        if self.mark_graph_steps:
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(sample, timestep, context, reference)
 
@@ -120,16 +143,16 @@ class VaeDecode(torch.nn.Module):
 
 
 class CompiledDecode:
-    """The VAE decoder through torch.compile, for the one latent shape the views have (the first call's).
+    """The VAE decoder compiled (`compiled_module`) for the one latent shape the views have (the first call's).
 
     Eager, the decoder spends most of its time in channels-first copies around each GroupNorm of the 960x640
     activations (H200 profile, docs/benchmarks.md 4b); compiled, the norms fuse. Decoding runs one object at a
     time, so one shape serves every batch; another shape runs eagerly rather than compiling inside a request.
     """
 
-    def __init__(self, vae: torch.nn.Module, backend: str = "inductor") -> None:
+    def __init__(self, vae: torch.nn.Module, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:
         self.eager = VaeDecode(vae)
-        self.compiled: Any = torch.compile(self.eager, backend=backend, dynamic=False)
+        self.compiled: Any = compiled_module(self.eager, "decode", backend, None, ahead)
         self.shape: tuple[int, ...] | None = None
 
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
@@ -145,17 +168,20 @@ def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
 
 def optimize_views(
     pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor", compile_mode: str | None = "reduce-overhead",
-    row_counts: Sequence[int] = (),
+    row_counts: Sequence[int] = (), ahead: AheadOfTimeSetup | None = None,
 ) -> None:
     """Apply the options; compilation itself happens at the first step of each batch size in `row_counts`
-    (the backend warms them up in load; empty: the first call's)."""
+    (the backend warms them up in load; empty: the first call's). `ahead`: AOTInductor packages instead of
+    torch.compile, built into (or loaded from) its folder."""
     chosen = set(optimizations)
     check_optimizations(chosen)
     if "channels_last" in chosen:
         pipeline.unet.to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)
     if "compile" in chosen:
-        step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend, row_counts)
+        if ahead is not None and ahead.cuda_graphs and ahead.pool is None:
+            ahead = replace(ahead, pool=torch.cuda.graph_pool_handle())
+        step = CompiledStep(pipeline.unet, pipeline.unet.dtype, compile_mode, compile_backend, row_counts, ahead)
         pipeline.fast_step = step
         pipeline.fast_step_plan = step.plan
-        pipeline.fast_decode = CompiledDecode(pipeline.vae, compile_backend)
+        pipeline.fast_decode = CompiledDecode(pipeline.vae, compile_backend, ahead)

@@ -1,0 +1,226 @@
+"""Modules compiled ahead of time (AOTInductor packages), once per machine, loaded without tracing.
+
+torch.compile traces the UNet with dynamo at every worker start: 12 s on the H200 even with every kernel in the
+cache. An AOTInductor package is the compiled module itself (a shared library and its kernels), built once per
+input shapes into the machine's compile-cache folder. The weights stay out of it: a loaded package is pointed at
+the module's own parameters (user-managed constants), so there is no second copy on the GPU and a package is a
+few megabytes. On CUDA each package is captured once in a CUDA graph (the reference pass is launch-bound).
+
+A package is trusted only with its record beside it (size and SHA-256, written after the package, both
+atomically); a package that fails the check is built again. Before it is published, a new package is loaded once
+in a child process: a package that does not load there (a crash cannot be caught in the worker) is recorded as
+unusable, and the module runs through its fallback (torch.compile) at this and every later start.
+
+On the H200 image (torch 2.11, g++ 13) every package crashed at load, inside the std::regex of its device-string
+parser: the package's library does not link libstdc++ itself, so its C++ symbols bound to the template copies
+libtorch exports before libstdc++'s own. `use_global_libstdcxx` puts libstdc++ in the global scope first, as
+LD_PRELOAD would (measured: the crash gone, outputs equal to eager).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("instantmesh.ahead_of_time")
+
+AOT_MIN_TORCH = (2, 6)
+"""AOTInductor packages (aoti_compile_and_package), constants left out of them and bound to the module's own
+tensors (user-managed), and a single-threaded runner CUDA graphs can capture."""
+GRAPH_WARMUP_CALLS = 2
+"""Calls on a side stream before a CUDA graph capture: the package loads its kernels and cuBLAS its handles."""
+PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
+"""The weights are not copied into the package; `load_constants` binds the module's parameters instead."""
+LOAD_CHECK_TIMEOUT_S = 120.0
+"""The child process that loads a new package once (torch import + load); past it the package counts as unusable."""
+LIBSTDCXX = "libstdc++.so.6"
+_LOAD_CHECK = (
+    "import sys, ctypes, os; ctypes.CDLL(sys.argv[2], mode=os.RTLD_GLOBAL); import torch, torch._inductor; "
+    "torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=sys.argv[3] == 'cuda')"
+)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def ahead_of_time_available() -> bool:
+    """This torch builds and loads AOTInductor packages the way `AheadOfTime` uses them."""
+    return version_tuple(torch.__version__) >= AOT_MIN_TORCH
+
+
+Shapes = tuple[tuple[tuple[int, ...], str], ...]
+Call = Callable[..., torch.Tensor]
+
+
+def input_shapes(tensors: Sequence[torch.Tensor]) -> Shapes:
+    return tuple((tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in tensors)
+
+
+def package_name(prefix: str, shapes: Shapes) -> str:
+    """``step-<hash of the input shapes and dtypes>``: one package per shape set, nothing reused across them."""
+    digest = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12]
+    return f"{prefix}-{digest}"
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def package_is_intact(package: Path) -> bool:
+    """The package matches the size and hash recorded when it was written."""
+    record = package.with_suffix(".json")
+    try:
+        expected = json.loads(record.read_text())
+        return bool(package.stat().st_size == expected["size"] and file_digest(package) == expected["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def use_global_libstdcxx() -> None:
+    """libstdc++ into the process's global symbol scope (or promoted there), before any package is loaded."""
+    ctypes.CDLL(LIBSTDCXX, mode=os.RTLD_GLOBAL)
+
+
+def loads_in_a_child(package: Path, device: torch.device) -> bool:
+    """The package loads in a fresh process (where a crash costs nothing)."""
+    command = [sys.executable, "-c", _LOAD_CHECK, str(package), LIBSTDCXX, device.type]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=LOAD_CHECK_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("compiled package %s: loading it took over %.0f s", package, LOAD_CHECK_TIMEOUT_S)
+        return False
+    if done.returncode != 0:
+        log.warning("compiled package %s does not load here (exit %d): %s", package, done.returncode, done.stderr.strip()[-300:])
+    return done.returncode == 0
+
+
+def package_loads(package: Path) -> bool:
+    """What the record says of the child-process load check (a package without that record is not trusted)."""
+    try:
+        return bool(json.loads(package.with_suffix(".json").read_text()).get("loads"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], package: Path, configs: dict[str, Any], device: torch.device) -> None:
+    """Export `module` at these inputs, compile it with AOTInductor, load it once in a child process, and write the
+    package and its record (with that check's verdict) atomically."""
+    with torch.inference_mode(False), torch.no_grad():  # export cannot trace inference tensors
+        exported = torch.export.export(module, tuple(t.clone() for t in inputs), strict=False)
+    partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
+    try:
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs={**configs, **PACKAGE_CONFIGS})
+        record = {"size": partial.stat().st_size, "sha256": file_digest(partial), "shapes": input_shapes(inputs), "torch": torch.__version__,
+                  "loads": loads_in_a_child(partial, device)}
+        partial_record = partial.with_suffix(".json")
+        partial_record.write_text(json.dumps(record))
+        os.replace(partial, package)
+        os.replace(partial_record, package.with_suffix(".json"))
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".json").unlink(missing_ok=True)
+
+
+def load_package(package: Path, module: torch.nn.Module, device: torch.device) -> Call:
+    """The compiled module, its constants bound to `module`'s parameters and buffers (which must outlive it)."""
+    import torch._inductor
+
+    use_global_libstdcxx()
+    single_threaded = device.type == "cuda"  # the runner's locks and events cannot be captured in a CUDA graph
+    compiled = torch._inductor.aoti_load_package(str(package), run_single_threaded=single_threaded)
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    wanted = compiled.get_constant_fqns()
+    missing = [name for name in wanted if name not in tensors]
+    if missing:
+        raise ValueError(f"the package wants constants the module lacks: {missing[:3]}")
+    compiled.load_constants({name: tensors[name] for name in wanted}, check_full_update=True, user_managed=True)
+    return compiled
+
+
+class GraphedCall:
+    """One call of `call` captured in a CUDA graph: inputs are copied into its own buffers, then it replays.
+
+    The output is a buffer of the graph, valid until the next replay of any graph of the same pool.
+    """
+
+    def __init__(self, call: Call, inputs: Sequence[torch.Tensor], pool: Any) -> None:
+        self.inputs = [t.clone() for t in inputs]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_CALLS):
+                call(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
+            self.output = call(*self.inputs)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for buffer, value in zip(self.inputs, inputs, strict=True):
+            buffer.copy_(value)
+        self.graph.replay()
+        return self.output
+
+
+class AheadOfTime:
+    """`module` compiled per input shapes into `folder`, a drop-in for ``torch.compile(module)``: the first call at
+    a shape set loads its package (or builds it), so callers make those calls in ``load``, never in a request.
+
+    `pool` is the CUDA graph memory pool shared by the pipeline's graphs (they run one after another on one
+    stream); None: no CUDA graphs. `fallback` makes the call for shapes whose package does not load here.
+    """
+
+    def __init__(self, module: torch.nn.Module, folder: Path, prefix: str, device: torch.device, pool: Any = None,
+                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None) -> None:
+        self.module, self.folder, self.prefix, self.device, self.pool = module, folder, prefix, device, pool
+        self.configs = dict(configs or {})
+        self.fallback = fallback or (lambda: module)
+        self.fallback_call: Call | None = None
+        self.fell_back: list[str] = []
+        """Packages that do not load here, run through the fallback instead."""
+        self.calls: dict[Shapes, Call] = {}
+        self.built: list[str] = []
+        """Packages compiled by this process (the others were loaded from the folder)."""
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        shapes = input_shapes(inputs)
+        call = self.calls.get(shapes)
+        if call is None:
+            call = self.calls[shapes] = self._prepare(shapes, inputs)
+        return call(*inputs)
+
+    def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        package = self.folder / f"{package_name(self.prefix, shapes)}.pt2"
+        if not package_is_intact(package):
+            if package.exists():
+                log.warning("compiled package %s does not match its record: building it again", package)
+            build_package(self.module, inputs, package, self.configs, self.device)
+            self.built.append(package.name)
+        if not package_loads(package):
+            log.warning("compiled package %s does not load with this torch: %s runs through torch.compile", package, self.prefix)
+            self.fell_back.append(package.name)
+            if self.fallback_call is None:
+                self.fallback_call = self.fallback()
+            return self.fallback_call
+        compiled = load_package(package, self.module, self.device)
+        return GraphedCall(compiled, inputs, self.pool) if self.pool is not None else compiled

@@ -1,0 +1,157 @@
+"""AOTInductor packages of the compiled modules: built once per folder, loaded without tracing, bound to the
+module's own weights, rebuilt when they fail their record. On the CPU (no CUDA graphs); each build is a real
+AOTInductor compilation with the C++ compiler (seconds for the toy module, about a minute for the tiny step)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instantmesh.zero123plus import ahead_of_time
+from instantmesh.zero123plus.ahead_of_time import (
+    AheadOfTime,
+    ahead_of_time_available,
+    loads_in_a_child,
+    package_is_intact,
+)
+
+pytestmark = pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")
+CPU = torch.device("cpu")
+
+
+class Toy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.linear = torch.nn.Linear(4, 2)
+        self.register_buffer("offset", torch.full((2,), 0.5))
+
+    def forward(self, image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(image)).mean(dim=(2, 3))
+        return self.linear(pooled) * scale + self.offset
+
+
+@pytest.fixture()
+def toy() -> tuple[Toy, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    return Toy().eval(), (torch.randn(2, 3, 8, 8), torch.tensor(1.5))
+
+
+def test_a_package_is_built_once_and_uses_the_modules_own_weights(toy, tmp_path: Path) -> None:
+    module, inputs = toy
+    first = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        expected = module(*inputs)
+        assert torch.allclose(first(*inputs), expected, atol=1e-6)
+    assert len(first.built) == 1 and (tmp_path / first.built[0]).is_file()
+    second = AheadOfTime(module, tmp_path, "toy", CPU)  # a second start: loaded, not built
+    with torch.no_grad():
+        assert torch.allclose(second(*inputs), expected, atol=1e-6) and second.built == []
+        module.linear.weight.mul_(-2)  # the package holds no copy of the weights: it reads the module's
+        assert torch.allclose(second(*inputs), module(*inputs), atol=1e-6)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".pt2"]  # no partial file left behind
+
+
+def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> None:
+    module, inputs = toy
+    name = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        name(*inputs)
+    package = tmp_path / name.built[0]
+    assert package_is_intact(package)
+    with package.open("r+b") as f:  # one byte changed: same size, another hash
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert not package_is_intact(package)
+    again = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        assert torch.allclose(again(*inputs), module(*inputs), atol=1e-6)
+    assert again.built == [package.name] and package_is_intact(package)
+    package.with_suffix(".json").unlink()  # no record: not trusted either
+    assert not package_is_intact(package)
+
+
+def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module, inputs = toy
+    monkeypatch.setattr(ahead_of_time, "loads_in_a_child", lambda package, device: False)  # as the crash on the H200
+    fallback_calls: list[int] = []
+
+    def fallback() -> object:
+        fallback_calls.append(1)
+        return module
+
+    first = AheadOfTime(module, tmp_path, "toy", CPU, fallback=fallback)
+    with torch.no_grad():
+        assert torch.allclose(first(*inputs), module(*inputs))
+    assert len(first.built) == 1 and first.fell_back == first.built and fallback_calls == [1]  # made once
+    second = AheadOfTime(module, tmp_path, "toy", CPU, fallback=fallback)
+    with torch.no_grad():
+        second(*inputs)
+    assert second.built == [] and second.fell_back == first.built  # the verdict is kept in the record
+
+
+def test_the_load_check_runs_a_real_load_in_a_child(toy, tmp_path: Path) -> None:
+    module, inputs = toy
+    built = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        built(*inputs)
+    package = tmp_path / built.built[0]
+    assert loads_in_a_child(package, CPU)
+    broken = tmp_path / "broken.pt2"
+    broken.write_bytes(package.read_bytes()[: package.stat().st_size // 2])  # truncated: the load fails
+    assert not loads_in_a_child(broken, CPU)
+
+
+def test_other_shapes_get_their_own_package(toy, tmp_path: Path) -> None:
+    module, (image, scale) = toy
+    compiled = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        compiled(image, scale)
+        wider = torch.randn(3, 3, 8, 8)
+        assert torch.allclose(compiled(wider, scale), module(wider, scale), atol=1e-6)
+    assert len(set(compiled.built)) == 2
+
+
+def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    assert not ahead_of_time_available()
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    assert ahead_of_time_available()
+
+
+def test_the_packaged_step_and_decoder_give_the_eager_views(tiny_cache: Path, object_png: Path, tmp_path: Path) -> None:
+    """The real tiny backend: the views through the step's and the decoder's packages equal eager's, and a second
+    backend on the same folder (a second worker start) loads both packages instead of building them."""
+    from instantmesh.zero123plus.speed import AheadOfTimeSetup, optimize_views
+    from rpcworker.backends.base import SilentContext
+    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+
+    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    image = Image.open(object_png)
+    ahead = AheadOfTimeSetup(tmp_path / "packages", CPU, cuda_graphs=False)
+
+    def packaged() -> InstantMeshBackend:
+        backend = InstantMeshBackend(files, "cpu", ())
+        backend.load(["views"], SilentContext())
+        optimize_views(backend._pipeline, ["compile"], row_counts=backend._row_counts(), ahead=ahead)
+        backend._warm_up(backend._pipeline)
+        return backend
+
+    def views(backend: InstantMeshBackend) -> np.ndarray:
+        return np.asarray(backend.generate_views(image, 5, 2, 4.0, SilentContext()).grid, dtype=np.int16)
+
+    expected = views(InstantMeshBackend(files, "cpu", ()))
+    first = packaged()
+    assert [name.split("-")[0] for name in first._pipeline.fast_step.compiled.built] == ["step"]
+    assert [name.split("-")[0] for name in first._pipeline.fast_decode.compiled.built] == ["decode"]
+    assert np.abs(views(first) - expected).max() <= 1
+    second = packaged()
+    assert second._pipeline.fast_step.compiled.built == [] and second._pipeline.fast_decode.compiled.built == []
+    assert np.array_equal(views(second), views(first))
