@@ -217,7 +217,7 @@ class AheadOfTime:
             build_package(self.module, inputs, package, self.configs, self.device)
             self.built.append(package.name)
         if not package_loads(package):
-            log.warning("compiled package %s does not load with this torch: %s runs through torch.compile", package, self.prefix)
+            log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
             self.fell_back.append(package.name)
             if self.fallback_call is None:
                 self.fallback_call = self.fallback()
