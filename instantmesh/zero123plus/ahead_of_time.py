@@ -85,14 +85,18 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def package_is_intact(package: Path) -> bool:
-    """The package matches the size and hash recorded when it was written."""
-    record = package.with_suffix(".json")
+def intact_record(package: Path) -> dict[str, Any] | None:
+    """The package's record, when the package matches the size and hash recorded when it was written."""
     try:
-        expected = json.loads(record.read_text())
-        return bool(package.stat().st_size == expected["size"] and file_digest(package) == expected["sha256"])
+        record = json.loads(package.with_suffix(".json").read_text())
+        intact = package.stat().st_size == record["size"] and file_digest(package) == record["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
+    return record if intact and isinstance(record, dict) else None
+
+
+def package_is_intact(package: Path) -> bool:
+    return intact_record(package) is not None
 
 
 def use_global_libstdcxx() -> None:
@@ -113,17 +117,10 @@ def loads_in_a_child(package: Path, device: torch.device) -> bool:
     return done.returncode == 0
 
 
-def package_loads(package: Path) -> bool:
-    """What the record says of the child-process load check (a package without that record is not trusted)."""
-    try:
-        return bool(json.loads(package.with_suffix(".json").read_text()).get("loads"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], package: Path, configs: dict[str, Any], device: torch.device) -> None:
+def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], package: Path, configs: dict[str, Any],
+                  device: torch.device) -> dict[str, Any]:
     """Export `module` at these inputs, compile it with AOTInductor, load it once in a child process, and write the
-    package and its record (with that check's verdict) atomically."""
+    package and its record (with that check's verdict, ``loads``) atomically; returns the record."""
     with torch.inference_mode(False), torch.no_grad():  # export cannot trace inference tensors
         exported = torch.export.export(module, tuple(t.clone() for t in inputs), strict=False)
     partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
@@ -135,6 +132,7 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
         partial_record.write_text(json.dumps(record))
         os.replace(partial, package)
         os.replace(partial_record, package.with_suffix(".json"))
+        return record
     finally:
         partial.unlink(missing_ok=True)
         partial.with_suffix(".json").unlink(missing_ok=True)
@@ -211,12 +209,13 @@ class AheadOfTime:
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
         self.folder.mkdir(parents=True, exist_ok=True)
         package = self.folder / f"{package_name(self.prefix, shapes)}.pt2"
-        if not package_is_intact(package):
+        record = intact_record(package)
+        if record is None:
             if package.exists():
                 log.warning("compiled package %s does not match its record: building it again", package)
-            build_package(self.module, inputs, package, self.configs, self.device)
+            record = build_package(self.module, inputs, package, self.configs, self.device)
             self.built.append(package.name)
-        if not package_loads(package):
+        if not record.get("loads"):
             log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
             self.fell_back.append(package.name)
             if self.fallback_call is None:

@@ -42,6 +42,15 @@ def toy() -> tuple[Toy, tuple[torch.Tensor, torch.Tensor]]:
     return Toy().eval(), (torch.randn(2, 3, 8, 8), torch.tensor(1.5))
 
 
+def built_package(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], folder: Path) -> Path:
+    """The toy's package, built by a first AheadOfTime call into `folder`."""
+    compiled = AheadOfTime(module, folder, "toy", CPU)
+    with torch.no_grad():
+        compiled(*inputs)
+    assert len(compiled.built) == 1
+    return folder / compiled.built[0]
+
+
 def test_a_package_is_built_once_and_uses_the_modules_own_weights(toy, tmp_path: Path) -> None:
     module, inputs = toy
     first = AheadOfTime(module, tmp_path, "toy", CPU)
@@ -59,10 +68,7 @@ def test_a_package_is_built_once_and_uses_the_modules_own_weights(toy, tmp_path:
 
 def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> None:
     module, inputs = toy
-    name = AheadOfTime(module, tmp_path, "toy", CPU)
-    with torch.no_grad():
-        name(*inputs)
-    package = tmp_path / name.built[0]
+    package = built_package(module, inputs, tmp_path)
     assert package_is_intact(package)
     with package.open("r+b") as f:  # one byte changed: same size, another hash
         f.seek(100)
@@ -99,10 +105,7 @@ def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(t
 
 def test_the_load_check_runs_a_real_load_in_a_child(toy, tmp_path: Path) -> None:
     module, inputs = toy
-    built = AheadOfTime(module, tmp_path, "toy", CPU)
-    with torch.no_grad():
-        built(*inputs)
-    package = tmp_path / built.built[0]
+    package = built_package(module, inputs, tmp_path)
     assert loads_in_a_child(package, CPU)
     broken = tmp_path / "broken.pt2"
     broken.write_bytes(package.read_bytes()[: package.stat().st_size // 2])  # truncated: the load fails
