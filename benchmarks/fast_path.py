@@ -33,6 +33,11 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     """One worker start and one object, timed by phase (runs in its own process)."""
     phases: dict[str, float] = {}
     t = time.perf_counter()
+    stacks_every = float(os.environ.get("FAST_PATH_STACKS") or 0)
+    if stacks_every:  # where a slow start goes: every thread's Python stack every N seconds, on stderr
+        import faulthandler
+
+        faulthandler.dump_traceback_later(stacks_every, repeat=True)
     import numpy as np
     import torch
 
@@ -55,6 +60,8 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats()
 
     loads = backend.load(["views", "mesh"], ctx)
+    if stacks_every:
+        faulthandler.cancel_dump_traceback_later()
     peak("load")
     phases.update(backend.load_phases)
     phases["load_mesh_s"] = loads["mesh"]

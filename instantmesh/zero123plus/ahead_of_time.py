@@ -26,7 +26,9 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +128,10 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
     partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
     try:
         torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs={**configs, **PACKAGE_CONFIGS})
+        checked = time.perf_counter()
+        loads = loads_in_a_child(partial, device)
         record = {"size": partial.stat().st_size, "sha256": file_digest(partial), "shapes": input_shapes(inputs), "torch": torch.__version__,
-                  "loads": loads_in_a_child(partial, device)}
+                  "loads": loads, "load_check_s": time.perf_counter() - checked}
         partial_record = partial.with_suffix(".json")
         partial_record.write_text(json.dumps(record))
         os.replace(partial, package)
@@ -138,13 +142,17 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
         partial.with_suffix(".json").unlink(missing_ok=True)
 
 
-def load_package(package: Path, module: torch.nn.Module, device: torch.device) -> Call:
-    """The compiled module, its constants bound to `module`'s parameters and buffers (which must outlive it)."""
+def load_package(package: Path, device: torch.device) -> Any:
+    """The compiled module, not yet bound to any weights (`bind_constants`)."""
     import torch._inductor
 
     use_global_libstdcxx()
     single_threaded = device.type == "cuda"  # the runner's locks and events cannot be captured in a CUDA graph
-    compiled = torch._inductor.aoti_load_package(str(package), run_single_threaded=single_threaded)
+    return torch._inductor.aoti_load_package(str(package), run_single_threaded=single_threaded)
+
+
+def bind_constants(compiled: Any, module: torch.nn.Module) -> Call:
+    """`compiled` pointed at `module`'s parameters and buffers (which must outlive it)."""
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     wanted = compiled.get_constant_fqns()
     missing = [name for name in wanted if name not in tensors]
@@ -198,6 +206,10 @@ class AheadOfTime:
         self.calls: dict[Shapes, Call] = {}
         self.built: list[str] = []
         """Packages compiled by this process (the others were loaded from the folder)."""
+        self.seconds: dict[str, float] = {}
+        """Where preparing the packages went, summed over shape sets: ``<prefix>_package_<phase>_s`` for the
+        phases record (size and hash check), build (with load_check, the child's load), load, bind (the weights),
+        first_call, graph (warm-up calls, capture)."""
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         shapes = input_shapes(inputs)
@@ -206,20 +218,42 @@ class AheadOfTime:
             call = self.calls[shapes] = self._prepare(shapes, inputs)
         return call(*inputs)
 
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            name = f"{self.prefix}_package_{phase}_s"
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
         self.folder.mkdir(parents=True, exist_ok=True)
         package = self.folder / f"{package_name(self.prefix, shapes)}.pt2"
-        record = intact_record(package)
+        with self._timed("record"):
+            record = intact_record(package)
         if record is None:
             if package.exists():
                 log.warning("compiled package %s does not match its record: building it again", package)
-            record = build_package(self.module, inputs, package, self.configs, self.device)
+            with self._timed("build"):
+                record = build_package(self.module, inputs, package, self.configs, self.device)
             self.built.append(package.name)
+            self.seconds[f"{self.prefix}_package_load_check_s"] = record["load_check_s"]  # a fresh process's load, within build
         if not record.get("loads"):
             log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
             self.fell_back.append(package.name)
             if self.fallback_call is None:
                 self.fallback_call = self.fallback()
             return self.fallback_call
-        compiled = load_package(package, self.module, self.device)
-        return GraphedCall(compiled, inputs, self.pool) if self.pool is not None else compiled
+        with self._timed("load"):
+            compiled = load_package(package, self.device)
+        with self._timed("bind"):
+            call = bind_constants(compiled, self.module)
+        with self._timed("first_call"):  # the kernels' modules load, cuDNN and cuBLAS make their plans
+            call(*inputs)
+        if self.pool is None:
+            return call
+        with self._timed("graph"):
+            return GraphedCall(call, inputs, self.pool)

@@ -161,6 +161,13 @@ class CompiledDecode:
         return (self.compiled if tuple(latents.shape) == self.shape else self.eager)(latents)
 
 
+def package_seconds(pipeline: Any) -> dict[str, float]:
+    """Where preparing the step's and decoder's AOTInductor packages went (`AheadOfTime.seconds`); empty without them."""
+    parts = (getattr(pipeline, "fast_step", None), getattr(pipeline, "fast_decode", None))
+    compiled = [getattr(part, "compiled", None) for part in parts]
+    return {name: s for c in compiled if isinstance(c, AheadOfTime) for name, s in c.seconds.items()}
+
+
 def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
     """Each tensor's shape without the batch dimension (0-d tensors, the timestep, give ())."""
     return tuple(tuple(t.shape[1:]) for t in tensors)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from instantmesh.zero123plus.speed import package_seconds
+
 from ..wire.messages import DEFAULT_GUIDANCE
 
 log = logging.getLogger("rpcworker.instantmesh")
@@ -76,3 +78,4 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
         pipeline.decode_latents(latents[0])  # views decode one object at a time: one shape for every batch
     synchronize()
     phases[WARMUP_DECODE_PHASE] = time.perf_counter() - start
+    phases.update(package_seconds(pipeline))

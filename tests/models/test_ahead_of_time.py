@@ -64,6 +64,10 @@ def test_a_package_is_built_once_and_uses_the_modules_own_weights(toy, tmp_path:
         module.linear.weight.mul_(-2)  # the package holds no copy of the weights: it reads the module's
         assert torch.allclose(second(*inputs), module(*inputs), atol=1e-6)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".pt2"]  # no partial file left behind
+    phases = ["record", "load", "bind", "first_call"]
+    assert sorted(first.seconds) == sorted(f"toy_package_{p}_s" for p in [*phases, "build", "load_check"])
+    assert sorted(second.seconds) == sorted(f"toy_package_{p}_s" for p in phases)  # a second start builds nothing
+    assert first.seconds["toy_package_build_s"] > first.seconds["toy_package_load_check_s"] > 0
 
 
 def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> None:
@@ -157,4 +161,6 @@ def test_the_packaged_step_and_decoder_give_the_eager_views(tiny_cache: Path, ob
     assert np.abs(views(first) - expected).max() <= 1
     second = packaged()
     assert second._pipeline.fast_step.compiled.built == [] and second._pipeline.fast_decode.compiled.built == []
+    assert {"step_package_load_s", "decode_package_first_call_s"} <= set(second.load_phases)  # the warm-up reports them
+    assert "step_package_build_s" in first.load_phases and "step_package_build_s" not in second.load_phases
     assert np.array_equal(views(second), views(first))
