@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..weights_file import CheckpointError
+from .image_inputs import ImageInputs
 from .pipeline import Zero123PlusPipeline
 from .unet_weights import apply_unet_weights, load_unet_weights, read_state_dict
 
@@ -38,20 +39,6 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-
-
-def _image_processor_class() -> Any:
-    """The PIL implementation of CLIPImageProcessor.
-
-    transformers >= 5 makes `CLIPImageProcessor` a torchvision backend when torchvision is
-    installed; its resampling differs slightly from the PIL one that Zero123++ was trained and
-    published with, so we ask for the PIL class where it exists.
-    """
-    import transformers
-
-    if hasattr(transformers, "CLIPImageProcessorPil"):
-        return transformers.CLIPImageProcessorPil
-    return transformers.CLIPImageProcessor
 
 
 def _weights_variant(subfolder: Path, dtype: torch.dtype) -> str | None:
@@ -142,7 +129,6 @@ def load_zero123plus(
             _synchronize(target)
     lap("unet")
     scheduler_config = EulerAncestralDiscreteScheduler.load_config(folder / "scheduler", local_files_only=True)
-    processor_cls = _image_processor_class()
 
     vae = model(AutoencoderKL, "vae")
     lap("vae")
@@ -157,8 +143,8 @@ def load_zero123plus(
         unet=unet,
         scheduler=EulerAncestralDiscreteScheduler.from_config(scheduler_config, timestep_spacing="trailing"),
         vision_encoder=vision_encoder,
-        feature_extractor_clip=processor_cls.from_pretrained(folder / "feature_extractor_clip", local_files_only=True),
-        feature_extractor_vae=processor_cls.from_pretrained(folder / "feature_extractor_vae", local_files_only=True),
+        clip_inputs=ImageInputs.from_folder(folder / "feature_extractor_clip"),
+        vae_inputs=ImageInputs.from_folder(folder / "feature_extractor_vae"),
         ramping_coefficients=index["ramping_coefficients"],
     )
     lap("processors")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .image_inputs import ImageInputs
 from .reference_attention import ReferenceStep, install_reference_attention
 from .sampling import (
     STEPS_AHEAD,
@@ -31,7 +32,6 @@ from .sampling import (
 AutoencoderKL = Any
 EulerAncestralDiscreteScheduler = Any
 UNet2DConditionModel = Any
-CLIPImageProcessor = Any
 CLIPTextModel = Any
 CLIPTokenizer = Any
 CLIPVisionModelWithProjection = Any
@@ -85,8 +85,8 @@ class Zero123PlusPipeline:
         unet: UNet2DConditionModel,
         scheduler: EulerAncestralDiscreteScheduler,
         vision_encoder: CLIPVisionModelWithProjection,
-        feature_extractor_clip: CLIPImageProcessor,
-        feature_extractor_vae: CLIPImageProcessor,
+        clip_inputs: ImageInputs,
+        vae_inputs: ImageInputs,
         ramping_coefficients: Sequence[float],
     ) -> None:
         self.vae = vae
@@ -95,8 +95,8 @@ class Zero123PlusPipeline:
         self.unet = unet
         self.scheduler = scheduler
         self.vision_encoder = vision_encoder
-        self.feature_extractor_clip = feature_extractor_clip
-        self.feature_extractor_vae = feature_extractor_vae
+        self.clip_inputs = clip_inputs
+        self.vae_inputs = vae_inputs
         self.ramping_coefficients = [float(c) for c in ramping_coefficients]
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         install_reference_attention(unet)
@@ -136,8 +136,7 @@ class Zero123PlusPipeline:
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         """The condition image as VAE input and as CLIP vision input (both [1, 3, h, w])."""
         image = to_rgb_on_white(image)
-        vae_pixels = self.feature_extractor_vae(images=image, return_tensors="pt").pixel_values
-        clip_pixels = self.feature_extractor_clip(images=image, return_tensors="pt").pixel_values
+        vae_pixels, clip_pixels = self.vae_inputs(image), self.clip_inputs(image)
         return (
             vae_pixels.to(device=self.device, dtype=self.vae.dtype),
             clip_pixels.to(device=self.device, dtype=self.vision_encoder.dtype),

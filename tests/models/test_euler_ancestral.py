@@ -36,6 +36,26 @@ def test_steps_equal_the_scheduler_bit_for_bit(prediction_type: str, spacing: st
     assert torch.equal(ours.timesteps, scheduler.timesteps)
 
 
+@pytest.mark.parametrize("steps", [1, 3, 28, 75])
+@pytest.mark.parametrize("spacing", ["trailing", "linspace", "leading"])
+@pytest.mark.parametrize("beta_schedule", ["linear", "scaled_linear"])
+def test_the_schedule_from_the_config_alone_equals_the_schedulers(steps: int, spacing: str, beta_schedule: str) -> None:
+    """A start without diffusers computes the schedule from scheduler_config.json: the same numbers, bit for bit."""
+    config = {**V12_BETAS, "beta_schedule": beta_schedule, "timestep_spacing": spacing, "prediction_type": "v_prediction"}
+    scheduler = diffusers.EulerAncestralDiscreteScheduler(**config)
+    theirs = EulerAncestralSchedule(scheduler, steps, torch.device("cpu"))
+    ours = EulerAncestralSchedule.from_config(dict(scheduler.config), steps, torch.device("cpu"))
+    assert torch.equal(ours.timesteps, theirs.timesteps) and torch.equal(ours.sigmas, theirs.sigmas)
+    assert ours.init_noise_sigma == theirs.init_noise_sigma and ours.prediction_type == "v_prediction"
+
+
+def test_a_config_the_schedule_cannot_follow_is_refused() -> None:
+    with pytest.raises(ValueError, match="schedule 'squaredcos_cap_v2' with spacing 'trailing' is not supported"):
+        EulerAncestralSchedule.from_config({"beta_schedule": "squaredcos_cap_v2", "timestep_spacing": "trailing"}, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="zero-SNR"):
+        EulerAncestralSchedule.from_config({"rescale_betas_zero_snr": True}, 4, torch.device("cpu"))
+
+
 def test_unknown_prediction_type_is_refused() -> None:
     scheduler = diffusers.EulerAncestralDiscreteScheduler(**V12_BETAS)
     scheduler.register_to_config(prediction_type="sample")
