@@ -36,9 +36,10 @@ import torch
 
 log = logging.getLogger("instantmesh.ahead_of_time")
 
-AOT_MIN_TORCH = (2, 6)
-"""AOTInductor packages (aoti_compile_and_package), constants left out of them and bound to the module's own
-tensors (user-managed), and a single-threaded runner CUDA graphs can capture."""
+AOT_MIN_TORCH = (2, 11)
+"""AOTInductor packages with the constants left out and bound to the module's own tensors (user-managed), a
+single-threaded runner CUDA graphs can capture, and the C++ loader's signature `open_package` calls (measured
+on torch 2.11 with CUDA and 2.13 on the CPU; earlier torch runs torch.compile)."""
 GRAPH_WARMUP_CALLS = 2
 """Calls on a side stream before a CUDA graph capture: the package loads its kernels and cuBLAS its handles."""
 PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
@@ -46,9 +47,12 @@ PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
 LOAD_CHECK_TIMEOUT_S = 120.0
 """The child process that loads a new package once (torch import + load); past it the package counts as unusable."""
 LIBSTDCXX = "libstdc++.so.6"
+PACKAGE_MODEL = "model"
+"""The model's name inside a package (aoti_compile_and_package's default)."""
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _LOAD_CHECK = (
-    "import sys, ctypes, os; ctypes.CDLL(sys.argv[2], mode=os.RTLD_GLOBAL); import torch, torch._inductor; "
-    "torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=sys.argv[3] == 'cuda')"
+    "import sys; sys.path.insert(0, sys.argv[3]); import pathlib, torch; "
+    "from instantmesh.zero123plus.ahead_of_time import open_package; open_package(pathlib.Path(sys.argv[1]), torch.device(sys.argv[2]))"
 )
 
 
@@ -108,7 +112,7 @@ def use_global_libstdcxx() -> None:
 
 def loads_in_a_child(package: Path, device: torch.device) -> bool:
     """The package loads in a fresh process (where a crash costs nothing)."""
-    command = [sys.executable, "-c", _LOAD_CHECK, str(package), LIBSTDCXX, device.type]
+    command = [sys.executable, "-c", _LOAD_CHECK, str(package), device.type, _PACKAGE_ROOT]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=LOAD_CHECK_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -123,6 +127,8 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
                   device: torch.device) -> dict[str, Any]:
     """Export `module` at these inputs, compile it with AOTInductor, load it once in a child process, and write the
     package and its record (with that check's verdict, ``loads``) atomically; returns the record."""
+    import torch._inductor
+
     with torch.inference_mode(False), torch.no_grad():  # export cannot trace inference tensors
         exported = torch.export.export(module, tuple(t.clone() for t in inputs), strict=False)
     partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
@@ -142,23 +148,54 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
         partial.with_suffix(".json").unlink(missing_ok=True)
 
 
-def load_package(package: Path, device: torch.device) -> Any:
-    """The compiled module, not yet bound to any weights (`bind_constants`)."""
-    import torch._inductor
+class PackageRunner:
+    """A loaded package called like the module it was built from (tensors in, its one tensor out)."""
 
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        outputs = self.loader.boxed_run(list(inputs))  # boxed: the runner may free the list it is handed
+        if len(outputs) != 1:
+            raise ValueError(f"the package returns {len(outputs)} tensors; its module returns one")
+        return outputs[0]
+
+    def get_constant_fqns(self) -> list[str]:
+        return self.loader.get_constant_fqns()
+
+    def load_constants(self, constants: dict[str, torch.Tensor]) -> None:
+        """Bind `constants` (by FQN; every one the package wants) as they are: no copy (user-managed)."""
+        self.loader.load_constants(constants, False, True, True)  # not the inactive buffer; check all; user-managed
+
+
+def open_package(package: Path, device: torch.device) -> PackageRunner:
+    """The package's runner, straight from torch's C++ loader, not yet bound to any weights (`bind_constants`).
+
+    torch's own `aoti_load_package` first compares the package's CPU vector ISA with this machine's, and finding
+    the machine's builds and probes a test library per ISA, each probe a Python process of its own: 37.7 s of the
+    H200 machine's second start (once per process, `fast_path` run 7). For a GPU package the check that matters
+    is the compute capability, made here from the package's metadata.
+    """
     use_global_libstdcxx()
+    loader_type: Any = torch._C._aoti.AOTIModelPackageLoader
+    if device.type == "cuda":
+        metadata = loader_type.load_metadata_from_package(str(package), PACKAGE_MODEL)
+        major, minor = torch.cuda.get_device_capability(device)
+        built_for, here = metadata.get("AOTI_COMPUTE_CAPABILITY"), str(major * 10 + minor)
+        if built_for != here:
+            raise ValueError(f"compiled package {package} is for compute capability {built_for}, this GPU has {here}")
     single_threaded = device.type == "cuda"  # the runner's locks and events cannot be captured in a CUDA graph
-    return torch._inductor.aoti_load_package(str(package), run_single_threaded=single_threaded)
+    return PackageRunner(loader_type(str(package), PACKAGE_MODEL, single_threaded, 1, -1))
 
 
-def bind_constants(compiled: Any, module: torch.nn.Module) -> Call:
+def bind_constants(compiled: PackageRunner, module: torch.nn.Module) -> Call:
     """`compiled` pointed at `module`'s parameters and buffers (which must outlive it)."""
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     wanted = compiled.get_constant_fqns()
     missing = [name for name in wanted if name not in tensors]
     if missing:
         raise ValueError(f"the package wants constants the module lacks: {missing[:3]}")
-    compiled.load_constants({name: tensors[name] for name in wanted}, check_full_update=True, user_managed=True)
+    compiled.load_constants({name: tensors[name] for name in wanted})
     return compiled
 
 
@@ -248,7 +285,7 @@ class AheadOfTime:
                 self.fallback_call = self.fallback()
             return self.fallback_call
         with self._timed("load"):
-            compiled = load_package(package, self.device)
+            compiled = open_package(package, self.device)
         with self._timed("bind"):
             call = bind_constants(compiled, self.module)
         with self._timed("first_call"):  # the kernels' modules load, cuDNN and cuBLAS make their plans

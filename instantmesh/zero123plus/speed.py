@@ -19,9 +19,9 @@ from .reference_attention import ReferenceStep
 
 VIEW_OPTIMIZATIONS = ("channels_last", "compile")
 """channels_last: NHWC convolutions in the UNet and VAE. compile: one whole denoising step (reference pass + main
-pass) and the VAE decoder compiled with CUDA graphs during load, kept on disk per machine: torch.compile with its
-caches (AOTInductor packages, `optimize_views(ahead=...)`, are not the default: slower starts on the H200,
-docs/benchmarks.md section 4)."""
+pass) and the VAE decoder compiled with CUDA graphs during load, kept on disk per machine: AOTInductor packages
+where the worker can load them (`optimize_views(ahead=...)`; CUDA, torch >= 2.11: a second start loads them
+without tracing), else torch.compile with its caches (docs/benchmarks.md section 4)."""
 
 COMPILE_MIN_TORCH = (2, 4)
 """torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
@@ -126,9 +126,15 @@ class CompiledStep:
             self.row_shapes = _row_shapes((sample, timestep, context, reference))
             if not self.row_counts:
                 self.row_counts = [sample.shape[0]]
-        if self.mark_graph_steps:
+        if self.mark_graph_steps and self._uses_graph_trees():
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(sample, timestep, context, reference)
+
+
+    def _uses_graph_trees(self) -> bool:
+        """torch.compile runs it (itself, or as the fallback of packages that do not load): its CUDA-graph trees
+        need the marks. Packages replay graphs of their own, and the mark would import torch.compile's machinery."""
+        return not isinstance(self.compiled, AheadOfTime) or bool(self.compiled.fell_back)
 
 
 class VaeDecode(torch.nn.Module):

@@ -27,7 +27,7 @@ from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 from .model_files import ModelFiles, resolve_model_files
-from .views_compile import ROWS_PER_OBJECT, use_compile_cache_for, warm_up
+from .views_compile import ROWS_PER_OBJECT, compiled_ahead_of_time, use_compile_cache_for, warm_up
 
 log = logging.getLogger("rpcworker.instantmesh")
 
@@ -135,11 +135,13 @@ class InstantMeshBackend:
         self._synchronize()
         self.load_phases["views_prompt_s"] = time.perf_counter() - t_prompt
         self.load_phases["views_read_s"] = time.perf_counter() - t
+        ahead = None
         if "compile" in self.optimizations:
-            reused = self._use_compile_cache()
+            folder, reused = use_compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
+            ahead = compiled_ahead_of_time(folder, self.device)
             report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
         t = time.perf_counter()
-        optimize_views(pipeline, self.optimizations, row_counts=self._row_counts())
+        optimize_views(pipeline, self.optimizations, row_counts=self._row_counts(), ahead=ahead)
         self._synchronize()
         self.load_phases["views_optimize_setup_s"] = time.perf_counter() - t
         if "compile" in self.optimizations:
@@ -147,9 +149,6 @@ class InstantMeshBackend:
         self._synchronize()
         self.load_phases["views_optimize_s"] = time.perf_counter() - t
         return pipeline
-
-    def _use_compile_cache(self) -> bool:
-        return use_compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from instantmesh.zero123plus.speed import package_seconds
+from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available
+from instantmesh.zero123plus.speed import AheadOfTimeSetup, package_seconds
 
 from ..wire.messages import DEFAULT_GUIDANCE
 
@@ -24,6 +25,8 @@ ROWS_PER_OBJECT = 2
 """UNet rows one object takes in a guided step (the unconditional and the conditional half)."""
 WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
+PACKAGES_FOLDER = "packages"
+"""The compile-cache folder's subfolder of AOTInductor packages (`compiled_ahead_of_time`)."""
 WARMUP_DECODE_PHASE = "views_warmup_decode_s"
 """The ``load_phases`` name of the warm-up's decode (the compiled VAE decoder's compilation or cache load)."""
 
@@ -34,8 +37,9 @@ def warmup_phase(step: int, batch: int = 1) -> str:
     return f"views_warmup_step{step}_s" if batch == 1 else f"views_warmup_batch{batch}_step{step}_s"
 
 
-def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> bool:
-    """Points the compilers at this machine's folder for these weights and options; True when it held artefacts."""
+def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> tuple[Path, bool]:
+    """Points the compilers at this machine's folder for these weights and options; returns it, and whether it
+    already held artefacts (a start that loads what an earlier one compiled)."""
     from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache
     from instantmesh.tiny import cache_root
 
@@ -45,7 +49,15 @@ def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, opti
     folder = compile_cache_dir(key, cache_root())
     reused = use_compile_cache(folder, key)
     log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
-    return reused
+    return folder, reused
+
+
+def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSetup | None:
+    """Where the step and decoder are AOTInductor packages: on CUDA with a torch that loads them the way
+    `ahead_of_time` does (a second start loads them without tracing). None: torch.compile, its caches in `folder`."""
+    if device.type != "cuda" or not ahead_of_time_available():
+        return None
+    return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device)
 
 
 def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]) -> None:

@@ -127,7 +127,7 @@ def test_other_shapes_get_their_own_package(toy, tmp_path: Path) -> None:
 
 
 def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    monkeypatch.setattr(torch, "__version__", "2.10.0")
     assert not ahead_of_time_available()
     monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
     assert ahead_of_time_available()
@@ -164,3 +164,13 @@ def test_the_packaged_step_and_decoder_give_the_eager_views(tiny_cache: Path, ob
     assert {"step_package_load_s", "decode_package_first_call_s"} <= set(second.load_phases)  # the warm-up reports them
     assert "step_package_build_s" in first.load_phases and "step_package_build_s" not in second.load_phases
     assert np.array_equal(views(second), views(first))
+
+
+def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rpcworker.backends.views_compile import PACKAGES_FOLDER, compiled_ahead_of_time
+
+    assert compiled_ahead_of_time(tmp_path, CPU) is None  # (the CPU refuses the option anyway)
+    setup = compiled_ahead_of_time(tmp_path, torch.device("cuda"))
+    assert setup is not None and setup.folder == tmp_path / PACKAGES_FOLDER and setup.cuda_graphs
+    monkeypatch.setattr(torch, "__version__", "2.10.0")
+    assert compiled_ahead_of_time(tmp_path, torch.device("cuda")) is None  # torch.compile, with its caches
