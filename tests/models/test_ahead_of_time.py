@@ -174,3 +174,16 @@ def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(m
     assert setup is not None and setup.folder == tmp_path / PACKAGES_FOLDER and setup.cuda_graphs
     monkeypatch.setattr(torch, "__version__", "2.10.0")
     assert compiled_ahead_of_time(tmp_path, torch.device("cuda")) is None  # torch.compile, with its caches
+
+
+def test_only_torch_compile_gets_cuda_graph_tree_marks(tmp_path: Path) -> None:
+    """Packages replay graphs of their own (a mark would import torch.compile's machinery for nothing); torch.compile,
+    also as the fallback of packages that do not load, needs its CUDA-graph trees marked at each step."""
+    from instantmesh.zero123plus.speed import AheadOfTimeSetup, CompiledStep
+
+    unet = torch.nn.Identity()
+    packaged = CompiledStep(unet, torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False))
+    assert not packaged._uses_graph_trees()
+    packaged.compiled.fell_back.append("step-0.pt2")
+    assert packaged._uses_graph_trees()
+    assert CompiledStep(unet, torch.float32, "reduce-overhead")._uses_graph_trees()
