@@ -6,7 +6,10 @@ import csv
 import json
 import platform
 import statistics
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,19 @@ def synthetic_object(path: Path, index: int, size: int = 320) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgba).save(path)
     return path
+
+
+def dump_stacks_every(seconds: float) -> threading.Event:
+    """Every other thread's Python stack on stderr every `seconds`, until the returned event is set: where a slow
+    phase goes. A daemon thread reads `sys._current_frames` under the GIL (faulthandler's watchdog, which does not,
+    crashed an H200 start inside torch.export)."""
+    stop = threading.Event()
+
+    def dump() -> None:
+        while not stop.wait(seconds):
+            for ident, frame in sys._current_frames().items():
+                if ident != threading.get_ident():
+                    print(f"--- stack of thread {ident}\n" + "".join(traceback.format_stack(frame)), file=sys.stderr, flush=True)
+
+    threading.Thread(target=dump, name="stack-dumps", daemon=True).start()
+    return stop

@@ -35,9 +35,9 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     t = time.perf_counter()
     stacks_every = float(os.environ.get("FAST_PATH_STACKS") or 0)
     if stacks_every:  # where a slow start goes: every thread's Python stack every N seconds, on stderr
-        import faulthandler
+        from .common import dump_stacks_every
 
-        faulthandler.dump_traceback_later(stacks_every, repeat=True)
+        stop_dumps = dump_stacks_every(stacks_every)
     import numpy as np
     import torch
 
@@ -61,7 +61,7 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
 
     loads = backend.load(["views", "mesh"], ctx)
     if stacks_every:
-        faulthandler.cancel_dump_traceback_later()
+        stop_dumps.set()
     peak("load")
     phases.update(backend.load_phases)
     phases["load_mesh_s"] = loads["mesh"]
