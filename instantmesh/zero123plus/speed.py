@@ -130,7 +130,6 @@ class CompiledStep:
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(sample, timestep, context, reference)
 
-
     def _uses_graph_trees(self) -> bool:
         """torch.compile runs it (itself, or as the fallback of packages that do not load): its CUDA-graph trees
         need the marks. Packages replay graphs of their own, and the mark would import torch.compile's machinery."""
