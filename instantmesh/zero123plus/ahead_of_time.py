@@ -77,10 +77,28 @@ def input_shapes(tensors: Sequence[torch.Tensor]) -> Shapes:
     return tuple((tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in tensors)
 
 
-def package_name(prefix: str, shapes: Shapes) -> str:
-    """``step-<hash of the input shapes and dtypes>``: one package per shape set, nothing reused across them."""
-    digest = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:12]
+def package_name(prefix: str, shapes: Shapes, fingerprint: str = "") -> str:
+    """``step-<hash of the input shapes, dtypes and the code's fingerprint>``: one package per shape set and code,
+    nothing reused across them."""
+    digest = hashlib.sha256(json.dumps([shapes, fingerprint]).encode()).hexdigest()[:12]
     return f"{prefix}-{digest}"
+
+
+def code_fingerprint(packages: Sequence[str], sources: Sequence[Path]) -> str:
+    """The installed versions of `packages` and a hash of the `sources`: what a compiled module's code depends on
+    beyond torch and the GPU (which key the cache folder). A package traced from other code is never loaded."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    hasher = hashlib.sha256()
+    for source in sorted(sources):
+        hasher.update(source.name.encode() + b"\0" + source.read_bytes())
+    return ", ".join(f"{name} {installed(name)}" for name in packages) + f", code {hasher.hexdigest()[:16]}"
 
 
 def file_digest(path: Path) -> str:
@@ -233,8 +251,10 @@ class AheadOfTime:
     """
 
     def __init__(self, module: torch.nn.Module, folder: Path, prefix: str, device: torch.device, pool: Any = None,
-                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None) -> None:
+                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None, fingerprint: str = "") -> None:
         self.module, self.folder, self.prefix, self.device, self.pool = module, folder, prefix, device, pool
+        self.fingerprint = fingerprint
+        """What the module's code depends on (`code_fingerprint`): part of every package's name."""
         self.configs = dict(configs or {})
         self.fallback = fallback or (lambda: module)
         self.fallback_call: Call | None = None
@@ -268,7 +288,7 @@ class AheadOfTime:
 
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
         self.folder.mkdir(parents=True, exist_ok=True)
-        package = self.folder / f"{package_name(self.prefix, shapes)}.pt2"
+        package = self.folder / f"{package_name(self.prefix, shapes, self.fingerprint)}.pt2"
         with self._timed("record"):
             record = intact_record(package)
         if record is None:

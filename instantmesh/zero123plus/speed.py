@@ -59,6 +59,8 @@ class AheadOfTimeSetup:
     cuda_graphs: bool = True
     configs: dict[str, Any] = field(default_factory=dict)
     """Inductor settings of the compilation (e.g. max_autotune)."""
+    fingerprint: str = ""
+    """The code the modules run (`ahead_of_time.code_fingerprint`), so that a package of other code is not loaded."""
     pool: Any = field(default=None, compare=False)
     """The CUDA graph memory pool every compiled module of one pipeline shares (set by `optimize_views`)."""
 
@@ -72,7 +74,7 @@ def compiled_module(module: torch.nn.Module, prefix: str, backend: str, mode: st
     if ahead is None:
         return with_torch_compile()
     return AheadOfTime(module, ahead.folder, prefix, ahead.device, ahead.pool if ahead.cuda_graphs else None, ahead.configs,
-                       with_torch_compile)
+                       with_torch_compile, ahead.fingerprint)
 
 
 Chunk = tuple[int, int]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available
+from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available, code_fingerprint
 from instantmesh.zero123plus.speed import AheadOfTimeSetup, package_seconds
 
 from ..wire.messages import DEFAULT_GUIDANCE
@@ -25,6 +25,8 @@ ROWS_PER_OBJECT = 2
 """UNet rows one object takes in a guided step (the unconditional and the conditional half)."""
 WARMUP_STEPS = 3
 """Denoising steps run at load to compile: CUDA-graph trees warm up, record, then replay."""
+TRACED_PACKAGES = ("diffusers", "transformers")
+"""Libraries whose module code the packages are traced from (torch and the GPU key the cache folder itself)."""
 PACKAGES_FOLDER = "packages"
 """The compile-cache folder's subfolder of AOTInductor packages (`compiled_ahead_of_time`)."""
 WARMUP_DECODE_PHASE = "views_warmup_decode_s"
@@ -57,7 +59,14 @@ def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSet
     `ahead_of_time` does (a second start loads them without tracing). None: torch.compile, its caches in `folder`."""
     if device.type != "cuda" or not ahead_of_time_available():
         return None
-    return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device)
+    return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
+
+
+def views_code_fingerprint() -> str:
+    """The libraries whose modules the packages trace and our own views code (`ahead_of_time.code_fingerprint`)."""
+    import instantmesh.zero123plus as views
+
+    return code_fingerprint(TRACED_PACKAGES, list(Path(views.__file__).parent.glob("*.py")))
 
 
 def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]) -> None:

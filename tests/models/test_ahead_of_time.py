@@ -16,6 +16,7 @@ from instantmesh.zero123plus import ahead_of_time
 from instantmesh.zero123plus.ahead_of_time import (
     AheadOfTime,
     ahead_of_time_available,
+    code_fingerprint,
     loads_in_a_child,
     package_is_intact,
 )
@@ -126,6 +127,29 @@ def test_other_shapes_get_their_own_package(toy, tmp_path: Path) -> None:
     assert len(set(compiled.built)) == 2
 
 
+def test_a_package_of_other_code_is_not_loaded(toy, tmp_path: Path) -> None:
+    """Packages are named by the code's fingerprint too: after an upgrade (other library versions, other source)
+    the module is built anew, never run from a package traced from the old code."""
+    module, inputs = toy
+    with torch.no_grad():
+        first = AheadOfTime(module, tmp_path, "toy", CPU, fingerprint="diffusers 1, code a")
+        first(*inputs)
+        upgraded = AheadOfTime(module, tmp_path, "toy", CPU, fingerprint="diffusers 2, code a")
+        upgraded(*inputs)
+        again = AheadOfTime(module, tmp_path, "toy", CPU, fingerprint="diffusers 1, code a")
+        again(*inputs)
+    assert len(first.built) == len(upgraded.built) == 1 and first.built != upgraded.built and again.built == []
+
+
+def test_the_code_fingerprint_follows_versions_and_sources(tmp_path: Path) -> None:
+    source = tmp_path / "step.py"
+    source.write_text("x = 1\n")
+    before = code_fingerprint(["torch", "no-such-package"], [source])
+    assert f"torch {torch.__version__.split('+')[0]}" in before and "no-such-package absent" in before
+    source.write_text("x = 2\n")
+    assert code_fingerprint(["torch", "no-such-package"], [source]) != before
+
+
 def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "__version__", "2.10.0")
     assert not ahead_of_time_available()
@@ -184,6 +208,7 @@ def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(m
     assert compiled_ahead_of_time(tmp_path, CPU) is None  # (the CPU refuses the option anyway)
     setup = compiled_ahead_of_time(tmp_path, torch.device("cuda"))
     assert setup is not None and setup.folder == tmp_path / PACKAGES_FOLDER and setup.cuda_graphs
+    assert setup.fingerprint.startswith("diffusers ") and ", code " in setup.fingerprint
     monkeypatch.setattr(torch, "__version__", "2.10.0")
     assert compiled_ahead_of_time(tmp_path, torch.device("cuda")) is None  # torch.compile, with its caches
 
