@@ -286,6 +286,12 @@ class AheadOfTime:
             name = f"{self.prefix}_package_{phase}_s"
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def _fall_back(self, package: Path) -> Call:
+        self.fell_back.append(package.name)
+        if self.fallback_call is None:
+            self.fallback_call = self.fallback()
+        return self.fallback_call
+
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
         self.folder.mkdir(parents=True, exist_ok=True)
         package = self.folder / f"{package_name(self.prefix, shapes, self.fingerprint)}.pt2"
@@ -294,16 +300,18 @@ class AheadOfTime:
         if record is None:
             if package.exists():
                 log.warning("compiled package %s does not match its record: building it again", package)
-            with self._timed("build"):
-                record = build_package(self.module, inputs, package, self.configs, self.device)
+            try:
+                with self._timed("build"):
+                    record = build_package(self.module, inputs, package, self.configs, self.device)
+            except Exception as exc:  # export or compilation failed: this start runs the fallback, the next tries again
+                log.warning("compiled package %s could not be built (%s: %s): %s runs through its fallback", package,
+                            type(exc).__name__, str(exc)[:300], self.prefix)
+                return self._fall_back(package)
             self.built.append(package.name)
             self.seconds[f"{self.prefix}_package_load_check_s"] = record["load_check_s"]  # a fresh process's load, within build
         if not record.get("loads"):
             log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
-            self.fell_back.append(package.name)
-            if self.fallback_call is None:
-                self.fallback_call = self.fallback()
-            return self.fallback_call
+            return self._fall_back(package)
         with self._timed("load"):
             compiled = open_package(package, self.device)
         with self._timed("bind"):

@@ -108,6 +108,21 @@ def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(t
     assert second.built == [] and second.fell_back == first.built  # the verdict is kept in the record
 
 
+def test_a_package_that_cannot_be_built_runs_through_the_fallback(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export or compilation error costs this start the fallback, never the worker; nothing is written, so the
+    next start tries again."""
+    module, inputs = toy
+
+    def failing_build(*args: object) -> dict:
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr(ahead_of_time, "build_package", failing_build)
+    compiled = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad():
+        assert torch.allclose(compiled(*inputs), module(*inputs))
+    assert compiled.built == [] and len(compiled.fell_back) == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_the_load_check_runs_a_real_load_in_a_child(toy, tmp_path: Path) -> None:
     module, inputs = toy
     package = built_package(module, inputs, tmp_path)
