@@ -259,7 +259,7 @@ class AheadOfTime:
         self.fallback = fallback or (lambda: module)
         self.fallback_call: Call | None = None
         self.fell_back: list[str] = []
-        """Packages that do not load here, run through the fallback instead."""
+        """Packages that cannot be built or do not load here, run through the fallback instead."""
         self.calls: dict[Shapes, Call] = {}
         self.built: list[str] = []
         """Packages compiled by this process (the others were loaded from the folder)."""
@@ -283,8 +283,11 @@ class AheadOfTime:
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            name = f"{self.prefix}_package_{phase}_s"
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self._add_seconds(phase, time.perf_counter() - start)
+
+    def _add_seconds(self, phase: str, seconds: float) -> None:
+        name = f"{self.prefix}_package_{phase}_s"
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def _fall_back(self, package: Path) -> Call:
         self.fell_back.append(package.name)
@@ -308,7 +311,7 @@ class AheadOfTime:
                             type(exc).__name__, str(exc)[:300], self.prefix)
                 return self._fall_back(package)
             self.built.append(package.name)
-            self.seconds[f"{self.prefix}_package_load_check_s"] = record["load_check_s"]  # a fresh process's load, within build
+            self._add_seconds("load_check", record["load_check_s"])  # a fresh process's load, within build
         if not record.get("loads"):
             log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
             return self._fall_back(package)
