@@ -12,6 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .parameters import normal_parameter
+
+EMBEDDING_INIT_STD = 0.02
+"""The CLS token's and position table's random init (ViT's); loaded weights replace it."""
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -37,8 +41,8 @@ class Embeddings(nn.Module):
         super().__init__()
         self.patch_size = config.patch_size
         self.grid_size = config.image_size // config.patch_size
-        self.cls_token = nn.Parameter(torch.randn(1, 1, config.hidden_size) * 0.02)
-        self.position_embeddings = nn.Parameter(torch.randn(1, self.grid_size**2 + 1, config.hidden_size) * 0.02)
+        self.cls_token = normal_parameter(1, 1, config.hidden_size, std=EMBEDDING_INIT_STD)
+        self.position_embeddings = normal_parameter(1, self.grid_size**2 + 1, config.hidden_size, std=EMBEDDING_INIT_STD)
         self.patch_embeddings = PatchEmbeddings(config)
 
     def interpolate_position_embeddings(self, num_patches: int, height: int, width: int) -> torch.Tensor:

@@ -6,11 +6,11 @@ official checkpoint holds) but run through `F.scaled_dot_product_attention` dire
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .parameters import normal_parameter
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -97,7 +97,7 @@ class TriplaneTransformer(nn.Module):
         self.triplane_low_res = triplane_low_res
         self.triplane_high_res = triplane_high_res
         self.triplane_dim = triplane_dim
-        self.pos_embed = nn.Parameter(torch.randn(1, 3 * triplane_low_res**2, inner_dim) / math.sqrt(inner_dim))
+        self.pos_embed = normal_parameter(1, 3 * triplane_low_res**2, inner_dim, std=inner_dim**-0.5)
         self.layers = nn.ModuleList(
             [TriplaneBlock(inner_dim, image_feat_dim, num_heads) for _ in range(num_layers)]
         )
