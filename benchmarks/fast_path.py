@@ -4,7 +4,8 @@
 (DIR from ``benchmarks.make_weights``; ``--tiny`` folders smoke-test it on a CPU). Writes fast_path.json/.md.
 
 - Two fresh worker-like processes in a row, sharing one empty cache folder: the first start (pickle to
-  safetensors conversion, compilation) and the second (both caches reused), each timed per phase from
+  safetensors conversion, compilation, the views bundle written) and the second (from the views bundle: no
+  diffusers or transformers import), each timed per phase from
   spawn, each then making one object (views with the default options, mesh) and reporting peak GPU memory.
 - In this process: the eager fp16 baseline on the same weights, seed and input (no speed option), its
   difference to the default's views (max abs on 0..255 pixels), and the FLOPs per object for the MFU.
@@ -25,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 SPAWNED_AT = time.time()
+HEAVY_IMPORTS = {"diffusers", "transformers"}
+"""Libraries a start from the views bundle does without (`imported_at_load` lists those a start imported)."""
+COMPILERS = {"torch._dynamo", "torch._inductor"}
+"""Nor does it need torch's compilers (imported, they cost seconds)."""
 MATMUL_PEAK_TFLOPS = 704.0
 """fp16 8192^3 matmul measured on the H200 (/work/shared/reference/gpu-h200-2026-11-26.md): the MFU denominator."""
 
@@ -62,6 +67,7 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     loads = backend.load(["views", "mesh"], ctx)
     if stacks_every:
         stop_dumps.set()
+    imported = sorted({name.split(".")[0] for name in sys.modules} & HEAVY_IMPORTS | (COMPILERS & set(sys.modules)))
     peak("load")
     phases.update(backend.load_phases)
     phases["load_mesh_s"] = loads["mesh"]
@@ -84,7 +90,7 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
     return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
-            "optimizations": list(backend.optimizations), "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
+            "optimizations": list(backend.optimizations), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 
 def start_child(weights: Path, steps: int, out: Path, cache: Path) -> dict[str, Any]:
@@ -233,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         ["views, eager + channels_last", results["views_eager_channels_last_s"],
          f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
         ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
-        ["cold start, second (caches reused)", second["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())],
+        ["cold start, second (caches reused)", second["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())
+         + f"; imported at load: {', '.join(second.get('imported_at_load', [])) or 'neither diffusers nor transformers'}"],
         ["mesh (LRM + FlexiCubes)", second["mesh_s"], f"peak GPU {results['peak_gpu_gib']:.2f} GiB ("
          + ", ".join(f"{k} {v:.2f}" for k, v in second.get("peak_by_phase_gib", {}).items()) + ")"],
         *([["views, compiled step without CUDA graphs", results["compile_no_cuda_graphs"]["views_s"],

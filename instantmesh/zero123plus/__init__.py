@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "Zero123PlusPipeline": "pipeline",
-    "to_rgb_on_white": "pipeline",
+    "to_rgb_on_white": "image_inputs",
     "scale_latents": "pipeline",
     "unscale_latents": "pipeline",
     "unscale_image": "pipeline",

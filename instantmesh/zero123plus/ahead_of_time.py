@@ -27,10 +27,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -206,15 +206,23 @@ def open_package(package: Path, device: torch.device) -> PackageRunner:
     return PackageRunner(loader_type(str(package), PACKAGE_MODEL, single_threaded, 1, -1))
 
 
-def bind_constants(compiled: PackageRunner, module: torch.nn.Module) -> Call:
-    """`compiled` pointed at `module`'s parameters and buffers (which must outlive it)."""
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's parameters and buffers by FQN: what its packages' constants are named after."""
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+def bind_constants(compiled: PackageRunner, tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Point `compiled` at `tensors` (a module's, or a bundle's; they must outlive it); returns the FQNs bound."""
     wanted = compiled.get_constant_fqns()
     missing = [name for name in wanted if name not in tensors]
     if missing:
-        raise ValueError(f"the package wants constants the module lacks: {missing[:3]}")
+        raise ValueError(f"the package wants constants that are not there: {missing[:3]}")
     compiled.load_constants({name: tensors[name] for name in wanted})
-    return compiled
+    return wanted
+
+
+class PackageMissing(LookupError):
+    """No intact package for these shapes, and no module to build one from (a start from packages alone)."""
 
 
 class GraphedCall:
@@ -248,21 +256,31 @@ class AheadOfTime:
 
     `pool` is the CUDA graph memory pool shared by the pipeline's graphs (they run one after another on one
     stream); None: no CUDA graphs. `fallback` makes the call for shapes whose package does not load here.
+    Without a module (a start from packages alone) `constants` are the weights bound, and shapes with no package
+    raise `PackageMissing`.
     """
 
-    def __init__(self, module: torch.nn.Module, folder: Path, prefix: str, device: torch.device, pool: Any = None,
-                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None, fingerprint: str = "") -> None:
+    def __init__(self, module: torch.nn.Module | None, folder: Path, prefix: str, device: torch.device, pool: Any = None,
+                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None, fingerprint: str = "",
+                 constants: Mapping[str, torch.Tensor] | None = None) -> None:
+        if module is None and constants is None:
+            raise ValueError(f"{prefix}: packages without a module need their constants")
         self.module, self.folder, self.prefix, self.device, self.pool = module, folder, prefix, device, pool
+        self.constants = constants
         self.fingerprint = fingerprint
         """What the module's code depends on (`code_fingerprint`): part of every package's name."""
         self.configs = dict(configs or {})
-        self.fallback = fallback or (lambda: module)
+        self.fallback: Callable[[], Call] = fallback or (lambda: cast(Call, module))
         self.fallback_call: Call | None = None
         self.fell_back: list[str] = []
         """Packages that cannot be built or do not load here, run through the fallback instead."""
         self.calls: dict[Shapes, Call] = {}
         self.built: list[str] = []
         """Packages compiled by this process (the others were loaded from the folder)."""
+        self.loaded: list[str] = []
+        """Packages running (built or loaded), in the order of their first calls."""
+        self.bound: set[str] = set()
+        """The FQNs of the constants the running packages were bound to."""
         self.seconds: dict[str, float] = {}
         """Where preparing the packages went, summed over shape sets: ``<prefix>_package_<phase>_s`` for the
         phases record (size and hash check), build (with load_check, the child's load), load, bind (the weights),
@@ -290,10 +308,18 @@ class AheadOfTime:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     def _fall_back(self, package: Path) -> Call:
+        if self.module is None:
+            raise PackageMissing(f"compiled package {package} cannot run here and there is no module to fall back on")
         self.fell_back.append(package.name)
         if self.fallback_call is None:
             self.fallback_call = self.fallback()
         return self.fallback_call
+
+    def _weights(self) -> Mapping[str, torch.Tensor]:
+        if self.module is not None:
+            return module_tensors(self.module)
+        assert self.constants is not None
+        return self.constants
 
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -301,6 +327,8 @@ class AheadOfTime:
         with self._timed("record"):
             record = intact_record(package)
         if record is None:
+            if self.module is None:
+                raise PackageMissing(f"no intact compiled package {package} for {self.prefix} at {shapes}")
             if package.exists():
                 log.warning("compiled package %s does not match its record: building it again", package)
             try:
@@ -318,7 +346,9 @@ class AheadOfTime:
         with self._timed("load"):
             compiled = open_package(package, self.device)
         with self._timed("bind"):
-            call = bind_constants(compiled, self.module)
+            self.bound.update(bind_constants(compiled, self._weights()))
+            call: Call = compiled
+        self.loaded.append(package.name)
         with self._timed("first_call"):  # the kernels' modules load, cuDNN and cuBLAS make their plans
             call(*inputs)
         if self.pool is None:

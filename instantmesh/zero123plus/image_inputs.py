@@ -107,3 +107,17 @@ def _center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
         pixels, rows, cols = padded, padded.shape[0], padded.shape[1]
     top, left = (rows - height) // 2, (cols - width) // 2
     return pixels[top:top + height, left:left + width]
+
+
+def to_rgb_on_white(image: Image.Image) -> Image.Image:
+    """Composite an image with transparency onto white; the model was trained on white backgrounds."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")

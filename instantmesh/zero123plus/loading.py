@@ -38,6 +38,9 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
     "feature_extractor_vae": ("CLIPImageProcessor", "CLIPFeatureExtractor"),
 }
 
+SCHEDULER_CONFIG = "scheduler_config.json"
+INSTANTMESH_TIMESTEP_SPACING = "trailing"
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
@@ -67,6 +70,15 @@ def read_model_index(folder: PathLike) -> dict[str, Any]:
     if not coefficients:
         raise ValueError(f"{index_path}: ramping_coefficients missing (v1.2 needs them)")
     return index
+
+
+def read_scheduler_config(folder: PathLike) -> dict[str, Any]:
+    """The scheduler's config with InstantMesh's timestep spacing (it runs Zero123++ with trailing timesteps)."""
+    path = Path(folder) / "scheduler" / SCHEDULER_CONFIG
+    config = json.loads(path.read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return {**config, "timestep_spacing": INSTANTMESH_TIMESTEP_SPACING}
 
 
 def load_zero123plus(
@@ -128,7 +140,6 @@ def load_zero123plus(
             unet = unet.to(dtype).eval()
             _synchronize(target)
     lap("unet")
-    scheduler_config = EulerAncestralDiscreteScheduler.load_config(folder / "scheduler", local_files_only=True)
 
     vae = model(AutoencoderKL, "vae")
     lap("vae")
@@ -141,7 +152,7 @@ def load_zero123plus(
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
         unet=unet,
-        scheduler=EulerAncestralDiscreteScheduler.from_config(scheduler_config, timestep_spacing="trailing"),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(read_scheduler_config(folder)),
         vision_encoder=vision_encoder,
         clip_inputs=ImageInputs.from_folder(folder / "feature_extractor_clip"),
         vae_inputs=ImageInputs.from_folder(folder / "feature_extractor_vae"),

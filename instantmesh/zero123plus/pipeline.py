@@ -7,14 +7,16 @@ drives, random draw for random draw (see /work/shared/golden/README.md for the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .image_inputs import ImageInputs
+from .euler_ancestral import EulerAncestralSchedule
+from .image_inputs import ImageInputs, to_rgb_on_white
 from .reference_attention import ReferenceStep, install_reference_attention
 from .sampling import (
     STEPS_AHEAD,
@@ -24,6 +26,7 @@ from .sampling import (
     StepFunction,
     denoise,
     noise_condition_latents,
+    pad_rows,
     randn,
 )
 
@@ -56,18 +59,18 @@ def unscale_image(image: torch.Tensor) -> torch.Tensor:
     return image * IMAGE_SCALE
 
 
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """Composite an image with transparency onto white; the model was trained on white backgrounds."""
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What the pipeline needs to know of its networks, from their configs: enough to run without the modules."""
+
+    latent_channels: int
+    vae_scale_factor: int
+    """Pixels per latent along each side."""
+    vae_scaling_factor: float
+
+    @classmethod
+    def from_configs(cls, unet_config: Mapping[str, Any], vae_config: Mapping[str, Any]) -> NetworkFacts:
+        return cls(int(unet_config["in_channels"]), 2 ** (len(vae_config["block_out_channels"]) - 1), float(vae_config["scaling_factor"]))
 
 
 class Zero123PlusPipeline:
@@ -75,6 +78,7 @@ class Zero123PlusPipeline:
 
     The networks may run in float16; latents, noise, guidance and scheduler arithmetic stay in
     float32 and are cast only at the network inputs, so a seed means the same noise in any dtype.
+    `from_packages` makes one whose networks are compiled packages alone (no diffusers or transformers module).
     """
 
     def __init__(
@@ -98,7 +102,12 @@ class Zero123PlusPipeline:
         self.clip_inputs = clip_inputs
         self.vae_inputs = vae_inputs
         self.ramping_coefficients = [float(c) for c in ramping_coefficients]
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.facts = NetworkFacts.from_configs(unet.config, vae.config)
+        self.vae_scale_factor = self.facts.vae_scale_factor
+        self.scheduler_config: Mapping[str, Any] | None = None
+        """The schedule's config, when there is no scheduler object (`from_packages`)."""
+        self._device, self._dtype = torch.device("cpu"), torch.float32
+        """Where the networks run and their dtype, when there are no modules to ask (`from_packages`)."""
         install_reference_attention(unet)
         self.fast_step: StepFunction | None = None
         """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options, for the batch sizes it was built for."""
@@ -106,15 +115,38 @@ class Zero123PlusPipeline:
         """How the fast step runs these inputs: chunks of (rows, rows padded to), or None: run them eagerly."""
         self.fast_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
         """A faster equal of the VAE's decode (latents -> image, the VAE's dtype), set by the speed options."""
+        self.fast_encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """A faster equal of the VAE's encode (pixels -> the posterior's mean and std along the channels, `VaeEncode`)."""
+        self.fast_image: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """A faster equal of the vision encoder's image embedding (`ImageEmbeds`)."""
         self._prompt_embeds: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_packages(
+        cls, facts: NetworkFacts, scheduler_config: Mapping[str, Any], clip_inputs: ImageInputs, vae_inputs: ImageInputs,
+        ramping_coefficients: Sequence[float], prompt_embeds: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
+    ) -> Zero123PlusPipeline:
+        """A pipeline without modules: its caller sets every ``fast_*`` (compiled packages) and ``fast_step_plan``;
+        only the prompts of `prompt_embeds` can be asked for."""
+        pipeline = cls.__new__(cls)
+        pipeline.vae = pipeline.text_encoder = pipeline.tokenizer = pipeline.unet = pipeline.vision_encoder = None
+        pipeline.scheduler, pipeline.scheduler_config = None, dict(scheduler_config)
+        pipeline.clip_inputs, pipeline.vae_inputs = clip_inputs, vae_inputs
+        pipeline.ramping_coefficients = [float(c) for c in ramping_coefficients]
+        pipeline.facts, pipeline.vae_scale_factor = facts, facts.vae_scale_factor
+        pipeline._device, pipeline._dtype = device, dtype
+        pipeline.fast_step = pipeline.fast_decode = pipeline.fast_encode = pipeline.fast_image = None
+        pipeline.fast_step_plan = lambda *tensors: None
+        pipeline._prompt_embeds = dict(prompt_embeds)
+        return pipeline
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return self._device if self.unet is None else next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return self._dtype if self.unet is None else next(self.unet.parameters()).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Zero123PlusPipeline:
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
@@ -137,16 +169,19 @@ class Zero123PlusPipeline:
         """The condition image as VAE input and as CLIP vision input (both [1, 3, h, w])."""
         image = to_rgb_on_white(image)
         vae_pixels, clip_pixels = self.vae_inputs(image), self.clip_inputs(image)
-        return (
-            vae_pixels.to(device=self.device, dtype=self.vae.dtype),
-            clip_pixels.to(device=self.device, dtype=self.vision_encoder.dtype),
-        )
+        vae_dtype = self.dtype if self.vae is None else self.vae.dtype
+        clip_dtype = self.dtype if self.vision_encoder is None else self.vision_encoder.dtype
+        return vae_pixels.to(device=self.device, dtype=vae_dtype), clip_pixels.to(device=self.device, dtype=clip_dtype)
 
     def encode_condition_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A float32 sample of the VAE posterior, unscaled: the reference pass sees raw VAE latents."""
-        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-        noise = randn(posterior.mean.shape, generator, posterior.mean.device)
-        return posterior.mean.float() + posterior.std.float() * noise
+        if self.fast_encode is not None:
+            mean, std = self.fast_encode(pixels).chunk(2, dim=1)
+        else:
+            posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+            mean, std = posterior.mean, posterior.std
+        noise = randn(mean.shape, generator, mean.device)
+        return mean.float() + std.float() * noise
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         if prompt in self._prompt_embeds:
@@ -163,6 +198,8 @@ class Zero123PlusPipeline:
         return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state
 
     def encode_image(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        if self.fast_image is not None:
+            return self.fast_image(clip_pixels)
         return self.vision_encoder(clip_pixels).image_embeds
 
     def global_conditioning(self, prompt_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
@@ -192,6 +229,8 @@ class Zero123PlusPipeline:
         inputs = (sample, timestep, encoder_hidden_states, reference_sample)
         chunks = self.fast_step_plan(*inputs) if self.fast_step is not None else None
         if self.fast_step is None or chunks is None:
+            if self.unet is None:
+                raise ValueError(f"no compiled step runs inputs of shapes {[list(t.shape) for t in inputs]}, and there is no UNet")
             return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
         if len(chunks) == 1:
             return self.fast_step(*pad_rows(inputs, chunks[0][1]))[: chunks[0][0]]
@@ -206,7 +245,7 @@ class Zero123PlusPipeline:
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scheduler-space latents to an image in [-1, 1] (values outside are clipped later)."""
-        latents = (unscale_latents(latents) / self.vae.config.scaling_factor).to(self.vae.dtype)
+        latents = (unscale_latents(latents) / self.facts.vae_scaling_factor).to(self.dtype if self.vae is None else self.vae.dtype)
         if self.fast_decode is not None:
             return unscale_image(self.fast_decode(latents).float())
         return unscale_image(self.vae.decode(latents, return_dict=False)[0].float())
@@ -285,9 +324,8 @@ class Zero123PlusPipeline:
         runs = [self._condition(image, generator, prompt, negative_prompt, guidance_scale, on_step, cancel)
                 for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)]
         factor = self.vae_scale_factor
-        latent_shape = (1, self.unet.config.in_channels, height // factor, width // factor)
-        denoise(runs, self.scheduler, self.unet_with_reference, num_inference_steps, guidance_scale, latent_shape, self.device,
-                steps_ahead)
+        latent_shape = (1, self.facts.latent_channels, height // factor, width // factor)
+        denoise(runs, self.schedule(num_inference_steps), self.unet_with_reference, guidance_scale, latent_shape, self.device, steps_ahead)
         results: list[Image.Image | np.ndarray | torch.Tensor | BaseException] = []
         for run in runs:
             if output_type != "latent":
@@ -299,6 +337,13 @@ class Zero123PlusPipeline:
             else:  # one object at a time: the VAE's peak memory stays that of batch 1
                 results.append(self.postprocess(self.decode_latents(run.latents), output_type))
         return results
+
+    def schedule(self, num_inference_steps: int) -> EulerAncestralSchedule:
+        """The run's schedule: from the scheduler (which may have been swapped, e.g. by a benchmark), or its config."""
+        if self.scheduler is not None:
+            return EulerAncestralSchedule(self.scheduler, num_inference_steps, self.device)
+        assert self.scheduler_config is not None
+        return EulerAncestralSchedule.from_config(self.scheduler_config, num_inference_steps, self.device)
 
     def _condition(
         self, image: Image.Image, generator: torch.Generator | int | None, prompt: str, negative_prompt: str,
@@ -323,11 +368,3 @@ class Zero123PlusPipeline:
             return run
         run.cond_latents, run.context = cond_latents, encoder_hidden_states
         return run
-
-
-def pad_rows(tensors: Sequence[torch.Tensor], rows: int) -> list[torch.Tensor]:
-    """Pad every batched tensor (dim 0) to `rows` with copies of its last row; 0-d tensors pass through.
-
-    Rows of a UNet batch never mix, so the padding changes nothing for the real rows.
-    """
-    return [t if t.dim() == 0 or t.shape[0] == rows else torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])]) for t in tensors]

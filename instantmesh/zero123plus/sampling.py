@@ -16,7 +16,7 @@ import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -119,9 +119,8 @@ def noise_condition_latents(cond_latents: torch.Tensor, sigma: torch.Tensor, noi
 
 def denoise(
     runs: Sequence[ObjectRun],
-    scheduler: Any,
+    schedule: EulerAncestralSchedule,
     step: StepFunction,
-    num_inference_steps: int,
     guidance_scale: float,
     latent_shape: tuple[int, ...],
     device: torch.device,
@@ -129,7 +128,7 @@ def denoise(
 ) -> None:
     """Denoise every run in place (its `latents`), sharing each step's UNet call between the live runs.
 
-    The Euler-ancestral schedule comes from `scheduler`; its arithmetic is per element (every run is at the same
+    The Euler-ancestral `schedule`'s arithmetic is per element (every run is at the same
     step) and each row's ancestral noise comes from its own generator. Per object and per step, in this order:
     the cancel check, the condition noise, the ancestral noise: exactly the draws of a run alone. Progress is
     reported once the GPU has finished a step (`StepPacer`), to the runs still in the batch.
@@ -137,7 +136,6 @@ def denoise(
     if len(runs) > 1 and any(run.generator is None for run in runs):
         raise ValueError("a batch of several objects needs one generator per object")
     do_cfg = guidance_scale > 1.0
-    schedule = EulerAncestralSchedule(scheduler, num_inference_steps, device)
     pacer = StepPacer(steps_ahead, torch.cuda.Event if device.type == "cuda" else None)
     for run in runs:
         if run.error is None:
@@ -167,3 +165,11 @@ def report_progress(runs: Sequence[ObjectRun], done: int, total: int) -> None:
     for run in runs:
         if run.error is None and run.progress is not None:
             run.progress(done, total)
+
+
+def pad_rows(tensors: Sequence[torch.Tensor], rows: int) -> list[torch.Tensor]:
+    """Pad every batched tensor (dim 0) to `rows` with copies of its last row; 0-d tensors pass through.
+
+    Rows of a UNet batch never mix, so the padding changes nothing for the real rows.
+    """
+    return [t if t.dim() == 0 or t.shape[0] == rows else torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])]) for t in tensors]

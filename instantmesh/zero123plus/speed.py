@@ -7,7 +7,7 @@ blocks alone) were removed rather than kept as opt-ins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,18 +63,23 @@ class AheadOfTimeSetup:
     """The code the modules run (`ahead_of_time.code_fingerprint`), so that a package of other code is not loaded."""
     pool: Any = field(default=None, compare=False)
     """The CUDA graph memory pool every compiled module of one pipeline shares (set by `optimize_views`)."""
+    constants: Mapping[str, Mapping[str, torch.Tensor]] | None = field(default=None, compare=False)
+    """Per package prefix, the weights bound when there are no modules (a start from a views bundle)."""
 
 
-def compiled_module(module: torch.nn.Module, prefix: str, backend: str, mode: str | None, ahead: AheadOfTimeSetup | None) -> Any:
+def compiled_module(module: torch.nn.Module | None, prefix: str, backend: str, mode: str | None, ahead: AheadOfTimeSetup | None) -> Any:
     """torch.compile of `module`, or its AOTInductor packages when `ahead` says where they live (torch.compile
-    again for a package that does not load with this torch)."""
+    again for a package that does not load with this torch). No module: packages alone, bound to `ahead.constants`."""
     def with_torch_compile() -> Any:
         return torch.compile(module, backend=backend, mode=mode, dynamic=False)
 
     if ahead is None:
+        if module is None:
+            raise ValueError(f"{prefix}: only packages run without their module")
         return with_torch_compile()
+    constants = None if module is not None or ahead.constants is None else ahead.constants[prefix]
     return AheadOfTime(module, ahead.folder, prefix, ahead.device, ahead.pool if ahead.cuda_graphs else None, ahead.configs,
-                       with_torch_compile, ahead.fingerprint)
+                       with_torch_compile, ahead.fingerprint, constants)
 
 
 Chunk = tuple[int, int]
@@ -93,10 +98,10 @@ class CompiledStep:
     """
 
     def __init__(
-        self, unet: torch.nn.Module, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
+        self, unet: torch.nn.Module | None, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
         ahead: AheadOfTimeSetup | None = None,
     ) -> None:
-        self.module = ReferenceStep(unet, dtype)
+        self.module = None if unet is None else ReferenceStep(unet, dtype)
         self.compiled: Any = compiled_module(self.module, "step", backend, mode, ahead)
         self.mark_graph_steps = mode == "reduce-overhead"
         """torch.compile's CUDA-graph trees (also the packages' fallback) need each call marked as a new step."""
@@ -139,7 +144,7 @@ class CompiledStep:
 
 
 class VaeDecode(torch.nn.Module):
-    """The VAE's latents -> image as a module, so that torch.compile sees one function of one tensor."""
+    """The VAE's latents -> image as a module, so that the compilers see one function of one tensor."""
 
     def __init__(self, vae: torch.nn.Module) -> None:
         super().__init__()
@@ -149,30 +154,74 @@ class VaeDecode(torch.nn.Module):
         return self.vae.decode(latents, return_dict=False)[0]  # type: ignore[operator]
 
 
-class CompiledDecode:
-    """The VAE decoder compiled (`compiled_module`) for the one latent shape the views have (the first call's).
+class VaeEncode(torch.nn.Module):
+    """The VAE's pixels -> posterior as a module of one tensor out: its mean and standard deviation, concatenated
+    along the channels (`Zero123PlusPipeline.encode_condition_image` draws the sample)."""
 
-    Eager, the decoder spends most of its time in channels-first copies around each GroupNorm of the 960x640
-    activations (H200 profile, docs/benchmarks.md 4b); compiled, the norms fuse. Decoding runs one object at a
-    time, so one shape serves every batch; another shape runs eagerly rather than compiling inside a request.
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(pixels).latent_dist  # type: ignore[operator]
+        return torch.cat([posterior.mean, posterior.std], dim=1)
+
+
+class ImageEmbeds(torch.nn.Module):
+    """The CLIP vision encoder's pixels -> projected image embedding as a module of one tensor."""
+
+    def __init__(self, vision_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.vision_encoder = vision_encoder
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vision_encoder(pixels).image_embeds
+
+
+class CompiledForShape:
+    """`module` compiled (`compiled_module`) for one input shape, the first call's; another shape runs it eagerly
+    rather than compiling inside a request (without a module, packages alone: an error).
+
+    The VAE decoder: eager, it spends most of its time in channels-first copies around each GroupNorm of the
+    960x640 activations (H200 profile, docs/benchmarks.md 4b); compiled, the norms fuse. Decoding and the
+    condition's encoders run one object at a time, so one shape serves every batch.
     """
 
-    def __init__(self, vae: torch.nn.Module, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:
-        self.eager = VaeDecode(vae)
-        self.compiled: Any = compiled_module(self.eager, "decode", backend, None, ahead)
+    def __init__(self, module: torch.nn.Module | None, prefix: str, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:
+        self.eager, self.prefix = module, prefix
+        self.compiled: Any = compiled_module(module, prefix, backend, None, ahead)
         self.shape: tuple[int, ...] | None = None
 
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.shape is None:
-            self.shape = tuple(latents.shape)
-        return (self.compiled if tuple(latents.shape) == self.shape else self.eager)(latents)
+            self.shape = tuple(tensor.shape)
+        if tuple(tensor.shape) == self.shape:
+            return self.compiled(tensor)
+        if self.eager is None:
+            raise ValueError(f"{self.prefix} is compiled for inputs of shape {list(self.shape)}, not {list(tensor.shape)}")
+        return self.eager(tensor)
+
+
+class CompiledDecode(CompiledForShape):
+    """The VAE decoder compiled for the views' latent shape."""
+
+    def __init__(self, vae: torch.nn.Module, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:
+        super().__init__(VaeDecode(vae), "decode", backend, ahead)
+
+
+PACKAGED_PARTS = {"step": "fast_step", "decode": "fast_decode", "encode": "fast_encode", "image": "fast_image"}
+"""Package prefix -> the pipeline's attribute that runs it: every network of the views, when they are packages."""
+
+
+def packaged_parts(pipeline: Any) -> dict[str, AheadOfTime]:
+    """The pipeline's parts that run as AOTInductor packages, by package prefix."""
+    parts = {prefix: getattr(getattr(pipeline, name, None), "compiled", None) for prefix, name in PACKAGED_PARTS.items()}
+    return {prefix: part for prefix, part in parts.items() if isinstance(part, AheadOfTime)}
 
 
 def package_seconds(pipeline: Any) -> dict[str, float]:
-    """Where preparing the step's and decoder's AOTInductor packages went (`AheadOfTime.seconds`); empty without them."""
-    parts = (getattr(pipeline, "fast_step", None), getattr(pipeline, "fast_decode", None))
-    compiled = [getattr(part, "compiled", None) for part in parts]
-    return {name: s for c in compiled if isinstance(c, AheadOfTime) for name, s in c.seconds.items()}
+    """Where preparing the pipeline's AOTInductor packages went (`AheadOfTime.seconds`); empty without them."""
+    return {name: s for part in packaged_parts(pipeline).values() for name, s in part.seconds.items()}
 
 
 def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
@@ -199,3 +248,6 @@ def optimize_views(
         pipeline.fast_step = step
         pipeline.fast_step_plan = step.plan
         pipeline.fast_decode = CompiledDecode(pipeline.vae, compile_backend, ahead)
+        if ahead is not None:  # packages of the condition's encoders too: a start from packages alone needs them all
+            pipeline.fast_encode = CompiledForShape(VaeEncode(pipeline.vae), "encode", compile_backend, ahead)
+            pipeline.fast_image = CompiledForShape(ImageEmbeds(pipeline.vision_encoder), "image", compile_backend, ahead)

@@ -9,10 +9,11 @@ package; without it they are refused and ``initialize`` does not list the capabi
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -20,14 +21,14 @@ import numpy as np
 import torch
 
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
-from instantmesh.zero123plus.speed import check_optimizations, optimize_views
+from instantmesh.zero123plus.speed import check_optimizations
 
 from ..wire.errors import InvalidParams, ModelNotLoaded, OutOfMemory
 from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 from .model_files import ModelFiles, resolve_model_files
-from .views_compile import ROWS_PER_OBJECT, compiled_ahead_of_time, use_compile_cache_for, warm_up
+from .views_loading import ViewsLoad
 
 log = logging.getLogger("rpcworker.instantmesh")
 
@@ -110,7 +111,7 @@ class InstantMeshBackend:
             start = time.perf_counter()
             with self._device_errors(f"load {name}"):
                 if name == "views":
-                    self._pipeline = self._load_views(lambda message, step=i + 1: ctx.progress("load", step, len(models), message))
+                    self._pipeline = self._load_views(functools.partial(ctx.progress, "load", i + 1, len(models)))
                 else:
                     self._lrm = self._load_mesh()
             self._synchronize()
@@ -118,50 +119,24 @@ class InstantMeshBackend:
             log.info("loaded %s in %.2f s", name, seconds[name])
         return seconds
 
-    def _load_views(self, report: Any) -> Any:
-        from instantmesh.zero123plus import load_zero123plus
-
-        t = time.perf_counter()
-        try:
-            pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype,
-                                        timings=self.load_phases)
-        except (OSError, ValueError) as exc:
-            raise ModelNotLoaded(
-                f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
-                {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
-            ) from exc
-        t_prompt = time.perf_counter()
-        pipeline.free_text_encoder()
-        self._synchronize()
-        self.load_phases["views_prompt_s"] = time.perf_counter() - t_prompt
-        self.load_phases["views_read_s"] = time.perf_counter() - t
-        ahead = None
-        if "compile" in self.optimizations:
-            folder, reused = use_compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
-            ahead = compiled_ahead_of_time(folder, self.device)
-            report("views: compiling the denoising step" + (" (cached)" if reused else " (first start on this machine: minutes)"))
-        t = time.perf_counter()
-        optimize_views(pipeline, self.optimizations, row_counts=self._row_counts(), ahead=ahead)
-        self._synchronize()
-        self.load_phases["views_optimize_setup_s"] = time.perf_counter() - t
-        if "compile" in self.optimizations:
-            self._warm_up(pipeline)
-        self._synchronize()
-        self.load_phases["views_optimize_s"] = time.perf_counter() - t
-        return pipeline
+    def _load_views(self, report: Callable[[str], None]) -> Any:
+        return self._views_load().run(report)
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
         runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
         return sorted({1, self.max_batch})
 
+    def _views_load(self) -> ViewsLoad:
+        return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize)
+
     def _row_counts(self) -> list[int]:
         """The same as UNet batch sizes, with guidance."""
-        return [ROWS_PER_OBJECT * count for count in self._batch_sizes()]
+        return self._views_load().row_counts()
 
     def _warm_up(self, pipeline: Any) -> None:
         """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
-        warm_up(pipeline, self.files.view_size, self._batch_sizes(), self.load_phases, self._synchronize)
+        self._views_load().warm_up(pipeline)
 
     def _load_mesh(self) -> Any:
         from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras

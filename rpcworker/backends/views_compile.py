@@ -29,6 +29,12 @@ TRACED_PACKAGES = ("diffusers", "transformers")
 """Libraries whose module code the packages are traced from (torch and the GPU key the cache folder itself)."""
 PACKAGES_FOLDER = "packages"
 """The compile-cache folder's subfolder of AOTInductor packages (`compiled_ahead_of_time`)."""
+BUNDLE_CHECK_PHASE = "views_bundle_check_s"
+"""``load_phases``: checking the views bundle (manifest, sources, constants file's sampled hash and header)."""
+BUNDLE_READ_PHASE = "views_bundle_read_s"
+"""``load_phases``: the bundle's constants onto the device and the pipeline made of packages (not yet loaded)."""
+BUNDLE_WRITE_PHASE = "views_bundle_write_s"
+"""``load_phases``: writing the bundle after a start that loaded the modules."""
 WARMUP_DECODE_PHASE = "views_warmup_decode_s"
 """The ``load_phases`` name of the warm-up's decode (the compiled VAE decoder's compilation or cache load)."""
 
@@ -39,19 +45,25 @@ def warmup_phase(step: int, batch: int = 1) -> str:
     return f"views_warmup_step{step}_s" if batch == 1 else f"views_warmup_batch{batch}_step{step}_s"
 
 
-def use_compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> tuple[Path, bool]:
-    """Points the compilers at this machine's folder for these weights and options; returns it, and whether it
-    already held artefacts (a start that loads what an earlier one compiled)."""
-    from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache
+def compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+    """This machine's compile-cache folder for these weights and options, and its key (nothing is touched yet)."""
+    from instantmesh.compile_cache import compile_cache_dir, compile_key
     from instantmesh.tiny import cache_root
 
     stat = unet.stat()
     weights = {"unet": str(unet), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "view_size": view_size}
     key = compile_key(device, weights, sorted(optimizations))
-    folder = compile_cache_dir(key, cache_root())
+    return compile_cache_dir(key, cache_root()), key
+
+
+def use_compile_cache_at(folder: Path, key: dict[str, Any]) -> bool:
+    """Points the compilers at `folder`; whether it already held artefacts (a start that loads what an earlier one
+    compiled). Imports Inductor: a start from a views bundle does without."""
+    from instantmesh.compile_cache import use_compile_cache
+
     reused = use_compile_cache(folder, key)
     log.info("compile cache %s (%s)", folder, "reused" if reused else "new")
-    return folder, reused
+    return reused
 
 
 def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSetup | None:
@@ -60,6 +72,40 @@ def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSet
     if device.type != "cuda" or not ahead_of_time_available():
         return None
     return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
+
+
+def views_from_bundle(zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, dtype: torch.dtype, row_counts: Sequence[int],
+                      phases: dict[str, float]) -> Any | None:
+    """The views from their packages alone when `ahead`'s folder holds a valid bundle (`views_bundle`), else None.
+    Its packages load at the warm-up; a missing one raises `PackageMissing` there."""
+    from instantmesh.zero123plus.views_bundle import describe_sources, pipeline_from_bundle, valid_manifest
+
+    start = time.perf_counter()
+    manifest = valid_manifest(ahead.folder, describe_sources(zero123plus, whitebg_unet), ahead.fingerprint, dtype)
+    phases[BUNDLE_CHECK_PHASE] = time.perf_counter() - start
+    if manifest is None:
+        return None
+    start = time.perf_counter()
+    pipeline = pipeline_from_bundle(ahead.folder, manifest, zero123plus, ahead, dtype, row_counts)
+    if ahead.device.type == "cuda":
+        torch.cuda.synchronize(ahead.device)
+    phases[BUNDLE_READ_PHASE] = time.perf_counter() - start
+    return pipeline
+
+
+def save_views_bundle(pipeline: Any, zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, phases: dict[str, float]) -> bool:
+    """Write the bundle of a pipeline whose networks all ran as packages, for the next start; False (logged) when
+    it cannot be written (a part fell back to torch.compile, a read-only or full disk)."""
+    from instantmesh.zero123plus.views_bundle import describe_sources, write_views_bundle
+
+    start = time.perf_counter()
+    try:
+        write_views_bundle(pipeline, ahead.folder, describe_sources(zero123plus, whitebg_unet), ahead.fingerprint)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("no views bundle for the next start: %s", exc)
+        return False
+    phases[BUNDLE_WRITE_PHASE] = time.perf_counter() - start
+    return True
 
 
 def views_code_fingerprint() -> str:

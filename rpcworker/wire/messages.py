@@ -30,6 +30,10 @@ DEFAULT_SEED = 42
 DEFAULT_STEPS = 75
 DEFAULT_GUIDANCE = 4.0
 DEFAULT_VIEW_SIZE = 320
+VIEWS_FROM_PACKAGES = "views: starting from the compiled packages"
+VIEWS_COMPILING = "views: compiling the denoising step"
+VIEWS_WRITING_BUNDLE = "views: writing the packaged start for the next one"
+"""The ``load`` progress messages of how the views start on CUDA with ``compile`` (protocol.md, load)."""
 """Side of one generated view of the official models, in pixels (the grid is 2 x 3 of them)."""
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Largest input image (width x height) either side accepts: the worker for images it reads, the host for

@@ -4,13 +4,10 @@ AOTInductor compilation with the C++ compiler (seconds for the toy module, about
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from instantmesh.zero123plus import ahead_of_time
 from instantmesh.zero123plus.ahead_of_time import (
@@ -170,51 +167,6 @@ def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -
     assert not ahead_of_time_available()
     monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
     assert ahead_of_time_available()
-
-
-def test_the_packaged_step_and_decoder_give_the_eager_views(tiny_cache: Path, object_png: Path, tmp_path: Path) -> None:
-    """The real tiny backend at two batch sizes: the views through the step's and the decoder's packages equal
-    eager's, alone and in a batch of two (one step package per batch size), and a second backend on the same folder
-    (a second worker start) loads every package instead of building it."""
-    from instantmesh.zero123plus.speed import AheadOfTimeSetup, optimize_views
-    from rpcworker.backends.base import SilentContext
-    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
-
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
-    image = Image.open(object_png)
-    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    ahead = AheadOfTimeSetup(tmp_path / "packages", CPU, cuda_graphs=False)
-
-    def packaged() -> InstantMeshBackend:
-        backend = InstantMeshBackend(files, "cpu", (), max_batch=2)
-        backend.load(["views"], SilentContext())
-        optimize_views(backend._pipeline, ["compile"], row_counts=backend._row_counts(), ahead=ahead)
-        backend._warm_up(backend._pipeline)
-        return backend
-
-    def grid(views: object) -> np.ndarray:
-        return np.asarray(views.grid, dtype=np.int16)  # type: ignore[attr-defined]
-
-    def alone(backend: InstantMeshBackend, picture: Image.Image = image, seed: int = 5) -> np.ndarray:
-        return grid(backend.generate_views(picture, seed, 2, 4.0, SilentContext()))
-
-    def batch(backend: InstantMeshBackend) -> list[np.ndarray]:
-        return [grid(v) for v in backend.generate_views_batch([image, mirrored], [5, 6], 2, 4.0, [SilentContext(), SilentContext()])]
-
-    eager = InstantMeshBackend(files, "cpu", ())
-    expected = [alone(eager), alone(eager, mirrored, 6)]
-    first = packaged()
-    assert [name.split("-")[0] for name in first._pipeline.fast_step.compiled.built] == ["step", "step"]
-    assert [name.split("-")[0] for name in first._pipeline.fast_decode.compiled.built] == ["decode"]
-    assert np.abs(alone(first) - expected[0]).max() <= 1
-    first_batch = batch(first)
-    assert all(np.abs(got - want).max() <= 1 for got, want in zip(first_batch, expected, strict=True))
-    second = packaged()
-    assert second._pipeline.fast_step.compiled.built == [] and second._pipeline.fast_decode.compiled.built == []
-    assert {"step_package_load_s", "decode_package_first_call_s"} <= set(second.load_phases)  # the warm-up reports them
-    assert "step_package_build_s" in first.load_phases and "step_package_build_s" not in second.load_phases
-    assert np.array_equal(alone(second), alone(first))
-    assert all(np.array_equal(a, b) for a, b in zip(batch(second), first_batch, strict=True))
 
 
 def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

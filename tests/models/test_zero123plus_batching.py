@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from instantmesh.zero123plus.pipeline import pad_rows  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceStep  # noqa: E402
+from instantmesh.zero123plus.sampling import pad_rows  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS as TINY  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.usefixtures("one_thread")]

@@ -21,7 +21,8 @@ from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus  # noqa: E402
 from instantmesh.zero123plus.euler_ancestral import EulerAncestralSchedule  # noqa: E402
-from instantmesh.zero123plus.pipeline import to_rgb_on_white, unscale_latents  # noqa: E402
+from instantmesh.zero123plus.image_inputs import to_rgb_on_white  # noqa: E402
+from instantmesh.zero123plus.pipeline import unscale_latents  # noqa: E402
 
 pytestmark = pytest.mark.models
 

@@ -20,7 +20,7 @@ from rpcworker.protocol import (
     PROTOCOL_VERSION,
 )
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
-from rpcworker.wire.messages import MAX_BATCH_LIMIT
+from rpcworker.wire.messages import MAX_BATCH_LIMIT, VIEWS_COMPILING, VIEWS_FROM_PACKAGES, VIEWS_WRITING_BUNDLE
 from tests.conftest import ROOT
 
 DOC = (ROOT / "protocol.md").read_text()
@@ -76,3 +76,9 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
 def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> None:
     assert text in " ".join(DOC.split()), f"protocol.md should say {text!r}"
     assert value is not False
+
+
+@pytest.mark.parametrize("message", [VIEWS_FROM_PACKAGES, VIEWS_COMPILING, VIEWS_WRITING_BUNDLE])
+def test_the_views_load_messages_are_the_documented_ones(message: str) -> None:
+    assert f"`{message}" in DOC
+

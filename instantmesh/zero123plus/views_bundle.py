@@ -1,0 +1,204 @@
+"""A start of the views from their compiled packages alone: no diffusers, no transformers, no module built.
+
+Importing diffusers and transformers is most of a cached start (12.2 s of 21.2 s on the H200, fast_path run 8).
+Once every network of the views runs as an AOTInductor package (the step, the VAE's decoder and encoder, the CLIP
+image embedding), what a start needs of them is their weights. After a start that ran all four as packages the
+bundle is written beside them: one safetensors file of every constant the packages are bound to, as they run
+(dtype; strides are restored at load), and a manifest naming the packages, the code's fingerprint, the prompts
+whose embeddings are kept (the empty one) and the source files it was made from (size, mtime, inode).
+
+The manifest is written last and removed first, so a bundle is whole or absent. A start uses it only when the
+manifest matches the code, the options (the folder is the compile cache's, keyed by torch, GPU, weights and
+options), every source file and the constants file (size, sampled hash, header); anything else is ignored and
+the normal start writes the bundle again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import torch
+
+from ..device_read import check_header, read_safetensors
+from ..safetensors_cache import sampled_hash
+from .ahead_of_time import module_tensors
+from .image_inputs import ImageInputs
+from .loading import read_model_index, read_scheduler_config
+from .pipeline import NetworkFacts, Zero123PlusPipeline
+from .speed import PACKAGED_PARTS, AheadOfTimeSetup, CompiledForShape, CompiledStep, packaged_parts
+
+log = logging.getLogger("instantmesh.views_bundle")
+
+BUNDLE_FORMAT = 1
+MANIFEST_NAME = "views-bundle.json"
+CONSTANTS_NAME = "views-bundle.safetensors"
+PROMPT_KEY = "prompt/{index}"
+"""The constants file's key of a kept prompt's embedding (its index in the manifest's prompts)."""
+
+
+class SourceFile(msgspec.Struct, frozen=True):
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+class ConstantsCopy(msgspec.Struct, frozen=True):
+    size: int
+    sampled_sha256: str
+
+
+class BundleManifest(msgspec.Struct, frozen=True):
+    format: int
+    fingerprint: str
+    """`ahead_of_time.code_fingerprint` of the packages' code."""
+    dtype: str
+    sources: list[SourceFile]
+    packages: dict[str, list[str]]
+    """Package prefix (`speed.PACKAGED_PARTS`) -> the package files it ran."""
+    strides: dict[str, list[int]]
+    """Constants stored contiguous that run with other strides (channels_last weights)."""
+    prompts: list[str]
+    constants: ConstantsCopy
+
+
+_decode_manifest = msgspec.json.Decoder(BundleManifest)
+_encode_manifest = msgspec.json.Encoder()
+
+
+def describe_sources(zero123plus: Path, whitebg_unet: Path) -> list[SourceFile]:
+    """Every file the views are made from: the Zero123++ folder's (configs, weights; hidden ones aside) and the UNet."""
+    files = sorted(p for p in zero123plus.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zero123plus).parts))
+    described = []
+    for path in [*files, whitebg_unet]:
+        stat = path.stat()
+        described.append(SourceFile(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return described
+
+
+def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Sequence[SourceFile], fingerprint: str) -> Path:
+    """Write the bundle of `pipeline` (every part a package it runs, `speed.packaged_parts`) into `folder`."""
+    parts = packaged_parts(pipeline)
+    missing = sorted(set(PACKAGED_PARTS) - {prefix for prefix, part in parts.items() if part.loaded and not part.fell_back})
+    if missing:
+        raise ValueError(f"the views' {', '.join(missing)} do not all run as packages: no bundle")
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    strides: dict[str, list[int]] = {}
+    for prefix, part in parts.items():
+        assert part.module is not None
+        own = module_tensors(part.module)
+        for fqn in sorted(part.bound):
+            key, tensor = f"{prefix}/{fqn}", own[fqn].detach()
+            if not tensor.is_contiguous():
+                strides[key] = list(tensor.stride())
+            tensors[key] = tensor.to("cpu").contiguous()
+    prompts = sorted(pipeline._prompt_embeds)
+    for index, prompt in enumerate(prompts):
+        tensors[PROMPT_KEY.format(index=index)] = pipeline._prompt_embeds[prompt].detach().to("cpu").contiguous()
+    manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
+    manifest_path.unlink(missing_ok=True)  # from here on no manifest vouches for a half-written constants file
+    partial = folder / f".{CONSTANTS_NAME}.{os.getpid()}.tmp"
+    try:
+        save_file(tensors, str(partial))
+        os.replace(partial, constants_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    manifest = BundleManifest(
+        BUNDLE_FORMAT, fingerprint, str(pipeline.dtype).removeprefix("torch."), list(sources),
+        {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts,
+        ConstantsCopy(constants_path.stat().st_size, sampled_hash(constants_path)),
+    )
+    partial_manifest = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    partial_manifest.write_bytes(_encode_manifest.encode(manifest))
+    os.replace(partial_manifest, manifest_path)
+    return manifest_path
+
+
+def valid_manifest(folder: Path, sources: Sequence[SourceFile], fingerprint: str, dtype: torch.dtype) -> BundleManifest | None:
+    """The folder's bundle manifest when the bundle is whole and made from this code and these sources, else None
+    (with the reason logged)."""
+    manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = _decode_manifest.decode(manifest_path.read_bytes())
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        log.warning("views bundle %s is unreadable (%s): ignored", manifest_path, exc)
+        return None
+    reason = None
+    if (manifest.format, manifest.fingerprint) != (BUNDLE_FORMAT, fingerprint):
+        reason = f"made by other code ({manifest.fingerprint})"
+    elif manifest.dtype != str(dtype).removeprefix("torch."):
+        reason = f"made for {manifest.dtype}"
+    elif manifest.sources != list(sources):
+        reason = "made from other weight files (or they changed since)"
+    elif set(manifest.packages) != set(PACKAGED_PARTS) or not all(manifest.packages.values()):
+        reason = f"it lacks packages for {sorted(set(PACKAGED_PARTS) - set(manifest.packages))}"
+    else:
+        try:
+            copy = ConstantsCopy(constants_path.stat().st_size, sampled_hash(constants_path))
+            check_header(constants_path)
+            if copy != manifest.constants:
+                reason = "its constants file does not match the manifest"
+        except (OSError, ValueError) as exc:
+            reason = f"its constants file is damaged ({exc})"
+    if reason is not None:
+        log.info("views bundle %s not used: %s", manifest_path, reason)
+        return None
+    return manifest
+
+
+def read_constants(folder: Path, manifest: BundleManifest, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """The bundle's constants on `device`, by package prefix and FQN, with their strides; and the kept prompts' embeddings."""
+    tensors = read_safetensors(folder / CONSTANTS_NAME, device)
+    by_prefix: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in manifest.packages}
+    prompts = {prompt: tensors.pop(PROMPT_KEY.format(index=index)) for index, prompt in enumerate(manifest.prompts)}
+    for key, tensor in tensors.items():
+        prefix, _, fqn = key.partition("/")
+        if prefix not in by_prefix:
+            raise ValueError(f"views bundle constant {key!r} belongs to no package")
+        stride = manifest.strides.get(key)
+        if stride is not None:
+            tensor = torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
+        elif device.type == "cpu":  # memory-mapped at the file's offsets: compiled CPU kernels round otherwise when unaligned
+            tensor = tensor.clone()
+        by_prefix[prefix][fqn] = tensor
+    return by_prefix, prompts
+
+
+def pipeline_from_bundle(
+    folder: Path, manifest: BundleManifest, zero123plus: Path, ahead: AheadOfTimeSetup, dtype: torch.dtype, row_counts: Sequence[int],
+) -> Zero123PlusPipeline:
+    """The views pipeline with every network a package of `ahead.folder`, bound to the bundle's constants; the
+    packages load at their first calls (the backend's warm-up), and one that is missing raises `PackageMissing`."""
+    constants, prompts = read_constants(folder, manifest, ahead.device)
+    index = read_model_index(zero123plus)
+    facts = NetworkFacts.from_configs(_json(zero123plus / "unet" / "config.json"), _json(zero123plus / "vae" / "config.json"))
+    pipeline = Zero123PlusPipeline.from_packages(
+        facts, read_scheduler_config(zero123plus), ImageInputs.from_folder(zero123plus / "feature_extractor_clip"),
+        ImageInputs.from_folder(zero123plus / "feature_extractor_vae"), index["ramping_coefficients"], prompts, ahead.device, dtype,
+    )
+    pool = torch.cuda.graph_pool_handle() if ahead.cuda_graphs and ahead.pool is None else ahead.pool
+    bound = replace(ahead, constants=constants, pool=pool)
+    step = CompiledStep(None, dtype, None, row_counts=row_counts, ahead=bound)
+    pipeline.fast_step, pipeline.fast_step_plan = step, step.plan
+    pipeline.fast_decode = CompiledForShape(None, "decode", ahead=bound)
+    pipeline.fast_encode = CompiledForShape(None, "encode", ahead=bound)
+    pipeline.fast_image = CompiledForShape(None, "image", ahead=bound)
+    return pipeline
+
+
+def _json(path: Path) -> dict[str, Any]:
+    loaded = json.loads(path.read_text())
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return loaded
