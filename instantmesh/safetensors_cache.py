@@ -46,6 +46,11 @@ def sampled_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def copy_facts(path: Path) -> dict[str, Any]:
+    """What a written copy is checked by at every use: its size and sampled hash (its header is checked apart)."""
+    return {"size": path.stat().st_size, "sampled_sha256": sampled_hash(path)}
+
+
 def _describe(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "sampled_sha256": sampled_hash(path)}
@@ -63,8 +68,7 @@ def valid_copy(source: Path, root: Path) -> Path | None:
         record = json.loads(record_path.read_text())
         if record.get("format") != RECORD_FORMAT or record.get("source") != _describe(source):
             return None
-        cache = record.get("copy", {})
-        if target.stat().st_size != cache.get("size") or sampled_hash(target) != cache.get("sampled_sha256"):
+        if copy_facts(target) != record.get("copy"):
             return None
         check_header(target)
     except (OSError, ValueError):  # CheckpointError is a ValueError
@@ -110,6 +114,6 @@ def convert(source: Path, state_dict: Mapping[str, torch.Tensor], root: Path) ->
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    record = {"format": RECORD_FORMAT, "source": _describe(source), "copy": {"size": target.stat().st_size, "sampled_sha256": sampled_hash(target)}}
+    record = {"format": RECORD_FORMAT, "source": _describe(source), "copy": copy_facts(target)}
     _atomic_write_text(record_path, json.dumps(record, indent=1))
     return target

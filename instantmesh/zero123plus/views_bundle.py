@@ -27,7 +27,7 @@ import msgspec
 import torch
 
 from ..device_read import check_header, read_safetensors
-from ..safetensors_cache import sampled_hash
+from ..safetensors_cache import copy_facts
 from .ahead_of_time import module_tensors
 from .image_inputs import ImageInputs
 from .loading import read_model_index, read_scheduler_config
@@ -115,7 +115,7 @@ def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Seq
     manifest = BundleManifest(
         BUNDLE_FORMAT, fingerprint, str(pipeline.dtype).removeprefix("torch."), list(sources),
         {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts,
-        ConstantsCopy(constants_path.stat().st_size, sampled_hash(constants_path)),
+        ConstantsCopy(**copy_facts(constants_path)),
     )
     partial_manifest = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
     partial_manifest.write_bytes(_encode_manifest.encode(manifest))
@@ -145,7 +145,7 @@ def valid_manifest(folder: Path, sources: Sequence[SourceFile], fingerprint: str
         reason = f"it lacks packages for {sorted(set(PACKAGED_PARTS) - set(manifest.packages))}"
     else:
         try:
-            copy = ConstantsCopy(constants_path.stat().st_size, sampled_hash(constants_path))
+            copy = ConstantsCopy(**copy_facts(constants_path))
             check_header(constants_path)
             if copy != manifest.constants:
                 reason = "its constants file does not match the manifest"
