@@ -23,6 +23,10 @@ from typing import Any
 def child(weights: Path, device: str | None, dtype: str | None) -> dict[str, float]:
     """One start: imports, then both models loaded with no speed option."""
     phases: dict[str, float] = {}
+    from instantmesh.bytecode_cache import use_bytecode_cache
+    from instantmesh.tiny import cache_root
+
+    use_bytecode_cache(cache_root())  # as the worker's entry does, before torch is imported
     t = time.perf_counter()
     import torch
 

@@ -150,8 +150,8 @@ def mesh_rows(files: ModelFiles, image: Any, rows: list[dict[str, Any]], compile
         t, m1 = timed(mesh)
     rows.append(row("mesh: bf16 autocast", t, t0 / t, difference(m1)))
     if compile_lrm:
-        backend._lrm.encoder.compile()
-        backend._lrm.transformer.compile()
+        backend._mesh.lrm.encoder.compile()
+        backend._mesh.lrm.transformer.compile()
         first, _ = timed(mesh)
         t, m2 = timed(mesh)
         rows.append(row("mesh: torch.compile encoder + transformer", t, t0 / t, difference(m2), first))

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SPAWNED_AT = time.time()
+SPAWNED_AT = float(os.environ.get("FAST_PATH_SPAWNED_AT") or time.time())
+"""When the parent spawned this process (its clock, passed down), so that ready_s includes the interpreter's start."""
 HEAVY_IMPORTS = {"diffusers", "transformers"}
 """Libraries a start from the views bundle does without (`imported_at_load` lists those a start imported)."""
 COMPILERS = {"torch._dynamo", "torch._inductor"}
@@ -37,6 +38,10 @@ MATMUL_PEAK_TFLOPS = 704.0
 def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     """One worker start and one object, timed by phase (runs in its own process)."""
     phases: dict[str, float] = {}
+    from instantmesh.bytecode_cache import use_bytecode_cache
+    from instantmesh.tiny import cache_root
+
+    use_bytecode_cache(cache_root())  # as the worker's entry does, before torch is imported
     t = time.perf_counter()
     stacks_every = float(os.environ.get("FAST_PATH_STACKS") or 0)
     if stacks_every:  # where a slow start goes: every thread's Python stack every N seconds, on stderr
@@ -64,7 +69,14 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
             peaks[phase] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
 
-    loads = backend.load(["views", "mesh"], ctx)
+    if os.environ.get("FAST_PATH_PROFILE") == "1":  # where the load's CPU time goes, by torch op (a diagnostic start)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            loads = backend.load(["views", "mesh"], ctx)
+        (out / "profile_load.txt").write_text(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=60))
+    else:
+        loads = backend.load(["views", "mesh"], ctx)
     if stacks_every:
         stop_dumps.set()
     imported = sorted({name.split(".")[0] for name in sys.modules} & HEAVY_IMPORTS | (COMPILERS & set(sys.modules)))
@@ -93,8 +105,9 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
             "optimizations": list(backend.optimizations), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 
-def start_child(weights: Path, steps: int, out: Path, cache: Path) -> dict[str, Any]:
-    env = {**os.environ, "INSTANTMESH_RPC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+def start_child(weights: Path, steps: int, out: Path, cache: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {**os.environ, "INSTANTMESH_RPC_CACHE": str(cache), "PYTHONUNBUFFERED": "1", **(extra_env or {}),
+           "FAST_PATH_SPAWNED_AT": repr(time.time())}
     result = out / "child.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.fast_path", "--child", "--weights", str(weights), "--steps", str(steps), "--out", str(out)]
@@ -218,10 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     save()
     results["second_start"] = start_child(args.weights, args.steps, args.out, cache)
     save()
+    # FAST_PATH_EXTRA_STARTS: more starts from the same cache, each NAME:VAR=VALUE,... (e.g. a profiled one)
+    for spec in filter(None, os.environ.get("FAST_PATH_EXTRA_STARTS", "").split(";")):
+        name, _, assignments = spec.partition(":")
+        extra = dict(item.split("=", 1) for item in assignments.split(",") if item)
+        results.setdefault("extra_starts", {})[name] = {"env": extra, **start_child(args.weights, args.steps, args.out, cache, extra)}
+        save()
     results["cold_start_s"] = results["first_start"]["ready_s"]
     results["cold_start_cached_s"] = results["second_start"]["ready_s"]
     results["views_s"] = results["second_start"]["views_s"]
     results["peak_gpu_gib"] = results["second_start"]["peak_gpu_gib"]
+    if os.environ.get("FAST_PATH_STARTS_ONLY") == "1":  # an exploratory run: the starts alone
+        return 0
     results.update(eager_baseline(args.weights, args.steps, args.out))
     results["mfu"] = results["flops_per_object"] / results["views_s"] / (MATMUL_PEAK_TFLOPS * 1e12)
     results["mfu_eager"] = results["flops_per_object"] / results["views_eager_s"] / (MATMUL_PEAK_TFLOPS * 1e12)

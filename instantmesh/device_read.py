@@ -1,10 +1,12 @@
-"""Reading a safetensors file straight onto an accelerator: plain reads into pinned buffers, asynchronous copies.
+"""Reading a safetensors file straight onto an accelerator: parallel plain reads into pinned buffers, asynchronous copies.
 
 ``safetensors.torch.load_file(path, device="cuda")`` copies each tensor from the memory-mapped file, so every
-copy waits on the page faults that fetch its bytes (safetensors issue #729). Here the file is read in large
-sequential chunks into two pinned staging buffers in turn, and each chunk's bytes are copied asynchronously
-into tensors allocated on the device while the next chunk is read: disk (or page cache) and the copy engine
-overlap. On the CPU the memory-mapped load is already the fastest and is used as is.
+copy waits on the page faults that fetch its bytes (safetensors issue #729). Here the file's data is cut into
+large chunks read by a few lanes at once (threads: a positioned read releases the GIL, and one thread's copy
+out of the page cache ran at 3.8 GB/s on the H200 machine, a quarter of what its cores and copy engines move).
+Each lane reads its chunks into its two pinned staging buffers in turn and copies each chunk asynchronously,
+on its own stream, into tensors allocated on the device while it reads the next: disk (or page cache) and the
+copy engines overlap. On the CPU the memory-mapped load is already the fastest and is used as is.
 
 The header is checked before any byte is trusted (``check_header``): the tensors must tile the data section
 exactly and end at the end of the file, which also catches a truncated or padded copy cheaply.
@@ -12,10 +14,15 @@ exactly and end at the end of the file, which also catches a truncated or padded
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
 import struct
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,8 +30,12 @@ import torch
 
 from .weights_file import CheckpointError
 
-CHUNK_BYTES = 64 << 20
-"""Staging chunk: large enough for sequential reads at full speed, small enough to pin cheaply (two of them)."""
+CHUNK_BYTES = 8 << 20
+"""Staging chunk, two per lane: reads of 16 to 64 MiB ran at the same speed on the H200 machine, and pinning host
+memory there costs about 27 ms per 32 MiB (a start's profile), so the buffers stay small."""
+READ_LANES = 8
+"""Chunks read at once (threads, each with its own staging buffers and copy stream). The H200 machine, warm page
+cache (``benchmarks.read_lanes``, docs/benchmarks.md section 4): 4.4 GB/s with one lane, 14.7 with 4, 18.5 with 8."""
 HEADER_LIMIT = 100 << 20
 """safetensors' own bound on the JSON header."""
 
@@ -90,50 +101,86 @@ def read_safetensors(path: str | os.PathLike, device: torch.device | str = "cpu"
     return read_staged(path, device, chunk_bytes)
 
 
-def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES) -> dict[str, torch.Tensor]:
-    """The staged read of `read_safetensors` (on any device; pinned buffers and events on CUDA only)."""
+def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES, lanes: int = READ_LANES,
+                pinned: bool = True) -> dict[str, torch.Tensor]:
+    """The staged read of `read_safetensors` (on any device; pinned buffers and streams on CUDA only; `pinned`
+    False stages in pageable memory, whose copies the driver makes synchronously: ``benchmarks.read_lanes``)."""
     if device.type == "cuda":
-        with torch.cuda.device(device):  # the events and the stream synchronised below are this device's
-            return _read_staged(path, device, chunk_bytes)
-    return _read_staged(path, device, chunk_bytes)
+        with torch.cuda.device(device):  # the lanes' streams and events are this device's
+            return _read_staged(path, device, chunk_bytes, lanes, pinned)
+    return _read_staged(path, device, chunk_bytes, lanes, pinned)
 
 
-def _read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int) -> dict[str, torch.Tensor]:
+Span = tuple[int, int, torch.Tensor]
+"""A tensor's byte range in the data section and its bytes on the device (a flat uint8 view)."""
+
+
+def _read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int, lanes: int, pinned: bool) -> dict[str, torch.Tensor]:
     entries, start = check_header(path)
-    cuda = device.type == "cuda"
     out = {name: torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]], device=device) for name, entry in entries}
     spans = [(entry["data_offsets"][0], entry["data_offsets"][1], out[name].view(-1).view(torch.uint8)) for name, entry in entries]
     total = spans[-1][1] if spans else 0
-    staging = [torch.empty(min(chunk_bytes, max(total, 1)), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
-    done: list[Any] = [None, None]
-    index = 0
-    with open(path, "rb", buffering=0) as f:
-        f.seek(start)
-        for chunk, pos in enumerate(range(0, total, chunk_bytes)):
-            n = min(chunk_bytes, total - pos)
-            buf = staging[chunk % 2]
-            if done[chunk % 2] is not None:
-                done[chunk % 2].synchronize()  # its previous copies have left the buffer
-            _read_exactly(f, buf.numpy().data[:n], path)
-            while index < len(spans) and spans[index][0] < pos + n:
-                begin, stop, target = spans[index]
-                lo, hi = max(begin, pos), min(stop, pos + n)
-                target[lo - begin : hi - begin].copy_(buf[lo - pos : hi - pos], non_blocking=cuda)
-                if stop > pos + n:
-                    break  # continues in the next chunk
-                index += 1
-            if cuda:
-                done[chunk % 2] = torch.cuda.Event()
-                done[chunk % 2].record()
-    if cuda:
-        torch.cuda.current_stream().synchronize()
+    chunks = [(pos, min(chunk_bytes, total - pos)) for pos in range(0, total, chunk_bytes)]
+    if not chunks:
+        return out
+    lanes = max(1, min(lanes, len(chunks)))
+    failed = threading.Event()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def lane(index: int) -> None:
+            try:
+                _read_lane(fd, path, start, chunks[index::lanes], spans, device, pinned, failed)
+            except BaseException:
+                failed.set()  # the other lanes stop at their next chunk
+                raise
+
+        if lanes == 1:
+            lane(0)
+        else:
+            with ThreadPoolExecutor(lanes, thread_name_prefix="read-lane") as pool:
+                for done in [pool.submit(lane, index) for index in range(lanes)]:
+                    done.result()
+    finally:
+        os.close(fd)
     return out
 
 
-def _read_exactly(f: BinaryIO, view: memoryview, path: str | os.PathLike) -> None:
+def _read_lane(fd: int, path: str | os.PathLike, start: int, chunks: Sequence[tuple[int, int]], spans: Sequence[Span],
+               device: torch.device, pinned: bool, failed: threading.Event) -> None:
+    """One lane: its chunks, each read into one of its two staging buffers and copied out on its own stream."""
+    cuda = device.type == "cuda"
+    with torch.cuda.device(device) if cuda else nullcontext():  # a thread's current device is not its caller's
+        size = max(n for _, n in chunks)
+        staging = [torch.empty(size, dtype=torch.uint8, pin_memory=cuda and pinned) for _ in range(2)]
+        stream = torch.cuda.Stream(device) if cuda else None
+        copied: list[Any] = [None, None]
+        stops = [stop for _, stop, _ in spans]
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():  # once: entering it costs driver calls
+            for number, (pos, n) in enumerate(chunks):
+                if failed.is_set():
+                    return
+                slot = number % 2
+                if copied[slot] is not None:
+                    copied[slot].synchronize()  # its previous copies have left the buffer
+                buf = staging[slot]
+                _pread_exactly(fd, buf.numpy().data[:n], start + pos, path)
+                index = bisect.bisect_right(stops, pos)  # the first tensor that ends past the chunk's start
+                while index < len(spans) and spans[index][0] < pos + n:
+                    begin, stop, target = spans[index]
+                    lo, hi = max(begin, pos), min(stop, pos + n)
+                    if lo < hi:
+                        target[lo - begin : hi - begin].copy_(buf[lo - pos : hi - pos], non_blocking=cuda)
+                    index += 1
+                if stream is not None:
+                    copied[slot] = stream.record_event()
+        if stream is not None:
+            stream.synchronize()
+
+
+def _pread_exactly(fd: int, view: memoryview, offset: int, path: str | os.PathLike) -> None:
     got = 0
     while got < len(view):
-        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        n = os.preadv(fd, [view[got:]], offset + got)
         if not n:
             raise CheckpointError(f"{path}: file ended while reading tensors (truncated)")
         got += n

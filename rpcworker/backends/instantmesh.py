@@ -23,10 +23,11 @@ import torch
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 from instantmesh.zero123plus.speed import check_optimizations
 
-from ..wire.errors import InvalidParams, ModelNotLoaded, OutOfMemory
-from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
+from ..wire.errors import InvalidParams, OutOfMemory
+from ..wire.messages import MemoryInfo
 from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
+from .mesh_loading import MeshBeside, MeshModel, load_mesh
 from .model_files import ModelFiles, resolve_model_files
 from .views_loading import ViewsLoad
 
@@ -71,10 +72,7 @@ class InstantMeshBackend:
         ``views_prompt_s``, ``views_read_s`` (all of the above), ``views_optimize_s`` = ``views_optimize_setup_s`` + ``views_warmup_step<i>_s``. Mesh:
         ``mesh_read_s`` (checkpoint onto the device), ``mesh_geometry_s`` (FlexiCubes grid, cameras)."""
         self._pipeline: Any = None
-        self._lrm: Any = None
-        self._cameras: torch.Tensor | None = None
-        self._lrm_input_size = DEFAULT_VIEW_SIZE
-        self._texture_resolution = 1024
+        self._mesh: MeshModel | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> InstantMeshBackend:
@@ -98,29 +96,40 @@ class InstantMeshBackend:
         )
 
     def loaded(self) -> list[str]:
-        return [name for name, model in (("views", self._pipeline), ("mesh", self._lrm)) if model is not None]
+        return [name for name, model in (("views", self._pipeline), ("mesh", self._mesh)) if model is not None]
 
     # ------------------------------------------------------------------ loading
 
     def load(self, models: list[str], ctx: WorkContext) -> dict[str, float]:
         seconds: dict[str, float] = {}
-        for i, name in enumerate(models):
-            if name in self.loaded():
-                continue
-            ctx.progress("load", i + 1, len(models), name)
-            start = time.perf_counter()
-            with self._device_errors(f"load {name}"):
-                if name == "views":
-                    self._pipeline = self._load_views(functools.partial(ctx.progress, "load", i + 1, len(models)))
-                else:
-                    self._lrm = self._load_mesh()
-            self._synchronize()
-            seconds[name] = time.perf_counter() - start
-            log.info("loaded %s in %.2f s", name, seconds[name])
+        loading = [name for name in models if name not in self.loaded()]
+        beside = MeshBeside(self._load_mesh) if loading == ["views", "mesh"] else None  # see mesh_loading
+        try:
+            for i, name in enumerate(models):
+                if name in self.loaded():
+                    continue
+                ctx.progress("load", i + 1, len(models), name)
+                start = time.perf_counter()
+                with self._device_errors(f"load {name}"):
+                    if name == "views":
+                        report = functools.partial(ctx.progress, "load", i + 1, len(models))
+                        self._pipeline = self._load_views(report, beside.wait if beside is not None else lambda: None)
+                    elif beside is not None:
+                        self._mesh, seconds[name], beside = beside.result(), beside.seconds, None
+                    else:
+                        self._mesh = self._load_mesh()
+                self._synchronize()
+                seconds.setdefault(name, time.perf_counter() - start)
+                log.info("loaded %s in %.2f s", name, seconds[name])
+        finally:
+            if beside is not None:  # the views failed: the mesh loaded beside them stays loaded
+                self._mesh = beside.loaded()
         return seconds
 
-    def _load_views(self, report: Callable[[str], None]) -> Any:
-        return self._views_load().run(report)
+    def _load_views(self, report: Callable[[str], None], before_warm_up: Callable[[], None]) -> Any:
+        load = self._views_load()
+        load.before_warm_up = before_warm_up
+        return load.run(report)
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
@@ -138,45 +147,22 @@ class InstantMeshBackend:
         """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
         self._views_load().warm_up(pipeline)
 
-    def _load_mesh(self) -> Any:
-        from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
-        from instantmesh.lrm.config import load_config
-        from instantmesh.lrm.model import load_instantmesh_lrm
-        from instantmesh.tiny import cache_root
-
-        t = time.perf_counter()
-        try:
-            config = load_config(self.files.lrm_config)
-            lrm = load_instantmesh_lrm(config, self.files.lrm, device=self.device, cache=cache_root() / "safetensors")
-            self._synchronize()
-            self.load_phases["mesh_read_s"] = time.perf_counter() - t
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelNotLoaded(
-                f"cannot load the LRM from {self.files.lrm}: {exc}",
-                {"model": "mesh", "searched": [str(self.files.lrm), str(self.files.lrm_config)]},
-            ) from exc
-        lrm.init_flexicubes_geometry(self.device, fovy=ZERO123PLUS_FOV_DEG)
-        self._lrm_input_size = config.infer.input_size
-        self._texture_resolution = config.infer.texture_resolution
-        self._cameras = zero123plus_input_cameras(batch_size=1).to(self.device)
-        self._synchronize()
-        self.load_phases["mesh_geometry_s"] = time.perf_counter() - t - self.load_phases["mesh_read_s"]
-        return lrm
+    def _load_mesh(self) -> MeshModel:
+        return load_mesh(self.files, self.device, self.load_phases, self._synchronize)
 
     def unload(self, models: list[str]) -> list[str]:
         unloaded = [m for m in self.loaded() if m in models]
         if "views" in unloaded:
             self._pipeline = None
         if "mesh" in unloaded:
-            self._lrm = None
-            self._cameras = None
+            self._mesh = None
         self._free()
         return unloaded
 
     def _require(self, model: str, ctx: WorkContext) -> Any:
         if model not in self.loaded():
             self.load([model], ctx)
-        return self._pipeline if model == "views" else self._lrm
+        return self._pipeline if model == "views" else self._mesh
 
     # ------------------------------------------------------------------ work
 
@@ -224,20 +210,21 @@ class InstantMeshBackend:
     def reconstruct(self, views: Any, texture_map: bool, ctx: WorkContext) -> MeshData:
         if texture_map:
             _require_texture_support()
-        lrm = self._require("mesh", ctx)
+        mesh: MeshModel = self._require("mesh", ctx)
+        lrm = mesh.lrm
         timings: dict[str, float] = {}
         with self._device_errors("reconstruct"), torch.inference_mode(), self._on_mesh_stream():
             t = time.perf_counter()
-            images = self._lrm_input(views)
+            images = self._lrm_input(views, mesh.input_size)
             ctx.progress("reconstruct", 1, 3, "planes")
-            planes = lrm.forward_planes(images, self._cameras)
+            planes = lrm.forward_planes(images, mesh.cameras)
             self._synchronize_stream()
             timings["planes_s"] = time.perf_counter() - t
             ctx.check_cancelled()
             t = time.perf_counter()
             ctx.progress("reconstruct", 2, 3, "mesh")
             if texture_map:
-                textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=self._texture_resolution)
+                textured = lrm.extract_mesh(planes, use_texture_map=True, texture_resolution=mesh.texture_resolution)
             else:
                 vertices, faces, colors = lrm.extract_mesh(planes, use_texture_map=False)
             self._synchronize_stream()  # nothing of this request is left on the stream when its tensors are freed
@@ -250,10 +237,9 @@ class InstantMeshBackend:
         texture = Image.fromarray(textured.texture, "RGB")
         return MeshData(textured.vertices, textured.faces, None, timings, texture, textured.uvs, textured.uv_faces)
 
-    def _lrm_input(self, views: np.ndarray) -> torch.Tensor:
-        """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1]; resized with antialiasing when S != R (no torchvision)."""
+    def _lrm_input(self, views: np.ndarray, size: int) -> torch.Tensor:
+        """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1] (R: `size`); resized with antialiasing when S != R (no torchvision)."""
         images = torch.from_numpy(np.ascontiguousarray(views)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        size = self._lrm_input_size
         if images.shape[-1] != size:
             images = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
             images = images.clamp(0, 1)

@@ -50,6 +50,9 @@ class ViewsLoad:
     """The batches (objects) the step is compiled for."""
     phases: dict[str, float]
     synchronize: Callable[[], None]
+    before_warm_up: Callable[[], None] = lambda: None
+    """Called once the weights are read, before any package runs or CUDA graph is captured (the backend waits
+    there for the mesh it loads beside the views)."""
 
     def run(self, report: Report) -> Any:
         ahead = None
@@ -63,6 +66,7 @@ class ViewsLoad:
             reused = use_compile_cache_at(folder, key)
             report(VIEWS_COMPILING + (" (cached)" if reused else " (first start on this machine: minutes)"))
         pipeline = self.read_modules()
+        self.before_warm_up()
         start = time.perf_counter()
         optimize_views(pipeline, self.optimizations, row_counts=self.row_counts(), ahead=ahead)
         self.synchronize()
@@ -114,6 +118,7 @@ class ViewsLoad:
                 return None
             self.phases["views_read_s"] = time.perf_counter() - start
             report(VIEWS_FROM_PACKAGES)
+            self.before_warm_up()
             start = time.perf_counter()
             self.warm_up(pipeline)
             self.synchronize()

@@ -107,3 +107,16 @@ def test_mesh_memory_measures_the_extraction_alone(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "mesh_memory.json").read_text())
     assert results["grid"] == 24 and results["vertices"] > 0 and results["faces"] > 0
     assert results["peak_over_inputs_gib"] >= 0 and len(results["mesh_sha1"]) == 12 and "peak over inputs GiB" in printed
+
+
+def test_read_lanes_times_each_lane_count_and_chunk(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.randn(300_000), "b": torch.randn(5, 7)}, str(path))
+    bench("benchmarks.read_lanes", str(path), "--device", "cpu", "--lanes", "1,3", "--chunks-mib", "1", "--repeats", "1",
+          "--staging", "pinned,pageable", "--fresh-pinned", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "read_lanes.json").read_text())["rows"]
+    assert [(r["staging"], r["lanes"]) for r in rows] == [("pinned", 1), ("pinned", 3), ("pageable", 1), ("pageable", 3)]
+    assert all(r["gb_per_s"] > 0 and r["fresh_pinned"] for r in rows)

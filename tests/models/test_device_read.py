@@ -28,15 +28,27 @@ def _tensors() -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
-def test_staged_read_gives_the_files_tensors(tmp_path: Path, chunk: int) -> None:
+@pytest.mark.parametrize(("chunk", "lanes"), [(7, 1), (7, 3), (64, 2), (64, 8), (1 << 20, 4)])
+def test_staged_read_gives_the_files_tensors(tmp_path: Path, chunk: int, lanes: int) -> None:
     path = tmp_path / "w.safetensors"
     save_file(_tensors(), str(path))
     expected = load_file(str(path))
-    got = read_staged(path, torch.device("cpu"), chunk_bytes=chunk)  # tensors spanning chunks when chunk is small
+    got = read_staged(path, torch.device("cpu"), chunk_bytes=chunk, lanes=lanes)  # tensors spanning chunks (and lanes)
     assert got.keys() == expected.keys()
     for name, tensor in expected.items():
         assert got[name].dtype == tensor.dtype and got[name].shape == tensor.shape and torch.equal(got[name], tensor), name
+
+
+def test_empty_tensors_beside_others_and_an_empty_file(tmp_path: Path) -> None:
+    """Zero-size tensors share their offset with the next tensor: each chunk still finds every tensor it holds."""
+    tensors = {"a_empty": torch.zeros(0), "b": torch.arange(10.0), "c_empty": torch.zeros(0, 3), "d": torch.arange(7, dtype=torch.int16)}
+    path = tmp_path / "w.safetensors"
+    save_file(tensors, str(path))
+    for chunk in (4, 40, 1 << 10):
+        got = read_staged(path, torch.device("cpu"), chunk_bytes=chunk, lanes=2)
+        assert all(torch.equal(got[k], v) for k, v in tensors.items()), chunk
+    save_file({"only": torch.zeros(0)}, str(path))
+    assert read_staged(path, torch.device("cpu"))["only"].numel() == 0
 
 
 def test_cpu_read_is_the_mapped_load(tmp_path: Path) -> None:
