@@ -2,8 +2,8 @@
 
 ``safetensors.torch.load_file(path, device="cuda")`` copies each tensor from the memory-mapped file, so every
 copy waits on the page faults that fetch its bytes (safetensors issue #729). Here the file's data is cut into
-large chunks read by a few lanes at once (threads: a positioned read releases the GIL, and one thread's copy
-out of the page cache ran at 3.8 GB/s on the H200 machine, a quarter of what its cores and copy engines move).
+chunks read by several lanes at once (threads: a positioned read releases the GIL, and one thread's copy out of
+the page cache moved a third or less of what the H200 machine's cores and copy engines move together).
 Each lane reads its chunks into its two pinned staging buffers in turn and copies each chunk asynchronously,
 on its own stream, into tensors allocated on the device while it reads the next: disk (or page cache) and the
 copy engines overlap. On the CPU the memory-mapped load is already the fastest and is used as is.
@@ -31,11 +31,12 @@ import torch
 from .weights_file import CheckpointError
 
 CHUNK_BYTES = 8 << 20
-"""Staging chunk, two per lane: reads of 16 to 64 MiB ran at the same speed on the H200 machine, and pinning host
-memory there costs about 27 ms per 32 MiB (a start's profile), so the buffers stay small."""
+"""Staging chunk, two per lane. Pinning host memory costs about 27 ms per 32 MiB on the H200 machine, so with the
+buffers pinned anew, as at a start, 8 MiB chunks were the fastest there (19.7 GB/s, 15.1 at 16 MiB)."""
 READ_LANES = 8
 """Chunks read at once (threads, each with its own staging buffers and copy stream). The H200 machine, warm page
-cache (``benchmarks.read_lanes``, docs/benchmarks.md section 4): 4.4 GB/s with one lane, 14.7 with 4, 18.5 with 8."""
+cache (``benchmarks.read_lanes``, docs/benchmarks.md section 4): 4.3-7.4 GB/s with one lane, 18.5-24.1 with
+eight; sixteen gained nothing once their buffers' pinning counted."""
 HEADER_LIMIT = 100 << 20
 """safetensors' own bound on the JSON header."""
 
