@@ -11,6 +11,11 @@
   difference to the default's views (max abs on 0..255 pixels), and the FLOPs per object for the MFU.
 - Export of the random-weights mesh and of the synthetic meshes of `benchmarks.export`, ours vs trimesh
   (fastest of 3 runs of ours, each to a new file).
+
+Environment: ``FAST_PATH_EXTRA_STARTS="NAME:VAR=VALUE,...;..."`` adds starts from the same cache after the second
+(``profiled:FAST_PATH_PROFILE=1`` writes profile_load.txt, the load's CPU time by torch op);
+``FAST_PATH_STARTS_ONLY=1`` stops after the starts; ``FAST_PATH_CACHE`` keeps the cache folder;
+``FAST_PATH_STACKS=N`` prints the child's Python stacks every N seconds.
 """
 
 from __future__ import annotations

@@ -115,11 +115,13 @@ class InstantMeshBackend:
                         report = functools.partial(ctx.progress, "load", i + 1, len(models))
                         self._pipeline = self._load_views(report, beside.wait if beside is not None else lambda: None)
                     elif beside is not None:
-                        self._mesh, seconds[name], beside = beside.result(), beside.seconds, None
+                        self._mesh = beside.result()
                     else:
                         self._mesh = self._load_mesh()
                 self._synchronize()
-                seconds.setdefault(name, time.perf_counter() - start)
+                seconds[name] = time.perf_counter() - start
+                if name == "mesh" and beside is not None:
+                    seconds[name], beside = beside.seconds, None  # its own time, beside the views'
                 log.info("loaded %s in %.2f s", name, seconds[name])
         finally:
             if beside is not None:  # the views failed: the mesh loaded beside them stays loaded
