@@ -24,9 +24,8 @@ def child(weights: Path, device: str | None, dtype: str | None) -> dict[str, flo
     """One start: imports, then both models loaded with no speed option."""
     phases: dict[str, float] = {}
     from instantmesh.bytecode_cache import use_bytecode_cache
-    from instantmesh.tiny import cache_root
 
-    use_bytecode_cache(cache_root())  # as the worker's entry does, before torch is imported
+    use_bytecode_cache()  # as the worker's entry does, before torch is imported
     t = time.perf_counter()
     import torch
 

@@ -44,9 +44,8 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     """One worker start and one object, timed by phase (runs in its own process)."""
     phases: dict[str, float] = {}
     from instantmesh.bytecode_cache import use_bytecode_cache
-    from instantmesh.tiny import cache_root
 
-    use_bytecode_cache(cache_root())  # as the worker's entry does, before torch is imported
+    use_bytecode_cache()  # as the worker's entry does, before torch is imported
     t = time.perf_counter()
     stacks_every = float(os.environ.get("FAST_PATH_STACKS") or 0)
     if stacks_every:  # where a slow start goes: every thread's Python stack every N seconds, on stderr

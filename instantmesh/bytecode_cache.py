@@ -28,10 +28,11 @@ PROBE_PACKAGE = "torch"
 """The import that costs the most without bytecode: whether its bytecode is there decides."""
 
 
-def use_bytecode_cache(cache_root: Path, probe: str = PROBE_PACKAGE) -> Path | None:
-    """Point this process's imports at a bytecode folder of our cache when `probe`'s bytecode is missing and Python
-    would not write it beside the source; returns the folder, or None when the environment is left as it is.
-    Call it before the heavy imports (the worker's entry does)."""
+def use_bytecode_cache(cache_root: Path | None = None, probe: str = PROBE_PACKAGE) -> Path | None:
+    """Point this process's imports at a bytecode folder of our cache (`cache_root`, default the worker's cache
+    folder) when `probe`'s bytecode is missing and Python would not write it beside the source; returns the
+    folder, or None when the environment is left as it is. Call it before the heavy imports (the worker's entry
+    does)."""
     setting = os.environ.get(PYCACHE_ENV, "")
     if setting == "off" or sys.pycache_prefix:
         return None
@@ -43,7 +44,12 @@ def use_bytecode_cache(cache_root: Path, probe: str = PROBE_PACKAGE) -> Path | N
     source_folder = Path(spec.origin).parent
     if not sys.dont_write_bytecode and os.access(source_folder, os.W_OK):
         return None  # Python writes it beside the source at the first import
-    folder = Path(setting) if setting else cache_root / PYCACHE_FOLDER
+    if setting:
+        folder = Path(setting)
+    else:
+        from .tiny import cache_root as default_cache_root
+
+        folder = (cache_root or default_cache_root()) / PYCACHE_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

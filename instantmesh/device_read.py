@@ -102,21 +102,14 @@ def read_safetensors(path: str | os.PathLike, device: torch.device | str = "cpu"
     return read_staged(path, device, chunk_bytes)
 
 
-def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES, lanes: int = READ_LANES,
-                pinned: bool = True) -> dict[str, torch.Tensor]:
-    """The staged read of `read_safetensors` (on any device; pinned buffers and streams on CUDA only; `pinned`
-    False stages in pageable memory, whose copies the driver makes synchronously: ``benchmarks.read_lanes``)."""
-    if device.type == "cuda":
-        with torch.cuda.device(device):  # the lanes' streams and events are this device's
-            return _read_staged(path, device, chunk_bytes, lanes, pinned)
-    return _read_staged(path, device, chunk_bytes, lanes, pinned)
-
-
 Span = tuple[int, int, torch.Tensor]
 """A tensor's byte range in the data section and its bytes on the device (a flat uint8 view)."""
 
 
-def _read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int, lanes: int, pinned: bool) -> dict[str, torch.Tensor]:
+def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES, lanes: int = READ_LANES,
+                pinned: bool = True) -> dict[str, torch.Tensor]:
+    """The staged read of `read_safetensors` (on any device; pinned buffers and streams on CUDA only; `pinned`
+    False stages in pageable memory, whose copies the driver makes synchronously: ``benchmarks.read_lanes``)."""
     entries, start = check_header(path)
     out = {name: torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]], device=device) for name, entry in entries}
     spans = [(entry["data_offsets"][0], entry["data_offsets"][1], out[name].view(-1).view(torch.uint8)) for name, entry in entries]

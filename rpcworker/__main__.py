@@ -106,10 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     stream = claim_stdio()
     if args.backend == "instantmesh":
         from instantmesh.bytecode_cache import use_bytecode_cache
-        from instantmesh.tiny import cache_root
         from instantmesh.unused_packages import hide_unused_packages
 
-        use_bytecode_cache(cache_root())  # before torch is imported
+        use_bytecode_cache()  # before torch is imported
         hide_unused_packages()
     try:
         backend = create_backend(args)

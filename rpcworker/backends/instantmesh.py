@@ -139,7 +139,8 @@ class InstantMeshBackend:
         return sorted({1, self.max_batch})
 
     def _views_load(self) -> ViewsLoad:
-        return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize)
+        return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize,
+                         self._free)
 
     def _row_counts(self) -> list[int]:
         """The same as UNet batch sizes, with guidance."""

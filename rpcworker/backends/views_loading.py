@@ -8,7 +8,6 @@ written for the next start.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +49,8 @@ class ViewsLoad:
     """The batches (objects) the step is compiled for."""
     phases: dict[str, float]
     synchronize: Callable[[], None]
+    free_memory: Callable[[], None]
+    """Frees what a failed packaged start left on the device (the backend's own freeing)."""
     before_warm_up: Callable[[], None] = lambda: None
     """Called once the weights are read, before any package runs or CUDA graph is captured (the backend waits
     there for the mesh it loads beside the views)."""
@@ -126,7 +127,5 @@ class ViewsLoad:
         except (PackageMissing, OSError, ValueError, RuntimeError) as exc:
             log.warning("the views' packaged start failed (%s: %s): loading the modules instead", type(exc).__name__, exc)
             pipeline = None
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self.free_memory()
         return pipeline

@@ -6,6 +6,7 @@ the same views bit for bit. A bundle that no longer matches its code, sources or
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -56,7 +57,7 @@ def start(files: ModelFiles, folder: Path, monkeypatch: pytest.MonkeyPatch) -> S
     backend = InstantMeshBackend(files, "cpu", (), max_batch=BATCHES[-1])
     phases: dict[str, float] = {}
     messages: list[str] = []
-    load = ViewsLoad(files, CPU, torch.float32, ("compile",), BATCHES, phases, lambda: None)
+    load = ViewsLoad(files, CPU, torch.float32, ("compile",), BATCHES, phases, lambda: None, gc.collect)
     backend._pipeline = load.run(messages.append)
     return Start(backend, phases, messages)
 
@@ -124,7 +125,7 @@ files = tiny_files()
 setup = AheadOfTimeSetup(Path(sys.argv[1]), torch.device("cpu"), cuda_graphs=False, fingerprint=views_code_fingerprint())
 backend = InstantMeshBackend(files, "cpu", (), max_batch=BATCHES[-1])
 from rpcworker.backends.views_loading import ViewsLoad
-backend._pipeline = ViewsLoad(files, torch.device("cpu"), torch.float32, ("compile",), BATCHES, {}, lambda: None).from_bundle(setup, print)
+backend._pipeline = ViewsLoad(files, torch.device("cpu"), torch.float32, ("compile",), BATCHES, {}, lambda: None, backend._free).from_bundle(setup, print)
 backend.load(["mesh"], SilentContext())
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"diffusers", "transformers"} | {"torch._dynamo", "torch._inductor"} & set(sys.modules))
 views = backend.generate_views(Image.open(sys.argv[2]), 5, STEPS, 4.0, SilentContext())
@@ -179,7 +180,7 @@ def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(starts, t
     _, _, folder = starts
     setup = AheadOfTimeSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
     messages: list[str] = []
-    load = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None)
+    load = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None, gc.collect)
     with pytest.raises(PackageMissing):  # what the warm-up meets ...
         pipeline = views_loading.views_from_bundle(load.files.zero123plus, load.files.whitebg_unet, setup, torch.float32, [2, 6], {})
         load.warm_up(pipeline)
@@ -191,7 +192,7 @@ def test_a_pipeline_with_parts_that_are_not_packages_writes_no_bundle(tmp_path: 
     from rpcworker.backends.views_compile import save_views_bundle
 
     files = tiny_files()
-    load = ViewsLoad(files, CPU, torch.float32, (), BATCHES, {}, lambda: None)
+    load = ViewsLoad(files, CPU, torch.float32, (), BATCHES, {}, lambda: None, gc.collect)
     pipeline = load.read_modules()
     setup = AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False)
     assert not save_views_bundle(pipeline, files.zero123plus, files.whitebg_unet, setup, {})
