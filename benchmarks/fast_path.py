@@ -105,8 +105,9 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     mesh_s = time.perf_counter() - t
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
+    step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
     return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
-            "optimizations": list(backend.optimizations), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
+            "optimizations": list(backend.optimizations), "step_overlapping": getattr(step, "overlapping", None), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 
 def start_child(weights: Path, steps: int, out: Path, cache: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -34,14 +34,14 @@ from typing import Any, cast
 
 import torch
 
+from .graphed_call import GraphedCall
+
 log = logging.getLogger("instantmesh.ahead_of_time")
 
 AOT_MIN_TORCH = (2, 11)
 """AOTInductor packages with the constants left out and bound to the module's own tensors (user-managed), a
 single-threaded runner CUDA graphs can capture, and the C++ loader's signature `open_package` calls (measured
 on torch 2.11 with CUDA and 2.13 on the CPU; earlier torch runs torch.compile)."""
-GRAPH_WARMUP_CALLS = 2
-"""Calls on a side stream before a CUDA graph capture: the package loads its kernels and cuBLAS its handles."""
 PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
 """The weights are not copied into the package; `load_constants` binds the module's parameters instead."""
 LOAD_CHECK_TIMEOUT_S = 120.0
@@ -70,7 +70,8 @@ def ahead_of_time_available() -> bool:
 
 
 Shapes = tuple[tuple[tuple[int, ...], str], ...]
-Call = Callable[..., torch.Tensor]
+Call = Callable[..., Any]
+"""A module's call: tensors in, a tensor or a tuple of tensors out."""
 
 
 def input_shapes(tensors: Sequence[torch.Tensor]) -> Shapes:
@@ -167,16 +168,14 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
 
 
 class PackageRunner:
-    """A loaded package called like the module it was built from (tensors in, its one tensor out)."""
+    """A loaded package called like the module it was built from: tensors in, its tensor (or tuple of them) out."""
 
     def __init__(self, loader: Any) -> None:
         self.loader = loader
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         outputs = self.loader.boxed_run(list(inputs))  # boxed: the runner may free the list it is handed
-        if len(outputs) != 1:
-            raise ValueError(f"the package returns {len(outputs)} tensors; its module returns one")
-        return outputs[0]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def get_constant_fqns(self) -> list[str]:
         return self.loader.get_constant_fqns()
@@ -225,31 +224,6 @@ class PackageMissing(LookupError):
     """No intact package for these shapes, and no module to build one from (a start from packages alone)."""
 
 
-class GraphedCall:
-    """One call of `call` captured in a CUDA graph: inputs are copied into its own buffers, then it replays.
-
-    The output is a buffer of the graph, valid until the next replay of any graph of the same pool.
-    """
-
-    def __init__(self, call: Call, inputs: Sequence[torch.Tensor], pool: Any) -> None:
-        self.inputs = [t.clone() for t in inputs]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP_CALLS):
-                call(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
-            self.output = call(*self.inputs)
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        for buffer, value in zip(self.inputs, inputs, strict=True):
-            buffer.copy_(value)
-        self.graph.replay()
-        return self.output
-
-
 class AheadOfTime:
     """`module` compiled per input shapes into `folder`, a drop-in for ``torch.compile(module)``: the first call at
     a shape set loads its package (or builds it), so callers make those calls in ``load``, never in a request.
@@ -286,7 +260,7 @@ class AheadOfTime:
         phases record (size and hash check), build (with load_check, the child's load), load, bind (the weights),
         first_call, graph (warm-up calls, capture)."""
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> Any:
         shapes = input_shapes(inputs)
         call = self.calls.get(shapes)
         if call is None:

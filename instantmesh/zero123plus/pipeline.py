@@ -24,6 +24,7 @@ from .sampling import (
     ObjectRun,
     ProgressCallback,
     StepFunction,
+    Upcoming,
     denoise,
     noise_condition_latents,
     pad_rows,
@@ -45,6 +46,12 @@ OutputType = Literal["pil", "np", "pt", "latent"]
 LATENT_SHIFT = 0.22
 LATENT_SCALE = 0.75
 IMAGE_SCALE = 0.8 / 0.5
+
+
+def _four(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A step's four inputs as a tuple of four (for the step's signature)."""
+    sample, timestep, context, reference = tensors
+    return sample, timestep, context, reference
 
 
 def scale_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -219,12 +226,14 @@ class Zero123PlusPipeline:
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         reference_sample: torch.Tensor,
+        upcoming: Upcoming | None = None,
     ) -> torch.Tensor:
         """Run the reference (write) pass on `reference_sample`, then the main (read) pass on `sample`.
 
         Inputs are cast to the UNet's dtype; the output is float32. The fast step is used where it accepts
         these shapes (a batch between its compiled sizes padded with copies of its last row, or split), else
-        the eager `ReferenceStep`.
+        the eager `ReferenceStep`. `upcoming` (the next step's timestep and reference sample) reaches a fast step
+        that runs these rows as they are, which may start the next reference pass now.
         """
         inputs = (sample, timestep, encoder_hidden_states, reference_sample)
         chunks = self.fast_step_plan(*inputs) if self.fast_step is not None else None
@@ -232,12 +241,15 @@ class Zero123PlusPipeline:
             if self.unet is None:
                 raise ValueError(f"no compiled step runs inputs of shapes {[list(t.shape) for t in inputs]}, and there is no UNet")
             return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
+        fast = self.fast_step
+        if chunks == [(sample.shape[0], sample.shape[0])] and upcoming is not None:
+            return fast(sample, timestep, encoder_hidden_states, reference_sample, upcoming)
         if len(chunks) == 1:
-            return self.fast_step(*pad_rows(inputs, chunks[0][1]))[: chunks[0][0]]
+            return fast(*_four(pad_rows(inputs, chunks[0][1])))[: chunks[0][0]]
         outputs, start = [], 0
         for rows, padded in chunks:  # each output is cloned: the next call of the same graph overwrites it
             part = [t if t.dim() == 0 else t[start:start + rows] for t in inputs]
-            outputs.append(self.fast_step(*pad_rows(part, padded))[:rows].clone())
+            outputs.append(fast(*_four(pad_rows(part, padded)))[:rows].clone())
             start += rows
         return torch.cat(outputs)
 

@@ -6,10 +6,13 @@ layer attends over. The second ("read") pass runs on the latents being denoised;
 self-attention layer appends the recorded tokens to its own before the key and value
 projections, so the generated views can copy appearance from the condition image.
 
-The recorded tokens travel as values: `reference_step` makes a fresh `ReferencePass` per pass and
+The recorded tokens travel as values: `ReferenceStep` makes a fresh `ReferencePass` per pass and
 hands it to the processors through the UNet's ``cross_attention_kwargs``; no processor or module
 state changes. One step (both passes) is therefore a pure function of its tensors, which
-``torch.compile`` traces once and replays for every step, object and seed.
+``torch.compile`` traces once and replays for every step, object and seed. `ReferenceWrite` and
+`ReferenceRead` are the two passes apart, the tokens handed from one to the other as tensors: the
+reference pass of a step does not depend on the latents being denoised, so it can run ahead
+(`overlapped_step`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,12 @@ class IgnoreReference:
         return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
 
 
+def reference_layers(unet: torch.nn.Module) -> list[str]:
+    """The names of the self-attention layers that record and read reference tokens, in a fixed order."""
+    processors = dict(unet.attn_processors)  # type: ignore[arg-type]
+    return [name for name, processor in processors.items() if isinstance(processor, ReferenceAttnProcessor)]
+
+
 def install_reference_attention(unet: torch.nn.Module) -> None:
     """Wrap every attention processor of `unet`: self-attention (`attn1`) records/reads the reference.
 
@@ -121,5 +130,37 @@ class ReferenceStep(torch.nn.Module):
                   cross_attention_kwargs={REFERENCE_KWARG: write}, return_dict=False)
         read = ReferencePass(READ, write.tokens)
         out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states=context,
+                        cross_attention_kwargs={REFERENCE_KWARG: read}, return_dict=False)
+        return out[0].float()
+
+
+class ReferenceWrite(torch.nn.Module):
+    """The write pass alone: every reference layer's tokens (`reference_layers` order), in the UNet's dtype."""
+
+    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.unet = unet
+        self.dtype = dtype
+        self.layers = reference_layers(unet)
+
+    def forward(self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        write = ReferencePass(WRITE)
+        self.unet(reference_sample.to(self.dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(self.dtype),
+                  cross_attention_kwargs={REFERENCE_KWARG: write}, return_dict=False)
+        return tuple(write.tokens[name] for name in self.layers)
+
+
+class ReferenceRead(torch.nn.Module):
+    """The read pass alone, given `ReferenceWrite`'s tokens: the float32 noise prediction."""
+
+    def __init__(self, unet: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.unet = unet
+        self.dtype = dtype
+        self.layers = reference_layers(unet)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *tokens: torch.Tensor) -> torch.Tensor:
+        read = ReferencePass(READ, dict(zip(self.layers, tokens, strict=True)))
+        out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(self.dtype),
                         cross_attention_kwargs={REFERENCE_KWARG: read}, return_dict=False)
         return out[0].float()

@@ -8,6 +8,11 @@ changes the UNet's batch size (exact on the CPU in our tests, within fp16 roundi
 
 An object whose cancel check raises, or whose conditioning fails, leaves the batch with that exception; the
 others go on.
+
+Each step tells the UNet step what the next step's reference sample will be (`upcoming`): the reference pass
+depends on the condition latents and that step's noise only, so a compiled step runs it beside this step's main
+pass (`overlapped_step`). The condition noise of step i+1 is therefore drawn right after the ancestral noise of
+step i, which is where a run alone draws it anyway.
 """
 
 from __future__ import annotations
@@ -24,8 +29,18 @@ from .euler_ancestral import EulerAncestralSchedule
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], None]
-StepFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""(sample, timestep, encoder_hidden_states, reference_sample) -> float32 noise prediction."""
+Upcoming = tuple[torch.Tensor, torch.Tensor]
+"""The next step's (timestep, reference sample); its encoder hidden states are this step's, the same tensor."""
+
+
+class StepFunction(Protocol):
+    """(sample, timestep, encoder_hidden_states, reference_sample, upcoming) -> float32 noise prediction. `upcoming`
+    may be ignored; a step that uses it is handed those very tensors (identical objects) at the next call."""
+
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor,
+                 upcoming: Upcoming | None = None, /) -> torch.Tensor: ...
+
+
 STEPS_AHEAD = 2
 """Steps queued on a GPU beyond the last finished one (`StepPacer`): enough to keep it busy while the CPU
 prepares the next, few enough that progress stays true and a cancel acts within two steps."""
@@ -117,6 +132,18 @@ def noise_condition_latents(cond_latents: torch.Tensor, sigma: torch.Tensor, noi
     return (cond_latents + noise * sigma) / (sigma**2 + 1) ** 0.5
 
 
+@dataclass
+class StepInputs:
+    """What a step shares between the live runs: the runs, their hidden states and that step's reference samples."""
+
+    runs: list[ObjectRun]
+    context: torch.Tensor
+    references: torch.Tensor
+
+    def same_runs(self, runs: Sequence[ObjectRun]) -> bool:
+        return len(runs) == len(self.runs) and all(a is b for a, b in zip(runs, self.runs, strict=True))
+
+
 def denoise(
     runs: Sequence[ObjectRun],
     schedule: EulerAncestralSchedule,
@@ -130,8 +157,9 @@ def denoise(
 
     The Euler-ancestral `schedule`'s arithmetic is per element (every run is at the same
     step) and each row's ancestral noise comes from its own generator. Per object and per step, in this order:
-    the cancel check, the condition noise, the ancestral noise: exactly the draws of a run alone. Progress is
-    reported once the GPU has finished a step (`StepPacer`), to the runs still in the batch.
+    the cancel check, the condition noise, the ancestral noise: exactly the draws of a run alone (the next step's
+    condition noise is drawn before this step's UNet call, for `upcoming`). Progress is reported once the GPU has
+    finished a step (`StepPacer`), to the runs still in the batch.
     """
     if len(runs) > 1 and any(run.generator is None for run in runs):
         raise ValueError("a batch of several objects needs one generator per object")
@@ -140,25 +168,42 @@ def denoise(
     for run in runs:
         if run.error is None:
             run.latents = randn(latent_shape, run.generator, device) * schedule.init_noise_sigma
-    timesteps = schedule.timesteps
+    timesteps = list(schedule.timesteps)  # one tensor per step, the same object each time: `upcoming` is matched by identity
+    drawn: dict[int, torch.Tensor] = {}
+    """id(run) -> its reference sample for the step about to run, drawn during the step before."""
+    shared: StepInputs | None = None
     for i, t in enumerate(timesteps):
         live = [run for run in runs if run.cancel_check()]
         if not live:
             break
-        sigma = schedule.sigmas[i]
-        references = [noise_condition_latents(run.cond_latents, sigma, randn(run.cond_latents.shape, run.generator, device)) for run in live]
+        if shared is None or not shared.same_runs(live):  # the first step, or an object left: drawn again where not yet
+            for run in live:
+                if id(run) not in drawn:
+                    drawn[id(run)] = reference_sample(run, schedule.sigmas[i], device)
+            shared = StepInputs(live, torch.cat([run.context for run in live]), torch.cat([drawn[id(run)] for run in live]))
         latents = torch.cat([run.latents for run in live])
         model_input = schedule.scale_model_input(torch.cat([torch.cat([run.latents] * 2) if do_cfg else run.latents for run in live]), i)
-        output = step(model_input, t, torch.cat([run.context for run in live]), torch.cat(references))
+        noise = torch.cat([randn(run.latents.shape, run.generator, device) for run in live])
+        following, upcoming = None, None
+        if i + 1 < len(timesteps):
+            drawn = {id(run): reference_sample(run, schedule.sigmas[i + 1], device) for run in live}
+            following = StepInputs(live, shared.context, torch.cat([drawn[id(run)] for run in live]))
+            upcoming = (timesteps[i + 1], following.references)
+        output = step(model_input, t, shared.context, shared.references, upcoming)
         if do_cfg:
             uncond, cond = output.view(len(live), 2, *output.shape[1:]).unbind(1)
             output = uncond + guidance_scale * (cond - uncond)
-        noise = torch.cat([randn(run.latents.shape, run.generator, device) for run in live])
         latents = schedule.step(output, i, latents, noise)
         for run, row in zip(live, latents.split(1), strict=True):
             run.latents = row
         pacer.queued(functools.partial(report_progress, live, i + 1, len(timesteps)))
+        shared = following
     pacer.drain()
+
+
+def reference_sample(run: ObjectRun, sigma: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The run's condition latents noised for a step of level `sigma` (one draw of its generator)."""
+    return noise_condition_latents(run.cond_latents, sigma, randn(run.cond_latents.shape, run.generator, device))
 
 
 def report_progress(runs: Sequence[ObjectRun], done: int, total: int) -> None:

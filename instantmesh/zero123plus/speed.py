@@ -15,13 +15,17 @@ from typing import Any
 import torch
 
 from .ahead_of_time import AheadOfTime, version_tuple
-from .reference_attention import ReferenceStep
+from .overlapped_step import OverlappedStep
+from .reference_attention import ReferenceRead, ReferenceStep, ReferenceWrite
+from .sampling import Upcoming
 
 VIEW_OPTIMIZATIONS = ("channels_last", "compile")
-"""channels_last: NHWC convolutions in the UNet and VAE. compile: one whole denoising step (reference pass + main
-pass) and the VAE decoder compiled with CUDA graphs during load, kept on disk per machine: AOTInductor packages
+"""channels_last: NHWC convolutions in the UNet and VAE. compile: the denoising step (reference pass + main pass),
+the VAE and the image encoder compiled with CUDA graphs during load, kept on disk per machine: AOTInductor packages
 where the worker can load them (`optimize_views(ahead=...)`; CUDA, torch >= 2.11: a second start loads them
-without tracing), else torch.compile with its caches (docs/benchmarks.md section 4)."""
+without tracing, and the step's two passes are packages of their own, the next step's reference pass running
+beside this step's main pass, `overlapped_step`), else torch.compile of the whole step with its caches
+(docs/benchmarks.md section 4)."""
 
 COMPILE_MIN_TORCH = (2, 4)
 """torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
@@ -101,10 +105,16 @@ class CompiledStep:
         self, unet: torch.nn.Module | None, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
         ahead: AheadOfTimeSetup | None = None,
     ) -> None:
-        self.module = None if unet is None else ReferenceStep(unet, dtype)
-        self.compiled: Any = compiled_module(self.module, "step", backend, mode, ahead)
-        self.mark_graph_steps = mode == "reduce-overhead"
-        """torch.compile's CUDA-graph trees (also the packages' fallback) need each call marked as a new step."""
+        self.compiled: Any
+        if ahead is None:
+            self.compiled = compiled_module(None if unet is None else ReferenceStep(unet, dtype), "step", backend, mode, None)
+        else:  # two packages; the step captures their graphs itself, and a fallback (torch.compile) makes none
+            passes = replace(ahead, cuda_graphs=False)
+            write, read = (None, None) if unet is None else (ReferenceWrite(unet, dtype), ReferenceRead(unet, dtype))
+            self.compiled = OverlappedStep(compiled_module(write, "reference", backend, None, passes), compiled_module(read, "main", backend, None, passes),
+                                           ahead.device, ahead.pool, ahead.cuda_graphs)
+        self.mark_graph_steps = mode == "reduce-overhead" and ahead is None
+        """torch.compile's CUDA-graph trees need each call marked as a new step."""
         self.row_counts = sorted(set(row_counts))
         """The batch sizes (rows: objects x guidance halves) compiled at load; empty: the first call's."""
         self.row_shapes: tuple[tuple[int, ...], ...] | None = None
@@ -128,19 +138,19 @@ class CompiledStep:
                 return split
         return [(rows, padded)]
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor,
+                 upcoming: Upcoming | None = None) -> torch.Tensor:
+        """`upcoming`: the next step's timestep and reference sample, to start its reference pass now (`OverlappedStep`)."""
         if self.row_shapes is None:
             self.row_shapes = _row_shapes((sample, timestep, context, reference))
             if not self.row_counts:
                 self.row_counts = [sample.shape[0]]
-        if self.mark_graph_steps and self._uses_graph_trees():
+        if isinstance(self.compiled, OverlappedStep):
+            return self.compiled(sample, timestep, context, reference, upcoming)
+        if self.mark_graph_steps:
             torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(sample, timestep, context, reference)
-
-    def _uses_graph_trees(self) -> bool:
-        """torch.compile runs it (itself, or as the fallback of packages that do not load): its CUDA-graph trees
-        need the marks. Packages replay graphs of their own, and the mark would import torch.compile's machinery."""
-        return not isinstance(self.compiled, AheadOfTime) or bool(self.compiled.fell_back)
+        result: torch.Tensor = self.compiled(sample, timestep, context, reference)
+        return result
 
 
 class VaeDecode(torch.nn.Module):
@@ -209,19 +219,35 @@ class CompiledDecode(CompiledForShape):
         super().__init__(VaeDecode(vae), "decode", backend, ahead)
 
 
-PACKAGED_PARTS = {"step": "fast_step", "decode": "fast_decode", "encode": "fast_encode", "image": "fast_image"}
+PACKAGED_PARTS = {"reference": "fast_step", "main": "fast_step", "decode": "fast_decode", "encode": "fast_encode", "image": "fast_image"}
 """Package prefix -> the pipeline's attribute that runs it: every network of the views, when they are packages."""
+CONSTANT_GROUPS = {"reference": "step", "main": "step"}
+"""Packages bound to one module's weights (the step's two passes, the UNet's): the views bundle keeps one copy of
+them per group. Any other prefix is a group of its own."""
+
+
+def constant_group(prefix: str) -> str:
+    return CONSTANT_GROUPS.get(prefix, prefix)
 
 
 def packaged_parts(pipeline: Any) -> dict[str, AheadOfTime]:
     """The pipeline's parts that run as AOTInductor packages, by package prefix."""
-    parts = {prefix: getattr(getattr(pipeline, name, None), "compiled", None) for prefix, name in PACKAGED_PARTS.items()}
-    return {prefix: part for prefix, part in parts.items() if isinstance(part, AheadOfTime)}
+    parts = {}
+    for prefix, name in PACKAGED_PARTS.items():
+        compiled = getattr(getattr(pipeline, name, None), "compiled", None)
+        if isinstance(compiled, OverlappedStep):
+            compiled = compiled.parts[prefix]
+        if isinstance(compiled, AheadOfTime):
+            parts[prefix] = compiled
+    return parts
 
 
 def package_seconds(pipeline: Any) -> dict[str, float]:
-    """Where preparing the pipeline's AOTInductor packages went (`AheadOfTime.seconds`); empty without them."""
-    return {name: s for part in packaged_parts(pipeline).values() for name, s in part.seconds.items()}
+    """Where preparing the pipeline's AOTInductor packages went (`AheadOfTime.seconds`, and the step's own graph
+    captures); empty without them."""
+    seconds = {name: s for part in packaged_parts(pipeline).values() for name, s in part.seconds.items()}
+    step = getattr(getattr(pipeline, "fast_step", None), "compiled", None)
+    return {**seconds, **step.seconds} if isinstance(step, OverlappedStep) and seconds else seconds
 
 
 def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:

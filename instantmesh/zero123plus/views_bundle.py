@@ -32,11 +32,12 @@ from .ahead_of_time import module_tensors
 from .image_inputs import ImageInputs
 from .loading import read_model_index, read_scheduler_config
 from .pipeline import NetworkFacts, Zero123PlusPipeline
-from .speed import PACKAGED_PARTS, AheadOfTimeSetup, CompiledForShape, CompiledStep, packaged_parts
+from .speed import PACKAGED_PARTS, AheadOfTimeSetup, CompiledForShape, CompiledStep, constant_group, packaged_parts
 
 log = logging.getLogger("instantmesh.views_bundle")
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+"""2: constants stored once per group of packages bound to the same weights (`speed.CONSTANT_GROUPS`)."""
 MANIFEST_NAME = "views-bundle.json"
 CONSTANTS_NAME = "views-bundle.safetensors"
 PROMPT_KEY = "prompt/{index}"
@@ -64,7 +65,7 @@ class BundleManifest(msgspec.Struct, frozen=True):
     packages: dict[str, list[str]]
     """Package prefix (`speed.PACKAGED_PARTS`) -> the package files it ran."""
     strides: dict[str, list[int]]
-    """Constants stored contiguous that run with other strides (channels_last weights)."""
+    """Constants stored contiguous that run with other strides (channels_last weights), by key (group/FQN)."""
     prompts: list[str]
     constants: ConstantsCopy
 
@@ -97,7 +98,9 @@ def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Seq
         assert part.module is not None
         own = module_tensors(part.module)
         for fqn in sorted(part.bound):
-            key, tensor = f"{prefix}/{fqn}", own[fqn].detach()
+            key, tensor = f"{constant_group(prefix)}/{fqn}", own[fqn].detach()
+            if key in tensors:  # another package of the group is bound to the same tensor
+                continue
             if not tensor.is_contiguous():
                 strides[key] = list(tensor.stride())
             tensors[key] = tensor.to("cpu").contiguous()
@@ -158,21 +161,22 @@ def valid_manifest(folder: Path, sources: Sequence[SourceFile], fingerprint: str
 
 
 def read_constants(folder: Path, manifest: BundleManifest, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """The bundle's constants on `device`, by package prefix and FQN, with their strides; and the kept prompts' embeddings."""
+    """The bundle's constants on `device`, by package prefix and FQN, with their strides (the packages of a group
+    share the same tensors); and the kept prompts' embeddings."""
     tensors = read_safetensors(folder / CONSTANTS_NAME, device)
-    by_prefix: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in manifest.packages}
+    by_group: dict[str, dict[str, torch.Tensor]] = {constant_group(prefix): {} for prefix in manifest.packages}
     prompts = {prompt: tensors.pop(PROMPT_KEY.format(index=index)) for index, prompt in enumerate(manifest.prompts)}
     for key, tensor in tensors.items():
-        prefix, _, fqn = key.partition("/")
-        if prefix not in by_prefix:
+        group, _, fqn = key.partition("/")
+        if group not in by_group:
             raise ValueError(f"views bundle constant {key!r} belongs to no package")
         stride = manifest.strides.get(key)
         if stride is not None:
             tensor = torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
         elif device.type == "cpu":  # memory-mapped at the file's offsets: compiled CPU kernels round otherwise when unaligned
             tensor = tensor.clone()
-        by_prefix[prefix][fqn] = tensor
-    return by_prefix, prompts
+        by_group[group][fqn] = tensor
+    return {prefix: by_group[constant_group(prefix)] for prefix in manifest.packages}, prompts
 
 
 def pipeline_from_bundle(

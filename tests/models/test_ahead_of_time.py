@@ -180,14 +180,20 @@ def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(m
     assert compiled_ahead_of_time(tmp_path, torch.device("cuda")) is None  # torch.compile, with its caches
 
 
-def test_only_torch_compile_gets_cuda_graph_tree_marks(tmp_path: Path) -> None:
-    """Packages replay graphs of their own (a mark would import torch.compile's machinery for nothing); torch.compile,
-    also as the fallback of packages that do not load, needs its CUDA-graph trees marked at each step."""
+class NoAttention(torch.nn.Module):
+    """A stand-in UNet: no attention layer to record."""
+
+    attn_processors: dict[str, object] = {}
+
+
+def test_only_the_whole_step_under_torch_compile_gets_cuda_graph_tree_marks(tmp_path: Path) -> None:
+    """The packaged step's two passes replay graphs of their own (a mark would import torch.compile's machinery for
+    nothing), and their fallback is torch.compile without CUDA-graph trees; the whole step under torch.compile's
+    reduce-overhead needs each step marked."""
+    from instantmesh.zero123plus.overlapped_step import OverlappedStep
     from instantmesh.zero123plus.speed import AheadOfTimeSetup, CompiledStep
 
-    unet = torch.nn.Identity()
-    packaged = CompiledStep(unet, torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False))
-    assert not packaged._uses_graph_trees()
-    packaged.compiled.fell_back.append("step-0.pt2")
-    assert packaged._uses_graph_trees()
-    assert CompiledStep(unet, torch.float32, "reduce-overhead")._uses_graph_trees()
+    packaged = CompiledStep(NoAttention(), torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False))
+    assert isinstance(packaged.compiled, OverlappedStep) and set(packaged.compiled.parts) == {"reference", "main"}
+    assert not packaged.mark_graph_steps
+    assert CompiledStep(NoAttention(), torch.float32, "reduce-overhead").mark_graph_steps

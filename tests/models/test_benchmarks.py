@@ -120,3 +120,14 @@ def test_read_lanes_times_each_lane_count_and_chunk(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "read_lanes.json").read_text())["rows"]
     assert [(r["staging"], r["lanes"]) for r in rows] == [("pinned", 1), ("pinned", 3), ("pageable", 1), ("pageable", 3)]
     assert all(r["gb_per_s"] > 0 and r["fresh_pinned"] for r in rows)
+
+
+def test_step_overlap_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
+    """It measures CUDA graphs on two streams; its passes are the product's (`tests/models/test_overlapped_step.py`)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the benchmark itself")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.step_overlap", "--weights", str(tmp_path), "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == "step_overlap measures CUDA graphs on two streams: it needs a CUDA device"

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from instantmesh.zero123plus.ahead_of_time import PackageMissing, ahead_of_time_available
-from instantmesh.zero123plus.speed import AheadOfTimeSetup
+from instantmesh.zero123plus.speed import PACKAGED_PARTS, AheadOfTimeSetup, packaged_parts
 from instantmesh.zero123plus.views_bundle import CONSTANTS_NAME, MANIFEST_NAME, describe_sources, valid_manifest
 from rpcworker.backends import views_loading
 from rpcworker.backends.base import SilentContext
@@ -87,7 +87,9 @@ def test_the_packaged_views_equal_eager_alone_and_in_a_batch(starts, object_png:
     eager = InstantMeshBackend(tiny_files(), "cpu", ())
     expected = [alone(eager, image), alone(eager, mirrored, 6)]
     pipeline = first.backend._pipeline
-    assert [name.split("-")[0] for name in pipeline.fast_step.compiled.built] == ["step", "step"]  # one per batch size
+    step_parts = pipeline.fast_step.compiled.parts
+    assert {prefix: [name.split("-")[0] for name in part.built] for prefix, part in step_parts.items()} == {
+        "reference": ["reference"] * 2, "main": ["main"] * 2}  # each of the step's passes, one per batch size
     assert {part: len(getattr(pipeline, f"fast_{part}").compiled.built) for part in ("decode", "encode", "image")} == {
         "decode": 1, "encode": 1, "image": 1}
     assert np.abs(alone(first.backend, image) - expected[0]).max() <= 1
@@ -100,11 +102,18 @@ def test_the_first_start_writes_the_bundle_and_the_second_runs_from_it(starts, o
     assert "views_bundle_write_s" in first.phases and (folder / MANIFEST_NAME).is_file() and (folder / CONSTANTS_NAME).is_file()
     assert first.messages[-1] == "views: writing the packaged start for the next one"
     assert second.messages == ["views: starting from the compiled packages"]
-    assert {"views_bundle_check_s", "views_bundle_read_s", "step_package_load_s", "image_package_first_call_s"} <= set(second.phases)
+    assert {"views_bundle_check_s", "views_bundle_read_s", "reference_package_load_s", "main_package_load_s",
+            "image_package_first_call_s"} <= set(second.phases)
     assert "read_imports_s" not in second.phases and "views_bundle_write_s" not in second.phases  # no module loaded, nothing rewritten
+    from safetensors import safe_open
+
+    with safe_open(str(folder / CONSTANTS_NAME), "pt") as constants:  # the step's two passes share one copy of the UNet
+        groups = {key.split("/")[0] for key in constants.keys()}
+    assert groups == {"step", "decode", "encode", "image", "prompt"}
     pipeline = second.backend._pipeline
     assert pipeline.unet is None and pipeline.vae is None and pipeline.vision_encoder is None
-    assert all(getattr(pipeline, f"fast_{part}").compiled.built == [] for part in ("step", "decode", "encode", "image"))
+    parts = packaged_parts(pipeline)
+    assert set(parts) == set(PACKAGED_PARTS) and all(part.built == [] for part in parts.values())
     image = Image.open(object_png)
     assert np.array_equal(alone(second.backend, image), alone(first.backend, image))
     both = [second.backend, first.backend]
