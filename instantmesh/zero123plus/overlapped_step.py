@@ -14,9 +14,9 @@ the reference pass of step k+2 overwrote the tokens step k+1's main pass was rea
 views 31 LSB from eager). The main graphs share the pipeline's pool; they run in order on the caller's stream, like
 its other graphs. Every reference replay first waits for all the work queued on the caller's stream (its inputs
 are made there, and the main pass that last read that slot was queued there); every main replay waits for its
-slot's reference. At each batch size's capture the step checks itself: a few steps run told of the next, each
-output must equal that of the passes run one after the other bit for bit, or this step never overlaps again
-(logged). Without CUDA graphs (the CPU) the two passes run one after the other, with the same results.
+slot's reference. At each batch size's capture the step checks itself: steps of two different inputs, in turn,
+each told of the next, must give what the passes in order give those inputs bit for bit, or this step never
+overlaps again (logged). Without CUDA graphs (the CPU) the two passes run one after the other, with the same results.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ GRAPHS_PHASE = "step_graphs_s"
 """`OverlappedStep.seconds`: capturing both passes' CUDA graphs (every batch size and slot)."""
 CHECK_PHASE = "step_overlap_check_s"
 """`OverlappedStep.seconds`: the self-check of the passes side by side against one after the other."""
-CHECK_STEPS = 3
-"""Steps of the self-check told of the next: the second and third run a reference pass beside their main pass."""
+CHECK_ROUNDS = 2
+"""Rounds of the self-check, each a step of the first input and one of the second, told of the next."""
+URGENT = -1
+"""The reference graphs' capture stream comes from torch's pool of high-priority streams: torch hands out pooled
+streams round robin, and its default capture stream (the main graphs') is a normal-priority one, so the two can
+never be one stream, and cuBLAS's per-stream workspace never one buffer for graphs that replay at once."""
 
 
 @dataclass
@@ -70,13 +74,14 @@ class OverlappedStep:
     """`ReferenceStep`'s equal made of `reference` (`ReferenceWrite`'s call) and `main` (`ReferenceRead`'s call).
 
     ``step(sample, timestep, context, reference_sample, upcoming)``: with `upcoming`, the next step's reference pass
-    is queued beside this step's main pass, and the next call, given those same tensors (by identity), uses it. With
-    CUDA graphs the output is a graph buffer, valid until the call after next.
+    is queued beside this step's main pass, and the next call, given those same tensors (by identity, unchanged in
+    place), uses it. With CUDA graphs the output is a graph buffer, valid until the next replay of any graph of the
+    pipeline's pool.
     """
 
     def __init__(self, reference: Callable[..., Any], main: Callable[..., Any], device: torch.device, pool: Any = None,
                  cuda_graphs: bool = True) -> None:
-        self.reference, self.main = reference, main
+        self.reference, self.main, self.device = reference, main, device
         self.parts = {"reference": reference, "main": main}
         """By package prefix (`speed.PACKAGED_PARTS`)."""
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
@@ -90,7 +95,7 @@ class OverlappedStep:
         self.seconds: dict[str, float] = {}
         if self.cuda_graphs:
             self.side = torch.cuda.Stream(device)
-            self.reference_capture = torch.cuda.Stream(device)
+            self.reference_capture = torch.cuda.Stream(device, priority=URGENT)
             self.reference_pool = torch.cuda.graph_pool_handle()
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor,
@@ -110,7 +115,7 @@ class OverlappedStep:
             following = self._other(slot)
             self._write(graphs, following, upcoming[0], context, upcoming[1])
             self.ahead = _Ahead(rows, following, (upcoming[0], context, upcoming[1]))
-        torch.cuda.current_stream().wait_event(graphs.written[slot])
+        torch.cuda.current_stream(self.device).wait_event(graphs.written[slot])
         self.last_slot = slot
         result: torch.Tensor = graphs.mains[slot](sample, timestep, context)
         return result
@@ -121,7 +126,7 @@ class OverlappedStep:
 
     def _write(self, graphs: _Graphs, slot: int, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> None:
         """Queue slot `slot`'s reference pass on the side stream, after everything queued so far on this one."""
-        self.side.wait_stream(torch.cuda.current_stream())
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
         for tensor in (timestep, context, reference):
             if tensor.is_cuda:  # made on this stream, read on the side one: its memory is not reused before that
                 tensor.record_stream(self.side)
@@ -143,22 +148,27 @@ class OverlappedStep:
         self._add_seconds(GRAPHS_PHASE, time.perf_counter() - start)
         if self.overlapping:
             start = time.perf_counter()
-            self._check(sample, timestep, context, reference)
+            self.overlapping = False  # until the check says otherwise, also if it raises
+            self.overlapping = self._check(sample, timestep, context, reference)
             self._add_seconds(CHECK_PHASE, time.perf_counter() - start)
         return graphs
 
-    def _check(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> None:
-        """The same step again and again, each told that the next is the same: every output must equal the passes'
-        in order bit for bit (the same graphs on the same inputs), else the overlap is off for good."""
-        in_order = self(sample, timestep, context, reference).clone()
-        differences = []
-        for told in range(CHECK_STEPS):
-            upcoming = (timestep, reference) if told < CHECK_STEPS - 1 else None
-            differences.append(float((self(sample, timestep, context, reference, upcoming) - in_order).abs().max()))
+    def _check(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> bool:
+        """Whether steps of two inputs in turn, each told of the next, give what the passes in order give each input,
+        bit for bit (the same graphs on the same inputs: any difference is the two streams' doing)."""
+        inputs = [(sample, reference), (sample.flip(-1), reference.flip(-1))]
+        in_order = [self(s, timestep, context, r).clone() for s, r in inputs]
+        self.overlapping = True
+        sequence = [k % len(inputs) for k in range(CHECK_ROUNDS * len(inputs))]
+        equal = []
+        for position, k in enumerate(sequence):
+            following = sequence[position + 1] if position + 1 < len(sequence) else None
+            upcoming = None if following is None else (timestep, inputs[following][1])
+            equal.append(torch.equal(self(inputs[k][0], timestep, context, inputs[k][1], upcoming), in_order[k]))
         self.ahead = None
-        if any(differences):
-            self.overlapping = False
-            log.warning("the step's passes side by side differ from them in order here (max abs %s): they run in order", differences)
+        if not all(equal):
+            log.warning("the step's passes side by side differ from them in order here (steps equal: %s): they run in order", equal)
+        return all(equal)
 
     def _add_seconds(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
