@@ -32,7 +32,7 @@ from instantmesh.zero123plus.reference_attention import ReferenceRead, Reference
 from rpcworker.backends.base import SilentContext
 from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
-from .common import synthetic_object, table, write_results
+from .common import last_step_inputs, synthetic_object, table, write_results
 from .sessions import weight_args
 
 SEED = 42
@@ -113,17 +113,7 @@ class Experiment:
         image = synthetic_object(out / "bench_object.png", 0)
         from PIL import Image
 
-        captured: list[tuple[torch.Tensor, ...]] = []
-        original = pipeline.unet_with_reference
-
-        def recording(*inputs: torch.Tensor) -> torch.Tensor:
-            captured[:] = [tuple(t.clone() for t in inputs)]
-            return original(*inputs)
-
-        pipeline.unet_with_reference = recording
-        backend.generate_views(Image.open(image), SEED, 2, GUIDANCE, SilentContext())
-        del pipeline.unet_with_reference
-        self.sample, self.timestep, self.context, self.reference = captured[0]
+        self.sample, self.timestep, self.context, self.reference = last_step_inputs(backend, Image.open(image), SEED, GUIDANCE)
         self.unet, self.dtype = pipeline.unet, pipeline.unet.dtype
         self.whole_module = ReferenceStep(self.unet, self.dtype)
         self.write_module = ReferenceWrite(self.unet, self.dtype)

@@ -30,7 +30,7 @@ import torch
 from rpcworker.backends.base import SilentContext
 from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
-from .common import synthetic_object, table, write_results
+from .common import last_step_inputs, synthetic_object, table, write_results
 from .compute import sync
 from .fast_path import MATMUL_PEAK_TFLOPS, flops_per_object
 from .sessions import weight_args
@@ -120,7 +120,7 @@ class Bench:
         from PIL import Image
 
         self.pil = Image.open(self.image)
-        self.captured = self._step_inputs()
+        self.captured = last_step_inputs(self.backend, self.pil, SEED, GUIDANCE)
         t = time.perf_counter()
         generated = self.backend.generate_views(self.pil, SEED, steps, GUIDANCE, CTX)
         self.results["views_eager_s"] = time.perf_counter() - t
@@ -129,22 +129,6 @@ class Bench:
         self.backend.reconstruct(generated.views, False, CTX)
         memory["mesh"] = peak_gib()
         self.results["flops_per_object"] = flops_per_object(self.pipeline, self.pil, steps, self.view_size)
-
-    def _step_inputs(self) -> tuple[torch.Tensor, ...]:
-        """A copy of the last step's inputs of a short run (one object with guidance), to time the step alone."""
-        captured: list[tuple[torch.Tensor, ...]] = []
-        original = self.pipeline.unet_with_reference
-
-        def recording(*inputs: torch.Tensor) -> torch.Tensor:
-            captured[:] = [tuple(t.clone() for t in inputs)]
-            return original(*inputs)
-
-        self.pipeline.unet_with_reference = recording
-        try:
-            self.backend.generate_views(self.pil, SEED, 2, GUIDANCE, CTX)
-        finally:
-            del self.pipeline.unet_with_reference
-        return captured[0]
 
     def eager_steps(self) -> None:
         from instantmesh.zero123plus.reference_attention import ReferenceStep
