@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ["views, eager fp16 (no option)", results["views_eager_s"], f"MFU {results['mfu_eager']:.1%}"],
         [f"views, default ({','.join(second['optimizations'])})", results["views_s"],
-         f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255)"],
+         f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255), "
+         f"next reference pass beside the main pass: {second.get('step_overlapping')}"],
         ["views, eager + channels_last", results["views_eager_channels_last_s"],
          f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
         ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
