@@ -107,6 +107,23 @@ def install_reference_attention(unet: torch.nn.Module) -> None:
     unet.set_attn_processor(processors)  # type: ignore[operator]
 
 
+def write_pass(unet: torch.nn.Module, dtype: torch.dtype, timestep: torch.Tensor, context: torch.Tensor,
+               reference_sample: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The write pass on `reference_sample`: every reference layer's tokens, by layer name, in `dtype`."""
+    write = ReferencePass(WRITE)
+    unet(reference_sample.to(dtype), timestep, encoder_hidden_states=context.to(dtype), cross_attention_kwargs={REFERENCE_KWARG: write},
+         return_dict=False)
+    return write.tokens
+
+
+def read_pass(unet: torch.nn.Module, dtype: torch.dtype, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+              tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The read pass on `sample` with the write pass's `tokens`: the float32 noise prediction."""
+    out = unet(sample.to(dtype), timestep, encoder_hidden_states=context.to(dtype), cross_attention_kwargs={REFERENCE_KWARG: ReferencePass(READ, tokens)},
+               return_dict=False)
+    return out[0].float()
+
+
 class ReferenceStep(torch.nn.Module):
     """The UNet work of one denoising step: the write pass on the reference, then the read pass.
 
@@ -125,13 +142,7 @@ class ReferenceStep(torch.nn.Module):
         self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor
     ) -> torch.Tensor:
         context = encoder_hidden_states.to(self.dtype)
-        write = ReferencePass(WRITE)
-        self.unet(reference_sample.to(self.dtype), timestep, encoder_hidden_states=context,
-                  cross_attention_kwargs={REFERENCE_KWARG: write}, return_dict=False)
-        read = ReferencePass(READ, write.tokens)
-        out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states=context,
-                        cross_attention_kwargs={REFERENCE_KWARG: read}, return_dict=False)
-        return out[0].float()
+        return read_pass(self.unet, self.dtype, sample, timestep, context, write_pass(self.unet, self.dtype, timestep, context, reference_sample))
 
 
 class ReferenceWrite(torch.nn.Module):
@@ -144,10 +155,8 @@ class ReferenceWrite(torch.nn.Module):
         self.layers = reference_layers(unet)
 
     def forward(self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        write = ReferencePass(WRITE)
-        self.unet(reference_sample.to(self.dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(self.dtype),
-                  cross_attention_kwargs={REFERENCE_KWARG: write}, return_dict=False)
-        return tuple(write.tokens[name] for name in self.layers)
+        tokens = write_pass(self.unet, self.dtype, timestep, encoder_hidden_states, reference_sample)
+        return tuple(tokens[name] for name in self.layers)
 
 
 class ReferenceRead(torch.nn.Module):
@@ -160,7 +169,4 @@ class ReferenceRead(torch.nn.Module):
         self.layers = reference_layers(unet)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *tokens: torch.Tensor) -> torch.Tensor:
-        read = ReferencePass(READ, dict(zip(self.layers, tokens, strict=True)))
-        out = self.unet(sample.to(self.dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(self.dtype),
-                        cross_attention_kwargs={REFERENCE_KWARG: read}, return_dict=False)
-        return out[0].float()
+        return read_pass(self.unet, self.dtype, sample, timestep, encoder_hidden_states, dict(zip(self.layers, tokens, strict=True)))

@@ -247,7 +247,7 @@ def package_seconds(pipeline: Any) -> dict[str, float]:
     captures); empty without them."""
     seconds = {name: s for part in packaged_parts(pipeline).values() for name, s in part.seconds.items()}
     step = getattr(getattr(pipeline, "fast_step", None), "compiled", None)
-    return {**seconds, **step.seconds} if isinstance(step, OverlappedStep) and seconds else seconds
+    return {**seconds, **step.seconds} if isinstance(step, OverlappedStep) else seconds
 
 
 def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
