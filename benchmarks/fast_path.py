@@ -7,6 +7,8 @@
   safetensors conversion, compilation, the views bundle written) and the second (from the views bundle: no
   diffusers or transformers import), each timed per phase from
   spawn, each then making one object (views with the default options, mesh) and reporting peak GPU memory.
+- The second start's views once more, each phase timed alone with the GPU drained around it (`views_phases`):
+  what the part of the views outside the steps is made of.
 - In this process: the eager fp16 baseline on the same weights, seed and input (no speed option), its
   difference to the default's views (max abs on 0..255 pixels), and the FLOPs per object for the MFU.
 - Export of the random-weights mesh and of the synthetic meshes of `benchmarks.export`, ours vs trimesh
@@ -100,13 +102,16 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
     peak("views")
     np.save(out / "views_default.npy", np.asarray(generated.grid))
+    from .views_phases import views_phases
+
+    phases_of_views = views_phases(backend._pipeline, lambda: backend.generate_views(image, 42, steps, 4.0, ctx), steps)
     t = time.perf_counter()
     mesh = backend.reconstruct(generated.views, False, ctx)
     mesh_s = time.perf_counter() - t
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
     step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
-    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
+    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "views_phases": phases_of_views, "mesh_s": mesh_s,
             "optimizations": list(backend.optimizations), "step_overlapping": getattr(step, "overlapping", None), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         [f"views, default ({','.join(second['optimizations'])})", results["views_s"],
          f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255), "
          f"next reference pass beside the main pass: {second.get('step_overlapping')}"],
+        ["views by phase, the GPU drained around each (second start)", second["views_phases"]["call_s"],
+         ", ".join(f"{k} {v:.4f}" if k.endswith("_s") else f"{k} {v:.2f}" for k, v in second["views_phases"].items() if k != "call_s")],
         ["views, eager + channels_last", results["views_eager_channels_last_s"],
          f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
         ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],

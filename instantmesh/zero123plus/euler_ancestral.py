@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .host_to_device import upload
+
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -63,7 +65,7 @@ class EulerAncestralSchedule:
         all_sigmas = (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).numpy()
         sigmas = np.concatenate([np.interp(timesteps, np.arange(0, len(all_sigmas)), all_sigmas), [0.0]]).astype(np.float32)
         schedule.sigmas = torch.from_numpy(sigmas)
-        schedule.timesteps = torch.from_numpy(timesteps).to(device)
+        schedule.timesteps = upload(torch.from_numpy(timesteps), device)
         peak = schedule.sigmas.max()
         schedule.init_noise_sigma = peak if spacing in ("linspace", "trailing") else (peak**2 + 1) ** 0.5
         return schedule

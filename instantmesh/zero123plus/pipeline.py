@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .conditioning import Conditioning
 from .euler_ancestral import EulerAncestralSchedule
 from .image_inputs import ImageInputs, to_rgb_on_white
 from .reference_attention import ReferenceStep, install_reference_attention
@@ -28,7 +29,6 @@ from .sampling import (
     denoise,
     noise_condition_latents,
     pad_rows,
-    randn,
 )
 
 # The components' classes, as documentation: diffusers and transformers (0.20 .. 0.42, 4.34 .. 5.x) expose
@@ -66,6 +66,20 @@ def unscale_image(image: torch.Tensor) -> torch.Tensor:
     return image * IMAGE_SCALE
 
 
+def eight_bit(image: torch.Tensor) -> np.ndarray:
+    """H x W x 3 uint8 pixels of a 3 x H x W image in [0, 1]. On a GPU they are made there (a quarter of the float32
+    bytes to copy back, and no CPU pass over them); on the CPU numpy makes them, faster there than torch. Both are
+    the same IEEE float32 product and half-to-even rounding, so the same bytes."""
+    if image.device.type == "cpu":
+        return (image.permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8)
+    return quantised(image).cpu().numpy()
+
+
+def quantised(image: torch.Tensor) -> torch.Tensor:
+    """`eight_bit`'s pixels as a tensor on the image's device."""
+    return (image.float() * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
 @dataclass(frozen=True)
 class NetworkFacts:
     """What the pipeline needs to know of its networks, from their configs: enough to run without the modules."""
@@ -80,7 +94,7 @@ class NetworkFacts:
         return cls(int(unet_config["in_channels"]), 2 ** (len(vae_config["block_out_channels"]) - 1), float(vae_config["scaling_factor"]))
 
 
-class Zero123PlusPipeline:
+class Zero123PlusPipeline(Conditioning):
     """Zero123++ v1.2 multi-view generation with reference attention and image-embedding conditioning.
 
     The networks may run in float16; latents, noise, guidance and scheduler arithmetic stay in
@@ -127,6 +141,7 @@ class Zero123PlusPipeline:
         self.fast_image: Callable[[torch.Tensor], torch.Tensor] | None = None
         """A faster equal of the vision encoder's image embedding (`ImageEmbeds`)."""
         self._prompt_embeds: dict[str, torch.Tensor] = {}
+        self._blank_posteriors: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_packages(
@@ -145,6 +160,7 @@ class Zero123PlusPipeline:
         pipeline.fast_step = pipeline.fast_decode = pipeline.fast_encode = pipeline.fast_image = None
         pipeline.fast_step_plan = lambda *tensors: None
         pipeline._prompt_embeds = dict(prompt_embeds)
+        pipeline._blank_posteriors = {}
         return pipeline
 
     @property
@@ -161,58 +177,8 @@ class Zero123PlusPipeline:
             if module is not None:
                 module.to(**moves)
         self._prompt_embeds = {k: v.to(device=device, dtype=dtype) for k, v in self._prompt_embeds.items()}
+        self.networks_changed()
         return self
-
-    def free_text_encoder(self, keep_prompts: Sequence[str] = ("",)) -> None:
-        """Encode `keep_prompts` once and drop the text encoder (Zero123++ only ever uses the empty prompt)."""
-        with torch.inference_mode():
-            for prompt in keep_prompts:
-                self._prompt_embeds[prompt] = self.encode_prompt(prompt).clone()
-        self.text_encoder = None
-
-    # --- conditioning -------------------------------------------------------------------------
-
-    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        """The condition image as VAE input and as CLIP vision input (both [1, 3, h, w])."""
-        image = to_rgb_on_white(image)
-        vae_pixels, clip_pixels = self.vae_inputs(image), self.clip_inputs(image)
-        vae_dtype = self.dtype if self.vae is None else self.vae.dtype
-        clip_dtype = self.dtype if self.vision_encoder is None else self.vision_encoder.dtype
-        return vae_pixels.to(device=self.device, dtype=vae_dtype), clip_pixels.to(device=self.device, dtype=clip_dtype)
-
-    def encode_condition_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A float32 sample of the VAE posterior, unscaled: the reference pass sees raw VAE latents."""
-        if self.fast_encode is not None:
-            mean, std = self.fast_encode(pixels).chunk(2, dim=1)
-        else:
-            posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-            mean, std = posterior.mean, posterior.std
-        noise = randn(mean.shape, generator, mean.device)
-        return mean.float() + std.float() * noise
-
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        if prompt in self._prompt_embeds:
-            return self._prompt_embeds[prompt]
-        if self.text_encoder is None:
-            raise ValueError(f"the text encoder was freed at load; only the prompts {sorted(self._prompt_embeds)} are available")
-        tokens = self.tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state
-
-    def encode_image(self, clip_pixels: torch.Tensor) -> torch.Tensor:
-        if self.fast_image is not None:
-            return self.fast_image(clip_pixels)
-        return self.vision_encoder(clip_pixels).image_embeds
-
-    def global_conditioning(self, prompt_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Add the image embedding to every text token, weighted per token position by the ramp."""
-        ramp = prompt_embeds.new_tensor(self.ramping_coefficients)
-        return prompt_embeds + image_embeds[:, None, :] * ramp[None, :, None]
 
     # --- denoising ----------------------------------------------------------------------------
 
@@ -267,10 +233,9 @@ class Zero123PlusPipeline:
         image = (image.detach() / 2 + 0.5).clamp(0, 1)[0]
         if output_type == "pt":
             return image
-        array = image.permute(1, 2, 0).float().cpu().numpy()
         if output_type == "np":
-            return array
-        return Image.fromarray((array * 255).round().astype(np.uint8))
+            return image.permute(1, 2, 0).float().cpu().numpy()
+        return Image.fromarray(eight_bit(image))
 
     # --- the whole thing ----------------------------------------------------------------------
 
@@ -333,11 +298,12 @@ class Zero123PlusPipeline:
         count = len(images)
         progress = progress or [None] * count
         check_cancelled = check_cancelled or [None] * count
+        schedule = self.schedule(num_inference_steps)
         runs = [self._condition(image, generator, prompt, negative_prompt, guidance_scale, on_step, cancel)
                 for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)]
         factor = self.vae_scale_factor
         latent_shape = (1, self.facts.latent_channels, height // factor, width // factor)
-        denoise(runs, self.schedule(num_inference_steps), self.unet_with_reference, guidance_scale, latent_shape, self.device, steps_ahead)
+        denoise(runs, schedule, self.unet_with_reference, guidance_scale, latent_shape, self.device, steps_ahead)
         results: list[Image.Image | np.ndarray | torch.Tensor | BaseException] = []
         for run in runs:
             if output_type != "latent":
@@ -367,12 +333,14 @@ class Zero123PlusPipeline:
         run = ObjectRun(torch.empty(0), torch.empty(0), generator, progress, check_cancelled)
         if not run.cancel_check():
             return run
-        try:
-            vae_pixels, clip_pixels = self.preprocess(image)
+        try:  # the CPU prepares the VAE's input while the GPU embeds the image
+            rgb = to_rgb_on_white(image)
+            image_embeds = self.encode_image(self.clip_input(rgb))
+            vae_pixels = self.vae_input(rgb)
             cond_latents = self.encode_condition_image(vae_pixels, generator)
-            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), self.encode_image(clip_pixels))
+            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), image_embeds)
             if guidance_scale > 1.0:
-                negative_latents = self.encode_condition_image(torch.zeros_like(vae_pixels), generator)
+                negative_latents = self.negative_condition_latents(vae_pixels, generator)
                 cond_latents = torch.cat([negative_latents, cond_latents])
                 encoder_hidden_states = torch.cat([self.encode_prompt(negative_prompt), encoder_hidden_states])
         except Exception as exc:

@@ -26,6 +26,7 @@ from typing import Protocol
 import torch
 
 from .euler_ancestral import EulerAncestralSchedule
+from .host_to_device import upload
 
 ProgressCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], None]
@@ -56,10 +57,7 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, device: torch
     """
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=torch.float32)
-    noise = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
-    if noise.device.type == "cpu" and device.type == "cuda":
-        return noise.pin_memory().to(device, non_blocking=True)
-    return noise.to(device)
+    return upload(torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32), device)
 
 
 class StepEvent(Protocol):

@@ -264,6 +264,7 @@ def optimize_views(
     torch.compile, built into (or loaded from) its folder."""
     chosen = set(optimizations)
     check_optimizations(chosen)
+    pipeline.networks_changed()
     if "channels_last" in chosen:
         pipeline.unet.to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)

@@ -68,6 +68,10 @@ def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     assert {"read_unet_s", "views_read_s", "load_mesh_s", "imports_s"} <= set(results["second_start"]["phases"])
     assert {r["format"] for r in results["export"]} == {"obj", "ply", "glb"}
     assert "cold start, second (caches reused)" in printed
+    phases = results["second_start"]["views_phases"]
+    assert {"clip_input_s", "encode_image_s", "vae_input_s", "negative_condition_latents_s", "denoise_s", "decode_latents_s",
+            "postprocess_s"} <= set(phases)
+    assert 0 < phases["denoise_s"] < phases["call_s"] and phases["other_s"] >= 0
 
 
 def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
@@ -131,3 +135,11 @@ def test_step_overlap_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "benchmarks.step_overlap", "--weights", str(tmp_path), "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == "step_overlap measures CUDA graphs on two streams: it needs a CUDA device"
+
+
+def test_views_host_work_compares_the_looked_up_inputs_with_the_arithmetic(tmp_path: Path) -> None:
+    printed = bench("benchmarks.views_host_work", "--repeats", "2", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "views_host_work.json").read_text())["results"]
+    assert set(results) == {"feature_extractor_vae", "feature_extractor_clip"}
+    assert all(r["arithmetic_s"] > 0 and r["looked_up_s"] > 0 for r in results.values())
+    assert "arithmetic -> looked up" in printed

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from instantmesh.zero123plus.image_inputs import ImageInputs
+from instantmesh.zero123plus.image_inputs import ImageInputs, _center_crop
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.models
@@ -40,3 +40,16 @@ def test_the_inputs_equal_the_processors_bit_for_bit(config: dict, size: tuple[i
 def test_a_size_it_cannot_follow_is_refused() -> None:
     with pytest.raises(ValueError, match="only a shortest edge is supported"):
         ImageInputs.from_config({**CONFIGS[PROCESSORS[0]], "size": {"height": 224, "width": 224}})
+
+
+
+@pytest.mark.parametrize("flags", [{"do_normalize": False}, {"do_rescale": False}, {"do_rescale": False, "do_normalize": False}],
+                         ids=["rescale only", "normalise only", "neither"])
+def test_the_looked_up_values_equal_the_arithmetic_on_the_pixels(flags: dict) -> None:
+    inputs = ImageInputs.from_config({**CONFIGS[PROCESSORS[1]], **flags})
+    image = Image.fromarray(np.random.default_rng(7).integers(0, 256, (96, 80, 3), dtype=np.uint8))
+    resized = np.asarray(image.resize(inputs._resized_size(*image.size), resample=inputs.resample))
+    assert inputs.crop is not None
+    pixels = _center_crop(resized, *inputs.crop)
+    expected = pixels if len(flags) == 2 else inputs.float_steps(pixels)
+    assert torch.equal(inputs(image), torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1)))[None])

@@ -112,7 +112,7 @@ def test_condition_latents_seeded(pipe, golden):
     compare("cond_lat (stage)", pipe.encode_condition_image(pixels), golden["cond_lat"], atol=STAGE_ATOL)
     compare(
         "negative_lat (stage)",
-        pipe.encode_condition_image(torch.zeros_like(pixels)),
+        pipe.negative_condition_latents(pixels),
         golden["negative_lat"],
         atol=STAGE_ATOL,
     )
@@ -199,6 +199,7 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
         request.addfinalizer(lambda: setattr(owner, attr, original) if own else delattr(owner, attr))
 
     wrap(pipe, "encode_condition_image", lambda a, k, out: keep("latents_encoded", out))
+    wrap(pipe, "negative_condition_latents", lambda a, k, out: keep("latents_encoded", out))
     wrap(pipe, "encode_prompt", lambda a, k, out: keep("prompt_encoded", out))
     wrap(pipe, "encode_image", lambda a, k, out: keep("image_embeds", out))
     wrap(EulerAncestralSchedule, "step", lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]),

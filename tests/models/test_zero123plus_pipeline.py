@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
+from instantmesh.zero123plus.pipeline import Zero123PlusPipeline, eight_bit, quantised  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS  # noqa: E402
 
@@ -76,6 +77,32 @@ def test_output_types_agree(pipe, cond):
     assert tuple(pt.shape) == (3, 96, 64)
     np.testing.assert_array_equal(pt.permute(1, 2, 0).numpy(), arr)
     np.testing.assert_array_equal(np.asarray(pil), (arr * 255).round().astype(np.uint8))
+
+
+def test_the_8_bit_pixels_are_the_same_bytes_made_by_torch_or_numpy():
+    """On a GPU torch makes them where the image is; numpy's float32 product and rounding give the same bytes."""
+    image = torch.cat([torch.linspace(0, 1, 3 * 64 * 96), torch.rand(3 * 64 * 96)]).reshape(3, 192, 64)
+    by_numpy = eight_bit(image)
+    np.testing.assert_array_equal(quantised(image).numpy(), by_numpy)
+    np.testing.assert_array_equal(by_numpy, (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(np.asarray(Zero123PlusPipeline.postprocess(image[None] * 2 - 1, "pil")),
+                                  eight_bit((image * 2 - 1) / 2 + 0.5))
+
+
+def test_the_blank_condition_is_encoded_once_and_gives_what_encoding_it_gives(pipe, cond):
+    pipe.networks_changed()
+    encoded: list[str] = []
+    encode = pipe.vae.encode
+    pipe.vae.encode = lambda pixels, *a, **k: (encoded.append("blank" if not pixels.any() else "image"), encode(pixels, *a, **k))[1]
+    try:
+        first = pipe(cond, generator=5, output_type="latent", **SMALL)
+        again = pipe(cond, generator=5, output_type="latent", **SMALL)
+        pipe.networks_changed()
+        fresh = pipe(cond, generator=5, output_type="latent", **SMALL)
+    finally:
+        del pipe.vae.encode
+    assert encoded == ["image", "blank", "image", "image", "blank"]
+    assert torch.equal(first, again) and torch.equal(again, fresh)
 
 
 def test_no_guidance_runs_without_negative_branch(pipe, cond):
