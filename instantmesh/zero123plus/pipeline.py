@@ -333,12 +333,12 @@ class Zero123PlusPipeline(Conditioning):
         run = ObjectRun(torch.empty(0), torch.empty(0), generator, progress, check_cancelled)
         if not run.cancel_check():
             return run
-        try:  # the CPU prepares the VAE's input while the GPU embeds the image
+        try:  # the CPU makes the VAE's input while the GPU embeds the image; each network's output is used before
+            # the next network runs (compiled ones are CUDA graphs of one pool, whose outputs may share memory)
             rgb = to_rgb_on_white(image)
-            image_embeds = self.encode_image(self.clip_input(rgb))
+            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), self.encode_image(self.clip_input(rgb)))
             vae_pixels = self.vae_input(rgb)
             cond_latents = self.encode_condition_image(vae_pixels, generator)
-            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), image_embeds)
             if guidance_scale > 1.0:
                 negative_latents = self.negative_condition_latents(vae_pixels, generator)
                 cond_latents = torch.cat([negative_latents, cond_latents])
