@@ -14,6 +14,7 @@ from PIL import Image  # noqa: E402
 from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
 from instantmesh.zero123plus.pipeline import Zero123PlusPipeline, eight_bit, quantised  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
+from instantmesh.zero123plus.speed import ImageEmbeds, VaeDecode, VaeEncode  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.usefixtures("one_thread")]
@@ -103,6 +104,31 @@ def test_the_blank_condition_is_encoded_once_and_gives_what_encoding_it_gives(pi
         del pipe.vae.encode
     assert encoded == ["image", "blank", "image", "image", "blank"]
     assert torch.equal(first, again) and torch.equal(again, fresh)
+
+
+def test_each_networks_output_is_used_before_the_next_network_runs(pipe, cond):
+    """Compiled, the encoders and the decoder are CUDA graphs of one pool, each output valid only until the next
+    replay of any of them: stand-ins that spoil every earlier output at each call must change nothing."""
+    expected = pipe(cond, generator=4, output_type="np", **SMALL)
+    returned: list[torch.Tensor] = []
+
+    def graph_like(network):
+        def call(tensor):
+            for output in returned:
+                output.fill_(float("nan"))
+            returned[:] = [network(tensor).clone()]
+            return returned[0]
+        return call
+
+    pipe.fast_image, pipe.fast_encode, pipe.fast_decode = (graph_like(ImageEmbeds(pipe.vision_encoder)), graph_like(VaeEncode(pipe.vae)),
+                                                           graph_like(VaeDecode(pipe.vae)))
+    pipe.networks_changed()
+    try:
+        spoiled = pipe(cond, generator=4, output_type="np", **SMALL)
+    finally:
+        pipe.fast_image = pipe.fast_encode = pipe.fast_decode = None
+        pipe.networks_changed()
+    np.testing.assert_array_equal(spoiled, expected)
 
 
 def test_no_guidance_runs_without_negative_branch(pipe, cond):
