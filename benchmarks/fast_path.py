@@ -15,7 +15,9 @@
   (fastest of 3 runs of ours, each to a new file).
 
 Environment: ``FAST_PATH_EXTRA_STARTS="NAME:VAR=VALUE,...;..."`` adds starts from the same cache after the second
-(``profiled:FAST_PATH_PROFILE=1`` writes profile_load.txt, the load's CPU time by torch op);
+(``profiled:FAST_PATH_PROFILE=1`` writes profile_load.txt, the load's CPU time by torch op;
+``views_profile:FAST_PATH_VIEWS_PROFILE=1`` adds ``views_profile``, the GPU kernels of a 2-step and a whole views
+call by kind, busy and span: what the fixed part is made of on the GPU);
 ``FAST_PATH_STARTS_ONLY=1`` stops after the starts; ``FAST_PATH_CACHE`` keeps the cache folder;
 ``FAST_PATH_STACKS=N`` prints the child's Python stacks every N seconds.
 """
@@ -38,6 +40,8 @@ HEAVY_IMPORTS = {"diffusers", "transformers"}
 """Libraries a start from the views bundle does without (`imported_at_load` lists those a start imported)."""
 COMPILERS = {"torch._dynamo", "torch._inductor"}
 """Nor does it need torch's compilers (imported, they cost seconds)."""
+PROFILED_FEW_STEPS = 2
+"""``FAST_PATH_VIEWS_PROFILE=1``: a views call of this many steps is profiled besides a whole one (mostly the fixed part)."""
 MATMUL_PEAK_TFLOPS = 704.0
 """fp16 8192^3 matmul measured on the H200 (/work/shared/reference/gpu-h200-2026-11-26.md): the MFU denominator."""
 
@@ -105,13 +109,20 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from .views_phases import views_phases
 
     phases_of_views = views_phases(backend._pipeline, lambda: backend.generate_views(image, 42, steps, 4.0, ctx), steps)
+    profiled: dict[str, Any] = {}
+    if os.environ.get("FAST_PATH_VIEWS_PROFILE") == "1":  # the GPU's kernels in a views call, by kind: a diagnostic start
+        from .step_profile import kernel_breakdown
+
+        drain = torch.cuda.synchronize if cuda else (lambda: None)
+        for count in sorted({PROFILED_FEW_STEPS, steps}):
+            profiled[f"views_{count}_steps"] = kernel_breakdown(lambda count=count: backend.generate_views(image, 42, count, 4.0, ctx), 1, drain)
     t = time.perf_counter()
     mesh = backend.reconstruct(generated.views, False, ctx)
     mesh_s = time.perf_counter() - t
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
     step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
-    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "views_phases": phases_of_views, "mesh_s": mesh_s,
+    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "views_phases": phases_of_views, **({"views_profile": profiled} if profiled else {}), "mesh_s": mesh_s,
             "optimizations": list(backend.optimizations), "step_overlapping": getattr(step, "overlapping", None), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 

@@ -14,8 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def bench(*args: str, timeout: float = 300) -> str:
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+def bench(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done.stdout
 
@@ -62,7 +62,8 @@ def test_compute_options_match_the_baseline(tiny_weights: Path, tmp_path: Path) 
 def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     """The GPU fast-path benchmark on the tiny preset: two starts sharing one cache, eager vs default, export."""
     out = tmp_path / "fast"
-    printed = bench("benchmarks.fast_path", "--weights", str(tiny_weights), "--steps", "2", "--out", str(out))
+    printed = bench("benchmarks.fast_path", "--weights", str(tiny_weights), "--steps", "2", "--out", str(out),
+                    env={"FAST_PATH_EXTRA_STARTS": "views_profile:FAST_PATH_VIEWS_PROFILE=1"})
     results = json.loads((out / "fast_path.json").read_text())
     assert results["views_max_abs_diff"] <= 2
     assert {"read_unet_s", "views_read_s", "load_mesh_s", "imports_s"} <= set(results["second_start"]["phases"])
@@ -72,6 +73,7 @@ def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     assert {"clip_input_s", "encode_image_s", "vae_input_s", "negative_condition_latents_s", "denoise_s", "decode_latents_s",
             "postprocess_s"} <= set(phases)
     assert 0 < phases["denoise_s"] < phases["call_s"] and phases["other_s"] >= 0
+    assert set(results["extra_starts"]["views_profile"]["views_profile"]) == {"views_2_steps"}  # --steps 2: one call profiled
 
 
 def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
