@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from instantmesh.zero123plus.image_inputs import ImageInputs, _center_crop, to_rgb_on_white
+    from instantmesh.zero123plus.image_inputs import ImageInputs, to_rgb_on_white
     from instantmesh.zero123plus.loading import load_configs
 
     from .common import synthetic_object, table, write_results
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         assert inputs.shortest_edge is not None and inputs.crop is not None
 
         def arithmetic(inputs: ImageInputs = inputs) -> torch.Tensor:
-            resized = np.asarray(image.resize(inputs._resized_size(*image.size), resample=inputs.resample))
-            pixels = inputs.float_steps(_center_crop(resized, *inputs.crop))  # type: ignore[misc]
+            pixels = inputs.float_steps(inputs.pixels(image))
             return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
 
         assert torch.equal(arithmetic(), inputs(image))

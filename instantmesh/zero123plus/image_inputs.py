@@ -77,12 +77,7 @@ class ImageInputs:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """[1, 3, h, w] float32 (uint8 values when neither rescaled nor normalised)."""
-        image = image.convert("RGB")
-        if self.shortest_edge is not None:
-            image = image.resize(self._resized_size(*image.size), resample=self.resample)
-        pixels: np.ndarray = np.asarray(image)
-        if self.crop is not None:
-            pixels = _center_crop(pixels, *self.crop)
+        pixels = self.pixels(image)
         if self.rescale is None and self.mean is None:
             return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
         table = self._value_table
@@ -90,6 +85,14 @@ class ImageInputs:
         for channel in range(3):
             np.take(table[channel], pixels[..., channel], out=channels[channel])
         return torch.from_numpy(channels)[None]
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """The h x w x 3 uint8 pixels the values are made of: the image resized and cropped, as the processor does."""
+        image = image.convert("RGB")
+        if self.shortest_edge is not None:
+            image = image.resize(self._resized_size(*image.size), resample=self.resample)
+        pixels: np.ndarray = np.asarray(image)
+        return pixels if self.crop is None else _center_crop(pixels, *self.crop)
 
     @functools.cached_property
     def _value_table(self) -> np.ndarray:

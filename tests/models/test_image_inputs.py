@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from instantmesh.zero123plus.image_inputs import ImageInputs, _center_crop
+from instantmesh.zero123plus.image_inputs import ImageInputs
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.models
@@ -48,8 +48,6 @@ def test_a_size_it_cannot_follow_is_refused() -> None:
 def test_the_looked_up_values_equal_the_arithmetic_on_the_pixels(flags: dict) -> None:
     inputs = ImageInputs.from_config({**CONFIGS[PROCESSORS[1]], **flags})
     image = Image.fromarray(np.random.default_rng(7).integers(0, 256, (96, 80, 3), dtype=np.uint8))
-    resized = np.asarray(image.resize(inputs._resized_size(*image.size), resample=inputs.resample))
-    assert inputs.crop is not None
-    pixels = _center_crop(resized, *inputs.crop)
+    pixels = inputs.pixels(image)
     expected = pixels if len(flags) == 2 else inputs.float_steps(pixels)
     assert torch.equal(inputs(image), torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1)))[None])
