@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from host.client import WorkerClient
-from host.process import WorkerCommand
+from host.worker.client import WorkerClient
+from host.worker.process import WorkerCommand
 from rpcworker.protocol import (
     GenerateViewsParams,
     ImagePath,

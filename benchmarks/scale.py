@@ -1,4 +1,4 @@
-"""Throughput of many workers: the WorkerPool (N GPUs, two workers on one GPU, split mode) and host.ray.
+"""Throughput of many workers: the WorkerPool (N GPUs, two workers on one GPU, split mode) and host.scale.ray.
 
 Each configuration starts its workers, loads the models, makes one warm-up object per worker (not counted),
 then maps OBJECTS objects and times the map: throughput = objects / wall seconds. Scaling efficiency is
@@ -10,7 +10,7 @@ configuration, so a run cut short keeps what it finished and later runs add the 
 
 Configurations: ``Ngpu`` (one worker per GPU on N GPUs), ``2w-1gpu`` (two workers on GPU 0), ``split-1gpu``
 (views worker and mesh worker both on GPU 0), ``split-2gpu`` (views on GPU 0, meshes on GPU 1), ``ray-N``
-(host.ray with N one-GPU actors on a local Ray cluster).
+(host.scale.ray with N one-GPU actors on a local Ray cluster).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_pool(config: str, images: list[Path], args: argparse.Namespace, workdir:
 def run_ray(config: str, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import ray
 
-    from host.ray import map_images, start_actors, stop_actors
+    from host.scale.ray import map_images, start_actors, stop_actors
 
     count = gpus_needed(config)
     num_gpus = 0 if args.device == "cpu" else 1

@@ -31,7 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from host import InstantMeshWorker  # noqa: E402
-from host.preprocess import prepare  # noqa: E402
+from host.images.preparation import prepare  # noqa: E402
 
 ANY6D_FOREGROUND_RATIO = 0.80
 """Any6D scales the object to 80 % of the frame (upstream InstantMesh uses 85 %)."""

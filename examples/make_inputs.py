@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from host.contact_sheet import render_mesh  # noqa: E402
+from host.images.contact_sheet import render_mesh  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "inputs"
 

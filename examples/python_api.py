@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from host import InstantMeshWorker
-from host.preprocess import prepare
+from host.images.preparation import prepare
 
 here, out = Path(__file__).parent, Path("outputs/api")
 with InstantMeshWorker() as worker:                       # the models env; models load on first use

@@ -3,6 +3,13 @@
 Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
 """
 
+from host.api.facade import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
+from host.api.outcome import ObjectOutcome
+from host.scale.pool import PoolViews, WorkerPool
+from host.scale.slots import PoolWorkerStatus
+from host.worker.client import WorkerClient
+from host.worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from host.worker.process import WorkerCommand, WorkerProcess
 from rpcworker.wire.errors import (
     Cancelled,
     HandleExpired,
@@ -14,14 +21,6 @@ from rpcworker.wire.errors import (
     OutputRefused,
     RpcError,
 )
-
-from .api import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
-from .client import WorkerClient
-from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
-from .outcome import ObjectOutcome
-from .pool import PoolViews, WorkerPool
-from .pool_slots import PoolWorkerStatus
-from .process import WorkerCommand, WorkerProcess
 
 __all__ = [
     "Cancelled",

@@ -1,7 +1,7 @@
-"""``python -m host batch ...`` / ``python -m host session``: see host/cli.py."""
+"""``python -m host batch ...`` / ``python -m host session``: see host/cli/main.py."""
 
 import sys
 
-from .cli import main
+from host.cli.main import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Old import path of the wire's error classes; they live in ``rpcworker.wire.errors``.
 
-The host-only errors (HostError, WorkerCrashed, ...) moved to ``host.errors``; importing them from here
+The host-only errors (HostError, WorkerCrashed, ...) moved to ``host.worker.errors``; importing them from here
 still works, lazily, for code written before the move.
 """
 
@@ -14,7 +14,7 @@ _MOVED_TO_HOST = ("HostError", "WorkerStartError", "WorkerCrashed", "WorkerStopp
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED_TO_HOST:
-        from host import errors as host_errors
+        from host.worker import errors as host_errors
 
         return getattr(host_errors, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,7 +91,7 @@ FIXES = [
     ("A worker that stopped reading blocked callers for ever",
      "The host wrote requests on the caller's thread under a lock; a SIGSTOPped worker with a full pipe blocked "
      "that call past its timeout and every cancel behind it. Frames now go out through a writer thread "
-     "(`host/writer.py`, non-blocking descriptor); a call waits for its write only up to its timeout.",
+     "(`host/worker/writer.py`, non-blocking descriptor); a call waits for its write only up to its timeout.",
      "test_attacks::test_a_worker_that_stopped_reading_never_blocks_a_call_past_its_timeout"),
     ("The stderr drain could die or grow without bound",
      "A raising `on_stderr` callback ended the drain thread (then a full stderr pipe blocks the worker), and one "

@@ -4,7 +4,7 @@
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...)
 # Workers never see the host's environment: the host stages rpcworker/ and instantmesh/ alone on the worker's
-# PYTHONPATH (host/environment.py), so the worker envs need only third-party packages; the editable install
+# PYTHONPATH (host/worker/environment.py), so the worker envs need only third-party packages; the editable install
 # here is for running tests and tools inside them. The hosts find .venvs/models from the checkout's root
 # (the working directory), never from where the host is installed. scripts/upstream_env.sh makes the
 # Python 3.10 env with upstream's pins that scripts/test.sh also runs (cached under ~/.cache/instantmesh-rpc).

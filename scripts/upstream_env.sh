@@ -4,7 +4,7 @@
 # It lives outside the checkout, under $INSTANTMESH_RPC_CACHE (default ~/.cache/instantmesh-rpc), in a
 # directory named by the hash of the pins and the interpreter, so a fresh clone reuses it and a changed
 # pin builds a new one. The project itself is NOT installed there: tests put the checkout on sys.path,
-# and workers get only the worker packages (host.environment's isolation rule).
+# and workers get only the worker packages (host.worker.environment's isolation rule).
 # Environment overrides: UPSTREAM_PYTHON (default: pyenv's 3.10, else python3.10).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -33,8 +33,8 @@ def worker_python() -> Path:
 @pytest.fixture()
 def mock_client(worker_python: Path) -> Iterator[Callable[..., object]]:
     """Factory for started WorkerClients on the mock backend; every one is closed after the test."""
-    from host.client import WorkerClient
-    from host.process import WorkerCommand
+    from host.worker.client import WorkerClient
+    from host.worker.process import WorkerCommand
 
     made: list[WorkerClient] = []
 

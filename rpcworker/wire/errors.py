@@ -1,6 +1,6 @@
 """Error classes shared by the worker and the host, one per JSON-RPC error code in protocol.md.
 
-Errors about the worker process itself (HostError and its kinds) are the host's: see ``host/errors.py``.
+Errors about the worker process itself (HostError and its kinds) are the host's: see ``host/worker/errors.py``.
 
 The worker raises them inside methods; the dispatcher turns them into error responses; the host turns
 error responses back into the same classes with :func:`error_from_wire`, so callers catch one hierarchy

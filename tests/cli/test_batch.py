@@ -103,10 +103,10 @@ def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, work
 def test_the_cli_modules_import_without_pillow_numpy_or_trimesh() -> None:
     code = (
         "import sys\n"
-        "import host.cli, host.interactive, host.objects, host.progress\n"
+        "import host.cli.main, host.cli.session, host.cli.objects, host.cli.progress\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'numpy', 'PIL', 'trimesh', 'torch'})\n"
         "assert not heavy, heavy\n"
-        "host.cli.build_parser().parse_args(['batch', 'x', '--out', 'y'])\n"
+        "host.cli.main.build_parser().parse_args(['batch', 'x', '--out', 'y'])\n"
     )
     done = subprocess.run([str(HOST_PYTHON), "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr

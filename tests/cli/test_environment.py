@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from host import environment
-from host.doctor import known_bad_combinations
+from host.cli.doctor import known_bad_combinations
+from host.worker import environment
 from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
 
 
@@ -116,7 +116,7 @@ def test_no_worker_environment_is_one_line(tmp_path: Path) -> None:
 def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
     import numpy as np
 
-    from host.preprocess import prepare
+    from host.images.preparation import prepare
 
     image = ROOT / "examples" / "inputs" / "box.png"
     out = _cli("batch", str(image), "--out", "o", "--foreground-ratio", "0.8", "--flip", "--white-background", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from host.objects import collect_inputs
-from host.preprocess import PreprocessError, foreground_bbox, prepare, prepare_file
+from host.cli.objects import collect_inputs
+from host.images.preparation import PreprocessError, foreground_bbox, prepare, prepare_file
 
 
 def rgba_with_box(width: int, height: int, box: tuple[int, int, int, int], color=(200, 60, 30)) -> Image.Image:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from host.client import WorkerClient
-from host.errors import RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
-from host.process import STDERR_LINE_CHARS, STDERR_TAIL_CHARS, WorkerCommand, WorkerProcess
+from host.worker.client import WorkerClient
+from host.worker.errors import RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from host.worker.process import STDERR_LINE_CHARS, STDERR_TAIL_CHARS, WorkerCommand, WorkerProcess
 from rpcworker.protocol import CancelParams, GenerateViewsParams, ImagePath, ImagePng
 
 from .conftest import error_name, wait_gone
@@ -110,7 +110,7 @@ def test_an_on_stderr_callback_that_raises_is_reported_once_and_the_drain_goes_o
         raise RuntimeError("user callback bug")
 
     client = WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", "noisy"], startup_timeout=30, on_stderr=bad)
-    with caplog.at_level(logging.ERROR, logger="host.process"):
+    with caplog.at_level(logging.ERROR, logger="host.worker.process"):
         try:
             client.start()
             params = GenerateViewsParams(ImagePng(_png_bytes()), num_inference_steps=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host.errors import RequestTimeout, WorkerCrashed
+from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .conftest import wait_gone

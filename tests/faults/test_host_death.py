@@ -18,8 +18,8 @@ from .conftest import ROOT, host_script_env, process_alive, wait_gone
 
 PRELUDE = """
 import os, sys, time, subprocess
-from host.client import WorkerClient
-from host.process import WorkerCommand
+from host.worker.client import WorkerClient
+from host.worker.process import WorkerCommand
 from rpcworker.errors import Cancelled
 from rpcworker.protocol import GenerateViewsParams, ImagePath
 worker_python, image, mock = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host.errors import WorkerCrashed
+from host.worker.errors import WorkerCrashed
 from rpcworker.errors import OutputRefused
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 

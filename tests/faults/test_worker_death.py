@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from host.client import WorkerClient
-from host.errors import WorkerCrashed, WorkerStartError
-from host.process import WorkerCommand
+from host.worker.client import WorkerClient
+from host.worker.errors import WorkerCrashed, WorkerStartError
+from host.worker.process import WorkerCommand
 from rpcworker.errors import HandleExpired
 from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from host.client import WorkerClient
-from host.errors import WorkerCrashed
-from host.process import WorkerCommand
+from host.worker.client import WorkerClient
+from host.worker.errors import WorkerCrashed
+from host.worker.process import WorkerCommand
 from rpcworker.errors import RpcError
 from tests.pipe.garbage_worker import GARBAGE
 

@@ -70,8 +70,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 PROBE = textwrap.dedent(
     """
     import json, sys
-    from host.environment import cache_root
-    from host.process import WorkerCommand
+    from host.worker.environment import cache_root
+    from host.worker.process import WorkerCommand
     import host
     command = WorkerCommand.venv(sys.argv[1])
     env = command.environment()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from host import InstantMeshWorker
-from host.outcome import ObjectOutcome
+from host.api.outcome import ObjectOutcome
 
 
 def most_in_flight(worker: InstantMeshWorker, images: list[Path], out: Path, **options: Any) -> tuple[int, list[ObjectOutcome]]:

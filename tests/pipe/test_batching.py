@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from host import InstantMeshWorker
-from host.api import Views
-from host.client import WorkerClient
-from host.errors import WorkerStartError
-from host.process import WorkerCommand
+from host.api.facade import Views
+from host.worker.client import WorkerClient
+from host.worker.errors import WorkerStartError
+from host.worker.process import WorkerCommand
 from rpcworker.errors import Cancelled, InputNotFound
 from rpcworker.protocol import GenerateViewsParams, ImagePath
 from rpcworker.wire.messages import STEPS_RANGE

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from host import InstantMeshWorker
-from host.client import WorkerClient
-from host.process import WorkerCommand
+from host.worker.client import WorkerClient
+from host.worker.process import WorkerCommand
 from rpcworker.errors import (
     Cancelled,
     HandleExpired,

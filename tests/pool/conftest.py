@@ -17,7 +17,7 @@ VIEW_SIZE = 64
 @pytest.fixture()
 def make_pool(worker_python: Path) -> Iterator[Callable[..., object]]:
     """Factory for started WorkerPools of mock workers; every pool is closed after the test."""
-    from host.pool import WorkerPool
+    from host.scale.pool import WorkerPool
 
     made: list[WorkerPool] = []
 

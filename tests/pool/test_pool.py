@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host.pool import PoolViews, WorkerPool
+from host.scale.pool import PoolViews, WorkerPool
 from rpcworker.errors import InputNotFound
 
 from ..faults.conftest import process_alive, wait_gone

@@ -1,4 +1,4 @@
-"""host.ray on a local Ray cluster (two CPUs) with mock-backed actors: meshes, a failing object, no orphans."""
+"""host.scale.ray on a local Ray cluster (two CPUs) with mock-backed actors: meshes, a failing object, no orphans."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def ray_cluster() -> Iterator[None]:
 
 
 def test_importing_host_does_not_import_ray(tmp_path: Path) -> None:
-    """The host stays msgspec-only: ``import host`` (and host.pool) leaves ray unimported."""
+    """The host stays msgspec-only: ``import host`` (and host.scale.pool) leaves ray unimported."""
     import subprocess
     import sys
 
-    probe = "import sys, host, host.pool; print('ray' in sys.modules)"
+    probe = "import sys, host, host.scale.pool; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
     assert done.stdout.strip() == "False"
 
@@ -36,7 +36,7 @@ def test_importing_host_does_not_import_ray(tmp_path: Path) -> None:
 def test_map_images_over_two_actors_lists_the_failing_object(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
     """Four good images and a missing one over two mock-backed actors: four meshes on disk, the missing one
     listed as failed with input_not_found (not raised), both actors used, and their workers gone afterwards."""
-    from host.ray import map_images
+    from host.scale.ray import map_images
 
     images = [object_png, object_png, tmp_path / "missing.png", object_png, object_png]
     report = map_images(
@@ -68,7 +68,7 @@ def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, wo
     import signal
     import threading
 
-    from host.ray import map_images, start_actors, stop_actors
+    from host.scale.ray import map_images, start_actors, stop_actors
 
     actors = start_actors(2, num_gpus=0, python=str(worker_python), backend="mock", worker_args=["--mock", "view_size=64,step_delay=0.1"], startup_timeout=60)
     try:

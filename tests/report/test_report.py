@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host.report import ASSETS, VIEWER_SCRIPT
+from host.cli.report import ASSETS, VIEWER_SCRIPT
 from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
 
 NODE_MODULES = Path(os.environ.get("INSTANTMESH_RPC_NODE_MODULES", ROOT / ".venvs" / "report-node" / "node_modules"))

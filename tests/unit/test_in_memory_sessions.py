@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from host.errors import HostError, WorkerCrashed
-from host.session import RpcSession
+from host.worker.errors import HostError, WorkerCrashed
+from host.worker.session import RpcSession
 from rpcworker.backends.mock import MockBackend, MockOptions
 from rpcworker.session import WorkerSession
 from rpcworker.wire.errors import Cancelled, InvalidParams, NotInitialized

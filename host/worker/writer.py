@@ -14,7 +14,7 @@ import os
 import select
 import threading
 
-log = logging.getLogger("host.writer")
+log = logging.getLogger("host.worker.writer")
 
 
 class Outgoing:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .objects import ObjectResult
+from host.cli.objects import ObjectResult
 
-ASSETS = Path(__file__).resolve().parent / "report_assets"
+ASSETS = Path(__file__).resolve().parents[1] / "report_assets"  # vendored by scripts/setup.sh
 VIEWER_SCRIPT = "model-viewer-umd.min.js"
 REPORT_DIR = "report"
 

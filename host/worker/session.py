@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from host.worker.errors import HostError, RequestTimeout
+from host.worker.writer import FrameWriter
 from rpcworker.wire.errors import MessageTooLarge, RpcError, error_from_wire
 from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
 from rpcworker.wire.messages import (
@@ -34,10 +36,7 @@ from rpcworker.wire.messages import (
     Request,
 )
 
-from .errors import HostError, RequestTimeout
-from .writer import FrameWriter
-
-log = logging.getLogger("host.session")
+log = logging.getLogger("host.worker.session")
 
 READER_JOIN_S = 2.0
 """After a failed write, how long to wait for the reader to see the worker's end (for the crash report)."""

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from .errors import HostError, WorkerStartError
-from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
-from .pool import WorkerPool
-from .pool_slots import visible_gpus
-from .progress import ProgressPrinter
+from host.cli.objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
+from host.cli.progress import ProgressPrinter
+from host.scale.pool import WorkerPool
+from host.scale.slots import visible_gpus
+from host.worker.errors import HostError, WorkerStartError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Report = Callable[[ProgressPrinter, ObjectResult], None]
@@ -49,7 +49,7 @@ class _LinePrinter(ProgressPrinter):
 
 
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """InstantMeshWorker keywords from the batch options (as host.cli.make_worker builds them)."""
+    """InstantMeshWorker keywords from the batch options (as host.cli.main.make_worker builds them)."""
     on_stderr = (lambda line: print(f"worker| {line}", file=sys.stderr, flush=True)) if args.verbose else None
     return {
         "backend": args.backend or ("mock" if args.mock else "instantmesh"),
@@ -130,7 +130,7 @@ def _process_ray(
     args: argparse.Namespace, settings: Settings, todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], report: Report
 ) -> tuple[int, str]:
     try:
-        from .ray import map_images
+        from host.scale.ray import map_images
     except ImportError as exc:
         print(f"error: --ray needs the ray package in the host environment (pip install 'instantmesh-rpc[ray]'): {exc}", file=sys.stderr)
         _fail_all(todo, results, "not run: ray is not installed", status="not run")
@@ -142,7 +142,7 @@ def _process_ray(
     for item, outputs in todo:
         image = item.image
         if settings.preprocess:
-            from .preprocess import PreprocessError, prepare
+            from host.images.preparation import PreprocessError, prepare
 
             try:
                 prepared = prepare(item.image, item.mask)

@@ -8,6 +8,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from host.api.inputs import ImageLike, absolute_path, image_input
+from host.api.map import map_objects
+from host.api.outcome import ObjectOutcome, object_targets
+from host.api.results import Mesh, Views
+from host.worker.client import WorkerClient
+from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
     DEFAULT_GUIDANCE,
@@ -25,13 +31,6 @@ from rpcworker.wire.messages import (
     ViewsHandle,
     ViewsResult,
 )
-
-from .client import WorkerClient
-from .inputs import ImageLike, absolute_path, image_input
-from .mapping import map_objects
-from .outcome import ObjectOutcome, object_targets
-from .process import WorkerCommand
-from .results import Mesh, Views
 
 LOG = logging.getLogger("instantmesh_rpc")
 TINY_MARKER = "tiny (random weights"

@@ -1,10 +1,10 @@
-"""``setup-worker`` prepares a worker environment and ``doctor`` checks one (the CLI side of host.environment).
+"""``setup-worker`` prepares a worker environment and ``doctor`` checks one (the CLI side of host.worker.environment).
 
     instantmesh-rpc setup-worker ~/envs/instantmesh --python python3.10 --save   # a new venv with the worker's packages
     instantmesh-rpc setup-worker --conda instantmesh --save                     # add the few missing ones to upstream's env
     instantmesh-rpc doctor [--python ENV]
 
-The worker's own code is not installed there: the host stages it (host.environment). Only third-party
+The worker's own code is not installed there: the host stages it (host.worker.environment). Only third-party
 packages are, taken from this distribution's ``worker`` (or ``worker-base``) extra.
 """
 
@@ -16,9 +16,9 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
-from .doctor import run_doctor
-from .environment import EnvironmentProblem, config_paths, find_worker_environment, write_config
-from .process import WorkerCommand
+from host.cli.doctor import run_doctor
+from host.worker.environment import EnvironmentProblem, config_paths, find_worker_environment, write_config
+from host.worker.process import WorkerCommand
 
 DISTRIBUTION = "instantmesh-rpc"
 FALLBACK_REQUIREMENTS = {

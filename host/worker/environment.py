@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WorkerStartError
+from host.worker.errors import WorkerStartError
 
 WORKER_PACKAGES = ("rpcworker", "instantmesh")
 ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"

@@ -18,12 +18,21 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rpcworker.wire.errors import RpcError
-
-from .batch_pipeline import run_pipelined
-from .environment import EnvironmentProblem
-from .errors import HostError, WorkerStartError
-from .objects import (
+from host.cli.arguments import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageProblem,
+    add_object_options,
+    add_worker_options,
+    make_worker,
+    settings_from_args,
+)
+from host.cli.batch import run_pipelined
+from host.cli.checks import check_cuda_before_start, check_device, check_host_libraries, check_output_dir
+from host.cli.lines import report_object
+from host.cli.objects import (
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -33,25 +42,12 @@ from .objects import (
     run_object,
     shown,
 )
-from .options import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    UsageProblem,
-    add_object_options,
-    add_worker_options,
-    check_cuda_before_start,
-    check_device,
-    check_host_libraries,
-    check_output_dir,
-    make_worker,
-    report_object,
-    settings_from_args,
-)
-from .progress import ProgressPrinter
-from .scale_cli import add_scale_options, process_scaled, wants_scale_out
-from .setup_worker import add_environment_commands, run_environment_command
+from host.cli.progress import ProgressPrinter
+from host.cli.scale import add_scale_options, process_scaled, wants_scale_out
+from host.cli.setup_worker import add_environment_commands, run_environment_command
+from host.worker.environment import EnvironmentProblem
+from host.worker.errors import HostError, WorkerStartError
+from rpcworker.wire.errors import RpcError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +105,7 @@ def run_batch(args: argparse.Namespace) -> int:
     check_host_libraries(settings)
     check_output_dir(settings.out_dir)
     if args.report:
-        from .report import ReportUnavailable, check_report_possible
+        from host.cli.report import ReportUnavailable, check_report_possible
 
         try:
             check_report_possible()
@@ -146,7 +142,7 @@ def run_batch(args: argparse.Namespace) -> int:
     counts = {status: sum(r.status == status for r in ordered) for status in ("ok", "skipped", "failed", "cancelled", "not run")}
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
     if args.report:
-        from .report import write_report
+        from host.cli.report import write_report
 
         print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
@@ -244,14 +240,14 @@ def _mark(todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, Obje
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Every problem the person can fix is one line on stderr and exit code 2; see host.options."""
+    """Every problem the person can fix is one line on stderr and exit code 2; see host.cli.arguments."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "batch":
             return run_batch(args)
         if args.command in ("doctor", "setup-worker"):
             return run_environment_command(args)
-        from .interactive import run_session
+        from host.cli.session import run_session
 
         return run_session(args)
     except (UsageProblem, EnvironmentProblem) as exc:

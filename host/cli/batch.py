@@ -1,4 +1,4 @@
-"""The batch CLI's objects through a batching worker with requests in flight (``host.mapping``).
+"""The batch CLI's objects through a batching worker with requests in flight (``host.api.map``).
 
 Each input is prepared in the host just before its views are requested, so the worker's batches fill while
 the host works ahead; results come back in input order. What `run_object` guarantees one object at a time
@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from rpcworker.wire.messages import DEFAULT_GUIDANCE
-
-from .api import InstantMeshWorker
-from .errors import WorkerCrashed
-from .mapping import map_objects
-from .objects import (
+from host.api.facade import InstantMeshWorker
+from host.api.map import map_objects
+from host.api.outcome import ObjectTarget
+from host.cli.objects import (
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -26,8 +24,9 @@ from .objects import (
     finish_object,
     prepare_input,
 )
-from .outcome import ObjectTarget
-from .progress import ProgressPrinter
+from host.cli.progress import ProgressPrinter
+from host.worker.errors import WorkerCrashed
+from rpcworker.wire.messages import DEFAULT_GUIDANCE
 
 Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
 

@@ -17,16 +17,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from host.api.inputs import ImageLike, image_input
+from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error
+from host.api.results import Mesh, Views
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import GenerateViewsParams, ReconstructParams, ViewsHandle
 
-from .inputs import ImageLike, image_input
-from .outcome import ObjectOutcome, ObjectTarget, describe_error
-from .results import Mesh, Views
-
 if TYPE_CHECKING:
-    from .api import InstantMeshWorker
-    from .session import PendingCall
+    from host.api.facade import InstantMeshWorker
+    from host.worker.session import PendingCall
 
 BATCHES_AHEAD = 2
 """Objects kept in flight, in worker batches: one running, one queued behind it."""

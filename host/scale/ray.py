@@ -17,10 +17,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from host.api.facade import InstantMeshWorker
+from host.api.outcome import ObjectOutcome, describe_error, object_targets
 from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
-
-from .api import InstantMeshWorker
-from .outcome import ObjectOutcome, describe_error, object_targets
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
 """Outcome codes that are the worker's failure, not the object's: the object is redone once."""

@@ -1,7 +1,7 @@
 """``instantmesh-rpc doctor``: what the worker environment has, and whether the worker can work there.
 
 A probe runs in the worker's interpreter with exactly the environment a worker gets (the isolation rule
-of host.environment) and answers in JSON; the host turns that into checks. Nothing is downloaded and no
+of host.worker.environment) and answers in JSON; the host turns that into checks. Nothing is downloaded and no
 model is loaded; torch is imported once to ask about CUDA.
 """
 
@@ -12,7 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from .process import WorkerCommand
+from host.worker.process import WorkerCommand
 
 PROBE_TIMEOUT_S = 180.0
 PACKAGES = ("msgspec", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "safetensors", "numpy", "pillow", "trimesh", "xatlas", "einops", "omegaconf")

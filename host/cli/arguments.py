@@ -1,5 +1,5 @@
-"""What the batch CLI and the interactive session share: worker and object options, exit codes, checks
-made before any worker starts, and the lines printed per object.
+"""The options the batch command and the interactive session share, parsed into the worker and settings
+they describe. Ranges come from the wire types (``checked``), declared once in ``rpcworker.wire.messages``.
 
 Exit codes: 0 every object done (or skipped), 1 some object failed, 2 bad usage or an environment that
 cannot work (refused before any model loads), 130 interrupted by Ctrl-C.
@@ -8,21 +8,15 @@ cannot work (refused before any model loads), 130 interrupted by Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_LANE_CHOICES, STEPS_RANGE, MaxBatch, Seed, Steps
-
-from .api import InstantMeshWorker
-from .objects import MESH_FORMATS, ObjectResult, Settings, shown
-from .progress import ProgressPrinter
+from host.api.facade import InstantMeshWorker
+from host.cli.objects import MESH_FORMATS, Settings
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_LANE_CHOICES, MaxBatch, Seed, Steps
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -144,95 +138,3 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         flip=args.flip,
         white_background=args.white_background,
     )
-
-
-
-def check_host_libraries(settings: Settings) -> None:
-    """Preprocessing and contact sheets need pillow and numpy in the host's own environment."""
-    wanted = [what for what, on in (("preprocessing", settings.preprocess), ("contact sheets", settings.contact_sheet)) if on]
-    missing = [name for module, name in (("PIL", "pillow"), ("numpy", "numpy")) if importlib.util.find_spec(module) is None]
-    if wanted and missing:
-        raise UsageProblem(
-            f"{' and '.join(wanted)} need {' and '.join(missing)} in the host's Python ({sys.executable}): "
-            "pip install 'instantmesh-rpc[images]', or pass --no-preprocess --no-contact-sheet"
-        )
-
-
-def check_output_dir(out_dir: Path) -> None:
-    """Creates the output folder and proves it writable, before any worker starts or model loads."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageProblem(f"--out {shown(out_dir)} is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageProblem(f"--out {shown(out_dir)} cannot be created: {exc.strerror or exc}") from None
-    try:
-        with tempfile.TemporaryFile(dir=out_dir, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise UsageProblem(f"--out {shown(out_dir)} is not writable: {exc.strerror or exc}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UsageProblem(f"--out {shown(out_dir)} is not writable")
-
-
-CUDA_PROBE = "import importlib.util, sys\nif importlib.util.find_spec('torch') is None: print('no-torch')\nelse:\n import torch; print('yes' if torch.cuda.is_available() else 'no')"
-CUDA_PROBE_TIMEOUT_S = 120.0
-
-
-def check_cuda_before_start(worker: InstantMeshWorker, requested: str | None, backend: str) -> None:
-    """--device cuda with a worker env whose torch sees no CUDA is refused before the worker starts."""
-    if not requested or not requested.startswith("cuda") or backend != "instantmesh":
-        return
-    command = worker.client.command
-    try:
-        answer = subprocess.run(
-            [*command.prefix, "-c", CUDA_PROBE], env=command.environment(), capture_output=True, text=True, timeout=CUDA_PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return  # the worker's own start reports an interpreter that cannot run
-    if answer == "no":
-        raise UsageProblem(f"--device {requested}: torch in the worker environment sees no CUDA device; use --device cpu (or omit --device)")
-
-
-def check_device(worker: InstantMeshWorker, requested: str | None) -> None:
-    """--device cuda on a worker that answers with another device (e.g. the mock backend) is refused too."""
-    if requested and requested.startswith("cuda") and not worker.info.device.startswith("cuda"):
-        raise UsageProblem(f"--device {requested}: the worker has no CUDA (its device is {worker.info.device}); use --device cpu")
-
-
-def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
-    """The lines printed when an object finishes: where each output went and what it took."""
-    if result.status == "ok":
-        if result.grid_path is not None:
-            printer.print(f"  views {result.views_s:6.1f} s -> {shown(result.grid_path)}")
-        printer.print(f"  mesh  {result.mesh_s:6.1f} s -> {shown(result.mesh_path or '')} ({result.vertices} vertices, {result.faces} faces)")
-        if result.sheet_path is not None:
-            printer.print(f"  sheet          -> {shown(result.sheet_path)}")
-    elif result.status == "failed":
-        printer.print(f"  FAILED: {result.error}")
-    for warning in result.warnings:
-        printer.print(f"  warning: {warning}")
-
-
-SESSION_HELP = f"""\
-Type an image path (.png/.jpg; NAME_mask.png beside it is used as its mask) or a folder of images.
-Commands:
-  load              load both models now (otherwise the first object loads them)
-  unload            free the models' memory (the next object loads them again)
-  status            worker pid, models loaded, device memory, objects done, settings
-  steps N           diffusion steps ({STEPS_RANGE[0]}-{STEPS_RANGE[1]})
-  seed N            diffusion seed
-  format F          mesh format: obj, glb or ply
-  out DIR           output folder
-  sheet on|off      contact sheet per object
-  preprocess on|off crop/recentre/scale the input in the host
-  help              this text
-  quit              shut the worker down and leave (also Ctrl-D, or Ctrl-C at the prompt)
-Ctrl-C while an object runs cancels it and keeps the worker warm. A path named like a command: ./status"""
-
-
-def bytes_text(value: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"

@@ -18,13 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from host.api.facade import InstantMeshWorker
+from host.worker.errors import HostError, WorkerStartError
+from host.worker.process import WorkerCommand
 from rpcworker.wire.messages import StatusResult
 
-from .api import InstantMeshWorker
-from .errors import HostError, WorkerStartError
-from .process import WorkerCommand
-
-log = logging.getLogger("host.pool")
+log = logging.getLogger("host.scale.pool")
 
 Role = Literal["both", "views", "mesh"]
 ROLE_MODELS: dict[str, tuple[str, ...]] = {"both": ("views", "mesh"), "views": ("views",), "mesh": ("mesh",)}

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import SEED_RANGE, STEPS_RANGE
-
-from .api import InstantMeshWorker
-from .errors import HostError, WorkerStartError
-from .objects import (
+from host.api.facade import InstantMeshWorker
+from host.cli.arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
+from host.cli.checks import check_cuda_before_start, check_host_libraries, check_output_dir
+from host.cli.lines import SESSION_HELP as HELP
+from host.cli.lines import bytes_text as _bytes
+from host.cli.lines import report_object
+from host.cli.objects import (
     MESH_FORMATS,
     ObjectInput,
     ObjectOutputs,
@@ -37,23 +38,10 @@ from .objects import (
     run_object,
     shown,
 )
-from .options import (
-    EXIT_OK,
-    EXIT_USAGE,
-    check_cuda_before_start,
-    check_host_libraries,
-    check_output_dir,
-    make_worker,
-    report_object,
-    settings_from_args,
-)
-from .options import (
-    SESSION_HELP as HELP,
-)
-from .options import (
-    bytes_text as _bytes,
-)
-from .progress import ProgressPrinter
+from host.cli.progress import ProgressPrinter
+from host.worker.errors import HostError, WorkerStartError
+from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import SEED_RANGE, STEPS_RANGE
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0

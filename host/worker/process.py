@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
+from host.worker.environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
 
-log = logging.getLogger("host.process")
+log = logging.getLogger("host.worker.process")
 
 STDERR_LINES_KEPT = 200
 """Lines of the worker's stderr kept for crash reports."""
@@ -48,7 +48,7 @@ class WorkerCommand:
     """False means ``worker_code="installed"`` (kept for callers of the first releases)."""
     module: str = "rpcworker"
     worker_code: str | None = None
-    """How the worker's code reaches its environment: ``host`` (default), ``installed`` or a directory (host.environment)."""
+    """How the worker's code reaches its environment: ``host`` (default), ``installed`` or a directory (host.worker.environment)."""
 
     @classmethod
     def python(cls, interpreter: str | os.PathLike[str]) -> WorkerCommand:
@@ -75,7 +75,7 @@ class WorkerCommand:
 
     @classmethod
     def default(cls) -> WorkerCommand:
-        """INSTANTMESH_RPC_PYTHON, the config file, or ./.venvs/models (host.environment.find_worker_environment)."""
+        """INSTANTMESH_RPC_PYTHON, the config file, or ./.venvs/models (host.worker.environment.find_worker_environment)."""
         choice = find_worker_environment()
         command = cls.parse(choice.spec)
         command.worker_code = choice.worker_code
@@ -85,7 +85,7 @@ class WorkerCommand:
         return [*self.prefix, "-u", "-m", self.module, *worker_args]
 
     def environment(self) -> dict[str, str]:
-        """Never the host's own Python paths: see host.environment for the isolation rule."""
+        """Never the host's own Python paths: see host.worker.environment for the isolation rule."""
         mode = self.worker_code if self.add_project_to_path else WORKER_CODE_INSTALLED
         return worker_process_environment(self.env, mode)
 

@@ -11,6 +11,10 @@ from typing import Any, cast
 
 import msgspec
 
+from host.worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from host.worker.process import WorkerCommand, WorkerProcess
+from host.worker.session import PendingCall, ProgressCallback, RpcSession
+from host.worker.writer import FrameWriter
 from rpcworker.wire.framing import MessageStream
 from rpcworker.wire.messages import (
     MODEL_NAMES,
@@ -31,12 +35,7 @@ from rpcworker.wire.messages import (
     ViewsResult,
 )
 
-from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
-from .process import WorkerCommand, WorkerProcess
-from .session import PendingCall, ProgressCallback, RpcSession
-from .writer import FrameWriter
-
-log = logging.getLogger("host.client")
+log = logging.getLogger("host.worker.client")
 
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 

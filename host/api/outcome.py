@@ -1,6 +1,6 @@
 """What a batch of objects over many workers gives back: one outcome per object, failures listed, not raised.
 
-Shared by ``WorkerPool.map`` (local workers) and ``host.ray.map_images`` (Ray actors), so both report alike.
+Shared by ``WorkerPool.map`` (local workers) and ``host.scale.ray.map_images`` (Ray actors), so both report alike.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host.api.results import Mesh
+from host.worker.errors import HostError
 from rpcworker.wire.errors import RpcError
-
-from .errors import HostError
-from .results import Mesh
 
 
 @dataclass(frozen=True)

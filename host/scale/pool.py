@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rpcworker.wire.errors import HandleExpired
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
-
-from .api import ImageLike, InstantMeshWorker, Mesh, Views
-from .errors import RequestTimeout, WorkerCrashed
-from .outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
-from .pool_slots import (
+from host.api.facade import ImageLike, InstantMeshWorker, Mesh, Views
+from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
+from host.scale.slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
     Role,
@@ -37,7 +33,10 @@ from .pool_slots import (
     start_all,
     visible_gpus,
 )
-from .process import WorkerCommand
+from host.worker.errors import RequestTimeout, WorkerCrashed
+from host.worker.process import WorkerCommand
+from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 T = TypeVar("T")
 

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host.api.facade import InstantMeshWorker
+from host.api.results import Mesh
+from host.cli.progress import ProgressPrinter
+from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
-
-from .api import InstantMeshWorker
-from .errors import RequestTimeout, WorkerCrashed
-from .progress import ProgressPrinter
-from .results import Mesh
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIX = "_mask"
@@ -227,7 +226,7 @@ def prepare_input(
         if item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         return item.image, None
-    from .preprocess import PreprocessError, image_size, prepare
+    from host.images.preparation import PreprocessError, image_size, prepare
 
     dims = image_size(item.image)
     if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
@@ -278,7 +277,7 @@ def finish_object(
 
 def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, label: str) -> Path | None:
     """The contact sheet; a failure here is a warning, the mesh itself is fine."""
-    from .contact_sheet import ContactSheetError, write_contact_sheet
+    from host.images.contact_sheet import ContactSheetError, write_contact_sheet
 
     notes = [
         f"input {shown(item.image)}" + (f" (outline: {result.outline})" if result.outline else ""),

@@ -1,0 +1,68 @@
+"""Checks made before any worker starts or model loads, so an option that cannot work is refused at once
+with one line (``UsageProblem``, exit code 2)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from host.api.facade import InstantMeshWorker
+from host.cli.arguments import UsageProblem
+from host.cli.objects import Settings, shown
+
+
+def check_host_libraries(settings: Settings) -> None:
+    """Preprocessing and contact sheets need pillow and numpy in the host's own environment."""
+    wanted = [what for what, on in (("preprocessing", settings.preprocess), ("contact sheets", settings.contact_sheet)) if on]
+    missing = [name for module, name in (("PIL", "pillow"), ("numpy", "numpy")) if importlib.util.find_spec(module) is None]
+    if wanted and missing:
+        raise UsageProblem(
+            f"{' and '.join(wanted)} need {' and '.join(missing)} in the host's Python ({sys.executable}): "
+            "pip install 'instantmesh-rpc[images]', or pass --no-preprocess --no-contact-sheet"
+        )
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Creates the output folder and proves it writable, before any worker starts or model loads."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageProblem(f"--out {shown(out_dir)} is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"--out {shown(out_dir)} cannot be created: {exc.strerror or exc}") from None
+    try:
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageProblem(f"--out {shown(out_dir)} is not writable: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageProblem(f"--out {shown(out_dir)} is not writable")
+
+
+CUDA_PROBE = "import importlib.util, sys\nif importlib.util.find_spec('torch') is None: print('no-torch')\nelse:\n import torch; print('yes' if torch.cuda.is_available() else 'no')"
+CUDA_PROBE_TIMEOUT_S = 120.0
+
+
+def check_cuda_before_start(worker: InstantMeshWorker, requested: str | None, backend: str) -> None:
+    """--device cuda with a worker env whose torch sees no CUDA is refused before the worker starts."""
+    if not requested or not requested.startswith("cuda") or backend != "instantmesh":
+        return
+    command = worker.client.command
+    try:
+        answer = subprocess.run(
+            [*command.prefix, "-c", CUDA_PROBE], env=command.environment(), capture_output=True, text=True, timeout=CUDA_PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return  # the worker's own start reports an interpreter that cannot run
+    if answer == "no":
+        raise UsageProblem(f"--device {requested}: torch in the worker environment sees no CUDA device; use --device cpu (or omit --device)")
+
+
+def check_device(worker: InstantMeshWorker, requested: str | None) -> None:
+    """--device cuda on a worker that answers with another device (e.g. the mock backend) is refused too."""
+    if requested and requested.startswith("cuda") and not worker.info.device.startswith("cuda"):
+        raise UsageProblem(f"--device {requested}: the worker has no CUDA (its device is {worker.info.device}); use --device cpu")
