@@ -34,7 +34,7 @@ def main() -> int:
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.images import load_input_image
-    from rpcworker.protocol import ImagePath
+    from rpcworker.wire.messages import ImagePath
 
     stamps["imported"] = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"

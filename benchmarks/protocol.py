@@ -19,7 +19,7 @@ from pathlib import Path
 
 from host.worker.client import WorkerClient
 from host.worker.process import WorkerCommand
-from rpcworker.protocol import (
+from rpcworker.wire.messages import (
     GenerateViewsParams,
     ImagePath,
     ReconstructParams,

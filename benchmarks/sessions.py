@@ -134,7 +134,7 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.images import load_input_image
     from rpcworker.outputs import atomic_output
-    from rpcworker.protocol import ImagePath
+    from rpcworker.wire.messages import ImagePath
 
     imported = time.perf_counter()
     files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))

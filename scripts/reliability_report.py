@@ -44,7 +44,7 @@ FIXES = [
      "test_bad_requests::test_bad_input_files_get_their_codes_and_the_worker_keeps_serving"),
     ("Error replies echoed unbounded request strings",
      "A 40 MB method name or path came back twice in the error (80 MB), over the 64 MiB frame limit, so the "
-     "host discarded it and the request was never answered. `Dispatcher._reply_error` cuts echoed strings to "
+     "host discarded it and the request was never answered. `WorkerSession._reply_error` cuts echoed strings to "
      "4,096 characters.",
      "test_bad_requests::test_oversized_frame_and_huge_echoed_strings"),
     ("Oversized requests were sent and then waited on forever",

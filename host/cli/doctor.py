@@ -31,7 +31,7 @@ for name in ("rpcworker", "instantmesh"):
     spec = importlib.util.find_spec(name)
     report["origins"][name] = spec.origin if spec else None
 try:
-    import rpcworker.protocol
+    import rpcworker.wire.messages
     report["worker_import"] = None
 except Exception as exc:
     report["worker_import"] = f"{type(exc).__name__}: {exc}"

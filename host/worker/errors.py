@@ -1,6 +1,6 @@
 """Errors the host raises about the worker process itself; they never travel on the wire.
 
-The wire's errors (one class per JSON-RPC code) are in ``rpcworker.errors``, shared by both sides.
+The wire's errors (one class per JSON-RPC code) are in ``rpcworker.wire.errors``, shared by both sides.
 """
 
 from __future__ import annotations

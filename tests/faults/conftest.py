@@ -247,7 +247,7 @@ def assert_valid_reply(message: Any) -> None:
 
 def error_name(reply: dict[str, Any]) -> str:
     """The protocol's error name for a reply (``ok`` for a result)."""
-    from rpcworker.errors import WIRE_ERRORS
+    from rpcworker.wire.errors import WIRE_ERRORS
 
     if "result" in reply:
         return "ok"

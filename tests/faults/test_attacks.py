@@ -14,7 +14,7 @@ import pytest
 from host.worker.client import WorkerClient
 from host.worker.errors import RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
 from host.worker.process import STDERR_LINE_CHARS, STDERR_TAIL_CHARS, WorkerCommand, WorkerProcess
-from rpcworker.protocol import CancelParams, GenerateViewsParams, ImagePath, ImagePng
+from rpcworker.wire.messages import CancelParams, GenerateViewsParams, ImagePath, ImagePng
 
 from .conftest import error_name, wait_gone
 
@@ -282,7 +282,7 @@ def test_a_file_whose_reported_size_is_zero_is_read_with_the_cap(raw_worker) -> 
 def test_the_input_cap_holds_when_the_reported_size_is_zero(monkeypatch) -> None:
     """In-process: with the cap lowered below /proc/self/maps' content, reading it is refused as too large."""
     from rpcworker import images
-    from rpcworker.errors import InputUnreadable
+    from rpcworker.wire.errors import InputUnreadable
 
     monkeypatch.setattr(images, "MAX_INPUT_BYTES", 64)
     with pytest.raises(InputUnreadable, match="over the limit"):

@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from rpcworker.errors import MessageTooLarge
-from rpcworker.protocol import MAX_LINE_BYTES, GenerateViewsParams, ImagePng
+from rpcworker.wire.errors import MessageTooLarge
+from rpcworker.wire.messages import MAX_LINE_BYTES, GenerateViewsParams, ImagePng
 
 from .conftest import RawWorker, error_name
 

@@ -1,7 +1,7 @@
 """Fuzzing the worker's decoder and dispatcher: no crash, no hang, every reply a valid JSON-RPC message,
 every request answered, and no internal_error (every bad input maps to a specific error code).
 
-In-process: the real MessageStream and Dispatcher on the mock backend, fed from a generator and writing
+In-process: the real MessageStream and WorkerSession on the mock backend, fed from a generator and writing
 into a validator, so 100k+ messages take seconds. Over real pipes: a smaller count through a worker
 process. The counts and durations are recorded as test properties for docs/reliability.md.
 """
@@ -20,9 +20,9 @@ import msgspec
 import pytest
 
 from rpcworker.backends.mock import MockBackend, MockOptions
-from rpcworker.protocol import Incoming
-from rpcworker.session import WorkerSession as Dispatcher
-from rpcworker.transport import MessageStream
+from rpcworker.session import WorkerSession
+from rpcworker.wire.framing import MessageStream
+from rpcworker.wire.messages import Incoming
 
 from .conftest import RawWorker, assert_valid_reply, error_name
 from .fuzzgen import MessageFuzzer
@@ -130,7 +130,7 @@ def run_in_process(lines: Iterator[bytes], tmp_path: Path) -> tuple[ReplyChecker
     checker = ReplyChecker()
     stream = MessageStream(LineFeed(watched()), checker)  # type: ignore[arg-type]
     backend = MockBackend(MockOptions(view_size=16))
-    dispatcher = Dispatcher(backend, stream, max_handles=4, output_root=str(tmp_path))
+    dispatcher = WorkerSession(backend, stream, max_handles=4, output_root=str(tmp_path))
     dispatcher.handle(_envelope.decode(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocol_version":"1.0"}}'))
     expected.add(_key("init"))
     frames = 0
@@ -142,7 +142,7 @@ def run_in_process(lines: Iterator[bytes], tmp_path: Path) -> tuple[ReplyChecker
         dispatcher.handle(received)
         if dispatcher.stopping:  # a fuzzed shutdown: go on with a fresh dispatcher, as a restarted worker would
             dispatcher.stop(grace=10)
-            dispatcher = Dispatcher(backend, stream, max_handles=4, output_root=str(tmp_path))
+            dispatcher = WorkerSession(backend, stream, max_handles=4, output_root=str(tmp_path))
             dispatcher.initialized = True
     assert dispatcher.jobs.wait_idle(60), f"executor did not drain: {dispatcher.in_flight} jobs left"
     assert dispatcher.in_flight == 0
@@ -188,7 +188,7 @@ def quiet_worker_logs() -> Iterator[None]:
 def test_fuzz_in_process_dispatcher(out_dir: Path, object_png: Path, quiet_worker_logs: None, record_property) -> None:
     """120k seeded messages (valid ones and structured mutations: wrong types, dropped/extra fields,
     random JSON, truncation, flipped and random bytes, huge numbers, deep nesting, invalid UTF-8, long
-    strings, broken envelopes) through the real MessageStream + Dispatcher: every reply valid, every
+    strings, broken envelopes) through the real MessageStream + WorkerSession: every reply valid, every
     request answered, no internal_error, executor drained."""
     fuzzer = MessageFuzzer(SEED, str(out_dir), str(object_png))
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def test_fuzz_hypothesis_arbitrary_json_and_bytes(out_dir: Path, quiet_worker_lo
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from rpcworker.protocol import METHODS
+    from rpcworker.wire.messages import METHODS
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

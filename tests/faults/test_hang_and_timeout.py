@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from host.worker.errors import RequestTimeout, WorkerCrashed
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .conftest import wait_gone
 

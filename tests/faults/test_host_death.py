@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.protocol import GenerateViewsParams, ImagePath
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath
 
 from .conftest import ROOT, host_script_env, process_alive, wait_gone
 
@@ -20,8 +20,8 @@ PRELUDE = """
 import os, sys, time, subprocess
 from host.worker.client import WorkerClient
 from host.worker.process import WorkerCommand
-from rpcworker.errors import Cancelled
-from rpcworker.protocol import GenerateViewsParams, ImagePath
+from rpcworker.wire.errors import Cancelled
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath
 worker_python, image, mock = sys.argv[1], sys.argv[2], sys.argv[3]
 c = WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", mock], startup_timeout=30)
 c.start()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import HandleExpired
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ImagePng, ReconstructParams, ViewsHandle
+from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ImagePng, ReconstructParams, ViewsHandle
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 

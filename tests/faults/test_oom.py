@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import OutOfMemory
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
+from rpcworker.wire.errors import OutOfMemory
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
 
 @pytest.mark.parametrize("method", ["generate_views", "reconstruct", "load"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from host.worker.errors import WorkerCrashed
-from rpcworker.errors import OutputRefused
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
+from rpcworker.wire.errors import OutputRefused
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .conftest import wait_gone
 

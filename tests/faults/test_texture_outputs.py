@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import OutputRefused
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
+from rpcworker.wire.errors import OutputRefused
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsGridPath
 
 from .test_output_safety import partials, wait_for_partial
 

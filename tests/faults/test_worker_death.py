@@ -14,8 +14,8 @@ import pytest
 from host.worker.client import WorkerClient
 from host.worker.errors import WorkerCrashed, WorkerStartError
 from host.worker.process import WorkerCommand
-from rpcworker.errors import HandleExpired
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
+from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
 from .conftest import wait_exited
 

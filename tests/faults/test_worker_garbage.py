@@ -10,7 +10,7 @@ import pytest
 from host.worker.client import WorkerClient
 from host.worker.errors import WorkerCrashed
 from host.worker.process import WorkerCommand
-from rpcworker.errors import RpcError
+from rpcworker.wire.errors import RpcError
 from tests.pipe.garbage_worker import GARBAGE
 
 

@@ -135,7 +135,7 @@ def test_extract_mesh_refuses_texture_maps_without_xatlas(tiny_lrm, monkeypatch:
 
 def test_backend_refuses_texture_maps_without_xatlas(monkeypatch: pytest.MonkeyPatch) -> None:
     from rpcworker.backends.instantmesh import _require_texture_support
-    from rpcworker.errors import InvalidParams
+    from rpcworker.wire.errors import InvalidParams
 
     monkeypatch.setitem(sys.modules, "xatlas", None)
     with pytest.raises(InvalidParams, match="xatlas") as info:

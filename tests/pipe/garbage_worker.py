@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
-from rpcworker.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, InitializeResult, PingResult, Response
-from rpcworker.transport import MessageStream
+from rpcworker.wire.framing import MessageStream
+from rpcworker.wire.messages import MAX_LINE_BYTES, PROTOCOL_VERSION, InitializeResult, PingResult, Response
 
 GARBAGE: dict[str, bytes] = {
     "not_json": b"this is not json\n",

@@ -20,9 +20,8 @@ from host.api.facade import Views
 from host.worker.client import WorkerClient
 from host.worker.errors import WorkerStartError
 from host.worker.process import WorkerCommand
-from rpcworker.errors import Cancelled, InputNotFound
-from rpcworker.protocol import GenerateViewsParams, ImagePath
-from rpcworker.wire.messages import STEPS_RANGE
+from rpcworker.wire.errors import Cancelled, InputNotFound
+from rpcworker.wire.messages import STEPS_RANGE, GenerateViewsParams, ImagePath
 from tests.pipe.in_flight import most_in_flight
 
 BATCH_ARGS = ("--max-batch", "4", "--batch-wait-ms", "0")

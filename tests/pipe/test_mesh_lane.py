@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from host import InstantMeshWorker
-from rpcworker.errors import Cancelled, InternalError, OutOfMemory
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
-from rpcworker.wire.messages import STEPS_RANGE
+from rpcworker.wire.errors import Cancelled, InternalError, OutOfMemory
+from rpcworker.wire.messages import STEPS_RANGE, GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 from tests.pipe.in_flight import most_in_flight
 
 LANE_ARGS = ("--mesh-lane", "on")

@@ -16,7 +16,7 @@ import pytest
 from host import InstantMeshWorker
 from host.worker.client import WorkerClient
 from host.worker.process import WorkerCommand
-from rpcworker.errors import (
+from rpcworker.wire.errors import (
     Cancelled,
     HandleExpired,
     InputNotFound,
@@ -27,7 +27,7 @@ from rpcworker.errors import (
     OutputRefused,
     VersionMismatch,
 )
-from rpcworker.protocol import (
+from rpcworker.wire.messages import (
     PROTOCOL_VERSION,
     GenerateViewsParams,
     ImagePath,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rpcworker.errors import InvalidParams
-from rpcworker.protocol import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
+from rpcworker.wire.errors import InvalidParams
+from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
 trimesh = pytest.importorskip("trimesh")
 

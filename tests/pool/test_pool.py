@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host.scale.pool import PoolViews, WorkerPool
-from rpcworker.errors import InputNotFound
+from rpcworker.wire.errors import InputNotFound
 
 from ..faults.conftest import process_alive, wait_gone
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.errors import RpcError
 from rpcworker.jobs import Deferred, Job, JobContext, JobQueue
-from rpcworker.protocol import PingResult
+from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import PingResult
 
 WAIT_S = 10.0
 

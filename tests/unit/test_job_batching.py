@@ -16,9 +16,9 @@ from PIL import Image
 
 from rpcworker.backends.base import SilentContext
 from rpcworker.backends.mock import MockBackend, MockOptions
-from rpcworker.errors import Cancelled, InternalError, RpcError
 from rpcworker.jobs import Job, JobContext, JobQueue
-from rpcworker.protocol import PingResult
+from rpcworker.wire.errors import Cancelled, InternalError, RpcError
+from rpcworker.wire.messages import PingResult
 
 WAIT_S = 10.0
 

@@ -9,7 +9,7 @@ import threading
 import msgspec
 
 from rpcworker.jobs import Deferred, JobQueue
-from rpcworker.protocol import PingResult
+from rpcworker.wire.messages import PingResult
 from tests.unit.job_log import WAIT_S, Log, drain
 
 

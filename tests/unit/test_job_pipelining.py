@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from rpcworker.jobs import MIN_UNFINISHED, Deferred, Job, JobContext, JobQueue
-from rpcworker.protocol import PingResult
+from rpcworker.wire.messages import PingResult
 from tests.unit.job_log import WAIT_S, Log, drain
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from rpcworker import errors
-from rpcworker.protocol import (
+from rpcworker.wire import errors
+from rpcworker.wire.messages import (
     METHODS,
     ErrorObject,
     ErrorResponse,

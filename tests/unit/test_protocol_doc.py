@@ -6,21 +6,24 @@ import re
 
 import pytest
 
-from rpcworker.dispatch import ERROR_TEXT_LIMIT
-from rpcworker.errors import WIRE_ERRORS
 from rpcworker.handles import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.outputs import STALE_PARTIAL_S
-from rpcworker.protocol import (
+from rpcworker.replies import ERROR_TEXT_LIMIT
+from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
+from rpcworker.wire.errors import WIRE_ERRORS
+from rpcworker.wire.messages import (
+    MAX_BATCH_LIMIT,
     MAX_LINE_BYTES,
     METHODS,
     NOTIFICATIONS_FROM_WORKER,
     NOTIFICATIONS_TO_WORKER,
     PROTOCOL_VERSION,
+    VIEWS_COMPILING,
+    VIEWS_FROM_PACKAGES,
+    VIEWS_WRITING_BUNDLE,
 )
-from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
-from rpcworker.wire.messages import MAX_BATCH_LIMIT, VIEWS_COMPILING, VIEWS_FROM_PACKAGES, VIEWS_WRITING_BUNDLE
 from tests.conftest import ROOT
 
 DOC = (ROOT / "protocol.md").read_text()

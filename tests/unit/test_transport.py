@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from rpcworker.protocol import Request
-from rpcworker.transport import BadFrame, MessageStream
+from rpcworker.wire.framing import BadFrame, MessageStream
+from rpcworker.wire.messages import Request
 
 
 @pytest.fixture()

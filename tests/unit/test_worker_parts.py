@@ -7,11 +7,11 @@ import os
 import pytest
 
 from rpcworker.backends.mock import MockOptions
-from rpcworker.errors import HandleExpired, InputNotFound, InputUnreadable, InvalidParams, OutputRefused
 from rpcworker.handles import ViewStore
 from rpcworker.images import load_input_image, load_views_grid
 from rpcworker.outputs import OutputPolicy, atomic_output
-from rpcworker.protocol import ImagePath, ImagePng, ViewsGridPng
+from rpcworker.wire.errors import HandleExpired, InputNotFound, InputUnreadable, InvalidParams, OutputRefused
+from rpcworker.wire.messages import ImagePath, ImagePng, ViewsGridPng
 
 
 def test_view_store_evicts_least_recently_used() -> None:
