@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venvs/models/bin/python -m ruff check .          # lint ([tool.ruff] in pyproject.toml)
 .venvs/models/bin/python -m mypy                  # types of host/, rpcworker/, instantmesh/ ([tool.mypy])
+.venvs/models/bin/lint-imports --no-logo          # who may import whom ([tool.importlinter], docs/architecture.md)
 .venvs/models/bin/python -m pytest -q "$@"
 if [ $# -eq 0 ] && [ -z "${SKIP_UPSTREAM:-}" ]; then
   UPSTREAM=$(bash scripts/upstream_env.sh)
