@@ -95,7 +95,7 @@ def synthetic_object(path: Path, index: int, size: int = 320) -> Path:
 def dump_stacks_every(seconds: float) -> threading.Event:
     """Every other thread's Python stack on stderr every `seconds`, until the returned event is set: where a slow
     phase goes. A daemon thread reads `sys._current_frames` under the GIL (faulthandler's watchdog, which does not,
-    crashed an H200 start inside torch.export)."""
+    crashed a start inside torch.export)."""
     stop = threading.Event()
 
     def dump() -> None:
@@ -107,23 +107,3 @@ def dump_stacks_every(seconds: float) -> threading.Event:
     threading.Thread(target=dump, name="stack-dumps", daemon=True).start()
     return stop
 
-
-def last_step_inputs(backend: Any, image: Any, seed: int, guidance: float) -> tuple[Any, ...]:
-    """A copy of the last step's four inputs (sample, timestep, hidden states, reference sample) of a two-step run of
-    `backend` on `image` (one object with guidance), to time the step alone."""
-    from rpcworker.backends.base import SilentContext
-
-    pipeline = backend._pipeline
-    captured: list[tuple[Any, ...]] = []
-    original = pipeline.unet_with_reference
-
-    def recording(*inputs: Any) -> Any:
-        captured[:] = [tuple(t.clone() for t in inputs[:4])]  # the fifth, `upcoming`, names the next step's
-        return original(*inputs)
-
-    pipeline.unet_with_reference = recording
-    try:
-        backend.generate_views(image, seed, 2, guidance, SilentContext())
-    finally:
-        del pipeline.unet_with_reference
-    return captured[0]

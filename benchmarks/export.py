@@ -5,13 +5,10 @@ writes export.json and export.md. The meshes: an icosphere (subdivisions 6) with
 and 1 M random vertices with 2 M random faces, both with random vertex colours; ``--mesh`` adds saved meshes
 (``vertices``, ``faces``, ``colors`` arrays, as ``benchmarks.fast_path`` saves the extracted one).
 
-Every write goes to a new file, as the worker's atomic writes do. The old fast_path loop wrote each mesh
-over the previous one's trimesh file, so its open also truncated up to 100 MB of just-written data: the
-suspected reason a 4 MB OBJ read 0.39 s on the H200 host (0.11 s in another run), and why its PLY and GLB
-rows were slower than trimesh's for that mesh alone. The closing line measures that overwrite against a new
-file (on the dev VM it adds 5 to 30 ms).
+Every write goes to a new file, as the worker's atomic writes do: writing over a just-written file also pays
+for truncating it, which the closing line measures against a new file.
 Each figure is the fastest of ``--repeats`` runs; the first run is shown too (in a fresh process it also
-pays for faulting in new memory, which costs about 2 ms per MB on the dev VM).
+pays for faulting in new memory).
 """
 
 from __future__ import annotations

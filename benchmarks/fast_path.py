@@ -7,17 +7,13 @@
   safetensors conversion, compilation, the views bundle written) and the second (from the views bundle: no
   diffusers or transformers import), each timed per phase from
   spawn, each then making one object (views with the default options, mesh) and reporting peak GPU memory.
-- The second start's views once more, each phase timed alone with the GPU drained around it (`views_phases`):
-  what the part of the views outside the steps is made of.
 - In this process: the eager fp16 baseline on the same weights, seed and input (no speed option), its
   difference to the default's views (max abs on 0..255 pixels), and the FLOPs per object for the MFU.
 - Export of the random-weights mesh and of the synthetic meshes of `benchmarks.export`, ours vs trimesh
   (fastest of 3 runs of ours, each to a new file).
 
 Environment: ``FAST_PATH_EXTRA_STARTS="NAME:VAR=VALUE,...;..."`` adds starts from the same cache after the second
-(``profiled:FAST_PATH_PROFILE=1`` writes profile_load.txt, the load's CPU time by torch op;
-``views_profile:FAST_PATH_VIEWS_PROFILE=1`` adds ``views_profile``, the GPU kernels of a 2-step and a whole views
-call by kind, busy and span: what the fixed part is made of on the GPU);
+(``profiled:FAST_PATH_PROFILE=1`` writes profile_load.txt, the load's CPU time by torch op);
 ``FAST_PATH_STARTS_ONLY=1`` stops after the starts; ``FAST_PATH_CACHE`` keeps the cache folder;
 ``FAST_PATH_STACKS=N`` prints the child's Python stacks every N seconds.
 """
@@ -31,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +37,9 @@ HEAVY_IMPORTS = {"diffusers", "transformers"}
 """Libraries a start from the views bundle does without (`imported_at_load` lists those a start imported)."""
 COMPILERS = {"torch._dynamo", "torch._inductor"}
 """Nor does it need torch's compilers (imported, they cost seconds)."""
-PROFILED_FEW_STEPS = 2
-"""``FAST_PATH_VIEWS_PROFILE=1``: a views call of this many steps is profiled besides a whole one (mostly the fixed part)."""
 MATMUL_PEAK_TFLOPS = 704.0
-"""fp16 8192^3 matmul measured on the H200 (/work/shared/reference/gpu-h200-2026-11-26.md): the MFU denominator."""
+"""The MFU denominator: an fp16 8192^3 matmul's TFLOP/s on the H200 (see docs/benchmarks.md, 'One object on the
+fast path')."""
 
 
 def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
@@ -106,23 +102,13 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
     peak("views")
     np.save(out / "views_default.npy", np.asarray(generated.grid))
-    from .views_phases import views_phases
-
-    phases_of_views = views_phases(backend._pipeline, lambda: backend.generate_views(image, 42, steps, 4.0, ctx), steps)
-    profiled: dict[str, Any] = {}
-    if os.environ.get("FAST_PATH_VIEWS_PROFILE") == "1":  # the GPU's kernels in a views call, by kind: a diagnostic start
-        from .step_profile import kernel_breakdown
-
-        drain = torch.cuda.synchronize if cuda else (lambda: None)
-        for count in sorted({PROFILED_FEW_STEPS, steps}):
-            profiled[f"views_{count}_steps"] = kernel_breakdown(lambda count=count: backend.generate_views(image, 42, count, 4.0, ctx), 1, drain)
     t = time.perf_counter()
     mesh = backend.reconstruct(generated.views, False, ctx)
     mesh_s = time.perf_counter() - t
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
     step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
-    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "views_phases": phases_of_views, **({"views_profile": profiled} if profiled else {}), "mesh_s": mesh_s,
+    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
             "optimizations": list(backend.optimizations), "step_overlapping": getattr(step, "overlapping", None), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
 
 
@@ -150,6 +136,18 @@ def flops_per_object(pipeline: Any, image: Any, steps: int, view_size: int) -> f
     return float(counts[0] - per_step + steps * per_step)
 
 
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds of ``fn()`` with the GPU's queue drained before and after, and what it returned."""
+    import torch
+
+    drain = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    drain()
+    start = time.perf_counter()
+    out = fn()
+    drain()
+    return time.perf_counter() - start, out
+
+
 def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
@@ -158,7 +156,6 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
     from .common import synthetic_object
-    from .compute import timed
     from .sessions import weight_args
 
     files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
@@ -181,31 +178,6 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     result["views_eager_channels_last_s"] = seconds
     result["views_eager_channels_last_max_abs_diff"] = int(np.abs(np.asarray(generated.grid).astype(np.int16) - eager).max())
     return result
-
-
-def compile_without_graphs(weights: Path, steps: int, out: Path) -> dict[str, Any]:
-    """The same compiled step without CUDA graphs (Inductor's default mode): do the graphs pay?"""
-    import numpy as np
-    from PIL import Image
-
-    from instantmesh.zero123plus.speed import optimize_views
-    from rpcworker.backends.base import SilentContext
-    from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
-
-    from .compute import timed
-    from .sessions import weight_args
-
-    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
-    image = Image.open(out / "bench_object.png")
-    backend = InstantMeshBackend(files, optimizations=("channels_last",))
-    ctx = SilentContext()
-    backend.load(["views"], ctx)
-    optimize_views(backend._pipeline, ["compile"], compile_mode=None)
-    first, _ = timed(lambda: backend.generate_views(image, 42, 2, 4.0, ctx))
-    seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
-    default = np.load(out / "views_default.npy").astype(np.int16)
-    diff = int(np.abs(np.asarray(generated.grid).astype(np.int16) - default).max())
-    return {"views_s": seconds, "compile_s": first, "max_abs_diff_to_default": diff}
 
 
 def export_rows(out: Path) -> list[dict[str, Any]]:
@@ -270,17 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     save()
     results["export"] = export_rows(args.out)
     save()
-    if os.environ.get("FAST_PATH_VARIANTS") == "1":
-        results["compile_no_cuda_graphs"] = compile_without_graphs(args.weights, args.steps, args.out)
-        save()
     first, second = results["first_start"], results["second_start"]
     rows = [
         ["views, eager fp16 (no option)", results["views_eager_s"], f"MFU {results['mfu_eager']:.1%}"],
         [f"views, default ({','.join(second['optimizations'])})", results["views_s"],
          f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255), "
          f"next reference pass beside the main pass: {second.get('step_overlapping')}"],
-        ["views by phase, the GPU drained around each (second start)", second["views_phases"]["call_s"],
-         ", ".join(f"{k} {v:.4f}" if k.endswith("_s") else f"{k} {v:.2f}" for k, v in second["views_phases"].items() if k != "call_s")],
         ["views, eager + channels_last", results["views_eager_channels_last_s"],
          f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
         ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
@@ -288,9 +255,6 @@ def main(argv: list[str] | None = None) -> int:
          + f"; imported at load: {', '.join(second.get('imported_at_load', [])) or 'neither diffusers nor transformers'}"],
         ["mesh (LRM + FlexiCubes)", second["mesh_s"], f"peak GPU {results['peak_gpu_gib']:.2f} GiB ("
          + ", ".join(f"{k} {v:.2f}" for k, v in second.get("peak_by_phase_gib", {}).items()) + ")"],
-        *([["views, compiled step without CUDA graphs", results["compile_no_cuda_graphs"]["views_s"],
-             f"compile {results['compile_no_cuda_graphs']['compile_s']:.0f} s, max abs diff to default {results['compile_no_cuda_graphs']['max_abs_diff_to_default']}"]]
-          if "compile_no_cuda_graphs" in results else []),
         *[[f"export {r['mesh']} {r['format']}", r["export_s"],
            f"trimesh {r['trimesh_s']:.3f} s ({r['speedup']:.1f}x); our first run {r['export_runs_s'][0]:.3f} s"] for r in results["export"]],
     ]

@@ -11,12 +11,12 @@ export TORCH_LOGS=recompiles,graph_breaks
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 W=/tmp/weights
 [ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
-if [ -z "${FAST_PATH_CACHE:-}" ]; then  # kept for benchmarks/gpu_start_probes.sh; emptied, as a first start needs
+if [ -z "${FAST_PATH_CACHE:-}" ]; then  # a known folder, to look into after the run; emptied, as a first start needs
   export FAST_PATH_CACHE=/tmp/fast_path_cache && rm -rf "$FAST_PATH_CACHE"
 fi
 timeout "${FAST_PATH_LIMIT:-520}" python3 -m benchmarks.fast_path --weights $W --steps "${STEPS:-75}" --out /tmp/fast_path 2>&1 \
   | grep -v "Loading weights\|kept in float32" | tee "$OUT/fast_path.log"
 rc=${PIPESTATUS[0]}  # the benchmark's status (124 after a timeout), not that of the last command
-cp /tmp/fast_path/fast_path.json /tmp/fast_path/fast_path.md /tmp/fast_path/child.json /tmp/fast_path/profile_load.txt "$OUT/" 2>/dev/null
+cp /tmp/fast_path/fast_path.json /tmp/fast_path/fast_path.md /tmp/fast_path/profile_load.txt "$OUT/" 2>/dev/null
 ls -la "$OUT"
 exit $rc

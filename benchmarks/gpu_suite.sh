@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark run, in parts that each fit one device call (weights are kept in build/ while the
-# machine stays warm):  bash benchmarks/gpu_suite.sh sessions-warm | sessions-subprocess | compute | compute-compile | protocol
+# machine stays warm):  bash benchmarks/gpu_suite.sh sessions-warm | sessions-subprocess | protocol
 # Writes under $OUT (or benchmarks/results/gpu). Needs the wheels in .whl/ where diffusers etc. are missing.
 # OBJECTS (default 10) sets the session length; sessions-subprocess saves after every object, so a run cut by
 # a time limit keeps the objects it finished.
@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:-}
 case "$PART" in
-  sessions-warm|sessions-subprocess|compute|compute-compile|protocol) ;;
-  *) echo "usage: $0 sessions-warm|sessions-subprocess|compute|compute-compile|protocol" >&2; exit 2 ;;
+  sessions-warm|sessions-subprocess|protocol) ;;
+  *) echo "usage: $0 sessions-warm|sessions-subprocess|protocol" >&2; exit 2 ;;
 esac
 OUT=${OUT:-benchmarks/results/gpu}
 source benchmarks/device_wheels.sh || exit 1
@@ -21,7 +21,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case "$PART" in
   sessions-warm) python3 -m benchmarks.sessions --weights $W --objects "${OBJECTS:-10}" --steps 75 --modes cb --out "$OUT/sessions-warm" ;;
   sessions-subprocess) python3 -m benchmarks.sessions --weights $W --objects "${OBJECTS:-10}" --steps 75 --modes a --out "$OUT/sessions-subprocess" ;;
-  compute) python3 -m benchmarks.compute --weights $W --steps 75 --out "$OUT/compute" ;;
-  compute-compile) python3 -m benchmarks.compute --weights $W --steps 75 --parts compile --out "$OUT/compute" ;;
   protocol) python3 -m benchmarks.protocol --worker-python python3 --out "$OUT/protocol" ;;
 esac

@@ -1,9 +1,8 @@
 """Compiled bytecode for the worker's imports, kept in our cache folder when its environment keeps none.
 
 Container images often set ``PYTHONDONTWRITEBYTECODE=1`` and install packages without their ``.pyc`` files
-(``pip --no-compile``): every process then compiles torch's Python source again before it can run. The H200
-machine's image is one: its ``import torch`` took 3.6–4.1 s that way and 1.8–1.9 s with the bytecode kept
-(7.8 s the one time it was written; docs/benchmarks.md, section 4). The worker is a process started again and
+(``pip --no-compile``): every process then compiles torch's Python source again before it can run, which can
+double the torch import (see docs/benchmarks.md, 'The torch import'). The worker is a process started again and
 again, so when torch's bytecode is neither beside its source nor going to be written there, the worker's own
 imports read and write bytecode under the cache folder instead (``sys.pycache_prefix``, which Python consults at
 every import), and so do the Python processes it starts (a new package's load check, Inductor's compile

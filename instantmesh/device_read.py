@@ -2,8 +2,8 @@
 
 ``safetensors.torch.load_file(path, device="cuda")`` copies each tensor from the memory-mapped file, so every
 copy waits on the page faults that fetch its bytes (safetensors issue #729). Here the file's data is cut into
-chunks read by several lanes at once (threads: a positioned read releases the GIL, and one thread's copy out of
-the page cache moved a third or less of what the H200 machine's cores and copy engines move together).
+chunks read by several lanes at once (threads: a positioned read releases the GIL, and one thread alone moves a
+fraction of what a machine's cores and copy engines move together; see docs/benchmarks.md, 'Reading weights').
 Each lane reads its chunks into its two pinned staging buffers in turn and copies each chunk asynchronously,
 on its own stream, into tensors allocated on the device while it reads the next: disk (or page cache) and the
 copy engines overlap. On the CPU the memory-mapped load is already the fastest and is used as is.
@@ -31,12 +31,11 @@ import torch
 from .weights_file import CheckpointError
 
 CHUNK_BYTES = 8 << 20
-"""Staging chunk, two per lane. Pinning host memory costs about 27 ms per 32 MiB on the H200 machine, so with the
-buffers pinned anew, as at a start, 8 MiB chunks were the fastest there (19.7 GB/s, 15.1 at 16 MiB)."""
+"""Staging chunk, two per lane. A start pins its buffers anew, and pinning costs in proportion to the size, so
+small chunks win (see docs/benchmarks.md, 'Reading weights')."""
 READ_LANES = 8
-"""Chunks read at once (threads, each with its own staging buffers and copy stream). The H200 machine, warm page
-cache (``benchmarks.read_lanes``, docs/benchmarks.md section 4): 4.3-7.4 GB/s with one lane, 18.5-24.1 with
-eight; sixteen gained nothing once their buffers' pinning counted."""
+"""Chunks read at once (threads, each with its own staging buffers and copy stream): more lanes gained nothing
+once their buffers' pinning counted (see docs/benchmarks.md, 'Reading weights')."""
 HEADER_LIMIT = 100 << 20
 """safetensors' own bound on the JSON header."""
 
@@ -109,7 +108,8 @@ Span = tuple[int, int, torch.Tensor]
 def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES, lanes: int = READ_LANES,
                 pinned: bool = True) -> dict[str, torch.Tensor]:
     """The staged read of `read_safetensors` (on any device; pinned buffers and streams on CUDA only; `pinned`
-    False stages in pageable memory, whose copies the driver makes synchronously: ``benchmarks.read_lanes``)."""
+    False stages in pageable memory, whose copies the driver makes synchronously; see docs/benchmarks.md,
+    'Reading weights')."""
     entries, start = check_header(path)
     out = {name: torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]], device=device) for name, entry in entries}
     spans = [(entry["data_offsets"][0], entry["data_offsets"][1], out[name].view(-1).view(torch.uint8)) for name, entry in entries]

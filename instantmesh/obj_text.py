@@ -144,7 +144,7 @@ def obj_chunks(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | Non
     """The OBJ text, block by block, each a view on one reused buffer: write each before asking for the next.
 
     A small buffer reused beats one buffer for the whole text: no 100 MB of fresh memory to fault in (most
-    of a first export's time on the dev VM), and the block is still in cache when it is written.
+    of a first export's time), and the block is still in cache when it is written.
     """
     if not len(vertices):
         return

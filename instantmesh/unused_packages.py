@@ -1,12 +1,10 @@
 """Optional packages that diffusers and transformers import whenever they are installed, though this project
 never uses them: hidden from both, so that a worker start does not pay for importing them.
 
-On the H200 machine (torch 2.11, diffusers 0.42.1, transformers 5.17), ``python -X importtime`` puts peft
-(2.4 s, pulled in by diffusers' hooks) and scikit-learn (1.4 s, by transformers' generation utilities) among
-the largest imports of a start (benchmarks/results/gpu-h200/importtime.txt); hidden, the diffusers and transformers
-import takes 7.97 s there instead of 9.49 s (import_hiding.md, medians of 3 fresh processes). Both libraries treat them as
-optional: they ask ``importlib.util.find_spec``, which answers None for a name that ``sys.modules`` maps to
-None, and then go on without them.
+peft (pulled in by diffusers' hooks) and scikit-learn (by transformers' generation utilities) are among the
+largest imports of a start that imports diffusers and transformers (see docs/benchmarks.md, 'Packages instead of
+torch.compile'). Both libraries treat them as optional: they ask ``importlib.util.find_spec``, which answers
+None for a name that ``sys.modules`` maps to None, and then go on without them.
 """
 
 from __future__ import annotations

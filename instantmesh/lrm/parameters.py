@@ -1,8 +1,8 @@
 """Randomly initialised parameters that cost nothing on the meta device.
 
 The LRM is built on the meta device and its checkpoint assigned (`model.load_instantmesh_lrm`). There, a random
-fill such as ``normal_`` runs a Python decomposition that imports torch._dynamo: about 3 s of a worker start
-that otherwise needs no compiler (fast_path run 9 on the H200). Shapes alone are enough there.
+fill such as ``normal_`` runs a Python decomposition that imports torch._dynamo: seconds of a worker start
+that otherwise needs no compiler (see docs/benchmarks.md, 'The views bundle'). Shapes alone are enough there.
 """
 
 from __future__ import annotations

@@ -1,20 +1,20 @@
 """Modules compiled ahead of time (AOTInductor packages), once per machine, loaded without tracing.
 
-torch.compile traces the UNet with dynamo at every worker start: 12 s on the H200 even with every kernel in the
-cache. An AOTInductor package is the compiled module itself (a shared library and its kernels), built once per
-input shapes into the machine's compile-cache folder. The weights stay out of it: a loaded package is pointed at
-the module's own parameters (user-managed constants), so there is no second copy on the GPU and a package is a
-few megabytes. On CUDA each package is captured once in a CUDA graph (the reference pass is launch-bound).
+torch.compile traces the UNet with dynamo at every worker start, seconds even with every kernel in the cache
+(see docs/benchmarks.md, 'Packages instead of torch.compile'). An AOTInductor package is the compiled module
+itself (a shared library and its kernels), built once per input shapes into the machine's compile-cache folder.
+The weights stay out of it: a loaded package is pointed at the module's own parameters (user-managed constants),
+so there is no second copy on the GPU and a package is a few megabytes. On CUDA each package is captured once in
+a CUDA graph (the reference pass is launch-bound).
 
 A package is trusted only with its record beside it (size and SHA-256, written after the package, both
 atomically); a package that fails the check is built again. Before it is published, a new package is loaded once
 in a child process: a package that does not load there (a crash cannot be caught in the worker) is recorded as
 unusable, and the module runs through its fallback (torch.compile) at this and every later start.
 
-On the H200 image (torch 2.11, g++ 13) every package crashed at load, inside the std::regex of its device-string
-parser: the package's library does not link libstdc++ itself, so its C++ symbols bound to the template copies
-libtorch exports before libstdc++'s own. `use_global_libstdcxx` puts libstdc++ in the global scope first, as
-LD_PRELOAD would (measured: the crash gone, outputs equal to eager).
+A package's library does not link libstdc++ itself, so its C++ symbols may bind to the template copies libtorch
+exports before libstdc++'s own, and where those differ a package crashes at load (inside the std::regex of its
+device-string parser). `use_global_libstdcxx` puts libstdc++ in the global scope first, as LD_PRELOAD would.
 """
 
 from __future__ import annotations
@@ -189,8 +189,8 @@ def open_package(package: Path, device: torch.device) -> PackageRunner:
     """The package's runner, straight from torch's C++ loader, not yet bound to any weights (`bind_constants`).
 
     torch's own `aoti_load_package` first compares the package's CPU vector ISA with this machine's, and finding
-    the machine's builds and probes a test library per ISA, each probe a Python process of its own: 37.7 s of the
-    H200 machine's second start (once per process, `fast_path` run 7). For a GPU package the check that matters
+    the machine's builds and probes a test library per ISA, each probe a Python process of its own: most of a second
+    start (see docs/benchmarks.md, 'Packages instead of torch.compile'). For a GPU package the check that matters
     is the compute capability, made here from the package's metadata.
     """
     use_global_libstdcxx()

@@ -1,8 +1,8 @@
 """The Euler-ancestral sampler's arithmetic, taken out of diffusers' scheduler so the loop never waits on the GPU.
 
 `EulerAncestralDiscreteScheduler.step` draws its noise from the (CPU) generators and copies it to the device
-with a blocking copy, which waits for the GPU to finish the step before the next can be queued: on the H200
-the loop spent 4.5 ms per 21 ms step that way. Here the schedule still comes from the scheduler
+with a blocking copy, which waits for the GPU to finish the step before the next can be queued: the GPU idles
+between steps (see docs/benchmarks.md, 'The compiled step's time'). Here the schedule still comes from the scheduler
 (`set_timesteps`), the arithmetic is the scheduler's own, in the same order on the same CPU float32 scalars
 (equal bit for bit, tested against it), and the noise is an argument, drawn by the caller and copied without
 blocking.

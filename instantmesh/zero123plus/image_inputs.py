@@ -98,9 +98,9 @@ class ImageInputs:
     def _value_table(self) -> np.ndarray:
         """[3, 256]: what rescaling and normalising make of each 8-bit value, per channel, by `float_steps` itself.
 
-        The steps are elementwise, so looking the pixels up gives their very bytes without the float64 pass: the
-        VAE's 512 x 512 input in 3.3 ms against 8.9 ms, resize included (`benchmarks.views_host_work`, 2-core dev
-        machine), CPU time the GPU waits for at the start of every views call.
+        The steps are elementwise, so looking the pixels up gives their very bytes without the float64 pass, in
+        a third of its time: CPU time the GPU waits for at the start of every views call (see docs/benchmarks.md,
+        'The views outside the steps').
         """
         values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
         return np.ascontiguousarray(self.float_steps(values).T)

@@ -3,20 +3,21 @@
 The reference (write) pass of step k+1 needs the condition latents, that step's noise and timestep, and the hidden
 states, never the latents being denoised; so, told what the next step's reference will be, it runs on a CUDA stream
 of its own while step k's main (read) pass runs, into the other of two slots of reference tokens. At the UNet's lower
-resolutions neither pass fills the GPU: on the H200 a step took 19.7 ms side by side against 20.9 ms one after
-the other (`benchmarks.step_overlap`, docs/benchmarks.md section 4b).
+resolutions neither pass fills the GPU, so side by side they take less than one after the other (see
+docs/benchmarks.md, 'The step's two passes side by side').
 
 Each pass runs as a CUDA graph per batch size and slot. The reference graphs replay on the side stream, one after
 another, with a capture stream of their own (cuBLAS keeps one workspace per stream) and a memory pool of their own,
 and each copies its tokens into its slot's buffers, allocated outside any pool. Graphs that share a pool may place
 one graph's outputs in memory another frees during its capture: with the tokens left as the graphs' own outputs,
-the reference pass of step k+2 overwrote the tokens step k+1's main pass was reading (fast_path run 13 on the H200:
-views 31 LSB from eager). The main graphs share the pipeline's pool; they run in order on the caller's stream, like
-its other graphs. Every reference replay first waits for all the work queued on the caller's stream (its inputs
-are made there, and the main pass that last read that slot was queued there); every main replay waits for its
-slot's reference. At each batch size's capture the step checks itself: steps of two different inputs, in turn,
-each told of the next, must give what the passes in order give those inputs bit for bit, or this step never
-overlaps again (logged). Without CUDA graphs (the CPU) the two passes run one after the other, with the same results.
+the reference pass of step k+2 overwrote the tokens step k+1's main pass was reading (views far from eager's; see
+docs/benchmarks.md, 'The step's two passes side by side'). The main graphs share the pipeline's pool; they run
+in order on the caller's stream, like its other graphs. Every reference replay first waits for all the work
+queued on the caller's stream (its inputs are made there, and the main pass that last read that slot was queued
+there); every main replay waits for its slot's reference. At each batch size's capture the step checks itself:
+steps of two different inputs, in turn, each told of the next, must give what the passes in order give those
+inputs bit for bit, or this step never overlaps again (logged). Without CUDA graphs (the CPU) the two passes run
+one after the other, with the same results.
 """
 
 from __future__ import annotations

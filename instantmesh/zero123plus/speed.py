@@ -1,8 +1,8 @@
 """Speed options for a loaded Zero123++ pipeline, applied in place, and the library versions they need.
 
 Each keeps the views within fp16 rounding of eager (checked on the tiny preset in the tests, measured on the
-GPU by `benchmarks.fast_path`). Options that lost on the H200 (fused QKV projections, compiling the repeated
-blocks alone) were removed rather than kept as opt-ins.
+GPU by `benchmarks.fast_path`). Options that lost on the GPU (fused QKV projections, compiling the repeated
+blocks alone) were removed rather than kept as opt-ins (see docs/benchmarks.md, 'Faster-compute options').
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ the VAE and the image encoder compiled with CUDA graphs during load, kept on dis
 where the worker can load them (`optimize_views(ahead=...)`; CUDA, torch >= 2.11: a second start loads them
 without tracing, and the step's two passes are packages of their own, the next step's reference pass running
 beside this step's main pass, `overlapped_step`), else torch.compile of the whole step with its caches
-(docs/benchmarks.md section 4)."""
+(see docs/benchmarks.md, 'One object on the fast path')."""
 
 COMPILE_MIN_TORCH = (2, 4)
 """torch.compile of the step needs dynamo's support for the kwargs-borne reference pass, CUDA-graph trees under
@@ -193,8 +193,8 @@ class CompiledForShape:
     rather than compiling inside a request (without a module, packages alone: an error).
 
     The VAE decoder: eager, it spends most of its time in channels-first copies around each GroupNorm of the
-    960x640 activations (H200 profile, docs/benchmarks.md 4b); compiled, the norms fuse. Decoding and the
-    condition's encoders run one object at a time, so one shape serves every batch.
+    960x640 activations (see docs/benchmarks.md, 'The compiled step's time'); compiled, the norms fuse. Decoding
+    and the condition's encoders run one object at a time, so one shape serves every batch.
     """
 
     def __init__(self, module: torch.nn.Module | None, prefix: str, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:

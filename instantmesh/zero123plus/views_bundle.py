@@ -1,6 +1,7 @@
 """A start of the views from their compiled packages alone: no diffusers, no transformers, no module built.
 
-Importing diffusers and transformers is most of a cached start (12.2 s of 21.2 s on the H200, fast_path run 8).
+Importing diffusers and transformers is most of a cached start that builds the modules (see docs/benchmarks.md,
+'The views bundle').
 Once every network of the views runs as an AOTInductor package (the step, the VAE's decoder and encoder, the CLIP
 image embedding), what a start needs of them is their weights. After a start that ran all four as packages the
 bundle is written beside them: one safetensors file of every constant the packages are bound to, as they run

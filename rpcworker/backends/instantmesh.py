@@ -37,13 +37,12 @@ MODELS = ("views", "mesh")
 
 
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
-"""The fast default on CUDA (docs/benchmarks.md, H200): the denoising step's two passes compiled with CUDA graphs (the
-next step's reference pass beside this step's main pass), the VAE and image encoder compiled, all in ``load`` and
-cached on disk per machine, with channels_last convolutions."""
+"""The fast default on CUDA (see docs/benchmarks.md, 'One object on the fast path'): the denoising step's two
+passes compiled with CUDA graphs (the next step's reference pass beside this step's main pass), the VAE and image
+encoder compiled, all in ``load`` and cached on disk per machine, with channels_last convolutions."""
 CUDA_DEFAULT_MAX_BATCH = 8
-"""Objects per diffusion batch on CUDA when ``--max-batch`` is not given: the best throughput measured on the H200
-(docs/benchmarks.md, throughput: 40.5 objects/min over 40 objects with the mesh lane vs 25 at 1), at the price
-of a second compiled batch size at start."""
+"""Objects per diffusion batch on CUDA when ``--max-batch`` is not given: the best throughput measured (see
+docs/benchmarks.md, 'Throughput of one worker'), at the price of a second compiled batch size at start."""
 
 
 class InstantMeshBackend:

@@ -88,7 +88,7 @@ def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> 
 
 def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module, inputs = toy
-    monkeypatch.setattr(ahead_of_time, "loads_in_a_child", lambda package, device: False)  # as the crash on the H200
+    monkeypatch.setattr(ahead_of_time, "loads_in_a_child", lambda package, device: False)  # as a crash at load
     fallback_calls: list[int] = []
 
     def fallback() -> object:

@@ -1,7 +1,7 @@
 """The step as two passes (`ReferenceWrite` then `ReferenceRead`) and the loop's promise that lets a compiled step run
 the next reference pass early: each call names the next step's reference tensors, and the next call is handed those
 very objects, unless the batch changed. The CUDA side (streams, slots, graphs) is measured on the GPU
-(`benchmarks.step_overlap`, `benchmarks.fast_path`); here, on the CPU, the passes run one after the other."""
+(`benchmarks.fast_path`); here, on the CPU, the passes run one after the other."""
 
 from __future__ import annotations
 
