@@ -202,7 +202,9 @@ class WorkerPool:
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         items = list(images)
         targets = object_targets(items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
-        call = Call(overwrite, timeout)
+        return self._map(items, targets, views, mesh, Call(overwrite, timeout))  # checked now, run as the caller iterates
+
+    def _map(self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call) -> Iterator[ObjectOutcome]:
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}
         try:

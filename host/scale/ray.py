@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import ray
 from ray.exceptions import RayActorError
 
@@ -70,9 +71,8 @@ def actor_class(num_gpus: float = 1, num_cpus: float = 1) -> Any:
     return ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=ACTOR_START_RETRIES)(MeshActor)
 
 
-@dataclass(frozen=True)
-class ObjectOptions:
-    """What each object of a map is made with; sent to the actors whole (Structs and dataclasses pickle)."""
+class ObjectOptions(msgspec.Struct, frozen=True):
+    """What each object of a map is made with, sent to the actors whole (Structs pickle)."""
 
     views: ViewOptions
     mesh: MeshOptions
@@ -179,7 +179,7 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: Ob
         target = targets[index]
         grid = str(target.grid) if target.grid is not None else None
         # A redo may find the grid or mesh that its lost first attempt wrote: those files are ours to replace.
-        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else replace(options, overwrite=True))
+        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else msgspec.structs.replace(options, overwrite=True))
         running[ref] = (actor, index, attempt)
 
     while todo or running:

@@ -50,6 +50,14 @@ def test_a_bad_value_is_one_line_before_the_worker_starts(call, field: str, tmp_
     assert worker.client.process is None
 
 
+def test_the_pools_map_refuses_a_bad_value_when_called(make_pool, object_png: Path, tmp_path: Path) -> None:
+    """Before the first outcome is asked for, and with no request sent."""
+    pool = make_pool(workers=1)
+    with pytest.raises(InvalidParams, match=r"\$\.num_inference_steps"):
+        pool.map([object_png], tmp_path, num_inference_steps=1001)
+    assert pool.status()[0].requests_done == 0
+
+
 def test_keywords_override_the_options_they_name() -> None:
     chosen = view_options_of(ViewOptions(seed=7, guidance_scale=2.0), num_inference_steps=3)
     assert chosen == ViewOptions(seed=7, num_inference_steps=3, guidance_scale=2.0)
