@@ -4,6 +4,7 @@ Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torc
 """
 
 from host.api.facade import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
+from host.api.options import MeshOptions, ViewOptions
 from host.api.outcome import ObjectOutcome
 from host.scale.pool import PoolViews, WorkerPool
 from host.scale.slots import PoolWorkerStatus
@@ -31,6 +32,7 @@ __all__ = [
     "InstantMeshWorker",
     "InvalidParams",
     "Mesh",
+    "MeshOptions",
     "ModelNotLoaded",
     "OutOfMemory",
     "ObjectOutcome",
@@ -40,6 +42,7 @@ __all__ = [
     "RequestTimeout",
     "RpcError",
     "TinyFallbackWarning",
+    "ViewOptions",
     "Views",
     "WorkerClient",
     "WorkerCommand",

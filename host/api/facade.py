@@ -6,30 +6,35 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 from host.api.inputs import ImageLike, absolute_path, image_input
 from host.api.map import map_objects
+from host.api.options import (
+    DEFAULT_MAP_FORMAT,
+    MeshOptions,
+    ViewOptions,
+    map_mesh_options,
+    mesh_options_of,
+    reconstruct_params,
+    view_options_of,
+    views_params,
+)
 from host.api.outcome import ObjectOutcome, object_targets
 from host.api.results import Mesh, Views
 from host.worker.client import WorkerClient
 from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SEED,
-    DEFAULT_STEPS,
-    GenerateViewsParams,
     InitializeResult,
     LoadResult,
     MeshLane,
     ProgressParams,
-    ReconstructParams,
     StatusResult,
     UnloadResult,
     ViewsGridPath,
     ViewsHandle,
     ViewsResult,
+    ViewsSource,
 )
 
 LOG = logging.getLogger("instantmesh_rpc")
@@ -170,15 +175,19 @@ class InstantMeshWorker:
         self,
         image: ImageLike,
         *,
-        seed: int = DEFAULT_SEED,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        view_options: ViewOptions | None = None,
         save_grid: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: Callable[[ProgressParams], None] | None = None,
     ) -> Views:
-        params = GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, absolute_path(save_grid), overwrite)
+        """Views of one object. The keywords override ``view_options`` (default ``ViewOptions()``: seed
+        DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams."""
+        options = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        params = views_params(image_input(image), absolute_path(save_grid), options, overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
         return self.views_from_result(result)
 
@@ -187,8 +196,9 @@ class InstantMeshWorker:
         images: Sequence[ImageLike],
         *,
         seeds: Sequence[int] | None = None,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        view_options: ViewOptions | None = None,
         save_grids: Sequence[str | os.PathLike[str] | None] | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
@@ -196,19 +206,15 @@ class InstantMeshWorker:
         """Views of several objects, all requested at once so that a worker started with ``--max-batch``
         (see ``worker_args``) can run them as batches. One object's worker error (RpcError) is returned in
         its place and does not stop the others; a dead worker or a timeout (``timeout`` bounds each
-        request) raises as in generate_views. Seeds default to DEFAULT_SEED each."""
-        seeds = list(seeds) if seeds is not None else [DEFAULT_SEED] * len(images)
+        request) raises as in generate_views. Seeds default to ``view_options``' seed each."""
+        options = view_options_of(view_options, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        per_image = [view_options_of(options, seed=seed) for seed in seeds] if seeds is not None else [options] * len(images)
         grids = list(save_grids) if save_grids is not None else [None] * len(images)
-        if not len(seeds) == len(grids) == len(images):
-            raise ValueError(f"{len(images)} images need as many seeds and save_grids, got {len(seeds)} and {len(grids)}")
+        if not len(per_image) == len(grids) == len(images):
+            raise ValueError(f"{len(images)} images need as many seeds and save_grids, got {len(per_image)} and {len(grids)}")
         pending = [
-            self.client.request(
-                "generate_views",
-                GenerateViewsParams(image_input(image), seed, num_inference_steps, guidance_scale, absolute_path(grid), overwrite),
-                self.on_progress,
-                timeout,
-            )
-            for image, seed, grid in zip(images, seeds, grids, strict=True)
+            self.client.request("generate_views", views_params(image_input(image), absolute_path(grid), one, overwrite), self.on_progress, timeout)
+            for image, one, grid in zip(images, per_image, grids, strict=True)
         ]
         outcomes: list[Views | RpcError] = []
         for call in pending:
@@ -223,25 +229,28 @@ class InstantMeshWorker:
         images: Iterable[ImageLike],
         out_dir: str | os.PathLike[str],
         *,
-        format: str = "obj",
+        format: str | None = None,
         save_grids: bool = True,
         names: Sequence[str] | None = None,
-        seed: int = DEFAULT_SEED,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        view_options: ViewOptions | None = None,
+        mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
-        **reconstruct_options: Any,
     ) -> Iterator[ObjectOutcome]:
         """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``) through this worker, with enough
         requests in flight that a ``--max-batch`` worker runs full batches and never waits for the host.
         Yields one outcome per object in input order, failures in place (never raised); a dead worker raises.
-        Names as in ``WorkerPool.map``."""
+        Options as in generate_views and reconstruct (format default obj); names as in ``WorkerPool.map``."""
+        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         items = list(images)
-        targets = object_targets(items, out_dir, format=format, save_grids=save_grids, names=names)
-        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "overwrite": overwrite}
-        mesh_options = {"overwrite": overwrite, "format": format, **reconstruct_options}
-        return map_objects(self, items, targets, view_options, mesh_options, timeout)
+        targets = object_targets(items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
+        return map_objects(self, items, targets, views, mesh, overwrite=overwrite, timeout=timeout)
 
     def views_from_result(self, result: ViewsResult) -> Views:
         """The API's Views for a generate_views result of this worker (used by the map helpers too)."""
@@ -264,23 +273,27 @@ class InstantMeshWorker:
         output_path: str | os.PathLike[str],
         *,
         format: str | None = None,
-        texture_map: bool = False,
-        orientation: str = "instantmesh",
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: Callable[[ProgressParams], None] | None = None,
     ) -> Mesh:
-        """``views``: a Views from generate_views, or the path of a saved 3x2 grid image."""
+        """``views``: a Views from generate_views, or the path of a saved 3x2 grid image. The keywords
+        override ``mesh_options`` (default ``MeshOptions()``: format from the path's extension, vertex colours)."""
+        options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        source: ViewsSource
         if isinstance(views, Views):
             if views.worker_generation != self.client.generation:
                 raise HandleExpired(
                     f"views handle {views.handle} came from a worker that has since been restarted",
                     {"handle": views.handle, "reason": "worker restarted"},
                 )
-            source: Any = ViewsHandle(views.handle)
+            source = ViewsHandle(views.handle)
         else:
             source = ViewsGridPath(absolute_path(views) or "")
-        params = ReconstructParams(source, absolute_path(output_path) or "", format, texture_map, orientation, overwrite)  # type: ignore[arg-type]
+        params = reconstruct_params(source, absolute_path(output_path) or "", options, overwrite)
         result = self.client.reconstruct(params, timeout=timeout, on_progress=on_progress or self.on_progress)
         return Mesh.from_result(result)
 
@@ -290,10 +303,19 @@ class InstantMeshWorker:
         output_path: str | os.PathLike[str],
         *,
         save_grid: str | os.PathLike[str] | None = None,
-        seed: int = DEFAULT_SEED,
-        num_inference_steps: int = DEFAULT_STEPS,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        format: str | None = None,
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        view_options: ViewOptions | None = None,
+        mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
-        **reconstruct_options: Any,
+        timeout: float | None = None,
     ) -> Mesh:
-        views = self.generate_views(image, seed=seed, num_inference_steps=num_inference_steps, save_grid=save_grid, overwrite=overwrite)
-        return self.reconstruct(views, output_path, overwrite=overwrite, **reconstruct_options)
+        """generate_views then reconstruct, with their options."""
+        views_chosen = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        views = self.generate_views(image, view_options=views_chosen, save_grid=save_grid, overwrite=overwrite, timeout=timeout)
+        return self.reconstruct(views, output_path, mesh_options=mesh_chosen, overwrite=overwrite, timeout=timeout)

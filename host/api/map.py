@@ -15,16 +15,18 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from host.api.inputs import ImageLike, image_input
+from host.api.options import MeshOptions, ViewOptions, reconstruct_params, views_params
 from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error
 from host.api.results import Mesh, Views
+from host.worker.client import WorkerClient
+from host.worker.session import ProgressCallback
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import GenerateViewsParams, ReconstructParams, ViewsHandle
+from rpcworker.wire.messages import ViewsHandle, ViewsResult
 
 if TYPE_CHECKING:
-    from host.api.facade import InstantMeshWorker
     from host.worker.session import PendingCall
 
 BATCHES_AHEAD = 2
@@ -32,6 +34,19 @@ BATCHES_AHEAD = 2
 BATCHES_AHEAD_WITH_MESH_LANE = 3
 """The same beside the worker's mesh lane, plus the batch reconstructing there: its replies wait behind the running
 batch's (request order), so without a third batch queued the diffusion would wait for them."""
+
+
+class MappedWorker(Protocol):
+    """What a map needs of a worker (``InstantMeshWorker`` is one): its client to send requests on, the
+    progress callback they carry, and the API's Views for a views result."""
+
+    @property
+    def client(self) -> WorkerClient: ...
+
+    @property
+    def on_progress(self) -> ProgressCallback | None: ...
+
+    def views_from_result(self, result: ViewsResult) -> Views: ...
 
 
 @dataclass
@@ -53,21 +68,25 @@ def in_flight_window(max_batch: int, max_handles: int, mesh_lane: bool = False) 
 
 
 def map_objects(
-    worker: InstantMeshWorker,
+    worker: MappedWorker,
     images: Iterable[ImageLike | BaseException],
     targets: Sequence[ObjectTarget],
-    view_options: dict[str, Any],
-    mesh_options: dict[str, Any],
+    view_options: ViewOptions,
+    mesh_options: MeshOptions,
+    *,
+    overwrite: bool = False,
+    overwrite_grids: bool | None = None,
     timeout: float | None = None,
 ) -> Iterator[ObjectOutcome]:
     """Yields each object's outcome in input order, one per target. ``images`` is read lazily, each image
     just before its request is sent (so a caller may prepare inputs on the fly); an exception in its place fails that
     object alone. ``timeout`` bounds each request from the moment it is the oldest in flight (the one the
     worker is on). Ctrl-C or leaving the loop early cancels what is in flight; a timeout or a dead worker raises (as the
-    single-object calls do)."""
+    single-object calls do). ``overwrite`` applies to the meshes and, unless ``overwrite_grids`` says otherwise, the grids."""
     pending = iter(images)
+    grids_overwrite = overwrite if overwrite_grids is None else overwrite_grids
     count = len(targets)
-    status = worker.status()
+    status = worker.client.status()
     window = in_flight_window(status.max_batch, status.max_handles, status.mesh_lane)
     group = min(status.max_batch, window)
     flight: deque[_InFlight] = deque()
@@ -79,11 +98,11 @@ def map_objects(
             # generate_views requests share a batch on the worker.
             while (free := window - len(flight)) >= min(group, count - next_send) > 0:
                 for _ in range(min(group, free, count - next_send)):
-                    _send_views(worker, next(pending), next_send, targets[next_send], view_options, flight, done, timeout)
+                    _send_views(worker, next(pending), next_send, targets[next_send], view_options, grids_overwrite, flight, done, timeout)
                     next_send += 1
             if flight:
                 item = flight.popleft()
-                _finish(worker, item, targets[item.index], mesh_options, flight, done, timeout)
+                _finish(worker, item, targets[item.index], mesh_options, overwrite, flight, done, timeout)
             while next_yield in done:
                 yield done.pop(next_yield)
                 next_yield += 1
@@ -93,7 +112,7 @@ def map_objects(
 
 
 def _send_views(
-    worker: InstantMeshWorker, image: ImageLike | BaseException, index: int, target: ObjectTarget, view_options: dict[str, Any],
+    worker: MappedWorker, image: ImageLike | BaseException, index: int, target: ObjectTarget, view_options: ViewOptions, overwrite: bool,
     flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
 ) -> None:
     if isinstance(image, BaseException):
@@ -101,8 +120,7 @@ def _send_views(
         return
     grid = os.fspath(target.grid) if target.grid is not None else None
     try:
-        params = GenerateViewsParams(image_input(image), view_options["seed"], view_options["num_inference_steps"],
-                                     view_options["guidance_scale"], grid, bool(view_options.get("overwrite", False)))
+        params = views_params(image_input(image), grid, view_options, overwrite)
     except (OSError, ValueError, TypeError) as exc:  # an image the host cannot even encode fails alone
         done[index] = _failed(index, target, exc)
         return
@@ -110,7 +128,7 @@ def _send_views(
 
 
 def _finish(
-    worker: InstantMeshWorker, item: _InFlight, target: ObjectTarget, mesh_options: dict[str, Any],
+    worker: MappedWorker, item: _InFlight, target: ObjectTarget, mesh_options: MeshOptions, overwrite: bool,
     flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
 ) -> None:
     """Waits for the oldest request: views are followed by their reconstruct at once; a mesh ends the object."""
@@ -121,10 +139,7 @@ def _finish(
         return
     if item.views is None:
         views = worker.views_from_result(result)
-        params = ReconstructParams(
-            ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options.get("format"), bool(mesh_options.get("texture_map", False)),
-            mesh_options.get("orientation", "instantmesh"), bool(mesh_options.get("overwrite", False)),
-        )
+        params = reconstruct_params(ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options, overwrite)
         flight.append(_InFlight(item.index, worker.client.request("reconstruct", params, worker.on_progress, timeout), item.sent_at, views))
         return
     mesh = Mesh.from_result(result)

@@ -15,8 +15,18 @@ from typing import Any
 import msgspec
 
 from host.api.facade import InstantMeshWorker
+from host.api.options import MeshOptions, ViewOptions
 from host.cli.objects import MESH_FORMATS, Settings
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_LANE_CHOICES, MaxBatch, Seed, Steps
+from rpcworker.wire.messages import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    MESH_LANE_CHOICES,
+    Guidance,
+    MaxBatch,
+    Seed,
+    Steps,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,6 +61,9 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
 def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) -> None:
     parser.add_argument("--steps", type=_steps, default=DEFAULT_STEPS, metavar="N", help=f"diffusion steps (default {DEFAULT_STEPS}, as upstream)")
     parser.add_argument("--seed", type=_seed, default=DEFAULT_SEED, metavar="S", help=f"diffusion seed (default {DEFAULT_SEED})")
+    parser.add_argument(
+        "--guidance-scale", type=_guidance, default=DEFAULT_GUIDANCE, metavar="G", help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})"
+    )
     parser.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default obj)")
     parser.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=True, help="crop, recentre and scale the object in the host (default on)")
     parser.add_argument("--foreground-ratio", type=_ratio, default=0.85, metavar="R", help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)")
@@ -87,6 +100,18 @@ def _max_batch(text: str) -> int:
         return checked(MaxBatch, "--max-batch", text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _guidance(text: str) -> float:
+    """A number that the wire's ``Guidance`` accepts (its range is declared there)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"guidance scale must be a number, got {text!r}") from None
+    try:
+        return msgspec.convert(number, Guidance)
+    except msgspec.ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"guidance scale: {exc}") from None
 
 
 def _ratio(text: str) -> float:
@@ -127,13 +152,11 @@ def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
         out_dir=Path(args.out).expanduser().resolve(),
-        steps=args.steps,
-        seed=args.seed,
-        format=args.format,
+        views=ViewOptions(seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance_scale),
+        mesh=MeshOptions(format=args.format, texture_map=args.texture_map),
         preprocess=args.preprocess,
         contact_sheet=args.contact_sheet,
         overwrite=getattr(args, "overwrite", False),
-        texture_map=args.texture_map,
         foreground_ratio=args.foreground_ratio,
         flip=args.flip,
         white_background=args.white_background,

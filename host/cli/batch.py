@@ -26,7 +26,6 @@ from host.cli.objects import (
 )
 from host.cli.progress import ProgressPrinter
 from host.worker.errors import WorkerCrashed
-from rpcworker.wire.messages import DEFAULT_GUIDANCE
 
 Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
 
@@ -74,9 +73,8 @@ def _map(
             yield ready[0] if ready is not None else PreparationFailed(result.error)
 
     targets = [ObjectTarget(item.name, outputs.mesh, outputs.grid) for item, outputs in todo[start:]]
-    view_options = {"seed": settings.seed, "num_inference_steps": settings.steps, "guidance_scale": DEFAULT_GUIDANCE, "overwrite": True}
-    mesh_options = {"format": settings.format, "texture_map": settings.texture_map, "overwrite": settings.overwrite}
-    for outcome in map_objects(worker, inputs(), targets, view_options, mesh_options):
+    # The grids are always rewritten: an object is (re)done only when its mesh is missing, so a grid found is debris.
+    for outcome in map_objects(worker, inputs(), targets, settings.views, settings.mesh, overwrite=settings.overwrite, overwrite_grids=True):
         position = start + outcome.index
         result, ready = prepared.pop(position)
         item, outputs = todo[position]

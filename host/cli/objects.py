@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.api.facade import InstantMeshWorker
+from host.api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions
 from host.api.results import Mesh
 from host.cli.progress import ProgressPrinter
 from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIX = "_mask"
@@ -36,18 +36,24 @@ class ObjectInput:
 
 @dataclass
 class Settings:
+    """What the batch command and the session make of each object: the API's view and mesh options (one type
+    from the CLI to the wire), and the host's own steps around them."""
+
     out_dir: Path
-    steps: int = DEFAULT_STEPS
-    seed: int = DEFAULT_SEED
-    format: str = "obj"
+    views: ViewOptions = field(default_factory=ViewOptions)
+    mesh: MeshOptions = field(default_factory=lambda: MeshOptions(format=DEFAULT_MAP_FORMAT))
     preprocess: bool = True
     contact_sheet: bool = True
     overwrite: bool = False
-    texture_map: bool = False
     foreground_ratio: float = 0.85
     flip: bool = False
     white_background: bool = False
     """The last three: the host's preparation (Any6D's is 0.80, flipped, white outside the mask)."""
+
+    @property
+    def format(self) -> str:
+        """The mesh format, which names the outputs (``NAME.FORMAT``)."""
+        return self.mesh.format or DEFAULT_MAP_FORMAT
 
 
 SLOW_PREPARATION_PIXELS = 16 * 1024 * 1024
@@ -186,20 +192,11 @@ def run_object(
     image, staged = prepared
     try:
         started = time.monotonic()
-        views = worker.generate_views(
-            image,
-            seed=settings.seed,
-            num_inference_steps=settings.steps,
-            save_grid=outputs.grid,
-            overwrite=True,
-            on_progress=printer,
-        )
+        views = worker.generate_views(image, view_options=settings.views, save_grid=outputs.grid, overwrite=True, on_progress=printer)
         result.views_s = time.monotonic() - started
         printer.end_line()
         started = time.monotonic()
-        mesh = worker.reconstruct(
-            views, outputs.mesh, format=settings.format, texture_map=settings.texture_map, overwrite=settings.overwrite, on_progress=printer
-        )
+        mesh = worker.reconstruct(views, outputs.mesh, mesh_options=settings.mesh, overwrite=settings.overwrite, on_progress=printer)
         result.mesh_s = time.monotonic() - started
         printer.end_line()
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
@@ -281,7 +278,7 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
 
     notes = [
         f"input {shown(item.image)}" + (f" (outline: {result.outline})" if result.outline else ""),
-        f"seed {settings.seed}, {settings.steps} steps",
+        f"seed {settings.views.seed}, {settings.views.num_inference_steps} steps",
         f"{result.vertices} vertices, {result.faces} faces",
     ]
     try:

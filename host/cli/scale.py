@@ -167,8 +167,8 @@ def _process_ray(
         return EXIT_USAGE, ""
     try:
         report_ = map_images(
-            images, settings.out_dir, python=args.python, format=settings.format, names=names, num_gpus=0 if cpu_only else 1,
-            seed=settings.seed, num_inference_steps=settings.steps, overwrite=settings.overwrite, device=args.device, **options,
+            images, settings.out_dir, python=args.python, names=names, num_gpus=0 if cpu_only else 1, view_options=settings.views,
+            mesh_options=settings.mesh, overwrite=settings.overwrite, device=args.device, **options,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

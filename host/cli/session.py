@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from host.api.facade import InstantMeshWorker
+from host.api.options import mesh_options_of, view_options_of
 from host.cli.arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
 from host.cli.checks import check_cuda_before_start, check_host_libraries, check_output_dir
 from host.cli.lines import SESSION_HELP as HELP
@@ -101,7 +102,7 @@ class Session:
     def _settings_line(self) -> str:
         s = self.settings
         return (
-            f"{shown(s.out_dir)}/ ({s.format}, {s.steps} steps, seed {s.seed}, "
+            f"{shown(s.out_dir)}/ ({s.format}, {s.views.num_inference_steps} steps, seed {s.views.seed}, "
             f"contact sheet {'on' if s.contact_sheet else 'off'}, preprocess {'on' if s.preprocess else 'off'})"
         )
 
@@ -187,12 +188,12 @@ class Session:
         self.say(f"  output   {self._settings_line()}")
 
     def cmd_steps(self, value: str) -> None:
-        self._set_int("steps", value, STEPS_RANGE)
+        self._set_view("num_inference_steps", "steps", value, STEPS_RANGE)
 
     def cmd_seed(self, value: str) -> None:
-        self._set_int("seed", value, SEED_RANGE)
+        self._set_view("seed", "seed", value, SEED_RANGE)
 
-    def _set_int(self, name: str, value: str, bounds: tuple[int, int]) -> None:
+    def _set_view(self, field: str, name: str, value: str, bounds: tuple[int, int]) -> None:
         """``bounds`` are the wire's declared range, so the session refuses what the worker would."""
         low, high = bounds
         try:
@@ -203,14 +204,14 @@ class Session:
         if not low <= number <= high:
             self.say(f"{name} must be between {low} and {high}")
             return
-        setattr(self.settings, name, number)
+        self.settings.views = view_options_of(self.settings.views, **{field: number})
         self.say(f"{name} = {number}")
 
     def cmd_format(self, value: str) -> None:
         if value.lower() not in MESH_FORMATS:
             self.say(f"usage: format {'|'.join(MESH_FORMATS)}")
             return
-        self.settings.format = value.lower()
+        self.settings.mesh = mesh_options_of(self.settings.mesh, format=value.lower())
         self.say(f"format = {self.settings.format}")
 
     def cmd_out(self, value: str) -> None:

@@ -19,30 +19,54 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from host.api.facade import ImageLike, InstantMeshWorker, Mesh, Views
+from host.api.options import (
+    DEFAULT_MAP_FORMAT,
+    MeshOptions,
+    ViewOptions,
+    map_mesh_options,
+    mesh_options_of,
+    view_options_of,
+)
 from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
 from host.scale.slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
-    Role,
     Slot,
     Slots,
-    check_device,
     close_all,
     in_parallel,
     pinned_command,
     start_all,
     visible_gpus,
+    worker_plan,
 )
 from host.worker.errors import RequestTimeout, WorkerCrashed
 from host.worker.process import WorkerCommand
+from host.worker.session import ProgressCallback
 from rpcworker.wire.errors import HandleExpired
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 T = TypeVar("T")
 
 WORKER_LOST = (WorkerCrashed, RequestTimeout)
 """Failures of the worker, not of the object: the object is redone once on another worker."""
 SHARED_MEMORY_DIR = "/dev/shm"
+
+
+@dataclass
+class Attempts:
+    """How many times one object was tried: 2 once a lost worker's step was redone on another. Read by the
+    object's outcome whether it ends in a mesh or in an error."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Call:
+    """What every request of one call (or one map) carries besides the options."""
+
+    overwrite: bool = False
+    timeout: float | None = None
+    on_progress: ProgressCallback | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +97,7 @@ class WorkerPool:
         cancel_grace: float | None = 30.0,
         **worker_options: Any,
     ) -> None:
-        plan = _plan(devices, workers, split, worker_options.pop("device", None))
+        plan = worker_plan(devices, workers, split, worker_options.pop("device", None))
         worker_options.setdefault("max_batch", 1)  # each worker takes one object at a time: no batch size to compile
         base = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else WorkerCommand.default())
         gpus = visible_gpus()
@@ -129,59 +153,63 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- the InstantMeshWorker methods
 
-    def generate_views(self, image: ImageLike, *, save_grid: str | os.PathLike[str] | None = None, **options: Any) -> PoolViews:
-        """On the least-loaded views worker. In split mode the grid is always written (to ``save_grid``,
-        else to a shared-memory file), because a mesh worker reads it."""
-        views, slot, _ = self._views(image, save_grid, options)
+    def generate_views(
+        self, image: ImageLike, *, seed: int | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None,
+        view_options: ViewOptions | None = None, save_grid: str | os.PathLike[str] | None = None, overwrite: bool = False,
+        timeout: float | None = None, on_progress: ProgressCallback | None = None,
+    ) -> PoolViews:
+        """On the least-loaded views worker, options as in ``InstantMeshWorker.generate_views``. In split mode
+        the grid is always written (to ``save_grid``, else to a shared-memory file), because a mesh worker reads it."""
+        options = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        call = Call(overwrite, timeout, on_progress)
+        views, _ = self._views(image, save_grid, options, call, Attempts())
         return views
 
-    def reconstruct(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], **options: Any) -> Mesh:
+    def reconstruct(
+        self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], *, format: str | None = None,
+        texture_map: bool | None = None, orientation: str | None = None, mesh_options: MeshOptions | None = None, overwrite: bool = False,
+        timeout: float | None = None, on_progress: ProgressCallback | None = None,
+    ) -> Mesh:
         """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
         mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
-        mesh, _, _ = self._mesh(views, output_path, options)
+        options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        mesh, _ = self._mesh(views, output_path, options, Call(overwrite, timeout, on_progress), Attempts())
         return mesh
 
     def image_to_mesh(
-        self,
-        image: ImageLike,
-        output_path: str | os.PathLike[str],
-        *,
-        save_grid: str | os.PathLike[str] | None = None,
-        seed: int = DEFAULT_SEED,
-        num_inference_steps: int = DEFAULT_STEPS,
-        overwrite: bool = False,
-        **reconstruct_options: Any,
+        self, image: ImageLike, output_path: str | os.PathLike[str], *, save_grid: str | os.PathLike[str] | None = None,
+        seed: int | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None, format: str | None = None,
+        texture_map: bool | None = None, orientation: str | None = None, view_options: ViewOptions | None = None,
+        mesh_options: MeshOptions | None = None, overwrite: bool = False, timeout: float | None = None,
     ) -> Mesh:
+        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
-        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite}
-        mesh, _, _ = self._object(image, target, view_options, {"overwrite": overwrite, **reconstruct_options})
+        mesh, _ = self._object(image, target, views, mesh_chosen, Call(overwrite, timeout), Attempts())
         return mesh
 
     def map(
-        self,
-        images: Iterable[ImageLike],
-        out_dir: str | os.PathLike[str],
-        *,
-        format: str = "obj",
-        save_grids: bool = True,
-        names: Sequence[str] | None = None,
-        seed: int = DEFAULT_SEED,
-        num_inference_steps: int = DEFAULT_STEPS,
-        overwrite: bool = False,
-        **reconstruct_options: Any,
+        self, images: Iterable[ImageLike], out_dir: str | os.PathLike[str], *, format: str | None = None, save_grids: bool = True,
+        names: Sequence[str] | None = None, seed: int | None = None, num_inference_steps: int | None = None,
+        guidance_scale: float | None = None, texture_map: bool | None = None, orientation: str | None = None,
+        view_options: ViewOptions | None = None, mesh_options: MeshOptions | None = None, overwrite: bool = False,
+        timeout: float | None = None,
     ) -> Iterator[ObjectOutcome]:
         """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``), every worker busy; yields one
-        outcome per object as it finishes, failures included (never raised). Leaving the loop early drops
-        the objects not started yet."""
+        outcome per object as it finishes, failures included (never raised). Options as in
+        ``InstantMeshWorker.map``. Leaving the loop early drops the objects not started yet."""
+        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         items = list(images)
-        targets = object_targets(items, out_dir, format=format, save_grids=save_grids, names=names)
-        view_options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite}
-        mesh_options = {"overwrite": overwrite, "format": format, **reconstruct_options}
+        targets = object_targets(items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
+        return self._map(items, targets, views, mesh, Call(overwrite, timeout))  # checked now, run as the caller iterates
+
+    def _map(self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call) -> Iterator[ObjectOutcome]:
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
             for index, (image, target) in enumerate(zip(items, targets, strict=True)):
-                future = executor.submit(self._outcome, index, image, target, view_options, mesh_options)
+                future = executor.submit(self._outcome, index, image, target, views, mesh, call)
                 futures[future] = index
             for future in as_completed(futures):
                 yield future.result()
@@ -190,41 +218,46 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- retries
 
-    def _outcome(self, index: int, image: ImageLike, target: ObjectTarget, view_options: dict[str, Any], mesh_options: dict[str, Any]) -> ObjectOutcome:
+    def _outcome(self, index: int, image: ImageLike, target: ObjectTarget, views: ViewOptions, mesh_options: MeshOptions, call: Call) -> ObjectOutcome:
+        tries = Attempts()
         try:
-            mesh, worker, attempts = self._object(image, target, view_options, mesh_options)
+            mesh, worker = self._object(image, target, views, mesh_options, call, tries)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this object's outcome
             message, code = describe_error(exc)
-            return ObjectOutcome(index, target.name, None, message, code, attempts=getattr(exc, "pool_attempts", 1))
+            return ObjectOutcome(index, target.name, None, message, code, attempts=tries.count)
         grid = str(target.grid) if target.grid is not None else None
-        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=attempts, grid_path=grid)
+        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
 
-    def _object(self, image: ImageLike, target: ObjectTarget, view_options: dict[str, Any], mesh_options: dict[str, Any]) -> tuple[Mesh, str, int]:
+    def _object(
+        self, image: ImageLike, target: ObjectTarget, view_options: ViewOptions, mesh_options: MeshOptions, call: Call, tries: Attempts
+    ) -> tuple[Mesh, str]:
         """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
         saved grid when there is one, otherwise views and mesh again on another worker."""
-        views, first, view_attempts = self._views(image, target.grid, view_options)
+        views, first = self._views(image, target.grid, view_options, call, tries)
         try:
-            mesh, slot, mesh_attempts = self._mesh(views, target.mesh, mesh_options)
+            mesh, slot = self._mesh(views, target.mesh, mesh_options, call, tries)
         except (HandleExpired, *WORKER_LOST):
-            if view_attempts > 1 or views.grid_path is not None or self._slots.closing:
+            if tries.count > 1 or views.grid_path is not None or self._slots.closing:
                 raise  # with a grid, the mesh step has already been retried from it
-            views, first, _ = self._views(image, target.grid, view_options, avoid=first)
-            mesh, slot, _ = self._mesh(views, target.mesh, mesh_options)
-            return mesh, str(slot.index), 2
+            tries.count = 2
+            views, first = self._views(image, target.grid, view_options, call, tries, avoid=first)
+            mesh, slot = self._mesh(views, target.mesh, mesh_options, call, tries)
+            return mesh, str(slot.index)
         worker = str(slot.index) if slot is first else f"{first.index}+{slot.index}"
-        return mesh, worker, max(view_attempts, mesh_attempts)
+        return mesh, worker
 
     def _attempt(
-        self, kind: str, work: Callable[[Slot], T], *, first: Slot | None = None, retry: Callable[[Slot], T] | None = None, avoid: Slot | None = None
-    ) -> tuple[T, Slot, int]:
+        self, kind: str, work: Callable[[Slot], T], tries: Attempts, *, first: Slot | None = None, retry: Callable[[Slot], T] | None = None,
+        avoid: Slot | None = None,
+    ) -> tuple[T, Slot]:
         """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
-        (default: ``work``) once on another one. ``first`` given without ``retry``: no second attempt."""
+        (default: ``work``) once on another one, counted in ``tries``. ``first`` given without ``retry``: no second attempt."""
         slot = self._slots.take(first) if first is not None else self._slots.acquire(kind, avoid=avoid)
         try:
             with self._slots.held(slot):
                 result = work(slot)
             self._slots.count(slot, True)
-            return result, slot, 1
+            return result, slot
         except WORKER_LOST as exc:
             self._slots.count(slot, False)
             if isinstance(exc, WorkerCrashed):
@@ -233,60 +266,66 @@ class WorkerPool:
             if again is None or self._slots.closing:
                 raise
             lost = slot
+        tries.count = 2
         try:
             slot = self._slots.acquire(kind, avoid=lost)
             with self._slots.held(slot):
                 result = again(slot)
             self._slots.count(slot, True)
-            return result, slot, 2
+            return result, slot
         except WORKER_LOST as exc:
             if isinstance(exc, WorkerCrashed):
                 self._slots.restart_in_background(slot)
-            setattr(exc, "pool_attempts", 2)  # noqa: B010 - read back by _outcome
             raise
 
-    def _views(self, image: ImageLike, save_grid: str | os.PathLike[str] | None, options: dict[str, Any], avoid: Slot | None = None) -> tuple[PoolViews, Slot, int]:
+    def _views(
+        self, image: ImageLike, save_grid: str | os.PathLike[str] | None, options: ViewOptions, call: Call, tries: Attempts, avoid: Slot | None = None
+    ) -> tuple[PoolViews, Slot]:
         transfer = self.split and save_grid is None
         grid = os.path.join(self._transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
-        if transfer:
-            options = {**options, "overwrite": True}
 
         def attempt(again: bool) -> Callable[[Slot], PoolViews]:
             # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
-            opts = {**options, "overwrite": True} if again else options
+            overwrite = call.overwrite or transfer or again
 
             def work(slot: Slot) -> PoolViews:
-                views = slot.worker.generate_views(image, save_grid=grid, **opts)
+                views = slot.worker.generate_views(
+                    image, view_options=options, save_grid=grid, overwrite=overwrite, timeout=call.timeout, on_progress=call.on_progress
+                )
                 return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
 
             return work
 
-        return self._attempt("views", attempt(False), retry=attempt(True), avoid=avoid)
+        return self._attempt("views", attempt(False), tries, retry=attempt(True), avoid=avoid)
 
-    def _mesh(self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: dict[str, Any]) -> tuple[Mesh, Slot, int]:
+    def _mesh(
+        self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: MeshOptions, call: Call, tries: Attempts
+    ) -> tuple[Mesh, Slot]:
+        def from_source(source: Views | str | os.PathLike[str]) -> Callable[[Slot], Mesh]:
+            def work(slot: Slot) -> Mesh:
+                return slot.worker.reconstruct(
+                    source, output_path, mesh_options=options, overwrite=call.overwrite, timeout=call.timeout, on_progress=call.on_progress
+                )
+
+            return work
+
         try:
             if not isinstance(views, PoolViews):
                 path = views.grid_path if isinstance(views, Views) else views
                 if path is None:
                     raise HandleExpired(f"views {views.handle} come from another worker and have no saved grid", {"handle": views.handle, "reason": "not from this pool"})  # type: ignore[union-attr]
-                return self._attempt("mesh", lambda slot: slot.worker.reconstruct(path, output_path, **options))
-            from_grid = None
-            if views.grid_path is not None:
-                grid_path = views.grid_path
-
-                def from_grid(slot: Slot) -> Mesh:
-                    return slot.worker.reconstruct(grid_path, output_path, **options)
-
+                return self._attempt("mesh", from_source(path), tries)
+            from_grid = from_source(views.grid_path) if views.grid_path is not None else None
             if self.split:
                 assert from_grid is not None
-                return self._attempt("mesh", from_grid)
+                return self._attempt("mesh", from_grid, tries)
             owner = self._slots.slots[views.worker]
             try:
-                return self._attempt("mesh", lambda slot: slot.worker.reconstruct(views, output_path, **options), first=owner, retry=from_grid)
+                return self._attempt("mesh", from_source(views), tries, first=owner, retry=from_grid)
             except HandleExpired:
                 if from_grid is None:
                     raise
-                return self._attempt("mesh", from_grid)
+                return self._attempt("mesh", from_grid, tries)
         finally:
             if isinstance(views, PoolViews) and views.transfer and views.grid_path:
                 try:
@@ -294,30 +333,3 @@ class WorkerPool:
                 except FileNotFoundError:
                     pass
 
-
-def _plan(devices: Sequence[str] | None, workers: int | None, split: Mapping[str, str | Sequence[str]] | None, device: str | None) -> list[tuple[Role, str | None]]:
-    """(role, device) per worker from the constructor's arguments; refuses what cannot work, with why."""
-    given = [name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"give one of devices, workers and split, not {' and '.join(given)}")
-    if split is not None:
-        if set(split) != {"views", "mesh"}:
-            raise ValueError(f"split needs exactly the keys 'views' and 'mesh', got {sorted(split)}")
-        plan: list[tuple[Role, str | None]] = []
-        for role in ("views", "mesh"):
-            entry = split[role]
-            for one in [entry] if isinstance(entry, str) else list(entry):
-                plan.append((role, check_device(one)))
-        return plan
-    if workers is not None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        return [("both", check_device(device) if device else None)] * workers
-    if devices is None:
-        gpus = visible_gpus()
-        if not gpus:
-            raise ValueError("no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU")
-        devices = [f"cuda:{i}" for i in range(len(gpus))]
-    if not devices:
-        raise ValueError("devices is empty")
-    return [("both", check_device(d)) for d in devices]

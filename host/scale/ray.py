@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import ray
 from ray.exceptions import RayActorError
 
 from host.api.facade import InstantMeshWorker
+from host.api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions, map_mesh_options, view_options_of
 from host.api.outcome import ObjectOutcome, describe_error, object_targets
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
 """Outcome codes that are the worker's failure, not the object's: the object is redone once."""
@@ -49,13 +50,13 @@ class MeshActor:
             "model_label": self.worker.model_label,
         }
 
-    def make(self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: dict[str, Any]) -> ObjectOutcome:
+    def make(self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: ObjectOptions) -> ObjectOutcome:
         """One object; an error of the object or of the worker becomes a failed outcome, never an exception."""
-        view_options = {k: options[k] for k in ("seed", "num_inference_steps", "overwrite") if k in options}
-        mesh_options = {k: v for k, v in options.items() if k not in ("seed", "num_inference_steps")}
         try:
-            views = self.worker.generate_views(image, save_grid=grid_path, **view_options)
-            mesh = self.worker.reconstruct(views, mesh_path, **mesh_options)
+            views = self.worker.generate_views(
+                image, view_options=options.views, save_grid=grid_path, overwrite=options.overwrite, timeout=options.timeout
+            )
+            mesh = self.worker.reconstruct(views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout)
         except Exception as exc:  # noqa: BLE001 - reported in the outcome
             message, code = describe_error(exc)
             return ObjectOutcome(index, name, None, message, code, worker=self.where)
@@ -68,6 +69,15 @@ class MeshActor:
 def actor_class(num_gpus: float = 1, num_cpus: float = 1) -> Any:
     """``MeshActor`` as a Ray actor class with its resources (one GPU each by default)."""
     return ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=ACTOR_START_RETRIES)(MeshActor)
+
+
+class ObjectOptions(msgspec.Struct, frozen=True):
+    """What each object of a map is made with, sent to the actors whole (Structs pickle)."""
+
+    views: ViewOptions
+    mesh: MeshOptions
+    overwrite: bool = False
+    timeout: float | None = None
 
 
 @dataclass
@@ -91,12 +101,18 @@ def map_images(
     python: str | None = None,
     num_gpus: float = 1,
     num_cpus: float = 1,
-    format: str = "obj",
+    format: str | None = None,
     save_grids: bool = True,
     names: Sequence[str] | None = None,
-    seed: int = DEFAULT_SEED,
-    num_inference_steps: int = DEFAULT_STEPS,
+    seed: int | None = None,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    texture_map: bool | None = None,
+    orientation: str | None = None,
+    view_options: ViewOptions | None = None,
+    mesh_options: MeshOptions | None = None,
     overwrite: bool = False,
+    timeout: float | None = None,
     load: bool = True,
     **worker_options: Any,
 ) -> RayMapReport:
@@ -104,13 +120,16 @@ def map_images(
     ``actors`` Ray actors (default: one per GPU of the cluster, at least one; or a list of ``start_actors``
     handles, kept running afterwards so several maps share warm workers). Connects to ``address``
     (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
-    an actor (or its worker) that dies has its object redone once. Failures are listed, not raised."""
+    an actor (or its worker) that dies has its object redone once. Failures are listed, not raised. Options as
+    in ``InstantMeshWorker.map``; every other keyword goes to each actor's ``InstantMeshWorker``."""
+    views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+    options = ObjectOptions(views, mesh, overwrite, timeout)
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
-    targets = object_targets(paths, out_dir, format=format, save_grids=save_grids, names=names)
+    targets = object_targets(paths, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
     os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
-    options = {"seed": seed, "num_inference_steps": num_inference_steps, "overwrite": overwrite, "format": format}
     owned = not isinstance(actors, list)
     live = start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options) if owned else list(actors)  # type: ignore[arg-type]
     try:
@@ -147,7 +166,7 @@ def stop_actors(live: Sequence[Any]) -> None:
         ray.kill(actor)
 
 
-def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: dict[str, Any]) -> list[ObjectOutcome]:
+def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: ObjectOptions) -> list[ObjectOutcome]:
     """One object per actor at a time; a lost actor leaves the rotation and its object goes to another once."""
     todo = [(i, 1) for i in range(len(paths))]
     todo.reverse()
@@ -160,7 +179,7 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: di
         target = targets[index]
         grid = str(target.grid) if target.grid is not None else None
         # A redo may find the grid or mesh that its lost first attempt wrote: those files are ours to replace.
-        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else {**options, "overwrite": True})
+        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else msgspec.structs.replace(options, overwrite=True))
         running[ref] = (actor, index, attempt)
 
     while todo or running:

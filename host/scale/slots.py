@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,6 +59,34 @@ def check_device(device: str) -> str:
     if not DEVICE_PATTERN.match(device):
         raise ValueError(f"device {device!r} is not cpu, cuda or cuda:N")
     return device
+
+
+def worker_plan(devices: Sequence[str] | None, workers: int | None, split: Mapping[str, str | Sequence[str]] | None, device: str | None) -> list[tuple[Role, str | None]]:
+    """(role, device) per worker from the constructor's arguments; refuses what cannot work, with why."""
+    given = [name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of devices, workers and split, not {' and '.join(given)}")
+    if split is not None:
+        if set(split) != {"views", "mesh"}:
+            raise ValueError(f"split needs exactly the keys 'views' and 'mesh', got {sorted(split)}")
+        plan: list[tuple[Role, str | None]] = []
+        for role in ("views", "mesh"):
+            entry = split[role]
+            for one in [entry] if isinstance(entry, str) else list(entry):
+                plan.append((role, check_device(one)))
+        return plan
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        return [("both", check_device(device) if device else None)] * workers
+    if devices is None:
+        gpus = visible_gpus()
+        if not gpus:
+            raise ValueError("no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU")
+        devices = [f"cuda:{i}" for i in range(len(gpus))]
+    if not devices:
+        raise ValueError("devices is empty")
+    return [("both", check_device(d)) for d in devices]
 
 
 def pinned_command(base: WorkerCommand, device: str | None, gpus: Sequence[str]) -> tuple[WorkerCommand, str | None]:

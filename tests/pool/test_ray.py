@@ -95,3 +95,32 @@ def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, wo
     finally:
         stop_actors(actors)
     assert wait_gone(first_pid, 5.0)
+
+
+def test_map_images_takes_the_pools_options_and_passes_the_guidance(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+    """map_images has WorkerPool.map's option keywords; the guidance reaches the actor's worker as a keyword and
+    inside ViewOptions alike (the mock's views depend on it), and a bad value is one line before any actor starts."""
+    import inspect
+
+    from host import InvalidParams, ViewOptions, WorkerPool
+    from host.scale.ray import map_images, start_actors, stop_actors
+
+    def options_of(function) -> set[str]:
+        return {name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+    assert options_of(WorkerPool.map) <= options_of(map_images)
+    with pytest.raises(InvalidParams, match=r"\$\.guidance_scale") as refused:
+        map_images([object_png], tmp_path / "bad", actors=[], guidance_scale=-1.0)
+    assert "\n" not in str(refused.value)
+    actors = start_actors(1, num_gpus=0, python=str(worker_python), backend="mock", worker_args=["--mock", "view_size=64"], startup_timeout=60)
+    try:
+        def grid(out: str, **options) -> bytes:
+            (outcome,) = map_images([object_png], tmp_path / out, actors=actors, num_inference_steps=2, seed=5, **options).outcomes
+            assert outcome.ok, outcome.error
+            return Path(outcome.grid_path).read_bytes()
+
+        no_noise = grid("keyword", guidance_scale=0.0)
+        assert grid("options", view_options=ViewOptions(guidance_scale=0.0)) == no_noise
+        assert grid("default") != no_noise
+    finally:
+        stop_actors(actors)

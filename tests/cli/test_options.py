@@ -1,0 +1,30 @@
+"""The CLI's options become the API's ViewOptions and MeshOptions (one type from argv to the wire), and a
+guidance scale out of the wire's range is one usage line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host.api.options import MeshOptions, ViewOptions
+from host.cli.arguments import settings_from_args
+from host.cli.main import build_parser
+
+
+@pytest.mark.parametrize("command", ["batch", "session"])
+def test_object_options_become_the_apis_options(command: str, tmp_path: Path) -> None:
+    inputs = ["image.png"] if command == "batch" else []
+    argv = [command, *inputs, "--out", str(tmp_path), "--seed", "3", "--steps", "9", "--guidance-scale", "0", "--format", "glb", "--texture-map"]
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert settings.views == ViewOptions(seed=3, num_inference_steps=9, guidance_scale=0.0)
+    assert settings.mesh == MeshOptions(format="glb", texture_map=True)
+    assert settings.format == "glb"
+
+
+def test_a_guidance_out_of_range_is_one_usage_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["batch", "image.png", "--out", str(tmp_path), "--guidance-scale", "101"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--guidance-scale" in error and "<= 100.0" in error
