@@ -16,7 +16,5 @@ if [ $# -eq 0 ] && [ -z "${SKIP_UPSTREAM:-}" ]; then
   echo "test.sh: model tests with upstream's pins in $UPSTREAM"
   # Its own tiny cache: the cache is keyed by library versions, but a separate folder keeps CI runs apart.
   INSTANTMESH_RPC_TEST_MODELS_PYTHON="$UPSTREAM/bin/python" INSTANTMESH_RPC_TEST_WORKER_PYTHON="$UPSTREAM/bin/python" \
-    "$UPSTREAM/bin/python" -m pytest -q -p no:cacheprovider tests/models/zero123plus tests/models/lrm tests/models/flexicubes \
-    tests/models/caches/test_weights_cache.py tests/models/test_device_read.py tests/models/test_texture.py tests/worker/backends \
-    tests/benchmarks/test_gpu_benchmarks.py tests/benchmarks/test_step_profile.py tests/upstream
+    "$UPSTREAM/bin/python" -m pytest -q -p no:cacheprovider -m upstream
 fi

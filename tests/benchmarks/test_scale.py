@@ -9,6 +9,8 @@ import pytest
 
 from tests.faults.conftest import no_orphans_and_a_deadline  # noqa: F401 - autouse: every test checks for orphans
 
+pytestmark = pytest.mark.pool
+
 
 def test_scale_benchmark_writes_every_configuration(worker_python: Path, tmp_path: Path) -> None:
     """Pool, two workers on one device, split and (where ray is installed) Ray: a row each in the JSON and

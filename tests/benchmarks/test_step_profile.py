@@ -11,6 +11,8 @@ torch = pytest.importorskip("torch")
 from benchmarks.step_profile import attention_by_backend, attention_calls, kernel_breakdown, kernel_kind, loop_split  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceStep  # noqa: E402
 
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
+
 
 def step_inputs(unet: Any) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)

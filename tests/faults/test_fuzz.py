@@ -27,6 +27,8 @@ from rpcworker.wire.messages import Incoming
 from .conftest import RawWorker, assert_valid_reply, error_name
 from .fuzzgen import MessageFuzzer
 
+pytestmark = pytest.mark.faults
+
 IN_PROCESS_MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "120000"))
 PIPE_MESSAGES = int(os.environ.get("FUZZ_PIPE_MESSAGES", "20000"))
 HYPOTHESIS_EXAMPLES = int(os.environ.get("FUZZ_HYPOTHESIS_EXAMPLES", "1500"))

@@ -13,6 +13,8 @@ from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import RpcError
 from tests.faults.garbage_worker import GARBAGE
 
+pytestmark = pytest.mark.faults
+
 
 def garbage_client(worker_python: Path, *args: str) -> WorkerClient:
     command = WorkerCommand.python(worker_python)

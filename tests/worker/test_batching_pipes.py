@@ -24,6 +24,8 @@ from rpcworker.wire.errors import Cancelled, InputNotFound
 from rpcworker.wire.messages import STEPS_RANGE, GenerateViewsParams, ImagePath
 from tests.worker.in_flight import most_in_flight
 
+pytestmark = pytest.mark.pipe
+
 BATCH_ARGS = ("--max-batch", "4", "--batch-wait-ms", "0")
 BLOCKER_STEPS = STEPS_RANGE[1]
 DELAY = "step_delay=0.02"

@@ -14,6 +14,8 @@ from rpcworker.wire.errors import Cancelled, InternalError, OutOfMemory
 from rpcworker.wire.messages import STEPS_RANGE, GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 from tests.worker.in_flight import most_in_flight
 
+pytestmark = pytest.mark.pipe
+
 LANE_ARGS = ("--mesh-lane", "on")
 DELAY = "step_delay=0.02"
 STEPS = 4

@@ -9,6 +9,8 @@ import pytest
 from rpcworker.wire.errors import InvalidParams
 from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
+pytestmark = pytest.mark.pipe
+
 trimesh = pytest.importorskip("trimesh")
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import MODELS_PYTHON, ROOT, WORKER_PYTHON
 
+pytestmark = pytest.mark.cli
+
 
 def _snippet() -> str:
     text = (ROOT / "README.md").read_text()

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import HOST_PYTHON, ROOT
 
+pytestmark = pytest.mark.cli
+
 EXAMPLES = ROOT / "examples" / "inputs"
 
 

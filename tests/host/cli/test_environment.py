@@ -12,6 +12,8 @@ from host.cli.doctor import known_bad_combinations
 from host.worker import environment
 from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
 
+pytestmark = pytest.mark.cli
+
 
 @pytest.fixture()
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:

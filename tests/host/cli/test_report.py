@@ -17,6 +17,8 @@ import pytest
 from host.cli.report import ASSETS, VIEWER_SCRIPT
 from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
 
+pytestmark = [pytest.mark.cli, pytest.mark.browser]
+
 NODE_MODULES = Path(os.environ.get("INSTANTMESH_RPC_NODE_MODULES", ROOT / ".venvs" / "report-node" / "node_modules"))
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or ""
 

@@ -15,6 +15,8 @@ from tests.conftest import HOST_PYTHON, MODELS_PYTHON, ROOT
 from tests.host.cli.terminal import TerminalProgram, screen_text
 from tests.host.cli.test_batch import EXAMPLES, worker_gone
 
+pytestmark = pytest.mark.cli
+
 PROMPT = r"instantmesh> "
 
 

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import HOST_PYTHON, ROOT
 from tests.faults.conftest import wait_gone
 
+pytestmark = pytest.mark.pool
+
 EXAMPLES = ROOT / "examples" / "inputs"
 
 

@@ -15,6 +15,8 @@ from host.scale.pool import PoolViews, WorkerPool
 from rpcworker.wire.errors import InputNotFound
 from tests.faults.conftest import process_alive, wait_gone
 
+pytestmark = pytest.mark.pool
+
 STEPS = 10
 STEP_DELAY = 0.1
 VIEWS_SECONDS = STEPS * STEP_DELAY

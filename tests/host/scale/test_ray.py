@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.faults.conftest import wait_gone
 
+pytestmark = pytest.mark.pool
+
 ray = pytest.importorskip("ray", reason="no ray here; test_ray_in_host_env.py runs this file in the host env")
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import HOST_PYTHON, ROOT
 
+pytestmark = pytest.mark.pool
+
 RAY_TESTS = Path(__file__).with_name("test_ray.py")
 
 

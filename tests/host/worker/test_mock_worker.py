@@ -36,6 +36,8 @@ from rpcworker.wire.messages import (
     ViewsHandle,
 )
 
+pytestmark = pytest.mark.pipe
+
 
 def views_params(image: Path, **kw) -> GenerateViewsParams:
     return GenerateViewsParams(ImagePath(str(image)), **kw)

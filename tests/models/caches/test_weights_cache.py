@@ -16,6 +16,8 @@ from instantmesh.safetensors_cache import cached_read, convert, valid_copy  # no
 from instantmesh.weights_file import CheckpointError  # noqa: E402
 from instantmesh.zero123plus.loading import read_state_dict  # noqa: E402
 
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
+
 
 def _pickle(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
@@ -116,6 +118,7 @@ def test_a_source_replaced_with_the_same_size_and_time_invalidates(tmp_path: Pat
     assert calls == ["unpickled"] and torch.equal(got["a.weight"], torch.load(source, weights_only=True)["a.weight"])
 
 
+@pytest.mark.needs("torch", (2, 4), "the compile cache sets Inductor's FX graph cache, as compile itself needs torch 2.4+")
 def test_compile_cache_folder_is_keyed_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)

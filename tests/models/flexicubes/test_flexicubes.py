@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from instantmesh.flexicubes import FlexiCubesGeometry  # noqa: E402
 from instantmesh.flexicubes import extract as extract_module  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_lrm" / "outputs.npz"
 needs_golden = pytest.mark.skipif(not GOLDEN.is_file(), reason=f"golden data not found at {GOLDEN}")

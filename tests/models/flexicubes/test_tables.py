@@ -17,7 +17,7 @@ from instantmesh.flexicubes.tables import (  # noqa: E402
     face_edges,
 )
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 TABLES = build_tables()
 

@@ -18,7 +18,7 @@ from instantmesh.cameras import zero123plus_input_cameras  # noqa: E402
 from instantmesh.lrm.config import preset_path  # noqa: E402
 from instantmesh.lrm.model import InstantMeshLRM, load_instantmesh_lrm  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", Path(__file__).resolve().parents[4] / "shared" / "golden"))
 TINY = GOLDEN / "tiny_lrm"

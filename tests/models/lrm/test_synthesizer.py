@@ -13,7 +13,7 @@ from instantmesh.lrm.synthesizer import (  # noqa: E402
     sample_from_planes,
 )
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 
 def _grid(res: int) -> torch.Tensor:
@@ -21,6 +21,7 @@ def _grid(res: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+@pytest.mark.needs("torch", (2, 2), "the test uses torch.unravel_index (torch 2.2+)")
 def test_center_and_boundary_indices() -> None:
     res = 6
     center, boundary = center_and_boundary_indices(res)

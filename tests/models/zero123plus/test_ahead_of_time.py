@@ -18,7 +18,7 @@ from instantmesh.zero123plus.ahead_of_time import (
     package_is_intact,
 )
 
-pytestmark = pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")
+pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")]
 CPU = torch.device("cpu")
 
 

@@ -10,7 +10,7 @@ diffusers = pytest.importorskip("diffusers")
 from instantmesh.zero123plus.euler_ancestral import EulerAncestralSchedule  # noqa: E402
 from instantmesh.zero123plus.sampling import StepPacer  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 V12_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 """Zero123++ v1.2's schedule (instantmesh/configs/zero123plus-v1.2.json)."""

@@ -24,7 +24,7 @@ from instantmesh.zero123plus.euler_ancestral import EulerAncestralSchedule  # no
 from instantmesh.zero123plus.image_inputs import to_rgb_on_white  # noqa: E402
 from instantmesh.zero123plus.pipeline import unscale_latents  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
 if not (GOLDEN / "output.npz").is_file():

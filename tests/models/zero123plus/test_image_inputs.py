@@ -13,7 +13,7 @@ from PIL import Image
 from instantmesh.zero123plus.image_inputs import ImageInputs
 
 transformers = pytest.importorskip("transformers")
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 CONFIGS = json.loads((Path(__file__).parents[3] / "instantmesh/configs/zero123plus-v1.2.json").read_text())
 PROCESSORS = ["feature_extractor_clip/preprocessor_config.json", "feature_extractor_vae/preprocessor_config.json"]

@@ -26,7 +26,7 @@ from instantmesh.zero123plus.loading import (  # noqa: E402
     write_random_zero123plus_folder,
 )
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 GOLDEN_ROOT = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden"))
 CONFIGS = GOLDEN_ROOT / "zero123plus_v1.2_configs.json"

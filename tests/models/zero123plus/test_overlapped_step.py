@@ -18,7 +18,7 @@ from instantmesh.zero123plus.overlapped_step import OverlappedStep  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceRead, ReferenceStep, ReferenceWrite, reference_layers  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS as TINY  # noqa: E402
 
-pytestmark = [pytest.mark.models, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.usefixtures("one_thread")]
 if not TINY.is_dir():
     pytest.skip(f"golden data not found at {TINY}", allow_module_level=True)
 

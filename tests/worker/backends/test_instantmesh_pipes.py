@@ -12,7 +12,7 @@ from PIL import Image
 from host import InstantMeshWorker, InvalidParams, WorkerStartError
 from tests.conftest import MODELS_PYTHON
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,7 @@ def test_missing_official_weights_name_every_place_looked(tmp_path: Path) -> Non
     assert "missing.ckpt" in text and "INSTANTMESH_ZERO123PLUS" in text and "Hugging Face cache" in text
 
 
+@pytest.mark.needs("torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)")
 def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -> None:
     """No speed option may change results; checked in-process on the tiny preset. The compiled step goes
     through dynamo's eager backend (the same graph capture, without minutes of C++ compilation on CPU), with
@@ -158,6 +159,7 @@ def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeyp
         InstantMeshBackend(files, "cpu", ("compile",))
 
 
+@pytest.mark.needs("torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)")
 def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: Path, object_png: Path) -> None:
     """With --max-batch 3 the step is compiled for one object and for three (at load); a batch of two runs
     padded to three rows' worth, never compiling inside a request. Dynamo's eager backend, as above."""

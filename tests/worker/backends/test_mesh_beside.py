@@ -22,7 +22,7 @@ from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_fil
 from rpcworker.backends.model_files import ModelFiles  # noqa: E402
 from rpcworker.wire.errors import ModelNotLoaded  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 
 class RecordingContext:

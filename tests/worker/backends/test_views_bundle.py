@@ -30,7 +30,7 @@ from rpcworker.backends.model_files import ModelFiles
 from rpcworker.backends.views_compile import views_code_fingerprint
 from rpcworker.backends.views_loading import ViewsLoad
 
-pytestmark = pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")
+pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")]
 CPU = torch.device("cpu")
 BATCHES = (1, 2)
 STEPS = 2
