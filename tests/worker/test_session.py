@@ -12,7 +12,7 @@ import pytest
 from host.worker.errors import HostError, WorkerCrashed
 from host.worker.session import RpcSession
 from rpcworker.backends.mock import MockBackend, MockOptions
-from rpcworker.session import WorkerSession
+from rpcworker.session import WorkerSession, serve_stream
 from rpcworker.wire.errors import Cancelled, InvalidParams, NotInitialized
 from rpcworker.wire.memory import MemoryPipe, stream_pair
 from rpcworker.wire.messages import PROTOCOL_VERSION, GenerateViewsParams, ImagePath, InitializeParams, ProgressParams
@@ -28,18 +28,11 @@ class Pair:
     to_host: MemoryPipe
 
 
-def _serve(worker: WorkerSession, pipe_out: MemoryPipe) -> None:
-    while (received := worker.stream.receive()) is not None:
-        worker.handle(received)
-    worker.stop(grace=5)
-    pipe_out.close()
-
-
 @pytest.fixture()
 def pair() -> Iterator[Pair]:
     host_stream, worker_stream, to_worker, to_host = stream_pair()
     worker = WorkerSession(MockBackend(MockOptions(view_size=16, step_delay=0.01)), worker_stream)
-    threading.Thread(target=_serve, args=(worker, to_host), daemon=True).start()
+    threading.Thread(target=serve_stream, args=(worker,), kwargs={"grace_s": 5}, daemon=True).start()
     host = RpcSession(host_stream, lambda: WorkerCrashed("the in-memory worker ended", 0, ""))
     yield Pair(host, worker, to_worker, to_host)
     to_worker.close()
