@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instantmesh.export import write_mesh
+from instantmesh.export import MESH_FORMATS, orient, write_mesh
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -21,14 +21,15 @@ def _mesh(n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return vertices, faces, rng.integers(0, 256, (n, 3)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("fmt", ["obj", "ply", "glb"])
-def test_written_mesh_reads_back_as_written(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("fmt", MESH_FORMATS)
+def test_written_mesh_reads_back_as_written_in_the_export_orientation(tmp_path: Path, fmt: str) -> None:
     vertices, faces, colors = _mesh()
     path = tmp_path / f"m.{fmt}"
-    write_mesh(str(path), fmt, vertices, faces, colors, "raw")
+    write_mesh(str(path), fmt, vertices, faces, colors)
     loaded = trimesh.load(str(path), process=False, force="mesh")
-    np.testing.assert_allclose(loaded.vertices, vertices, atol=6e-7 if fmt == "obj" else 0, rtol=1e-6)
-    np.testing.assert_array_equal(loaded.faces, faces)
+    expected_vertices, expected_faces = orient(vertices, faces, "instantmesh")
+    np.testing.assert_allclose(loaded.vertices, expected_vertices, atol=6e-7 if fmt == "obj" else 0, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.faces, expected_faces)
     np.testing.assert_array_equal(np.asarray(loaded.visual.vertex_colors)[:, :3], colors)
 
 
