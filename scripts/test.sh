@@ -2,7 +2,7 @@
 # The test command: makes sure the environments exist (quick when they do), then runs the
 # whole suite; then, in a Python 3.10 env with upstream InstantMesh's pins (torch 2.1.0, diffusers 0.20.2,
 # transformers 4.34.1, huggingface_hub 0.17.3; built once and cached outside the checkout by
-# scripts/upstream_env.sh), the model tests and an end-to-end views -> mesh run through a worker.
+# scripts/upstream_env.sh), the tests marked upstream: the model tests and an end-to-end views -> mesh run.
 # Extra arguments go to the main pytest run only, e.g. scripts/test.sh tests/worker -k cancel
 # SKIP_UPSTREAM=1 leaves out the upstream-pins part.
 set -euo pipefail
