@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from .backends.base import Backend
 from .handles import DEFAULT_MAX_HANDLES
-from .session import WorkerSession
+from .session import WorkerSession, serve_stream
 from .wire.framing import MessageStream
 from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
 
@@ -111,15 +111,12 @@ def serve(
     dispatcher.on_shutdown = lambda: threading.Thread(
         target=_exit_after_shutdown, args=(dispatcher, stream, eof), name="shutdown-exit", daemon=True
     ).start()
-    while True:
-        received = stream.receive()
-        if received is None:
-            log.info("stdin closed; exiting")
-            eof.set()
-            break
-        dispatcher.handle(received)
-    dispatcher.stop(grace=EXIT_GRACE_S)
-    stream.close_writer()
+
+    def end_of_input() -> None:
+        log.info("stdin closed; exiting")
+        eof.set()
+
+    serve_stream(dispatcher, grace_s=EXIT_GRACE_S, at_end_of_input=end_of_input)
     return 0
 
 

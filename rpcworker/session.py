@@ -212,6 +212,21 @@ class WorkerSession:
         self.jobs.stop(grace)
 
 
+def serve_stream(session: WorkerSession, *, grace_s: float, at_end_of_input: Callable[[], object] | None = None) -> int:
+    """The serve loop, one for the stdio worker, the in-memory tests and the fuzz: hands every frame on the
+    session's stream to the session until the stream ends; then calls ``at_end_of_input``, stops the session
+    (its work gets ``grace_s`` seconds) and closes the output. Returns the number of frames read."""
+    frames = 0
+    while (received := session.stream.receive()) is not None:
+        frames += 1
+        session.handle(received)
+    if at_end_of_input is not None:
+        at_end_of_input()
+    session.stop(grace=grace_s)
+    session.stream.close_writer()
+    return frames
+
+
 # ---------------------------------------------------------------------- quick methods
 
 

@@ -85,22 +85,12 @@ def _version(name: str) -> tuple[int, ...]:
         return ()
 
 
-NEEDS_NEWER = {
-    # test node id suffix: (package, minimum version, reason)
-    "test_backend_pipes.py::test_speed_options_give_the_same_views": ("torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)"),
-    "test_backend_pipes.py::test_compiled_step_serves_every_batch_size_without_recompiling": (
-        "torch", (2, 4), "the compiled step needs torch 2.4+ (below, compile is refused at start)"),
-    "test_weights_cache.py::test_compile_cache_folder_is_keyed_and_reused": ("torch", (2, 4), "the compile cache sets Inductor's FX graph cache, as compile itself needs torch 2.4+"),
-    "test_lrm_synthesizer.py::test_center_and_boundary_indices": ("torch", (2, 2), "the test uses torch.unravel_index (torch 2.2+)"),
-    "test_zero123plus_pipeline.py::test_float16_follows_float32": ("torch", (2, 3), "float16 convolutions on the CPU need torch 2.3+"),
-}
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Upstream's pins (torch 2.1.0, diffusers 0.20.2, ...) lack a few newer features: those tests skip, saying why."""
+    """A test marked ``needs(package, minimum, reason)`` skips where ``package`` is older, saying why: upstream's
+    pins (torch 2.1.0, diffusers 0.20.2, ...) lack a few newer features."""
     for item in items:
-        for suffix, (package, minimum, reason) in NEEDS_NEWER.items():
-            if item.nodeid.endswith(suffix):
-                have = _version(package)
-                if have and have < minimum:
-                    item.add_marker(pytest.mark.skip(reason=f"{reason}; this env has {package} {'.'.join(map(str, have))}"))
+        for mark in item.iter_markers("needs"):
+            package, minimum, reason = mark.args
+            have = _version(package)
+            if have and have < minimum:
+                item.add_marker(pytest.mark.skip(reason=f"{reason}; this env has {package} {'.'.join(map(str, have))}"))

@@ -3,7 +3,7 @@
 Zero123++ publishes two CLIP image-processor configs (feature_extractor_vae, feature_extractor_clip). This is
 the arithmetic of transformers' PIL CLIP processor, in its order and dtypes: the short side resized by PIL,
 a centre crop (zero padding where the image is smaller), rescaling in float64 then float32, normalising in
-float32. Equal to it bit for bit (tests/models/test_image_inputs.py, on every transformers we support), and
+float32. Equal to it bit for bit (tests/models/zero123plus/test_image_inputs.py, on every transformers we support), and
 a start that needs no transformers import.
 """
 

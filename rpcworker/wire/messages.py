@@ -1,6 +1,6 @@
 """The wire types: every message, params and result on the stdio channel, as msgspec Structs.
 
-This module and protocol.md say the same thing (tests/unit/test_protocol_doc.py checks it); change both
+This module and protocol.md say the same thing (tests/wire/test_protocol_doc.py checks it); change both
 together. It imports nothing but msgspec, so the host (which has no torch) and the worker share it.
 """
 

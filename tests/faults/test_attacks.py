@@ -18,6 +18,8 @@ from rpcworker.wire.messages import CancelParams, GenerateViewsParams, ImagePath
 
 from .conftest import error_name, wait_gone
 
+pytestmark = pytest.mark.faults
+
 GENEROUS_S = 20.0
 """A deadline far above what any of these steps needs, so a loaded machine never fails them; a hang would."""
 

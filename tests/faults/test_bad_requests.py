@@ -26,6 +26,8 @@ from rpcworker.wire.messages import MAX_LINE_BYTES, GenerateViewsParams, ImagePn
 
 from .conftest import RawWorker, error_name
 
+pytestmark = pytest.mark.faults
+
 PING = b'{"jsonrpc":"2.0","id":"after","method":"ping"}\n'
 
 

@@ -1,8 +1,8 @@
 """Fuzzing the worker's decoder and dispatcher: no crash, no hang, every reply a valid JSON-RPC message,
 every request answered, and no internal_error (every bad input maps to a specific error code).
 
-In-process: the real MessageStream and WorkerSession on the mock backend, fed from a generator and writing
-into a validator, so 100k+ messages take seconds. Over real pipes: a smaller count through a worker
+In-process: the worker's own serve loop (the real MessageStream and WorkerSession on the mock backend), read
+from a memory pipe (rpcworker/wire/memory.py) and writing into a validator, so 100k+ messages take seconds. Over real pipes: a smaller count through a worker
 process. The counts and durations are recorded as test properties for docs/reliability.md.
 """
 
@@ -20,17 +20,22 @@ import msgspec
 import pytest
 
 from rpcworker.backends.mock import MockBackend, MockOptions
-from rpcworker.session import WorkerSession
+from rpcworker.session import WorkerSession, serve_stream
 from rpcworker.wire.framing import MessageStream
+from rpcworker.wire.memory import MemoryPipe
 from rpcworker.wire.messages import Incoming
 
 from .conftest import RawWorker, assert_valid_reply, error_name
 from .fuzzgen import MessageFuzzer
 
+pytestmark = pytest.mark.faults
+
 IN_PROCESS_MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "120000"))
 PIPE_MESSAGES = int(os.environ.get("FUZZ_PIPE_MESSAGES", "20000"))
 HYPOTHESIS_EXAMPLES = int(os.environ.get("FUZZ_HYPOTHESIS_EXAMPLES", "1500"))
 SEED = int(os.environ.get("FUZZ_SEED", "20240611"))
+LINES_AHEAD = 256
+"""How far the in-process fuzz's feeder may run ahead of the worker's reader."""
 
 _envelope = msgspec.json.Decoder(Incoming)
 _any = msgspec.json.Decoder()
@@ -96,58 +101,53 @@ def _key(ident: Any) -> Any:
     return (type(ident).__name__, ident)
 
 
-class LineFeed:
-    """A reader for MessageStream that produces the fuzzer's lines on demand (nothing held in memory)."""
+class FuzzPipe(MemoryPipe):
+    """A memory pipe that holds at most ``LINES_AHEAD`` unread lines, so the fuzz's 200 MB never sit in memory
+    at once. Its writer writes one whole line per call."""
 
-    def __init__(self, lines: Iterator[bytes]) -> None:
-        self._lines = lines
-        self._rest = b""
+    def __init__(self) -> None:
+        super().__init__()
+        self._room = threading.BoundedSemaphore(LINES_AHEAD)
 
-    def readline(self, size: int = -1) -> bytes:
-        if not self._rest:
-            line = next(self._lines, None)
-            if line is None:
-                return b""
-            self._rest = line + b"\n"
-        if 0 <= size < len(self._rest):
-            chunk, self._rest = self._rest[:size], self._rest[size:]
-            return chunk
-        chunk, self._rest = self._rest, b""
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._room.acquire()
+        return super().write(data)
+
+    def readline(self, limit: int = -1) -> bytes:
+        chunk = super().readline(limit)
+        if chunk.endswith(b"\n"):  # the end of a line: room for the next
+            self._room.release()
         return chunk
 
 
 def run_in_process(lines: Iterator[bytes], tmp_path: Path) -> tuple[ReplyChecker, int, set[Any]]:
-    """Serves ``lines`` like rpcworker.server.serve does; returns the checker, frames read, ids expected."""
-    expected: set[Any] = set()
+    """Serves ``lines`` through the worker's own serve loop, read from a memory pipe that a thread fills;
+    returns the checker, frames read, ids expected."""
+    expected: set[Any] = {_key("init")}
+    to_worker = FuzzPipe()
 
-    def watched() -> Iterator[bytes]:
+    def feed() -> None:
         for line in lines:
             ident = expected_reply_id(line)
             if ident is not None:
                 expected.add(_key(ident))
-            yield line
+            to_worker.write(line + b"\n")
+        to_worker.close()
 
     checker = ReplyChecker()
-    stream = MessageStream(LineFeed(watched()), checker)  # type: ignore[arg-type]
-    backend = MockBackend(MockOptions(view_size=16))
-    dispatcher = WorkerSession(backend, stream, max_handles=4, output_root=str(tmp_path))
-    dispatcher.handle(_envelope.decode(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocol_version":"1.0"}}'))
-    expected.add(_key("init"))
-    frames = 0
-    while True:
-        received = stream.receive()
-        if received is None:
-            break
-        frames += 1
-        dispatcher.handle(received)
-        if dispatcher.stopping:  # a fuzzed shutdown: go on with a fresh dispatcher, as a restarted worker would
-            dispatcher.stop(grace=10)
-            dispatcher = WorkerSession(backend, stream, max_handles=4, output_root=str(tmp_path))
-            dispatcher.initialized = True
-    assert dispatcher.jobs.wait_idle(60), f"executor did not drain: {dispatcher.in_flight} jobs left"
-    assert dispatcher.in_flight == 0
-    dispatcher.stop(grace=5)
-    assert not dispatcher.jobs.running, "executor thread did not stop"
+    session = WorkerSession(MockBackend(MockOptions(view_size=16)), MessageStream(to_worker, checker), max_handles=4, output_root=str(tmp_path))  # type: ignore[arg-type]
+    shutdowns: list[None] = []
+    session.on_shutdown = lambda: shutdowns.append(None)
+    session.handle(_envelope.decode(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocol_version":"1.0"}}'))
+    feeder = threading.Thread(target=feed, name="fuzz-feed", daemon=True)
+    feeder.start()
+    drained: list[bool] = []
+    frames = serve_stream(session, grace_s=5, at_end_of_input=lambda: drained.append(session.jobs.wait_idle(60)))
+    feeder.join()
+    assert not shutdowns, "the fuzz sent a valid shutdown: every later request got shutting_down"
+    assert drained == [True], f"executor did not drain: {session.in_flight} jobs left"
+    assert session.in_flight == 0
+    assert not session.jobs.running, "executor thread did not stop"
     return checker, frames, expected
 
 

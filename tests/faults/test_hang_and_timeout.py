@@ -13,6 +13,8 @@ from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructP
 
 from .conftest import wait_gone
 
+pytestmark = pytest.mark.faults
+
 
 def views_params(image: Path, **kw) -> GenerateViewsParams:
     return GenerateViewsParams(ImagePath(str(image)), **kw)

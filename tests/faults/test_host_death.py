@@ -16,6 +16,8 @@ from rpcworker.wire.messages import GenerateViewsParams, ImagePath
 
 from .conftest import ROOT, host_script_env, process_alive, wait_gone
 
+pytestmark = pytest.mark.faults
+
 PRELUDE = """
 import os, sys, time, subprocess
 from host.worker.client import WorkerClient

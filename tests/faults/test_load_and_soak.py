@@ -13,6 +13,8 @@ import pytest
 from rpcworker.wire.errors import HandleExpired
 from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ImagePng, ReconstructParams, ViewsHandle
 
+pytestmark = pytest.mark.faults
+
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 
 

@@ -9,6 +9,8 @@ import pytest
 from rpcworker.wire.errors import OutOfMemory
 from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructParams, ViewsHandle
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.mark.parametrize("method", ["generate_views", "reconstruct", "load"])
 def test_out_of_memory_once_then_the_same_request_succeeds(mock_client, object_png: Path, tmp_path: Path, method: str) -> None:

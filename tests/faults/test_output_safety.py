@@ -17,6 +17,8 @@ from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructP
 
 from .conftest import wait_gone
 
+pytestmark = pytest.mark.faults
+
 
 def partials(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if ".partial-" in p.name]

@@ -12,6 +12,8 @@ import pytest
 from .conftest import ROOT, RawWorker, error_name
 from .test_load_and_soak import fd_kinds
 
+pytestmark = pytest.mark.faults
+
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
 
 

@@ -12,6 +12,8 @@ from rpcworker.wire.messages import GenerateViewsParams, ImagePath, ReconstructP
 
 from .test_output_safety import partials, wait_for_partial
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture()
 def grid(mock_client, object_png: Path, tmp_path: Path) -> Path:

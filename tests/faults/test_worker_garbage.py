@@ -11,12 +11,14 @@ from host.worker.client import WorkerClient
 from host.worker.errors import WorkerCrashed
 from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import RpcError
-from tests.pipe.garbage_worker import GARBAGE
+from tests.faults.garbage_worker import GARBAGE
+
+pytestmark = pytest.mark.faults
 
 
 def garbage_client(worker_python: Path, *args: str) -> WorkerClient:
     command = WorkerCommand.python(worker_python)
-    command.module = "tests.pipe.garbage_worker"
+    command.module = "tests.faults.garbage_worker"
     client = WorkerClient(command, list(args), startup_timeout=30)
     client.start()
     return client

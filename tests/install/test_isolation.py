@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.install, pytest.mark.slow]
 
 PY310 = Path(os.environ.get("INSTANTMESH_RPC_TEST_PY310", "")) if os.environ.get("INSTANTMESH_RPC_TEST_PY310") else None
 

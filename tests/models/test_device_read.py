@@ -14,6 +14,8 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from instantmesh.device_read import check_header, read_safetensors, read_staged  # noqa: E402
 from instantmesh.weights_file import CheckpointError  # noqa: E402
 
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
+
 
 def _tensors() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from instantmesh import texture  # noqa: E402
 from instantmesh.texture import TexturedMesh, TextureUnavailable, dilate, rasterize_uv  # noqa: E402
 
-pytestmark = pytest.mark.models
+pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
 QUAD_UVS = torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]])
 QUAD_FACES = torch.tensor([[0, 1, 2], [0, 2, 3]])

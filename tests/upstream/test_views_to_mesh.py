@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import MODELS_PYTHON
 
-pytestmark = [pytest.mark.models, pytest.mark.slow]
+pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.slow]
 
 
 def test_views_then_every_mesh_format(tmp_path: Path, object_png: Path, tiny_cache: Path) -> None:

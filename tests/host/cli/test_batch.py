@@ -1,0 +1,184 @@
+"""``python -m host batch`` as a person runs it: the host env, a mock worker, a corrupt image among good ones."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HOST_PYTHON, ROOT
+
+pytestmark = pytest.mark.cli
+
+EXAMPLES = ROOT / "examples" / "inputs"
+
+
+def worker_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def run_batch(worker_python: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    if not HOST_PYTHON.exists():
+        pytest.fail(f"{HOST_PYTHON} missing: run scripts/setup.sh")
+    command = [str(HOST_PYTHON), "-m", "host", "batch", *map(str, args), "--python", str(worker_python), "--mock", "step_delay=0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    for pid in re.findall(r"worker ready in .* pid (\d+)", done.stdout):
+        assert worker_gone(int(pid)), f"worker {pid} outlived the batch"
+    return done
+
+
+def row(stdout: str, name: str) -> list[str]:
+    for line in stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] == name:
+            return cells
+    raise AssertionError(f"no summary row for {name}:\n{stdout}")
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("mug.png", "box.png", "box_mask.png", "ball.png"):
+        shutil.copy(EXAMPLES / name, folder / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    return folder
+
+
+@pytest.mark.parametrize("batching", [(), ("--max-batch", "3")], ids=["one-at-a-time", "in-flight-batches"])
+def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Path, inputs: Path, tmp_path: Path, batching: tuple[str, ...]) -> None:
+    out = tmp_path / "out"
+    first = run_batch(worker_python, inputs, "--out", out, "--steps", "3", "--contact-sheet", *batching)
+    assert ("in flight through it" in first.stdout) == bool(batching)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert row(first.stdout, "broken")[1] == "failed"
+    assert re.search(r"failed objects:\n  broken \(.*broken.png\): .*broken.png: not a readable image", first.stderr), first.stderr
+    for name in ("ball", "box", "mug"):
+        assert row(first.stdout, name)[1] == "ok"
+        assert (out / f"{name}.obj").stat().st_size > 0
+        assert (out / f"{name}_views.png").exists() and (out / f"{name}_sheet.png").exists()
+    assert "3 ok, 1 failed" in first.stdout
+    assert not (out / "broken.obj").exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staged input left behind
+    assert sorted(p.name for p in out.glob("*_input.png")) == ["ball_input.png", "box_input.png", "mug_input.png"]
+
+    stamps = {name: (out / f"{name}.obj").stat().st_mtime_ns for name in ("ball", "box", "mug")}
+    again = run_batch(worker_python, inputs, "--out", out, "--steps", "3")
+    assert again.returncode == 1
+    assert "3 already done (skipped" in again.stdout
+    assert [row(again.stdout, n)[1] for n in ("ball", "box", "mug", "broken")] == ["skipped", "skipped", "skipped", "failed"]
+    assert {name: (out / f"{name}.obj").stat().st_mtime_ns for name in stamps} == stamps
+
+    (inputs / "broken.png").unlink()
+    redo = run_batch(worker_python, inputs / "mug.png", "--out", out, "--steps", "2", "--overwrite", "--format", "obj")
+    assert redo.returncode == 0, redo.stderr
+    assert row(redo.stdout, "mug")[1] == "ok" and (out / "mug.obj").stat().st_mtime_ns != stamps["mug"]
+
+
+def test_without_preprocessing_the_worker_reports_the_corrupt_image(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
+    done = run_batch(worker_python, inputs / "broken.png", inputs / "ball.png", "--out", tmp_path / "o", "--no-preprocess", "--format", "ply", "--steps", "2")
+    assert done.returncode == 1
+    assert row(done.stdout, "ball")[1] == "ok" and (tmp_path / "o" / "ball.ply").exists()
+    assert "input_unreadable" in done.stderr and "broken.png" in done.stderr
+    assert not (tmp_path / "o" / "ball_input.png").exists()
+
+
+def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, worker_python: Path) -> None:
+    nothing = run_batch(worker_python, tmp_path, "--out", tmp_path / "o")
+    assert nothing.returncode == 2 and "no .png/.jpg images" in nothing.stderr and "no input images found" in nothing.stderr
+    shutil.copy(EXAMPLES / "ball.png", tmp_path / "ball.png")
+    broken = run_batch(tmp_path / "no-such-python", tmp_path / "ball.png", "--out", tmp_path / "o")
+    assert broken.returncode == 2
+    assert "no-such-python does not exist" in broken.stderr
+    assert row(broken.stdout, "ball")[1] == "failed"
+
+
+def test_the_cli_modules_import_without_pillow_numpy_or_trimesh() -> None:
+    code = (
+        "import sys\n"
+        "import host.cli.main, host.cli.session, host.cli.objects, host.cli.progress\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'numpy', 'PIL', 'trimesh', 'torch'})\n"
+        "assert not heavy, heavy\n"
+        "host.cli.main.build_parser().parse_args(['batch', 'x', '--out', 'y'])\n"
+    )
+    done = subprocess.run([str(HOST_PYTHON), "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
+    from tests.host.cli.terminal import TerminalProgram
+
+    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(tmp_path / "o"), "--steps", "400",
+            "--python", str(worker_python), "--mock", "step_delay=0.05"]
+    program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
+    try:
+        pid = int(program.expect(r"pid (\d+)", 30).group(1))
+        program.expect(r"views +\[#*\.+\] \d+/400", 30)
+        program.send("\x03")
+        assert program.wait(20) == 130
+    finally:
+        program.close()
+    assert "interrupted: the request in flight was cancelled" in program.output
+    assert re.search(r"ball +cancelled", program.output) and re.search(r"mug +not run", program.output)
+    assert worker_gone(pid)
+
+
+@pytest.mark.parametrize("batching", [[], ["--max-batch", "2"]], ids=["one-at-a-time", "in-flight-batches"])
+def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(worker_python: Path, tmp_path: Path, batching: list[str]) -> None:
+    from tests.host.cli.terminal import TerminalProgram
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "mug.png", folder / "mug.png")
+    out = tmp_path / "o"
+    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(folder), "--out", str(out), "--steps", "2",
+            "--python", str(worker_python), "--mock", "step_delay=0,reconstruct_delay=30", *batching]
+    program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
+    try:
+        program.expect(r"pid \d+", 30)
+        grid, deadline = out / "mug_views.png", time.monotonic() + 30
+        while not grid.exists():  # the grid is written (atomically) when generate_views answers
+            assert time.monotonic() < deadline, "the views grid never appeared"
+            time.sleep(0.05)
+        program.send("\x03")
+        assert program.wait(20) == 130
+    finally:
+        program.close()
+    assert re.search(r"mug +cancelled", program.output)
+    leftovers = sorted(p.name for p in out.iterdir())
+    assert leftovers == [], f"an interrupted object left {leftovers}"
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data): both sides must refuse it from the
+    header alone, before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("preprocess", ["--preprocess", "--no-preprocess"])
+def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(worker_python: Path, tmp_path: Path, preprocess: str) -> None:
+    from rpcworker.wire.messages import MAX_IMAGE_PIXELS
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png_header_only(folder / "huge.png", 9000, 9000)
+    done = run_batch(worker_python, folder, "--out", tmp_path / "o", preprocess)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

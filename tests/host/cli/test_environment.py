@@ -1,0 +1,174 @@
+"""Finding the worker environment, the config file, doctor, setup-worker and the one-line refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from host.cli.doctor import known_bad_combinations
+from host.worker import environment
+from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in (environment.ENV_PYTHON, environment.ENV_CONFIG, environment.ENV_WORKER_CODE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_order_argument_variable_config_checkout(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(environment.EnvironmentProblem, match="no worker environment: pass --python"):
+        environment.find_worker_environment()
+    (clean_env / ".venvs" / "models" / "bin").mkdir(parents=True)
+    (clean_env / ".venvs" / "models" / "bin" / "python").touch()
+    assert environment.find_worker_environment().source == "./.venvs/models"
+    config = clean_env / "config" / "instantmesh-rpc" / "config.toml"
+    environment.write_config(config, {"python": "conda:instant mesh \"x\"", "worker_code": "installed"})
+    choice = environment.find_worker_environment()
+    assert (choice.spec, choice.source, choice.worker_code) == ('conda:instant mesh "x"', str(config), "installed")
+    monkeypatch.setenv(environment.ENV_PYTHON, "/opt/py")
+    assert environment.find_worker_environment().spec == "/opt/py"
+    assert environment.find_worker_environment("/explicit").source == "argument"
+
+
+def test_bad_config_line_is_named(clean_env: Path) -> None:
+    bad = clean_env / "instantmesh-rpc.toml"
+    bad.write_text("python = /no/quotes\n")
+    with pytest.raises(environment.EnvironmentProblem, match=r"instantmesh-rpc.toml:1: expected key"):
+        environment.find_worker_environment()
+
+
+def test_a_site_packages_is_never_the_worker_code(tmp_path: Path) -> None:
+    site = tmp_path / "lib" / "site-packages"
+    for name in ("rpcworker", "instantmesh"):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").touch()
+    with pytest.raises(environment.EnvironmentProblem, match="is a site-packages"):
+        environment.worker_code_directory(str(site))
+    with pytest.raises(environment.EnvironmentProblem, match="must hold the rpcworker"):
+        environment.worker_code_directory(str(tmp_path))
+    assert environment.worker_code_directory("installed") is None
+
+
+def test_worker_environment_drops_the_hosts_python_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/host/site-packages")
+    monkeypatch.setenv("VIRTUAL_ENV", "/host")
+    env = environment.worker_process_environment({}, "installed")
+    assert "PYTHONPATH" not in env and "VIRTUAL_ENV" not in env and env["PYTHONNOUSERSITE"] == "1"
+    staged = Path(environment.worker_process_environment({}, "host")["PYTHONPATH"])
+    assert sorted(p.name for p in staged.iterdir()) == ["instantmesh", "rpcworker"]
+    assert (staged / "rpcworker").resolve() == (ROOT / "rpcworker").resolve()
+
+
+def test_known_bad_combinations() -> None:
+    bad = known_bad_combinations({"huggingface_hub": "0.26.0", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"})
+    assert [c.name for c in bad] == ["huggingface_hub"] and "huggingface_hub<0.26" in bad[0].detail
+    assert [c.name for c in known_bad_combinations({"numpy": "2.0.1", "torch": "2.1.0+cu121"})] == ["numpy"]
+    assert known_bad_combinations({"huggingface_hub": "0.17.3", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"}) == []
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([str(HOST_PYTHON), "-m", "host", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+
+
+def test_doctor_on_the_mock_worker_env(tmp_path: Path) -> None:
+    out = _cli("doctor", "--python", str(WORKER_PYTHON.parent.parent), cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "ok  python" in out.stdout and "3.10" in out.stdout
+    assert "FAIL  model packages  missing torch" in out.stdout
+
+
+@pytest.mark.slow
+def test_setup_worker_makes_saves_and_checks(tmp_path: Path) -> None:
+    target = tmp_path / "env"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = _cli("setup-worker", str(target), "--python", str(WORKER_PYTHON), "--no-models", "--save", cwd=tmp_path, env=env)
+    assert "ok  worker code" in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text().count(str(target)) == 1
+    again = _cli("doctor", cwd=tmp_path, env=env)
+    assert f"(from {tmp_path / 'config' / 'instantmesh-rpc' / 'config.toml'})" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("out_arg", ["afile", "afile/below"])
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path: Path, out_arg: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    image = ROOT / "examples" / "inputs" / "ball.png"
+    out = _cli("batch", str(image), "--out", out_arg, "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"error: --out {out_arg} "), out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_no_worker_environment_is_one_line(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), environment.ENV_PYTHON: ""}
+    out = _cli("batch", str(ROOT / "examples" / "inputs"), "--out", "o", cwd=tmp_path, env=env)
+    assert out.returncode == 2 and out.stderr.startswith("error: no worker environment"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
+    import numpy as np
+
+    from host.images.preparation import prepare
+
+    image = ROOT / "examples" / "inputs" / "box.png"
+    out = _cli("batch", str(image), "--out", "o", "--foreground-ratio", "0.8", "--flip", "--white-background", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    from PIL import Image
+
+    written = np.asarray(Image.open(tmp_path / "o" / "box_input.png"))
+    expected = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png", ratio=0.8, flip=True, background="white").image)
+    assert written.shape == (320, 320, 3) and np.array_equal(written, expected)
+    plain = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png").image)
+    assert plain.shape[2] == 4, "the default stays upstream's transparent 85 % crop"
+
+
+def test_every_output_of_an_object_has_the_same_permissions(tmp_path: Path) -> None:
+    image = ROOT / "examples" / "inputs" / "ball.png"
+    out = _cli("batch", str(image), "--out", "o", "--contact-sheet", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
+    assert set(modes) == {"ball.obj", "ball_views.png", "ball_input.png", "ball_sheet.png"}
+    assert len(set(modes.values())) == 1, modes
+
+
+FAKE_CONDA = """#!/bin/sh
+# Stands in for conda: only `conda run --no-capture-output -n NAME python ARGS...`, for one env name.
+[ "$1" = run ] && [ "$2" = --no-capture-output ] && [ "$3" = -n ] || {{ echo "fake conda: unexpected $*" >&2; exit 64; }}
+[ "$4" = {name} ] || {{ echo "EnvironmentLocationNotFound: Not a conda environment: $4" >&2; exit 1; }}
+[ "$5" = python ] || exit 64
+shift 5
+exec {python} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_setup_worker_conda_adds_the_missing_packages_to_an_existing_env(tmp_path: Path) -> None:
+    """``setup-worker --conda ENV`` through ``conda run`` (a stand-in conda on PATH over a plain venv, as no
+    conda is installed here): the packages upstream's env lacks get installed there, then doctor checks it."""
+    env_dir = tmp_path / "upstream"
+    subprocess.run([str(WORKER_PYTHON), "-m", "venv", str(env_dir)], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    conda = bin_dir / "conda"
+    conda.write_text(FAKE_CONDA.format(name="upstream", python=env_dir / "bin" / "python"))
+    conda.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = _cli("setup-worker", "--conda", "upstream", "--save", cwd=tmp_path, env=env)
+    assert "ok  worker code" in out.stdout, out.stdout + out.stderr
+    installed = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import msgspec, omegaconf, einops; print('ok')"], capture_output=True, text=True)
+    assert installed.stdout.strip() == "ok", installed.stderr
+    assert "conda:upstream" in (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text()
+    missing = _cli("setup-worker", "--conda", "nosuchenv", cwd=tmp_path, env=env)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: pip install failed in conda:nosuchenv"), missing.stderr
+    assert "Traceback" not in missing.stderr
