@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from host.api.facade import InstantMeshWorker
-from host.cli.objects import MESH_FORMATS, Settings
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_LANE_CHOICES, MaxBatch, Seed, Steps
+from host.cli.objects import Settings
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MESH_FORMATS, MESH_LANE_CHOICES, MaxBatch, Seed, Steps
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

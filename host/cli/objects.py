@@ -16,13 +16,12 @@ from pathlib import Path
 from host.api.facade import InstantMeshWorker
 from host.api.results import Mesh
 from host.cli.progress import ProgressPrinter
+from host.images.mask_files import MASK_SUFFIX, mask_path_for
 from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS
+from rpcworker.wire.messages import DEFAULT_SEED, DEFAULT_STEPS, MODEL_NAMES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MASK_SUFFIX = "_mask"
-MESH_FORMATS = ("obj", "glb", "ply")
 
 
 @dataclass(frozen=True)
@@ -107,11 +106,6 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _mask_of(image: Path) -> Path | None:
-    candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}.png")
-    return candidate if candidate.is_file() else None
-
-
 def _is_mask(path: Path, siblings: set[str]) -> bool:
     """``X_mask.png`` is a mask only when an image ``X.*`` sits beside it; otherwise it is an image."""
     if not path.stem.endswith(MASK_SUFFIX):
@@ -147,9 +141,9 @@ def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[Ob
             if not images:
                 notes.append(f"{shown(path)}: no .png/.jpg images in this folder")
             for image in images:
-                objects.append(ObjectInput(unique(image.stem), image, _mask_of(image)))
+                objects.append(ObjectInput(unique(image.stem), image, mask_path_for(image)))
         elif path.is_file():
-            objects.append(ObjectInput(unique(path.stem), path, _mask_of(path)))
+            objects.append(ObjectInput(unique(path.stem), path, mask_path_for(path)))
         else:
             objects.append(ObjectInput(unique(path.stem or "input"), path, None, f"{path}: no such file or folder"))
     return objects, notes
@@ -161,7 +155,7 @@ def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[s
     Returns the seconds per model loaded now (empty when everything was already warm).
     """
     status = worker.status()
-    missing = [m for m in ("views", "mesh") if m not in status.loaded]
+    missing = [m for m in MODEL_NAMES if m not in status.loaded]
     if not missing:
         return {}
     result = worker.load(missing, on_progress=printer)

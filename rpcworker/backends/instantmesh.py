@@ -33,8 +33,6 @@ from .views_loading import ViewsLoad
 
 log = logging.getLogger("rpcworker.instantmesh")
 
-MODELS = ("views", "mesh")
-
 
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
 """The fast default on CUDA (docs/benchmarks.md, H200): the denoising step's two passes compiled with CUDA graphs (the

@@ -135,8 +135,9 @@ class ViewsGridPng(Struct, tag="grid_png", tag_field="type", forbid_unknown_fiel
 ViewsSource = Union[ViewsHandle, ViewsGridPath, ViewsGridPng]
 
 ModelName = Literal["views", "mesh"]
-MODEL_NAMES: tuple[ModelName, ...] = ("views", "mesh")
+MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 MeshFormat = Literal["obj", "glb", "ply"]
+MESH_FORMATS: tuple[MeshFormat, ...] = get_args(MeshFormat)
 Orientation = Literal["instantmesh", "raw"]
 
 
