@@ -236,6 +236,7 @@ def _initialize(session: WorkerSession, params: InitializeParams) -> InitializeR
         capabilities=info.capabilities,
         max_line_bytes=session.stream.max_line_bytes,
         max_handles=session.workspace.views.capacity,
+        weights=info.weights,
     )
 
 
@@ -262,6 +263,7 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         max_batch=session.jobs.max_batch,
         mesh_lane=session.jobs.side_lane,
         reconstructing=session.jobs.beside,
+        weights=info.weights,
     )
 
 

@@ -265,11 +265,11 @@ def finish_object(
     result.mesh_path = Path(mesh.path)
     result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
     if settings.contact_sheet:
-        result.sheet_path = _sheet(result, item, settings, outputs, image, mesh.model_label)
+        result.sheet_path = _sheet(result, item, settings, outputs, image, mesh)
     return result
 
 
-def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, label: str) -> Path | None:
+def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, mesh: Mesh) -> Path | None:
     """The contact sheet; a failure here is a warning, the mesh itself is fine."""
     from host.images.contact_sheet import ContactSheetError, write_contact_sheet
 
@@ -286,7 +286,8 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
             views_grid=result.grid_path,
             mesh_path=result.mesh_path,
             notes=notes,
-            model_label=label,
+            model_label=mesh.model_label,
+            weights=mesh.weights,
         )
     except (ContactSheetError, OSError) as exc:
         result.warnings.append(f"contact sheet not written: {exc}")

@@ -25,7 +25,7 @@ from instantmesh.zero123plus.speed import check_optimizations
 
 from ..wire.errors import InvalidParams, OutOfMemory
 from ..wire.messages import MemoryInfo
-from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 from .mesh_loading import MeshBeside, MeshModel, load_mesh
 from .model_files import ModelFiles, resolve_model_files
@@ -85,13 +85,11 @@ class InstantMeshBackend:
         return BackendInfo(
             name="instantmesh",
             model_label=self.files.label,
+            weights=self.files.weights,
             device=f"{self.device} ({name})" if self.device.type == "cuda" else "cpu",
             torch=str(torch.__version__),
             cuda=cuda,
-            capabilities=[
-                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
-                *(["texture_map"] if texture_maps_available() else []),
-            ],
+            capabilities=[*CAPABILITIES, *(["texture_map"] if texture_maps_available() else [])],
         )
 
     def loaded(self) -> list[str]:

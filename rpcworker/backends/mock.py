@@ -17,7 +17,7 @@ import numpy as np
 
 from ..wire.errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
 from ..wire.messages import DEFAULT_VIEW_SIZE, MODEL_NAMES, MemoryInfo
-from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
 
 
@@ -75,13 +75,11 @@ class MockBackend:
         return BackendInfo(
             name="mock",
             model_label="mock (fake views and meshes for testing; no model)",
+            weights="mock",
             device="cpu",
             torch=None,
             cuda=None,
-            capabilities=[
-                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
-                *([] if self.options.no_texture else ["texture_map"]),
-            ],
+            capabilities=[*CAPABILITIES, *([] if self.options.no_texture else ["texture_map"])],
         )
 
     def loaded(self) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..wire.messages import DEFAULT_VIEW_SIZE
 
@@ -19,6 +20,7 @@ class ModelFiles:
     lrm: Path
     lrm_config: Path
     label: str
+    weights: Literal["official", "tiny"]
     view_size: int
     """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
 
@@ -41,7 +43,7 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
             paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
             config = Path(args.config) if args.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, "official", int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
                 raise ValueError(str(exc)) from exc
@@ -49,4 +51,4 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
 
     tiny = ensure_tiny_weights()
-    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
+    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, "tiny", int(getattr(args, "view_size", None) or 32))

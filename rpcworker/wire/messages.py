@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -139,6 +139,8 @@ MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 MeshFormat = Literal["obj", "glb", "ply"]
 MESH_FORMATS: tuple[MeshFormat, ...] = get_args(MeshFormat)
 Orientation = Literal["instantmesh", "raw"]
+Weights = Literal["official", "tiny", "mock"]
+"""Which weights make the results: the official models, the tiny preset's random ones, or none (the mock backend)."""
 
 
 class MemoryInfo(Struct):
@@ -171,6 +173,8 @@ class InitializeResult(Struct):
     capabilities: list[str]
     max_line_bytes: int
     max_handles: int
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class EmptyParams(Struct, forbid_unknown_fields=True):
@@ -223,6 +227,8 @@ class StatusResult(Struct):
     """Whether reconstruct runs on a lane of its own, beside the diffusion (``--mesh-lane``; since 1.4)."""
     reconstructing: list[RequestId] = msgspec.field(default_factory=list)
     """The ids running on the mesh lane now (since 1.4)."""
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):
@@ -244,6 +250,8 @@ class ViewsResult(Struct):
     num_inference_steps: int
     model_label: str
     timings: dict[str, float]
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class ReconstructParams(Struct, forbid_unknown_fields=True):
@@ -266,6 +274,8 @@ class MeshResult(Struct):
     timings: dict[str, float]
     extra_paths: list[str] = msgspec.field(default_factory=list)
     """Files written with the mesh (a textured OBJ's .mtl and .png); added in 1.1."""
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class ShutdownResult(Struct):

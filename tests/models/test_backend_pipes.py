@@ -23,17 +23,17 @@ def tiny_worker(tiny_cache: Path):
 
 def test_views_then_mesh_by_handle_in_every_format(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
     info = tiny_worker.client.info
-    assert info.backend == "instantmesh" and info.torch and "tiny" in info.model_label
+    assert info.backend == "instantmesh" and info.torch and info.weights == "tiny" and "tiny" in info.model_label
     progress = []
     views = tiny_worker.generate_views(
         object_png, num_inference_steps=3, save_grid=tmp_path / "grid.png", on_progress=lambda p: progress.append(p.stage)
     )
-    assert "NOT the official" in views.model_label
+    assert views.weights == "tiny" and "NOT the official" in views.model_label
     assert views.grid_size == (64, 96) and views.view_size == 32 and Path(views.grid_path).stat().st_size > 0
     assert progress.count("diffusion") == 3
     for fmt in ("obj", "glb", "ply"):
         mesh = tiny_worker.reconstruct(views, tmp_path / f"mesh.{fmt}")
-        assert mesh.num_vertices > 100 and mesh.num_faces > 100
+        assert mesh.num_vertices > 100 and mesh.num_faces > 100 and mesh.weights == "tiny"
         loaded = trimesh.load(mesh.path, force="mesh", process=False)
         assert len(loaded.faces) == mesh.num_faces
         assert loaded.bounds.ravel().tolist() == pytest.approx(sum(mesh.bounds, []), abs=1e-4)
