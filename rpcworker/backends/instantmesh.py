@@ -126,7 +126,7 @@ class InstantMeshBackend:
         return seconds
 
     def _load_views(self, report: Callable[[str], None], before_warm_up: Callable[[], None]) -> Any:
-        load = self._views_load()
+        load = self.views_load()
         load.before_warm_up = before_warm_up
         return load.run(report)
 
@@ -135,17 +135,10 @@ class InstantMeshBackend:
         runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
         return sorted({1, self.max_batch})
 
-    def _views_load(self) -> ViewsLoad:
+    def views_load(self) -> ViewsLoad:
+        """A load of the views with this backend's files, device and options (its phases go into ``load_phases``)."""
         return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize,
                          self._free)
-
-    def _row_counts(self) -> list[int]:
-        """The same as UNet batch sizes, with guidance."""
-        return self._views_load().row_counts()
-
-    def _warm_up(self, pipeline: Any) -> None:
-        """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
-        self._views_load().warm_up(pipeline)
 
     def _load_mesh(self) -> MeshModel:
         return load_mesh(self.files, self.device, self.load_phases, self._synchronize)

@@ -174,10 +174,11 @@ def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: P
     eager = InstantMeshBackend(files, "cpu", ())
     backend = InstantMeshBackend(files, "cpu", (), max_batch=3)
     backend.load(["views"], SilentContext())
-    assert backend._row_counts() == [2, 6]
+    load = backend.views_load()
+    assert load.row_counts() == [2, 6]
     torch._dynamo.reset()
-    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=backend._row_counts())
-    backend._warm_up(backend._pipeline)
+    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=load.row_counts())
+    load.warm_up(backend._pipeline)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seeds in ([1, 2], [3], [4, 5, 6]):
             batch = backend.generate_views_batch([image] * len(seeds), seeds, 2, 4.0, [SilentContext()] * len(seeds))
@@ -207,14 +208,13 @@ def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     """The compile warm-up reports one phase per step (the first: trace and compile; later: CUDA-graph runs)."""
     import argparse
 
-    from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.backends.views_compile import WARMUP_DECODE_PHASE, WARMUP_STEPS, warmup_phase
 
     files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
     backend = InstantMeshBackend(files, "cpu", ())
-    backend.load(["views"], SilentContext())
-    backend._warm_up(backend._pipeline)
+    load = backend.views_load()
+    load.warm_up(load.read_modules())
     names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
     assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)
     assert backend.load_phases[WARMUP_DECODE_PHASE] > 0  # and one decode, which compiles the VAE decoder
