@@ -8,7 +8,6 @@ package; without it they are refused and ``initialize`` does not list the capabi
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import logging
@@ -23,6 +22,7 @@ import torch
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 from instantmesh.zero123plus.speed import check_optimizations
 
+from ..options import WorkerOptions
 from ..wire.errors import InvalidParams, OutOfMemory
 from ..wire.messages import MemoryInfo
 from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
@@ -74,10 +74,8 @@ class InstantMeshBackend:
         self._mesh: MeshModel | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> InstantMeshBackend:
-        optimize = getattr(args, "optimize", None)
-        optimizations = None if optimize is None else tuple(o for o in optimize.split(",") if o and o != "none")
-        return cls(resolve_model_files(args), args.device, optimizations, getattr(args, "max_batch", None))
+    def from_options(cls, options: WorkerOptions) -> InstantMeshBackend:
+        return cls(resolve_model_files(options), options.device, options.optimizations(), options.max_batch)
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None

@@ -52,6 +52,9 @@ MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects pe
 MeshLane = Literal["auto", "on", "off"]
 """The worker's ``--mesh-lane`` (section 11 of protocol.md): auto turns it on where the backend says it pays."""
 MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
+Preset = Literal["auto", "official", "tiny"]
+"""The worker's ``--preset``: the official weights, the tiny preset's random ones, or the official if found (auto)."""
+PRESET_CHOICES: tuple[str, ...] = get_args(Preset)
 
 # ---------------------------------------------------------------------------------------------------
 # Envelopes (JSON-RPC 2.0)

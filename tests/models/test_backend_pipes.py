@@ -103,8 +103,6 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     """No speed option may change results; checked in-process on the tiny preset. The compiled step goes
     through dynamo's eager backend (the same graph capture, without minutes of C++ compilation on CPU), with
     recompiles made errors: a second seed and a second object must reuse the one graph."""
-    import argparse
-
     import numpy as np
     import torch._dynamo
     from PIL import Image
@@ -112,8 +110,9 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     from instantmesh.zero123plus.speed import optimize_views
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     image = Image.open(object_png)
 
     def views(backend: InstantMeshBackend, seed: int = 5) -> np.ndarray:
@@ -139,13 +138,12 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
 
 
 def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
-
     import torch
 
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     with pytest.raises(ValueError, match="unknown optimization"):
         InstantMeshBackend(files, "cpu", ("turbo",))
     with pytest.raises(ValueError, match="unknown optimization"):
@@ -161,15 +159,14 @@ def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeyp
 def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: Path, object_png: Path) -> None:
     """With --max-batch 3 the step is compiled for one object and for three (at load); a batch of two runs
     padded to three rows' worth, never compiling inside a request. Dynamo's eager backend, as above."""
-    import argparse
-
     import torch._dynamo
 
     from instantmesh.zero123plus.speed import optimize_views
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     image = Image.open(object_png)
     eager = InstantMeshBackend(files, "cpu", ())
     backend = InstantMeshBackend(files, "cpu", (), max_batch=3)
@@ -206,12 +203,11 @@ def test_a_batching_worker_gives_each_object_its_alone_views(tiny_cache: Path, o
 
 def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     """The compile warm-up reports one phase per step (the first: trace and compile; later: CUDA-graph runs)."""
-    import argparse
-
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.backends.views_compile import WARMUP_DECODE_PHASE, WARMUP_STEPS, warmup_phase
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     backend = InstantMeshBackend(files, "cpu", ())
     load = backend.views_load()
     load.warm_up(load.read_modules())
