@@ -119,7 +119,9 @@ class InstantMeshWorker:
         warnings.warn(message, TinyFallbackWarning, stacklevel=3)
 
     def __enter__(self) -> InstantMeshWorker:
-        return self.start()
+        info = self.client.start()
+        self._notice_weights(info.weights, info.model_label)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
