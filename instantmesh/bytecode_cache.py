@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from rpcworker.wire.cache import cache_root as default_cache_root
+
 log = logging.getLogger("instantmesh.bytecode_cache")
 
 PYCACHE_ENV = "INSTANTMESH_RPC_PYCACHE"
@@ -46,8 +48,6 @@ def use_bytecode_cache(cache_root: Path | None = None, probe: str = PROBE_PACKAG
     if setting:
         folder = Path(setting)
     else:
-        from .tiny import cache_root as default_cache_root
-
         folder = (cache_root or default_cache_root()) / PYCACHE_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -6,18 +6,18 @@ Needs numpy (and trimesh and pillow for texture maps) only, so the mock backend 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from rpcworker.wire.messages import MESH_FORMATS, MeshFormat, Orientation
 
 from .mesh_writers import WRITERS
 from .obj_text import obj_chunks
 
-MESH_FORMATS = ("obj", "glb", "ply")
-TEXTURED_FORMATS = ("obj", "glb")
+TEXTURED_FORMATS: tuple[MeshFormat, ...] = ("obj", "glb")
 """PLY has no standard texture-map reference, so a textured mesh is refused in PLY."""
 MATERIAL_NAME = "material_0"
-Orientation = Literal["instantmesh", "raw"]
 
 
 def orient_vertices(vertices: np.ndarray, orientation: Orientation) -> np.ndarray:

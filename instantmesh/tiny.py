@@ -16,18 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rpcworker.wire.cache import cache_root
+
 from .weights import WeightPaths
 
 TINY_LABEL = "tiny (random weights, NOT the official models: outputs are noise)"
 TINY_VERSION = 1
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TINY_SEED = 20240601
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("INSTANTMESH_RPC_CACHE")
-    base = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "instantmesh-rpc"
-    return base
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ def _finish_views(
             seed=params.seed,
             num_inference_steps=params.num_inference_steps,
             model_label=ws.backend.info().model_label,
+            weights=ws.backend.info().weights,
             timings={
                 "read_input_s": prep.read_s, **generated.timings, "save_s": save_s,
                 "total_s": time.perf_counter() - prep.start, "batch_size": float(batch_size),
@@ -230,6 +231,7 @@ def reconstruct(ws: Workspace, params: ReconstructParams, ctx: JobContext) -> De
             num_faces=int(len(mesh.faces)),
             bounds=bounds,
             model_label=ws.backend.info().model_label,
+            weights=ws.backend.info().weights,
             timings={**mesh.timings, "export_s": export_s, "total_s": time.perf_counter() - start},
             extra_paths=plan.companions,
         )

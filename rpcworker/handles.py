@@ -9,12 +9,6 @@ from typing import Any
 
 from .wire.errors import HandleExpired
 
-DEFAULT_MAX_HANDLES = 16
-"""Views kept for reconstruct when --max-handles is not given (and --max-batch is at most a third of it)."""
-HANDLES_PER_BATCH = 3
-"""--max-handles is at least this many times --max-batch by default: a host filling the mesh lane keeps three
-batches of objects in flight (one reconstructing, one in diffusion, one queued behind it)."""
-
 
 class ViewStore:
     """Maps handles to views, at most ``capacity`` of them.

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from .options import MAX_BATCH_WAIT_S
 from .wire.errors import Cancelled, InternalError, OutOfMemory, RpcError
 from .wire.messages import MAX_BATCH_LIMIT, Notification, ProgressParams, RequestId
 
@@ -84,8 +85,6 @@ class Deferred:
 BatchRunner = Callable[[Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"]
 """Runs a batch's params, each with its own context; returns each job's result (or Deferred) or the exception it became."""
 JobDone = Callable[[Job, "msgspec.Struct | None", "RpcError | None"], None]
-MAX_BATCH_WAIT_S = 1.0
-"""The longest ``--batch-wait-ms`` may make a job wait for company."""
 MIN_UNFINISHED = 2
 """Jobs whose deferred part may wait for the finisher before their lane waits too (bounds the meshes held):
 this many, or two batches' worth, so a batch's reconstructs never wait on each other's exports."""

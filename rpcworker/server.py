@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .backends.base import Backend
-from .handles import DEFAULT_MAX_HANDLES
+from .options import DEFAULT_MAX_HANDLES
 from .session import WorkerSession, serve_stream
 from .wire.framing import MessageStream
 from .wire.messages import MAX_LINE_BYTES, LogParams, Notification

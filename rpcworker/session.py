@@ -20,8 +20,9 @@ import msgspec
 from . import __version__
 from .backends.base import Backend
 from .handlers import BARRIER_METHODS, BATCH_HANDLERS, MESH_LANE_METHODS, MESH_LANE_NEEDS, MODEL_HANDLERS, Workspace
-from .handles import DEFAULT_MAX_HANDLES, ViewStore
+from .handles import ViewStore
 from .jobs import Job, JobQueue
+from .options import DEFAULT_MAX_HANDLES
 from .outputs import OutputPolicy
 from .replies import ReplySender
 from .wire.errors import (
@@ -251,6 +252,7 @@ def _initialize(session: WorkerSession, params: InitializeParams) -> InitializeR
         capabilities=info.capabilities,
         max_line_bytes=session.stream.max_line_bytes,
         max_handles=session.workspace.views.capacity,
+        weights=info.weights,
     )
 
 
@@ -277,6 +279,7 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         max_batch=session.jobs.max_batch,
         mesh_lane=session.jobs.side_lane,
         reconstructing=session.jobs.beside,
+        weights=info.weights,
     )
 
 

@@ -35,10 +35,10 @@ from rpcworker.wire.messages import (
     ViewsHandle,
     ViewsResult,
     ViewsSource,
+    Weights,
 )
 
 LOG = logging.getLogger("instantmesh_rpc")
-TINY_MARKER = "tiny (random weights"
 
 
 class TinyFallbackWarning(UserWarning):
@@ -114,9 +114,9 @@ class InstantMeshWorker:
         self.preset = preset
         self._warned_generation = -1
 
-    def _notice_label(self, label: str) -> None:
+    def _notice_weights(self, weights: Weights | None, label: str) -> None:
         """Warns (warnings + logging) once per worker start when ``auto`` fell back to the tiny preset."""
-        if self.preset == "tiny" or TINY_MARKER not in label or self._warned_generation == self.client.generation:
+        if self.preset == "tiny" or weights != "tiny" or self._warned_generation == self.client.generation:
             return
         self._warned_generation = self.client.generation
         message = f"the official InstantMesh weights were not found; the worker uses the {label} (instantmesh-rpc doctor says where it looked)"
@@ -124,14 +124,16 @@ class InstantMeshWorker:
         warnings.warn(message, TinyFallbackWarning, stacklevel=3)
 
     def __enter__(self) -> InstantMeshWorker:
-        self._notice_label(self.client.start().model_label)
+        info = self.client.start()
+        self._notice_weights(info.weights, info.model_label)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def start(self) -> InstantMeshWorker:
-        self._notice_label(self.client.start().model_label)
+        info = self.client.start()
+        self._notice_weights(info.weights, info.model_label)
         return self
 
     def close(self) -> int | None:
@@ -142,7 +144,7 @@ class InstantMeshWorker:
     def info(self) -> InitializeResult:
         """The running worker's handshake (pid, python, device, model label, capabilities); starts it if needed."""
         info = self.client.start()
-        self._notice_label(info.model_label)
+        self._notice_weights(info.weights, info.model_label)
         return info
 
     @property
@@ -254,7 +256,7 @@ class InstantMeshWorker:
 
     def views_from_result(self, result: ViewsResult) -> Views:
         """The API's Views for a generate_views result of this worker (used by the map helpers too)."""
-        self._notice_label(result.model_label)
+        self._notice_weights(result.weights, result.model_label)
         return Views(
             handle=result.handle,
             grid_path=result.grid_path,
@@ -265,6 +267,7 @@ class InstantMeshWorker:
             model_label=result.model_label,
             timings=result.timings,
             worker_generation=self.client.generation,
+            weights=result.weights,
         )
 
     def reconstruct(

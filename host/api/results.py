@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rpcworker.wire.messages import MeshResult
+from rpcworker.wire.messages import MeshResult, Weights
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Views:
     model_label: str
     timings: dict[str, float]
     worker_generation: int
+    weights: Weights | None = None
+    """official, tiny or mock (None from a worker before protocol 1.5)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Mesh:
     timings: dict[str, float]
     extra_paths: list[str] = field(default_factory=list)
     """Files written with the mesh: a textured OBJ's NAME.mtl and NAME.png."""
+    weights: Weights | None = None
+    """official, tiny or mock (None from a worker before protocol 1.5)."""
 
     @classmethod
     def from_result(cls, result: MeshResult) -> Mesh:
@@ -45,4 +49,5 @@ class Mesh:
             model_label=result.model_label,
             timings=result.timings,
             extra_paths=list(result.extra_paths),
+            weights=result.weights,
         )

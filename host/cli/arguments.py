@@ -16,12 +16,14 @@ import msgspec
 
 from host.api.facade import InstantMeshWorker
 from host.api.options import MeshOptions, ViewOptions
-from host.cli.objects import MESH_FORMATS, Settings
+from host.cli.objects import Settings
 from rpcworker.wire.messages import (
     DEFAULT_GUIDANCE,
     DEFAULT_SEED,
     DEFAULT_STEPS,
+    MESH_FORMATS,
     MESH_LANE_CHOICES,
+    PRESET_CHOICES,
     Guidance,
     MaxBatch,
     Seed,
@@ -39,7 +41,7 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("worker")
     group.add_argument("--python", metavar="ENV", help="worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)")
     group.add_argument("--backend", choices=["instantmesh", "mock"], help="default: instantmesh (mock when --mock is given)")
-    group.add_argument("--preset", choices=["auto", "official", "tiny"], help="weights: official, tiny (random), auto (official if found, else tiny; the default)")
+    group.add_argument("--preset", choices=PRESET_CHOICES, help="weights: official, tiny (random), auto (official if found, else tiny; the default)")
     group.add_argument("--zero123plus", metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
     group.add_argument("--unet", metavar="FILE", help="InstantMesh white-background UNet")
     group.add_argument("--lrm", metavar="FILE", help="LRM checkpoint (instant_mesh_large.ckpt)")

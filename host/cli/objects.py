@@ -17,12 +17,12 @@ from host.api.facade import InstantMeshWorker
 from host.api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions
 from host.api.results import Mesh
 from host.cli.progress import ProgressPrinter
+from host.images.mask_files import MASK_SUFFIX, mask_path_for
 from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import MODEL_NAMES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MASK_SUFFIX = "_mask"
-MESH_FORMATS = ("obj", "glb", "ply")
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,6 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _mask_of(image: Path) -> Path | None:
-    candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}.png")
-    return candidate if candidate.is_file() else None
-
-
 def _is_mask(path: Path, siblings: set[str]) -> bool:
     """``X_mask.png`` is a mask only when an image ``X.*`` sits beside it; otherwise it is an image."""
     if not path.stem.endswith(MASK_SUFFIX):
@@ -153,9 +148,9 @@ def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[Ob
             if not images:
                 notes.append(f"{shown(path)}: no .png/.jpg images in this folder")
             for image in images:
-                objects.append(ObjectInput(unique(image.stem), image, _mask_of(image)))
+                objects.append(ObjectInput(unique(image.stem), image, mask_path_for(image)))
         elif path.is_file():
-            objects.append(ObjectInput(unique(path.stem), path, _mask_of(path)))
+            objects.append(ObjectInput(unique(path.stem), path, mask_path_for(path)))
         else:
             objects.append(ObjectInput(unique(path.stem or "input"), path, None, f"{path}: no such file or folder"))
     return objects, notes
@@ -167,7 +162,7 @@ def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[s
     Returns the seconds per model loaded now (empty when everything was already warm).
     """
     status = worker.status()
-    missing = [m for m in ("views", "mesh") if m not in status.loaded]
+    missing = [m for m in MODEL_NAMES if m not in status.loaded]
     if not missing:
         return {}
     result = worker.load(missing, on_progress=printer)
@@ -268,11 +263,11 @@ def finish_object(
     result.mesh_path = Path(mesh.path)
     result.vertices, result.faces = mesh.num_vertices, mesh.num_faces
     if settings.contact_sheet:
-        result.sheet_path = _sheet(result, item, settings, outputs, image, mesh.model_label)
+        result.sheet_path = _sheet(result, item, settings, outputs, image, mesh)
     return result
 
 
-def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, label: str) -> Path | None:
+def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, mesh: Mesh) -> Path | None:
     """The contact sheet; a failure here is a warning, the mesh itself is fine."""
     from host.images.contact_sheet import ContactSheetError, write_contact_sheet
 
@@ -289,7 +284,8 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
             views_grid=result.grid_path,
             mesh_path=result.mesh_path,
             notes=notes,
-            model_label=label,
+            model_label=mesh.model_label,
+            weights=mesh.weights,
         )
     except (ContactSheetError, OSError) as exc:
         result.warnings.append(f"contact sheet not written: {exc}")

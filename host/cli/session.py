@@ -29,7 +29,6 @@ from host.cli.lines import SESSION_HELP as HELP
 from host.cli.lines import bytes_text as _bytes
 from host.cli.lines import report_object
 from host.cli.objects import (
-    MESH_FORMATS,
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -42,7 +41,7 @@ from host.cli.objects import (
 from host.cli.progress import ProgressPrinter
 from host.worker.errors import HostError, WorkerStartError
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import SEED_RANGE, STEPS_RANGE
+from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0

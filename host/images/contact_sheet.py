@@ -16,12 +16,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from rpcworker.wire.messages import Weights
+
 PREVIEW_AZIMUTHS = (0.0, 120.0, 240.0)
 PREVIEW_ELEVATION = 20.0
 BACKGROUND = (255, 255, 255)
 INK = (30, 30, 30)
 MUTED = (110, 110, 110)
 WARNING = (180, 20, 20)
+NOT_OFFICIAL: tuple[Weights, ...] = ("tiny", "mock")
+"""Weights whose results are noise or fakes: the sheet prints their label in the warning colour."""
 
 
 class ContactSheetError(ValueError):
@@ -225,6 +229,7 @@ def make_contact_sheet(
     mesh_path: str | os.PathLike[str] | None,
     notes: Sequence[str] = (),
     model_label: str = "",
+    weights: Weights | None = None,
     orientation: str = "instantmesh",
     tile: int = 160,
 ) -> Image.Image:
@@ -238,7 +243,7 @@ def make_contact_sheet(
     draw = ImageDraw.Draw(sheet)
     draw.text((8, 6), title, fill=INK, font=_font(18))
     if model_label:
-        colour = WARNING if "NOT the official" in model_label or model_label.startswith("mock") else MUTED
+        colour = WARNING if weights in NOT_OFFICIAL else MUTED
         draw.text((8, 30), f"model: {model_label}", fill=colour, font=_font(12))
     if notes:
         draw.text((8, 44), "   ".join(notes), fill=MUTED, font=_font(11))

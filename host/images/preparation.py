@@ -26,9 +26,9 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from host.images.mask_files import mask_path_for
 from rpcworker.wire.messages import DEFAULT_VIEW_SIZE, INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
 
-MASK_SUFFIX = "_mask"
 UPSTREAM_FOREGROUND_RATIO = 0.85
 
 ImageSource = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -48,13 +48,6 @@ class Prepared:
     """The object's box in the source image: x0, y0, x1, y1 (exclusive)."""
     mask_source: str
     """``mask file``, ``mask``, ``alpha``, ``rembg``, ``near-white background`` or ``whole image``."""
-
-
-def mask_path_for(image_path: str | os.PathLike[str]) -> Path | None:
-    """The ``NAME_mask.png`` beside ``NAME.ext``, if there is one."""
-    path = Path(image_path)
-    candidate = path.with_name(f"{path.stem}{MASK_SUFFIX}.png")
-    return candidate if candidate.is_file() else None
 
 
 def prepare(

@@ -151,11 +151,6 @@ class WorkerClient:
             log.info("worker pid %d started in %.2f s (%s, %s)", info.pid, self.startup_seconds, info.backend, info.device)
             return info
 
-    def restart(self) -> InitializeResult:
-        with self._lock:
-            self._discard()
-            return self.start()
-
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> int | None:
         """Polite shutdown: the shutdown request, then EOF, then terminate, then kill. Returns the exit code.
 

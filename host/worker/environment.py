@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from host.worker.errors import WorkerStartError
+from rpcworker.wire.cache import cache_root
 
 WORKER_PACKAGES = ("rpcworker", "instantmesh")
 ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"
 ENV_CONFIG = "INSTANTMESH_RPC_CONFIG"
 ENV_WORKER_CODE = "INSTANTMESH_RPC_WORKER_CODE"
-ENV_CACHE = "INSTANTMESH_RPC_CACHE"
 LOCAL_CONFIG = "instantmesh-rpc.toml"
 CHECKOUT_MODELS_VENV = Path(".venvs") / "models"
 WORKER_CODE_HOST, WORKER_CODE_INSTALLED = "host", "installed"
@@ -43,14 +43,6 @@ STRIPPED_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBA
 
 class EnvironmentProblem(WorkerStartError):
     """The worker environment cannot be found or used; the message says what to do, in one line."""
-
-
-def cache_root() -> Path:
-    """The same cache the worker uses for the tiny preset (INSTANTMESH_RPC_CACHE, else XDG cache)."""
-    configured = os.environ.get(ENV_CACHE)
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "instantmesh-rpc"
 
 
 def config_paths() -> list[Path]:

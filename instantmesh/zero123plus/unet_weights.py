@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from rpcworker.wire.cache import cache_root
+
 from ..weights_file import CheckpointError, load_weights_file
 
 PathLike = str | os.PathLike
@@ -24,7 +26,6 @@ def read_state_dict(path: PathLike, device: torch.device | str = "cpu") -> dict[
     """
     from ..device_read import read_safetensors
     from ..safetensors_cache import cached_read
-    from ..tiny import cache_root
 
     path = Path(path)
     if not path.is_file():

@@ -1,27 +1,27 @@
-"""Model backends; each is created from the worker's command-line arguments."""
+"""Model backends; each is created from the worker's options."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
+from ..options import BackendName, WorkerOptions
 from .base import Backend
 
 
-def _mock(args: argparse.Namespace) -> Backend:
+def _mock(options: WorkerOptions) -> Backend:
     from .mock import MockBackend, MockOptions
 
-    return MockBackend(MockOptions.parse(args.mock))
+    return MockBackend(MockOptions.parse(options.mock))
 
 
-def _instantmesh(args: argparse.Namespace) -> Backend:
+def _instantmesh(options: WorkerOptions) -> Backend:
     from .instantmesh import InstantMeshBackend
 
-    return InstantMeshBackend.from_args(args)
+    return InstantMeshBackend.from_options(options)
 
 
-BACKENDS: dict[str, Callable[[argparse.Namespace], Backend]] = {"mock": _mock, "instantmesh": _instantmesh}
+BACKENDS: dict[BackendName, Callable[[WorkerOptions], Backend]] = {"mock": _mock, "instantmesh": _instantmesh}
 
 
-def create_backend(args: argparse.Namespace) -> Backend:
-    return BACKENDS[args.backend](args)
+def create_backend(options: WorkerOptions) -> Backend:
+    return BACKENDS[options.backend](options)

@@ -10,11 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..wire.messages import MESH_FORMATS, MemoryInfo, Weights
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from ..wire.messages import MemoryInfo
+
+CAPABILITIES = ("generate_views", "reconstruct", "progress", "cancel", f"formats:{','.join(MESH_FORMATS)}")
+"""What every backend offers; a backend adds ``texture_map`` when it can unwrap meshes."""
 
 
 class WorkContext(Protocol):
@@ -62,6 +66,8 @@ class BackendInfo:
     name: str
     model_label: str
     """Shown to people in every result: says which weights produced it (e.g. tiny random weights)."""
+    weights: Weights
+    """The same, for programs: official, tiny or mock."""
     device: str
     torch: str | None
     cuda: str | None

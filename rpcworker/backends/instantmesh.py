@@ -8,7 +8,6 @@ package; without it they are refused and ``initialize`` does not list the capabi
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import logging
@@ -23,17 +22,16 @@ import torch
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 from instantmesh.zero123plus.speed import check_optimizations
 
+from ..options import WorkerOptions
 from ..wire.errors import InvalidParams, OutOfMemory
 from ..wire.messages import MemoryInfo
-from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
 from .mesh_loading import MeshBeside, MeshModel, load_mesh
 from .model_files import ModelFiles, resolve_model_files
 from .views_loading import ViewsLoad
 
 log = logging.getLogger("rpcworker.instantmesh")
-
-MODELS = ("views", "mesh")
 
 
 CUDA_DEFAULT_OPTIMIZATIONS = ("channels_last", "compile")
@@ -75,10 +73,8 @@ class InstantMeshBackend:
         self._mesh: MeshModel | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> InstantMeshBackend:
-        optimize = getattr(args, "optimize", None)
-        optimizations = None if optimize is None else tuple(o for o in optimize.split(",") if o and o != "none")
-        return cls(resolve_model_files(args), args.device, optimizations, getattr(args, "max_batch", None))
+    def from_options(cls, options: WorkerOptions) -> InstantMeshBackend:
+        return cls(resolve_model_files(options), options.device, options.optimizations(), options.max_batch)
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
@@ -86,13 +82,11 @@ class InstantMeshBackend:
         return BackendInfo(
             name="instantmesh",
             model_label=self.files.label,
+            weights=self.files.weights,
             device=f"{self.device} ({name})" if self.device.type == "cuda" else "cpu",
             torch=str(torch.__version__),
             cuda=cuda,
-            capabilities=[
-                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
-                *(["texture_map"] if texture_maps_available() else []),
-            ],
+            capabilities=[*CAPABILITIES, *(["texture_map"] if texture_maps_available() else [])],
         )
 
     def loaded(self) -> list[str]:
@@ -129,7 +123,7 @@ class InstantMeshBackend:
         return seconds
 
     def _load_views(self, report: Callable[[str], None], before_warm_up: Callable[[], None]) -> Any:
-        load = self._views_load()
+        load = self.views_load()
         load.before_warm_up = before_warm_up
         return load.run(report)
 
@@ -138,17 +132,10 @@ class InstantMeshBackend:
         runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
         return sorted({1, self.max_batch})
 
-    def _views_load(self) -> ViewsLoad:
+    def views_load(self) -> ViewsLoad:
+        """A load of the views with this backend's files, device and options (its phases go into ``load_phases``)."""
         return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize,
                          self._free)
-
-    def _row_counts(self) -> list[int]:
-        """The same as UNet batch sizes, with guidance."""
-        return self._views_load().row_counts()
-
-    def _warm_up(self, pipeline: Any) -> None:
-        """Compile (or fetch from the cache) the step at every batch size requests will use, before any request."""
-        self._views_load().warm_up(pipeline)
 
     def _load_mesh(self) -> MeshModel:
         return load_mesh(self.files, self.device, self.load_phases, self._synchronize)

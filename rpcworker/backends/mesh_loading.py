@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..wire.cache import cache_root
 from ..wire.errors import ModelNotLoaded
 from .model_files import ModelFiles
 
@@ -38,7 +39,6 @@ def load_mesh(files: ModelFiles, device: torch.device, phases: dict[str, float],
     from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras
     from instantmesh.lrm.config import load_config
     from instantmesh.lrm.model import load_instantmesh_lrm
-    from instantmesh.tiny import cache_root
 
     start = time.perf_counter()
     try:

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..wire.errors import InternalError, InvalidParams, ModelNotLoaded, OutOfMemory
-from ..wire.messages import DEFAULT_VIEW_SIZE, MemoryInfo
-from .base import BackendInfo, GeneratedViews, MeshData, WorkContext
+from ..wire.messages import DEFAULT_VIEW_SIZE, MODEL_NAMES, MemoryInfo
+from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
-
-MODELS = ("views", "mesh")
 
 
 @dataclass
@@ -77,17 +75,15 @@ class MockBackend:
         return BackendInfo(
             name="mock",
             model_label="mock (fake views and meshes for testing; no model)",
+            weights="mock",
             device="cpu",
             torch=None,
             cuda=None,
-            capabilities=[
-                "generate_views", "reconstruct", "progress", "cancel", "formats:obj,glb,ply",
-                *([] if self.options.no_texture else ["texture_map"]),
-            ],
+            capabilities=[*CAPABILITIES, *([] if self.options.no_texture else ["texture_map"])],
         )
 
     def loaded(self) -> list[str]:
-        return [m for m in MODELS if m in self._loaded]
+        return [m for m in MODEL_NAMES if m in self._loaded]
 
     def load(self, models: list[str], ctx: WorkContext) -> dict[str, float]:
         self._misbehave("load")
@@ -104,7 +100,7 @@ class MockBackend:
         return seconds
 
     def unload(self, models: list[str]) -> list[str]:
-        unloaded = [m for m in MODELS if m in models and m in self._loaded]
+        unloaded: list[str] = [m for m in MODEL_NAMES if m in models and m in self._loaded]
         self._loaded.difference_update(unloaded)
         return unloaded
 

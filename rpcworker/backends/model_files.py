@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from ..options import WorkerOptions
 from ..wire.messages import DEFAULT_VIEW_SIZE
 
 log = logging.getLogger("rpcworker.instantmesh")
+
+TINY_VIEW_SIZE = 32
+"""Side of each view of the tiny preset (its networks are tiny too)."""
 
 
 @dataclass(frozen=True)
@@ -19,11 +23,12 @@ class ModelFiles:
     lrm: Path
     lrm_config: Path
     label: str
+    weights: Literal["official", "tiny"]
     view_size: int
     """Side of each generated view (320 officially; the grid is 2 views wide and 3 high)."""
 
 
-def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
+def resolve_model_files(options: WorkerOptions) -> ModelFiles:
     """The files to load: the official weights (found or given), or the tiny preset.
 
     ``--preset auto`` (the default) uses the official weights when all of them are found and the tiny
@@ -32,16 +37,14 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     from instantmesh.lrm.config import preset_path
     from instantmesh.weights import WeightsNotFound, resolve_weights
 
-    preset = args.preset or "auto"
-    explicit = any((args.zero123plus, args.unet, args.lrm))
-    if preset not in ("auto", "official", "tiny"):
-        raise ValueError(f"unknown preset {preset!r}; use official, tiny or auto")
+    preset = options.preset or "auto"
+    explicit = any((options.zero123plus, options.unet, options.lrm))
     if preset != "tiny":
         try:
-            paths = resolve_weights(args.zero123plus, args.unet, args.lrm)
-            config = Path(args.config) if args.config else preset_path("instant-mesh-large")
+            paths = resolve_weights(options.zero123plus, options.unet, options.lrm)
+            config = Path(options.config) if options.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, int(getattr(args, "view_size", None) or DEFAULT_VIEW_SIZE))
+            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, "official", options.view_size or DEFAULT_VIEW_SIZE)
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
                 raise ValueError(str(exc)) from exc
@@ -49,4 +52,4 @@ def resolve_model_files(args: argparse.Namespace) -> ModelFiles:
     from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
 
     tiny = ensure_tiny_weights()
-    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, int(getattr(args, "view_size", None) or 32))
+    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, "tiny", options.view_size or TINY_VIEW_SIZE)

@@ -17,6 +17,7 @@ import torch
 from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available, code_fingerprint
 from instantmesh.zero123plus.speed import AheadOfTimeSetup, package_seconds
 
+from ..wire.cache import cache_root
 from ..wire.messages import DEFAULT_GUIDANCE
 
 log = logging.getLogger("rpcworker.instantmesh")
@@ -49,7 +50,6 @@ def warmup_phase(step: int, batch: int = 1) -> str:
 def compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> tuple[Path, dict[str, Any]]:
     """This machine's compile-cache folder for these weights and options, and its key (nothing is touched yet)."""
     from instantmesh.compile_cache import compile_cache_dir, compile_key
-    from instantmesh.tiny import cache_root
 
     stat = unet.stat()
     weights = {"unet": str(unet), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "view_size": view_size}

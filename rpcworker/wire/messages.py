@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -52,6 +52,9 @@ MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects pe
 MeshLane = Literal["auto", "on", "off"]
 """The worker's ``--mesh-lane`` (section 11 of protocol.md): auto turns it on where the backend says it pays."""
 MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
+Preset = Literal["auto", "official", "tiny"]
+"""The worker's ``--preset``: the official weights, the tiny preset's random ones, or the official if found (auto)."""
+PRESET_CHOICES: tuple[str, ...] = get_args(Preset)
 
 # ---------------------------------------------------------------------------------------------------
 # Envelopes (JSON-RPC 2.0)
@@ -135,9 +138,12 @@ class ViewsGridPng(Struct, tag="grid_png", tag_field="type", forbid_unknown_fiel
 ViewsSource = Union[ViewsHandle, ViewsGridPath, ViewsGridPng]
 
 ModelName = Literal["views", "mesh"]
-MODEL_NAMES: tuple[ModelName, ...] = ("views", "mesh")
+MODEL_NAMES: tuple[ModelName, ...] = get_args(ModelName)
 MeshFormat = Literal["obj", "glb", "ply"]
+MESH_FORMATS: tuple[MeshFormat, ...] = get_args(MeshFormat)
 Orientation = Literal["instantmesh", "raw"]
+Weights = Literal["official", "tiny", "mock"]
+"""Which weights make the results: the official models, the tiny preset's random ones, or none (the mock backend)."""
 
 
 class MemoryInfo(Struct):
@@ -170,6 +176,8 @@ class InitializeResult(Struct):
     capabilities: list[str]
     max_line_bytes: int
     max_handles: int
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class EmptyParams(Struct, forbid_unknown_fields=True):
@@ -222,6 +230,8 @@ class StatusResult(Struct):
     """Whether reconstruct runs on a lane of its own, beside the diffusion (``--mesh-lane``; since 1.4)."""
     reconstructing: list[RequestId] = msgspec.field(default_factory=list)
     """The ids running on the mesh lane now (since 1.4)."""
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):
@@ -243,6 +253,8 @@ class ViewsResult(Struct):
     num_inference_steps: int
     model_label: str
     timings: dict[str, float]
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class ReconstructParams(Struct, forbid_unknown_fields=True):
@@ -265,6 +277,8 @@ class MeshResult(Struct):
     timings: dict[str, float]
     extra_paths: list[str] = msgspec.field(default_factory=list)
     """Files written with the mesh (a textured OBJ's .mtl and .png); added in 1.1."""
+    weights: Weights | None = None
+    """Which weights make the results (since 1.5; None from an older worker)."""
 
 
 class ShutdownResult(Struct):

@@ -285,10 +285,11 @@ def test_the_input_cap_holds_when_the_reported_size_is_zero(monkeypatch) -> None
     """In-process: with the cap lowered below /proc/self/maps' content, reading it is refused as too large."""
     from rpcworker import images
     from rpcworker.wire.errors import InputUnreadable
+    from rpcworker.wire.messages import ImagePath
 
     monkeypatch.setattr(images, "MAX_INPUT_BYTES", 64)
     with pytest.raises(InputUnreadable, match="over the limit"):
-        images._read_bytes("/proc/self/maps", "image.path")
+        images.load_input_image(ImagePath("/proc/self/maps"))
 
 
 # ---------------------------------------------------------------- smaller ones

@@ -70,7 +70,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 PROBE = textwrap.dedent(
     """
     import json, sys
-    from host.worker.environment import cache_root
+    from rpcworker.wire.cache import cache_root
     from host.worker.process import WorkerCommand
     import host
     command = WorkerCommand.venv(sys.argv[1])

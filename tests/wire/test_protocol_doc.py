@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 import pytest
 
-from rpcworker.handles import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.jobs import MIN_UNFINISHED
+from rpcworker.options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.outputs import STALE_PARTIAL_S
 from rpcworker.replies import ERROR_TEXT_LIMIT
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
@@ -23,6 +24,7 @@ from rpcworker.wire.messages import (
     VIEWS_COMPILING,
     VIEWS_FROM_PACKAGES,
     VIEWS_WRITING_BUNDLE,
+    Weights,
 )
 from tests.conftest import ROOT
 
@@ -74,6 +76,7 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
         (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
+        ("`weights` (since 1.5: " + ", ".join(f"`{w}`" for w in get_args(Weights)[:-1]) + f" or `{get_args(Weights)[-1]}`;", None),
     ],
 )
 def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> None:

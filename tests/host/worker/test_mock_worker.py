@@ -56,12 +56,12 @@ def test_views_then_meshes_from_one_handle(mock_client, object_png: Path, tmp_pa
     client = mock_client()
     grid = tmp_path / "out" / "grid.png"
     views = client.generate_views(views_params(object_png, num_inference_steps=5, output_path=str(grid)))
-    assert grid.exists() and views.grid_path == str(grid)
+    assert grid.exists() and views.grid_path == str(grid) and views.weights == "mock"
     assert (views.grid_width, views.grid_height, views.view_size) == (640, 960, 320)
     for fmt in ("obj", "glb", "ply"):
         mesh = client.reconstruct(ReconstructParams(ViewsHandle(views.handle), str(tmp_path / f"m.{fmt}")))
-        assert mesh.format == fmt and mesh.num_faces > 0 and Path(mesh.mesh_path).stat().st_size > 0
-    assert client.status().handles == 1
+        assert mesh.format == fmt and mesh.weights == "mock" and mesh.num_faces > 0 and Path(mesh.mesh_path).stat().st_size > 0
+    assert client.status().handles == 1 and client.status().weights == "mock"
 
 
 def test_python_api_end_to_end(worker_python: Path, object_png: Path, tmp_path: Path) -> None:

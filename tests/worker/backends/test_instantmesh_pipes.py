@@ -23,17 +23,17 @@ def tiny_worker(tiny_cache: Path):
 
 def test_views_then_mesh_by_handle_in_every_format(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
     info = tiny_worker.client.info
-    assert info.backend == "instantmesh" and info.torch and "tiny" in info.model_label
+    assert info.backend == "instantmesh" and info.torch and info.weights == "tiny" and "tiny" in info.model_label
     progress = []
     views = tiny_worker.generate_views(
         object_png, num_inference_steps=3, save_grid=tmp_path / "grid.png", on_progress=lambda p: progress.append(p.stage)
     )
-    assert "NOT the official" in views.model_label
+    assert views.weights == "tiny" and "NOT the official" in views.model_label
     assert views.grid_size == (64, 96) and views.view_size == 32 and Path(views.grid_path).stat().st_size > 0
     assert progress.count("diffusion") == 3
     for fmt in ("obj", "glb", "ply"):
         mesh = tiny_worker.reconstruct(views, tmp_path / f"mesh.{fmt}")
-        assert mesh.num_vertices > 100 and mesh.num_faces > 100
+        assert mesh.num_vertices > 100 and mesh.num_faces > 100 and mesh.weights == "tiny"
         loaded = trimesh.load(mesh.path, force="mesh", process=False)
         assert len(loaded.faces) == mesh.num_faces
         assert loaded.bounds.ravel().tolist() == pytest.approx(sum(mesh.bounds, []), abs=1e-4)
@@ -104,8 +104,6 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     """No speed option may change results; checked in-process on the tiny preset. The compiled step goes
     through dynamo's eager backend (the same graph capture, without minutes of C++ compilation on CPU), with
     recompiles made errors: a second seed and a second object must reuse the one graph."""
-    import argparse
-
     import numpy as np
     import torch._dynamo
     from PIL import Image
@@ -113,8 +111,9 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     from instantmesh.zero123plus.speed import optimize_views
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     image = Image.open(object_png)
 
     def views(backend: InstantMeshBackend, seed: int = 5) -> np.ndarray:
@@ -140,13 +139,12 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
 
 
 def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
-
     import torch
 
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     with pytest.raises(ValueError, match="unknown optimization"):
         InstantMeshBackend(files, "cpu", ("turbo",))
     with pytest.raises(ValueError, match="unknown optimization"):
@@ -163,23 +161,23 @@ def test_options_that_cannot_work_are_refused_at_start(tiny_cache: Path, monkeyp
 def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: Path, object_png: Path) -> None:
     """With --max-batch 3 the step is compiled for one object and for three (at load); a batch of two runs
     padded to three rows' worth, never compiling inside a request. Dynamo's eager backend, as above."""
-    import argparse
-
     import torch._dynamo
 
     from instantmesh.zero123plus.speed import optimize_views
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     image = Image.open(object_png)
     eager = InstantMeshBackend(files, "cpu", ())
     backend = InstantMeshBackend(files, "cpu", (), max_batch=3)
     backend.load(["views"], SilentContext())
-    assert backend._row_counts() == [2, 6]
+    load = backend.views_load()
+    assert load.row_counts() == [2, 6]
     torch._dynamo.reset()
-    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=backend._row_counts())
-    backend._warm_up(backend._pipeline)
+    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=load.row_counts())
+    load.warm_up(backend._pipeline)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seeds in ([1, 2], [3], [4, 5, 6]):
             batch = backend.generate_views_batch([image] * len(seeds), seeds, 2, 4.0, [SilentContext()] * len(seeds))
@@ -207,16 +205,14 @@ def test_a_batching_worker_gives_each_object_its_alone_views(tiny_cache: Path, o
 
 def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     """The compile warm-up reports one phase per step (the first: trace and compile; later: CUDA-graph runs)."""
-    import argparse
-
-    from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.backends.views_compile import WARMUP_DECODE_PHASE, WARMUP_STEPS, warmup_phase
+    from rpcworker.options import WorkerOptions
 
-    files = resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    files = resolve_model_files(WorkerOptions(preset="tiny"))
     backend = InstantMeshBackend(files, "cpu", ())
-    backend.load(["views"], SilentContext())
-    backend._warm_up(backend._pipeline)
+    load = backend.views_load()
+    load.warm_up(load.read_modules())
     names = [warmup_phase(step) for step in range(1, WARMUP_STEPS + 1)]
     assert len(set(names)) == WARMUP_STEPS and all(backend.load_phases[name] >= 0 for name in names)
     assert backend.load_phases[WARMUP_DECODE_PHASE] > 0  # and one decode, which compiles the VAE decoder

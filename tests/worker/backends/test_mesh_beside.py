@@ -6,7 +6,6 @@ leaves the other one loaded and the failure reported.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import threading
 from pathlib import Path
@@ -20,6 +19,7 @@ from rpcworker.backends import instantmesh as backend_module  # noqa: E402
 from rpcworker.backends import views_loading  # noqa: E402
 from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files  # noqa: E402
 from rpcworker.backends.model_files import ModelFiles  # noqa: E402
+from rpcworker.options import WorkerOptions  # noqa: E402
 from rpcworker.wire.errors import ModelNotLoaded  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream]
@@ -38,7 +38,7 @@ class RecordingContext:
 
 @pytest.fixture(scope="module")
 def files(tiny_cache: Path) -> ModelFiles:
-    return resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    return resolve_model_files(WorkerOptions(preset="tiny"))
 
 
 def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(files: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,6 @@ the same views bit for bit. A bundle that no longer matches its code, sources or
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -29,6 +28,7 @@ from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_fil
 from rpcworker.backends.model_files import ModelFiles
 from rpcworker.backends.views_compile import views_code_fingerprint
 from rpcworker.backends.views_loading import ViewsLoad
+from rpcworker.options import WorkerOptions
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")]
 CPU = torch.device("cpu")
@@ -45,7 +45,7 @@ class Start:
 
 
 def tiny_files() -> ModelFiles:
-    return resolve_model_files(argparse.Namespace(preset="tiny", zero123plus=None, unet=None, lrm=None, config=None, view_size=None))
+    return resolve_model_files(WorkerOptions(preset="tiny"))
 
 
 def start(files: ModelFiles, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
