@@ -3,9 +3,10 @@
 Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
 """
 
-from host.api.facade import InstantMeshWorker, Mesh, TinyFallbackWarning, Views
+from host.api.facade import InstantMeshWorker, TinyFallbackWarning
 from host.api.options import MeshOptions, ViewOptions
 from host.api.outcome import ObjectOutcome
+from host.api.results import Mesh, Views
 from host.scale.pool import PoolViews, WorkerPool
 from host.scale.slots import PoolWorkerStatus
 from host.worker.client import WorkerClient

@@ -45,10 +45,7 @@ def use_bytecode_cache(cache_root: Path | None = None, probe: str = PROBE_PACKAG
     source_folder = Path(spec.origin).parent
     if not sys.dont_write_bytecode and os.access(source_folder, os.W_OK):
         return None  # Python writes it beside the source at the first import
-    if setting:
-        folder = Path(setting)
-    else:
-        folder = (cache_root or default_cache_root()) / PYCACHE_FOLDER
+    folder = Path(setting) if setting else (cache_root or default_cache_root()) / PYCACHE_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -85,7 +85,7 @@ def checked(kind: Any, name: str, text: str) -> int:
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {text!r}") from None
     try:
-        return msgspec.convert(number, kind)
+        return int(msgspec.convert(number, kind))
     except msgspec.ValidationError as exc:
         raise ValueError(f"{name}: {exc}".replace("Expected `int`", "expected a whole number")) from None
 

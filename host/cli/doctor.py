@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from host.worker.process import WorkerCommand
 
@@ -77,7 +78,7 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
 
 
-def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict:
+def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs the probe in the worker environment; raises RuntimeError with one line when it cannot run."""
     env = command.environment()
     for key, value in (weights or {}).items():
@@ -94,10 +95,11 @@ def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict
     if out.returncode != 0 or not last:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the worker interpreter failed (exit code {out.returncode}): {tail}")
-    return json.loads(last[0])
+    report: dict[str, Any] = json.loads(last[0])
+    return report
 
 
-def checks(report: dict) -> list[Check]:
+def checks(report: dict[str, Any]) -> list[Check]:
     """The verdicts, most basic first."""
     versions: dict[str, str | None] = report["versions"]
     found: list[Check] = []

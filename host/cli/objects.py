@@ -7,6 +7,7 @@ preprocessing or a contact sheet is asked for, so ``--no-preprocess`` without sh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -294,10 +295,8 @@ def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs:
 
 def _match_permissions(path: Path, like: Path) -> None:
     """Host-written files get the mode of the worker's outputs beside them (mkstemp makes 0600 otherwise)."""
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(path, like.stat().st_mode & 0o777)
-    except OSError:
-        pass
 
 
 def describe_failure(exc: BaseException) -> str:

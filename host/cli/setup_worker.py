@@ -45,7 +45,7 @@ def extra_requirements(extra: str) -> list[str]:
     return chosen
 
 
-def add_environment_commands(commands: argparse._SubParsersAction) -> None:
+def add_environment_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = commands.add_parser("doctor", help="check a worker environment: python, torch, CUDA, library versions, weights")
     doctor.add_argument("--python", metavar="ENV", help="interpreter, venv dir, conda:ENV or command (default: as the worker would find it)")
     doctor.add_argument("--json", action="store_true", help="the full report as JSON")

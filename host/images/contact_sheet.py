@@ -123,7 +123,8 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     normals = np.zeros_like(vertices)
     for k in range(3):
         np.add.at(normals, faces[:, k], face_normals)
-    return normals / (np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12)
+    unit: np.ndarray = normals / (np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12)
+    return unit
 
 
 def _rasterize(screen: np.ndarray, faces: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,7 +217,8 @@ def _open(path: str | os.PathLike[str], what: str) -> Image.Image:
     try:
         with Image.open(path) as opened:
             opened.load()
-            return opened.copy()
+            copied: Image.Image = opened.copy()
+            return copied
     except (OSError, ValueError, SyntaxError) as exc:
         raise ContactSheetError(f"{path}: cannot read the {what} ({exc})") from exc
 

@@ -169,7 +169,8 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """Width and height from the file's header (nothing decoded), or None if it is not a readable image."""
     try:
         with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
-            return opened.size
+            width, height = opened.size
+            return int(width), int(height)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -233,7 +234,8 @@ def _rembg_cut(rembg: Any, picture: Image.Image, name: str) -> Image.Image:
     try:
         if _REMBG_SESSION is None:
             _REMBG_SESSION = rembg.new_session()
-        return rembg.remove(picture.convert("RGB"), session=_REMBG_SESSION).convert("RGBA")
+        cut: Image.Image = rembg.remove(picture.convert("RGB"), session=_REMBG_SESSION).convert("RGBA")
+        return cut
     except Exception as exc:  # rembg raises many kinds (model download, onnxruntime); name them all
         raise PreprocessError(
             f"{name}: rembg could not remove the background ({type(exc).__name__}: {exc}); "

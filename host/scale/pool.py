@@ -8,6 +8,7 @@ device and meshes on another; the views grid travels between them as a file in s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from host.api.facade import ImageLike, InstantMeshWorker, Mesh, Views
+from host.api.facade import InstantMeshWorker
+from host.api.inputs import ImageLike
 from host.api.options import (
     DEFAULT_MAP_FORMAT,
     MeshOptions,
@@ -28,6 +30,7 @@ from host.api.options import (
     view_options_of,
 )
 from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
+from host.api.results import Mesh, Views
 from host.scale.slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
@@ -328,8 +331,6 @@ class WorkerPool:
                 return self._attempt("mesh", from_grid, tries)
         finally:
             if isinstance(views, PoolViews) and views.transfer and views.grid_path:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(views.grid_path)
-                except FileNotFoundError:
-                    pass
 

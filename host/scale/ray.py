@@ -8,6 +8,7 @@ imports ray; this module does (``pip install instantmesh-rpc[ray]``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -159,10 +160,8 @@ def start_actors(count: int | None = None, *, python: str | None = None, num_gpu
 def stop_actors(live: Sequence[Any]) -> None:
     """Each actor stops its worker (polite shutdown), then the actor goes."""
     for actor in live:
-        try:
+        with contextlib.suppress(RayActorError, ray.exceptions.GetTimeoutError):
             ray.get(actor.close.remote(), timeout=30)
-        except (RayActorError, ray.exceptions.GetTimeoutError):
-            pass
         ray.kill(actor)
 
 

@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -35,6 +35,7 @@ from rpcworker.wire.messages import (
     ViewsResult,
 )
 
+ResultT = TypeVar("ResultT", bound=msgspec.Struct)
 log = logging.getLogger("host.worker.client")
 
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
@@ -119,7 +120,7 @@ class WorkerClient:
                 writer=FrameWriter(process.stdin.fileno(), name=f"worker-{process.pid}-writer"),
             )
             try:
-                info = session.call(
+                info: InitializeResult = session.call(
                     "initialize",
                     InitializeParams(PROTOCOL_VERSION, self.client_name),
                     timeout=self.startup_timeout,
@@ -270,27 +271,43 @@ class WorkerClient:
         call = self.request(method, params, on_progress, limit)
         return call.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
+    def _call_for(
+        self,
+        result_type: type[ResultT],
+        method: str,
+        params: msgspec.Struct | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ResultT:
+        """``call`` for a method whose result type is known: the session decodes results by method, so a reply of
+        another type is a bug in the session, not in the worker."""
+        result = self.call(method, params, timeout=timeout, on_progress=on_progress)
+        if not isinstance(result, result_type):
+            raise TypeError(f"{method} answered with {type(result).__name__}, not {result_type.__name__}")
+        return result
+
     def ping(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> PingResult:
-        return self.call("ping", timeout=timeout)
+        return self._call_for(PingResult, "ping", timeout=timeout)
 
     def status(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> StatusResult:
-        return self.call("status", timeout=timeout)
+        return self._call_for(StatusResult, "status", timeout=timeout)
 
     def load(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
-        return self.call("load", LoadParams(cast(list[ModelName], list(models))), timeout=timeout, on_progress=on_progress)
+        return self._call_for(LoadResult, "load", LoadParams(cast(list[ModelName], list(models))), timeout=timeout, on_progress=on_progress)
 
     def unload(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None) -> UnloadResult:
-        return self.call("unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout)
+        return self._call_for(UnloadResult, "unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout)
 
     def generate_views(
         self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
     ) -> ViewsResult:
-        return self.call("generate_views", params, timeout=timeout, on_progress=on_progress)
+        return self._call_for(ViewsResult, "generate_views", params, timeout=timeout, on_progress=on_progress)
 
     def reconstruct(
         self, params: ReconstructParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
     ) -> MeshResult:
-        return self.call("reconstruct", params, timeout=timeout, on_progress=on_progress)
+        return self._call_for(MeshResult, "reconstruct", params, timeout=timeout, on_progress=on_progress)
 
     def shutdown(self) -> ShutdownResult:
-        return self.call("shutdown", timeout=QUICK_CALL_TIMEOUT_S)
+        return self._call_for(ShutdownResult, "shutdown", timeout=QUICK_CALL_TIMEOUT_S)

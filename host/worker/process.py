@@ -8,6 +8,7 @@ whose last lines are attached to every crash error.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
@@ -199,10 +200,8 @@ class WorkerProcess:
 
         Nothing writes to stdin through its buffer (the session writes the descriptor directly), so closing
         it never blocks, even when the worker has stopped reading."""
-        try:
+        with contextlib.suppress(OSError):
             self.stdin.close()
-        except OSError:
-            pass
         code = self.wait_exit(timeout)
         if code is None:
             self.signal(signal.SIGTERM)
@@ -215,10 +214,8 @@ class WorkerProcess:
 
     def signal(self, signum: int) -> None:
         if self.alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def kill(self, reason: str | None = None) -> None:
         if reason is not None and self.alive:

@@ -133,9 +133,9 @@ class CompiledStep:
         split = [(min(small, rows - i * small), small) for i in range(calls)]
         if padded is None:
             return split
-        if padded != rows and small in self.step_seconds and padded in self.step_seconds:
-            if calls * self.step_seconds[small] < self.step_seconds[padded]:
-                return split
+        seconds = self.step_seconds
+        if padded != rows and small in seconds and padded in seconds and calls * seconds[small] < seconds[padded]:
+            return split
         return [(rows, padded)]
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor,

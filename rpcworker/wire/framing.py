@@ -6,6 +6,7 @@ framing exists once. It knows nothing about methods: it reads and writes message
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import IO, Union
 
@@ -120,8 +121,5 @@ class MessageStream:
                 return skipped
 
     def close_writer(self) -> None:
-        with self._write_lock:
-            try:
-                self._writer.close()
-            except OSError:
-                pass
+        with self._write_lock, contextlib.suppress(OSError):
+            self._writer.close()

@@ -98,7 +98,7 @@ def test_status_reports_the_running_batch_and_progress_comes_per_request(mock_cl
         p.result(30)
     assert status.max_batch == 4 and status.busy == "generate_views"
     assert sorted(status_seen, key=str) == sorted((p.id for p in pending), key=str)
-    assert {key: steps_seen for key, steps_seen in progress.items()} == {p.id: list(range(1, steps + 1)) for p in pending}
+    assert dict(progress.items()) == {p.id: list(range(1, steps + 1)) for p in pending}
     assert client.status().batch == []
 
 

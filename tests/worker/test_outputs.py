@@ -31,15 +31,13 @@ def test_output_policy(tmp_path) -> None:
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path) -> None:
     target = tmp_path / "out" / "mesh.obj"
-    with pytest.raises(RuntimeError):
-        with atomic_output(str(target)) as tmp:
-            with open(tmp, "w") as f:
-                f.write("half")
-            raise RuntimeError("crash while writing")
-    assert not target.exists() and os.listdir(target.parent) == []
-    with atomic_output(str(target)) as tmp:
+    with pytest.raises(RuntimeError), atomic_output(str(target)) as tmp:
         with open(tmp, "w") as f:
-            f.write("whole")
+            f.write("half")
+        raise RuntimeError("crash while writing")
+    assert not target.exists() and os.listdir(target.parent) == []
+    with atomic_output(str(target)) as tmp, open(tmp, "w") as f:
+        f.write("whole")
     assert target.read_text() == "whole" and os.listdir(target.parent) == ["mesh.obj"]
 
 
@@ -60,7 +58,6 @@ def test_a_write_removes_only_stale_temporary_files_of_dead_writers(tmp_path) ->
     for name, mtime in debris.items():
         (tmp_path / name).write_text("half")
         os.utime(tmp_path / name, (mtime, mtime))
-    with atomic_output(str(tmp_path / "mesh.obj")) as tmp:
-        with open(tmp, "w") as f:
-            f.write("whole")
+    with atomic_output(str(tmp_path / "mesh.obj")) as tmp, open(tmp, "w") as f:
+        f.write("whole")
     assert sorted(os.listdir(tmp_path)) == sorted(["mesh.obj", *list(debris)[1:]])
