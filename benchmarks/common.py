@@ -51,7 +51,11 @@ def _fmt(value: Any) -> str:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     try:
         import torch
 
@@ -102,8 +106,11 @@ def dump_stacks_every(seconds: float) -> threading.Event:
         while not stop.wait(seconds):
             for ident, frame in sys._current_frames().items():
                 if ident != threading.get_ident():
-                    print(f"--- stack of thread {ident}\n" + "".join(traceback.format_stack(frame)), file=sys.stderr, flush=True)
+                    print(
+                        f"--- stack of thread {ident}\n" + "".join(traceback.format_stack(frame)),
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     threading.Thread(target=dump, name="stack-dumps", daemon=True).start()
     return stop
-

@@ -43,8 +43,16 @@ def synthetic_meshes(subdivisions: int = SPHERE_SUBDIVISIONS, large: int = LARGE
     faces = np.vstack([sphere.faces, sphere.faces[: max(0, PADDED_FACES - len(sphere.faces))]])
     n = large
     return {
-        f"~{round(len(faces) / 1000)}k faces ({len(sphere.vertices)} vertices)": (sphere.vertices, faces, rng.integers(0, 256, (len(sphere.vertices), 3))),
-        f"{n / 1e6:g}M vertices, {2 * n / 1e6:g}M faces": (rng.uniform(-1, 1, (n, 3)), rng.integers(0, n, (2 * n, 3)), rng.integers(0, 256, (n, 3))),
+        f"~{round(len(faces) / 1000)}k faces ({len(sphere.vertices)} vertices)": (
+            sphere.vertices,
+            faces,
+            rng.integers(0, 256, (len(sphere.vertices), 3)),
+        ),
+        f"{n / 1e6:g}M vertices, {2 * n / 1e6:g}M faces": (
+            rng.uniform(-1, 1, (n, 3)),
+            rng.integers(0, n, (2 * n, 3)),
+            rng.integers(0, 256, (n, 3)),
+        ),
     }
 
 
@@ -86,8 +94,17 @@ def export_rows(meshes: dict[str, Mesh], repeats: int = 1, trimesh_repeats: int 
             for fmt in FORMATS:
                 ours = fastest(partial(_ours, mesh, fmt), tmp, fmt, repeats)
                 other = fastest(partial(_trimesh, mesh, fmt), tmp, fmt, trimesh_repeats)
-                rows.append({"mesh": name, "format": fmt, "export_s": min(ours), "trimesh_s": min(other),
-                             "speedup": min(other) / min(ours), "export_runs_s": ours, "trimesh_runs_s": other})
+                rows.append(
+                    {
+                        "mesh": name,
+                        "format": fmt,
+                        "export_s": min(ours),
+                        "trimesh_s": min(other),
+                        "speedup": min(other) / min(ours),
+                        "export_runs_s": ours,
+                        "trimesh_runs_s": other,
+                    }
+                )
     return rows
 
 
@@ -112,8 +129,14 @@ def overwrite_cost(mesh: Mesh, repeats: int, previous_mb: int = PREVIOUS_FILE_MB
 def export_table(title: str, rows: list[dict[str, Any]]) -> str:
     from .common import table
 
-    return table(title, ["mesh", "format", "ours s", "ours, first run s", "trimesh s", "speedup"],
-                 [[r["mesh"], r["format"], r["export_s"], r["export_runs_s"][0], r["trimesh_s"], f"{r['speedup']:.1f}x"] for r in rows])
+    return table(
+        title,
+        ["mesh", "format", "ours s", "ours, first run s", "trimesh s", "speedup"],
+        [
+            [r["mesh"], r["format"], r["export_s"], r["export_runs_s"][0], r["trimesh_s"], f"{r['speedup']:.1f}x"]
+            for r in rows
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,13 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     small_name, small = next(iter(meshes.items()))
     overwrite = {"mesh": small_name, **overwrite_cost(small, args.repeats, args.previous_mb)}
     info = {**machine(), "name": args.machine_name, "cpu_count": os.cpu_count()}
-    write_results(args.out, "export", {"machine": info, "trimesh": trimesh.__version__, "numpy": np.__version__,
-                                       "repeats": args.repeats, "rows": rows, "overwrite": overwrite})
+    write_results(
+        args.out,
+        "export",
+        {
+            "machine": info,
+            "trimesh": trimesh.__version__,
+            "numpy": np.__version__,
+            "repeats": args.repeats,
+            "rows": rows,
+            "overwrite": overwrite,
+        },
+    )
     title = f"Mesh export on {args.machine_name} ({os.cpu_count()} CPUs; numpy {np.__version__}, trimesh {trimesh.__version__}; fastest of {args.repeats})"
     text = export_table(title, rows) + (
         f"\nOur OBJ of the {small_name} mesh written over a just-written {overwrite['previous_file_mb']} MB file at the same path: "
         f"{min(overwrite['over_existing_s']):.4f} s (slowest {max(overwrite['over_existing_s']):.4f} s); to a new file: "
-        f"{min(overwrite['new_file_s']):.4f} s (slowest {max(overwrite['new_file_s']):.4f} s).\n")
+        f"{min(overwrite['new_file_s']):.4f} s (slowest {max(overwrite['new_file_s']):.4f} s).\n"
+    )
     print(text, flush=True)
     (args.out / "export.md").write_text(text)
     return 0

@@ -63,7 +63,9 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from .sessions import weight_args
 
     phases["imports_s"] = time.perf_counter() - t
-    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    files = resolve_model_files(
+        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
+    )
     backend = InstantMeshBackend(files, max_batch=1)  # one object's latency and start: one compiled batch size
     ctx = SilentContext()
     cuda = torch.cuda.is_available()
@@ -80,7 +82,9 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
 
         with profile(activities=[ProfilerActivity.CPU]) as profiled:
             loads = backend.load(["views", "mesh"], ctx)
-        (out / "profile_load.txt").write_text(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=60))
+        (out / "profile_load.txt").write_text(
+            profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=60)
+        )
     else:
         loads = backend.load(["views", "mesh"], ctx)
     if stacks_every:
@@ -108,16 +112,44 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
     step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
-    return {"ready_s": ready, "phases": phases, "views_s": min(times), "views_runs_s": times, "mesh_s": mesh_s,
-            "optimizations": list(backend.optimizations), "step_overlapping": getattr(step, "overlapping", None), "imported_at_load": imported, "peak_gpu_gib": max(peaks.values(), default=0.0), "peak_by_phase_gib": peaks}
+    return {
+        "ready_s": ready,
+        "phases": phases,
+        "views_s": min(times),
+        "views_runs_s": times,
+        "mesh_s": mesh_s,
+        "optimizations": list(backend.optimizations),
+        "step_overlapping": getattr(step, "overlapping", None),
+        "imported_at_load": imported,
+        "peak_gpu_gib": max(peaks.values(), default=0.0),
+        "peak_by_phase_gib": peaks,
+    }
 
 
-def start_child(weights: Path, steps: int, out: Path, cache: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    env = {**os.environ, "INSTANTMESH_RPC_CACHE": str(cache), "PYTHONUNBUFFERED": "1", **(extra_env or {}),
-           "FAST_PATH_SPAWNED_AT": repr(time.time())}
+def start_child(
+    weights: Path, steps: int, out: Path, cache: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "INSTANTMESH_RPC_CACHE": str(cache),
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+        "FAST_PATH_SPAWNED_AT": repr(time.time()),
+    }
     result = out / "child.json"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "benchmarks.fast_path", "--child", "--weights", str(weights), "--steps", str(steps), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.fast_path",
+        "--child",
+        "--weights",
+        str(weights),
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, env=env, check=True)
     return json.loads(result.read_text())
 
@@ -129,8 +161,15 @@ def flops_per_object(pipeline: Any, image: Any, steps: int, view_size: int) -> f
     counts = []
     for n in (1, 2):
         with FlopCounterMode(display=False) as counter:
-            pipeline(image, num_inference_steps=n, guidance_scale=4.0, generator=0, width=2 * view_size,
-                     height=3 * view_size, output_type="latent")
+            pipeline(
+                image,
+                num_inference_steps=n,
+                guidance_scale=4.0,
+                generator=0,
+                width=2 * view_size,
+                height=3 * view_size,
+                output_type="latent",
+            )
         counts.append(counter.get_total_flops())
     per_step = counts[1] - counts[0]
     return float(counts[0] - per_step + steps * per_step)
@@ -158,7 +197,9 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from .common import synthetic_object
     from .sessions import weight_args
 
-    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    files = resolve_model_files(
+        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
+    )
     image = Image.open(synthetic_object(out / "bench_object.png", 0))
     backend = InstantMeshBackend(files, optimizations=())
     ctx = SilentContext()
@@ -176,7 +217,9 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     optimize_views(backend._pipeline, ["channels_last"])  # channels_last alone, eager: does it still pay?
     seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
     result["views_eager_channels_last_s"] = seconds
-    result["views_eager_channels_last_max_abs_diff"] = int(np.abs(np.asarray(generated.grid).astype(np.int16) - eager).max())
+    result["views_eager_channels_last_max_abs_diff"] = int(
+        np.abs(np.asarray(generated.grid).astype(np.int16) - eager).max()
+    )
     return result
 
 
@@ -207,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     import transformers
 
-    results["versions"] = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                           "python": sys.version.split()[0]}
+    results["versions"] = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+    }
     results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
 
     def save() -> None:
@@ -228,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in filter(None, os.environ.get("FAST_PATH_EXTRA_STARTS", "").split(";")):
         name, _, assignments = spec.partition(":")
         extra = dict(item.split("=", 1) for item in assignments.split(",") if item)
-        results.setdefault("extra_starts", {})[name] = {"env": extra, **start_child(args.weights, args.steps, args.out, cache, extra)}
+        results.setdefault("extra_starts", {})[name] = {
+            "env": extra,
+            **start_child(args.weights, args.steps, args.out, cache, extra),
+        }
         save()
     results["cold_start_s"] = results["first_start"]["ready_s"]
     results["cold_start_cached_s"] = results["second_start"]["ready_s"]
@@ -245,21 +295,50 @@ def main(argv: list[str] | None = None) -> int:
     first, second = results["first_start"], results["second_start"]
     rows = [
         ["views, eager fp16 (no option)", results["views_eager_s"], f"MFU {results['mfu_eager']:.1%}"],
-        [f"views, default ({','.join(second['optimizations'])})", results["views_s"],
-         f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255), "
-         f"next reference pass beside the main pass: {second.get('step_overlapping')}"],
-        ["views, eager + channels_last", results["views_eager_channels_last_s"],
-         f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}"],
-        ["cold start, first (spawn -> both models warm)", first["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items())],
-        ["cold start, second (caches reused)", second["ready_s"], ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())
-         + f"; imported at load: {', '.join(second.get('imported_at_load', [])) or 'neither diffusers nor transformers'}"],
-        ["mesh (LRM + FlexiCubes)", second["mesh_s"], f"peak GPU {results['peak_gpu_gib']:.2f} GiB ("
-         + ", ".join(f"{k} {v:.2f}" for k, v in second.get("peak_by_phase_gib", {}).items()) + ")"],
-        *[[f"export {r['mesh']} {r['format']}", r["export_s"],
-           f"trimesh {r['trimesh_s']:.3f} s ({r['speedup']:.1f}x); our first run {r['export_runs_s'][0]:.3f} s"] for r in results["export"]],
+        [
+            f"views, default ({','.join(second['optimizations'])})",
+            results["views_s"],
+            f"MFU {results['mfu']:.1%}, {results['views_eager_s'] / results['views_s']:.2f}x, max abs diff {results['views_max_abs_diff']} (0..255), "
+            f"next reference pass beside the main pass: {second.get('step_overlapping')}",
+        ],
+        [
+            "views, eager + channels_last",
+            results["views_eager_channels_last_s"],
+            f"{results['views_eager_s'] / results['views_eager_channels_last_s']:.2f}x, max abs diff {results['views_eager_channels_last_max_abs_diff']}",
+        ],
+        [
+            "cold start, first (spawn -> both models warm)",
+            first["ready_s"],
+            ", ".join(f"{k} {v:.2f}" for k, v in first["phases"].items()),
+        ],
+        [
+            "cold start, second (caches reused)",
+            second["ready_s"],
+            ", ".join(f"{k} {v:.2f}" for k, v in second["phases"].items())
+            + f"; imported at load: {', '.join(second.get('imported_at_load', [])) or 'neither diffusers nor transformers'}",
+        ],
+        [
+            "mesh (LRM + FlexiCubes)",
+            second["mesh_s"],
+            f"peak GPU {results['peak_gpu_gib']:.2f} GiB ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in second.get("peak_by_phase_gib", {}).items())
+            + ")",
+        ],
+        *[
+            [
+                f"export {r['mesh']} {r['format']}",
+                r["export_s"],
+                f"trimesh {r['trimesh_s']:.3f} s ({r['speedup']:.1f}x); our first run {r['export_runs_s'][0]:.3f} s",
+            ]
+            for r in results["export"]
+        ],
     ]
     v = results["versions"]
-    text = table(f"Fast path on {results['gpu']} (torch {v['torch']}, diffusers {v['diffusers']}, {args.steps} steps)", ["what", "seconds", "notes"], rows)
+    text = table(
+        f"Fast path on {results['gpu']} (torch {v['torch']}, diffusers {v['diffusers']}, {args.steps} steps)",
+        ["what", "seconds", "notes"],
+        rows,
+    )
     print(text, flush=True)
     (args.out / "fast_path.md").write_text(text)
     return 0

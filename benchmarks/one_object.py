@@ -42,7 +42,16 @@ def main() -> int:
         torch.zeros(1, device=device)
         torch.cuda.synchronize()
     stamps["cuda_ready"] = time.time()
-    files = resolve_model_files(argparse.Namespace(preset="official", zero123plus=args.zero123plus, unet=args.unet, lrm=args.lrm, config=args.config, view_size=args.view_size))
+    files = resolve_model_files(
+        argparse.Namespace(
+            preset="official",
+            zero123plus=args.zero123plus,
+            unet=args.unet,
+            lrm=args.lrm,
+            config=args.config,
+            view_size=args.view_size,
+        )
+    )
     backend = InstantMeshBackend(files, device, max_batch=1)
     ctx = SilentContext()
     backend.load(["views"], ctx)

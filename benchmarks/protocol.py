@@ -59,7 +59,9 @@ def ping_throughput(client: WorkerClient, threads: int, per_thread: int) -> floa
 def grid_transfer(client: WorkerClient, workdir: Path, repeats: int) -> dict[str, list[float]]:
     image = synthetic_object(workdir / "object.png", 0)
     grid_path = workdir / "grid.png"
-    views = client.generate_views(GenerateViewsParams(ImagePath(str(image)), num_inference_steps=1, output_path=str(grid_path), overwrite=True))
+    views = client.generate_views(
+        GenerateViewsParams(ImagePath(str(image)), num_inference_steps=1, output_path=str(grid_path), overwrite=True)
+    )
     grid_bytes = grid_path.read_bytes()
     sources = {
         "handle": lambda: ViewsHandle(views.handle),
@@ -80,14 +82,19 @@ def grid_transfer(client: WorkerClient, workdir: Path, repeats: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worker-python", default=str(Path(".venvs/worker/bin/python")), help="the mock worker's interpreter")
+    parser.add_argument(
+        "--worker-python", default=str(Path(".venvs/worker/bin/python")), help="the mock worker's interpreter"
+    )
     parser.add_argument("--pings", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/protocol"))
     args = parser.parse_args(argv)
     worker_python = args.worker_python if Path(args.worker_python).exists() else sys.executable
 
-    with tempfile.TemporaryDirectory() as tmp, WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock"]) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock"]) as client,
+    ):
         info = client.info
         latency = ping_latency(client, args.pings)
         throughput = {n: ping_throughput(client, n, max(200, args.pings // n)) for n in (1, 4, 8)}
@@ -100,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         ["median µs", "p99 µs", "mean µs", "min µs"],
         [[ping["median"] * 1e6, ping["p99"] * 1e6, ping["mean"] * 1e6, ping["min"] * 1e6]],
     )
-    report += "\n" + table("Small-message throughput (pings answered per second)", ["threads", "messages/s"], [[n, round(v)] for n, v in throughput.items()])
+    report += "\n" + table(
+        "Small-message throughput (pings answered per second)",
+        ["threads", "messages/s"],
+        [[n, round(v)] for n, v in throughput.items()],
+    )
     rows = []
     for name, times in transfer.items():
         s = summarize(times)
@@ -114,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     write_results(
         args.out,
         "protocol",
-        {"ping_s": ping, "throughput_per_s": throughput, "grid_transfer_s": {k: summarize(v) for k, v in transfer.items()}, "worker_python": info.python},
+        {
+            "ping_s": ping,
+            "throughput_per_s": throughput,
+            "grid_transfer_s": {k: summarize(v) for k, v in transfer.items()},
+            "worker_python": info.python,
+        },
         rows,
     )
     (args.out / "protocol.md").write_text(report)

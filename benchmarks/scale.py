@@ -67,9 +67,19 @@ def run_pool(config: str, images: list[Path], args: argparse.Namespace, workdir:
         started = time.perf_counter()
         pool.load()
         loaded = time.perf_counter()
-        warmup = list(pool.map(images[: pool.size], workdir / "warmup", num_inference_steps=args.steps, save_grids=False, overwrite=True))
+        warmup = list(
+            pool.map(
+                images[: pool.size],
+                workdir / "warmup",
+                num_inference_steps=args.steps,
+                save_grids=False,
+                overwrite=True,
+            )
+        )
         cpu0, t0 = time.process_time(), time.perf_counter()
-        outcomes = list(pool.map(images, workdir / config, num_inference_steps=args.steps, save_grids=False, overwrite=True))
+        outcomes = list(
+            pool.map(images, workdir / config, num_inference_steps=args.steps, save_grids=False, overwrite=True)
+        )
         wall = time.perf_counter() - t0
         host_cpu = time.process_time() - cpu0
         status = pool.status()
@@ -99,8 +109,14 @@ def run_ray(config: str, images: list[Path], args: argparse.Namespace, workdir: 
     num_gpus = 0 if args.device == "cpu" else 1
     if not ray.is_initialized():
         # NCCL/NVLink multicast settings of this machine travel with the environment (the pool uses no NCCL).
-        keep = {k: v for k, v in os.environ.items() if k.startswith("NCCL_") or k in ("PYTHONPATH", "INSTANTMESH_RPC_PYTHON")}
-        ray.init(num_cpus=max(2, count + 1), include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": keep})
+        keep = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("NCCL_") or k in ("PYTHONPATH", "INSTANTMESH_RPC_PYTHON")
+        }
+        ray.init(
+            num_cpus=max(2, count + 1), include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": keep}
+        )
     began = time.perf_counter()
     actors = start_actors(count, python=args.worker_python, num_gpus=num_gpus, **worker_options(args))
     try:
@@ -136,7 +152,15 @@ def efficiency(results: dict[str, Any]) -> dict[str, float]:
 def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     eff = efficiency(results)
     rows = [
-        (name, gpus_needed(name), r["workers"], r["objects"], r["wall_s"], r["objects_per_min"], eff.get(name, float("nan")))
+        (
+            name,
+            gpus_needed(name),
+            r["workers"],
+            r["objects"],
+            r["wall_s"],
+            r["objects_per_min"],
+            eff.get(name, float("nan")),
+        )
         for name, r in results.items()
     ]
     title = f"{meta['name']}: objects per minute ({meta['steps']} steps; {meta['weights']})"
@@ -164,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{args.name}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     results: dict[str, Any] = saved.get("results", {})
-    weights = "mock backend (smoke test)" if args.mock else ("TINY preset (smoke test)" if (args.weights / "lrm-config.yaml").exists() else "full-size random weights")
+    weights = (
+        "mock backend (smoke test)"
+        if args.mock
+        else ("TINY preset (smoke test)" if (args.weights / "lrm-config.yaml").exists() else "full-size random weights")
+    )
     meta = {"name": args.name, "steps": args.steps, "weights": weights, "device": args.device}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         workdir = Path(tmp)

@@ -61,8 +61,13 @@ def warm_page_cache(weights: Path) -> None:
                     pass
 
 
-def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir: Path,
-                          done_so_far: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+def subprocess_per_object(
+    images: list[Path],
+    weights: Path,
+    steps: int,
+    workdir: Path,
+    done_so_far: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> dict[str, Any]:
     """Calls ``done_so_far`` after every object, so that a run stopped by a time limit keeps what it measured."""
     w = weight_args(weights)
     per_object: list[float] = []
@@ -70,27 +75,39 @@ def subprocess_per_object(images: list[Path], weights: Path, steps: int, workdir
     for i, image in enumerate(images):
         start = time.time()
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.one_object", str(image), str(workdir / f"a{i}.obj"), "--steps", str(steps),
-             *worker_flags(w)],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.one_object",
+                str(image),
+                str(workdir / f"a{i}.obj"),
+                "--steps",
+                str(steps),
+                *worker_flags(w),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         end = time.time()
         if out.returncode != 0:
             raise RuntimeError(f"one_object failed:\n{out.stderr[-3000:]}")
         s = json.loads(out.stdout.strip().splitlines()[-1])
         per_object.append(end - start)
-        splits.append({
-            "process_start_s": s["started"] - start,
-            "imports_s": s["imported"] - s["started"],
-            "cuda_init_s": s["cuda_ready"] - s["imported"],
-            "load_views_s": s["views_loaded"] - s["cuda_ready"],
-            "load_mesh_s": s["mesh_loaded"] - s["views_loaded"],
-            "views_s": s["views_done"] - s["mesh_loaded"],
-            "mesh_s": s["mesh_done"] - s["views_done"],
-            "export_s": s["exported"] - s["mesh_done"],
-            "exit_s": end - s["exported"],
-            "peak_gpu_bytes": s["peak_gpu_bytes"],
-        })
+        splits.append(
+            {
+                "process_start_s": s["started"] - start,
+                "imports_s": s["imported"] - s["started"],
+                "cuda_init_s": s["cuda_ready"] - s["imported"],
+                "load_views_s": s["views_loaded"] - s["cuda_ready"],
+                "load_mesh_s": s["mesh_loaded"] - s["views_loaded"],
+                "views_s": s["views_done"] - s["mesh_loaded"],
+                "mesh_s": s["mesh_done"] - s["views_done"],
+                "export_s": s["exported"] - s["mesh_done"],
+                "exit_s": end - s["exported"],
+                "peak_gpu_bytes": s["peak_gpu_bytes"],
+            }
+        )
         done_so_far({"per_object_s": per_object, "splits": splits})
     return {"per_object_s": per_object, "splits": splits}
 
@@ -119,7 +136,10 @@ def warm_worker(images: list[Path], weights: Path, steps: int, workdir: Path) ->
     return {
         "per_object_s": per_object,
         "worker_compute_s": model_s,
-        "cold": {"spawn_imports_handshake_s": started - start, **{f"load_{k}_s": v for k, v in loaded.load_seconds.items()}},
+        "cold": {
+            "spawn_imports_handshake_s": started - start,
+            **{f"load_{k}_s": v for k, v in loaded.load_seconds.items()},
+        },
         "peak_gpu_bytes": status.memory.peak_bytes if status.memory else None,
         "worker": {"python": info.python, "torch": info.torch, "device": info.device},
     }
@@ -137,7 +157,9 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
     from rpcworker.wire.messages import ImagePath
 
     imported = time.perf_counter()
-    files = resolve_model_files(argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)}))
+    files = resolve_model_files(
+        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
+    )
     backend = InstantMeshBackend(files, max_batch=1)
     ctx = SilentContext()
     load_s = backend.load(["views", "mesh"], ctx)
@@ -153,7 +175,11 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
     per_object[0] += after_load - start
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     backend.unload(["views", "mesh"])
-    return {"per_object_s": per_object, "cold": {"imports_s": imported - start, **{f"load_{k}_s": v for k, v in load_s.items()}}, "peak_gpu_bytes": peak}
+    return {
+        "per_object_s": per_object,
+        "cold": {"imports_s": imported - start, **{f"load_{k}_s": v for k, v in load_s.items()}},
+        "peak_gpu_bytes": peak,
+    }
 
 
 def is_smoke(weights: Path) -> bool:
@@ -172,20 +198,36 @@ def report(results: dict[str, Any], steps: int, smoke: bool = False) -> str:
                 rows.append([n, label, sum(times), times[0], summarize(steady)["median"]])
     text = table(
         f"Sessions of N objects ({steps} steps, "
-        + ("the TINY preset: a smoke run, not a measurement)" if smoke else "full-size architectures, random weights in the official formats)"),
+        + (
+            "the TINY preset: a smoke run, not a measurement)"
+            if smoke
+            else "full-size architectures, random weights in the official formats)"
+        ),
         ["N", "mode", "total s", "first object s", "median later object s"],
         rows,
     )
     ratios = []
     if "b" in results and "c" in results:
         b, c = results["b"]["per_object_s"], results["c"]["per_object_s"]
-        ratios.append(["warm worker / in-process, per warm object (median of objects 2..N)", summarize(b[1:] or b)["median"] / summarize(c[1:] or c)["median"]])
+        ratios.append(
+            [
+                "warm worker / in-process, per warm object (median of objects 2..N)",
+                summarize(b[1:] or b)["median"] / summarize(c[1:] or c)["median"],
+            ]
+        )
     if "b" in results and "worker_compute_s" in results["b"]:
         b, inside = results["b"]["per_object_s"], results["b"]["worker_compute_s"]
         outside = [b[i] - inside[i] for i in range(1, len(b))] or [b[0] - inside[0]]
         share = [o / t for o, t in zip(outside, b[1:] or b, strict=False)]
-        ratios.append(["warm worker: per-object time outside the worker's methods (IPC, host), median ms", summarize(outside)["median"] * 1e3])
-        ratios.append(["warm worker: that overhead as a share of the object's time (median)", summarize(share)["median"]])
+        ratios.append(
+            [
+                "warm worker: per-object time outside the worker's methods (IPC, host), median ms",
+                summarize(outside)["median"] * 1e3,
+            ]
+        )
+        ratios.append(
+            ["warm worker: that overhead as a share of the object's time (median)", summarize(share)["median"]]
+        )
     if "a" in results and "b" in results:
         a, b = results["a"]["per_object_s"], results["b"]["per_object_s"]
         n = min(len(a), len(b))
@@ -239,7 +281,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, help="folder written by benchmarks.make_weights")
-    parser.add_argument("--merge", type=Path, nargs="+", help="render one report from earlier sessions.json files instead of running")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="render one report from earlier sessions.json files instead of running"
+    )
     parser.add_argument("--objects", type=int, default=max(SESSION_SIZES))
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--modes", default="cba", help="which modes to run, in this order")
@@ -267,16 +311,27 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
 
                 def save(partial: dict[str, Any], key: str = key) -> None:
-                    write_results(args.out, "sessions", {"steps": args.steps, "smoke": smoke, "results": {**results, key: partial}})
+                    write_results(
+                        args.out,
+                        "sessions",
+                        {"steps": args.steps, "smoke": smoke, "results": {**results, key: partial}},
+                    )
 
                 extra = {"done_so_far": save} if key == "a" else {}
                 results[key] = runners[key](images, args.weights, args.steps, workdir, **extra)
-                print(f"mode {key}: {time.perf_counter() - t:.1f} s; per object {[round(x, 2) for x in results[key]['per_object_s']]}", flush=True)
+                print(
+                    f"mode {key}: {time.perf_counter() - t:.1f} s; per object {[round(x, 2) for x in results[key]['per_object_s']]}",
+                    flush=True,
+                )
                 save(results[key])
     text = report(results, args.steps, smoke)
     print(text, flush=True)
-    write_results(args.out, "sessions", {"steps": args.steps, "smoke": smoke, "results": results},
-                  [{"mode": k, "object": i + 1, "seconds": s} for k in results for i, s in enumerate(results[k]["per_object_s"])])
+    write_results(
+        args.out,
+        "sessions",
+        {"steps": args.steps, "smoke": smoke, "results": results},
+        [{"mode": k, "object": i + 1, "seconds": s} for k in results for i, s in enumerate(results[k]["per_object_s"])],
+    )
     (args.out / "sessions.md").write_text(text)
     plot(results, args.out / "sessions.png")
     return 0

@@ -42,8 +42,17 @@ class GpuSampler:
     def __enter__(self) -> GpuSampler:
         try:
             self._proc = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"-lms={SAMPLE_MS}", "-i", "0"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                [
+                    "nvidia-smi",
+                    "--query-gpu=utilization.gpu",
+                    "--format=csv,noheader,nounits",
+                    f"-lms={SAMPLE_MS}",
+                    "-i",
+                    "0",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
             )
         except OSError:
             return self
@@ -78,13 +87,16 @@ def config_key(max_batch: int, mesh_lane: str) -> str:
     return f"{max_batch}/lane-{mesh_lane}"
 
 
-def run_config(max_batch: int, mesh_lane: str, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_config(
+    max_batch: int, mesh_lane: str, images: list[Path], args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
     from host import InstantMeshWorker
 
     options = official_worker_keywords(args.weights)
     began = time.perf_counter()
-    with InstantMeshWorker(args.worker_python, max_batch=max_batch, mesh_lane=mesh_lane, device=args.device, startup_timeout=900,
-                           **options) as worker:
+    with InstantMeshWorker(
+        args.worker_python, max_batch=max_batch, mesh_lane=mesh_lane, device=args.device, startup_timeout=900, **options
+    ) as worker:
         assert worker.client.status().mesh_lane == (mesh_lane == "on")
         started = time.perf_counter()
         loaded = worker.load()
@@ -100,8 +112,12 @@ def run_config(max_batch: int, mesh_lane: str, images: list[Path], args: argpars
             raise RuntimeError(f"max batch {max_batch}: {len(failed)} object(s) failed: {failed[0]}")
         diffs = []
         for index in sorted({0, min(max_batch, len(images)) - 1}):
-            alone = worker.generate_views(images[index], num_inference_steps=args.steps, save_grid=workdir / f"alone-{max_batch}-{index}.png",
-                                          overwrite=True)
+            alone = worker.generate_views(
+                images[index],
+                num_inference_steps=args.steps,
+                save_grid=workdir / f"alone-{max_batch}-{index}.png",
+                overwrite=True,
+            )
             batched = outcomes[index].grid_path
             assert alone.timings["batch_size"] == 1 and batched is not None
             diffs.append(int(abs(_grid(batched) - _grid(alone.grid_path or "")).max()))
@@ -163,11 +179,39 @@ def report(results: dict[str, Any], meta: dict[str, Any], flops: float | None) -
         mfu = f"{flops * views_per_s / (MATMUL_PEAK_TFLOPS * 1e12):.1%}" if flops else "-"
         util = f"{r['gpu_util_mean']:.0f}%" if r["gpu_util_mean"] is not None else "-"
         peak = f"{r['peak_gpu_gib']:.2f}" if r["peak_gpu_gib"] is not None else "-"
-        rows.append((r["max_batch"], r.get("mesh_lane", "off"), r["objects"], r["objects_per_min"], r["latency_median_s"], lim["views_gpu_s"], lim["mesh_gpu_s"],
-                     lim["export_cpu_s"], util, mfu, peak, r["views_max_abs_diff_batched_vs_alone"], r["load_s"]))
+        rows.append(
+            (
+                r["max_batch"],
+                r.get("mesh_lane", "off"),
+                r["objects"],
+                r["objects_per_min"],
+                r["latency_median_s"],
+                lim["views_gpu_s"],
+                lim["mesh_gpu_s"],
+                lim["export_cpu_s"],
+                util,
+                mfu,
+                peak,
+                r["views_max_abs_diff_batched_vs_alone"],
+                r["load_s"],
+            )
+        )
     title = f"Throughput of one worker on {meta['gpu']} ({meta['steps']} steps, {meta['format']}; {meta['weights']})"
-    headers = ["max batch", "mesh lane", "objects", "objects/min", "median latency s", "views s/object", "mesh GPU s/object", "export s/object",
-               "GPU util", "views MFU", "peak GPU GiB", "max diff vs alone", "load s"]
+    headers = [
+        "max batch",
+        "mesh lane",
+        "objects",
+        "objects/min",
+        "median latency s",
+        "views s/object",
+        "mesh GPU s/object",
+        "export s/object",
+        "GPU util",
+        "views MFU",
+        "peak GPU GiB",
+        "max diff vs alone",
+        "load s",
+    ]
     return table(title, headers, rows)
 
 
@@ -175,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True, help="folder written by benchmarks.make_weights")
     parser.add_argument("--batches", default="1,2,4,8")
-    parser.add_argument("--mesh-lanes", default="on", help="comma list of the worker's --mesh-lane settings to measure (on, off)")
+    parser.add_argument(
+        "--mesh-lanes", default="on", help="comma list of the worker's --mesh-lane settings to measure (on, off)"
+    )
     parser.add_argument("--objects", type=int, default=16)
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--format", default="obj", choices=["obj", "ply", "glb"])
@@ -190,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     tiny = (args.weights / "lrm-config.yaml").exists()
-    meta = {"steps": args.steps, "format": args.format, "weights": "TINY preset (smoke test)" if tiny else "full-size random weights",
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"}
+    meta = {
+        "steps": args.steps,
+        "format": args.format,
+        "weights": "TINY preset (smoke test)" if tiny else "full-size random weights",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         workdir = Path(tmp)
         images = [synthetic_object(workdir / "in" / f"object{i}.png", i) for i in range(args.objects)]

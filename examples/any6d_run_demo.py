@@ -37,7 +37,9 @@ ANY6D_FOREGROUND_RATIO = 0.80
 """Any6D scales the object to 80 % of the frame (upstream InstantMesh uses 85 %)."""
 
 
-def make_mesh(worker: InstantMeshWorker, color: np.ndarray, mask: np.ndarray, save_path: str, obj: str, steps: int = 75) -> str:
+def make_mesh(
+    worker: InstantMeshWorker, color: np.ndarray, mask: np.ndarray, save_path: str, obj: str, steps: int = 75
+) -> str:
     """Replaces preprocess_image + diffusion_image_generation + instant_mesh_process; returns the mesh path.
 
     Writes the same files as Any6D (input_{obj}.png, 6_views_{obj}.png, mesh_{obj}.obj), so later steps
@@ -46,7 +48,11 @@ def make_mesh(worker: InstantMeshWorker, color: np.ndarray, mask: np.ndarray, sa
     prepared = prepare(color, mask, ratio=ANY6D_FOREGROUND_RATIO, flip=True, background="white")
     prepared.image.save(os.path.join(save_path, f"input_{obj}.png"))
     views = worker.generate_views(
-        prepared.image, seed=0, num_inference_steps=steps, save_grid=os.path.join(save_path, f"6_views_{obj}.png"), overwrite=True
+        prepared.image,
+        seed=0,
+        num_inference_steps=steps,
+        save_grid=os.path.join(save_path, f"6_views_{obj}.png"),
+        overwrite=True,
     )
     mesh = worker.reconstruct(views, os.path.join(save_path, f"mesh_{obj}.obj"), overwrite=True)
     print(f"mesh {mesh.path}: {mesh.num_vertices} vertices, {mesh.num_faces} faces [{mesh.model_label}]")
@@ -62,7 +68,9 @@ def refine_mask(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return mask
     rows, cols = np.nonzero(mask)
     box = np.array([[cols.min(), rows.min(), cols.max(), rows.max()]])
-    predictor = SAM2ImagePredictor(build_sam2("./sam2/configs/sam2.1/sam2.1_hiera_l.yaml", "./sam2/checkpoints/sam2.1_hiera_large.pt"))
+    predictor = SAM2ImagePredictor(
+        build_sam2("./sam2/configs/sam2.1/sam2.1_hiera_l.yaml", "./sam2/checkpoints/sam2.1_hiera_large.pt")
+    )
     predictor.set_image(color)
     masks, _, _ = predictor.predict(box=box, multimask_output=False)
     return masks[0].astype(bool)
@@ -84,7 +92,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo_path", default="demo_data")
     parser.add_argument("--steps", type=int, default=75)
-    parser.add_argument("--python", default=None, help="the InstantMesh env, e.g. conda:instantmesh (default: this project's models env)")
+    parser.add_argument(
+        "--python",
+        default=None,
+        help="the InstantMesh env, e.g. conda:instantmesh (default: this project's models env)",
+    )
     args = parser.parse_args()
 
     obj = "demo_mustard"
@@ -105,7 +117,9 @@ def main() -> int:
         return 0
     mesh = align_mesh_to_coordinate(mesh)
     mesh.export(os.path.join(save_path, f"center_mesh_{obj}.obj"))
-    print("continue as run_demo.py does: est = Any6D(mesh=mesh, ...); est.register_any6d(K=..., rgb=color, depth=..., ob_mask=mask)")
+    print(
+        "continue as run_demo.py does: est = Any6D(mesh=mesh, ...); est.register_any6d(K=..., rgb=color, depth=..., ob_mask=mask)"
+    )
     if not any6d_data:
         print("(this mesh came from the example box, not Any6D's demo_data)")
     return 0

@@ -42,7 +42,9 @@ def _grid_faces(rows: int, cols: int, wrap: bool) -> np.ndarray:
     return np.asarray(faces, dtype=np.int64)
 
 
-def revolve(profile: list[tuple[float, float]], color: tuple[int, int, int], segments: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def revolve(
+    profile: list[tuple[float, float]], color: tuple[int, int, int], segments: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A surface of revolution about z from (radius, height) points."""
     phi = np.linspace(0, 2 * np.pi, segments, endpoint=False)
     vertices = np.array([(r * np.cos(p), r * np.sin(p), z) for r, z in profile for p in phi])
@@ -74,7 +76,9 @@ def ball() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     phi = np.linspace(0, 2 * np.pi, segments, endpoint=False)
     t, p = np.meshgrid(theta, phi, indexing="ij")
     vertices = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], axis=-1).reshape(-1, 3) * 0.8
-    palette = np.array([(220, 50, 47), (250, 250, 245), (38, 110, 200), (250, 250, 245), (240, 190, 30), (250, 250, 245)])
+    palette = np.array(
+        [(220, 50, 47), (250, 250, 245), (38, 110, 200), (250, 250, 245), (240, 190, 30), (250, 250, 245)]
+    )
     sector = ((p.ravel() + 0.3) // (2 * np.pi / 6)).astype(int) % 6
     colors = palette[sector]
     return vertices, _grid_faces(rings, segments, wrap=True), colors
@@ -106,11 +110,15 @@ def place(render: Image.Image, canvas_size: tuple[int, int], offset: tuple[int, 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     v, f, c = mug()
-    mug_image = render_mesh(v, f, c, size=200, azimuth=-20, elevation=25, orientation="raw", supersample=3, transparent=True)
+    mug_image = render_mesh(
+        v, f, c, size=200, azimuth=-20, elevation=25, orientation="raw", supersample=3, transparent=True
+    )
     place(mug_image, (320, 256), (80, 30)).save(OUT / "mug.png", optimize=True)
 
     v, f, c = ball()
-    ball_image = render_mesh(v, f, c, size=150, azimuth=35, elevation=15, orientation="raw", supersample=3, transparent=True)
+    ball_image = render_mesh(
+        v, f, c, size=150, azimuth=35, elevation=15, orientation="raw", supersample=3, transparent=True
+    )
     place(ball_image, (256, 256), (20, 90)).save(OUT / "ball.png", optimize=True)
 
     v, f, c = box()

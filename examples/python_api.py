@@ -6,15 +6,20 @@ from host import InstantMeshWorker
 from host.images.preparation import prepare
 
 here, out = Path(__file__).parent, Path("outputs/api")
-with InstantMeshWorker() as worker:                       # the models env; models load on first use
-    print("model:", worker.model_label)                   # says "tiny (random weights, ...)" without the real weights
-    mug = prepare(here / "inputs/mug.png").image          # crop + centre at 85 %, in this process (pillow/numpy)
+with InstantMeshWorker() as worker:  # the models env; models load on first use
+    print("model:", worker.model_label)  # says "tiny (random weights, ...)" without the real weights
+    mug = prepare(here / "inputs/mug.png").image  # crop + centre at 85 %, in this process (pillow/numpy)
     views = worker.generate_views(mug, num_inference_steps=30, save_grid=out / "mug_views.png", overwrite=True)
     mesh = worker.reconstruct(views, out / "mug.obj", overwrite=True)  # reuses the views held by the worker
     print(mesh.path, mesh.num_vertices, "vertices", {k: round(v, 2) for k, v in mesh.timings.items()})
     print(worker.image_to_mesh(here / "inputs/ball.png", out / "ball.glb", num_inference_steps=30, overwrite=True).path)
     # Many objects: map keeps requests in flight, so a batching worker (max_batch: 8 on CUDA) fills its batches
     # and writes one object's mesh while the GPU works on the next. Outcomes come back in order, failures in place.
-    for outcome in worker.map([here / "inputs" / f"{name}.png" for name in ("mug", "ball", "box")], out / "many", num_inference_steps=30,
-                              format="glb", overwrite=True):
+    for outcome in worker.map(
+        [here / "inputs" / f"{name}.png" for name in ("mug", "ball", "box")],
+        out / "many",
+        num_inference_steps=30,
+        format="glb",
+        overwrite=True,
+    ):
         print(outcome.name, outcome.mesh.path if outcome.mesh else outcome.error)

@@ -26,8 +26,13 @@ def compile_key(device: torch.device, weights: Mapping[str, Any], options: Any) 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     capability = list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else []
     return {
-        "format": CACHE_FORMAT, "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu,
-        "capability": capability, "weights": dict(weights), "options": options,
+        "format": CACHE_FORMAT,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": gpu,
+        "capability": capability,
+        "weights": dict(weights),
+        "options": options,
     }
 
 

@@ -40,9 +40,18 @@ HEADER_LIMIT = 100 << 20
 """safetensors' own bound on the JSON header."""
 
 DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
 }
 
 
@@ -80,18 +89,24 @@ def check_header(path: str | os.PathLike) -> tuple[list[tuple[str, dict[str, Any
             begin, stop = entry["data_offsets"]
             expected = math.prod(entry["shape"]) * DTYPES[entry["dtype"]].itemsize
             if begin != end or stop - begin != expected:
-                raise CheckpointError(f"{path}: tensor {name!r} has bytes [{begin}, {stop}), expected {expected} from {end}")
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} has bytes [{begin}, {stop}), expected {expected} from {end}"
+                )
             end = stop
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"{path}: malformed safetensors header entry ({exc!r})") from exc
     if start + end != size:
-        raise CheckpointError(f"{path}: the tensors end at byte {start + end} but the file has {size} (truncated or padded)")
+        raise CheckpointError(
+            f"{path}: the tensors end at byte {start + end} but the file has {size} (truncated or padded)"
+        )
     return entries, start
 
 
-def read_safetensors(path: str | os.PathLike, device: torch.device | str = "cpu", chunk_bytes: int = CHUNK_BYTES) -> dict[str, torch.Tensor]:
+def read_safetensors(
+    path: str | os.PathLike, device: torch.device | str = "cpu", chunk_bytes: int = CHUNK_BYTES
+) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file on `device` (memory-mapped on the CPU, staged reads elsewhere)."""
     device = torch.device(device)
     if device.type == "cpu":
@@ -105,14 +120,22 @@ Span = tuple[int, int, torch.Tensor]
 """A tensor's byte range in the data section and its bytes on the device (a flat uint8 view)."""
 
 
-def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int = CHUNK_BYTES, lanes: int = READ_LANES,
-                pinned: bool = True) -> dict[str, torch.Tensor]:
+def read_staged(
+    path: str | os.PathLike,
+    device: torch.device,
+    chunk_bytes: int = CHUNK_BYTES,
+    lanes: int = READ_LANES,
+    pinned: bool = True,
+) -> dict[str, torch.Tensor]:
     """The staged read of `read_safetensors` (on any device; pinned buffers and streams on CUDA only; `pinned`
     False stages in pageable memory, whose copies the driver makes synchronously; see docs/benchmarks.md,
     'Reading weights')."""
     entries, start = check_header(path)
     out = {name: torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]], device=device) for name, entry in entries}
-    spans = [(entry["data_offsets"][0], entry["data_offsets"][1], out[name].view(-1).view(torch.uint8)) for name, entry in entries]
+    spans = [
+        (entry["data_offsets"][0], entry["data_offsets"][1], out[name].view(-1).view(torch.uint8))
+        for name, entry in entries
+    ]
     total = spans[-1][1] if spans else 0
     chunks = [(pos, min(chunk_bytes, total - pos)) for pos in range(0, total, chunk_bytes)]
     if not chunks:
@@ -121,6 +144,7 @@ def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int 
     failed = threading.Event()
     fd = os.open(path, os.O_RDONLY)
     try:
+
         def lane(index: int) -> None:
             try:
                 _read_lane(fd, path, start, chunks[index::lanes], spans, device, pinned, failed)
@@ -139,8 +163,16 @@ def read_staged(path: str | os.PathLike, device: torch.device, chunk_bytes: int 
     return out
 
 
-def _read_lane(fd: int, path: str | os.PathLike, start: int, chunks: Sequence[tuple[int, int]], spans: Sequence[Span],
-               device: torch.device, pinned: bool, failed: threading.Event) -> None:
+def _read_lane(
+    fd: int,
+    path: str | os.PathLike,
+    start: int,
+    chunks: Sequence[tuple[int, int]],
+    spans: Sequence[Span],
+    device: torch.device,
+    pinned: bool,
+    failed: threading.Event,
+) -> None:
     """One lane: its chunks, each read into one of its two staging buffers and copied out on its own stream."""
     cuda = device.type == "cuda"
     with torch.cuda.device(device) if cuda else nullcontext():  # a thread's current device is not its caller's

@@ -112,14 +112,14 @@ def write_textured_mesh(
     default_mtl, default_png = texture_companions(path, "obj")
     stem = reference_stem or os.path.basename(os.path.splitext(path)[0])
     with open(mtl_path or default_mtl, "w", encoding="utf-8") as out:
-        out.write(
-            f"newmtl {MATERIAL_NAME}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {stem}.png\n"
-        )
+        out.write(f"newmtl {MATERIAL_NAME}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {stem}.png\n")
     image.save(texture_path or default_png, format="PNG")
     write_obj_uv(path, v, f, uvs, uv_f, f"{stem}.mtl")
 
 
-def write_obj_uv(path: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, uv_faces: np.ndarray, mtllib: str) -> None:
+def write_obj_uv(
+    path: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, uv_faces: np.ndarray, mtllib: str
+) -> None:
     """OBJ with ``vt`` coordinates and ``f v/vt`` corners using material ``material_0`` of ``mtllib``."""
     vertex_lines = ("v %.8f %.8f %.8f\n" * len(vertices)) % tuple(vertices.astype(np.float64).ravel().tolist())
     uv_lines = ("vt %.8f %.8f\n" * len(uvs)) % tuple(uvs.astype(np.float64).ravel().tolist())
@@ -133,7 +133,9 @@ def write_obj_uv(path: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.nda
         out.write(face_lines)
 
 
-def split_by_uv(vertices: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray, num_uvs: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_uv(
+    vertices: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray, num_uvs: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One vertex per texture coordinate (what GLB and engines need: a seam vertex becomes several).
 
     Returns vertices [num_uvs, 3] and the faces into them, which are ``uv_faces``.

@@ -18,8 +18,14 @@ from .obj_text import obj_chunks
 
 def ply_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> bytes:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}",
-              "property float x", "property float y", "property float z"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"element vertex {len(vertices)}",
+        "property float x",
+        "property float y",
+        "property float z",
+    ]
     if colors is not None:
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")]
         header += ["property uchar red", "property uchar green", "property uchar blue", "property uchar alpha"]
@@ -49,9 +55,14 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None
     attributes = {"POSITION": 1}
     accessors = [
         {"bufferView": 0, "componentType": 5125, "count": int(indices.size), "type": "SCALAR"},
-        {"bufferView": 1, "componentType": 5126, "count": len(positions), "type": "VEC3",
-         "min": positions.min(axis=0).tolist() if len(positions) else [0, 0, 0],
-         "max": positions.max(axis=0).tolist() if len(positions) else [0, 0, 0]},
+        {
+            "bufferView": 1,
+            "componentType": 5126,
+            "count": len(positions),
+            "type": "VEC3",
+            "min": positions.min(axis=0).tolist() if len(positions) else [0, 0, 0],
+            "max": positions.max(axis=0).tolist() if len(positions) else [0, 0, 0],
+        },
     ]
     if colors is not None:
         rgba = np.empty((len(colors), 4), dtype=np.uint8)
@@ -59,7 +70,9 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None
         rgba[:, 3] = 255
         parts.append(rgba.tobytes())
         attributes["COLOR_0"] = 2
-        accessors.append({"bufferView": 2, "componentType": 5121, "normalized": True, "count": len(rgba), "type": "VEC4"})
+        accessors.append(
+            {"bufferView": 2, "componentType": 5121, "normalized": True, "count": len(rgba), "type": "VEC4"}
+        )
     views, offset = [], 0
     for i, part in enumerate(parts):
         view = {"buffer": 0, "byteOffset": offset, "byteLength": len(part), "target": 34963 if i == 0 else 34962}
@@ -67,14 +80,24 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None
         offset += len(part) + (-len(part) % 4)
     binary = b"".join(_pad(p, b"\0") for p in parts)
     gltf = {
-        "asset": {"version": "2.0", "generator": "instantmesh-rpc"}, "scene": 0, "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0}], "meshes": [{"primitives": [{"attributes": attributes, "indices": 0, "mode": 4}]}],
-        "accessors": accessors, "bufferViews": views, "buffers": [{"byteLength": len(binary)}],
+        "asset": {"version": "2.0", "generator": "instantmesh-rpc"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": attributes, "indices": 0, "mode": 4}]}],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(binary)}],
     }
     text = _pad(json.dumps(gltf, separators=(",", ":")).encode(), b" ")
     total = 12 + 8 + len(text) + 8 + len(binary)
-    return (struct.pack("<III", 0x46546C67, 2, total) + struct.pack("<II", len(text), 0x4E4F534A) + text
-            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    return (
+        struct.pack("<III", 0x46546C67, 2, total)
+        + struct.pack("<II", len(text), 0x4E4F534A)
+        + text
+        + struct.pack("<II", len(binary), 0x004E4942)
+        + binary
+    )
 
 
 MeshWriter = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], "Iterable[bytes | memoryview]"]

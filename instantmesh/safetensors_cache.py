@@ -53,7 +53,12 @@ def copy_facts(path: Path) -> dict[str, Any]:
 
 def _describe(path: Path) -> dict[str, Any]:
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "sampled_sha256": sampled_hash(path)}
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "inode": stat.st_ino,
+        "sampled_sha256": sampled_hash(path),
+    }
 
 
 def _paths(source: Path, root: Path) -> tuple[Path, Path]:

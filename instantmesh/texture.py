@@ -178,7 +178,9 @@ def rasterize_uv(uvs: torch.Tensor, uv_faces: torch.Tensor, resolution: int, eps
     return UVRaster(face_of_texel.view(res, res), bary.view(res, res, 3))
 
 
-def dilate(image: torch.Tensor, mask: torch.Tensor, texels: int = TEXTURE_DILATION) -> tuple[torch.Tensor, torch.Tensor]:
+def dilate(
+    image: torch.Tensor, mask: torch.Tensor, texels: int = TEXTURE_DILATION
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grow `image` [R, R, C] past `mask` [R, R] by `texels` rings, each new texel the mean of its filled
     8-neighbours. Returns the image and the grown mask."""
     values = (image * mask.unsqueeze(-1)).permute(2, 0, 1).unsqueeze(0).float()
@@ -218,7 +220,9 @@ def _cross(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]
 
 
-def _barycentric(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+def _barycentric(
+    p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, area: torch.Tensor
+) -> torch.Tensor:
     """Barycentric coordinates [M, 3] of points p [M, 2] in triangles (a, b, c) of signed doubled `area`."""
     wa = _cross(b - p, c - p) / area
     wb = _cross(c - p, a - p) / area

@@ -68,7 +68,11 @@ def ensure_tiny_weights(root: Path | None = None) -> TinyWeights:
     versions = producer_versions()
     target = (root or cache_root()) / cache_key(versions)
     paths = TinyWeights(
-        WeightPaths(target / "zero123plus", target / "whitebg_unet" / "diffusion_pytorch_model.bin", target / "instant_mesh_tiny.ckpt"),
+        WeightPaths(
+            target / "zero123plus",
+            target / "whitebg_unet" / "diffusion_pytorch_model.bin",
+            target / "instant_mesh_tiny.ckpt",
+        ),
         CONFIG_DIR / "tiny.yaml",
     )
     if (target / "complete").is_file():

@@ -21,14 +21,19 @@ class WeightsNotFound(FileNotFoundError):
 
     def __init__(self, missing: dict[str, list[str]], hint: str) -> None:
         self.missing = missing
-        parts = [f"{what} not found. Looked in:\n" + "\n".join(f"  - {p}" for p in places) for what, places in missing.items()]
+        parts = [
+            f"{what} not found. Looked in:\n" + "\n".join(f"  - {p}" for p in places)
+            for what, places in missing.items()
+        ]
         super().__init__("\n".join(parts) + "\n" + hint)
 
 
 def hf_cache_dir() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "huggingface"
+    )
     return Path(home) / "hub"
 
 
@@ -74,7 +79,9 @@ def _candidates(explicit: str | None, env: str, repo: str, filename: str | None)
     out.append((f"${env}", Path(value).expanduser() if value else None))
     snapshots = hf_snapshots(repo)
     if not snapshots:
-        out.append((f"Hugging Face cache ({repo})", hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"))
+        out.append(
+            (f"Hugging Face cache ({repo})", hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots")
+        )
     for snap in snapshots:
         out.append((f"Hugging Face cache ({repo})", snap / filename if filename else snap))
     return out
@@ -98,7 +105,9 @@ def resolve_weights(
     )
     if folder is None:
         missing[f"the Zero123++ v1.2 diffusers folder ({ZERO123PLUS_REPO}, with model_index.json)"] = searched
-    unet, searched = _first(_candidates(whitebg_unet, "INSTANTMESH_UNET", INSTANTMESH_REPO, WHITEBG_UNET_FILE), Path.is_file)
+    unet, searched = _first(
+        _candidates(whitebg_unet, "INSTANTMESH_UNET", INSTANTMESH_REPO, WHITEBG_UNET_FILE), Path.is_file
+    )
     if unet is None:
         missing[f"the InstantMesh white-background UNet ({WHITEBG_UNET_FILE})"] = searched
     ckpt, searched = _first(_candidates(lrm, "INSTANTMESH_LRM", INSTANTMESH_REPO, LRM_FILES[variant]), Path.is_file)

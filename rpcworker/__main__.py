@@ -10,8 +10,10 @@ from .options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH, WorkerOptions, pars
 
 
 def _no_batching(options: WorkerOptions) -> str:
-    return (f"rpcworker: --max-batch {options.max_batch} cannot work: the {options.backend} backend does not batch "
-            "generate_views (use --max-batch 1)")
+    return (
+        f"rpcworker: --max-batch {options.max_batch} cannot work: the {options.backend} backend does not batch "
+        "generate_views (use --max-batch 1)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +43,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # The mock's write_delay holds finished outputs at their temporary path (to kill a worker mid-write).
     before_commit = backend.before_commit if isinstance(backend, MockBackend) else None
-    mesh_lane = options.mesh_lane == "on" or (options.mesh_lane == "auto" and bool(getattr(backend, "mesh_lane_pays", False)))
+    mesh_lane = options.mesh_lane == "on" or (
+        options.mesh_lane == "auto" and bool(getattr(backend, "mesh_lane_pays", False))
+    )
     code = serve(
-        stream, backend, max_handles=max_handles, output_root=options.output_root, log_level=options.log_level,
-        before_commit=before_commit, max_batch=max_batch, batch_wait_s=options.batch_wait_ms / 1000, mesh_lane=mesh_lane,
+        stream,
+        backend,
+        max_handles=max_handles,
+        output_root=options.output_root,
+        log_level=options.log_level,
+        before_commit=before_commit,
+        max_batch=max_batch,
+        batch_wait_s=options.batch_wait_ms / 1000,
+        mesh_lane=mesh_lane,
     )
     sys.stderr.flush()
     os._exit(code)

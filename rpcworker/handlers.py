@@ -54,7 +54,9 @@ class Workspace:
 
 
 Handler = Callable[[Workspace, Any, JobContext], "msgspec.Struct | Deferred"]
-BatchHandler = Callable[[Workspace, Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"]
+BatchHandler = Callable[
+    [Workspace, Sequence[Any], Sequence[JobContext]], "list[msgspec.Struct | Deferred | BaseException]"
+]
 MODEL_HANDLERS: dict[str, Handler] = {}
 
 
@@ -127,8 +129,11 @@ def _finish_views(
             model_label=ws.backend.info().model_label,
             weights=ws.backend.info().weights,
             timings={
-                "read_input_s": prep.read_s, **generated.timings, "save_s": save_s,
-                "total_s": time.perf_counter() - prep.start, "batch_size": float(batch_size),
+                "read_input_s": prep.read_s,
+                **generated.timings,
+                "save_s": save_s,
+                "total_s": time.perf_counter() - prep.start,
+                "batch_size": float(batch_size),
             },
         )
 
@@ -138,7 +143,9 @@ def _finish_views(
 @handles("generate_views")
 def generate_views(ws: Workspace, params: GenerateViewsParams, ctx: JobContext) -> Deferred:
     prep = _prepare_views(ws, params)
-    generated = ws.backend.generate_views(prep.image, params.seed, params.num_inference_steps, params.guidance_scale, ctx)
+    generated = ws.backend.generate_views(
+        prep.image, params.seed, params.num_inference_steps, params.guidance_scale, ctx
+    )
     return _finish_views(ws, prep, generated, ctx, 1)
 
 
@@ -166,11 +173,16 @@ def generate_views_batch(
     backend = ws.backend
     if ready:
         if not isinstance(backend, BatchingBackend):
-            raise InternalError(f"the {backend.info().name} backend cannot batch generate_views", {"type": "BackendError"})
+            raise InternalError(
+                f"the {backend.info().name} backend cannot batch generate_views", {"type": "BackendError"}
+            )
         first = ready[0][1].params
         generated = backend.generate_views_batch(
-            [prep.image for _, prep in ready], [prep.params.seed for _, prep in ready],
-            first.num_inference_steps, first.guidance_scale, [ctxs[i] for i, _ in ready],
+            [prep.image for _, prep in ready],
+            [prep.params.seed for _, prep in ready],
+            first.num_inference_steps,
+            first.guidance_scale,
+            [ctxs[i] for i, _ in ready],
         )
         if len(generated) != len(ready):
             raise InternalError(

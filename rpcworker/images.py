@@ -33,11 +33,15 @@ def _read_bytes(path: str, field: str) -> bytes:
     """The file's bytes. Only regular files are read, opened non-blocking, so a FIFO or a device named by
     mistake is refused instead of blocking the executor (or streaming forever); size is capped too."""
     if not os.path.isabs(path) or "\0" in path:
-        raise InvalidParams(f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path})
+        raise InvalidParams(
+            f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path}
+        )
     if not os.path.exists(path):
         raise InputNotFound(f"input file not found: {path}", {"path": path})
     if os.path.isdir(path):
-        raise InputUnreadable(f"input is a directory, not an image file: {path}", {"path": path, "reason": "is a directory"})
+        raise InputUnreadable(
+            f"input is a directory, not an image file: {path}", {"path": path, "reason": "is a directory"}
+        )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -45,7 +49,9 @@ def _read_bytes(path: str, field: str) -> bytes:
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise InputUnreadable(f"input is not a regular file: {path}", {"path": path, "reason": "not a regular file"})
+            raise InputUnreadable(
+                f"input is not a regular file: {path}", {"path": path, "reason": "not a regular file"}
+            )
         if info.st_size > MAX_INPUT_BYTES:
             raise InputUnreadable(
                 f"input file {path} is {info.st_size} bytes, over the limit of {MAX_INPUT_BYTES}",
@@ -54,7 +60,9 @@ def _read_bytes(path: str, field: str) -> bytes:
         try:
             data = f.read(MAX_INPUT_BYTES + 1)
         except OSError as exc:
-            raise InputUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+            raise InputUnreadable(
+                f"cannot read {path}: {exc.strerror}", {"path": path, "reason": exc.strerror}
+            ) from exc
     # The cap holds for files whose reported size is 0 (/proc, sysfs) too: what was read is what counts.
     if len(data) > MAX_INPUT_BYTES:
         raise InputUnreadable(

@@ -112,7 +112,12 @@ class JobQueue:
     thread, which runs deferred parts and then ``on_done`` for each job in arrival order."""
 
     def __init__(
-        self, send: Callable[[msgspec.Struct], None], on_done: JobDone, *, max_batch: int = 1, batch_wait_s: float = 0.0,
+        self,
+        send: Callable[[msgspec.Struct], None],
+        on_done: JobDone,
+        *,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.0,
         side_open: Callable[[], bool] | None = None,
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH_LIMIT:
@@ -141,7 +146,9 @@ class JobQueue:
         self._pending = 0
         lanes: list[Lane] = ["main", "side"] if side_open is not None else ["main"]
         self._lanes_running = len(lanes)
-        self._threads = [threading.Thread(target=self._run, args=(lane,), name=f"model-{lane}-lane", daemon=True) for lane in lanes]
+        self._threads = [
+            threading.Thread(target=self._run, args=(lane,), name=f"model-{lane}-lane", daemon=True) for lane in lanes
+        ]
         self._finisher = threading.Thread(target=self._finish_in_order, name="job-finisher", daemon=True)
         for thread in self._threads:
             thread.start()
@@ -336,7 +343,9 @@ class JobQueue:
                 raise
             outcomes = [exc] * len(batch)
         if len(outcomes) != len(batch):
-            outcomes = [RuntimeError(f"the batch runner gave {len(outcomes)} outcomes for {len(batch)} jobs")] * len(batch)
+            outcomes = [RuntimeError(f"the batch runner gave {len(outcomes)} outcomes for {len(batch)} jobs")] * len(
+                batch
+            )
         return [
             (None, _as_error(job, outcome)) if isinstance(outcome, BaseException) else (outcome, None)
             for job, outcome in zip(batch, outcomes, strict=True)

@@ -54,12 +54,21 @@ def write_mesh_outputs(
     from instantmesh.export import mesh_bounds, write_mesh, write_textured_mesh
 
     companions = targets.companions
-    with atomic_outputs([*companions, targets.mesh_path], overwrite=params.overwrite, before_commit=before_commit) as tmps:
+    with atomic_outputs(
+        [*companions, targets.mesh_path], overwrite=params.overwrite, before_commit=before_commit
+    ) as tmps:
         if mesh.textured:
             if mesh.uvs is None or mesh.uv_faces is None or mesh.texture is None:
                 raise InternalError("the backend returned a texture without UVs", {"type": "BackendError"})
             write_textured_mesh(
-                tmps[-1], targets.format, mesh.vertices, mesh.faces, mesh.uvs, mesh.uv_faces, mesh.texture, params.orientation,
+                tmps[-1],
+                targets.format,
+                mesh.vertices,
+                mesh.faces,
+                mesh.uvs,
+                mesh.uv_faces,
+                mesh.texture,
+                params.orientation,
                 mtl_path=tmps[0] if companions else None,
                 texture_path=tmps[1] if companions else None,
                 reference_stem=os.path.splitext(os.path.basename(targets.mesh_path))[0],

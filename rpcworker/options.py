@@ -104,15 +104,33 @@ def existing_directory(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="python -m rpcworker", description="Serve the InstantMesh models (or the mock) on stdin/stdout.")
-    p.add_argument("--backend", choices=sorted(get_args(BackendName)), default=os.environ.get(ENV_BACKEND, "instantmesh"))
-    p.add_argument("--mock", default="", metavar="OPTS", help="mock backend options, e.g. step_delay=0.01,oom_once=reconstruct")
-    p.add_argument("--preset", choices=PRESET_CHOICES, default=None, help="instantmesh backend: 'official' (real weights) or 'tiny' (random, for demos/tests)")
+    p = OneLineErrorParser(
+        prog="python -m rpcworker", description="Serve the InstantMesh models (or the mock) on stdin/stdout."
+    )
+    p.add_argument(
+        "--backend", choices=sorted(get_args(BackendName)), default=os.environ.get(ENV_BACKEND, "instantmesh")
+    )
+    p.add_argument(
+        "--mock", default="", metavar="OPTS", help="mock backend options, e.g. step_delay=0.01,oom_once=reconstruct"
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        default=None,
+        help="instantmesh backend: 'official' (real weights) or 'tiny' (random, for demos/tests)",
+    )
     p.add_argument("--zero123plus", default=None, metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
-    p.add_argument("--unet", default=None, metavar="FILE", help="InstantMesh white-background UNet (diffusion_pytorch_model.bin)")
+    p.add_argument(
+        "--unet", default=None, metavar="FILE", help="InstantMesh white-background UNet (diffusion_pytorch_model.bin)"
+    )
     p.add_argument("--lrm", default=None, metavar="FILE", help="instant_mesh_large.ckpt (or base)")
     p.add_argument("--config", default=None, metavar="YAML", help="LRM config (default: instant-mesh-large)")
-    p.add_argument("--view-size", type=bounded(ViewSize, int), default=None, help="side of each generated view in px (default 320; tiny: 32)")
+    p.add_argument(
+        "--view-size",
+        type=bounded(ViewSize, int),
+        default=None,
+        help="side of each generated view in px (default 320; tiny: 32)",
+    )
     p.add_argument(
         "--optimize",
         default=None,
@@ -121,20 +139,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument(
-        "--max-handles", type=bounded(MaxHandles, int), default=None,
+        "--max-handles",
+        type=bounded(MaxHandles, int),
+        default=None,
         help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or {HANDLES_PER_BATCH} x --max-batch if more)",
     )
-    p.add_argument("--output-root", type=existing_directory, default=None, metavar="DIR", help="refuse to write outputs outside this directory")
     p.add_argument(
-        "--max-batch", type=bounded(MaxBatch, int), default=None,
+        "--output-root",
+        type=existing_directory,
+        default=None,
+        metavar="DIR",
+        help="refuse to write outputs outside this directory",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=bounded(MaxBatch, int),
+        default=None,
         help="run up to N queued compatible generate_views requests as one batch (default: the backend's, 1 on CPU)",
     )
     p.add_argument(
-        "--batch-wait-ms", type=bounded(BatchWaitMs, float, "ms"), default=DEFAULT_BATCH_WAIT_MS,
+        "--batch-wait-ms",
+        type=bounded(BatchWaitMs, float, "ms"),
+        default=DEFAULT_BATCH_WAIT_MS,
         help=f"how long a batch waits to fill (default {DEFAULT_BATCH_WAIT_MS:g} ms)",
     )
     p.add_argument(
-        "--mesh-lane", choices=MESH_LANE_CHOICES, default="auto",
+        "--mesh-lane",
+        choices=MESH_LANE_CHOICES,
+        default="auto",
         help="run reconstruct on a second executor, beside the diffusion of the next objects "
         "(auto: where the backend says it pays, i.e. on CUDA)",
     )

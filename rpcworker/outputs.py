@@ -34,7 +34,9 @@ class OutputPolicy:
     def check(self, path: str, field: str, overwrite: bool) -> str:
         """The resolved path to write, or an error naming the field and the rule broken."""
         if not os.path.isabs(path) or "\0" in path:
-            raise InvalidParams(f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path})
+            raise InvalidParams(
+                f"{field} must be an absolute path without NUL bytes, got {path!r}", {"field": field, "path": path}
+            )
         resolved = os.path.realpath(path)
         if not _utf8_encodable(resolved):
             # The result echoes the path: one that is not valid UTF-8 could never travel back in JSON.
@@ -48,14 +50,18 @@ class OutputPolicy:
             target = None
         except OSError as exc:
             reason = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-            raise OutputRefused(f"{field} {path} cannot be used: {reason}", {"field": field, "path": path, "reason": reason}) from exc
+            raise OutputRefused(
+                f"{field} {path} cannot be used: {reason}", {"field": field, "path": path, "reason": reason}
+            ) from exc
         if self.root is not None and os.path.commonpath([self.root, resolved]) != self.root:
             raise OutputRefused(
                 f"{field} {path} is outside the worker's output root {self.root}",
                 {"field": field, "path": path, "reason": "outside output root", "output_root": self.root},
             )
         if target is not None and stat.S_ISDIR(target.st_mode):
-            raise OutputRefused(f"{field} {path} is a directory", {"field": field, "path": path, "reason": "is a directory"})
+            raise OutputRefused(
+                f"{field} {path} is a directory", {"field": field, "path": path, "reason": "is a directory"}
+            )
         if target is not None and not stat.S_ISREG(target.st_mode):
             raise OutputRefused(
                 f"{field} {path} exists and is not a regular file (a FIFO, device or socket); it is never replaced",
@@ -70,7 +76,9 @@ class OutputPolicy:
 
 
 @contextmanager
-def atomic_output(path: str, overwrite: bool = True, before_commit: Callable[[str], None] | None = None) -> Iterator[str]:
+def atomic_output(
+    path: str, overwrite: bool = True, before_commit: Callable[[str], None] | None = None
+) -> Iterator[str]:
     """Yields a temporary path beside ``path``; moves it to ``path`` only if the block succeeds.
 
     With ``overwrite=False`` the move is a hard link, which fails if ``path`` appeared after the policy
@@ -99,10 +107,14 @@ def atomic_outputs(
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
-            raise OutputRefused(f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}) from exc
+            raise OutputRefused(
+                f"cannot create directory {directory}: {exc.strerror}", {"path": path, "reason": exc.strerror}
+            ) from exc
         stem, ext = _partial_parts(directory, name)
         _remove_dead_partials(directory, stem, ext)
-        tmps.append(os.path.join(directory, f".{stem}{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(RANDOM_HEX // 2)}{ext}"))
+        tmps.append(
+            os.path.join(directory, f".{stem}{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(RANDOM_HEX // 2)}{ext}")
+        )
     placed: list[tuple[str, os.stat_result]] = []
     path = paths[0] if paths else ""
     try:

@@ -32,7 +32,10 @@ class ReplySender:
             log.error("a %s is too large to send: %s", type(message).__name__, exc)
             request_id = getattr(message, "id", None)
             if request_id is not None and not isinstance(message, ErrorResponse):
-                self.error(request_id, MessageTooLarge(f"the reply is too large to send: {exc}", {"size": exc.size, "limit": exc.limit}))
+                self.error(
+                    request_id,
+                    MessageTooLarge(f"the reply is too large to send: {exc}", {"size": exc.size, "limit": exc.limit}),
+                )
         except UnicodeEncodeError as exc:
             # A string that is not valid UTF-8 (a file name that is not UTF-8 reaches Python as surrogates).
             log.error("could not encode a %s: %s", type(message).__name__, exc)
@@ -40,16 +43,22 @@ class ReplySender:
                 error = message.error
                 self.send(ErrorResponse(message.id, ErrorObject(error.code, utf8(error.message), utf8(error.data))))
             elif (request_id := getattr(message, "id", None)) is not None:
-                self.error(request_id, InternalError(
-                    "the reply cannot be sent: it holds a string that is not valid UTF-8 "
-                    "(a file or directory name that is not UTF-8?)",
-                    {"type": "UnicodeEncodeError", "detail": utf8(str(exc))},
-                ))
+                self.error(
+                    request_id,
+                    InternalError(
+                        "the reply cannot be sent: it holds a string that is not valid UTF-8 "
+                        "(a file or directory name that is not UTF-8?)",
+                        {"type": "UnicodeEncodeError", "detail": utf8(str(exc))},
+                    ),
+                )
         except (TypeError, msgspec.EncodeError) as exc:
             log.error("could not encode a %s: %s", type(message).__name__, exc)
             request_id = getattr(message, "id", None)
             if request_id is not None and not isinstance(message, ErrorResponse):
-                self.error(request_id, InternalError(f"the worker built a reply it cannot encode: {exc}", {"type": type(exc).__name__}))
+                self.error(
+                    request_id,
+                    InternalError(f"the worker built a reply it cannot encode: {exc}", {"type": type(exc).__name__}),
+                )
         except (ValueError, OSError):
             log.warning("could not send a %s: the host is gone", type(message).__name__)
 
@@ -60,7 +69,9 @@ class ReplySender:
     def bad_frame(self, bad: BadFrame) -> None:
         data: dict[str, Any] = {"detail": bad.detail, "size": bad.size}
         if bad.reason == "too_large":
-            err: RpcError = MessageTooLarge(f"message discarded: {bad.detail}", {**data, "limit": self.stream.max_line_bytes})
+            err: RpcError = MessageTooLarge(
+                f"message discarded: {bad.detail}", {**data, "limit": self.stream.max_line_bytes}
+            )
         elif bad.reason == "parse":
             err = ParseError(f"not valid JSON: {bad.detail}", data)
         else:

@@ -53,7 +53,9 @@ class LogForwarder(logging.Handler):
             return
         self._local.busy = True
         try:
-            self._stream.send(Notification("log", LogParams(record.levelname.lower(), record.getMessage(), record.name)))
+            self._stream.send(
+                Notification("log", LogParams(record.levelname.lower(), record.getMessage(), record.name))
+            )
         except (OSError, ValueError):  # the host is gone, or a message that cannot be encoded
             pass
         finally:
@@ -102,8 +104,14 @@ def serve(
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
 
     dispatcher = WorkerSession(
-        backend, stream, max_handles=max_handles, output_root=output_root, before_commit=before_commit,
-        max_batch=max_batch, batch_wait_s=batch_wait_s, mesh_lane=mesh_lane,
+        backend,
+        stream,
+        max_handles=max_handles,
+        output_root=output_root,
+        before_commit=before_commit,
+        max_batch=max_batch,
+        batch_wait_s=batch_wait_s,
+        mesh_lane=mesh_lane,
     )
     # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
     # until the executor had its grace; then the worker exits, whether or not the host closed stdin.

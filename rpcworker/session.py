@@ -52,7 +52,9 @@ from .wire.messages import (
 
 log = logging.getLogger("rpcworker")
 
-_PARAM_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()}
+_PARAM_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()
+}
 _CANCEL_DECODER = msgspec.json.Decoder(CancelParams)
 _EMPTY = msgspec.Raw(b"{}")
 
@@ -86,7 +88,9 @@ class WorkerSession:
         self._in_flight: dict[RequestId, Job] = {}
         # The mesh lane opens once both models are loaded, so a load never runs beside other model work.
         side_open = (lambda: set(MESH_LANE_NEEDS) <= set(backend.loaded())) if mesh_lane else None
-        self.jobs = JobQueue(self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s, side_open=side_open)
+        self.jobs = JobQueue(
+            self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s, side_open=side_open
+        )
 
     @property
     def requests_served(self) -> int:
@@ -133,7 +137,9 @@ class WorkerSession:
     def _request(self, request_id: RequestId, method: str, raw_params: Any) -> None:
         # Before initialize every other request gets not_initialized, whatever its method or params.
         if method != "initialize" and not self.initialized:
-            raise NotInitialized(f"{method} before initialize; the first request must be initialize", {"method": method})
+            raise NotInitialized(
+                f"{method} before initialize; the first request must be initialize", {"method": method}
+            )
         if method not in METHODS:
             raise MethodNotFound(f"unknown method {method!r}", {"method": method, "methods": sorted(METHODS)})
         params = _decode_params(method, raw_params)
@@ -147,8 +153,14 @@ class WorkerSession:
             handler = MODEL_HANDLERS.get(method)
             if handler is not None:
                 workspace = self.workspace
-                job = Job(request_id, method, params, lambda p, ctx: handler(workspace, p, ctx),
-                          side=method in MESH_LANE_METHODS, barrier=method in BARRIER_METHODS)
+                job = Job(
+                    request_id,
+                    method,
+                    params,
+                    lambda p, ctx: handler(workspace, p, ctx),
+                    side=method in MESH_LANE_METHODS,
+                    barrier=method in BARRIER_METHODS,
+                )
                 batching = BATCH_HANDLERS.get(method)
                 if batching is not None and self.jobs.max_batch > 1:
                     key_of, batch_handler = batching
@@ -287,7 +299,12 @@ def _shutdown(session: WorkerSession, params: Any) -> ShutdownResult:
     return ShutdownResult(session.requests_served + 1)
 
 
-QUICK_METHODS: dict[str, QuickMethod] = {"initialize": _initialize, "ping": _ping, "status": _status, "shutdown": _shutdown}
+QUICK_METHODS: dict[str, QuickMethod] = {
+    "initialize": _initialize,
+    "ping": _ping,
+    "status": _status,
+    "shutdown": _shutdown,
+}
 
 
 def _decode_params(method: str, raw: Any) -> Any:

@@ -27,90 +27,122 @@ DOC = ROOT / "docs" / "reliability.md"
 COMMAND = ".venvs/models/bin/python scripts/reliability_report.py"
 
 FIXES = [
-    ("Worker crashed on invalid UTF-8 inside `params`",
-     "msgspec does not check UTF-8 inside `Raw` fields, so the later params decode raised UnicodeDecodeError in "
-     "the reader thread and the worker died. `transport.MessageStream.receive` now validates UTF-8 for any "
-     "non-ASCII line (`parse_error`, as protocol.md always said); `dispatch._decode_params`, the cancel decoder "
-     "and the host session also map DecodeError/UnicodeDecodeError to protocol errors.",
-     "test_bad_requests::…[invalid-utf8-in-params], test_worker_garbage::…[invalid_utf8]"),
-    ("Worker (and host reader) crashed on deeply nested JSON",
-     "msgspec raises RecursionError past its depth limit; `receive` let it escape and killed the serve loop "
-     "(the host's reader thread too). Now a `parse_error` bad frame.",
-     "test_bad_requests::…[deep-nesting], test_worker_garbage::…[deep_nesting]"),
-    ("A FIFO as input hung the executor forever",
-     "`open()` of a FIFO blocks until a writer appears; all later model requests queued behind it. "
-     "`images._read_bytes` opens non-blocking, refuses non-regular files (FIFO, /dev/zero) and files over "
-     "512 MiB (`input_unreadable`), instead of reading them whole.",
-     "test_bad_requests::test_bad_input_files_get_their_codes_and_the_worker_keeps_serving"),
-    ("Error replies echoed unbounded request strings",
-     "A 40 MB method name or path came back twice in the error (80 MB), over the 64 MiB frame limit, so the "
-     "host discarded it and the request was never answered. `WorkerSession._reply_error` cuts echoed strings to "
-     "4,096 characters.",
-     "test_bad_requests::test_oversized_frame_and_huge_echoed_strings"),
-    ("Oversized requests were sent and then waited on forever",
-     "A request over 64 MiB (an enormous inline image) was written, discarded by the worker with id null, and "
-     "the caller waited without end. `MessageStream.send` raises `FrameTooLarge` before writing; the session "
-     "turns it into `MessageTooLarge` (\"not sent\"); a worker reply that would be too large becomes a "
-     "`message_too_large` error on its id.",
-     "test_bad_requests::test_enormous_inline_image_through_the_client_is_refused_before_sending"),
-    ("A hung worker was never replaced",
-     "After a timeout the cancel was sent, but a step that never checks for cancel kept the executor busy "
-     "for ever and every later model call queued behind it. `WorkerClient` now watches each timed-out call: "
-     "if the worker has not answered it within `cancel_grace` (default 30 s) it is killed (calls in flight "
-     "fail with WorkerCrashed saying why) and the next call starts a new worker. The timed-out call stays "
-     "registered, so the late `cancelled` answer is no longer counted as an unknown response.",
-     "test_hang_and_timeout::test_hung_worker_times_out_is_restarted_and_later_requests_succeed"),
-    ("`status` could report a finished job as busy",
-     "The executor sent the reply before clearing `busy` and counting the request, so a host asking for "
-     "status right after a result saw `busy` (the old pipe test failed about 1 run in 4). The bookkeeping now "
-     "happens before the reply is sent.",
-     "test_hang_and_timeout::test_timeout_cancels_and_the_worker_keeps_serving"),
-    ("A call right after a crash failed despite auto_restart",
-     "Between the worker's death and the session reader seeing EOF, `start()` still returned the dead session; "
-     "and `Popen.poll()` answers \"running\" while the reader thread waits on the same child, so the check was racy. "
-     "`WorkerProcess.alive` now asks the kernel with `waitid(WNOWAIT)` (no reaping, no lock), and a request that "
-     "could not even be written is sent once more to a new worker (delivered requests are never re-sent). The test "
-     "waits for the kernel's exit report, not the /proc zombie state, which a multi-threaded process shows while "
-     "its threads and pipes are still going away.",
-     "test_worker_death::test_sigkill_between_requests_then_auto_restart"),
-    ("overwrite=false could still clobber a file",
-     "The existence check ran before the work; a file created meanwhile was replaced by `os.replace`. Without "
-     "overwrite the finished output is now hard-linked into place (fails with EEXIST → `output_refused`), "
-     "falling back to check-then-rename only on filesystems without hard links.",
-     "test_output_safety::test_file_appearing_during_the_write_is_not_clobbered"),
-    ("Paths with a NUL byte raised internal_error",
-     "`os.path.realpath` raises ValueError on NUL; found by the fuzz's no-internal_error rule. Such paths are "
-     "now `invalid_params`.",
-     "test_bad_requests::…[nul-in-path], test_fuzz"),
-    ("A reply that could not be encoded was dropped in silence",
-     "msgspec raises UnicodeEncodeError (a ValueError) for a string with lone surrogates, which is how a "
-     "non-UTF-8 file name reaches Python; the worker took it for \"the host is gone\" and sent nothing, so the "
-     "caller waited for ever. Output paths resolving to such names are now `output_refused`, and any reply that "
-     "cannot be encoded becomes an `internal_error` on its id (`rpcworker/replies.py`).",
-     "test_attacks::test_an_output_path_that_resolves_to_a_non_utf8_name_gets_an_error_reply"),
-    ("A worker that stopped reading blocked callers for ever",
-     "The host wrote requests on the caller's thread under a lock; a SIGSTOPped worker with a full pipe blocked "
-     "that call past its timeout and every cancel behind it. Frames now go out through a writer thread "
-     "(`host/worker/writer.py`, non-blocking descriptor); a call waits for its write only up to its timeout.",
-     "test_attacks::test_a_worker_that_stopped_reading_never_blocks_a_call_past_its_timeout"),
-    ("The stderr drain could die or grow without bound",
-     "A raising `on_stderr` callback ended the drain thread (then a full stderr pipe blocks the worker), and one "
-     "endless line was kept whole. The callback is now contained and reported once; lines are cut to 2,000 "
-     "characters and quoted tails to 8,000.",
-     "test_attacks::test_one_endless_stderr_line_is_kept_bounded_and_errors_quoting_it_stay_small"),
-    ("Quick methods accepted an id already in flight; shutting_down was unreachable",
-     "The in-flight check ran for model methods only; now for every method. After the shutdown reply the "
-     "worker keeps reading for its exit grace and answers `shutting_down`.",
-     "test_attacks::test_an_id_in_flight_is_refused_for_every_method, test_attacks::test_a_request_after_the_shutdown_reply_gets_shutting_down"),
-    ("Output and input holes",
-     "`overwrite=true` replaced FIFOs and device links; names near NAME_MAX failed because the temporary name was "
-     "longer; symlink loops got a vague message; inline data could be EPS (Ghostscript); /proc files (size 0) "
-     "bypassed the size cap. All closed, each with its case.",
-     "test_attacks (outputs and inputs cases)"),
-    ("Start errors did not name a missing package",
-     "`WorkerStartError` now says which package the worker environment lacks when its stderr shows "
-     "`No module named 'X'`.",
-     "test_worker_death::test_missing_package_is_named_in_the_start_error"),
+    (
+        "Worker crashed on invalid UTF-8 inside `params`",
+        "msgspec does not check UTF-8 inside `Raw` fields, so the later params decode raised UnicodeDecodeError in "
+        "the reader thread and the worker died. `transport.MessageStream.receive` now validates UTF-8 for any "
+        "non-ASCII line (`parse_error`, as protocol.md always said); `dispatch._decode_params`, the cancel decoder "
+        "and the host session also map DecodeError/UnicodeDecodeError to protocol errors.",
+        "test_bad_requests::…[invalid-utf8-in-params], test_worker_garbage::…[invalid_utf8]",
+    ),
+    (
+        "Worker (and host reader) crashed on deeply nested JSON",
+        "msgspec raises RecursionError past its depth limit; `receive` let it escape and killed the serve loop "
+        "(the host's reader thread too). Now a `parse_error` bad frame.",
+        "test_bad_requests::…[deep-nesting], test_worker_garbage::…[deep_nesting]",
+    ),
+    (
+        "A FIFO as input hung the executor forever",
+        "`open()` of a FIFO blocks until a writer appears; all later model requests queued behind it. "
+        "`images._read_bytes` opens non-blocking, refuses non-regular files (FIFO, /dev/zero) and files over "
+        "512 MiB (`input_unreadable`), instead of reading them whole.",
+        "test_bad_requests::test_bad_input_files_get_their_codes_and_the_worker_keeps_serving",
+    ),
+    (
+        "Error replies echoed unbounded request strings",
+        "A 40 MB method name or path came back twice in the error (80 MB), over the 64 MiB frame limit, so the "
+        "host discarded it and the request was never answered. `WorkerSession._reply_error` cuts echoed strings to "
+        "4,096 characters.",
+        "test_bad_requests::test_oversized_frame_and_huge_echoed_strings",
+    ),
+    (
+        "Oversized requests were sent and then waited on forever",
+        "A request over 64 MiB (an enormous inline image) was written, discarded by the worker with id null, and "
+        "the caller waited without end. `MessageStream.send` raises `FrameTooLarge` before writing; the session "
+        'turns it into `MessageTooLarge` ("not sent"); a worker reply that would be too large becomes a '
+        "`message_too_large` error on its id.",
+        "test_bad_requests::test_enormous_inline_image_through_the_client_is_refused_before_sending",
+    ),
+    (
+        "A hung worker was never replaced",
+        "After a timeout the cancel was sent, but a step that never checks for cancel kept the executor busy "
+        "for ever and every later model call queued behind it. `WorkerClient` now watches each timed-out call: "
+        "if the worker has not answered it within `cancel_grace` (default 30 s) it is killed (calls in flight "
+        "fail with WorkerCrashed saying why) and the next call starts a new worker. The timed-out call stays "
+        "registered, so the late `cancelled` answer is no longer counted as an unknown response.",
+        "test_hang_and_timeout::test_hung_worker_times_out_is_restarted_and_later_requests_succeed",
+    ),
+    (
+        "`status` could report a finished job as busy",
+        "The executor sent the reply before clearing `busy` and counting the request, so a host asking for "
+        "status right after a result saw `busy` (the old pipe test failed about 1 run in 4). The bookkeeping now "
+        "happens before the reply is sent.",
+        "test_hang_and_timeout::test_timeout_cancels_and_the_worker_keeps_serving",
+    ),
+    (
+        "A call right after a crash failed despite auto_restart",
+        "Between the worker's death and the session reader seeing EOF, `start()` still returned the dead session; "
+        'and `Popen.poll()` answers "running" while the reader thread waits on the same child, so the check was racy. '
+        "`WorkerProcess.alive` now asks the kernel with `waitid(WNOWAIT)` (no reaping, no lock), and a request that "
+        "could not even be written is sent once more to a new worker (delivered requests are never re-sent). The test "
+        "waits for the kernel's exit report, not the /proc zombie state, which a multi-threaded process shows while "
+        "its threads and pipes are still going away.",
+        "test_worker_death::test_sigkill_between_requests_then_auto_restart",
+    ),
+    (
+        "overwrite=false could still clobber a file",
+        "The existence check ran before the work; a file created meanwhile was replaced by `os.replace`. Without "
+        "overwrite the finished output is now hard-linked into place (fails with EEXIST → `output_refused`), "
+        "falling back to check-then-rename only on filesystems without hard links.",
+        "test_output_safety::test_file_appearing_during_the_write_is_not_clobbered",
+    ),
+    (
+        "Paths with a NUL byte raised internal_error",
+        "`os.path.realpath` raises ValueError on NUL; found by the fuzz's no-internal_error rule. Such paths are "
+        "now `invalid_params`.",
+        "test_bad_requests::…[nul-in-path], test_fuzz",
+    ),
+    (
+        "A reply that could not be encoded was dropped in silence",
+        "msgspec raises UnicodeEncodeError (a ValueError) for a string with lone surrogates, which is how a "
+        'non-UTF-8 file name reaches Python; the worker took it for "the host is gone" and sent nothing, so the '
+        "caller waited for ever. Output paths resolving to such names are now `output_refused`, and any reply that "
+        "cannot be encoded becomes an `internal_error` on its id (`rpcworker/replies.py`).",
+        "test_attacks::test_an_output_path_that_resolves_to_a_non_utf8_name_gets_an_error_reply",
+    ),
+    (
+        "A worker that stopped reading blocked callers for ever",
+        "The host wrote requests on the caller's thread under a lock; a SIGSTOPped worker with a full pipe blocked "
+        "that call past its timeout and every cancel behind it. Frames now go out through a writer thread "
+        "(`host/worker/writer.py`, non-blocking descriptor); a call waits for its write only up to its timeout.",
+        "test_attacks::test_a_worker_that_stopped_reading_never_blocks_a_call_past_its_timeout",
+    ),
+    (
+        "The stderr drain could die or grow without bound",
+        "A raising `on_stderr` callback ended the drain thread (then a full stderr pipe blocks the worker), and one "
+        "endless line was kept whole. The callback is now contained and reported once; lines are cut to 2,000 "
+        "characters and quoted tails to 8,000.",
+        "test_attacks::test_one_endless_stderr_line_is_kept_bounded_and_errors_quoting_it_stay_small",
+    ),
+    (
+        "Quick methods accepted an id already in flight; shutting_down was unreachable",
+        "The in-flight check ran for model methods only; now for every method. After the shutdown reply the "
+        "worker keeps reading for its exit grace and answers `shutting_down`.",
+        "test_attacks::test_an_id_in_flight_is_refused_for_every_method, test_attacks::test_a_request_after_the_shutdown_reply_gets_shutting_down",
+    ),
+    (
+        "Output and input holes",
+        "`overwrite=true` replaced FIFOs and device links; names near NAME_MAX failed because the temporary name was "
+        "longer; symlink loops got a vague message; inline data could be EPS (Ghostscript); /proc files (size 0) "
+        "bypassed the size cap. All closed, each with its case.",
+        "test_attacks (outputs and inputs cases)",
+    ),
+    (
+        "Start errors did not name a missing package",
+        "`WorkerStartError` now says which package the worker environment lacks when its stderr shows "
+        "`No module named 'X'`.",
+        "test_worker_death::test_missing_package_is_named_in_the_start_error",
+    ),
 ]
 
 LEFT_ALONE = [
@@ -139,7 +171,17 @@ class Case:
 def run_suite(junit: Path, extra: list[str]) -> int:
     python = ROOT / ".venvs" / "models" / "bin" / "python"
     interpreter = str(python) if python.exists() else sys.executable
-    argv = [interpreter, "-m", "pytest", "tests/faults", "-q", "-o", "junit_family=xunit1", f"--junitxml={junit}", *extra]
+    argv = [
+        interpreter,
+        "-m",
+        "pytest",
+        "tests/faults",
+        "-q",
+        "-o",
+        "junit_family=xunit1",
+        f"--junitxml={junit}",
+        *extra,
+    ]
     print("+", " ".join(argv), flush=True)
     return subprocess.call(argv, cwd=ROOT)
 
@@ -199,13 +241,21 @@ def render(cases: list[Case], total_seconds: float, exit_code: int | None) -> st
     ]
     fuzz = [c for c in cases if "fuzz_messages" in c.properties]
     if fuzz:
-        lines += ["## Fuzzing", "", "| target | messages | seconds | messages/s | outcome |", "|---|---:|---:|---:|---|"]
+        lines += [
+            "## Fuzzing",
+            "",
+            "| target | messages | seconds | messages/s | outcome |",
+            "|---|---:|---:|---:|---|",
+        ]
         total_messages = 0
         for case in fuzz:
             n, s = int(case.properties["fuzz_messages"]), float(case.properties["fuzz_seconds"])
             total_messages += n
             lines.append(f"| `{case.name}` | {n:,} | {s:.1f} | {n / s:,.0f} | {case.outcome} |")
-        lines += ["", f"Total: **{total_messages:,} messages** in {sum(float(c.properties['fuzz_seconds']) for c in fuzz):.1f} s."]
+        lines += [
+            "",
+            f"Total: **{total_messages:,} messages** in {sum(float(c.properties['fuzz_seconds']) for c in fuzz):.1f} s.",
+        ]
         codes = next((c.properties.get("fuzz_codes") for c in fuzz if c.properties.get("fuzz_codes")), None)
         if codes:
             lines += ["", f"Replies by code (in-process run): `{codes}`."]
@@ -234,7 +284,12 @@ def render(cases: list[Case], total_seconds: float, exit_code: int | None) -> st
             previous = base
             lines.append(f"| `{cell(case.name)}` | {cell(checks)} | {cell(outcome)} | {case.seconds:.2f} |")
         lines.append("")
-    lines += ["## What was fixed", "", "Bugs the suite found, and where they were fixed (the cases that cover each are named).", ""]
+    lines += [
+        "## What was fixed",
+        "",
+        "Bugs the suite found, and where they were fixed (the cases that cover each are named).",
+        "",
+    ]
     for title, text, covered in FIXES:
         lines.append(f"- **{title}.** {text} *Covered by:* {covered}.")
     lines += ["", "## Left alone", ""]
@@ -245,7 +300,9 @@ def render(cases: list[Case], total_seconds: float, exit_code: int | None) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--junit", type=Path, help="JUnit XML to write (or read with --no-run)")
-    parser.add_argument("--no-run", action="store_true", help="render an existing --junit file without running the suite")
+    parser.add_argument(
+        "--no-run", action="store_true", help="render an existing --junit file without running the suite"
+    )
     parser.add_argument("--out", type=Path, default=DOC)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)

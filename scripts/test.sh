@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venvs/models/bin/python -m ruff check .          # lint ([tool.ruff] in pyproject.toml)
+.venvs/models/bin/python -m ruff format --check . # one formatter (ruff format, [tool.ruff])
 .venvs/models/bin/python -m mypy                  # types of host/, rpcworker/, instantmesh/ ([tool.mypy])
 .venvs/models/bin/lint-imports --no-logo          # who may import whom ([tool.importlinter], docs/architecture.md)
 .venvs/models/bin/python -m pytest -q "$@"

@@ -100,8 +100,17 @@ class InstantMeshWorker:
         # max_batch: objects per diffusion batch in the worker (its default: 8 on CUDA, 1 on CPU); 1 starts faster
         # (one compiled batch size) and suits one object at a time; above 1 pays off through map().
         # mesh_lane: "on", "off" or "auto" (the worker's default: on with CUDA), reconstruct beside the next diffusion.
-        args = worker_arguments(backend, preset=preset, zero123plus=zero123plus, unet=unet, lrm=lrm, device=device, max_batch=max_batch,
-                                mesh_lane=mesh_lane, extra=worker_args)
+        args = worker_arguments(
+            backend,
+            preset=preset,
+            zero123plus=zero123plus,
+            unet=unet,
+            lrm=lrm,
+            device=device,
+            max_batch=max_batch,
+            mesh_lane=mesh_lane,
+            extra=worker_args,
+        )
         self.client = WorkerClient(
             command,
             args,
@@ -188,7 +197,9 @@ class InstantMeshWorker:
     ) -> Views:
         """Views of one object. The keywords override ``view_options`` (default ``ViewOptions()``: seed
         DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams."""
-        options = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        options = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         params = views_params(image_input(image), absolute_path(save_grid), options, overwrite)
         result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
         return self.views_from_result(result)
@@ -210,12 +221,21 @@ class InstantMeshWorker:
         its place and does not stop the others; a dead worker or a timeout (``timeout`` bounds each
         request) raises as in generate_views. Seeds default to ``view_options``' seed each."""
         options = view_options_of(view_options, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
-        per_image = [view_options_of(options, seed=seed) for seed in seeds] if seeds is not None else [options] * len(images)
+        per_image = (
+            [view_options_of(options, seed=seed) for seed in seeds] if seeds is not None else [options] * len(images)
+        )
         grids = list(save_grids) if save_grids is not None else [None] * len(images)
         if not len(per_image) == len(grids) == len(images):
-            raise ValueError(f"{len(images)} images need as many seeds and save_grids, got {len(per_image)} and {len(grids)}")
+            raise ValueError(
+                f"{len(images)} images need as many seeds and save_grids, got {len(per_image)} and {len(grids)}"
+            )
         pending = [
-            self.client.request("generate_views", views_params(image_input(image), absolute_path(grid), one, overwrite), self.on_progress, timeout)
+            self.client.request(
+                "generate_views",
+                views_params(image_input(image), absolute_path(grid), one, overwrite),
+                self.on_progress,
+                timeout,
+            )
             for image, one, grid in zip(images, per_image, grids, strict=True)
         ]
         outcomes: list[Views | RpcError] = []
@@ -248,10 +268,14 @@ class InstantMeshWorker:
         requests in flight that a ``--max-batch`` worker runs full batches and never waits for the host.
         Yields one outcome per object in input order, failures in place (never raised); a dead worker raises.
         Options as in generate_views and reconstruct (format default obj); names as in ``WorkerPool.map``."""
-        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        views = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         items = list(images)
-        targets = object_targets(items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
+        targets = object_targets(
+            items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+        )
         return map_objects(self, items, targets, views, mesh, overwrite=overwrite, timeout=timeout)
 
     def views_from_result(self, result: ViewsResult) -> Views:
@@ -318,7 +342,11 @@ class InstantMeshWorker:
         timeout: float | None = None,
     ) -> Mesh:
         """generate_views then reconstruct, with their options."""
-        views_chosen = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        views_chosen = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-        views = self.generate_views(image, view_options=views_chosen, save_grid=save_grid, overwrite=overwrite, timeout=timeout)
+        views = self.generate_views(
+            image, view_options=views_chosen, save_grid=save_grid, overwrite=overwrite, timeout=timeout
+        )
         return self.reconstruct(views, output_path, mesh_options=mesh_chosen, overwrite=overwrite, timeout=timeout)

@@ -98,7 +98,17 @@ def map_objects(
             # generate_views requests share a batch on the worker.
             while (free := window - len(flight)) >= min(group, count - next_send) > 0:
                 for _ in range(min(group, free, count - next_send)):
-                    _send_views(worker, next(pending), next_send, targets[next_send], view_options, grids_overwrite, flight, done, timeout)
+                    _send_views(
+                        worker,
+                        next(pending),
+                        next_send,
+                        targets[next_send],
+                        view_options,
+                        grids_overwrite,
+                        flight,
+                        done,
+                        timeout,
+                    )
                     next_send += 1
             if flight:
                 item = flight.popleft()
@@ -112,8 +122,15 @@ def map_objects(
 
 
 def _send_views(
-    worker: MappedWorker, image: ImageLike | BaseException, index: int, target: ObjectTarget, view_options: ViewOptions, overwrite: bool,
-    flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
+    worker: MappedWorker,
+    image: ImageLike | BaseException,
+    index: int,
+    target: ObjectTarget,
+    view_options: ViewOptions,
+    overwrite: bool,
+    flight: deque[_InFlight],
+    done: dict[int, ObjectOutcome],
+    timeout: float | None,
 ) -> None:
     if isinstance(image, BaseException):
         done[index] = _failed(index, target, image)
@@ -124,12 +141,20 @@ def _send_views(
     except (OSError, ValueError, TypeError) as exc:  # an image the host cannot even encode fails alone
         done[index] = _failed(index, target, exc)
         return
-    flight.append(_InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout), time.monotonic()))
+    flight.append(
+        _InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout), time.monotonic())
+    )
 
 
 def _finish(
-    worker: MappedWorker, item: _InFlight, target: ObjectTarget, mesh_options: MeshOptions, overwrite: bool,
-    flight: deque[_InFlight], done: dict[int, ObjectOutcome], timeout: float | None,
+    worker: MappedWorker,
+    item: _InFlight,
+    target: ObjectTarget,
+    mesh_options: MeshOptions,
+    overwrite: bool,
+    flight: deque[_InFlight],
+    done: dict[int, ObjectOutcome],
+    timeout: float | None,
 ) -> None:
     """Waits for the oldest request: views are followed by their reconstruct at once; a mesh ends the object."""
     try:
@@ -140,11 +165,24 @@ def _finish(
     if item.views is None:
         views = worker.views_from_result(result)
         params = reconstruct_params(ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options, overwrite)
-        flight.append(_InFlight(item.index, worker.client.request("reconstruct", params, worker.on_progress, timeout), item.sent_at, views))
+        flight.append(
+            _InFlight(
+                item.index,
+                worker.client.request("reconstruct", params, worker.on_progress, timeout),
+                item.sent_at,
+                views,
+            )
+        )
         return
     mesh = Mesh.from_result(result)
-    done[item.index] = ObjectOutcome(item.index, target.name, mesh, grid_path=item.views.grid_path, views_timings=item.views.timings,
-                                     latency_s=time.monotonic() - item.sent_at)
+    done[item.index] = ObjectOutcome(
+        item.index,
+        target.name,
+        mesh,
+        grid_path=item.views.grid_path,
+        views_timings=item.views.timings,
+        latency_s=time.monotonic() - item.sent_at,
+    )
 
 
 def _failed(index: int, target: ObjectTarget, exc: BaseException) -> ObjectOutcome:

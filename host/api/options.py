@@ -64,37 +64,64 @@ def checked(options: OptionsT, **overrides: Any) -> OptionsT:
 
 
 def view_options_of(
-    options: ViewOptions | None = None, *, seed: int | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None
+    options: ViewOptions | None = None,
+    *,
+    seed: int | None = None,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
 ) -> ViewOptions:
     """The views' options of a call: ``options`` (default: the defaults) with the keywords given."""
-    return checked(options or ViewOptions(), seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    return checked(
+        options or ViewOptions(), seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+    )
 
 
 def mesh_options_of(
-    options: MeshOptions | None = None, *, format: str | None = None, texture_map: bool | None = None, orientation: str | None = None
+    options: MeshOptions | None = None,
+    *,
+    format: str | None = None,
+    texture_map: bool | None = None,
+    orientation: str | None = None,
 ) -> MeshOptions:
     """The mesh's options of a call: ``options`` (default: the defaults) with the keywords given."""
     return checked(options or MeshOptions(), format=format, texture_map=texture_map, orientation=orientation)
 
 
 def map_mesh_options(
-    options: MeshOptions | None = None, *, format: str | None = None, texture_map: bool | None = None, orientation: str | None = None
+    options: MeshOptions | None = None,
+    *,
+    format: str | None = None,
+    texture_map: bool | None = None,
+    orientation: str | None = None,
 ) -> MeshOptions:
     """The mesh's options of a map: as ``mesh_options_of``, the format DEFAULT_MAP_FORMAT unless chosen."""
     chosen = mesh_options_of(options, format=format, texture_map=texture_map, orientation=orientation)
     return chosen if chosen.format is not None else msgspec.structs.replace(chosen, format=DEFAULT_MAP_FORMAT)
 
 
-def views_params(image: ImageInput, grid_path: str | None, options: ViewOptions, overwrite: bool = False) -> GenerateViewsParams:
+def views_params(
+    image: ImageInput, grid_path: str | None, options: ViewOptions, overwrite: bool = False
+) -> GenerateViewsParams:
     """The one place a generate_views request is built from the options."""
     return GenerateViewsParams(
-        image, seed=options.seed, num_inference_steps=options.num_inference_steps, guidance_scale=options.guidance_scale,
-        output_path=grid_path, overwrite=overwrite,
+        image,
+        seed=options.seed,
+        num_inference_steps=options.num_inference_steps,
+        guidance_scale=options.guidance_scale,
+        output_path=grid_path,
+        overwrite=overwrite,
     )
 
 
-def reconstruct_params(views: ViewsSource, output_path: str, options: MeshOptions, overwrite: bool = False) -> ReconstructParams:
+def reconstruct_params(
+    views: ViewsSource, output_path: str, options: MeshOptions, overwrite: bool = False
+) -> ReconstructParams:
     """The one place a reconstruct request is built from the options."""
     return ReconstructParams(
-        views, output_path, format=options.format, texture_map=options.texture_map, orientation=options.orientation, overwrite=overwrite,
+        views,
+        output_path,
+        format=options.format,
+        texture_map=options.texture_map,
+        orientation=options.orientation,
+        overwrite=overwrite,
     )

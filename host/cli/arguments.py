@@ -39,41 +39,94 @@ class UsageProblem(Exception):
 
 def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("worker")
-    group.add_argument("--python", metavar="ENV", help="worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)")
-    group.add_argument("--backend", choices=["instantmesh", "mock"], help="default: instantmesh (mock when --mock is given)")
-    group.add_argument("--preset", choices=PRESET_CHOICES, help="weights: official, tiny (random), auto (official if found, else tiny; the default)")
+    group.add_argument(
+        "--python",
+        metavar="ENV",
+        help="worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)",
+    )
+    group.add_argument(
+        "--backend", choices=["instantmesh", "mock"], help="default: instantmesh (mock when --mock is given)"
+    )
+    group.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        help="weights: official, tiny (random), auto (official if found, else tiny; the default)",
+    )
     group.add_argument("--zero123plus", metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
     group.add_argument("--unet", metavar="FILE", help="InstantMesh white-background UNet")
     group.add_argument("--lrm", metavar="FILE", help="LRM checkpoint (instant_mesh_large.ckpt)")
     group.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda if available)")
     group.add_argument("--mock", metavar="OPTS", help="mock backend options, e.g. step_delay=0.02")
     group.add_argument(
-        "--max-batch", type=_max_batch, metavar="N",
+        "--max-batch",
+        type=_max_batch,
+        metavar="N",
         help="objects per diffusion batch in the worker (default: the worker's, 8 on CUDA, 1 on CPU); above 1 the batch "
-             "command keeps objects in flight so batches fill",
+        "command keeps objects in flight so batches fill",
     )
     group.add_argument(
-        "--mesh-lane", choices=MESH_LANE_CHOICES,
+        "--mesh-lane",
+        choices=MESH_LANE_CHOICES,
         help="the worker reconstructs one object beside the diffusion of the next (default auto: on with CUDA)",
     )
-    group.add_argument("--startup-timeout", type=float, default=300.0, metavar="S", help="seconds for the worker to start (default 300)")
+    group.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds for the worker to start (default 300)",
+    )
     group.add_argument("--verbose", action="store_true", help="show the worker's stderr")
 
 
 def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) -> None:
-    parser.add_argument("--steps", type=_steps, default=DEFAULT_STEPS, metavar="N", help=f"diffusion steps (default {DEFAULT_STEPS}, as upstream)")
-    parser.add_argument("--seed", type=_seed, default=DEFAULT_SEED, metavar="S", help=f"diffusion seed (default {DEFAULT_SEED})")
     parser.add_argument(
-        "--guidance-scale", type=_guidance, default=DEFAULT_GUIDANCE, metavar="G", help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})"
+        "--steps",
+        type=_steps,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"diffusion steps (default {DEFAULT_STEPS}, as upstream)",
+    )
+    parser.add_argument(
+        "--seed", type=_seed, default=DEFAULT_SEED, metavar="S", help=f"diffusion seed (default {DEFAULT_SEED})"
+    )
+    parser.add_argument(
+        "--guidance-scale",
+        type=_guidance,
+        default=DEFAULT_GUIDANCE,
+        metavar="G",
+        help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g})",
     )
     parser.add_argument("--format", choices=MESH_FORMATS, default="obj", help="mesh format (default obj)")
-    parser.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=True, help="crop, recentre and scale the object in the host (default on)")
-    parser.add_argument("--foreground-ratio", type=_ratio, default=0.85, metavar="R", help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)")
-    parser.add_argument("--flip", action="store_true", help="mirror the prepared input left-right (Any6D does)")
-    parser.add_argument("--white-background", action="store_true", help="paint outside the object white in the prepared input (Any6D does)")
-    parser.add_argument("--texture-map", action="store_true", help="a UV texture map (NAME.png + NAME.mtl, or inside the .glb) instead of vertex colours; needs xatlas in the worker env")
     parser.add_argument(
-        "--contact-sheet", action=argparse.BooleanOptionalAction, default=sheet_default, help=f"write NAME_sheet.png (default {'on' if sheet_default else 'off'})"
+        "--preprocess",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="crop, recentre and scale the object in the host (default on)",
+    )
+    parser.add_argument(
+        "--foreground-ratio",
+        type=_ratio,
+        default=0.85,
+        metavar="R",
+        help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)",
+    )
+    parser.add_argument("--flip", action="store_true", help="mirror the prepared input left-right (Any6D does)")
+    parser.add_argument(
+        "--white-background",
+        action="store_true",
+        help="paint outside the object white in the prepared input (Any6D does)",
+    )
+    parser.add_argument(
+        "--texture-map",
+        action="store_true",
+        help="a UV texture map (NAME.png + NAME.mtl, or inside the .glb) instead of vertex colours; needs xatlas in the worker env",
+    )
+    parser.add_argument(
+        "--contact-sheet",
+        action=argparse.BooleanOptionalAction,
+        default=sheet_default,
+        help=f"write NAME_sheet.png (default {'on' if sheet_default else 'off'})",
     )
 
 

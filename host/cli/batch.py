@@ -61,8 +61,12 @@ def run_pipelined(
 
 
 def _map(
-    worker: InstantMeshWorker, todo: Sequence[tuple[ObjectInput, ObjectOutputs]], start: int, settings: Settings,
-    printer: ProgressPrinter, prepared: dict[int, Prepared],
+    worker: InstantMeshWorker,
+    todo: Sequence[tuple[ObjectInput, ObjectOutputs]],
+    start: int,
+    settings: Settings,
+    printer: ProgressPrinter,
+    prepared: dict[int, Prepared],
 ) -> Iterator[tuple[int, ObjectResult]]:
     def inputs() -> Iterator[Path | BaseException]:
         for position in range(start, len(todo)):
@@ -74,7 +78,9 @@ def _map(
 
     targets = [ObjectTarget(item.name, outputs.mesh, outputs.grid) for item, outputs in todo[start:]]
     # The grids are always rewritten: an object is (re)done only when its mesh is missing, so a grid found is debris.
-    for outcome in map_objects(worker, inputs(), targets, settings.views, settings.mesh, overwrite=settings.overwrite, overwrite_grids=True):
+    for outcome in map_objects(
+        worker, inputs(), targets, settings.views, settings.mesh, overwrite=settings.overwrite, overwrite_grids=True
+    ):
         position = start + outcome.index
         result, ready = prepared.pop(position)
         item, outputs = todo[position]

@@ -17,8 +17,12 @@ from host.cli.objects import Settings, shown
 
 def check_host_libraries(settings: Settings) -> None:
     """Preprocessing and contact sheets need pillow and numpy in the host's own environment."""
-    wanted = [what for what, on in (("preprocessing", settings.preprocess), ("contact sheets", settings.contact_sheet)) if on]
-    missing = [name for module, name in (("PIL", "pillow"), ("numpy", "numpy")) if importlib.util.find_spec(module) is None]
+    wanted = [
+        what for what, on in (("preprocessing", settings.preprocess), ("contact sheets", settings.contact_sheet)) if on
+    ]
+    missing = [
+        name for module, name in (("PIL", "pillow"), ("numpy", "numpy")) if importlib.util.find_spec(module) is None
+    ]
     if wanted and missing:
         raise UsageProblem(
             f"{' and '.join(wanted)} need {' and '.join(missing)} in the host's Python ({sys.executable}): "
@@ -54,15 +58,24 @@ def check_cuda_before_start(worker: InstantMeshWorker, requested: str | None, ba
     command = worker.client.command
     try:
         answer = subprocess.run(
-            [*command.prefix, "-c", CUDA_PROBE], env=command.environment(), capture_output=True, text=True, timeout=CUDA_PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+            [*command.prefix, "-c", CUDA_PROBE],
+            env=command.environment(),
+            capture_output=True,
+            text=True,
+            timeout=CUDA_PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return  # the worker's own start reports an interpreter that cannot run
     if answer == "no":
-        raise UsageProblem(f"--device {requested}: torch in the worker environment sees no CUDA device; use --device cpu (or omit --device)")
+        raise UsageProblem(
+            f"--device {requested}: torch in the worker environment sees no CUDA device; use --device cpu (or omit --device)"
+        )
 
 
 def check_device(worker: InstantMeshWorker, requested: str | None) -> None:
     """--device cuda on a worker that answers with another device (e.g. the mock backend) is refused too."""
     if requested and requested.startswith("cuda") and not worker.info.device.startswith("cuda"):
-        raise UsageProblem(f"--device {requested}: the worker has no CUDA (its device is {worker.info.device}); use --device cpu")
+        raise UsageProblem(
+            f"--device {requested}: the worker has no CUDA (its device is {worker.info.device}); use --device cpu"
+        )

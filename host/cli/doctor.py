@@ -16,8 +16,32 @@ from typing import Any
 from host.worker.process import WorkerCommand
 
 PROBE_TIMEOUT_S = 180.0
-PACKAGES = ("msgspec", "torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "safetensors", "numpy", "pillow", "trimesh", "xatlas", "einops", "omegaconf")
-MODEL_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "einops", "omegaconf", "numpy", "pillow", "trimesh")
+PACKAGES = (
+    "msgspec",
+    "torch",
+    "diffusers",
+    "transformers",
+    "huggingface_hub",
+    "accelerate",
+    "safetensors",
+    "numpy",
+    "pillow",
+    "trimesh",
+    "xatlas",
+    "einops",
+    "omegaconf",
+)
+MODEL_PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "safetensors",
+    "einops",
+    "omegaconf",
+    "numpy",
+    "pillow",
+    "trimesh",
+)
 UPSTREAM_PYTHON = (3, 10)
 
 PROBE = r"""
@@ -86,7 +110,9 @@ def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict
             env[f"DOCTOR_{key.upper()}"] = value
     argv = [*command.prefix, "-c", PROBE, ",".join(PACKAGES)]
     try:
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise RuntimeError(f"worker interpreter {argv[0]!r} not found") from None
     except subprocess.TimeoutExpired:
@@ -105,27 +131,58 @@ def checks(report: dict[str, Any]) -> list[Check]:
     found: list[Check] = []
     python = version_tuple(report["python"])
     level = "ok" if python[:2] == UPSTREAM_PYTHON else "warn"
-    found.append(Check(level, "python", f"{report['python']} at {report['executable']}" + ("" if level == "ok" else " (upstream InstantMesh uses 3.10)")))
+    found.append(
+        Check(
+            level,
+            "python",
+            f"{report['python']} at {report['executable']}"
+            + ("" if level == "ok" else " (upstream InstantMesh uses 3.10)"),
+        )
+    )
     if report.get("worker_import"):
         found.append(Check("FAIL", "worker code", f"cannot import rpcworker: {report['worker_import']}"))
     else:
         found.append(Check("ok", "worker code", str(report["origins"]["rpcworker"])))
     missing_models = [name for name in MODEL_PACKAGES if not versions.get(name)]
     if missing_models:
-        found.append(Check("FAIL", "model packages", "missing " + ", ".join(missing_models) + " (only the mock backend can run)"))
+        found.append(
+            Check("FAIL", "model packages", "missing " + ", ".join(missing_models) + " (only the mock backend can run)")
+        )
     else:
-        found.append(Check("ok", "model packages", ", ".join(f"{n} {versions[n]}" for n in ("torch", "diffusers", "transformers", "huggingface_hub") if versions.get(n))))
+        found.append(
+            Check(
+                "ok",
+                "model packages",
+                ", ".join(
+                    f"{n} {versions[n]}"
+                    for n in ("torch", "diffusers", "transformers", "huggingface_hub")
+                    if versions.get(n)
+                ),
+            )
+        )
     if report.get("torch_import"):
         found.append(Check("FAIL", "torch", report["torch_import"]))
     elif versions.get("torch"):
         if report.get("cuda_available"):
             found.append(Check("ok", "CUDA", f"{report.get('cuda')}: " + ", ".join(report.get("devices", []))))
         else:
-            found.append(Check("warn", "CUDA", f"not available (torch built for CUDA {report.get('cuda')}); the models run on the CPU, very slowly"))
+            found.append(
+                Check(
+                    "warn",
+                    "CUDA",
+                    f"not available (torch built for CUDA {report.get('cuda')}); the models run on the CPU, very slowly",
+                )
+            )
     found.extend(known_bad_combinations(versions))
     if report.get("diffusers_import"):
         found.append(Check("FAIL", "diffusers import", report["diffusers_import"]))
-    found.append(Check("ok" if versions.get("xatlas") else "warn", "texture maps", "xatlas " + (versions.get("xatlas") or "missing: texture_map is refused")))
+    found.append(
+        Check(
+            "ok" if versions.get("xatlas") else "warn",
+            "texture maps",
+            "xatlas " + (versions.get("xatlas") or "missing: texture_map is refused"),
+        )
+    )
     weights = report.get("weights", {})
     if weights.get("found"):
         found.append(Check("ok", "weights", "; ".join(weights["paths"])))
@@ -140,10 +197,22 @@ def known_bad_combinations(versions: dict[str, str | None]) -> list[Check]:
     bad = []
     hub, diffusers = version_tuple(versions.get("huggingface_hub")), version_tuple(versions.get("diffusers"))
     if hub and diffusers and hub >= (0, 26) and diffusers < (0, 26):
-        bad.append(Check("FAIL", "huggingface_hub", f"{versions['huggingface_hub']} removed cached_download, which diffusers {versions['diffusers']} imports: pip install 'huggingface_hub<0.26'"))
+        bad.append(
+            Check(
+                "FAIL",
+                "huggingface_hub",
+                f"{versions['huggingface_hub']} removed cached_download, which diffusers {versions['diffusers']} imports: pip install 'huggingface_hub<0.26'",
+            )
+        )
     numpy, torch = version_tuple(versions.get("numpy")), version_tuple(versions.get("torch"))
     if numpy and torch and numpy >= (2,) and torch < (2, 3):
-        bad.append(Check("FAIL", "numpy", f"numpy {versions['numpy']} is not supported by torch {versions['torch']}: pip install 'numpy<2'"))
+        bad.append(
+            Check(
+                "FAIL",
+                "numpy",
+                f"numpy {versions['numpy']} is not supported by torch {versions['torch']}: pip install 'numpy<2'",
+            )
+        )
     return bad
 
 
@@ -152,7 +221,9 @@ def format_checks(found: list[Check]) -> str:
     return "\n".join(f"{c.level:>4}  {c.name.ljust(width)}  {c.detail}" for c in found)
 
 
-def run_doctor(command: WorkerCommand, source: str, *, as_json: bool = False, weights: dict[str, str] | None = None) -> int:
+def run_doctor(
+    command: WorkerCommand, source: str, *, as_json: bool = False, weights: dict[str, str] | None = None
+) -> int:
     """Prints the report; 0 when nothing failed, 1 otherwise."""
     try:
         report = probe(command, weights)

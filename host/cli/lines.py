@@ -12,7 +12,9 @@ def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
     if result.status == "ok":
         if result.grid_path is not None:
             printer.print(f"  views {result.views_s:6.1f} s -> {shown(result.grid_path)}")
-        printer.print(f"  mesh  {result.mesh_s:6.1f} s -> {shown(result.mesh_path or '')} ({result.vertices} vertices, {result.faces} faces)")
+        printer.print(
+            f"  mesh  {result.mesh_s:6.1f} s -> {shown(result.mesh_path or '')} ({result.vertices} vertices, {result.faces} faces)"
+        )
         if result.sheet_path is not None:
             printer.print(f"  sheet          -> {shown(result.sheet_path)}")
     elif result.status == "failed":

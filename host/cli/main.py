@@ -51,13 +51,29 @@ from rpcworker.wire.errors import RpcError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh.")
+    parser = argparse.ArgumentParser(
+        prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,doctor,setup-worker}")
-    batch = commands.add_parser("batch", help="every image (or folder of images) to a mesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="images (.png/.jpg) or folders of them; NAME_mask.png beside NAME.png is its mask")
+    batch = commands.add_parser(
+        "batch",
+        help="every image (or folder of images) to a mesh",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="images (.png/.jpg) or folders of them; NAME_mask.png beside NAME.png is its mask",
+    )
     batch.add_argument("--out", required=True, metavar="DIR", help="where meshes, views grids and sheets go")
     batch.add_argument("--overwrite", action="store_true", help="redo objects whose mesh already exists")
-    batch.add_argument("--report", action="store_true", help="also write OUT/index.html: every object's input, views, a 3D view of its mesh, timings (static, offline)")
+    batch.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/index.html: every object's input, views, a 3D view of its mesh, timings (static, offline)",
+    )
     add_object_options(batch, sheet_default=False)
     add_worker_options(batch)
     add_scale_options(batch)
@@ -128,7 +144,10 @@ def run_batch(args: argparse.Namespace) -> int:
         else:
             todo.append((item, outputs))
     skipped = sum(r.status == "skipped" for r in results.values())
-    print(f"{len(objects)} object(s) -> {shown(settings.out_dir)}" + (f"; {skipped} already done (skipped; --overwrite redoes them)" if skipped else ""))
+    print(
+        f"{len(objects)} object(s) -> {shown(settings.out_dir)}"
+        + (f"; {skipped} already done (skipped; --overwrite redoes them)" if skipped else "")
+    )
     code = EXIT_OK
     label = ""
     if todo:
@@ -139,7 +158,10 @@ def run_batch(args: argparse.Namespace) -> int:
     ordered = [results[item.name] for item in objects]
     print()
     print(summary_table(ordered))
-    counts = {status: sum(r.status == status for r in ordered) for status in ("ok", "skipped", "failed", "cancelled", "not run")}
+    counts = {
+        status: sum(r.status == status for r in ordered)
+        for status in ("ok", "skipped", "failed", "cancelled", "not run")
+    }
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
     if args.report:
         from host.cli.report import write_report
@@ -155,7 +177,10 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def _process(
-    args: argparse.Namespace, settings: Settings, todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult]
+    args: argparse.Namespace,
+    settings: Settings,
+    todo: list[tuple[ObjectInput, ObjectOutputs]],
+    results: dict[str, ObjectResult],
 ) -> tuple[int, str]:
     """Runs the objects through one worker. Returns the exit code so far and the model label."""
     printer = ProgressPrinter()
@@ -169,7 +194,9 @@ def _process(
         info = worker.info
         label, started = info.model_label, True
         check_device(worker, args.device)
-        print(f"worker ready in {time.monotonic() - began:.1f} s: pid {info.pid}, python {info.python}, device {info.device}")
+        print(
+            f"worker ready in {time.monotonic() - began:.1f} s: pid {info.pid}, python {info.python}, device {info.device}"
+        )
         print(f"model: {label}")
         loaded = ensure_loaded(worker, printer)
         if loaded:
@@ -177,7 +204,9 @@ def _process(
             print(f"models loaded: {parts} (once; every object below runs warm)")
         max_batch = worker.status().max_batch
         if max_batch > 1:
-            print(f"the worker batches up to {max_batch} objects: {len(todo)} object(s) in flight through it, reported in order")
+            print(
+                f"the worker batches up to {max_batch} objects: {len(todo)} object(s) in flight through it, reported in order"
+            )
 
             def done(at: int, result: ObjectResult) -> None:
                 nonlocal position
@@ -228,15 +257,26 @@ def _process(
 
 
 def _announce(printer: ProgressPrinter, position: int, total: int, item: ObjectInput) -> None:
-    printer.print(f"[{position + 1}/{total}] {item.name}  <- {shown(item.image)}" + (f" + {shown(item.mask)}" if item.mask else ""))
+    printer.print(
+        f"[{position + 1}/{total}] {item.name}  <- {shown(item.image)}"
+        + (f" + {shown(item.mask)}" if item.mask else "")
+    )
 
 
-def _mark(todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], position: int, status: str, reason: str) -> None:
+def _mark(
+    todo: list[tuple[ObjectInput, ObjectOutputs]],
+    results: dict[str, ObjectResult],
+    position: int,
+    status: str,
+    reason: str,
+) -> None:
     """The object at ``position`` (unless it finished) gets ``status``; those after it were never started."""
     for index, (item, _) in enumerate(todo[position:], start=position):
         if item.name not in results:
             first = index == position
-            results[item.name] = ObjectResult(item.name, item.image, status if first else "not run", error=reason if first else None)
+            results[item.name] = ObjectResult(
+                item.name, item.image, status if first else "not run", error=reason if first else None
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

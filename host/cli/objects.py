@@ -70,7 +70,12 @@ class ObjectOutputs:
 
     @classmethod
     def of(cls, out_dir: Path, name: str, fmt: str) -> ObjectOutputs:
-        return cls(out_dir / f"{name}_input.png", out_dir / f"{name}_views.png", out_dir / f"{name}.{fmt}", out_dir / f"{name}_sheet.png")
+        return cls(
+            out_dir / f"{name}_input.png",
+            out_dir / f"{name}_views.png",
+            out_dir / f"{name}.{fmt}",
+            out_dir / f"{name}_sheet.png",
+        )
 
     def any_exists(self) -> bool:
         return any(p.exists() for p in (self.prepared, self.grid, self.mesh, self.sheet))
@@ -188,11 +193,15 @@ def run_object(
     image, staged = prepared
     try:
         started = time.monotonic()
-        views = worker.generate_views(image, view_options=settings.views, save_grid=outputs.grid, overwrite=True, on_progress=printer)
+        views = worker.generate_views(
+            image, view_options=settings.views, save_grid=outputs.grid, overwrite=True, on_progress=printer
+        )
         result.views_s = time.monotonic() - started
         printer.end_line()
         started = time.monotonic()
-        mesh = worker.reconstruct(views, outputs.mesh, mesh_options=settings.mesh, overwrite=settings.overwrite, on_progress=printer)
+        mesh = worker.reconstruct(
+            views, outputs.mesh, mesh_options=settings.mesh, overwrite=settings.overwrite, on_progress=printer
+        )
         result.mesh_s = time.monotonic() - started
         printer.end_line()
     except (RpcError, WorkerCrashed, RequestTimeout, OSError) as exc:
@@ -227,7 +236,10 @@ def prepare_input(
     staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
     try:
         prepared = prepare(
-            item.image, item.mask, ratio=settings.foreground_ratio, flip=settings.flip,
+            item.image,
+            item.mask,
+            ratio=settings.foreground_ratio,
+            flip=settings.flip,
             background="white" if settings.white_background else "transparent",
         )
         outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
@@ -246,8 +258,14 @@ def drop_staged(staged: Path | None) -> None:
 
 
 def finish_object(
-    result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, staged: Path | None,
-    mesh: Mesh, grid_path: str | None,
+    result: ObjectResult,
+    item: ObjectInput,
+    settings: Settings,
+    outputs: ObjectOutputs,
+    image: Path,
+    staged: Path | None,
+    mesh: Mesh,
+    grid_path: str | None,
 ) -> ObjectResult:
     """The mesh is written: the staged input takes its final name, the result is filled, the sheet drawn."""
     if staged is not None:
@@ -268,7 +286,9 @@ def finish_object(
     return result
 
 
-def _sheet(result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, mesh: Mesh) -> Path | None:
+def _sheet(
+    result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, mesh: Mesh
+) -> Path | None:
     """The contact sheet; a failure here is a warning, the mesh itself is fine."""
     from host.images.contact_sheet import ContactSheetError, write_contact_sheet
 

@@ -19,7 +19,9 @@ STAGE_LABELS = {"load": "load", "diffusion": "views", "reconstruct": "mesh"}
 class ProgressPrinter:
     """Callable as an ``on_progress`` callback; called from the session's reader thread."""
 
-    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None, width: int = 30, indent: str = "  ") -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, tty: bool | None = None, width: int = 30, indent: str = "  "
+    ) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.width = width

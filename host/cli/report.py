@@ -34,11 +34,15 @@ class ReportUnavailable(Exception):
 def check_report_possible() -> None:
     """Refused at start, before any model loads, when the page could not be made."""
     if not (ASSETS / VIEWER_SCRIPT).is_file():
-        raise ReportUnavailable(f"--report needs {ASSETS / VIEWER_SCRIPT}; run scripts/setup.sh (it vendors @google/model-viewer from npm)")
+        raise ReportUnavailable(
+            f"--report needs {ASSETS / VIEWER_SCRIPT}; run scripts/setup.sh (it vendors @google/model-viewer from npm)"
+        )
     import importlib.util
 
     if importlib.util.find_spec("trimesh") is None:
-        raise ReportUnavailable("--report needs trimesh in the host to convert meshes to GLB: pip install 'instantmesh-rpc[images]'")
+        raise ReportUnavailable(
+            "--report needs trimesh in the host to convert meshes to GLB: pip install 'instantmesh-rpc[images]'"
+        )
 
 
 def _glb_bytes(mesh_path: Path) -> bytes:
@@ -74,10 +78,20 @@ def _card(result: ObjectResult, out_dir: Path, mesh_script: str | None) -> str:
     prepared = out_dir / f"{result.name}_input.png"
     for title, path in (("input", prepared if prepared.exists() else result.source), ("views", result.grid_path)):
         rel = _relative(Path(path) if path else None, out_dir)
-        cells.append(f'<figure><img alt="{name} {title}" src="{html.escape(rel)}"><figcaption>{title}</figcaption></figure>' if rel else f"<figure class=missing><figcaption>no {title}</figcaption></figure>")
+        cells.append(
+            f'<figure><img alt="{name} {title}" src="{html.escape(rel)}"><figcaption>{title}</figcaption></figure>'
+            if rel
+            else f"<figure class=missing><figcaption>no {title}</figcaption></figure>"
+        )
     if mesh_script is not None:
-        cells.append(f'<figure><model-viewer data-mesh="{name}" camera-controls auto-rotate shadow-intensity="0" exposure="1.1" alt="{name} mesh"></model-viewer><figcaption>mesh (drag to turn)</figcaption></figure>')
-    timing = " · ".join(f"{label} {value:.1f} s" for label, value in (("views", result.views_s), ("mesh", result.mesh_s)) if value is not None)
+        cells.append(
+            f'<figure><model-viewer data-mesh="{name}" camera-controls auto-rotate shadow-intensity="0" exposure="1.1" alt="{name} mesh"></model-viewer><figcaption>mesh (drag to turn)</figcaption></figure>'
+        )
+    timing = " · ".join(
+        f"{label} {value:.1f} s"
+        for label, value in (("views", result.views_s), ("mesh", result.mesh_s))
+        if value is not None
+    )
     counts = f"{result.vertices} vertices, {result.faces} faces" if result.vertices is not None else ""
     error = f"<p class=error>{html.escape(result.error)}</p>" if result.error else ""
     return (
@@ -127,11 +141,18 @@ def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: st
         if result.status in ("ok", "skipped") and mesh is not None and Path(mesh).is_file():
             encoded = base64.b64encode(_glb_bytes(Path(mesh))).decode("ascii")
             script = f"{REPORT_DIR}/{result.name}.glb.js"
-            _atomic_write(out_dir / script, f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(result.name)}] = {json.dumps(encoded)};\n")
+            _atomic_write(
+                out_dir / script,
+                f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(result.name)}] = {json.dumps(encoded)};\n",
+            )
             scripts.append(f'<script src="{html.escape(script)}"></script>')
         cards.append(_card(result, out_dir, script))
     page = PAGE.format(
-        viewer=f"{REPORT_DIR}/{VIEWER_SCRIPT}", mesh_scripts="\n".join(scripts), count=len(results), label=html.escape(model_label or "unknown"), cards="\n".join(cards)
+        viewer=f"{REPORT_DIR}/{VIEWER_SCRIPT}",
+        mesh_scripts="\n".join(scripts),
+        count=len(results),
+        label=html.escape(model_label or "unknown"),
+        cards="\n".join(cards),
     )
     target = out_dir / "index.html"
     _atomic_write(target, page)

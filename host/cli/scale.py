@@ -26,8 +26,18 @@ Report = Callable[[ProgressPrinter, ObjectResult], None]
 
 def add_scale_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("many GPUs, many machines")
-    group.add_argument("--workers", type=_workers, default=1, metavar="N", help="N workers at once, spread over the visible GPUs (or on --device); default 1")
-    group.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (auto, or ray://HOST:PORT), one actor per GPU; inputs and --out must be on storage every node sees")
+    group.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="N workers at once, spread over the visible GPUs (or on --device); default 1",
+    )
+    group.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (auto, or ray://HOST:PORT), one actor per GPU; inputs and --out must be on storage every node sees",
+    )
 
 
 def _workers(text: str) -> int:
@@ -67,16 +77,25 @@ def make_pool(args: argparse.Namespace) -> WorkerPool:
     """--workers N: round-robin over the visible GPUs, or N on --device (or the default) when none is."""
     gpus = visible_gpus()
     if gpus and not args.device:
-        return WorkerPool(args.python, devices=[f"cuda:{i % len(gpus)}" for i in range(args.workers)], **worker_options(args))
+        return WorkerPool(
+            args.python, devices=[f"cuda:{i % len(gpus)}" for i in range(args.workers)], **worker_options(args)
+        )
     return WorkerPool(args.python, workers=args.workers, device=args.device, **worker_options(args))
 
 
 def process_scaled(
-    args: argparse.Namespace, settings: Settings, todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], report: Report
+    args: argparse.Namespace,
+    settings: Settings,
+    todo: list[tuple[ObjectInput, ObjectOutputs]],
+    results: dict[str, ObjectResult],
+    report: Report,
 ) -> tuple[int, str]:
     """Runs the objects over a pool or Ray; fills ``results``. Returns the exit code so far and the model label."""
     if args.ray is not None and args.workers > 1:
-        print("error: give --workers or --ray, not both (under Ray every GPU of the cluster gets an actor)", file=sys.stderr)
+        print(
+            "error: give --workers or --ray, not both (under Ray every GPU of the cluster gets an actor)",
+            file=sys.stderr,
+        )
         _fail_all(todo, results, "not run: --workers with --ray", status="not run")
         return EXIT_USAGE, ""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,12 +146,19 @@ def process_scaled(
 
 
 def _process_ray(
-    args: argparse.Namespace, settings: Settings, todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], report: Report
+    args: argparse.Namespace,
+    settings: Settings,
+    todo: list[tuple[ObjectInput, ObjectOutputs]],
+    results: dict[str, ObjectResult],
+    report: Report,
 ) -> tuple[int, str]:
     try:
         from host.scale.ray import map_images
     except ImportError as exc:
-        print(f"error: --ray needs the ray package in the host environment (pip install 'instantmesh-rpc[ray]'): {exc}", file=sys.stderr)
+        print(
+            f"error: --ray needs the ray package in the host environment (pip install 'instantmesh-rpc[ray]'): {exc}",
+            file=sys.stderr,
+        )
         _fail_all(todo, results, "not run: ray is not installed", status="not run")
         return EXIT_USAGE, ""
     if settings.contact_sheet:
@@ -167,8 +193,16 @@ def _process_ray(
         return EXIT_USAGE, ""
     try:
         report_ = map_images(
-            images, settings.out_dir, python=args.python, names=names, num_gpus=0 if cpu_only else 1, view_options=settings.views,
-            mesh_options=settings.mesh, overwrite=settings.overwrite, device=args.device, **options,
+            images,
+            settings.out_dir,
+            python=args.python,
+            names=names,
+            num_gpus=0 if cpu_only else 1,
+            view_options=settings.views,
+            mesh_options=settings.mesh,
+            overwrite=settings.overwrite,
+            device=args.device,
+            **options,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -185,7 +219,12 @@ def _process_ray(
             label = outcome.mesh.model_label
             timings = outcome.mesh.timings
             result = ObjectResult(
-                item.name, item.image, "ok", mesh_s=timings.get("total_s"), vertices=outcome.mesh.num_vertices, faces=outcome.mesh.num_faces,
+                item.name,
+                item.image,
+                "ok",
+                mesh_s=timings.get("total_s"),
+                vertices=outcome.mesh.num_vertices,
+                faces=outcome.mesh.num_faces,
                 mesh_path=Path(outcome.mesh.path),
             )
         results[item.name] = result
@@ -194,7 +233,9 @@ def _process_ray(
     return EXIT_OK, label
 
 
-def _fail_all(todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], reason: str, status: str = "failed") -> None:
+def _fail_all(
+    todo: list[tuple[ObjectInput, ObjectOutputs]], results: dict[str, ObjectResult], reason: str, status: str = "failed"
+) -> None:
     for item, _ in todo:
         if item.name not in results:
             results[item.name] = ObjectResult(item.name, item.image, status, error=reason)

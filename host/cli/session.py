@@ -50,7 +50,14 @@ SECOND_INTERRUPT_S = 1.0
 class Session:
     """The prompt loop around one InstantMeshWorker; ``run`` returns the process exit code."""
 
-    def __init__(self, worker: InstantMeshWorker, settings: Settings, *, stdout: TextIO | None = None, read_line: Callable[[str], str] = input) -> None:
+    def __init__(
+        self,
+        worker: InstantMeshWorker,
+        settings: Settings,
+        *,
+        stdout: TextIO | None = None,
+        read_line: Callable[[str], str] = input,
+    ) -> None:
         self.worker = worker
         self.settings = settings
         self.stdout = stdout or sys.stdout
@@ -93,7 +100,11 @@ class Session:
         self.say(f"  MODEL   {info.model_label}")
         self.say(rule)
         self.say(f"  worker  pid {info.pid}, {info.backend} backend, started in {startup_s:.1f} s")
-        self.say(f"  python  {info.python}" + (f", torch {info.torch}" if info.torch else "") + (f", CUDA {info.cuda}" if info.cuda else ""))
+        self.say(
+            f"  python  {info.python}"
+            + (f", torch {info.torch}" if info.torch else "")
+            + (f", CUDA {info.cuda}" if info.cuda else "")
+        )
         self.say(f"  device  {info.device}")
         self.say(f"  output  {self._settings_line()}")
         self.say("Type an image path or a folder to make meshes; 'help' lists the commands.")
@@ -173,14 +184,20 @@ class Session:
 
     def cmd_status(self, _: str) -> None:
         status = self.worker.status()
-        self.say(f"  worker   pid {status.pid}, {status.backend} backend, up {status.uptime_s:.0f} s, {status.requests_served} requests served")
+        self.say(
+            f"  worker   pid {status.pid}, {status.backend} backend, up {status.uptime_s:.0f} s, {status.requests_served} requests served"
+        )
         self.say(f"  model    {status.model_label}")
         self.say(f"  loaded   {', '.join(status.loaded) or 'nothing'}")
         if status.memory is not None:
             m = status.memory
             total = f" of {_bytes(m.total_bytes)}" if m.total_bytes else ""
-            self.say(f"  memory   {m.device}: {_bytes(m.allocated_bytes)} allocated, peak {_bytes(m.peak_bytes)}{total}")
-        self.say(f"  device   {status.device}; views held {status.handles}/{status.max_handles}; busy: {status.busy or 'no'}")
+            self.say(
+                f"  memory   {m.device}: {_bytes(m.allocated_bytes)} allocated, peak {_bytes(m.peak_bytes)}{total}"
+            )
+        self.say(
+            f"  device   {status.device}; views held {status.handles}/{status.max_handles}; busy: {status.busy or 'no'}"
+        )
         counts = {s: sum(r.status == s for r in self.results) for s in ("ok", "failed", "cancelled")}
         cold = f"; first load {sum(self.cold_load.values()):.1f} s" if self.cold_load else ""
         self.say(f"  objects  {counts['ok']} done, {counts['failed']} failed, {counts['cancelled']} cancelled{cold}")

@@ -22,8 +22,21 @@ from host.worker.process import WorkerCommand
 
 DISTRIBUTION = "instantmesh-rpc"
 FALLBACK_REQUIREMENTS = {
-    "worker": ["msgspec>=0.18", "torch>=2.1", "diffusers>=0.20.2", "transformers>=4.34", "huggingface_hub<0.26", "accelerate>=0.20",
-               "safetensors>=0.4", "einops>=0.7", "omegaconf>=2.3", "trimesh>=4", "pillow>=9", "numpy>=1.23", "xatlas>=0.0.9"],
+    "worker": [
+        "msgspec>=0.18",
+        "torch>=2.1",
+        "diffusers>=0.20.2",
+        "transformers>=4.34",
+        "huggingface_hub<0.26",
+        "accelerate>=0.20",
+        "safetensors>=0.4",
+        "einops>=0.7",
+        "omegaconf>=2.3",
+        "trimesh>=4",
+        "pillow>=9",
+        "numpy>=1.23",
+        "xatlas>=0.0.9",
+    ],
     "worker-base": ["msgspec>=0.18", "pillow>=9", "numpy>=1.23", "trimesh>=4"],
 }
 UPSTREAM_ENV_ADDITIONS = ["msgspec>=0.18", "einops", "omegaconf", "trimesh", "xatlas", "safetensors"]
@@ -46,17 +59,27 @@ def extra_requirements(extra: str) -> list[str]:
 
 
 def add_environment_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    doctor = commands.add_parser("doctor", help="check a worker environment: python, torch, CUDA, library versions, weights")
-    doctor.add_argument("--python", metavar="ENV", help="interpreter, venv dir, conda:ENV or command (default: as the worker would find it)")
+    doctor = commands.add_parser(
+        "doctor", help="check a worker environment: python, torch, CUDA, library versions, weights"
+    )
+    doctor.add_argument(
+        "--python",
+        metavar="ENV",
+        help="interpreter, venv dir, conda:ENV or command (default: as the worker would find it)",
+    )
     doctor.add_argument("--json", action="store_true", help="the full report as JSON")
     for flag in ("--zero123plus", "--unet", "--lrm"):
         doctor.add_argument(flag, metavar="PATH", help="check this weight location too")
     setup = commands.add_parser("setup-worker", help="make (or complete) a worker environment, then check it")
     setup.add_argument("directory", nargs="?", metavar="DIR", help="the venv to create or update")
-    setup.add_argument("--python", default="python3.10", metavar="PY", help="interpreter for a new venv (default python3.10)")
+    setup.add_argument(
+        "--python", default="python3.10", metavar="PY", help="interpreter for a new venv (default python3.10)"
+    )
     setup.add_argument("--conda", metavar="ENV", help="add the missing packages to this existing conda env instead")
     setup.add_argument("--no-models", action="store_true", help="only what the mock backend needs (no torch)")
-    setup.add_argument("--torch", default=None, metavar="SPEC", help="torch requirement, e.g. torch==2.1.0 (default: the extra's)")
+    setup.add_argument(
+        "--torch", default=None, metavar="SPEC", help="torch requirement, e.g. torch==2.1.0 (default: the extra's)"
+    )
     setup.add_argument("--save", action="store_true", help=f"remember it in {config_paths()[-1]}")
 
 

@@ -81,7 +81,9 @@ def render_mesh(
     faces = np.asarray(faces, dtype=np.int64)
     n = size * supersample
     if len(vertices) == 0 or len(faces) == 0:
-        return Image.new("RGBA", (size, size), (0, 0, 0, 0)) if transparent else Image.new("RGB", (size, size), BACKGROUND)
+        return (
+            Image.new("RGBA", (size, size), (0, 0, 0, 0)) if transparent else Image.new("RGB", (size, size), BACKGROUND)
+        )
     if orientation == "instantmesh":
         vertices = vertices * np.array([1.0, 1.0, -1.0])
     elif orientation != "raw":
@@ -94,9 +96,7 @@ def render_mesh(
     screen[:, 0] = (camera[:, 0] * 0.92 + 1.0) * 0.5 * n
     screen[:, 1] = (1.0 - (camera[:, 1] * 0.92 + 1.0) * 0.5) * n
     screen[:, 2] = camera[:, 2]
-    vertex_rgb = (
-        np.full((len(vertices), 3), 180.0) if colors is None else np.asarray(colors, dtype=np.float64)[:, :3]
-    )
+    vertex_rgb = np.full((len(vertices), 3), 180.0) if colors is None else np.asarray(colors, dtype=np.float64)[:, :3]
     pixel, face, bary = _rasterize(screen, faces, n)
     image = np.zeros((n * n, 4), dtype=np.float64)
     image[:, :3] = BACKGROUND
@@ -260,7 +260,9 @@ def make_contact_sheet(
         for i, view in enumerate(split_grid(grid)):
             row, col = divmod(i, 3)
             sheet.paste(_fit(view, tile - 4), (2 * tile + 16 + col * (tile + 8), top + row * tile))
-        draw.text((2 * tile + 16, top + 2 * tile + 3), "six views (Zero123++ layout, row by row)", fill=MUTED, font=small)
+        draw.text(
+            (2 * tile + 16, top + 2 * tile + 3), "six views (Zero123++ layout, row by row)", fill=MUTED, font=small
+        )
     top += 2 * tile + label_h + 8
     if mesh_path is not None:
         vertices, faces, colors = load_mesh(mesh_path)

@@ -153,7 +153,9 @@ def _open(source: ImageSource, what: str) -> Image.Image:
     try:
         with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
             if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                raise PreprocessError(f"{path}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+                raise PreprocessError(
+                    f"{path}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels"
+                )
             opened.load()
             upright = ImageOps.exif_transpose(opened)
             return upright.convert("RGBA") if upright.mode == "P" else upright.copy()

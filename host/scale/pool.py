@@ -102,7 +102,11 @@ class WorkerPool:
     ) -> None:
         plan = worker_plan(devices, workers, split, worker_options.pop("device", None))
         worker_options.setdefault("max_batch", 1)  # each worker takes one object at a time: no batch size to compile
-        base = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else WorkerCommand.default())
+        base = (
+            python
+            if isinstance(python, WorkerCommand)
+            else (WorkerCommand.parse(python) if python else WorkerCommand.default())
+        )
         gpus = visible_gpus()
         slots = []
         for index, (role, device) in enumerate(plan):
@@ -157,21 +161,39 @@ class WorkerPool:
     # ---------------------------------------------------------------- the InstantMeshWorker methods
 
     def generate_views(
-        self, image: ImageLike, *, seed: int | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-        view_options: ViewOptions | None = None, save_grid: str | os.PathLike[str] | None = None, overwrite: bool = False,
-        timeout: float | None = None, on_progress: ProgressCallback | None = None,
+        self,
+        image: ImageLike,
+        *,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        view_options: ViewOptions | None = None,
+        save_grid: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> PoolViews:
         """On the least-loaded views worker, options as in ``InstantMeshWorker.generate_views``. In split mode
         the grid is always written (to ``save_grid``, else to a shared-memory file), because a mesh worker reads it."""
-        options = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        options = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         call = Call(overwrite, timeout, on_progress)
         views, _ = self._views(image, save_grid, options, call, Attempts())
         return views
 
     def reconstruct(
-        self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], *, format: str | None = None,
-        texture_map: bool | None = None, orientation: str | None = None, mesh_options: MeshOptions | None = None, overwrite: bool = False,
-        timeout: float | None = None, on_progress: ProgressCallback | None = None,
+        self,
+        views: Views | str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        mesh_options: MeshOptions | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Mesh:
         """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
         mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
@@ -180,34 +202,66 @@ class WorkerPool:
         return mesh
 
     def image_to_mesh(
-        self, image: ImageLike, output_path: str | os.PathLike[str], *, save_grid: str | os.PathLike[str] | None = None,
-        seed: int | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None, format: str | None = None,
-        texture_map: bool | None = None, orientation: str | None = None, view_options: ViewOptions | None = None,
-        mesh_options: MeshOptions | None = None, overwrite: bool = False, timeout: float | None = None,
+        self,
+        image: ImageLike,
+        output_path: str | os.PathLike[str],
+        *,
+        save_grid: str | os.PathLike[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        format: str | None = None,
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        view_options: ViewOptions | None = None,
+        mesh_options: MeshOptions | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
     ) -> Mesh:
-        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        views = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
         mesh, _ = self._object(image, target, views, mesh_chosen, Call(overwrite, timeout), Attempts())
         return mesh
 
     def map(
-        self, images: Iterable[ImageLike], out_dir: str | os.PathLike[str], *, format: str | None = None, save_grids: bool = True,
-        names: Sequence[str] | None = None, seed: int | None = None, num_inference_steps: int | None = None,
-        guidance_scale: float | None = None, texture_map: bool | None = None, orientation: str | None = None,
-        view_options: ViewOptions | None = None, mesh_options: MeshOptions | None = None, overwrite: bool = False,
+        self,
+        images: Iterable[ImageLike],
+        out_dir: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        save_grids: bool = True,
+        names: Sequence[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        texture_map: bool | None = None,
+        orientation: str | None = None,
+        view_options: ViewOptions | None = None,
+        mesh_options: MeshOptions | None = None,
+        overwrite: bool = False,
         timeout: float | None = None,
     ) -> Iterator[ObjectOutcome]:
         """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``), every worker busy; yields one
         outcome per object as it finishes, failures included (never raised). Options as in
         ``InstantMeshWorker.map``. Leaving the loop early drops the objects not started yet."""
-        views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        views = view_options_of(
+            view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        )
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         items = list(images)
-        targets = object_targets(items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
-        return self._map(items, targets, views, mesh, Call(overwrite, timeout))  # checked now, run as the caller iterates
+        targets = object_targets(
+            items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+        )
+        return self._map(
+            items, targets, views, mesh, Call(overwrite, timeout)
+        )  # checked now, run as the caller iterates
 
-    def _map(self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call) -> Iterator[ObjectOutcome]:
+    def _map(
+        self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call
+    ) -> Iterator[ObjectOutcome]:
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
@@ -221,7 +275,15 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- retries
 
-    def _outcome(self, index: int, image: ImageLike, target: ObjectTarget, views: ViewOptions, mesh_options: MeshOptions, call: Call) -> ObjectOutcome:
+    def _outcome(
+        self,
+        index: int,
+        image: ImageLike,
+        target: ObjectTarget,
+        views: ViewOptions,
+        mesh_options: MeshOptions,
+        call: Call,
+    ) -> ObjectOutcome:
         tries = Attempts()
         try:
             mesh, worker = self._object(image, target, views, mesh_options, call, tries)
@@ -232,7 +294,13 @@ class WorkerPool:
         return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
 
     def _object(
-        self, image: ImageLike, target: ObjectTarget, view_options: ViewOptions, mesh_options: MeshOptions, call: Call, tries: Attempts
+        self,
+        image: ImageLike,
+        target: ObjectTarget,
+        view_options: ViewOptions,
+        mesh_options: MeshOptions,
+        call: Call,
+        tries: Attempts,
     ) -> tuple[Mesh, str]:
         """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
         saved grid when there is one, otherwise views and mesh again on another worker."""
@@ -250,7 +318,13 @@ class WorkerPool:
         return mesh, worker
 
     def _attempt(
-        self, kind: str, work: Callable[[Slot], T], tries: Attempts, *, first: Slot | None = None, retry: Callable[[Slot], T] | None = None,
+        self,
+        kind: str,
+        work: Callable[[Slot], T],
+        tries: Attempts,
+        *,
+        first: Slot | None = None,
+        retry: Callable[[Slot], T] | None = None,
         avoid: Slot | None = None,
     ) -> tuple[T, Slot]:
         """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
@@ -282,7 +356,13 @@ class WorkerPool:
             raise
 
     def _views(
-        self, image: ImageLike, save_grid: str | os.PathLike[str] | None, options: ViewOptions, call: Call, tries: Attempts, avoid: Slot | None = None
+        self,
+        image: ImageLike,
+        save_grid: str | os.PathLike[str] | None,
+        options: ViewOptions,
+        call: Call,
+        tries: Attempts,
+        avoid: Slot | None = None,
     ) -> tuple[PoolViews, Slot]:
         transfer = self.split and save_grid is None
         grid = os.path.join(self._transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
@@ -293,7 +373,12 @@ class WorkerPool:
 
             def work(slot: Slot) -> PoolViews:
                 views = slot.worker.generate_views(
-                    image, view_options=options, save_grid=grid, overwrite=overwrite, timeout=call.timeout, on_progress=call.on_progress
+                    image,
+                    view_options=options,
+                    save_grid=grid,
+                    overwrite=overwrite,
+                    timeout=call.timeout,
+                    on_progress=call.on_progress,
                 )
                 return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
 
@@ -302,21 +387,36 @@ class WorkerPool:
         return self._attempt("views", attempt(False), tries, retry=attempt(True), avoid=avoid)
 
     def _mesh(
-        self, views: Views | str | os.PathLike[str], output_path: str | os.PathLike[str], options: MeshOptions, call: Call, tries: Attempts
+        self,
+        views: Views | str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        options: MeshOptions,
+        call: Call,
+        tries: Attempts,
     ) -> tuple[Mesh, Slot]:
         def from_source(source: Views | str | os.PathLike[str]) -> Callable[[Slot], Mesh]:
             def work(slot: Slot) -> Mesh:
                 return slot.worker.reconstruct(
-                    source, output_path, mesh_options=options, overwrite=call.overwrite, timeout=call.timeout, on_progress=call.on_progress
+                    source,
+                    output_path,
+                    mesh_options=options,
+                    overwrite=call.overwrite,
+                    timeout=call.timeout,
+                    on_progress=call.on_progress,
                 )
 
             return work
 
         try:
             if not isinstance(views, PoolViews):
-                path = views.grid_path if isinstance(views, Views) else views
-                if path is None:
-                    raise HandleExpired(f"views {views.handle} come from another worker and have no saved grid", {"handle": views.handle, "reason": "not from this pool"})  # type: ignore[union-attr]
+                path = views
+                if isinstance(views, Views):
+                    if views.grid_path is None:
+                        raise HandleExpired(
+                            f"views {views.handle} come from another worker and have no saved grid",
+                            {"handle": views.handle, "reason": "not from this pool"},
+                        )
+                    path = views.grid_path
                 return self._attempt("mesh", from_source(path), tries)
             from_grid = from_source(views.grid_path) if views.grid_path is not None else None
             if self.split:
@@ -333,4 +433,3 @@ class WorkerPool:
             if isinstance(views, PoolViews) and views.transfer and views.grid_path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(views.grid_path)
-

@@ -51,13 +51,21 @@ class MeshActor:
             "model_label": self.worker.model_label,
         }
 
-    def make(self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: ObjectOptions) -> ObjectOutcome:
+    def make(
+        self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: ObjectOptions
+    ) -> ObjectOutcome:
         """One object; an error of the object or of the worker becomes a failed outcome, never an exception."""
         try:
             views = self.worker.generate_views(
-                image, view_options=options.views, save_grid=grid_path, overwrite=options.overwrite, timeout=options.timeout
+                image,
+                view_options=options.views,
+                save_grid=grid_path,
+                overwrite=options.overwrite,
+                timeout=options.timeout,
             )
-            mesh = self.worker.reconstruct(views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout)
+            mesh = self.worker.reconstruct(
+                views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
+            )
         except Exception as exc:  # noqa: BLE001 - reported in the outcome
             message, code = describe_error(exc)
             return ObjectOutcome(index, name, None, message, code, worker=self.where)
@@ -123,16 +131,22 @@ def map_images(
     (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
     an actor (or its worker) that dies has its object redone once. Failures are listed, not raised. Options as
     in ``InstantMeshWorker.map``; every other keyword goes to each actor's ``InstantMeshWorker``."""
-    views = view_options_of(view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    views = view_options_of(
+        view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+    )
     mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
     options = ObjectOptions(views, mesh, overwrite, timeout)
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
-    targets = object_targets(paths, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names)
+    targets = object_targets(
+        paths, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+    )
     os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
-    owned = not isinstance(actors, list)
-    live = start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options) if owned else list(actors)  # type: ignore[arg-type]
+    if isinstance(actors, list):
+        owned, live = False, list(actors)
+    else:
+        owned, live = True, start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options)
     try:
         described = ray.get([a.describe.remote() for a in live])
         if load:
@@ -144,11 +158,20 @@ def map_images(
     return RayMapReport(outcomes, described)
 
 
-def start_actors(count: int | None = None, *, python: str | None = None, num_gpus: float = 1, num_cpus: float = 1, **worker_options: Any) -> list[Any]:
+def start_actors(
+    count: int | None = None,
+    *,
+    python: str | None = None,
+    num_gpus: float = 1,
+    num_cpus: float = 1,
+    **worker_options: Any,
+) -> list[Any]:
     """``count`` MeshActors (default: one per GPU of the cluster); refuses what the cluster cannot place."""
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if num_gpus and cluster_gpus < num_gpus:
-        raise ValueError(f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors")
+        raise ValueError(
+            f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors"
+        )
     if count is None:
         count = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
     if count < 1:
@@ -178,7 +201,14 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: Ob
         target = targets[index]
         grid = str(target.grid) if target.grid is not None else None
         # A redo may find the grid or mesh that its lost first attempt wrote: those files are ours to replace.
-        ref = actor.make.remote(index, target.name, paths[index], str(target.mesh), grid, options if attempt == 1 else msgspec.structs.replace(options, overwrite=True))
+        ref = actor.make.remote(
+            index,
+            target.name,
+            paths[index],
+            str(target.mesh),
+            grid,
+            options if attempt == 1 else msgspec.structs.replace(options, overwrite=True),
+        )
         running[ref] = (actor, index, attempt)
 
     while todo or running:
@@ -186,7 +216,9 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: Ob
             submit(idle.pop())
         if not running:  # every actor died: what is left fails
             for index, attempt in todo:
-                results[index] = ObjectOutcome(index, targets[index].name, None, "no Ray actor left to run it", "RayActorError", attempts=attempt)
+                results[index] = ObjectOutcome(
+                    index, targets[index].name, None, "no Ray actor left to run it", "RayActorError", attempts=attempt
+                )
             break
         ready, _ = ray.wait(list(running), num_returns=1)
         actor, index, attempt = running.pop(ready[0])
@@ -200,7 +232,14 @@ def _schedule(live: list[Any], paths: list[str], targets: list[Any], options: Ob
             if attempt == 1:
                 todo.append((index, 2))
                 continue
-            outcome = ObjectOutcome(index, targets[index].name, None, f"the Ray actor died: {str(exc).splitlines()[0]}", "RayActorError", attempts=attempt)
+            outcome = ObjectOutcome(
+                index,
+                targets[index].name,
+                None,
+                f"the Ray actor died: {str(exc).splitlines()[0]}",
+                "RayActorError",
+                attempts=attempt,
+            )
             results[index] = outcome
             continue
         results[index] = ObjectOutcome(**{**vars(outcome), "attempts": attempt})

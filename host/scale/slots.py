@@ -61,9 +61,16 @@ def check_device(device: str) -> str:
     return device
 
 
-def worker_plan(devices: Sequence[str] | None, workers: int | None, split: Mapping[str, str | Sequence[str]] | None, device: str | None) -> list[tuple[Role, str | None]]:
+def worker_plan(
+    devices: Sequence[str] | None,
+    workers: int | None,
+    split: Mapping[str, str | Sequence[str]] | None,
+    device: str | None,
+) -> list[tuple[Role, str | None]]:
     """(role, device) per worker from the constructor's arguments; refuses what cannot work, with why."""
-    given = [name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None]
+    given = [
+        name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None
+    ]
     if len(given) > 1:
         raise ValueError(f"give one of devices, workers and split, not {' and '.join(given)}")
     if split is not None:
@@ -82,7 +89,9 @@ def worker_plan(devices: Sequence[str] | None, workers: int | None, split: Mappi
     if devices is None:
         gpus = visible_gpus()
         if not gpus:
-            raise ValueError("no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU")
+            raise ValueError(
+                "no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU"
+            )
         devices = [f"cuda:{i}" for i in range(len(gpus))]
     if not devices:
         raise ValueError("devices is empty")
@@ -245,7 +254,17 @@ class Slots:
             problem = "not running (starts on its next request)"
         with self._changed:
             return PoolWorkerStatus(
-                slot.index, slot.role, slot.device, slot.pid, client.alive, slot.in_flight, slot.done, slot.failed, slot.restarts, reply, problem
+                slot.index,
+                slot.role,
+                slot.device,
+                slot.pid,
+                client.alive,
+                slot.in_flight,
+                slot.done,
+                slot.failed,
+                slot.restarts,
+                reply,
+                problem,
             )
 
     def shutdown(self) -> None:

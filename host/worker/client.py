@@ -102,7 +102,12 @@ class WorkerClient:
 
     def start(self) -> InitializeResult:
         with self._lock:
-            if self._session is not None and not self._session.closed and self._process is not None and self._process.alive:
+            if (
+                self._session is not None
+                and not self._session.closed
+                and self._process is not None
+                and self._process.alive
+            ):
                 assert self.info is not None
                 return self.info
             self._discard()
@@ -149,7 +154,9 @@ class WorkerClient:
             self.generation += 1
             self.started_at = time.monotonic()
             self.startup_seconds = self.started_at - began
-            log.info("worker pid %d started in %.2f s (%s, %s)", info.pid, self.startup_seconds, info.backend, info.device)
+            log.info(
+                "worker pid %d started in %.2f s (%s, %s)", info.pid, self.startup_seconds, info.backend, info.device
+            )
             return info
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> int | None:
@@ -184,7 +191,9 @@ class WorkerClient:
         if code == 0 and process.kill_reason is None:
             return WorkerStopped(f"the worker (pid {process.pid}) was shut down (exit code 0)")
         why = f": {process.kill_reason}" if process.kill_reason else ""
-        return WorkerCrashed(f"the worker (pid {process.pid}) exited or closed its output{why}", code, process.stderr_tail())
+        return WorkerCrashed(
+            f"the worker (pid {process.pid}) exited or closed its output{why}", code, process.stderr_tail()
+        )
 
     def _watch_cancel(self, process: WorkerProcess, call: PendingCall) -> None:
         """After a timeout: kill the worker if it does not answer the cancelled call within cancel_grace."""
@@ -214,7 +223,9 @@ class WorkerClient:
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.alive and self._session is not None and not self._session.closed
+        return (
+            self._process is not None and self._process.alive and self._session is not None and not self._session.closed
+        )
 
     # ---------------------------------------------------------------- calls
 
@@ -293,11 +304,25 @@ class WorkerClient:
     def status(self, timeout: float | None = QUICK_CALL_TIMEOUT_S) -> StatusResult:
         return self._call_for(StatusResult, "status", timeout=timeout)
 
-    def load(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> LoadResult:
-        return self._call_for(LoadResult, "load", LoadParams(cast(list[ModelName], list(models))), timeout=timeout, on_progress=on_progress)
+    def load(
+        self,
+        models: Sequence[str] = MODEL_NAMES,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> LoadResult:
+        return self._call_for(
+            LoadResult,
+            "load",
+            LoadParams(cast(list[ModelName], list(models))),
+            timeout=timeout,
+            on_progress=on_progress,
+        )
 
     def unload(self, models: Sequence[str] = MODEL_NAMES, *, timeout: float | None = None) -> UnloadResult:
-        return self._call_for(UnloadResult, "unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout)
+        return self._call_for(
+            UnloadResult, "unload", UnloadParams(cast(list[ModelName], list(models))), timeout=timeout
+        )
 
     def generate_views(
         self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None

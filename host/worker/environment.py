@@ -37,7 +37,15 @@ ENV_WORKER_CODE = "INSTANTMESH_RPC_WORKER_CODE"
 LOCAL_CONFIG = "instantmesh-rpc.toml"
 CHECKOUT_MODELS_VENV = Path(".venvs") / "models"
 WORKER_CODE_HOST, WORKER_CODE_INSTALLED = "host", "installed"
-STRIPPED_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV", "CONDA_PREFIX", "__PYVENV_LAUNCHER__")
+STRIPPED_VARIABLES = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "__PYVENV_LAUNCHER__",
+)
 """Variables through which the host's environment would leak into the worker's interpreter."""
 
 
@@ -76,7 +84,10 @@ def write_config(path: Path, values: dict[str, str]) -> None:
     """Writes (atomically) the config file that later hosts read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "# instantmesh-rpc: the worker environment (written by `instantmesh-rpc setup-worker --save`)\n"
-    text += "".join(f'{key} = "{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"\n' for key, value in values.items())
+    text += "".join(
+        f'{key} = "{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"\n'
+        for key, value in values.items()
+    )
     fd, temporary = tempfile.mkstemp(prefix=".config-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -107,7 +118,7 @@ def find_worker_environment(explicit: str | None = None) -> WorkerEnvironmentCho
     if (local / "bin" / "python").exists():
         return WorkerEnvironmentChoice(str(local), "./.venvs/models")
     raise EnvironmentProblem(
-        f"no worker environment: pass --python ENV, set {ENV_PYTHON}, write python = \"...\" in {config_paths()[-1]}, "
+        f'no worker environment: pass --python ENV, set {ENV_PYTHON}, write python = "..." in {config_paths()[-1]}, '
         "or make one with `instantmesh-rpc setup-worker DIR --save`"
     )
 
@@ -161,7 +172,9 @@ def worker_code_directory(mode: str | None) -> Path | None:
     if not all((directory / name / "__init__.py").is_file() for name in WORKER_PACKAGES):
         raise EnvironmentProblem(f"worker code directory {directory} must hold the rpcworker and instantmesh packages")
     if is_site_packages(directory):
-        raise EnvironmentProblem(f"worker code directory {directory} is a site-packages; give a directory holding only the worker's packages")
+        raise EnvironmentProblem(
+            f"worker code directory {directory} is a site-packages; give a directory holding only the worker's packages"
+        )
     return directory
 
 
@@ -175,4 +188,3 @@ def worker_process_environment(extra: dict[str, str], worker_code: str | None) -
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
-

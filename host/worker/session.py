@@ -44,7 +44,9 @@ worker_log = logging.getLogger("host.worker")
 
 ProgressCallback = Callable[[ProgressParams], None]
 
-_RESULT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()}
+_RESULT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(spec.result) for name, spec in METHODS.items()
+}
 _ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
 _LOG_DECODER = msgspec.json.Decoder(LogParams)
@@ -241,7 +243,9 @@ class RpcSession:
             return
         if not isinstance(msg.id, int):
             if msg.error is not msgspec.UNSET:
-                log.warning("worker reported an error not tied to a request: [%s] %s", msg.error.code, msg.error.message)
+                log.warning(
+                    "worker reported an error not tied to a request: [%s] %s", msg.error.code, msg.error.message
+                )
             else:
                 self.unknown_responses += 1
                 log.warning("ignoring a response with id %r", msg.id)

@@ -72,9 +72,7 @@ def _resolve_ambiguous_cases(
     return case_ids
 
 
-def _crossings(
-    x0: torch.Tensor, x1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor
-) -> torch.Tensor:
+def _crossings(x0: torch.Tensor, x1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
     """Zero of the linear function taking w0 at x0 and w1 at x1."""
     return (x0 * w1 - x1 * w0) / (w1 - w0)
 
@@ -180,13 +178,23 @@ def _dual_entries(case_ids: torch.Tensor, tab: dict[str, torch.Tensor]) -> _Entr
     del group_idx, first_vertex
     entry_order = torch.argsort(vertex_of_entry, stable=True)
     return _Entries(
-        cube_idx[entry_order], edge_idx[entry_order], vertex_of_entry[entry_order], int(num_groups.sum()), cube_order, num_groups
+        cube_idx[entry_order],
+        edge_idx[entry_order],
+        vertex_of_entry[entry_order],
+        int(num_groups.sum()),
+        cube_order,
+        num_groups,
     )
 
 
 def _dual_vertices(
-    x: torch.Tensor, sdf: torch.Tensor, surf_cubes: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
-    entries: _Entries, cube_edges: torch.Tensor,
+    x: torch.Tensor,
+    sdf: torch.Tensor,
+    surf_cubes: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    entries: _Entries,
+    cube_edges: torch.Tensor,
 ) -> torch.Tensor:
     """Each dual vertex: the beta-weighted mean of its edges' alpha-shifted crossings."""
     cube_idx = entries.cube
@@ -201,7 +209,9 @@ def _dual_vertices(
     del v0, v1, w0, w1
     edge_beta = beta[cube_idx, entries.edge].unsqueeze(-1)
     beta_sum = torch.zeros((entries.n_dual, 1), dtype=x.dtype, device=x.device).index_add_(0, entries.vertex, edge_beta)
-    weighted = torch.zeros((entries.n_dual, 3), dtype=x.dtype, device=x.device).index_add_(0, entries.vertex, crossing * edge_beta)
+    weighted = torch.zeros((entries.n_dual, 3), dtype=x.dtype, device=x.device).index_add_(
+        0, entries.vertex, crossing * edge_beta
+    )
     return weighted / beta_sum
 
 

@@ -51,7 +51,9 @@ def _faces() -> list[tuple[int, int, tuple[int, int], tuple[int, int]]]:
         for side in range(2):
             corners = [c for c in range(8) if _CORNERS[c][axis] == side]
             a = corners[0]
-            opposite = next(c for c in corners if sum(p != q for p, q in zip(_CORNERS[c], _CORNERS[a], strict=False)) == 2)
+            opposite = next(
+                c for c in corners if sum(p != q for p, q in zip(_CORNERS[c], _CORNERS[a], strict=False)) == 2
+            )
             others = [c for c in corners if c not in (a, opposite)]
             rest = (others[0], others[1])
             faces.append((axis, side, (a, opposite), rest))

@@ -86,7 +86,11 @@ def read_lrm_weights(path: str | Path, device: torch.device | str, cache: Path) 
 
 
 def load_lrm_checkpoint(
-    model: nn.Module, path: str | Path, assign: bool = False, device: torch.device | str = "cpu", cache: Path | None = None
+    model: nn.Module,
+    path: str | Path,
+    assign: bool = False,
+    device: torch.device | str = "cpu",
+    cache: Path | None = None,
 ) -> None:
     """Strictly load an official-layout checkpoint into `model`.
 

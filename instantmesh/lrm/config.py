@@ -108,8 +108,7 @@ class LRMConfig:
             )
         if self.transformer_dim % self.transformer_heads != 0:
             raise ValueError(
-                f"transformer_dim {self.transformer_dim} is not divisible by transformer_heads "
-                f"{self.transformer_heads}"
+                f"transformer_dim {self.transformer_dim} is not divisible by transformer_heads {self.transformer_heads}"
             )
         if self.triplane_high_res != 2 * self.triplane_low_res:
             raise ValueError("triplane_high_res must be 2 * triplane_low_res (one stride-2 deconvolution)")
@@ -159,9 +158,7 @@ def _read_encoder_override(encoder_config: str | Path | Mapping[str, Any]) -> En
     return EncoderConfig.from_dict({str(k): v for k, v in data.items()})
 
 
-def load_config(
-    path: str | Path, encoder_config: str | Path | Mapping[str, Any] | None = None
-) -> InstantMeshConfig:
+def load_config(path: str | Path, encoder_config: str | Path | Mapping[str, Any] | None = None) -> InstantMeshConfig:
     """Load a yaml in upstream's schema.
 
     `encoder_config` (a json/yaml path or a mapping) overrides the file's `encoder_config` section; without

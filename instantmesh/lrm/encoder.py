@@ -42,7 +42,9 @@ class Embeddings(nn.Module):
         self.patch_size = config.patch_size
         self.grid_size = config.image_size // config.patch_size
         self.cls_token = normal_parameter(1, 1, config.hidden_size, std=EMBEDDING_INIT_STD)
-        self.position_embeddings = normal_parameter(1, self.grid_size**2 + 1, config.hidden_size, std=EMBEDDING_INIT_STD)
+        self.position_embeddings = normal_parameter(
+            1, self.grid_size**2 + 1, config.hidden_size, std=EMBEDDING_INIT_STD
+        )
         self.patch_embeddings = PatchEmbeddings(config)
 
     def interpolate_position_embeddings(self, num_patches: int, height: int, width: int) -> torch.Tensor:

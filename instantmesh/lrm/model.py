@@ -88,14 +88,10 @@ class InstantMeshLRM(nn.Module):
             raise RuntimeError("call init_flexicubes_geometry(device) before extracting geometry")
         return self.geometry
 
-    def get_sdf_deformation_prediction(
-        self, planes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def get_sdf_deformation_prediction(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """SDF [B,N,1], deformation [B,N,3] and FlexiCubes weights [B,res^3,21] on this model's grid."""
         geometry = self._require_geometry()
-        return self.synthesizer.get_sdf_deformation_prediction(
-            planes, geometry.verts, geometry.indices, self.grid_res
-        )
+        return self.synthesizer.get_sdf_deformation_prediction(planes, geometry.verts, geometry.indices, self.grid_res)
 
     @torch.no_grad()
     def extract_mesh(

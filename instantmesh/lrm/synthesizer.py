@@ -64,7 +64,9 @@ class TriplaneDecoder(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
-    def cube_weights(self, planes: torch.Tensor, grid_verts: torch.Tensor, cube_indices: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    def cube_weights(
+        self, planes: torch.Tensor, grid_verts: torch.Tensor, cube_indices: torch.Tensor, chunk_size: int
+    ) -> torch.Tensor:
         """FlexiCubes weights [B,F,21] from the features of each cube's 8 corners, a chunk of cubes at a time.
 
         Each chunk samples the planes at its own corners rather than gathering from every vertex's features
@@ -132,7 +134,11 @@ class TriplaneSynthesizer(nn.Module):
     """Decodes triplanes into FlexiCubes inputs (geometry) and vertex colours (texture)."""
 
     def __init__(
-        self, triplane_dim: int, samples_per_ray: int, weight_chunk_size: int = CUBES_PER_CHUNK, point_chunk_size: int = POINTS_PER_CHUNK,
+        self,
+        triplane_dim: int,
+        samples_per_ray: int,
+        weight_chunk_size: int = CUBES_PER_CHUNK,
+        point_chunk_size: int = POINTS_PER_CHUNK,
     ) -> None:
         super().__init__()
         self.triplane_dim = triplane_dim

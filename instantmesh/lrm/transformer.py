@@ -98,9 +98,7 @@ class TriplaneTransformer(nn.Module):
         self.triplane_high_res = triplane_high_res
         self.triplane_dim = triplane_dim
         self.pos_embed = normal_parameter(1, 3 * triplane_low_res**2, inner_dim, std=inner_dim**-0.5)
-        self.layers = nn.ModuleList(
-            [TriplaneBlock(inner_dim, image_feat_dim, num_heads) for _ in range(num_layers)]
-        )
+        self.layers = nn.ModuleList([TriplaneBlock(inner_dim, image_feat_dim, num_heads) for _ in range(num_layers)])
         self.norm = nn.LayerNorm(inner_dim, eps=eps)
         self.deconv = nn.ConvTranspose2d(inner_dim, triplane_dim, kernel_size=2, stride=2)
 

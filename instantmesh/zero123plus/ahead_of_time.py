@@ -138,12 +138,19 @@ def loads_in_a_child(package: Path, device: torch.device) -> bool:
         log.warning("compiled package %s: loading it took over %.0f s", package, LOAD_CHECK_TIMEOUT_S)
         return False
     if done.returncode != 0:
-        log.warning("compiled package %s does not load here (exit %d): %s", package, done.returncode, done.stderr.strip()[-300:])
+        log.warning(
+            "compiled package %s does not load here (exit %d): %s", package, done.returncode, done.stderr.strip()[-300:]
+        )
     return done.returncode == 0
 
 
-def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], package: Path, configs: dict[str, Any],
-                  device: torch.device) -> dict[str, Any]:
+def build_package(
+    module: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    package: Path,
+    configs: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
     """Export `module` at these inputs, compile it with AOTInductor, load it once in a child process, and write the
     package and its record (with that check's verdict, ``loads``) atomically; returns the record."""
     import torch._inductor
@@ -152,11 +159,19 @@ def build_package(module: torch.nn.Module, inputs: Sequence[torch.Tensor], packa
         exported = torch.export.export(module, tuple(t.clone() for t in inputs), strict=False)
     partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
     try:
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs={**configs, **PACKAGE_CONFIGS})
+        torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(partial), inductor_configs={**configs, **PACKAGE_CONFIGS}
+        )
         checked = time.perf_counter()
         loads = loads_in_a_child(partial, device)
-        record = {"size": partial.stat().st_size, "sha256": file_digest(partial), "shapes": input_shapes(inputs), "torch": torch.__version__,
-                  "loads": loads, "load_check_s": time.perf_counter() - checked}
+        record = {
+            "size": partial.stat().st_size,
+            "sha256": file_digest(partial),
+            "shapes": input_shapes(inputs),
+            "torch": torch.__version__,
+            "loads": loads,
+            "load_check_s": time.perf_counter() - checked,
+        }
         partial_record = partial.with_suffix(".json")
         partial_record.write_text(json.dumps(record))
         os.replace(partial, package)
@@ -234,9 +249,18 @@ class AheadOfTime:
     raise `PackageMissing`.
     """
 
-    def __init__(self, module: torch.nn.Module | None, folder: Path, prefix: str, device: torch.device, pool: Any = None,
-                 configs: dict[str, Any] | None = None, fallback: Callable[[], Call] | None = None, fingerprint: str = "",
-                 constants: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module | None,
+        folder: Path,
+        prefix: str,
+        device: torch.device,
+        pool: Any = None,
+        configs: dict[str, Any] | None = None,
+        fallback: Callable[[], Call] | None = None,
+        fingerprint: str = "",
+        constants: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         if module is None and constants is None:
             raise ValueError(f"{prefix}: packages without a module need their constants")
         self.module, self.folder, self.prefix, self.device, self.pool = module, folder, prefix, device, pool
@@ -309,13 +333,20 @@ class AheadOfTime:
                 with self._timed("build"):
                     record = build_package(self.module, inputs, package, self.configs, self.device)
             except Exception as exc:  # export or compilation failed: this start runs the fallback, the next tries again
-                log.warning("compiled package %s could not be built (%s: %s): %s runs through its fallback", package,
-                            type(exc).__name__, str(exc)[:300], self.prefix)
+                log.warning(
+                    "compiled package %s could not be built (%s: %s): %s runs through its fallback",
+                    package,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                    self.prefix,
+                )
                 return self._fall_back(package)
             self.built.append(package.name)
             self._add_seconds("load_check", record["load_check_s"])  # a fresh process's load, within build
         if not record.get("loads"):
-            log.warning("compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix)
+            log.warning(
+                "compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix
+            )
             return self._fall_back(package)
         with self._timed("load"):
             compiled = open_package(package, self.device)

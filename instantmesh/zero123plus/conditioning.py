@@ -65,7 +65,10 @@ class Conditioning:
 
     def clip_input(self, image: Image.Image) -> torch.Tensor:
         """An RGB condition image as the CLIP vision encoder's input, on its way to the device."""
-        return upload(self.clip_inputs(image).to(self.dtype if self.vision_encoder is None else self.vision_encoder.dtype), self.device)
+        return upload(
+            self.clip_inputs(image).to(self.dtype if self.vision_encoder is None else self.vision_encoder.dtype),
+            self.device,
+        )
 
     def condition_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE posterior's mean and std for `pixels` (views of the encoder's output: use them at once)."""
@@ -101,7 +104,9 @@ class Conditioning:
         if prompt in self._prompt_embeds:
             return self._prompt_embeds[prompt]
         if self.text_encoder is None:
-            raise ValueError(f"the text encoder was freed at load; only the prompts {sorted(self._prompt_embeds)} are available")
+            raise ValueError(
+                f"the text encoder was freed at load; only the prompts {sorted(self._prompt_embeds)} are available"
+            )
         tokens = self.tokenizer(
             prompt,
             padding="max_length",

@@ -35,14 +35,18 @@ class EulerAncestralSchedule:
         self.init_noise_sigma = scheduler.init_noise_sigma
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], num_inference_steps: int, device: torch.device) -> EulerAncestralSchedule:
+    def from_config(
+        cls, config: Mapping[str, Any], num_inference_steps: int, device: torch.device
+    ) -> EulerAncestralSchedule:
         """The same schedule from the scheduler's config alone (a start without diffusers): its betas, spacing and
         interpolation, in the scheduler's dtypes (float32 betas and cumulative products, numpy interpolation)."""
         beta_schedule = config.get("beta_schedule", "linear")
         spacing = config.get("timestep_spacing", "linspace")
         if beta_schedule not in BETA_SCHEDULES or spacing not in TIMESTEP_SPACINGS:
-            raise ValueError(f"schedule {beta_schedule!r} with spacing {spacing!r} is not supported; choose from "
-                             f"{', '.join(BETA_SCHEDULES)} and {', '.join(TIMESTEP_SPACINGS)}")
+            raise ValueError(
+                f"schedule {beta_schedule!r} with spacing {spacing!r} is not supported; choose from "
+                f"{', '.join(BETA_SCHEDULES)} and {', '.join(TIMESTEP_SPACINGS)}"
+            )
         if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr"):
             raise ValueError("trained betas and zero-SNR rescaling are not supported")
         schedule = cls.__new__(cls)
@@ -61,9 +65,13 @@ class EulerAncestralSchedule:
             timesteps = (np.arange(0, num_inference_steps) * ratio).round()[::-1].copy().astype(np.float32)
             timesteps += int(config.get("steps_offset", 0))
         else:
-            timesteps = np.arange(train_steps, 0, -train_steps / num_inference_steps).round().copy().astype(np.float32) - 1
+            timesteps = (
+                np.arange(train_steps, 0, -train_steps / num_inference_steps).round().copy().astype(np.float32) - 1
+            )
         all_sigmas = (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).numpy()
-        sigmas = np.concatenate([np.interp(timesteps, np.arange(0, len(all_sigmas)), all_sigmas), [0.0]]).astype(np.float32)
+        sigmas = np.concatenate([np.interp(timesteps, np.arange(0, len(all_sigmas)), all_sigmas), [0.0]]).astype(
+            np.float32
+        )
         schedule.sigmas = torch.from_numpy(sigmas)
         schedule.timesteps = upload(torch.from_numpy(timesteps), device)
         peak = schedule.sigmas.max()
@@ -92,5 +100,7 @@ class EulerAncestralSchedule:
 
 def _checked_prediction_type(prediction_type: str) -> str:
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type {prediction_type!r} is not supported; choose from {', '.join(PREDICTION_TYPES)}")
+        raise ValueError(
+            f"prediction_type {prediction_type!r} is not supported; choose from {', '.join(PREDICTION_TYPES)}"
+        )
     return prediction_type

@@ -20,8 +20,14 @@ class GraphedCall:
     the graph, valid until the next replay of any graph of the same pool.
     """
 
-    def __init__(self, call: Callable[..., Any], inputs: Sequence[torch.Tensor], pool: Any, fixed: Sequence[torch.Tensor] = (),
-                 capture_stream: torch.cuda.Stream | None = None) -> None:
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        inputs: Sequence[torch.Tensor],
+        pool: Any,
+        fixed: Sequence[torch.Tensor] = (),
+        capture_stream: torch.cuda.Stream | None = None,
+    ) -> None:
         self.inputs = [t.clone() for t in inputs]
         arguments = [*self.inputs, *fixed]
         side = torch.cuda.Stream()

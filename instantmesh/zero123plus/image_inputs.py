@@ -129,10 +129,10 @@ def _center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     if rows < height or cols < width:
         padded = np.zeros((max(rows, height), max(cols, width), pixels.shape[2]), dtype=pixels.dtype)
         top, left = ceil((padded.shape[0] - rows) / 2), ceil((padded.shape[1] - cols) / 2)
-        padded[top:top + rows, left:left + cols] = pixels
+        padded[top : top + rows, left : left + cols] = pixels
         pixels, rows, cols = padded, padded.shape[0], padded.shape[1]
     top, left = (rows - height) // 2, (cols - width) // 2
-    return pixels[top:top + height, left:left + width]
+    return pixels[top : top + height, left : left + width]
 
 
 def to_rgb_on_white(image: Image.Image) -> Image.Image:

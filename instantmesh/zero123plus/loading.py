@@ -165,7 +165,9 @@ def load_zero123plus(
     return pipeline
 
 
-def _early_reads(device: torch.device, whitebg_unet_path: PathLike | None, seconds: dict[str, float]) -> dict[str, torch.Tensor]:
+def _early_reads(
+    device: torch.device, whitebg_unet_path: PathLike | None, seconds: dict[str, float]
+) -> dict[str, torch.Tensor]:
     """The device's first use (the CUDA context: its own phase) and the white-background UNet's state dict on it
     (empty without one)."""
     import time

@@ -80,8 +80,14 @@ class OverlappedStep:
     pipeline's pool.
     """
 
-    def __init__(self, reference: Callable[..., Any], main: Callable[..., Any], device: torch.device, pool: Any = None,
-                 cuda_graphs: bool = True) -> None:
+    def __init__(
+        self,
+        reference: Callable[..., Any],
+        main: Callable[..., Any],
+        device: torch.device,
+        pool: Any = None,
+        cuda_graphs: bool = True,
+    ) -> None:
         self.reference, self.main, self.device = reference, main, device
         self.parts = {"reference": reference, "main": main}
         """By package prefix (`speed.PACKAGED_PARTS`)."""
@@ -99,8 +105,14 @@ class OverlappedStep:
             self.reference_capture = torch.cuda.Stream(device, priority=URGENT)
             self.reference_pool = torch.cuda.graph_pool_handle()
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor,
-                 upcoming: Upcoming | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        reference: torch.Tensor,
+        upcoming: Upcoming | None = None,
+    ) -> torch.Tensor:
         if not self.cuda_graphs:
             out: torch.Tensor = self.main(sample, timestep, context, *self.reference(timestep, context, reference))
             return out
@@ -125,7 +137,9 @@ class OverlappedStep:
     def _other(slot: int) -> int:
         return (slot + 1) % SLOTS
 
-    def _write(self, graphs: _Graphs, slot: int, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> None:
+    def _write(
+        self, graphs: _Graphs, slot: int, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor
+    ) -> None:
         """Queue slot `slot`'s reference pass on the side stream, after everything queued so far on this one."""
         self.side.wait_stream(torch.cuda.current_stream(self.device))
         for tensor in (timestep, context, reference):
@@ -135,15 +149,29 @@ class OverlappedStep:
             graphs.references[slot](timestep, context, reference)
             graphs.written[slot].record()
 
-    def _capture(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> _Graphs:
+    def _capture(
+        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor
+    ) -> _Graphs:
         """Both passes' first calls at this batch size (a package's load or build), then their graphs per slot."""
         tokens = self.reference(timestep, context, reference)
         self.main(sample, timestep, context, *tokens)
         start = time.perf_counter()
-        references = [GraphedCall(_writing_into([torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in tokens],
-                                                self.reference), (timestep, context, reference), self.reference_pool,
-                                  capture_stream=self.reference_capture) for _ in range(SLOTS)]
-        mains = [GraphedCall(self.main, (sample, timestep, context), self.pool, fixed=written.output) for written in references]
+        references = [
+            GraphedCall(
+                _writing_into(
+                    [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device) for t in tokens],
+                    self.reference,
+                ),
+                (timestep, context, reference),
+                self.reference_pool,
+                capture_stream=self.reference_capture,
+            )
+            for _ in range(SLOTS)
+        ]
+        mains = [
+            GraphedCall(self.main, (sample, timestep, context), self.pool, fixed=written.output)
+            for written in references
+        ]
         graphs = self.graphs[sample.shape[0]] = _Graphs(references, mains, [torch.cuda.Event() for _ in range(SLOTS)])
         torch.cuda.synchronize()
         self._add_seconds(GRAPHS_PHASE, time.perf_counter() - start)
@@ -154,7 +182,9 @@ class OverlappedStep:
             self._add_seconds(CHECK_PHASE, time.perf_counter() - start)
         return graphs
 
-    def _check(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor) -> bool:
+    def _check(
+        self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor
+    ) -> bool:
         """Whether steps of two inputs in turn, each told of the next, give what the passes in order give each input,
         bit for bit (the same graphs on the same inputs: any difference is the two streams' doing)."""
         inputs = [(sample, reference), (sample.flip(-1), reference.flip(-1))]
@@ -168,7 +198,10 @@ class OverlappedStep:
             equal.append(torch.equal(self(inputs[k][0], timestep, context, inputs[k][1], upcoming), in_order[k]))
         self.ahead = None
         if not all(equal):
-            log.warning("the step's passes side by side differ from them in order here (steps equal: %s): they run in order", equal)
+            log.warning(
+                "the step's passes side by side differ from them in order here (steps equal: %s): they run in order",
+                equal,
+            )
         return all(equal)
 
     def _add_seconds(self, phase: str, seconds: float) -> None:
@@ -177,6 +210,7 @@ class OverlappedStep:
 
 def _writing_into(slot: list[torch.Tensor], reference: Callable[..., Any]) -> Callable[..., tuple[torch.Tensor, ...]]:
     """`reference`'s call, its tokens copied into `slot` (buffers outside any graph pool), which it returns."""
+
     def write(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         for buffer, tokens in zip(slot, reference(*inputs), strict=True):
             buffer.copy_(tokens)

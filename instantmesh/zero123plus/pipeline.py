@@ -91,7 +91,11 @@ class NetworkFacts:
 
     @classmethod
     def from_configs(cls, unet_config: Mapping[str, Any], vae_config: Mapping[str, Any]) -> NetworkFacts:
-        return cls(int(unet_config["in_channels"]), 2 ** (len(vae_config["block_out_channels"]) - 1), float(vae_config["scaling_factor"]))
+        return cls(
+            int(unet_config["in_channels"]),
+            2 ** (len(vae_config["block_out_channels"]) - 1),
+            float(vae_config["scaling_factor"]),
+        )
 
 
 class Zero123PlusPipeline(Conditioning):
@@ -145,8 +149,15 @@ class Zero123PlusPipeline(Conditioning):
 
     @classmethod
     def from_packages(
-        cls, facts: NetworkFacts, scheduler_config: Mapping[str, Any], clip_inputs: ImageInputs, vae_inputs: ImageInputs,
-        ramping_coefficients: Sequence[float], prompt_embeds: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
+        cls,
+        facts: NetworkFacts,
+        scheduler_config: Mapping[str, Any],
+        clip_inputs: ImageInputs,
+        vae_inputs: ImageInputs,
+        ramping_coefficients: Sequence[float],
+        prompt_embeds: Mapping[str, torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> Zero123PlusPipeline:
         """A pipeline without modules: its caller sets every ``fast_*`` (compiled packages) and ``fast_step_plan``;
         only the prompts of `prompt_embeds` can be asked for."""
@@ -182,7 +193,9 @@ class Zero123PlusPipeline(Conditioning):
 
     # --- denoising ----------------------------------------------------------------------------
 
-    def noise_condition_latents(self, cond_latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def noise_condition_latents(
+        self, cond_latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """Noise the condition latents to the current step's level and scale them like a model input."""
         return noise_condition_latents(cond_latents, sigma, noise)
 
@@ -205,7 +218,9 @@ class Zero123PlusPipeline(Conditioning):
         chunks = self.fast_step_plan(*inputs) if self.fast_step is not None else None
         if self.fast_step is None or chunks is None:
             if self.unet is None:
-                raise ValueError(f"no compiled step runs inputs of shapes {[list(t.shape) for t in inputs]}, and there is no UNet")
+                raise ValueError(
+                    f"no compiled step runs inputs of shapes {[list(t.shape) for t in inputs]}, and there is no UNet"
+                )
             return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
         fast = self.fast_step
         if chunks == [(sample.shape[0], sample.shape[0])] and upcoming is not None:
@@ -214,7 +229,7 @@ class Zero123PlusPipeline(Conditioning):
             return fast(*_four(pad_rows(inputs, chunks[0][1])))[: chunks[0][0]]
         outputs, start = [], 0
         for rows, padded in chunks:  # each output is cloned: the next call of the same graph overwrites it
-            part = [t if t.dim() == 0 else t[start:start + rows] for t in inputs]
+            part = [t if t.dim() == 0 else t[start : start + rows] for t in inputs]
             outputs.append(fast(*_four(pad_rows(part, padded)))[:rows].clone())
             start += rows
         return torch.cat(outputs)
@@ -223,7 +238,9 @@ class Zero123PlusPipeline(Conditioning):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scheduler-space latents to an image in [-1, 1] (values outside are clipped later)."""
-        latents = (unscale_latents(latents) / self.facts.vae_scaling_factor).to(self.dtype if self.vae is None else self.vae.dtype)
+        latents = (unscale_latents(latents) / self.facts.vae_scaling_factor).to(
+            self.dtype if self.vae is None else self.vae.dtype
+        )
         if self.fast_decode is not None:
             return unscale_image(self.fast_decode(latents).float())
         return unscale_image(self.vae.decode(latents, return_dict=False)[0].float())
@@ -263,8 +280,17 @@ class Zero123PlusPipeline(Conditioning):
         3xHxW tensor ("pt") or the final latents in the pipeline's scaled space ("latent").
         """
         (result,) = self.generate_batch(
-            [image], [generator], prompt, negative_prompt, num_inference_steps, guidance_scale, width, height,
-            output_type, [progress], [check_cancelled],
+            [image],
+            [generator],
+            prompt,
+            negative_prompt,
+            num_inference_steps,
+            guidance_scale,
+            width,
+            height,
+            output_type,
+            [progress],
+            [check_cancelled],
         )
         if isinstance(result, BaseException):
             raise result
@@ -299,8 +325,10 @@ class Zero123PlusPipeline(Conditioning):
         progress = progress or [None] * count
         check_cancelled = check_cancelled or [None] * count
         schedule = self.schedule(num_inference_steps)
-        runs = [self._condition(image, generator, prompt, negative_prompt, guidance_scale, on_step, cancel)
-                for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)]
+        runs = [
+            self._condition(image, generator, prompt, negative_prompt, guidance_scale, on_step, cancel)
+            for image, generator, on_step, cancel in zip(images, generators, progress, check_cancelled, strict=True)
+        ]
         factor = self.vae_scale_factor
         latent_shape = (1, self.facts.latent_channels, height // factor, width // factor)
         denoise(runs, schedule, self.unet_with_reference, guidance_scale, latent_shape, self.device, steps_ahead)
@@ -324,8 +352,14 @@ class Zero123PlusPipeline(Conditioning):
         return EulerAncestralSchedule.from_config(self.scheduler_config, num_inference_steps, self.device)
 
     def _condition(
-        self, image: Image.Image, generator: torch.Generator | int | None, prompt: str, negative_prompt: str,
-        guidance_scale: float, progress: ProgressCallback | None, check_cancelled: CancelCheck | None,
+        self,
+        image: Image.Image,
+        generator: torch.Generator | int | None,
+        prompt: str,
+        negative_prompt: str,
+        guidance_scale: float,
+        progress: ProgressCallback | None,
+        check_cancelled: CancelCheck | None,
     ) -> ObjectRun:
         """One object's conditioning (condition latents, hidden states); its draws come first from its generator."""
         if isinstance(generator, int):
@@ -336,7 +370,9 @@ class Zero123PlusPipeline(Conditioning):
         try:  # the CPU makes the VAE's input while the GPU embeds the image; each network's output is used before
             # the next network runs (compiled ones are CUDA graphs of one pool, whose outputs may share memory)
             rgb = to_rgb_on_white(image)
-            encoder_hidden_states = self.global_conditioning(self.encode_prompt(prompt), self.encode_image(self.clip_input(rgb)))
+            encoder_hidden_states = self.global_conditioning(
+                self.encode_prompt(prompt), self.encode_image(self.clip_input(rgb))
+            )
             vae_pixels = self.vae_input(rgb)
             cond_latents = self.encode_condition_image(vae_pixels, generator)
             if guidance_scale > 1.0:

@@ -60,7 +60,9 @@ class ReferenceAttnProcessor:
             reference.tokens[self.name] = context
         elif reference is not None:
             encoder_hidden_states = torch.cat([context, reference.tokens[self.name]], dim=1)
-        return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
+        return self.inner(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
+        )
 
 
 class IgnoreReference:
@@ -82,7 +84,9 @@ class IgnoreReference:
         reference: ReferencePass | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
+        return self.inner(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
+        )
 
 
 def reference_layers(unet: torch.nn.Module) -> list[str]:
@@ -107,20 +111,41 @@ def install_reference_attention(unet: torch.nn.Module) -> None:
     unet.set_attn_processor(processors)  # type: ignore[operator]
 
 
-def write_pass(unet: torch.nn.Module, dtype: torch.dtype, timestep: torch.Tensor, context: torch.Tensor,
-               reference_sample: torch.Tensor) -> dict[str, torch.Tensor]:
+def write_pass(
+    unet: torch.nn.Module,
+    dtype: torch.dtype,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+    reference_sample: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """The write pass on `reference_sample`: every reference layer's tokens, by layer name, in `dtype`."""
     write = ReferencePass(WRITE)
-    unet(reference_sample.to(dtype), timestep, encoder_hidden_states=context.to(dtype), cross_attention_kwargs={REFERENCE_KWARG: write},
-         return_dict=False)
+    unet(
+        reference_sample.to(dtype),
+        timestep,
+        encoder_hidden_states=context.to(dtype),
+        cross_attention_kwargs={REFERENCE_KWARG: write},
+        return_dict=False,
+    )
     return write.tokens
 
 
-def read_pass(unet: torch.nn.Module, dtype: torch.dtype, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
-              tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+def read_pass(
+    unet: torch.nn.Module,
+    dtype: torch.dtype,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
+) -> torch.Tensor:
     """The read pass on `sample` with the write pass's `tokens`: the float32 noise prediction."""
-    out = unet(sample.to(dtype), timestep, encoder_hidden_states=context.to(dtype), cross_attention_kwargs={REFERENCE_KWARG: ReferencePass(READ, tokens)},
-               return_dict=False)
+    out = unet(
+        sample.to(dtype),
+        timestep,
+        encoder_hidden_states=context.to(dtype),
+        cross_attention_kwargs={REFERENCE_KWARG: ReferencePass(READ, tokens)},
+        return_dict=False,
+    )
     return out[0].float()
 
 
@@ -139,10 +164,21 @@ class ReferenceStep(torch.nn.Module):
         self.dtype = dtype
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference_sample: torch.Tensor,
     ) -> torch.Tensor:
         context = encoder_hidden_states.to(self.dtype)
-        return read_pass(self.unet, self.dtype, sample, timestep, context, write_pass(self.unet, self.dtype, timestep, context, reference_sample))
+        return read_pass(
+            self.unet,
+            self.dtype,
+            sample,
+            timestep,
+            context,
+            write_pass(self.unet, self.dtype, timestep, context, reference_sample),
+        )
 
 
 class ReferenceWrite(torch.nn.Module):
@@ -154,7 +190,9 @@ class ReferenceWrite(torch.nn.Module):
         self.dtype = dtype
         self.layers = reference_layers(unet)
 
-    def forward(self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         tokens = write_pass(self.unet, self.dtype, timestep, encoder_hidden_states, reference_sample)
         return tuple(tokens[name] for name in self.layers)
 
@@ -168,5 +206,9 @@ class ReferenceRead(torch.nn.Module):
         self.dtype = dtype
         self.layers = reference_layers(unet)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *tokens: torch.Tensor) -> torch.Tensor:
-        return read_pass(self.unet, self.dtype, sample, timestep, encoder_hidden_states, dict(zip(self.layers, tokens, strict=True)))
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *tokens: torch.Tensor
+    ) -> torch.Tensor:
+        return read_pass(
+            self.unet, self.dtype, sample, timestep, encoder_hidden_states, dict(zip(self.layers, tokens, strict=True))
+        )

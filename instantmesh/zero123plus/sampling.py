@@ -38,8 +38,15 @@ class StepFunction(Protocol):
     """(sample, timestep, encoder_hidden_states, reference_sample, upcoming) -> float32 noise prediction. `upcoming`
     may be ignored; a step that uses it is handed those very tensors (identical objects) at the next call."""
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, reference_sample: torch.Tensor,
-                 upcoming: Upcoming | None = None, /) -> torch.Tensor: ...
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference_sample: torch.Tensor,
+        upcoming: Upcoming | None = None,
+        /,
+    ) -> torch.Tensor: ...
 
 
 STEPS_AHEAD = 2
@@ -166,7 +173,9 @@ def denoise(
     for run in runs:
         if run.error is None:
             run.latents = randn(latent_shape, run.generator, device) * schedule.init_noise_sigma
-    timesteps = list(schedule.timesteps)  # one tensor per step, the same object each time: `upcoming` is matched by identity
+    timesteps = list(
+        schedule.timesteps
+    )  # one tensor per step, the same object each time: `upcoming` is matched by identity
     drawn: dict[int, torch.Tensor] = {}
     """id(run) -> its reference sample for the step about to run, drawn during the step before."""
     shared: StepInputs | None = None
@@ -178,9 +187,13 @@ def denoise(
             for run in live:
                 if id(run) not in drawn:
                     drawn[id(run)] = reference_sample(run, schedule.sigmas[i], device)
-            shared = StepInputs(live, torch.cat([run.context for run in live]), torch.cat([drawn[id(run)] for run in live]))
+            shared = StepInputs(
+                live, torch.cat([run.context for run in live]), torch.cat([drawn[id(run)] for run in live])
+            )
         latents = torch.cat([run.latents for run in live])
-        model_input = schedule.scale_model_input(torch.cat([torch.cat([run.latents] * 2) if do_cfg else run.latents for run in live]), i)
+        model_input = schedule.scale_model_input(
+            torch.cat([torch.cat([run.latents] * 2) if do_cfg else run.latents for run in live]), i
+        )
         noise = torch.cat([randn(run.latents.shape, run.generator, device) for run in live])
         following, upcoming = None, None
         if i + 1 < len(timesteps):
@@ -215,4 +228,7 @@ def pad_rows(tensors: Sequence[torch.Tensor], rows: int) -> list[torch.Tensor]:
 
     Rows of a UNet batch never mix, so the padding changes nothing for the real rows.
     """
-    return [t if t.dim() == 0 or t.shape[0] == rows else torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])]) for t in tensors]
+    return [
+        t if t.dim() == 0 or t.shape[0] == rows else torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])])
+        for t in tensors
+    ]

@@ -43,7 +43,9 @@ def check_optimizations(optimizations: Iterable[str], device: torch.device | str
     found = version_tuple(torch.__version__)
     if found < COMPILE_MIN_TORCH:
         need = ".".join(map(str, COMPILE_MIN_TORCH))
-        raise ValueError(f"optimization 'compile' needs torch >= {need} (found {torch.__version__}); leave it out with --optimize channels_last")
+        raise ValueError(
+            f"optimization 'compile' needs torch >= {need} (found {torch.__version__}); leave it out with --optimize channels_last"
+        )
     if device is None:
         return
     if torch.device(device).type != "cuda":
@@ -51,7 +53,9 @@ def check_optimizations(optimizations: Iterable[str], device: torch.device | str
     try:
         import triton  # noqa: F401
     except ImportError as exc:
-        raise ValueError("optimization 'compile' needs the triton package (it comes with CUDA builds of torch)") from exc
+        raise ValueError(
+            "optimization 'compile' needs the triton package (it comes with CUDA builds of torch)"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,12 @@ class AheadOfTimeSetup:
     """Per package prefix, the weights bound when there are no modules (a start from a views bundle)."""
 
 
-def compiled_module(module: torch.nn.Module | None, prefix: str, backend: str, mode: str | None, ahead: AheadOfTimeSetup | None) -> Any:
+def compiled_module(
+    module: torch.nn.Module | None, prefix: str, backend: str, mode: str | None, ahead: AheadOfTimeSetup | None
+) -> Any:
     """torch.compile of `module`, or its AOTInductor packages when `ahead` says where they live (torch.compile
     again for a package that does not load with this torch). No module: packages alone, bound to `ahead.constants`."""
+
     def with_torch_compile() -> Any:
         return torch.compile(module, backend=backend, mode=mode, dynamic=False)
 
@@ -82,8 +89,17 @@ def compiled_module(module: torch.nn.Module | None, prefix: str, backend: str, m
             raise ValueError(f"{prefix}: only packages run without their module")
         return with_torch_compile()
     constants = None if module is not None or ahead.constants is None else ahead.constants[prefix]
-    return AheadOfTime(module, ahead.folder, prefix, ahead.device, ahead.pool if ahead.cuda_graphs else None, ahead.configs,
-                       with_torch_compile, ahead.fingerprint, constants)
+    return AheadOfTime(
+        module,
+        ahead.folder,
+        prefix,
+        ahead.device,
+        ahead.pool if ahead.cuda_graphs else None,
+        ahead.configs,
+        with_torch_compile,
+        ahead.fingerprint,
+        constants,
+    )
 
 
 Chunk = tuple[int, int]
@@ -102,17 +118,29 @@ class CompiledStep:
     """
 
     def __init__(
-        self, unet: torch.nn.Module | None, dtype: torch.dtype, mode: str | None, backend: str = "inductor", row_counts: Sequence[int] = (),
+        self,
+        unet: torch.nn.Module | None,
+        dtype: torch.dtype,
+        mode: str | None,
+        backend: str = "inductor",
+        row_counts: Sequence[int] = (),
         ahead: AheadOfTimeSetup | None = None,
     ) -> None:
         self.compiled: Any
         if ahead is None:
-            self.compiled = compiled_module(None if unet is None else ReferenceStep(unet, dtype), "step", backend, mode, None)
+            self.compiled = compiled_module(
+                None if unet is None else ReferenceStep(unet, dtype), "step", backend, mode, None
+            )
         else:  # two packages; the step captures their graphs itself, and a fallback (torch.compile) makes none
             passes = replace(ahead, cuda_graphs=False)
             write, read = (None, None) if unet is None else (ReferenceWrite(unet, dtype), ReferenceRead(unet, dtype))
-            self.compiled = OverlappedStep(compiled_module(write, "reference", backend, None, passes), compiled_module(read, "main", backend, None, passes),
-                                           ahead.device, ahead.pool, ahead.cuda_graphs)
+            self.compiled = OverlappedStep(
+                compiled_module(write, "reference", backend, None, passes),
+                compiled_module(read, "main", backend, None, passes),
+                ahead.device,
+                ahead.pool,
+                ahead.cuda_graphs,
+            )
         self.mark_graph_steps = mode == "reduce-overhead" and ahead is None
         """torch.compile's CUDA-graph trees need each call marked as a new step."""
         self.row_counts = sorted(set(row_counts))
@@ -138,8 +166,14 @@ class CompiledStep:
             return split
         return [(rows, padded)]
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, reference: torch.Tensor,
-                 upcoming: Upcoming | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        reference: torch.Tensor,
+        upcoming: Upcoming | None = None,
+    ) -> torch.Tensor:
         """`upcoming`: the next step's timestep and reference sample, to start its reference pass now (`OverlappedStep`)."""
         if self.row_shapes is None:
             self.row_shapes = _row_shapes((sample, timestep, context, reference))
@@ -197,7 +231,13 @@ class CompiledForShape:
     and the condition's encoders run one object at a time, so one shape serves every batch.
     """
 
-    def __init__(self, module: torch.nn.Module | None, prefix: str, backend: str = "inductor", ahead: AheadOfTimeSetup | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module | None,
+        prefix: str,
+        backend: str = "inductor",
+        ahead: AheadOfTimeSetup | None = None,
+    ) -> None:
         self.eager, self.prefix = module, prefix
         self.compiled: Any = compiled_module(module, prefix, backend, None, ahead)
         self.shape: tuple[int, ...] | None = None
@@ -208,7 +248,9 @@ class CompiledForShape:
         if tuple(tensor.shape) == self.shape:
             return self.compiled(tensor)
         if self.eager is None:
-            raise ValueError(f"{self.prefix} is compiled for inputs of shape {list(self.shape)}, not {list(tensor.shape)}")
+            raise ValueError(
+                f"{self.prefix} is compiled for inputs of shape {list(self.shape)}, not {list(tensor.shape)}"
+            )
         return self.eager(tensor)
 
 
@@ -219,7 +261,13 @@ class CompiledDecode(CompiledForShape):
         super().__init__(VaeDecode(vae), "decode", backend, ahead)
 
 
-PACKAGED_PARTS = {"reference": "fast_step", "main": "fast_step", "decode": "fast_decode", "encode": "fast_encode", "image": "fast_image"}
+PACKAGED_PARTS = {
+    "reference": "fast_step",
+    "main": "fast_step",
+    "decode": "fast_decode",
+    "encode": "fast_encode",
+    "image": "fast_image",
+}
 """Package prefix -> the pipeline's attribute that runs it: every network of the views, when they are packages."""
 CONSTANT_GROUPS = {"reference": "step", "main": "step"}
 """Packages bound to one module's weights (the step's two passes, the UNet's): the views bundle keeps one copy of
@@ -256,8 +304,12 @@ def _row_shapes(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
 
 
 def optimize_views(
-    pipeline: Any, optimizations: Iterable[str], compile_backend: str = "inductor", compile_mode: str | None = "reduce-overhead",
-    row_counts: Sequence[int] = (), ahead: AheadOfTimeSetup | None = None,
+    pipeline: Any,
+    optimizations: Iterable[str],
+    compile_backend: str = "inductor",
+    compile_mode: str | None = "reduce-overhead",
+    row_counts: Sequence[int] = (),
+    ahead: AheadOfTimeSetup | None = None,
 ) -> None:
     """Apply the options; compilation itself happens at the first step of each batch size in `row_counts`
     (the backend warms them up in load; empty: the first call's). `ahead`: AOTInductor packages instead of
@@ -277,4 +329,6 @@ def optimize_views(
         pipeline.fast_decode = CompiledDecode(pipeline.vae, compile_backend, ahead)
         if ahead is not None:  # packages of the condition's encoders too: a start from packages alone needs them all
             pipeline.fast_encode = CompiledForShape(VaeEncode(pipeline.vae), "encode", compile_backend, ahead)
-            pipeline.fast_image = CompiledForShape(ImageEmbeds(pipeline.vision_encoder), "image", compile_backend, ahead)
+            pipeline.fast_image = CompiledForShape(
+                ImageEmbeds(pipeline.vision_encoder), "image", compile_backend, ahead
+            )

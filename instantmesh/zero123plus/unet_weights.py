@@ -49,7 +49,9 @@ def _preview(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_unet_weights(unet: torch.nn.Module, path: PathLike, device: torch.device | str = "cpu", assign: bool = False) -> None:
+def load_unet_weights(
+    unet: torch.nn.Module, path: PathLike, device: torch.device | str = "cpu", assign: bool = False
+) -> None:
     """Load a raw UNet state dict strictly (same keys and shapes, no prefix), as InstantMesh does.
 
     With `assign` the file's tensors (read onto `device`) become the parameters: for a UNet built on meta.
@@ -57,7 +59,9 @@ def load_unet_weights(unet: torch.nn.Module, path: PathLike, device: torch.devic
     apply_unet_weights(unet, read_state_dict(path, device), path, assign)
 
 
-def apply_unet_weights(unet: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike, assign: bool = False) -> None:
+def apply_unet_weights(
+    unet: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike, assign: bool = False
+) -> None:
     """The strict load of `load_unet_weights`, for a state dict already read from `path` (named in errors)."""
     expected = unet.state_dict()
     missing = sorted(expected.keys() - state_dict.keys())

@@ -77,7 +77,11 @@ _encode_manifest = msgspec.json.Encoder()
 
 def describe_sources(zero123plus: Path, whitebg_unet: Path) -> list[SourceFile]:
     """Every file the views are made from: the Zero123++ folder's (configs, weights; hidden ones aside) and the UNet."""
-    files = sorted(p for p in zero123plus.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zero123plus).parts))
+    files = sorted(
+        p
+        for p in zero123plus.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zero123plus).parts)
+    )
     described = []
     for path in [*files, whitebg_unet]:
         stat = path.stat()
@@ -85,10 +89,14 @@ def describe_sources(zero123plus: Path, whitebg_unet: Path) -> list[SourceFile]:
     return described
 
 
-def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Sequence[SourceFile], fingerprint: str) -> Path:
+def write_views_bundle(
+    pipeline: Zero123PlusPipeline, folder: Path, sources: Sequence[SourceFile], fingerprint: str
+) -> Path:
     """Write the bundle of `pipeline` (every part a package it runs, `speed.packaged_parts`) into `folder`."""
     parts = packaged_parts(pipeline)
-    missing = sorted(set(PACKAGED_PARTS) - {prefix for prefix, part in parts.items() if part.loaded and not part.fell_back})
+    missing = sorted(
+        set(PACKAGED_PARTS) - {prefix for prefix, part in parts.items() if part.loaded and not part.fell_back}
+    )
     if missing:
         raise ValueError(f"the views' {', '.join(missing)} do not all run as packages: no bundle")
     from safetensors.torch import save_file
@@ -117,8 +125,13 @@ def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Seq
     finally:
         partial.unlink(missing_ok=True)
     manifest = BundleManifest(
-        BUNDLE_FORMAT, fingerprint, str(pipeline.dtype).removeprefix("torch."), list(sources),
-        {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts,
+        BUNDLE_FORMAT,
+        fingerprint,
+        str(pipeline.dtype).removeprefix("torch."),
+        list(sources),
+        {prefix: list(part.loaded) for prefix, part in sorted(parts.items())},
+        strides,
+        prompts,
         ConstantsCopy(**copy_facts(constants_path)),
     )
     partial_manifest = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
@@ -127,7 +140,9 @@ def write_views_bundle(pipeline: Zero123PlusPipeline, folder: Path, sources: Seq
     return manifest_path
 
 
-def valid_manifest(folder: Path, sources: Sequence[SourceFile], fingerprint: str, dtype: torch.dtype) -> BundleManifest | None:
+def valid_manifest(
+    folder: Path, sources: Sequence[SourceFile], fingerprint: str, dtype: torch.dtype
+) -> BundleManifest | None:
     """The folder's bundle manifest when the bundle is whole and made from this code and these sources, else None
     (with the reason logged)."""
     manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
@@ -161,7 +176,9 @@ def valid_manifest(folder: Path, sources: Sequence[SourceFile], fingerprint: str
     return manifest
 
 
-def read_constants(folder: Path, manifest: BundleManifest, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+def read_constants(
+    folder: Path, manifest: BundleManifest, device: torch.device
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """The bundle's constants on `device`, by package prefix and FQN, with their strides (the packages of a group
     share the same tensors); and the kept prompts' embeddings."""
     tensors = read_safetensors(folder / CONSTANTS_NAME, device)
@@ -174,23 +191,38 @@ def read_constants(folder: Path, manifest: BundleManifest, device: torch.device)
         stride = manifest.strides.get(key)
         if stride is not None:
             tensor = torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
-        elif device.type == "cpu":  # memory-mapped at the file's offsets: compiled CPU kernels round otherwise when unaligned
+        elif (
+            device.type == "cpu"
+        ):  # memory-mapped at the file's offsets: compiled CPU kernels round otherwise when unaligned
             tensor = tensor.clone()
         by_group[group][fqn] = tensor
     return {prefix: by_group[constant_group(prefix)] for prefix in manifest.packages}, prompts
 
 
 def pipeline_from_bundle(
-    folder: Path, manifest: BundleManifest, zero123plus: Path, ahead: AheadOfTimeSetup, dtype: torch.dtype, row_counts: Sequence[int],
+    folder: Path,
+    manifest: BundleManifest,
+    zero123plus: Path,
+    ahead: AheadOfTimeSetup,
+    dtype: torch.dtype,
+    row_counts: Sequence[int],
 ) -> Zero123PlusPipeline:
     """The views pipeline with every network a package of `ahead.folder`, bound to the bundle's constants; the
     packages load at their first calls (the backend's warm-up), and one that is missing raises `PackageMissing`."""
     constants, prompts = read_constants(folder, manifest, ahead.device)
     index = read_model_index(zero123plus)
-    facts = NetworkFacts.from_configs(_json(zero123plus / "unet" / "config.json"), _json(zero123plus / "vae" / "config.json"))
+    facts = NetworkFacts.from_configs(
+        _json(zero123plus / "unet" / "config.json"), _json(zero123plus / "vae" / "config.json")
+    )
     pipeline = Zero123PlusPipeline.from_packages(
-        facts, read_scheduler_config(zero123plus), ImageInputs.from_folder(zero123plus / "feature_extractor_clip"),
-        ImageInputs.from_folder(zero123plus / "feature_extractor_vae"), index["ramping_coefficients"], prompts, ahead.device, dtype,
+        facts,
+        read_scheduler_config(zero123plus),
+        ImageInputs.from_folder(zero123plus / "feature_extractor_clip"),
+        ImageInputs.from_folder(zero123plus / "feature_extractor_vae"),
+        index["ramping_coefficients"],
+        prompts,
+        ahead.device,
+        dtype,
     )
     pool = torch.cuda.graph_pool_handle() if ahead.cuda_graphs and ahead.pool is None else ahead.pool
     bound = replace(ahead, constants=constants, pool=pool)

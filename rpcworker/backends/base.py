@@ -102,7 +102,11 @@ class BatchingBackend(Protocol):
     """A backend that runs several objects' views through one diffusion batch (``--max-batch`` above 1)."""
 
     def generate_views_batch(
-        self, images: list[Image.Image], seeds: list[int], num_inference_steps: int, guidance_scale: float,
+        self,
+        images: list[Image.Image],
+        seeds: list[int],
+        num_inference_steps: int,
+        guidance_scale: float,
         ctxs: list[WorkContext],
     ) -> list[GeneratedViews | BaseException]:
         """One result per object, each the same as ``generate_views`` alone would give with its seed.

@@ -45,7 +45,11 @@ docs/benchmarks.md, 'Throughput of one worker'), at the price of a second compil
 
 class InstantMeshBackend:
     def __init__(
-        self, files: ModelFiles, device: str | None = None, optimizations: tuple[str, ...] | None = None, max_batch: int | None = None,
+        self,
+        files: ModelFiles,
+        device: str | None = None,
+        optimizations: tuple[str, ...] | None = None,
+        max_batch: int | None = None,
     ) -> None:
         self.files = files
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -134,8 +138,16 @@ class InstantMeshBackend:
 
     def views_load(self) -> ViewsLoad:
         """A load of the views with this backend's files, device and options (its phases go into ``load_phases``)."""
-        return ViewsLoad(self.files, self.device, self.dtype, self.optimizations, self._batch_sizes(), self.load_phases, self._synchronize,
-                         self._free)
+        return ViewsLoad(
+            self.files,
+            self.device,
+            self.dtype,
+            self.optimizations,
+            self._batch_sizes(),
+            self.load_phases,
+            self._synchronize,
+            self._free,
+        )
 
     def _load_mesh(self) -> MeshModel:
         return load_mesh(self.files, self.device, self.load_phases, self._synchronize)
@@ -165,7 +177,12 @@ class InstantMeshBackend:
         return result
 
     def generate_views_batch(
-        self, images: list[Any], seeds: list[int], num_inference_steps: int, guidance_scale: float, ctxs: list[WorkContext],
+        self,
+        images: list[Any],
+        seeds: list[int],
+        num_inference_steps: int,
+        guidance_scale: float,
+        ctxs: list[WorkContext],
     ) -> list[GeneratedViews | BaseException]:
         """Several objects through one diffusion batch, each with its own CPU generator (its seed's noise)."""
         pipeline = self._require("views", ctxs[0])
@@ -231,7 +248,9 @@ class InstantMeshBackend:
         """uint8 [6,S,S,3] -> [1,6,3,R,R] in [0,1] (R: `size`); resized with antialiasing when S != R (no torchvision)."""
         images = torch.from_numpy(np.ascontiguousarray(views)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         if images.shape[-1] != size:
-            images = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+            images = torch.nn.functional.interpolate(
+                images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+            )
             images = images.clamp(0, 1)
         return images.unsqueeze(0)
 
@@ -282,7 +301,12 @@ class InstantMeshBackend:
         info = self.memory()
         raise OutOfMemory(
             f"out of GPU memory in {what}; memory was freed and the worker keeps serving ({message})",
-            {"device": str(self.device), "method": what, "allocated_bytes": info.allocated_bytes, "total_bytes": info.total_bytes},
+            {
+                "device": str(self.device),
+                "method": what,
+                "allocated_bytes": info.allocated_bytes,
+                "total_bytes": info.total_bytes,
+            },
         )
 
 
@@ -291,7 +315,9 @@ def _require_texture_support() -> None:
     try:
         load_xatlas()
     except TextureUnavailable as exc:
-        raise InvalidParams(f"texture_map is not available: {exc}", {"field": "texture_map", "missing": "xatlas"}) from exc
+        raise InvalidParams(
+            f"texture_map is not available: {exc}", {"field": "texture_map", "missing": "xatlas"}
+        ) from exc
 
 
 def _process_memory() -> MemoryInfo:

@@ -33,7 +33,9 @@ class MeshModel:
     texture_resolution: int
 
 
-def load_mesh(files: ModelFiles, device: torch.device, phases: dict[str, float], synchronize: Callable[[], None]) -> MeshModel:
+def load_mesh(
+    files: ModelFiles, device: torch.device, phases: dict[str, float], synchronize: Callable[[], None]
+) -> MeshModel:
     """The mesh model on `device`; ``mesh_read_s`` (checkpoint onto the device) and ``mesh_geometry_s`` (FlexiCubes
     grid, cameras) go into `phases`."""
     from instantmesh.cameras import ZERO123PLUS_FOV_DEG, zero123plus_input_cameras

@@ -106,7 +106,9 @@ class MockBackend:
 
     def memory(self) -> MemoryInfo:
         allocated = self._allocated()
-        return MemoryInfo("cpu", allocated, allocated, max(self._peak, allocated), 8 * self.options.simulated_model_bytes)
+        return MemoryInfo(
+            "cpu", allocated, allocated, max(self._peak, allocated), 8 * self.options.simulated_model_bytes
+        )
 
     def _allocated(self) -> int:
         return len(self._loaded) * self.options.simulated_model_bytes
@@ -120,7 +122,11 @@ class MockBackend:
         return result
 
     def generate_views_batch(
-        self, images: list[Any], seeds: list[int], num_inference_steps: int, guidance_scale: float,
+        self,
+        images: list[Any],
+        seeds: list[int],
+        num_inference_steps: int,
+        guidance_scale: float,
         ctxs: list[WorkContext],
     ) -> list[GeneratedViews | BaseException]:
         """One step of a batch costs one step_delay, as a GPU step of a small batch does."""

@@ -44,7 +44,15 @@ def resolve_model_files(options: WorkerOptions) -> ModelFiles:
             paths = resolve_weights(options.zero123plus, options.unet, options.lrm)
             config = Path(options.config) if options.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
-            return ModelFiles(paths.zero123plus, paths.whitebg_unet, paths.lrm, config, label, "official", options.view_size or DEFAULT_VIEW_SIZE)
+            return ModelFiles(
+                paths.zero123plus,
+                paths.whitebg_unet,
+                paths.lrm,
+                config,
+                label,
+                "official",
+                options.view_size or DEFAULT_VIEW_SIZE,
+            )
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
                 raise ValueError(str(exc)) from exc
@@ -52,4 +60,12 @@ def resolve_model_files(options: WorkerOptions) -> ModelFiles:
     from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
 
     tiny = ensure_tiny_weights()
-    return ModelFiles(tiny.paths.zero123plus, tiny.paths.whitebg_unet, tiny.paths.lrm, tiny.config, TINY_LABEL, "tiny", options.view_size or TINY_VIEW_SIZE)
+    return ModelFiles(
+        tiny.paths.zero123plus,
+        tiny.paths.whitebg_unet,
+        tiny.paths.lrm,
+        tiny.config,
+        TINY_LABEL,
+        "tiny",
+        options.view_size or TINY_VIEW_SIZE,
+    )

@@ -47,7 +47,9 @@ def warmup_phase(step: int, batch: int = 1) -> str:
     return f"views_warmup_step{step}_s" if batch == 1 else f"views_warmup_batch{batch}_step{step}_s"
 
 
-def compile_cache_for(device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+def compile_cache_for(
+    device: torch.device, unet: Path, view_size: int, optimizations: Sequence[str]
+) -> tuple[Path, dict[str, Any]]:
     """This machine's compile-cache folder for these weights and options, and its key (nothing is touched yet)."""
     from instantmesh.compile_cache import compile_cache_dir, compile_key
 
@@ -75,8 +77,14 @@ def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSet
     return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
 
 
-def views_from_bundle(zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, dtype: torch.dtype, row_counts: Sequence[int],
-                      phases: dict[str, float]) -> Any | None:
+def views_from_bundle(
+    zero123plus: Path,
+    whitebg_unet: Path,
+    ahead: AheadOfTimeSetup,
+    dtype: torch.dtype,
+    row_counts: Sequence[int],
+    phases: dict[str, float],
+) -> Any | None:
     """The views from their packages alone when `ahead`'s folder holds a valid bundle (`views_bundle`), else None.
     Its packages load at the warm-up; a missing one raises `PackageMissing` there."""
     from instantmesh.zero123plus.views_bundle import describe_sources, pipeline_from_bundle, valid_manifest
@@ -94,7 +102,9 @@ def views_from_bundle(zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeS
     return pipeline
 
 
-def save_views_bundle(pipeline: Any, zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, phases: dict[str, float]) -> bool:
+def save_views_bundle(
+    pipeline: Any, zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, phases: dict[str, float]
+) -> bool:
     """Write the bundle of a pipeline whose networks all ran as packages, for the next start; False (logged) when
     it cannot be written (a part fell back to torch.compile, a read-only or full disk)."""
     from instantmesh.zero123plus.views_bundle import describe_sources, write_views_bundle
@@ -116,7 +126,9 @@ def views_code_fingerprint() -> str:
     return code_fingerprint(TRACED_PACKAGES, list(Path(views.__file__).parent.glob("*.py")))
 
 
-def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]) -> None:
+def warm_up(
+    pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[str, float], synchronize: Callable[[], None]
+) -> None:
     """A few white-image steps at each batch size, each step timed into `phases` (names from `warmup_phase`): the
     first holds the encoders, the trace and the compilation or its cache load; later ones the CUDA-graph runs.
     The last step's time tells the compiled step what one call costs at that size (to pad or split batches)."""
@@ -133,9 +145,17 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
             clock[0] = now
 
         with torch.inference_mode():
-            latents = pipeline.generate_batch([white] * count, list(range(count)), num_inference_steps=WARMUP_STEPS,
-                                              guidance_scale=DEFAULT_GUIDANCE, width=2 * view_size, height=3 * view_size,
-                                              output_type="latent", progress=[step_done] + [None] * (count - 1), steps_ahead=0)
+            latents = pipeline.generate_batch(
+                [white] * count,
+                list(range(count)),
+                num_inference_steps=WARMUP_STEPS,
+                guidance_scale=DEFAULT_GUIDANCE,
+                width=2 * view_size,
+                height=3 * view_size,
+                output_type="latent",
+                progress=[step_done] + [None] * (count - 1),
+                steps_ahead=0,
+            )
         step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
         if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
             step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
@@ -143,7 +163,9 @@ def warm_up(pipeline: Any, view_size: int, batches: Sequence[int], phases: dict[
         raise latents[0]
     start = time.perf_counter()
     with torch.inference_mode():
-        pipeline.postprocess(pipeline.decode_latents(latents[0]), "pil")  # one object at a time: one shape for every batch
+        pipeline.postprocess(
+            pipeline.decode_latents(latents[0]), "pil"
+        )  # one object at a time: one shape for every batch
     synchronize()
     phases[WARMUP_DECODE_PHASE] = time.perf_counter() - start
     phases.update(package_seconds(pipeline))

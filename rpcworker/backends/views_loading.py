@@ -58,7 +58,9 @@ class ViewsLoad:
     def run(self, report: Report) -> Any:
         ahead = None
         if "compile" in self.optimizations:
-            folder, key = compile_cache_for(self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations)
+            folder, key = compile_cache_for(
+                self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations
+            )
             ahead = compiled_ahead_of_time(folder, self.device)
             if ahead is not None:
                 pipeline = self.from_bundle(ahead, report)
@@ -93,8 +95,13 @@ class ViewsLoad:
 
         start = time.perf_counter()
         try:
-            pipeline = load_zero123plus(self.files.zero123plus, self.files.whitebg_unet, device=self.device, dtype=self.dtype,
-                                        timings=self.phases)
+            pipeline = load_zero123plus(
+                self.files.zero123plus,
+                self.files.whitebg_unet,
+                device=self.device,
+                dtype=self.dtype,
+                timings=self.phases,
+            )
         except (OSError, ValueError) as exc:
             raise ModelNotLoaded(
                 f"cannot load Zero123++ from {self.files.zero123plus} with {self.files.whitebg_unet}: {exc}",
@@ -114,7 +121,9 @@ class ViewsLoad:
 
         start = time.perf_counter()
         try:
-            pipeline = views_from_bundle(self.files.zero123plus, self.files.whitebg_unet, ahead, self.dtype, self.row_counts(), self.phases)
+            pipeline = views_from_bundle(
+                self.files.zero123plus, self.files.whitebg_unet, ahead, self.dtype, self.row_counts(), self.phases
+            )
             if pipeline is None:
                 return None
             self.phases["views_read_s"] = time.perf_counter() - start
@@ -125,7 +134,9 @@ class ViewsLoad:
             self.synchronize()
             self.phases["views_optimize_s"] = time.perf_counter() - start
         except (PackageMissing, OSError, ValueError, RuntimeError) as exc:
-            log.warning("the views' packaged start failed (%s: %s): loading the modules instead", type(exc).__name__, exc)
+            log.warning(
+                "the views' packaged start failed (%s: %s): loading the modules instead", type(exc).__name__, exc
+            )
             pipeline = None
             self.free_memory()
         return pipeline

@@ -45,7 +45,9 @@ INPUT_FILE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 
 Seed = Annotated[int, Meta(ge=SEED_RANGE[0], le=SEED_RANGE[1], description="random seed of the diffusion")]
 Steps = Annotated[int, Meta(ge=STEPS_RANGE[0], le=STEPS_RANGE[1], description="diffusion steps")]
-Guidance = Annotated[float, Meta(ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="classifier-free guidance scale")]
+Guidance = Annotated[
+    float, Meta(ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="classifier-free guidance scale")
+]
 MAX_BATCH_LIMIT = 64
 """The most generate_views requests one diffusion batch may hold (the worker's ``--max-batch``)."""
 MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects per diffusion batch")]

@@ -17,7 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done.stdout
 
@@ -31,7 +38,19 @@ def tiny_weights(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_sessions_all_three_modes(tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "sessions"
-    printed = bench("benchmarks.sessions", "--weights", str(tiny_weights), "--objects", "3", "--steps", "2", "--modes", "cba", "--out", str(out))
+    printed = bench(
+        "benchmarks.sessions",
+        "--weights",
+        str(tiny_weights),
+        "--objects",
+        "3",
+        "--steps",
+        "2",
+        "--modes",
+        "cba",
+        "--out",
+        str(out),
+    )
     results = json.loads((out / "sessions.json").read_text())
     assert results["smoke"] is True
     for mode in "abc":
@@ -52,8 +71,16 @@ def test_sessions_all_three_modes(tiny_weights: Path, tmp_path: Path) -> None:
 def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     """The GPU fast-path benchmark on the tiny preset: two starts sharing one cache, eager vs default, export."""
     out = tmp_path / "fast"
-    printed = bench("benchmarks.fast_path", "--weights", str(tiny_weights), "--steps", "2", "--out", str(out),
-                    env={"FAST_PATH_EXTRA_STARTS": "no_pycache:INSTANTMESH_RPC_PYCACHE=off"})
+    printed = bench(
+        "benchmarks.fast_path",
+        "--weights",
+        str(tiny_weights),
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        env={"FAST_PATH_EXTRA_STARTS": "no_pycache:INSTANTMESH_RPC_PYCACHE=off"},
+    )
     results = json.loads((out / "fast_path.json").read_text())
     assert results["views_max_abs_diff"] <= 2
     assert {"read_unet_s", "views_read_s", "load_mesh_s", "imports_s"} <= set(results["second_start"]["phases"])
@@ -65,11 +92,33 @@ def test_fast_path_runs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
 
 def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "throughput"
-    printed = bench("benchmarks.throughput", "--weights", str(tiny_weights), "--batches", "1,2", "--mesh-lanes", "on,off", "--objects", "3",
-                    "--steps", "2", "--format", "ply", "--out", str(out))
+    printed = bench(
+        "benchmarks.throughput",
+        "--weights",
+        str(tiny_weights),
+        "--batches",
+        "1,2",
+        "--mesh-lanes",
+        "on,off",
+        "--objects",
+        "3",
+        "--steps",
+        "2",
+        "--format",
+        "ply",
+        "--out",
+        str(out),
+    )
     results = json.loads((out / "throughput.json").read_text())["results"]
     assert sorted(results) == ["1/lane-off", "1/lane-on", "2/lane-off", "2/lane-on"]
     assert [results[k]["mesh_lane"] for k in sorted(results)] == ["off", "on", "off", "on"]
-    assert results["2/lane-on"]["per_object"]["batch_size"] == [2, 2, 1]  # the map keeps batches full; the last object alone
-    assert all(r["objects"] == 3 and r["objects_per_min"] > 0 and r["views_max_abs_diff_batched_vs_alone"] <= 1 for r in results.values())
+    assert results["2/lane-on"]["per_object"]["batch_size"] == [
+        2,
+        2,
+        1,
+    ]  # the map keeps batches full; the last object alone
+    assert all(
+        r["objects"] == 3 and r["objects_per_min"] > 0 and r["views_max_abs_diff_batched_vs_alone"] <= 1
+        for r in results.values()
+    )
     assert "Throughput of one worker" in printed and (out / "throughput.md").exists()

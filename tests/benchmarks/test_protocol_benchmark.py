@@ -13,7 +13,12 @@ pytestmark = pytest.mark.pipe
 def test_protocol_benchmark_writes_every_measurement(worker_python: Path, tmp_path: Path) -> None:
     from benchmarks import protocol
 
-    assert protocol.main(["--worker-python", str(worker_python), "--pings", "40", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    assert (
+        protocol.main(
+            ["--worker-python", str(worker_python), "--pings", "40", "--repeats", "2", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "protocol.json").read_text())
     assert saved["ping_s"]["n"] == 40 and 0 < saved["ping_s"]["median"] <= saved["ping_s"]["max"]
     assert set(saved["throughput_per_s"]) == {"1", "4", "8"} and all(v > 0 for v in saved["throughput_per_s"].values())

@@ -25,8 +25,24 @@ def test_scale_benchmark_writes_every_configuration(worker_python: Path, tmp_pat
     except ImportError:
         pass
     code = scale.main(
-        ["--mock", "view_size=64,step_delay=0.01", "--device", "cpu", "--worker-python", str(worker_python), "--configs", configs,
-         "--objects", "2", "--steps", "2", "--out", str(tmp_path), "--name", "smoke"]
+        [
+            "--mock",
+            "view_size=64,step_delay=0.01",
+            "--device",
+            "cpu",
+            "--worker-python",
+            str(worker_python),
+            "--configs",
+            configs,
+            "--objects",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "smoke",
+        ]
     )
     assert code == 0
     saved = json.loads((tmp_path / "smoke.json").read_text())

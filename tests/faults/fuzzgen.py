@@ -77,7 +77,11 @@ class MessageFuzzer:
         elif choice == 5:
             method, params = "unload", {"models": r.sample(["views", "mesh"], r.randrange(3))}
         elif choice in (6, 7):
-            image = {"type": "png", "data": self.small_png} if r.random() < 0.7 else {"type": "path", "path": self.image_path}
+            image = (
+                {"type": "png", "data": self.small_png}
+                if r.random() < 0.7
+                else {"type": "path", "path": self.image_path}
+            )
             if r.random() < 0.1:  # inline data in formats the worker must refuse (EPS would start Ghostscript)
                 image = {"type": "png", "data": r.choice([self.eps, self.small_gif])}
             params = {"image": image, "seed": r.randrange(1000), "num_inference_steps": r.randrange(1, 4)}
@@ -93,7 +97,11 @@ class MessageFuzzer:
                     {"type": "grid_path", "path": self.image_path},
                 ]
             )
-            params = {"views": views, "output_path": out + "." + r.choice(["obj", "glb", "ply"]), "overwrite": r.random() < 0.7}
+            params = {
+                "views": views,
+                "output_path": out + "." + r.choice(["obj", "glb", "ply"]),
+                "overwrite": r.random() < 0.7,
+            }
             method = "reconstruct"
         elif choice == 10:
             return {"jsonrpc": "2.0", "method": "cancel", "params": {"id": r.randrange(1, self.counter + 1)}}
@@ -125,7 +133,7 @@ class MessageFuzzer:
         if kind == 3:
             return r.choice([0.0, -0.0, 1.5, 1e308, -1e308, 5e-324, r.uniform(-1e6, 1e6)])
         if kind in (4, 5):
-            alphabet = "ab/._-\\\"\u00e9\u4e2d\U0001f600 \t\u0000"
+            alphabet = 'ab/._-\\"\u00e9\u4e2d\U0001f600 \t\u0000'
             return "".join(r.choice(alphabet) for _ in range(r.randrange(12)))
         if kind == 6:
             return r.choice(["", "/", "/tmp/x.png", "views-0-1", "2.0", "path", "png", "handle"])
@@ -134,7 +142,24 @@ class MessageFuzzer:
         return {self.random_json_key(): self.random_json(depth + 1) for _ in range(r.randrange(4))}
 
     def random_json_key(self) -> str:
-        return self.rng.choice(["id", "method", "params", "type", "path", "data", "image", "views", "seed", "models", "x", "jsonrpc", "result", "error"])
+        return self.rng.choice(
+            [
+                "id",
+                "method",
+                "params",
+                "type",
+                "path",
+                "data",
+                "image",
+                "views",
+                "seed",
+                "models",
+                "x",
+                "jsonrpc",
+                "result",
+                "error",
+            ]
+        )
 
     def _paths(self, value: Any, prefix: tuple = ()) -> list[tuple]:
         found = [prefix]
@@ -201,7 +226,16 @@ class MessageFuzzer:
 
     def _huge_number(self, message: dict[str, Any]) -> bytes:
         number = self.rng.choice(
-            [b"1" + b"0" * self.rng.randrange(18, 400), b"-" + b"9" * self.rng.randrange(18, 400), b"1e999", b"-1e999", b"1e-999", b"0.0000000000000000000001", b"-0", b"18446744073709551616"]
+            [
+                b"1" + b"0" * self.rng.randrange(18, 400),
+                b"-" + b"9" * self.rng.randrange(18, 400),
+                b"1e999",
+                b"-1e999",
+                b"1e-999",
+                b"0.0000000000000000000001",
+                b"-0",
+                b"18446744073709551616",
+            ]
         )
         self._set(message, self._pick(message), "__NUMBER__")
         return _encode(message).replace(b'"__NUMBER__"', number, 1)
@@ -223,7 +257,12 @@ class MessageFuzzer:
 
     def _long_string(self, message: dict[str, Any]) -> bytes:
         path = self._pick(message)
-        self._set(message, path, self.rng.choice(["/", "x", "\u00e9"]) * self.rng.choice([1000, 5000, 20_000, 100_000 if self.rng.random() < 0.1 else 3000]))
+        self._set(
+            message,
+            path,
+            self.rng.choice(["/", "x", "\u00e9"])
+            * self.rng.choice([1000, 5000, 20_000, 100_000 if self.rng.random() < 0.1 else 3000]),
+        )
         return _encode(message)
 
     def _wrong_envelope(self, message: dict[str, Any]) -> bytes:

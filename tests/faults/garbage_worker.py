@@ -36,11 +36,31 @@ def main() -> None:
         if msg is None:
             return
         if msg.method == "initialize":
-            info = InitializeResult(PROTOCOL_VERSION, "garbage", "x", os.getpid(), "garbage", "garbage", "cpu", None, None, [], MAX_LINE_BYTES, 1)
+            info = InitializeResult(
+                PROTOCOL_VERSION,
+                "garbage",
+                "x",
+                os.getpid(),
+                "garbage",
+                "garbage",
+                "cpu",
+                None,
+                None,
+                [],
+                MAX_LINE_BYTES,
+                1,
+            )
             stream.send(Response(msg.id, info))
         elif msg.method == "ping":
             if mode == "all":
-                for name in ("not_json", "invalid_utf8", "unknown_id", "null_id_error", "stray_progress", "bad_progress"):
+                for name in (
+                    "not_json",
+                    "invalid_utf8",
+                    "unknown_id",
+                    "null_id_error",
+                    "stray_progress",
+                    "bad_progress",
+                ):
                     out.write(GARBAGE[name])
             elif mode in GARBAGE:
                 out.write(GARBAGE[mode])

@@ -31,7 +31,9 @@ def _views(image: str, **extra: object) -> dict[str, object]:
 # ---------------------------------------------------------------- replies that cannot be encoded
 
 
-def test_an_output_path_that_resolves_to_a_non_utf8_name_gets_an_error_reply(raw_worker, object_png: Path, tmp_path: Path) -> None:
+def test_an_output_path_that_resolves_to_a_non_utf8_name_gets_an_error_reply(
+    raw_worker, object_png: Path, tmp_path: Path
+) -> None:
     """An output path through a symlink to a directory whose name is not UTF-8: the result could not carry
     the resolved path, so the request gets `output_refused` naming the reason (never silence), nothing is
     written, and the worker keeps serving."""
@@ -111,7 +113,9 @@ def test_an_on_stderr_callback_that_raises_is_reported_once_and_the_drain_goes_o
         calls.append(line)
         raise RuntimeError("user callback bug")
 
-    client = WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", "noisy"], startup_timeout=30, on_stderr=bad)
+    client = WorkerClient(
+        WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", "noisy"], startup_timeout=30, on_stderr=bad
+    )
     with caplog.at_level(logging.ERROR, logger="host.worker.process"):
         try:
             client.start()
@@ -152,7 +156,14 @@ def test_an_id_in_flight_is_refused_for_every_method(raw_worker, object_png: Pat
     """While generate_views id 7 runs, ping, status and generate_views with id 7 all get `invalid_request`;
     then id 7's own answer arrives, and afterwards id 7 can be used again."""
     worker = raw_worker("--mock", "step_delay=0.05")
-    worker.send({"jsonrpc": "2.0", "id": 7, "method": "generate_views", "params": _views(str(object_png), num_inference_steps=40)})
+    worker.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "generate_views",
+            "params": _views(str(object_png), num_inference_steps=40),
+        }
+    )
     for method, params in (("ping", None), ("status", None), ("generate_views", _views(str(object_png)))):
         message = {"jsonrpc": "2.0", "id": 7, "method": method, **({"params": params} if params else {})}
         worker.send(message)
@@ -198,7 +209,9 @@ def test_names_near_the_length_limit_work(raw_worker, object_png: Path, tmp_path
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
-def test_overwrite_never_replaces_what_is_not_a_regular_file(raw_worker, object_png: Path, tmp_path: Path, kind: str) -> None:
+def test_overwrite_never_replaces_what_is_not_a_regular_file(
+    raw_worker, object_png: Path, tmp_path: Path, kind: str
+) -> None:
     """overwrite=true onto a FIFO, a directory or a device (a symlink to /dev/null) is `output_refused`, and
     the thing is still there, untouched."""
     target = tmp_path / "target.png"
@@ -230,14 +243,23 @@ def test_a_symlink_loop_gets_an_accurate_message(raw_worker, object_png: Path, t
 
 
 @pytest.mark.slow
-def test_a_host_killed_during_a_write_leaves_no_temporary_file_after_the_next_write(raw_worker, object_png: Path, tmp_path: Path) -> None:
+def test_a_host_killed_during_a_write_leaves_no_temporary_file_after_the_next_write(
+    raw_worker, object_png: Path, tmp_path: Path
+) -> None:
     """The host dies (EOF on the worker's stdin, as the kernel delivers it) while an output sits at its
     temporary path: the worker exits and the temporary file is the only debris; the next write of that
     target removes it once stale."""
     target = tmp_path / "out" / "grid.png"
     target.parent.mkdir()
     worker = raw_worker("--mock", "write_delay=30")
-    worker.send({"jsonrpc": "2.0", "id": 1, "method": "generate_views", "params": _views(str(object_png), output_path=str(target))})
+    worker.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "generate_views",
+            "params": _views(str(object_png), output_path=str(target)),
+        }
+    )
     deadline = time.monotonic() + GENEROUS_S
     while not (left := [p for p in target.parent.iterdir() if ".partial-" in p.name]):
         assert time.monotonic() < deadline, "the worker never started writing"
@@ -268,7 +290,9 @@ def test_inline_image_data_must_be_png_or_jpeg(raw_worker, name: str) -> None:
         buffer = io.BytesIO()
         Image.new("RGB", (16, 16), (10, 20, 30)).save(buffer, format=name.upper())
         data = buffer.getvalue()
-    reply = raw_worker().call("generate_views", {"image": {"type": "png", "data": base64.b64encode(data).decode()}, "num_inference_steps": 1})
+    reply = raw_worker().call(
+        "generate_views", {"image": {"type": "png", "data": base64.b64encode(data).decode()}, "num_inference_steps": 1}
+    )
     assert error_name(reply) == "input_unreadable" and reply["error"]["data"]["reason"] == "unsupported format", reply
 
 
@@ -295,10 +319,21 @@ def test_the_input_cap_holds_when_the_reported_size_is_zero(monkeypatch) -> None
 # ---------------------------------------------------------------- smaller ones
 
 
-@pytest.mark.parametrize("flags", [["--max-handles", "0"], ["--max-handles", "many"], ["--view-size", "-3"], ["--output-root", "/no/such/dir"], ["--frobnicate"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max-handles", "0"],
+        ["--max-handles", "many"],
+        ["--view-size", "-3"],
+        ["--output-root", "/no/such/dir"],
+        ["--frobnicate"],
+    ],
+)
 def test_bad_worker_flags_give_one_line_errors(worker_python: Path, flags: list[str]) -> None:
     """Bad worker flags: the worker exits at once with one stderr line naming the flag; WorkerStartError quotes it."""
-    client = WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock", *flags], startup_timeout=GENEROUS_S)
+    client = WorkerClient(
+        WorkerCommand.python(worker_python), ["--backend", "mock", *flags], startup_timeout=GENEROUS_S
+    )
     with pytest.raises(WorkerStartError) as info:
         client.start()
     tail = info.value.stderr_tail.strip().splitlines()
@@ -337,7 +372,11 @@ def test_a_progress_callback_that_calls_the_client_does_not_deadlock(mock_client
         if progress.stage == "diffusion" and not seen:
             seen.append(client.status(timeout=GENEROUS_S).busy)
 
-    result = client.generate_views(GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=20), timeout=GENEROUS_S, on_progress=on_progress)
+    result = client.generate_views(
+        GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=20),
+        timeout=GENEROUS_S,
+        on_progress=on_progress,
+    )
     assert result.handle and seen == ["generate_views"]
 
 

@@ -49,7 +49,12 @@ def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def gv(image: dict[str, Any], **extra: Any) -> bytes:
@@ -65,8 +70,16 @@ ENVELOPE_CASES: dict[str, tuple[bytes, str | None, Any]] = {
     "not-json": (b"hello worker", "parse_error", None),
     "truncated-json": (b'{"jsonrpc":"2.0","id":1,"method":"ping"', "parse_error", None),
     "invalid-utf8-in-method": (b'{"jsonrpc":"2.0","id":1,"method":"p\xffng"}', "parse_error", None),
-    "invalid-utf8-in-params": (b'{"jsonrpc":"2.0","id":1,"method":"load","params":{"models":["\xff"]}}', "parse_error", None),
-    "deep-nesting": (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "parse_error", None),
+    "invalid-utf8-in-params": (
+        b'{"jsonrpc":"2.0","id":1,"method":"load","params":{"models":["\xff"]}}',
+        "parse_error",
+        None,
+    ),
+    "deep-nesting": (
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "parse_error",
+        None,
+    ),
     "array": (b"[1, 2, 3]", "invalid_request", None),
     "batch": (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', "invalid_request", None),
     "empty-line": (b"", "invalid_request", None),
@@ -76,7 +89,11 @@ ENVELOPE_CASES: dict[str, tuple[bytes, str | None, Any]] = {
     "array-id": (frame(id=[1], method="ping"), "invalid_request", None),
     "float-id": (frame(id=1.5, method="ping"), "invalid_request", None),
     "bool-id": (frame(id=True, method="ping"), "invalid_request", None),
-    "huge-int-id-echoed-exactly": (b'{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}', "ok", 123456789012345678901234567890),
+    "huge-int-id-echoed-exactly": (
+        b'{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}',
+        "ok",
+        123456789012345678901234567890,
+    ),
     "method-not-string": (frame(id=4, method=5), "invalid_request", None),
     "no-method": (frame(id=4), "invalid_request", 4),
     "unknown-method": (frame(id=5, method="frobnicate"), "method_not_found", 5),
@@ -89,14 +106,36 @@ ENVELOPE_CASES: dict[str, tuple[bytes, str | None, Any]] = {
     "wrong-type-image": (frame(id=7, method="generate_views", params={"image": 5}), "invalid_params", 7),
     "unknown-image-type": (gv({"type": "gif", "path": "/x.gif"}), "invalid_params", 7),
     "not-base64": (gv({"type": "png", "data": "***"}), "invalid_params", 7),
-    "huge-seed": (b'{"jsonrpc":"2.0","id":7,"method":"generate_views","params":{"image":{"type":"path","path":"/x.png"},"seed":123456789012345678901234567890}}', "invalid_params", 7),
+    "huge-seed": (
+        b'{"jsonrpc":"2.0","id":7,"method":"generate_views","params":{"image":{"type":"path","path":"/x.png"},"seed":123456789012345678901234567890}}',
+        "invalid_params",
+        7,
+    ),
     "negative-steps": (gv({"type": "path", "path": "/x.png"}, num_inference_steps=-1), "invalid_params", 7),
-    "infinite-guidance": (b'{"jsonrpc":"2.0","id":7,"method":"generate_views","params":{"image":{"type":"path","path":"/x.png"},"guidance_scale":1e999}}', "invalid_params", 7),
+    "infinite-guidance": (
+        b'{"jsonrpc":"2.0","id":7,"method":"generate_views","params":{"image":{"type":"path","path":"/x.png"},"guidance_scale":1e999}}',
+        "invalid_params",
+        7,
+    ),
     "relative-path": (gv({"type": "path", "path": "x.png"}), "invalid_params", 7),
     "nul-in-path": (gv({"type": "path", "path": "/tmp/a\u0000b.png"}), "invalid_params", 7),
     "bad-model-name": (frame(id=8, method="load", params={"models": ["everything"]}), "invalid_params", 8),
-    "bad-format": (frame(id=9, method="reconstruct", params={"views": {"type": "handle", "handle": "h"}, "output_path": "/tmp/m.stl"}), "invalid_params", 9),
-    "bad-handle": (frame(id=9, method="reconstruct", params={"views": {"type": "handle", "handle": "views-0-1"}, "output_path": "/tmp/never/m.obj"}), "handle_expired", 9),
+    "bad-format": (
+        frame(
+            id=9, method="reconstruct", params={"views": {"type": "handle", "handle": "h"}, "output_path": "/tmp/m.stl"}
+        ),
+        "invalid_params",
+        9,
+    ),
+    "bad-handle": (
+        frame(
+            id=9,
+            method="reconstruct",
+            params={"views": {"type": "handle", "handle": "views-0-1"}, "output_path": "/tmp/never/m.obj"},
+        ),
+        "handle_expired",
+        9,
+    ),
     "response-to-worker": (frame(id=10, result={"pong": True}), None, None),
     "unknown-notification": (frame(method="frobnicate", params={}), None, None),
     "cancel-bad-params": (frame(method="cancel", params={"id": [1]}), None, None),
@@ -109,7 +148,9 @@ def test_bad_frame_gets_its_error_and_the_worker_keeps_serving(raw_worker, case:
     """One malformed frame (raw bytes on stdin): the exact error code on the right id (or no reply for
     notifications and stray responses), then a ping on the same pipe is answered."""
     line, expected, reply_id = ENVELOPE_CASES[case]
-    record_property("expect", "no reply" if expected is None else f"{expected} on id {'null' if reply_id is None else reply_id}")
+    record_property(
+        "expect", "no reply" if expected is None else f"{expected} on id {'null' if reply_id is None else reply_id}"
+    )
     worker: RawWorker = raw_worker()
     worker.write(line + b"\n" + PING)
     # Model methods are answered by the executor, so the ping may overtake their error: take both.
@@ -200,13 +241,29 @@ def _input_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], str]]:
 
 
 INPUT_CASES = [
-    "nonexistent", "through-a-file", "directory", "fifo", "char-device", "read-fails-eio", "over-512MiB", "corrupt-png",
-    "random-bytes", "empty-file", "mode-I16", "mode-CMYK-jpeg", "too-small", "too-many-pixels", "inline-garbage", "inline-ok",
+    "nonexistent",
+    "through-a-file",
+    "directory",
+    "fifo",
+    "char-device",
+    "read-fails-eio",
+    "over-512MiB",
+    "corrupt-png",
+    "random-bytes",
+    "empty-file",
+    "mode-I16",
+    "mode-CMYK-jpeg",
+    "too-small",
+    "too-many-pixels",
+    "inline-garbage",
+    "inline-ok",
 ]
 
 
 @pytest.mark.parametrize("case", INPUT_CASES)
-def test_bad_input_file_gets_its_code_and_the_worker_keeps_serving(raw_worker, tmp_path: Path, case: str, record_property) -> None:
+def test_bad_input_file_gets_its_code_and_the_worker_keeps_serving(
+    raw_worker, tmp_path: Path, case: str, record_property
+) -> None:
     """One bad input for generate_views (nonexistent path, a path through a file, a directory, a FIFO,
     /dev/zero, a file whose read fails, a 1 GiB file, corrupt/random/empty PNGs, modes I;16 and CMYK, a
     4x4 image, a 100 Mpixel header): input_not_found or input_unreadable within 5 s, not busy after."""
@@ -224,7 +281,13 @@ def test_bad_input_file_gets_its_code_and_the_worker_keeps_serving(raw_worker, t
 def test_views_grid_of_the_wrong_shape_is_refused(raw_worker, tmp_path: Path) -> None:
     """reconstruct from an inline grid that is not 3 rows x 2 columns: input_unreadable, no mesh written."""
     worker: RawWorker = raw_worker()
-    bad_grid = worker.call("reconstruct", {"views": {"type": "grid_png", "data": inline(png((64, 64), "RGB"))["data"]}, "output_path": str(tmp_path / "m.obj")})
+    bad_grid = worker.call(
+        "reconstruct",
+        {
+            "views": {"type": "grid_png", "data": inline(png((64, 64), "RGB"))["data"]},
+            "output_path": str(tmp_path / "m.obj"),
+        },
+    )
     assert error_name(bad_grid) == "input_unreadable" and "3 rows x 2 columns" in bad_grid["error"]["message"]
     assert not (tmp_path / "m.obj").exists()
 

@@ -50,7 +50,11 @@ def expected_reply_id(line: bytes) -> Any:
         return None
     if msg.id is msgspec.UNSET or msg.id is None:
         return None  # notifications (and null ids, answered with id null)
-    if msg.jsonrpc == "2.0" and msg.method is msgspec.UNSET and (msg.result is not msgspec.UNSET or msg.error is not msgspec.UNSET):
+    if (
+        msg.jsonrpc == "2.0"
+        and msg.method is msgspec.UNSET
+        and (msg.result is not msgspec.UNSET or msg.error is not msgspec.UNSET)
+    ):
         return None  # a response sent to the worker: ignored
     return msg.id
 
@@ -135,10 +139,17 @@ def run_in_process(lines: Iterator[bytes], tmp_path: Path) -> tuple[ReplyChecker
         to_worker.close()
 
     checker = ReplyChecker()
-    session = WorkerSession(MockBackend(MockOptions(view_size=16)), MessageStream(to_worker, checker), max_handles=4, output_root=str(tmp_path))  # type: ignore[arg-type]
+    session = WorkerSession(
+        MockBackend(MockOptions(view_size=16)),
+        MessageStream(to_worker, checker),
+        max_handles=4,
+        output_root=str(tmp_path),
+    )  # type: ignore[arg-type]
     shutdowns: list[None] = []
     session.on_shutdown = lambda: shutdowns.append(None)
-    session.handle(_envelope.decode(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocol_version":"1.0"}}'))
+    session.handle(
+        _envelope.decode(b'{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocol_version":"1.0"}}')
+    )
     feeder = threading.Thread(target=feed, name="fuzz-feed", daemon=True)
     feeder.start()
     drained: list[bool] = []
@@ -200,7 +211,9 @@ def test_fuzz_in_process_dispatcher(out_dir: Path, object_png: Path, quiet_worke
     record_property("fuzz_codes", dict(sorted(checker.codes.items())))
     assert frames == IN_PROCESS_MESSAGES
     assert_clean(checker, expected)
-    assert checker.codes.get("ok", 0) > IN_PROCESS_MESSAGES // 20, "too few valid requests: the fuzz is not reaching the methods"
+    assert checker.codes.get("ok", 0) > IN_PROCESS_MESSAGES // 20, (
+        "too few valid requests: the fuzz is not reaching the methods"
+    )
     assert not [p for p in out_dir.rglob("*") if ".partial-" in p.name], "temporary output files left behind"
 
 
@@ -214,7 +227,11 @@ def test_fuzz_hypothesis_arbitrary_json_and_bytes(out_dir: Path, quiet_worker_lo
     from rpcworker.wire.messages import METHODS
 
     json_values = st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20),
         lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
         max_leaves=20,
     )
@@ -222,13 +239,24 @@ def test_fuzz_hypothesis_arbitrary_json_and_bytes(out_dir: Path, quiet_worker_lo
     ids = st.one_of(st.integers(), st.text(max_size=8), st.none(), st.floats(allow_nan=False))
     messages = st.one_of(
         json_values.map(msgspec.json.encode),
-        st.builds(lambda i, m, p: msgspec.json.encode({"jsonrpc": "2.0", "id": i, "method": m, "params": p}), ids, methods, json_values),
+        st.builds(
+            lambda i, m, p: msgspec.json.encode({"jsonrpc": "2.0", "id": i, "method": m, "params": p}),
+            ids,
+            methods,
+            json_values,
+        ),
         st.builds(lambda m, p: msgspec.json.encode({"jsonrpc": "2.0", "method": m, "params": p}), methods, json_values),
         st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ")),
     )
     lines: list[bytes] = []
 
-    @settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=HYPOTHESIS_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(messages)
     def collect(line: bytes) -> None:
         lines.append(line)
@@ -247,7 +275,17 @@ def test_fuzz_hypothesis_arbitrary_json_and_bytes(out_dir: Path, quiet_worker_lo
 def test_fuzz_over_real_pipes(out_dir: Path, object_png: Path, worker_python: Path, record_property) -> None:
     """20k seeded messages written to a real worker process's stdin while its stdout is read and every
     reply validated: all requests answered, no internal_error, then EOF and exit code 0."""
-    worker = RawWorker("--backend", "mock", "--mock", "view_size=16", "--output-root", str(out_dir), "--max-handles", "4", python=worker_python)
+    worker = RawWorker(
+        "--backend",
+        "mock",
+        "--mock",
+        "view_size=16",
+        "--output-root",
+        str(out_dir),
+        "--max-handles",
+        "4",
+        python=worker_python,
+    )
     fuzzer = MessageFuzzer(SEED + 1, str(out_dir), str(object_png))
     expected: set[Any] = set()
     lines = [fuzzer.next_line() for _ in range(PIPE_MESSAGES)]

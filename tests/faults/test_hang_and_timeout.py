@@ -39,7 +39,9 @@ def test_timeout_cancels_and_the_worker_keeps_serving(mock_client, object_png: P
     assert client._session.unknown_responses == 0, "the late `cancelled` answer must match its call"
 
 
-def test_hung_worker_times_out_is_restarted_and_later_requests_succeed(mock_client, object_png: Path, tmp_path: Path) -> None:
+def test_hung_worker_times_out_is_restarted_and_later_requests_succeed(
+    mock_client, object_png: Path, tmp_path: Path
+) -> None:
     """A request that hangs without ever checking cancel (mock hang_on=reconstruct) times out; once the
     cancel grace passes the host kills the stuck worker (calls queued behind it fail with WorkerCrashed
     saying why) and the next calls run on a fresh worker."""
@@ -61,4 +63,3 @@ def test_hung_worker_times_out_is_restarted_and_later_requests_succeed(mock_clie
     views = client.generate_views(views_params(object_png, num_inference_steps=1))
     assert client.process.pid != stuck_pid and client.generation == 2 and views.handle
     assert client.status().busy is None
-

@@ -38,7 +38,9 @@ def fd_kinds(pid: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_10k_requests_from_8_threads_through_one_worker(mock_client, object_png: Path, tmp_path: Path, record_property) -> None:
+def test_10k_requests_from_8_threads_through_one_worker(
+    mock_client, object_png: Path, tmp_path: Path, record_property
+) -> None:
     """8 threads send 10,000 requests in all (mostly ping/status, every 25th a generate_views +
     reconstruct pair) through one worker: every request answered correctly, no stray or bad frames,
     and the worker's own count matches."""
@@ -52,8 +54,12 @@ def test_10k_requests_from_8_threads_through_one_worker(mock_client, object_png:
         try:
             for i in range(total // threads):
                 if i % 25 == 0:
-                    v = client.generate_views(GenerateViewsParams(ImagePath(str(object_png)), seed=n, num_inference_steps=2), timeout=30)
-                    m = client.reconstruct(ReconstructParams(ViewsHandle(v.handle), str(tmp_path / f"{n}.ply"), overwrite=True), timeout=30)
+                    v = client.generate_views(
+                        GenerateViewsParams(ImagePath(str(object_png)), seed=n, num_inference_steps=2), timeout=30
+                    )
+                    m = client.reconstruct(
+                        ReconstructParams(ViewsHandle(v.handle), str(tmp_path / f"{n}.ply"), overwrite=True), timeout=30
+                    )
                     assert m.num_faces > 0
                     counts[n] += 2
                 elif rng.random() < 0.7:
@@ -86,7 +92,9 @@ def test_10k_requests_from_8_threads_through_one_worker(mock_client, object_png:
 
 
 @pytest.mark.slow
-def test_compressed_soak_resources_stay_flat_and_handles_are_evicted(mock_client, tmp_path: Path, record_property) -> None:
+def test_compressed_soak_resources_stay_flat_and_handles_are_evicted(
+    mock_client, tmp_path: Path, record_property
+) -> None:
     """~20 s of objects through one worker (--max-handles 4): each round generates views for a new
     image (inline PNG), reconstructs a mesh, and sometimes reuses an old handle. RSS after warm-up grows
     by < 20 MiB, the fd set is unchanged (no sockets ever), handles never exceed 4, and evicted handles
@@ -111,9 +119,14 @@ def test_compressed_soak_resources_stay_flat_and_handles_are_evicted(mock_client
     samples: list[int] = []
     start = time.monotonic()
     while time.monotonic() - start < SOAK_SECONDS:
-        views = client.generate_views(GenerateViewsParams(ImagePng(image()), seed=rounds, num_inference_steps=3), timeout=30)
+        views = client.generate_views(
+            GenerateViewsParams(ImagePng(image()), seed=rounds, num_inference_steps=3), timeout=30
+        )
         handles.append(views.handle)
-        client.reconstruct(ReconstructParams(ViewsHandle(views.handle), str(tmp_path / f"m{rounds % 3}.glb"), overwrite=True), timeout=30)
+        client.reconstruct(
+            ReconstructParams(ViewsHandle(views.handle), str(tmp_path / f"m{rounds % 3}.glb"), overwrite=True),
+            timeout=30,
+        )
         if len(handles) > 6 and rounds % 5 == 0:
             with pytest.raises(HandleExpired, match="evicted"):
                 client.reconstruct(ReconstructParams(ViewsHandle(handles[-6]), str(tmp_path / "never.obj")), timeout=30)

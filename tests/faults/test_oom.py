@@ -13,7 +13,9 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.mark.parametrize("method", ["generate_views", "reconstruct", "load"])
-def test_out_of_memory_once_then_the_same_request_succeeds(mock_client, object_png: Path, tmp_path: Path, method: str) -> None:
+def test_out_of_memory_once_then_the_same_request_succeeds(
+    mock_client, object_png: Path, tmp_path: Path, method: str
+) -> None:
     """mock oom_once=METHOD: that call raises OutOfMemory (code -32030, data names the method), the same
     worker process stays up, and repeating the call succeeds."""
     client = mock_client(f"oom_once={method}")

@@ -40,13 +40,20 @@ def digest(path: Path) -> str:
 
 def _start(client, method: str, object_png: Path, grid: Path, target: Path, overwrite: bool):
     if method == "generate_views":
-        return client.request("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(target), overwrite=overwrite))
+        return client.request(
+            "generate_views",
+            GenerateViewsParams(
+                ImagePath(str(object_png)), num_inference_steps=1, output_path=str(target), overwrite=overwrite
+            ),
+        )
     return client.request("reconstruct", ReconstructParams(ViewsGridPath(str(grid)), str(target), overwrite=overwrite))
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-file", "overwrite"])
 @pytest.mark.parametrize("method", ["generate_views", "reconstruct"])
-def test_sigkill_during_the_write_never_truncates_the_output(mock_client, object_png: Path, tmp_path: Path, method: str, existing: bool) -> None:
+def test_sigkill_during_the_write_never_truncates_the_output(
+    mock_client, object_png: Path, tmp_path: Path, method: str, existing: bool
+) -> None:
     """SIGKILL while the output sits finished-but-unmoved at its temporary path (mock write_delay): the
     output path is absent (new file) or byte-identical to the old file (overwrite=true); the only debris
     is the hidden `.NAME.partial-PID-RAND.EXT` file. A new worker then writes the complete file, and
@@ -111,7 +118,10 @@ def test_file_appearing_during_the_write_is_not_clobbered(mock_client, object_pn
     removes its temporary file."""
     client = mock_client("write_delay=0.5")
     target = tmp_path / "grid.png"
-    pending = client.request("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(target)))
+    pending = client.request(
+        "generate_views",
+        GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(target)),
+    )
     wait_for_partial(tmp_path)
     target.write_bytes(b"someone else's file")
     with pytest.raises(OutputRefused) as info:
@@ -127,6 +137,10 @@ def test_unwritable_output_location_is_refused_cleanly(mock_client, object_png: 
     client = mock_client()
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputRefused):
-        client.generate_views(GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(tmp_path / "file" / "grid.png")))
+        client.generate_views(
+            GenerateViewsParams(
+                ImagePath(str(object_png)), num_inference_steps=1, output_path=str(tmp_path / "file" / "grid.png")
+            )
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "object.png"]
     assert client.ping().pong

@@ -81,9 +81,18 @@ def test_the_worker_opens_no_socket(raw_worker, object_png: Path, tmp_path: Path
     seen: set[str] = set(fd_kinds(worker.pid))
     worker.call("load")
     seen |= set(fd_kinds(worker.pid))
-    handle = worker.call("generate_views", {"image": {"type": "path", "path": str(object_png)}, "num_inference_steps": 3})["result"]["handle"]
+    handle = worker.call(
+        "generate_views", {"image": {"type": "path", "path": str(object_png)}, "num_inference_steps": 3}
+    )["result"]["handle"]
     seen |= set(fd_kinds(worker.pid))
-    assert error_name(worker.call("reconstruct", {"views": {"type": "handle", "handle": handle}, "output_path": str(tmp_path / "m.glb")})) == "ok"
+    assert (
+        error_name(
+            worker.call(
+                "reconstruct", {"views": {"type": "handle", "handle": handle}, "output_path": str(tmp_path / "m.glb")}
+            )
+        )
+        == "ok"
+    )
     seen |= set(fd_kinds(worker.pid))
     assert not [k for k in seen if k.startswith("socket:")], sorted(seen)
     assert os.readlink(f"/proc/{worker.pid}/fd/0") == "/dev/null"
@@ -108,11 +117,15 @@ def test_output_paths_are_confined_to_the_output_root(confined, object_png: Path
     symlinked file pointing outside get output_refused (nothing written outside); a directory target is
     refused; paths inside the root (also through an inside symlink) are written."""
     worker, root, outside = confined
-    views = worker.call("generate_views", {"image": {"type": "path", "path": str(object_png)}, "num_inference_steps": 1})
+    views = worker.call(
+        "generate_views", {"image": {"type": "path", "path": str(object_png)}, "num_inference_steps": 1}
+    )
     handle = views["result"]["handle"]
 
     def reconstruct(path: str, **extra) -> str:
-        return error_name(worker.call("reconstruct", {"views": {"type": "handle", "handle": handle}, "output_path": path, **extra}))
+        return error_name(
+            worker.call("reconstruct", {"views": {"type": "handle", "handle": handle}, "output_path": path, **extra})
+        )
 
     assert reconstruct("relative/m.obj") == "invalid_params"
     assert reconstruct(str(root / ".." / "outside" / "m.obj")) == "output_refused"
@@ -126,6 +139,15 @@ def test_output_paths_are_confined_to_the_output_root(confined, object_png: Path
     assert reconstruct(str(root / "dir.obj"), overwrite=True) == "output_refused"
     assert reconstruct(str(root / "link-in" / "m.obj")) == "ok"
     assert (root / "sub" / "m.obj").exists()
-    assert sorted(p.name for p in outside.iterdir()) == ["victim.obj"] and (outside / "victim.obj").read_text() == "victim"
-    grid = worker.call("generate_views", {"image": {"type": "path", "path": str(object_png)}, "num_inference_steps": 1, "output_path": str(root / "link-out" / "g.png")})
+    assert (
+        sorted(p.name for p in outside.iterdir()) == ["victim.obj"] and (outside / "victim.obj").read_text() == "victim"
+    )
+    grid = worker.call(
+        "generate_views",
+        {
+            "image": {"type": "path", "path": str(object_png)},
+            "num_inference_steps": 1,
+            "output_path": str(root / "link-out" / "g.png"),
+        },
+    )
     assert error_name(grid) == "output_refused" and not (outside / "g.png").exists()

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.faults
 @pytest.fixture()
 def grid(mock_client, object_png: Path, tmp_path: Path) -> Path:
     path = tmp_path / "grid.png"
-    mock_client().generate_views(GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(path)))
+    mock_client().generate_views(
+        GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1, output_path=str(path))
+    )
     return path
 
 
@@ -27,7 +29,9 @@ def _textured(grid: Path, target: Path, overwrite: bool = False) -> ReconstructP
 
 
 @pytest.mark.parametrize("companion", ["mesh.mtl", "mesh.png"])
-def test_an_existing_companion_is_refused_without_overwrite(mock_client, grid: Path, tmp_path: Path, companion: str) -> None:
+def test_an_existing_companion_is_refused_without_overwrite(
+    mock_client, grid: Path, tmp_path: Path, companion: str
+) -> None:
     """output_refused (reason exists) naming the companion; nothing is written, the file is untouched;
     overwrite=true then replaces it and writes the rest."""
     out = tmp_path / "out"
@@ -43,7 +47,9 @@ def test_an_existing_companion_is_refused_without_overwrite(mock_client, grid: P
     assert (out / companion).read_bytes() != b"precious" and mesh.extra_paths[-1] == str(out / "mesh.png")
 
 
-def test_a_companion_appearing_during_the_write_rolls_back_the_whole_set(mock_client, grid: Path, tmp_path: Path) -> None:
+def test_a_companion_appearing_during_the_write_rolls_back_the_whole_set(
+    mock_client, grid: Path, tmp_path: Path
+) -> None:
     """The .png appears after the checks, while the finished .mtl waits to be moved (write_delay): the
     worker refuses, takes back the .mtl it had already put in place, never writes the .obj, leaves the
     other writer's .png alone and removes its temporary files."""

@@ -33,7 +33,8 @@ def test_sigkill_mid_request_fails_fast_with_exit_code_and_stderr(mock_client, o
     client = mock_client("step_delay=0.05,noisy=1")
     stepping = threading.Event()
     pending = client.request(
-        "generate_views", views_params(object_png, num_inference_steps=400),
+        "generate_views",
+        views_params(object_png, num_inference_steps=400),
         on_progress=lambda p: stepping.set() if p.stage == "diffusion" else None,
     )
     assert stepping.wait(30)
@@ -96,7 +97,16 @@ def _env_without(tmp_path: Path, worker_python: Path, keep: tuple[str, ...]) -> 
     if keep:
         import glob
 
-        source = Path(subprocess.check_output([str(worker_python), "-c", "import msgspec, os; print(os.path.dirname(os.path.dirname(msgspec.__file__)))"], text=True).strip())
+        source = Path(
+            subprocess.check_output(
+                [
+                    str(worker_python),
+                    "-c",
+                    "import msgspec, os; print(os.path.dirname(os.path.dirname(msgspec.__file__)))",
+                ],
+                text=True,
+            ).strip()
+        )
         shelf = tmp_path / "shelf"
         shelf.mkdir()
         for name in keep:
@@ -134,8 +144,12 @@ def test_start_failures_name_the_cause(tmp_path: Path, worker_python: Path) -> N
     with pytest.raises(WorkerStartError, match="does not exist"):
         WorkerClient(WorkerCommand.python(tmp_path / "no-python"), []).start()
     with pytest.raises(WorkerStartError, match="torch") as info:
-        WorkerClient(WorkerCommand.python(worker_python), ["--backend", "instantmesh", "--preset", "tiny"], startup_timeout=30).start()
+        WorkerClient(
+            WorkerCommand.python(worker_python), ["--backend", "instantmesh", "--preset", "tiny"], startup_timeout=30
+        ).start()
     assert info.value.exit_code == 2
     with pytest.raises(WorkerStartError, match="unknown mock option 'bogus'") as info:
-        WorkerClient(WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", "bogus=1"], startup_timeout=30).start()
+        WorkerClient(
+            WorkerCommand.python(worker_python), ["--backend", "mock", "--mock", "bogus=1"], startup_timeout=30
+        ).start()
     assert info.value.exit_code == 2

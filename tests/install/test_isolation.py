@@ -95,7 +95,11 @@ def _probe(installed: dict[str, Path], worker: str) -> dict:
     run_dir.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        [str(installed["host"]), "-c", PROBE, str(installed[worker].parent.parent)], cwd=run_dir, env=env, capture_output=True, text=True
+        [str(installed["host"]), "-c", PROBE, str(installed[worker].parent.parent)],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -105,7 +109,9 @@ def _probe(installed: dict[str, Path], worker: str) -> dict:
 def test_worker_sees_none_of_the_host_environment(installed: dict[str, Path], worker: str) -> None:
     report = _probe(installed, worker)
     host_prefix = str(installed["base"] / "host")
-    assert report["host"].startswith(host_prefix) and "site-packages" in report["host"], report["host"]  # really pip-installed
+    assert report["host"].startswith(host_prefix) and "site-packages" in report["host"], report[
+        "host"
+    ]  # really pip-installed
     assert report["rc"] == 0, report["stderr"]
     seen = report["worker"]
     assert not [p for p in seen["path"] if p.startswith(host_prefix)], seen["path"]
@@ -141,7 +147,11 @@ def test_installed_host_runs_a_py310_worker_end_to_end(installed: dict[str, Path
     run_dir = installed["base"] / "e2e"
     run_dir.mkdir()
     out = subprocess.run(
-        [str(installed["host"]), "-c", script, str(installed["worker310"].parent.parent), str(first)], cwd=run_dir, capture_output=True, text=True, timeout=120
+        [str(installed["host"]), "-c", script, str(installed["worker310"].parent.parent), str(first)],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     version, has_faces = out.stdout.split()
@@ -154,15 +164,29 @@ def test_worker_env_without_msgspec_names_it(installed: dict[str, Path], tmp_pat
     if not bare.exists():
         _venv(_py310(), bare)
     script = "import sys\nfrom host import InstantMeshWorker, WorkerStartError\ntry:\n    InstantMeshWorker(sys.argv[1], backend='mock', startup_timeout=30).start()\nexcept WorkerStartError as e:\n    print(str(e).splitlines()[0])\n"
-    out = subprocess.run([str(installed["host"]), "-c", script, str(bare)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(installed["host"]), "-c", script, str(bare)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert "lacks the Python package 'msgspec'" in out.stdout, out.stdout + out.stderr
     assert "_core" not in out.stdout
 
 
-def test_installed_host_without_pillow_refuses_preprocessing_in_one_line(installed: dict[str, Path], tmp_path: Path) -> None:
+def test_installed_host_without_pillow_refuses_preprocessing_in_one_line(
+    installed: dict[str, Path], tmp_path: Path
+) -> None:
     image = ROOT / "examples" / "inputs" / "ball.png"
     cli = installed["host"].parent / "instantmesh-rpc"
-    args = [str(cli), "batch", str(image), "--out", "o", "--python", str(installed["worker310"].parent.parent), "--mock", "step_delay=0"]
+    args = [
+        str(cli),
+        "batch",
+        str(image),
+        "--out",
+        "o",
+        "--python",
+        str(installed["worker310"].parent.parent),
+        "--mock",
+        "step_delay=0",
+    ]
     out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.count("\n") == 1 and "preprocessing need pillow" in out.stderr, out.stderr
@@ -180,7 +204,20 @@ def test_a_python39_application_drives_a_py310_worker(installed: dict[str, Path]
     host = _venv(py39, installed["base"] / "host39")
     subprocess.run([str(host), "-m", "pip", "install", "-q", str(ROOT)], check=True, cwd=tmp_path)
     image = ROOT / "examples" / "inputs" / "ball.png"
-    args = [str(host), "-m", "host", "batch", str(image), "--out", "o", "--no-preprocess", "--python", str(installed["worker310"].parent.parent), "--mock", "step_delay=0"]
+    args = [
+        str(host),
+        "-m",
+        "host",
+        "batch",
+        str(image),
+        "--out",
+        "o",
+        "--no-preprocess",
+        "--python",
+        str(installed["worker310"].parent.parent),
+        "--mock",
+        "step_delay=0",
+    ]
     out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "o" / "ball.obj").is_file()

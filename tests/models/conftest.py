@@ -30,4 +30,6 @@ def tiny_pipe(one_thread: None) -> Any:
         pytest.skip(f"golden data not found at {TINY_ZERO123PLUS}")
     from instantmesh.zero123plus import load_zero123plus
 
-    return load_zero123plus(TINY_ZERO123PLUS / "pipeline", TINY_ZERO123PLUS / "whitebg_unet" / "diffusion_pytorch_model.bin")
+    return load_zero123plus(
+        TINY_ZERO123PLUS / "pipeline", TINY_ZERO123PLUS / "whitebg_unet" / "diffusion_pytorch_model.bin"
+    )

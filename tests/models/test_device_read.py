@@ -38,12 +38,19 @@ def test_staged_read_gives_the_files_tensors(tmp_path: Path, chunk: int, lanes: 
     got = read_staged(path, torch.device("cpu"), chunk_bytes=chunk, lanes=lanes)  # tensors spanning chunks (and lanes)
     assert got.keys() == expected.keys()
     for name, tensor in expected.items():
-        assert got[name].dtype == tensor.dtype and got[name].shape == tensor.shape and torch.equal(got[name], tensor), name
+        assert got[name].dtype == tensor.dtype and got[name].shape == tensor.shape and torch.equal(got[name], tensor), (
+            name
+        )
 
 
 def test_empty_tensors_beside_others_and_an_empty_file(tmp_path: Path) -> None:
     """Zero-size tensors share their offset with the next tensor: each chunk still finds every tensor it holds."""
-    tensors = {"a_empty": torch.zeros(0), "b": torch.arange(10.0), "c_empty": torch.zeros(0, 3), "d": torch.arange(7, dtype=torch.int16)}
+    tensors = {
+        "a_empty": torch.zeros(0),
+        "b": torch.arange(10.0),
+        "c_empty": torch.zeros(0, 3),
+        "d": torch.arange(7, dtype=torch.int16),
+    }
     path = tmp_path / "w.safetensors"
     save_file(tensors, str(path))
     for chunk in (4, 40, 1 << 10):
@@ -65,8 +72,12 @@ def test_truncated_padded_or_garbled_files_are_refused(tmp_path: Path) -> None:
     save_file(_tensors(), str(path))
     data = path.read_bytes()
     check_header(path)
-    for name, content in (("truncated", data[:-3]), ("padded", data + b"\0" * 8), ("garbled", data[:8] + b"x" + data[9:]),
-                          ("short", data[:5])):
+    for name, content in (
+        ("truncated", data[:-3]),
+        ("padded", data + b"\0" * 8),
+        ("garbled", data[:8] + b"x" + data[9:]),
+        ("short", data[:5]),
+    ):
         bad = tmp_path / f"{name}.safetensors"
         bad.write_bytes(content)
         with pytest.raises(CheckpointError):

@@ -58,13 +58,18 @@ def test_textured_obj_keeps_positions_and_uvs_paired_through_the_orientation(tmp
     vertices, faces, uvs, uv_faces, texture = _textured()
     path = tmp_path / "t.obj"
     tmp = [str(tmp_path / ".t.partial.obj"), str(tmp_path / ".t.partial.mtl"), str(tmp_path / ".t.partial.png")]
-    write_textured_mesh(tmp[0], "obj", vertices, faces, uvs, uv_faces, texture, mtl_path=tmp[1], texture_path=tmp[2], reference_stem="t")
+    write_textured_mesh(
+        tmp[0], "obj", vertices, faces, uvs, uv_faces, texture, mtl_path=tmp[1], texture_path=tmp[2], reference_stem="t"
+    )
     for written, final in zip(tmp, [str(path), *texture_companions(str(path), "obj")], strict=False):
         Path(written).rename(final)
     lines = path.read_text().splitlines()
     v = np.array([line.split()[1:] for line in lines if line.startswith("v ")], dtype=np.float32)
     vt = np.array([line.split()[1:] for line in lines if line.startswith("vt ")], dtype=np.float32)
-    corners = np.array([[c.split("/") for c in line.split()[1:]] for line in lines if line.startswith("f ")], dtype=np.int64) - 1
+    corners = (
+        np.array([[c.split("/") for c in line.split()[1:]] for line in lines if line.startswith("f ")], dtype=np.int64)
+        - 1
+    )
     expected_v, expected_f = orient(vertices, faces, "instantmesh")
     np.testing.assert_allclose(v[corners[..., 0]], expected_v[expected_f], atol=1e-6)
     np.testing.assert_allclose(vt[corners[..., 1]], uvs[uv_faces[:, ::-1]], atol=1e-6)

@@ -89,7 +89,10 @@ def test_face_indices_of_every_width(largest: int) -> None:
 def test_small_and_empty_meshes() -> None:
     assert obj_text(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), None) == b""
     one = np.array([[1.5, -2.25, 3.0]], np.float32)
-    assert obj_text(one, np.zeros((0, 3), np.int64), np.array([[255, 0, 128]])) == b"v  1.500000 -2.250000  3.000000 1.0000 0.0000 0.5020\n"
+    assert (
+        obj_text(one, np.zeros((0, 3), np.int64), np.array([[255, 0, 128]]))
+        == b"v  1.500000 -2.250000  3.000000 1.0000 0.0000 0.5020\n"
+    )
     assert obj_text(one, np.array([[0, 0, 0]]), None) == b"v  1.500000 -2.250000  3.000000\nf   1   1   1\n"
     assert obj_text(one, np.zeros(0, np.int64), None) == b"v  1.500000 -2.250000  3.000000\n"  # faces as shape (0,)
     with pytest.raises(ValueError, match="non-negative"):
@@ -106,10 +109,14 @@ def test_blocks_join_into_the_text_with_specials_in_later_blocks() -> None:
     chunks = [bytes(c) for c in obj_chunks(vertices, faces, None)]
     assert len(chunks) == 6 and b"".join(chunks) == obj_text(vertices, faces, None)
     lines = b"".join(chunks).decode().splitlines()
-    assert lines[BLOCK_ROWS + 3].split()[2] == "nan" and float(lines[n - 1].split()[3]) == float(f"{float(vertices[n - 1, 2]):.6f}")
+    assert lines[BLOCK_ROWS + 3].split()[2] == "nan" and float(lines[n - 1].split()[3]) == float(
+        f"{float(vertices[n - 1, 2]):.6f}"
+    )
     written = np.array([[float(t) for t in line.split()[1:]] for line in lines[:n]])
     regular = np.delete(np.arange(n), [BLOCK_ROWS + 3, n - 1])
-    np.testing.assert_array_equal(written[regular], np.vectorize(_expected_coordinate)(vertices[regular].astype(np.float64)))
+    np.testing.assert_array_equal(
+        written[regular], np.vectorize(_expected_coordinate)(vertices[regular].astype(np.float64))
+    )
     np.testing.assert_array_equal(np.array([line.split()[1:] for line in lines[n:]], dtype=np.int64), faces + 1)
 
 

@@ -47,7 +47,9 @@ def test_interpolated_positions_are_linear_in_uv() -> None:
 
 
 def test_overlaps_go_to_the_deepest_cover_and_degenerate_or_outside_faces_are_skipped() -> None:
-    uvs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.4, 0.4], [0.6, 0.4], [0.4, 0.6], [2.0, 2.0], [3.0, 2.0], [2.0, 3.0]])
+    uvs = torch.tensor(
+        [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.4, 0.4], [0.6, 0.4], [0.4, 0.6], [2.0, 2.0], [3.0, 2.0], [2.0, 3.0]]
+    )
     faces = torch.tensor([[0, 1, 2], [3, 4, 5], [0, 0, 1], [6, 7, 8]])
     raster = rasterize_uv(uvs, faces, 16)
     # texel (row 8, col 7): centre u = 0.46875, v = 0.46875, deep inside the small face 1, on the big one's edge
@@ -72,7 +74,9 @@ def test_the_rasteriser_is_fast_on_a_large_layout() -> None:
     import time
 
     n = 224  # 2 * 224^2 = 100,352 triangles tiling [0, 1]^2
-    grid = torch.stack(torch.meshgrid(torch.linspace(0, 1, n + 1), torch.linspace(0, 1, n + 1), indexing="xy"), -1).reshape(-1, 2)
+    grid = torch.stack(
+        torch.meshgrid(torch.linspace(0, 1, n + 1), torch.linspace(0, 1, n + 1), indexing="xy"), -1
+    ).reshape(-1, 2)
     idx = torch.arange((n + 1) * (n + 1)).reshape(n + 1, n + 1)
     a, b, c, d = idx[:-1, :-1].reshape(-1), idx[:-1, 1:].reshape(-1), idx[1:, :-1].reshape(-1), idx[1:, 1:].reshape(-1)
     faces = torch.cat([torch.stack([a, b, d], 1), torch.stack([a, d, c], 1)])

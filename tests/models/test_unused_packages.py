@@ -27,6 +27,8 @@ except ImportError:
 def test_an_unused_package_looks_absent_and_an_imported_one_is_left_alone(tmp_path: Path) -> None:
     for name in ("fakepkg_unused", "fakepkg_used"):
         (tmp_path / f"{name}.py").write_text("")
-    run = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:3] == ["['fakepkg_unused']", "None True", "refused"]

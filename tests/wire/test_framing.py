@@ -79,7 +79,10 @@ def test_concurrent_senders_never_interleave(pipe_stream) -> None:
 
     reader = threading.Thread(target=read)
     reader.start()
-    senders = [threading.Thread(target=lambda t=t: [stream.send(Request(t * n + i, "ping")) for i in range(n)]) for t in range(threads)]
+    senders = [
+        threading.Thread(target=lambda t=t: [stream.send(Request(t * n + i, "ping")) for i in range(n)])
+        for t in range(threads)
+    ]
     for s in senders:
         s.start()
     for s in senders:

@@ -51,7 +51,9 @@ def test_every_method_result_round_trips_through_its_decoder(method: str) -> Non
     incoming = decode_incoming(wire)
     assert incoming.id == 1 and incoming.jsonrpc == "2.0"
     assert msgspec.json.decode(incoming.result, type=spec.result) == sample
-    assert set(msgspec.json.decode(incoming.result)) == set(spec.result.__struct_fields__), "every field goes on the wire"
+    assert set(msgspec.json.decode(incoming.result)) == set(spec.result.__struct_fields__), (
+        "every field goes on the wire"
+    )
 
 
 def _sample(cls: type) -> msgspec.Struct:
@@ -110,9 +112,13 @@ def test_image_input_is_a_tagged_union() -> None:
 
 
 def test_views_source_union_and_defaults() -> None:
-    p = msgspec.json.decode(b'{"views": {"type": "handle", "handle": "h"}, "output_path": "/m.obj"}', type=ReconstructParams)
+    p = msgspec.json.decode(
+        b'{"views": {"type": "handle", "handle": "h"}, "output_path": "/m.obj"}', type=ReconstructParams
+    )
     assert p.views == ViewsHandle("h") and p.format is None and p.orientation == "instantmesh" and not p.overwrite
-    p = msgspec.json.decode(b'{"views": {"type": "grid_path", "path": "/g.png"}, "output_path": "/m.glb"}', type=ReconstructParams)
+    p = msgspec.json.decode(
+        b'{"views": {"type": "grid_path", "path": "/g.png"}, "output_path": "/m.glb"}', type=ReconstructParams
+    )
     assert p.views == ViewsGridPath("/g.png")
 
 
@@ -122,7 +128,9 @@ def test_unknown_fields_are_refused_with_a_path() -> None:
     with pytest.raises(msgspec.ValidationError, match=r"unknown field `x` - at `\$\.image`"):
         msgspec.json.decode(b'{"image": {"type": "path", "path": "/a", "x": 1}}', type=GenerateViewsParams)
     with pytest.raises(msgspec.ValidationError, match=r"Expected `int` >= 1 - at `\$\.num_inference_steps`"):
-        msgspec.json.decode(b'{"image": {"type": "path", "path": "/a"}, "num_inference_steps": 0}', type=GenerateViewsParams)
+        msgspec.json.decode(
+            b'{"image": {"type": "path", "path": "/a"}, "num_inference_steps": 0}', type=GenerateViewsParams
+        )
 
 
 def test_incoming_classifies_by_fields() -> None:

@@ -76,7 +76,12 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
         (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
-        ("`weights` (since 1.5: " + ", ".join(f"`{w}`" for w in get_args(Weights)[:-1]) + f" or `{get_args(Weights)[-1]}`;", None),
+        (
+            "`weights` (since 1.5: "
+            + ", ".join(f"`{w}`" for w in get_args(Weights)[:-1])
+            + f" or `{get_args(Weights)[-1]}`;",
+            None,
+        ),
     ],
 )
 def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> None:
@@ -87,4 +92,3 @@ def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> Non
 @pytest.mark.parametrize("message", [VIEWS_FROM_PACKAGES, VIEWS_COMPILING, VIEWS_WRITING_BUNDLE])
 def test_the_views_load_messages_are_the_documented_ones(message: str) -> None:
     assert f"`{message}" in DOC
-

@@ -9,7 +9,9 @@ from host import InstantMeshWorker
 from host.api.outcome import ObjectOutcome
 
 
-def most_in_flight(worker: InstantMeshWorker, images: list[Path], out: Path, **options: Any) -> tuple[int, list[ObjectOutcome]]:
+def most_in_flight(
+    worker: InstantMeshWorker, images: list[Path], out: Path, **options: Any
+) -> tuple[int, list[ObjectOutcome]]:
     """Runs ``worker.map``, counting each object from its views request until its mesh reply; returns the most
     at once (after checking none is left) and the outcomes."""
     in_flight, most = [0], [0]

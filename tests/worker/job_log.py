@@ -31,6 +31,7 @@ class Log:
 
     def job(self, job_id: Any, method: str, body: Any = None, **kw: Any) -> Job:
         """A job that records its thread, then runs ``body`` (if any) and logs its start and end."""
+
         def run(params: Any, ctx: JobContext) -> msgspec.Struct | Deferred:
             self.threads[job_id] = threading.current_thread().name
             self.add(f"{job_id} start")

@@ -41,7 +41,8 @@ def _queue_behind_blocker(client: WorkerClient, object_png: Path, params: list[G
     """Sends ``params`` while a blocker runs, checks they are all queued, then cancels the blocker."""
     started = threading.Event()
     blocker = client.request(
-        "generate_views", views_params(object_png, num_inference_steps=BLOCKER_STEPS),
+        "generate_views",
+        views_params(object_png, num_inference_steps=BLOCKER_STEPS),
         on_progress=lambda p: started.set() if p.stage == "diffusion" else None,
     )
     assert started.wait(30), "the blocker never started"
@@ -105,8 +106,10 @@ def test_status_reports_the_running_batch_and_progress_comes_per_request(mock_cl
 def test_incompatible_requests_do_not_join_and_replies_keep_their_order(mock_client, object_png: Path) -> None:
     client = mock_client(DELAY, extra=BATCH_ARGS)
     params = [
-        views_params(object_png, seed=1), views_params(object_png, seed=2),
-        views_params(object_png, seed=3, guidance_scale=2.0), views_params(object_png, seed=4),
+        views_params(object_png, seed=1),
+        views_params(object_png, seed=2),
+        views_params(object_png, seed=3, guidance_scale=2.0),
+        views_params(object_png, seed=4),
     ]
     pending = _queue_behind_blocker(client, object_png, params)
     results = []
@@ -120,7 +123,9 @@ def test_one_bad_input_fails_alone_before_the_batch_starts(mock_client, object_p
     client = mock_client(DELAY, extra=BATCH_ARGS)
     missing = tmp_path / "missing.png"
     pending = _queue_behind_blocker(
-        client, object_png, [views_params(object_png, seed=1), views_params(missing, seed=2), views_params(object_png, seed=3)]
+        client,
+        object_png,
+        [views_params(object_png, seed=1), views_params(missing, seed=2), views_params(object_png, seed=3)],
     )
     first, bad, last = pending
     with pytest.raises(InputNotFound):
@@ -170,13 +175,17 @@ def test_one_at_a_time_by_default(mock_client, object_png: Path) -> None:
         (("--backend", "mock", "--batch-wait-ms", "nan"), "--batch-wait-ms: must be 0..1000 ms, got nan"),
     ],
 )
-def test_bad_batching_options_are_refused_at_start_in_one_line(worker_python: Path, args: tuple[str, ...], words: str) -> None:
+def test_bad_batching_options_are_refused_at_start_in_one_line(
+    worker_python: Path, args: tuple[str, ...], words: str
+) -> None:
     with pytest.raises(WorkerStartError, match="rpcworker") as info:
         WorkerClient(WorkerCommand.python(worker_python), list(args), startup_timeout=30).start()
     assert words in str(info.value) and info.value.exit_code == 2
 
 
-def test_the_python_api_sends_many_objects_at_once_so_they_batch(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_the_python_api_sends_many_objects_at_once_so_they_batch(
+    worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     # The wait (the longest allowed) only has to cover sending four requests down one pipe.
     args = ("--mock", DELAY, "--max-batch", "4", "--batch-wait-ms", "1000")
     with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
@@ -194,13 +203,18 @@ def test_the_python_api_sends_many_objects_at_once_so_they_batch(worker_python: 
             worker.generate_views_many(images, seeds=[1])
 
 
-def test_map_keeps_batches_full_and_yields_every_object_in_order(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_map_keeps_batches_full_and_yields_every_object_in_order(
+    worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     args = ("--mock", DELAY, "--max-batch", "4", "--batch-wait-ms", "1000")
     images = [object_png] * 10
     images[5] = tmp_path / "missing.png"
     with InstantMeshWorker(str(worker_python), backend="mock", worker_args=args) as worker:
-        outcomes = list(worker.map(images, tmp_path / "out", format="ply", num_inference_steps=STEPS,
-                                   names=[f"o{i}" for i in range(10)]))
+        outcomes = list(
+            worker.map(
+                images, tmp_path / "out", format="ply", num_inference_steps=STEPS, names=[f"o{i}" for i in range(10)]
+            )
+        )
         assert [o.index for o in outcomes] == list(range(10))
         assert outcomes[5].error_code == "input_not_found" and not outcomes[5].ok
         good = [o for o in outcomes if o.ok]

@@ -31,7 +31,9 @@ from rpcworker.wire.messages import (
 VIEW_SIZE = 16
 
 
-def context(method: str = "generate_views", sent: list[msgspec.Struct] | None = None, *, cancelled: bool = False) -> JobContext:
+def context(
+    method: str = "generate_views", sent: list[msgspec.Struct] | None = None, *, cancelled: bool = False
+) -> JobContext:
     """A request's context as the job queue makes it; its notifications go to ``sent``."""
     job = Job(1, method, None, lambda params, ctx: None)
     if cancelled:
@@ -59,7 +61,9 @@ def test_every_model_method_has_a_handler() -> None:
     assert set(BATCH_HANDLERS) <= set(MODEL_HANDLERS)
 
 
-def test_load_names_each_model_once_and_unloading_the_views_expires_their_handles(ws: Workspace, object_png: Path) -> None:
+def test_load_names_each_model_once_and_unloading_the_views_expires_their_handles(
+    ws: Workspace, object_png: Path
+) -> None:
     loaded = MODEL_HANDLERS["load"](ws, LoadParams(["views", "views"]), context("load"))
     assert loaded.loaded == ["views"] and list(loaded.load_seconds) == ["views"]
     handle = views(ws, object_png).handle
@@ -71,13 +75,19 @@ def test_load_names_each_model_once_and_unloading_the_views_expires_their_handle
         ws.views.get(handle)
 
 
-def test_generate_views_writes_the_grid_only_in_its_deferred_part(ws: Workspace, object_png: Path, tmp_path: Path) -> None:
+def test_generate_views_writes_the_grid_only_in_its_deferred_part(
+    ws: Workspace, object_png: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "grid.png"
     sent: list[msgspec.Struct] = []
     params = GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=3, seed=7, output_path=str(out))
     outcome = MODEL_HANDLERS["generate_views"](ws, params, context(sent=sent))
     assert isinstance(outcome, Deferred) and not out.exists()
-    assert [(n.params.stage, n.params.step) for n in sent][-3:] == [("diffusion", 1), ("diffusion", 2), ("diffusion", 3)]  # type: ignore[attr-defined]
+    assert [(n.params.stage, n.params.step) for n in sent][-3:] == [
+        ("diffusion", 1),
+        ("diffusion", 2),
+        ("diffusion", 3),
+    ]  # type: ignore[attr-defined]
     result = outcome.finish()
     assert out.is_file() and result.grid_path == str(out)
     assert (result.grid_width, result.grid_height, result.view_size) == (2 * VIEW_SIZE, 3 * VIEW_SIZE, VIEW_SIZE)
@@ -98,14 +108,26 @@ def test_generate_views_checks_its_output_before_reading_its_input(ws: Workspace
 
 def test_reconstruct_from_a_handle_or_a_grid_file(ws: Workspace, object_png: Path, tmp_path: Path) -> None:
     made = views(ws, object_png, tmp_path / "grid.png")
-    from_handle = finished(MODEL_HANDLERS["reconstruct"](ws, ReconstructParams(ViewsHandle(made.handle), str(tmp_path / "a.obj")), context("reconstruct")))
-    from_grid = finished(MODEL_HANDLERS["reconstruct"](ws, ReconstructParams(ViewsGridPath(str(tmp_path / "grid.png")), str(tmp_path / "b.ply")), context("reconstruct")))
+    from_handle = finished(
+        MODEL_HANDLERS["reconstruct"](
+            ws, ReconstructParams(ViewsHandle(made.handle), str(tmp_path / "a.obj")), context("reconstruct")
+        )
+    )
+    from_grid = finished(
+        MODEL_HANDLERS["reconstruct"](
+            ws,
+            ReconstructParams(ViewsGridPath(str(tmp_path / "grid.png")), str(tmp_path / "b.ply")),
+            context("reconstruct"),
+        )
+    )
     assert isinstance(from_handle, MeshResult) and from_handle.format == "obj" and (tmp_path / "a.obj").is_file()
     assert from_grid.format == "ply" and (tmp_path / "b.ply").is_file()
     assert (from_grid.num_vertices, from_grid.num_faces) == (from_handle.num_vertices, from_handle.num_faces)
 
 
-def test_reconstruct_refuses_a_backend_that_ignores_texture_map(ws: Workspace, object_png: Path, tmp_path: Path) -> None:
+def test_reconstruct_refuses_a_backend_that_ignores_texture_map(
+    ws: Workspace, object_png: Path, tmp_path: Path
+) -> None:
     class Untextured(MockBackend):
         def reconstruct(self, views: Any, texture_map: bool, ctx: Any) -> Any:
             return super().reconstruct(views, False, ctx)
@@ -122,7 +144,9 @@ def test_requests_share_a_batch_only_with_the_same_steps_and_guidance(object_png
     key, _ = BATCH_HANDLERS["generate_views"]
     image = ImagePath(str(object_png))
     assert key(GenerateViewsParams(image, seed=1)) == key(GenerateViewsParams(image, seed=2, output_path="x.png"))
-    assert key(GenerateViewsParams(image, num_inference_steps=3)) != key(GenerateViewsParams(image, num_inference_steps=4))
+    assert key(GenerateViewsParams(image, num_inference_steps=3)) != key(
+        GenerateViewsParams(image, num_inference_steps=4)
+    )
     assert key(GenerateViewsParams(image, guidance_scale=3.0)) != key(GenerateViewsParams(image, guidance_scale=4.0))
 
 

@@ -64,7 +64,12 @@ def test_a_barrier_waits_for_the_side_lane_and_holds_back_every_job_behind_it() 
     release.set()
     drain(queue)
     events = log.events
-    assert events.index("s1 end") < events.index("load start") < events.index("load end") < min(events.index("s2 start"), events.index("v start"))
+    assert (
+        events.index("s1 end")
+        < events.index("load start")
+        < events.index("load end")
+        < min(events.index("s2 start"), events.index("v start"))
+    )
     assert log.done == [("s1", "ok"), ("load", "ok"), ("s2", "ok"), ("v", "ok")]
 
 

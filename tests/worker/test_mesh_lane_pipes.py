@@ -29,20 +29,28 @@ def _views(image: Path, steps: int = STEPS) -> GenerateViewsParams:
 def _long_views(client, object_png: Path):
     """A generate_views of the most steps, started (its first progress seen) before returning."""
     started = threading.Event()
-    call = client.request("generate_views", _views(object_png, STEPS_RANGE[1]),
-                          on_progress=lambda p: started.set() if p.stage == "diffusion" else None)
+    call = client.request(
+        "generate_views",
+        _views(object_png, STEPS_RANGE[1]),
+        on_progress=lambda p: started.set() if p.stage == "diffusion" else None,
+    )
     assert started.wait(WAIT_S), "the long generate_views never started"
     return call
 
 
-def test_a_reconstruct_runs_beside_a_long_generate_views_and_answers_after_it(mock_client, object_png: Path, tmp_path: Path) -> None:
+def test_a_reconstruct_runs_beside_a_long_generate_views_and_answers_after_it(
+    mock_client, object_png: Path, tmp_path: Path
+) -> None:
     client = mock_client(DELAY, extra=LANE_ARGS)
     client.load()
     handle = client.generate_views(_views(object_png)).handle
     long = _long_views(client, object_png)
     meshed = threading.Event()
-    mesh = client.request("reconstruct", ReconstructParams(ViewsHandle(handle), str(tmp_path / "m.ply")),
-                          on_progress=lambda p: meshed.set() if p.stage == "reconstruct" and p.message == "mesh" else None)
+    mesh = client.request(
+        "reconstruct",
+        ReconstructParams(ViewsHandle(handle), str(tmp_path / "m.ply")),
+        on_progress=lambda p: meshed.set() if p.stage == "reconstruct" and p.message == "mesh" else None,
+    )
     assert meshed.wait(WAIT_S), "the reconstruct did not run beside the generate_views"
     status = client.status()
     assert status.mesh_lane and status.busy == "generate_views" and status.batch == [long.id]
@@ -59,8 +67,11 @@ def test_status_names_the_reconstruct_on_the_lane(mock_client, object_png: Path,
     handle = client.generate_views(_views(object_png)).handle
     long = _long_views(client, object_png)
     planes = threading.Event()
-    mesh = client.request("reconstruct", ReconstructParams(ViewsHandle(handle), str(tmp_path / "m.obj")),
-                          on_progress=lambda p: planes.set() if p.stage == "reconstruct" else None)
+    mesh = client.request(
+        "reconstruct",
+        ReconstructParams(ViewsHandle(handle), str(tmp_path / "m.obj")),
+        on_progress=lambda p: planes.set() if p.stage == "reconstruct" else None,
+    )
     assert planes.wait(WAIT_S)
     assert client.status().reconstructing == [mesh.id]
     mesh.cancel()
@@ -72,7 +83,9 @@ def test_status_names_the_reconstruct_on_the_lane(mock_client, object_png: Path,
     assert client.status().reconstructing == []
 
 
-def test_before_both_models_are_loaded_a_reconstruct_waits_its_turn(mock_client, object_png: Path, tmp_path: Path) -> None:
+def test_before_both_models_are_loaded_a_reconstruct_waits_its_turn(
+    mock_client, object_png: Path, tmp_path: Path
+) -> None:
     client = mock_client(DELAY, extra=LANE_ARGS)
     handle = client.generate_views(_views(object_png)).handle  # loads views only
     client.unload(["mesh"])
@@ -85,8 +98,12 @@ def test_before_both_models_are_loaded_a_reconstruct_waits_its_turn(mock_client,
     assert mesh.result(WAIT_S).num_faces > 0
 
 
-@pytest.mark.parametrize(("misbehave", "error"), [("fail_once=reconstruct", InternalError), ("oom_once=reconstruct", OutOfMemory)])
-def test_a_reconstruct_failing_on_the_lane_fails_alone(mock_client, object_png: Path, tmp_path: Path, misbehave: str, error: type) -> None:
+@pytest.mark.parametrize(
+    ("misbehave", "error"), [("fail_once=reconstruct", InternalError), ("oom_once=reconstruct", OutOfMemory)]
+)
+def test_a_reconstruct_failing_on_the_lane_fails_alone(
+    mock_client, object_png: Path, tmp_path: Path, misbehave: str, error: type
+) -> None:
     client = mock_client(f"{DELAY},{misbehave}", extra=LANE_ARGS)
     client.load()
     handle = client.generate_views(_views(object_png)).handle
@@ -107,7 +124,9 @@ def test_the_lane_is_off_by_default_on_the_mock(mock_client) -> None:
     assert not mock_client().status().mesh_lane
 
 
-def test_map_through_the_lane_gives_what_it_gives_without(worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_map_through_the_lane_gives_what_it_gives_without(
+    worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     images = [object_png] * 7
     images[3] = tmp_path / "missing.png"
     meshes = {}
@@ -122,8 +141,9 @@ def test_map_through_the_lane_gives_what_it_gives_without(worker_python: Path, o
 
 
 @pytest.mark.parametrize(("lane", "handles", "most"), [("on", None, 6), ("off", None, 4), ("on", "4", 4)])
-def test_map_keeps_a_third_batch_in_flight_beside_the_lane(worker_python: Path, object_png: Path, tmp_path: Path,
-                                                          lane: str, handles: str | None, most: int) -> None:
+def test_map_keeps_a_third_batch_in_flight_beside_the_lane(
+    worker_python: Path, object_png: Path, tmp_path: Path, lane: str, handles: str | None, most: int
+) -> None:
     """With the lane, the batch reconstructing there answers after the running one, so map keeps one more queued;
     never more than the worker keeps views for (its default grows to three batches)."""
     args = ("--mock", DELAY, "--max-batch", "2", "--mesh-lane", lane, *(("--max-handles", handles) if handles else ()))

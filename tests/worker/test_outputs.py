@@ -46,7 +46,9 @@ def test_a_write_removes_only_stale_temporary_files_of_dead_writers(tmp_path) ->
     import sys
     import time
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     old = time.time() - 60
     debris = {

@@ -31,7 +31,9 @@ def test_a_reply_too_large_to_send_becomes_message_too_large_on_its_id() -> None
     replies.send(Response(3, {"blob": "x" * (2 * LIMIT)}))
     replies.send(Response(4, PingResult()))
     (error, after) = sent(out)
-    assert error["id"] == 3 and error["error"]["code"] == MessageTooLarge.code and error["error"]["data"]["limit"] == LIMIT
+    assert (
+        error["id"] == 3 and error["error"]["code"] == MessageTooLarge.code and error["error"]["data"]["limit"] == LIMIT
+    )
     assert after == {"jsonrpc": "2.0", "id": 4, "result": {"pong": True}}
 
 
@@ -39,20 +41,32 @@ def test_a_reply_that_cannot_be_encoded_becomes_internal_error_on_its_id() -> No
     replies, out = sender()
     replies.send(Response(5, {"value": object()}))
     (error,) = sent(out)
-    assert error["id"] == 5 and error["error"]["code"] == InternalError.code and "cannot encode" in error["error"]["message"]
+    assert (
+        error["id"] == 5
+        and error["error"]["code"] == InternalError.code
+        and "cannot encode" in error["error"]["message"]
+    )
 
 
 def test_errors_echo_at_most_the_limits_of_what_the_request_carried() -> None:
     replies = ReplySender(MessageStream(io.BytesIO(), out := io.BytesIO()))
     long = "p" * (3 * ERROR_TEXT_LIMIT)
-    replies.error(6, InputNotFound(f"input file not found: {long}", {"path": long, "many": list(range(10 * ERROR_ITEMS_LIMIT))}))
+    replies.error(
+        6, InputNotFound(f"input file not found: {long}", {"path": long, "many": list(range(10 * ERROR_ITEMS_LIMIT))})
+    )
     (error,) = sent(out)
-    assert len(error["error"]["message"]) < ERROR_TEXT_LIMIT + 100 and f"[cut: {len(long) + 22} characters]" in error["error"]["message"]
+    assert (
+        len(error["error"]["message"]) < ERROR_TEXT_LIMIT + 100
+        and f"[cut: {len(long) + 22} characters]" in error["error"]["message"]
+    )
     assert len(error["error"]["data"]["path"]) < ERROR_TEXT_LIMIT + 100
     assert error["error"]["data"]["many"] == list(range(ERROR_ITEMS_LIMIT))
 
 
-@pytest.mark.parametrize(("reason", "code"), [("too_large", MessageTooLarge.code), ("parse", ParseError.code), ("invalid", InvalidRequest.code)])
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [("too_large", MessageTooLarge.code), ("parse", ParseError.code), ("invalid", InvalidRequest.code)],
+)
 def test_a_bad_frame_is_answered_with_a_null_id(reason: str, code: int) -> None:
     replies, out = sender()
     replies.bad_frame(BadFrame(reason, "what was wrong", 12))

@@ -58,10 +58,17 @@ def test_initialize_generate_with_progress_and_range_errors(pair: Pair, object_p
             if progress.step == progress.total:
                 last_step.set()
 
-    result = pair.host.call("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=3), timeout=DEADLINE_S, on_progress=on_progress)
+    result = pair.host.call(
+        "generate_views",
+        GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=3),
+        timeout=DEADLINE_S,
+        on_progress=on_progress,
+    )
     assert result.grid_width == 32 and result.seed == 42
     with pytest.raises(InvalidParams, match=r"\$\.params\.num_inference_steps"):
-        pair.host.call("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=0), timeout=DEADLINE_S)
+        pair.host.call(
+            "generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=0), timeout=DEADLINE_S
+        )
     assert pair.host.call("status", timeout=DEADLINE_S).requests_served == 2  # refused requests are not served
     assert last_step.wait(DEADLINE_S), "progress callbacks run on their own thread, in order"
     assert steps == [1, 2, 3]
@@ -69,11 +76,15 @@ def test_initialize_generate_with_progress_and_range_errors(pair: Pair, object_p
 
 def test_cancel_and_end_of_stream(pair: Pair, object_png: Path) -> None:
     pair.host.call("initialize", InitializeParams(PROTOCOL_VERSION), timeout=DEADLINE_S)
-    call = pair.host.request("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1000))
+    call = pair.host.request(
+        "generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1000)
+    )
     call.cancel()
     with pytest.raises(Cancelled):
         call.result(DEADLINE_S)
-    pending = pair.host.request("generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1000))
+    pending = pair.host.request(
+        "generate_views", GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1000)
+    )
     pair.to_worker.close()  # EOF: the worker cancels its work and ends its output
     with pytest.raises((Cancelled, HostError)):
         pending.result(DEADLINE_S)

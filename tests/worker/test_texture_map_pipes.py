@@ -15,7 +15,9 @@ trimesh = pytest.importorskip("trimesh")
 
 
 def _views(client, object_png: Path) -> ViewsHandle:
-    return ViewsHandle(client.generate_views(GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1)).handle)
+    return ViewsHandle(
+        client.generate_views(GenerateViewsParams(ImagePath(str(object_png)), num_inference_steps=1)).handle
+    )
 
 
 def test_capability_is_listed_unless_texture_maps_are_unavailable(mock_client) -> None:
@@ -25,7 +27,9 @@ def test_capability_is_listed_unless_texture_maps_are_unavailable(mock_client) -
 
 def test_textured_obj_writes_mtl_and_png_beside_it(mock_client, object_png: Path, tmp_path: Path) -> None:
     client = mock_client("texture_size=32")
-    mesh = client.reconstruct(ReconstructParams(_views(client, object_png), str(tmp_path / "out" / "cup.obj"), texture_map=True))
+    mesh = client.reconstruct(
+        ReconstructParams(_views(client, object_png), str(tmp_path / "out" / "cup.obj"), texture_map=True)
+    )
     out = tmp_path / "out"
     assert mesh.extra_paths == [str(out / "cup.mtl"), str(out / "cup.png")]
     assert sorted(p.name for p in out.iterdir()) == ["cup.mtl", "cup.obj", "cup.png"]
@@ -42,7 +46,9 @@ def test_textured_obj_writes_mtl_and_png_beside_it(mock_client, object_png: Path
 
 def test_textured_glb_embeds_the_texture_in_one_file(mock_client, object_png: Path, tmp_path: Path) -> None:
     client = mock_client("texture_size=48")
-    mesh = client.reconstruct(ReconstructParams(_views(client, object_png), str(tmp_path / "cup.glb"), texture_map=True))
+    mesh = client.reconstruct(
+        ReconstructParams(_views(client, object_png), str(tmp_path / "cup.glb"), texture_map=True)
+    )
     assert mesh.extra_paths == [] and [p.name for p in tmp_path.iterdir() if p.suffix != ".png"] == ["cup.glb"]
     loaded = trimesh.load(tmp_path / "cup.glb", force="mesh", process=False)
     assert len(loaded.faces) == mesh.num_faces

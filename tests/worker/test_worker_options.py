@@ -15,11 +15,32 @@ def test_no_flags_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_flags_arrive_typed(tmp_path) -> None:
-    options = parse_worker_options([
-        "--backend", "mock", "--preset", "tiny", "--view-size", "64", "--max-batch", str(MAX_BATCH_LIMIT),
-        "--batch-wait-ms", "0", "--mesh-lane", "on", "--optimize", "none,channels_last", "--output-root", str(tmp_path),
-    ])
-    assert (options.backend, options.preset, options.view_size, options.max_batch) == ("mock", "tiny", 64, MAX_BATCH_LIMIT)
+    options = parse_worker_options(
+        [
+            "--backend",
+            "mock",
+            "--preset",
+            "tiny",
+            "--view-size",
+            "64",
+            "--max-batch",
+            str(MAX_BATCH_LIMIT),
+            "--batch-wait-ms",
+            "0",
+            "--mesh-lane",
+            "on",
+            "--optimize",
+            "none,channels_last",
+            "--output-root",
+            str(tmp_path),
+        ]
+    )
+    assert (options.backend, options.preset, options.view_size, options.max_batch) == (
+        "mock",
+        "tiny",
+        64,
+        MAX_BATCH_LIMIT,
+    )
     assert (options.batch_wait_ms, options.mesh_lane, options.output_root) == (0.0, "on", str(tmp_path))
     assert options.optimizations() == ("channels_last",)
 
@@ -38,10 +59,14 @@ def test_a_bad_flag_exits_with_one_line(flags: list[str], words: str, capsys: py
     with pytest.raises(SystemExit) as exit_:
         parse_worker_options(flags)
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("rpcworker: bad arguments:") and words in err
+    assert (
+        exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("rpcworker: bad arguments:") and words in err
+    )
 
 
-def test_a_backend_named_in_the_environment_must_exist(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_backend_named_in_the_environment_must_exist(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("INSTANTMESH_RPC_BACKEND", "nosuch")
     with pytest.raises(SystemExit):
         parse_worker_options([])

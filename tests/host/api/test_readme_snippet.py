@@ -36,9 +36,16 @@ def test_readme_snippet_twice(tmp_path: Path) -> None:
     (tmp_path / "snippet.py").write_text(_snippet())
     env = dict(os.environ, PYTHONPATH=str(ROOT), INSTANTMESH_RPC_PYTHON=str(wrapper))
     for run in (1, 2):
-        out = subprocess.run([str(MODELS_PYTHON), "snippet.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [str(MODELS_PYTHON), "snippet.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, f"run {run}: {out.stderr[-3000:]}"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["bowl.glb", "drill.glb", "mug.obj", "mug_views.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "bowl.glb",
+        "drill.glb",
+        "mug.obj",
+        "mug_views.png",
+    ]
 
 
 @pytest.mark.models
@@ -58,4 +65,6 @@ def test_the_tiny_fallback_is_a_warning(tiny_cache: Path) -> None:
         warnings.simplefilter("always")
         with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", device="cpu", startup_timeout=300):
             pass
-    assert not [w for w in caught if issubclass(w.category, TinyFallbackWarning)], "an explicit tiny preset is not a fallback"
+    assert not [w for w in caught if issubclass(w.category, TinyFallbackWarning)], (
+        "an explicit tiny preset is not a fallback"
+    )

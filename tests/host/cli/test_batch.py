@@ -29,7 +29,17 @@ def worker_gone(pid: int) -> bool:
 def run_batch(worker_python: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     if not HOST_PYTHON.exists():
         pytest.fail(f"{HOST_PYTHON} missing: run scripts/setup.sh")
-    command = [str(HOST_PYTHON), "-m", "host", "batch", *map(str, args), "--python", str(worker_python), "--mock", "step_delay=0"]
+    command = [
+        str(HOST_PYTHON),
+        "-m",
+        "host",
+        "batch",
+        *map(str, args),
+        "--python",
+        str(worker_python),
+        "--mock",
+        "step_delay=0",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
     for pid in re.findall(r"worker ready in .* pid (\d+)", done.stdout):
         assert worker_gone(int(pid)), f"worker {pid} outlived the batch"
@@ -55,13 +65,17 @@ def inputs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("batching", [(), ("--max-batch", "3")], ids=["one-at-a-time", "in-flight-batches"])
-def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Path, inputs: Path, tmp_path: Path, batching: tuple[str, ...]) -> None:
+def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(
+    worker_python: Path, inputs: Path, tmp_path: Path, batching: tuple[str, ...]
+) -> None:
     out = tmp_path / "out"
     first = run_batch(worker_python, inputs, "--out", out, "--steps", "3", "--contact-sheet", *batching)
     assert ("in flight through it" in first.stdout) == bool(batching)
     assert first.returncode == 1, first.stdout + first.stderr
     assert row(first.stdout, "broken")[1] == "failed"
-    assert re.search(r"failed objects:\n  broken \(.*broken.png\): .*broken.png: not a readable image", first.stderr), first.stderr
+    assert re.search(r"failed objects:\n  broken \(.*broken.png\): .*broken.png: not a readable image", first.stderr), (
+        first.stderr
+    )
     for name in ("ball", "box", "mug"):
         assert row(first.stdout, name)[1] == "ok"
         assert (out / f"{name}.obj").stat().st_size > 0
@@ -75,7 +89,12 @@ def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Pa
     again = run_batch(worker_python, inputs, "--out", out, "--steps", "3")
     assert again.returncode == 1
     assert "3 already done (skipped" in again.stdout
-    assert [row(again.stdout, n)[1] for n in ("ball", "box", "mug", "broken")] == ["skipped", "skipped", "skipped", "failed"]
+    assert [row(again.stdout, n)[1] for n in ("ball", "box", "mug", "broken")] == [
+        "skipped",
+        "skipped",
+        "skipped",
+        "failed",
+    ]
     assert {name: (out / f"{name}.obj").stat().st_mtime_ns for name in stamps} == stamps
 
     (inputs / "broken.png").unlink()
@@ -84,8 +103,21 @@ def test_a_corrupt_image_fails_alone_and_resume_skips_the_done(worker_python: Pa
     assert row(redo.stdout, "mug")[1] == "ok" and (out / "mug.obj").stat().st_mtime_ns != stamps["mug"]
 
 
-def test_without_preprocessing_the_worker_reports_the_corrupt_image(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
-    done = run_batch(worker_python, inputs / "broken.png", inputs / "ball.png", "--out", tmp_path / "o", "--no-preprocess", "--format", "ply", "--steps", "2")
+def test_without_preprocessing_the_worker_reports_the_corrupt_image(
+    worker_python: Path, inputs: Path, tmp_path: Path
+) -> None:
+    done = run_batch(
+        worker_python,
+        inputs / "broken.png",
+        inputs / "ball.png",
+        "--out",
+        tmp_path / "o",
+        "--no-preprocess",
+        "--format",
+        "ply",
+        "--steps",
+        "2",
+    )
     assert done.returncode == 1
     assert row(done.stdout, "ball")[1] == "ok" and (tmp_path / "o" / "ball.ply").exists()
     assert "input_unreadable" in done.stderr and "broken.png" in done.stderr
@@ -94,7 +126,11 @@ def test_without_preprocessing_the_worker_reports_the_corrupt_image(worker_pytho
 
 def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, worker_python: Path) -> None:
     nothing = run_batch(worker_python, tmp_path, "--out", tmp_path / "o")
-    assert nothing.returncode == 2 and "no .png/.jpg images" in nothing.stderr and "no input images found" in nothing.stderr
+    assert (
+        nothing.returncode == 2
+        and "no .png/.jpg images" in nothing.stderr
+        and "no input images found" in nothing.stderr
+    )
     shutil.copy(EXAMPLES / "ball.png", tmp_path / "ball.png")
     broken = run_batch(tmp_path / "no-such-python", tmp_path / "ball.png", "--out", tmp_path / "o")
     assert broken.returncode == 2
@@ -114,11 +150,26 @@ def test_the_cli_modules_import_without_pillow_numpy_or_trimesh() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
+def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(
+    worker_python: Path, inputs: Path, tmp_path: Path
+) -> None:
     from tests.host.cli.terminal import TerminalProgram
 
-    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(tmp_path / "o"), "--steps", "400",
-            "--python", str(worker_python), "--mock", "step_delay=0.05"]
+    argv = [
+        str(HOST_PYTHON),
+        "-m",
+        "host",
+        "batch",
+        str(inputs),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "400",
+        "--python",
+        str(worker_python),
+        "--mock",
+        "step_delay=0.05",
+    ]
     program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
     try:
         pid = int(program.expect(r"pid (\d+)", 30).group(1))
@@ -133,15 +184,31 @@ def test_ctrl_c_cancels_the_batch_and_reports_what_did_not_run(worker_python: Pa
 
 
 @pytest.mark.parametrize("batching", [[], ["--max-batch", "2"]], ids=["one-at-a-time", "in-flight-batches"])
-def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(worker_python: Path, tmp_path: Path, batching: list[str]) -> None:
+def test_ctrl_c_during_the_mesh_leaves_no_views_grid_of_the_unfinished_object(
+    worker_python: Path, tmp_path: Path, batching: list[str]
+) -> None:
     from tests.host.cli.terminal import TerminalProgram
 
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(EXAMPLES / "mug.png", folder / "mug.png")
     out = tmp_path / "o"
-    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(folder), "--out", str(out), "--steps", "2",
-            "--python", str(worker_python), "--mock", "step_delay=0,reconstruct_delay=30", *batching]
+    argv = [
+        str(HOST_PYTHON),
+        "-m",
+        "host",
+        "batch",
+        str(folder),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--python",
+        str(worker_python),
+        "--mock",
+        "step_delay=0,reconstruct_delay=30",
+        *batching,
+    ]
     program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
     try:
         program.expect(r"pid \d+", 30)
@@ -172,7 +239,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 
 @pytest.mark.parametrize("preprocess", ["--preprocess", "--no-preprocess"])
-def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(worker_python: Path, tmp_path: Path, preprocess: str) -> None:
+def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(
+    worker_python: Path, tmp_path: Path, preprocess: str
+) -> None:
     from rpcworker.wire.messages import MAX_IMAGE_PIXELS
 
     folder = tmp_path / "in"
@@ -180,5 +249,7 @@ def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(wo
     _png_header_only(folder / "huge.png", 9000, 9000)
     done = run_batch(worker_python, folder, "--out", tmp_path / "o", preprocess)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr), done.stdout + done.stderr
+    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr), (
+        done.stdout + done.stderr
+    )
     assert "Traceback" not in done.stderr

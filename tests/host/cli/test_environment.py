@@ -31,7 +31,7 @@ def test_order_argument_variable_config_checkout(clean_env: Path, monkeypatch: p
     (clean_env / ".venvs" / "models" / "bin" / "python").touch()
     assert environment.find_worker_environment().source == "./.venvs/models"
     config = clean_env / "config" / "instantmesh-rpc" / "config.toml"
-    environment.write_config(config, {"python": "conda:instant mesh \"x\"", "worker_code": "installed"})
+    environment.write_config(config, {"python": 'conda:instant mesh "x"', "worker_code": "installed"})
     choice = environment.find_worker_environment()
     assert (choice.spec, choice.source, choice.worker_code) == ('conda:instant mesh "x"', str(config), "installed")
     monkeypatch.setenv(environment.ENV_PYTHON, "/opt/py")
@@ -69,15 +69,24 @@ def test_worker_environment_drops_the_hosts_python_variables(monkeypatch: pytest
 
 
 def test_known_bad_combinations() -> None:
-    bad = known_bad_combinations({"huggingface_hub": "0.26.0", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"})
+    bad = known_bad_combinations(
+        {"huggingface_hub": "0.26.0", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"}
+    )
     assert [c.name for c in bad] == ["huggingface_hub"] and "huggingface_hub<0.26" in bad[0].detail
     assert [c.name for c in known_bad_combinations({"numpy": "2.0.1", "torch": "2.1.0+cu121"})] == ["numpy"]
-    assert known_bad_combinations({"huggingface_hub": "0.17.3", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"}) == []
+    assert (
+        known_bad_combinations(
+            {"huggingface_hub": "0.17.3", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"}
+        )
+        == []
+    )
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([str(HOST_PYTHON), "-m", "host", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(HOST_PYTHON), "-m", "host", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_doctor_on_the_mock_worker_env(tmp_path: Path) -> None:
@@ -91,18 +100,24 @@ def test_doctor_on_the_mock_worker_env(tmp_path: Path) -> None:
 def test_setup_worker_makes_saves_and_checks(tmp_path: Path) -> None:
     target = tmp_path / "env"
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
-    out = _cli("setup-worker", str(target), "--python", str(WORKER_PYTHON), "--no-models", "--save", cwd=tmp_path, env=env)
+    out = _cli(
+        "setup-worker", str(target), "--python", str(WORKER_PYTHON), "--no-models", "--save", cwd=tmp_path, env=env
+    )
     assert "ok  worker code" in out.stdout, out.stdout + out.stderr
     assert (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text().count(str(target)) == 1
     again = _cli("doctor", cwd=tmp_path, env=env)
-    assert f"(from {tmp_path / 'config' / 'instantmesh-rpc' / 'config.toml'})" in again.stdout, again.stdout + again.stderr
+    assert f"(from {tmp_path / 'config' / 'instantmesh-rpc' / 'config.toml'})" in again.stdout, (
+        again.stdout + again.stderr
+    )
 
 
 @pytest.mark.parametrize("out_arg", ["afile", "afile/below"])
 def test_out_that_is_a_file_is_one_line_exit_2(tmp_path: Path, out_arg: str) -> None:
     (tmp_path / "afile").write_text("x")
     image = ROOT / "examples" / "inputs" / "ball.png"
-    out = _cli("batch", str(image), "--out", out_arg, "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    out = _cli(
+        "batch", str(image), "--out", out_arg, "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path
+    )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"error: --out {out_arg} "), out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -121,12 +136,28 @@ def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
     from host.images.preparation import prepare
 
     image = ROOT / "examples" / "inputs" / "box.png"
-    out = _cli("batch", str(image), "--out", "o", "--foreground-ratio", "0.8", "--flip", "--white-background", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    out = _cli(
+        "batch",
+        str(image),
+        "--out",
+        "o",
+        "--foreground-ratio",
+        "0.8",
+        "--flip",
+        "--white-background",
+        "--python",
+        str(WORKER_PYTHON),
+        "--mock",
+        "step_delay=0",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     from PIL import Image
 
     written = np.asarray(Image.open(tmp_path / "o" / "box_input.png"))
-    expected = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png", ratio=0.8, flip=True, background="white").image)
+    expected = np.asarray(
+        prepare(image, ROOT / "examples" / "inputs" / "box_mask.png", ratio=0.8, flip=True, background="white").image
+    )
     assert written.shape == (320, 320, 3) and np.array_equal(written, expected)
     plain = np.asarray(prepare(image, ROOT / "examples" / "inputs" / "box_mask.png").image)
     assert plain.shape[2] == 4, "the default stays upstream's transparent 85 % crop"
@@ -134,7 +165,18 @@ def test_any6d_preparation_through_the_cli(tmp_path: Path) -> None:
 
 def test_every_output_of_an_object_has_the_same_permissions(tmp_path: Path) -> None:
     image = ROOT / "examples" / "inputs" / "ball.png"
-    out = _cli("batch", str(image), "--out", "o", "--contact-sheet", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0", cwd=tmp_path)
+    out = _cli(
+        "batch",
+        str(image),
+        "--out",
+        "o",
+        "--contact-sheet",
+        "--python",
+        str(WORKER_PYTHON),
+        "--mock",
+        "step_delay=0",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
     assert set(modes) == {"ball.obj", "ball_views.png", "ball_input.png", "ball_sheet.png"}
@@ -165,7 +207,11 @@ def test_setup_worker_conda_adds_the_missing_packages_to_an_existing_env(tmp_pat
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "XDG_CONFIG_HOME": str(tmp_path / "config")}
     out = _cli("setup-worker", "--conda", "upstream", "--save", cwd=tmp_path, env=env)
     assert "ok  worker code" in out.stdout, out.stdout + out.stderr
-    installed = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import msgspec, omegaconf, einops; print('ok')"], capture_output=True, text=True)
+    installed = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", "import msgspec, omegaconf, einops; print('ok')"],
+        capture_output=True,
+        text=True,
+    )
     assert installed.stdout.strip() == "ok", installed.stderr
     assert "conda:upstream" in (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text()
     missing = _cli("setup-worker", "--conda", "nosuchenv", cwd=tmp_path, env=env)

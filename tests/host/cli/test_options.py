@@ -15,7 +15,21 @@ from host.cli.main import build_parser
 @pytest.mark.parametrize("command", ["batch", "session"])
 def test_object_options_become_the_apis_options(command: str, tmp_path: Path) -> None:
     inputs = ["image.png"] if command == "batch" else []
-    argv = [command, *inputs, "--out", str(tmp_path), "--seed", "3", "--steps", "9", "--guidance-scale", "0", "--format", "glb", "--texture-map"]
+    argv = [
+        command,
+        *inputs,
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "3",
+        "--steps",
+        "9",
+        "--guidance-scale",
+        "0",
+        "--format",
+        "glb",
+        "--texture-map",
+    ]
     settings = settings_from_args(build_parser().parse_args(argv))
     assert settings.views == ViewOptions(seed=3, num_inference_steps=9, guidance_scale=0.0)
     assert settings.mesh == MeshOptions(format="glb", texture_map=True)

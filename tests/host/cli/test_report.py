@@ -39,8 +39,25 @@ def test_report_loads_offline_and_every_mesh_renders(tmp_path: Path) -> None:
     inputs = ROOT / "examples" / "inputs"
     out = tmp_path / "out"
     batch = subprocess.run(
-        [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(out), "--report", "--python", str(WORKER_PYTHON), "--mock", "step_delay=0"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120,
+        [
+            str(HOST_PYTHON),
+            "-m",
+            "host",
+            "batch",
+            str(inputs),
+            "--out",
+            str(out),
+            "--report",
+            "--python",
+            str(WORKER_PYTHON),
+            "--mock",
+            "step_delay=0",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert batch.returncode == 0, batch.stdout + batch.stderr
     page = out / "index.html"
@@ -49,7 +66,13 @@ def test_report_loads_offline_and_every_mesh_renders(tmp_path: Path) -> None:
     shots = tmp_path / "shots"
     shots.mkdir()
     env = dict(os.environ, NODE_PATH=str(NODE_MODULES), CHROMIUM=CHROMIUM)
-    run = subprocess.run(["node", str(ROOT / "tests" / "host" / "cli" / "render_report.js"), str(page), str(shots)], env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        ["node", str(ROOT / "tests" / "host" / "cli" / "render_report.js"), str(page), str(shots)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen == {"viewers": 3, "external": [], "errors": []}, seen

@@ -71,7 +71,9 @@ def make(program: TerminalProgram, path: Path, name: str, out: Path, timeout: fl
     assert (out / f"{name}.obj").stat().st_size > 0 and (out / f"{name}_sheet.png").exists()
 
 
-def test_mock_session_two_objects_status_ctrl_c_cancels_then_quit(worker_python: Path, inputs: Path, tmp_path: Path, start_session) -> None:
+def test_mock_session_two_objects_status_ctrl_c_cancels_then_quit(
+    worker_python: Path, inputs: Path, tmp_path: Path, start_session
+) -> None:
     program = start_session("--python", str(worker_python), "--mock", "step_delay=0.05", "--steps", "4")
     program.expect(r"MODEL +mock")
     program.expect(PROMPT)
@@ -90,7 +92,7 @@ def test_mock_session_two_objects_status_ctrl_c_cancels_then_quit(worker_python:
     program.expect(r"cancelled -- the worker stays warm")
     program.expect(PROMPT, 10)
     assert worker_pid(program) == pid, "the worker was not restarted by Ctrl-C"
-    assert re.search(r"busy: no", program.output[program.output.rfind("status"):])
+    assert re.search(r"busy: no", program.output[program.output.rfind("status") :])
     program.line("steps 3")
     make(program, inputs / "box.png", "box", out)
     assert not list(out.glob("box-2*")), "the cancelled object left outputs behind"
@@ -101,7 +103,9 @@ def test_mock_session_two_objects_status_ctrl_c_cancels_then_quit(worker_python:
     assert_worker_gone(pid)
 
 
-def test_ctrl_c_at_the_prompt_and_a_double_ctrl_c_both_shut_down(worker_python: Path, inputs: Path, start_session) -> None:
+def test_ctrl_c_at_the_prompt_and_a_double_ctrl_c_both_shut_down(
+    worker_python: Path, inputs: Path, start_session
+) -> None:
     program = start_session("--python", str(worker_python), "--mock", "step_delay=0.05", "--steps", "400")
     program.expect(PROMPT)
     pid = worker_pid(program)
@@ -146,7 +150,9 @@ def test_commands_validate_and_unknown_paths_are_named(worker_python: Path, star
 
 
 @pytest.mark.models
-def test_tiny_session_labels_the_model_makes_two_meshes_and_cancels(inputs: Path, tmp_path: Path, tiny_cache: Path, start_session) -> None:
+def test_tiny_session_labels_the_model_makes_two_meshes_and_cancels(
+    inputs: Path, tmp_path: Path, tiny_cache: Path, start_session
+) -> None:
     program = start_session("--python", str(MODELS_PYTHON), "--preset", "tiny", "--steps", "2")
     program.expect(r"MODEL +tiny \(random weights, NOT the official models", 120)
     program.expect(r"python +3\.\d+\.\d+, torch ")
@@ -174,7 +180,9 @@ def test_tiny_session_labels_the_model_makes_two_meshes_and_cancels(inputs: Path
     assert "views [##############################] 2/2" in screen
 
 
-def test_ctrl_c_in_a_folder_names_the_skipped_objects_and_leaves_no_debris(worker_python: Path, inputs: Path, tmp_path: Path, start_session) -> None:
+def test_ctrl_c_in_a_folder_names_the_skipped_objects_and_leaves_no_debris(
+    worker_python: Path, inputs: Path, tmp_path: Path, start_session
+) -> None:
     program = start_session("--python", str(worker_python), "--mock", "step_delay=0.05", "--steps", "400")
     program.expect(PROMPT)
     program.line(str(inputs))  # ball, box, mug (sorted)

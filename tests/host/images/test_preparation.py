@@ -21,7 +21,9 @@ def rgba_with_box(width: int, height: int, box: tuple[int, int, int, int], color
     return Image.fromarray(array)
 
 
-def expected_box(box: tuple[int, int, int, int], size: int = 320, ratio: float = 0.85) -> tuple[float, float, float, float]:
+def expected_box(
+    box: tuple[int, int, int, int], size: int = 320, ratio: float = 0.85
+) -> tuple[float, float, float, float]:
     w, h = box[2] - box[0], box[3] - box[1]
     scale = ratio * size / max(w, h)
     new_w, new_h = w * scale, h * scale
@@ -49,8 +51,12 @@ def test_wide_object_is_cropped_recentred_and_fills_85_percent() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    st.integers(8, 120), st.integers(8, 120), st.integers(0, 60), st.integers(0, 60),
-    st.sampled_from([64, 128, 320]), st.sampled_from([0.5, 0.8, 0.85, 1.0]),
+    st.integers(8, 120),
+    st.integers(8, 120),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.sampled_from([64, 128, 320]),
+    st.sampled_from([0.5, 0.8, 0.85, 1.0]),
 )
 def test_any_box_lands_centred_at_the_ratio(w: int, h: int, x: int, y: int, size: int, ratio: float) -> None:
     box = (x, y, x + w, y + h)

@@ -23,7 +23,9 @@ def make_pool(worker_python: Path) -> Iterator[Callable[..., object]]:
 
     def make(mock: str = "", **kwargs: object) -> WorkerPool:
         options = ",".join(filter(None, [f"view_size={VIEW_SIZE}", mock]))
-        pool = WorkerPool(str(worker_python), backend="mock", worker_args=["--mock", options], startup_timeout=60, **kwargs)
+        pool = WorkerPool(
+            str(worker_python), backend="mock", worker_args=["--mock", options], startup_timeout=60, **kwargs
+        )
         made.append(pool)
         return pool.start()
 

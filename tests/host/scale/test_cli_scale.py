@@ -17,12 +17,22 @@ pytestmark = pytest.mark.pool
 EXAMPLES = ROOT / "examples" / "inputs"
 
 
-
-
 def batch(worker_python: Path, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     if not HOST_PYTHON.exists():
         pytest.fail(f"{HOST_PYTHON} missing: run scripts/setup.sh")
-    command = [str(HOST_PYTHON), "-m", "host", "batch", *map(str, args), "--python", str(worker_python), "--mock", "view_size=64", "--steps", "2"]
+    command = [
+        str(HOST_PYTHON),
+        "-m",
+        "host",
+        "batch",
+        *map(str, args),
+        "--python",
+        str(worker_python),
+        "--mock",
+        "view_size=64",
+        "--steps",
+        "2",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
@@ -30,7 +40,11 @@ def batch(worker_python: Path, *args: str | Path, timeout: float = 120) -> subpr
 def rows(stdout: str) -> dict[str, str]:
     table = stdout.split("object  status", 1)[1]
     statuses = {"ok", "failed", "skipped", "cancelled"}
-    return {cells[0]: cells[1] for cells in (line.split() for line in table.splitlines()[1:]) if len(cells) == 7 and cells[1] in statuses}
+    return {
+        cells[0]: cells[1]
+        for cells in (line.split() for line in table.splitlines()[1:])
+        if len(cells) == 7 and cells[1] in statuses
+    }
 
 
 def test_batch_with_two_workers(worker_python: Path, inputs: Path, tmp_path: Path) -> None:
@@ -67,11 +81,33 @@ def test_ctrl_c_during_a_pool_batch_stops_every_worker(worker_python: Path, inpu
     """SIGINT once the workers run: exit 130 at once, the unfinished objects marked cancelled, no worker left."""
     import signal
 
-    command = [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(tmp_path / "out"), "--python", str(worker_python),
-               "--mock", "view_size=64,step_delay=0.5", "--steps", "40", "--workers", "2"]
+    command = [
+        str(HOST_PYTHON),
+        "-m",
+        "host",
+        "batch",
+        str(inputs),
+        "--out",
+        str(tmp_path / "out"),
+        "--python",
+        str(worker_python),
+        "--mock",
+        "view_size=64,step_delay=0.5",
+        "--steps",
+        "40",
+        "--workers",
+        "2",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    batch_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    batch_process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert batch_process.stdout is not None
     seen = []
     for line in batch_process.stdout:  # the event: both workers are up and the objects are submitted

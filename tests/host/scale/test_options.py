@@ -14,11 +14,30 @@ from host.api.options import view_options_of
 pytestmark = pytest.mark.pool
 
 MAP_OPTIONS = {
-    "format", "save_grids", "names", "seed", "num_inference_steps", "guidance_scale", "texture_map", "orientation",
-    "view_options", "mesh_options", "overwrite", "timeout",
+    "format",
+    "save_grids",
+    "names",
+    "seed",
+    "num_inference_steps",
+    "guidance_scale",
+    "texture_map",
+    "orientation",
+    "view_options",
+    "mesh_options",
+    "overwrite",
+    "timeout",
 }
 """The keywords every face's map takes (host.scale.ray.map_images too: tests/host/scale/test_ray.py checks it)."""
-OBJECT_OPTIONS = {"seed", "num_inference_steps", "guidance_scale", "format", "texture_map", "orientation", "view_options", "mesh_options"}
+OBJECT_OPTIONS = {
+    "seed",
+    "num_inference_steps",
+    "guidance_scale",
+    "format",
+    "texture_map",
+    "orientation",
+    "view_options",
+    "mesh_options",
+}
 """The option keywords of image_to_mesh, on the worker and on the pool."""
 
 
@@ -40,7 +59,10 @@ def test_the_worker_and_the_pool_take_the_same_options() -> None:
         (lambda w, image, out: w.generate_views(image, view_options=ViewOptions(seed=-1)), "$.seed"),
         (lambda w, image, out: w.reconstruct(out / "views.png", out / "m.obj", format="stl"), "$.format"),
         (lambda w, image, out: w.image_to_mesh(image, out / "m.obj", guidance_scale=1e9), "$.guidance_scale"),
-        (lambda w, image, out: w.map([image], out, mesh_options=MeshOptions(orientation="upside-down")), "$.orientation"),  # type: ignore[arg-type]
+        (
+            lambda w, image, out: w.map([image], out, mesh_options=MeshOptions(orientation="upside-down")),
+            "$.orientation",
+        ),  # type: ignore[arg-type]
     ],
 )
 def test_a_bad_value_is_one_line_before_the_worker_starts(call, field: str, tmp_path: Path) -> None:
@@ -71,26 +93,43 @@ def grid_bytes(outcomes: list) -> bytes:
     return Path(outcome.grid_path).read_bytes()
 
 
-def test_guidance_reaches_the_worker_through_every_face(make_pool, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_guidance_reaches_the_worker_through_every_face(
+    make_pool, worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     """The mock's views are a function of image, seed and guidance: the same guidance gives the same grid on the
     worker and on the pool, as a keyword or in ViewOptions; another guidance gives another grid."""
     pool = make_pool(workers=1)
     common = {"num_inference_steps": 2, "seed": 5}
     no_noise = grid_bytes(list(pool.map([object_png], tmp_path / "pool", guidance_scale=0.0, **common)))
-    assert grid_bytes(list(pool.map([object_png], tmp_path / "pool-options", view_options=ViewOptions(guidance_scale=0.0, **common)))) == no_noise
+    assert (
+        grid_bytes(
+            list(
+                pool.map(
+                    [object_png], tmp_path / "pool-options", view_options=ViewOptions(guidance_scale=0.0, **common)
+                )
+            )
+        )
+        == no_noise
+    )
     assert grid_bytes(list(pool.map([object_png], tmp_path / "pool-default", **common))) != no_noise
-    made = pool.image_to_mesh(object_png, tmp_path / "one.obj", save_grid=tmp_path / "one.png", guidance_scale=0.0, **common)
+    made = pool.image_to_mesh(
+        object_png, tmp_path / "one.obj", save_grid=tmp_path / "one.png", guidance_scale=0.0, **common
+    )
     assert made.num_faces > 0 and (tmp_path / "one.png").read_bytes() == no_noise
     with InstantMeshWorker(str(worker_python), backend="mock", worker_args=["--mock", "view_size=64"]) as worker:
         assert grid_bytes(list(worker.map([object_png], tmp_path / "worker", guidance_scale=0.0, **common))) == no_noise
-        views = worker.generate_views(object_png, view_options=ViewOptions(guidance_scale=0.0, **common), save_grid=tmp_path / "w.png")
+        views = worker.generate_views(
+            object_png, view_options=ViewOptions(guidance_scale=0.0, **common), save_grid=tmp_path / "w.png"
+        )
         assert Path(views.grid_path or "").read_bytes() == no_noise
 
 
 def test_mesh_options_reach_the_worker_through_the_pool(make_pool, object_png: Path, tmp_path: Path) -> None:
     """texture_map in MeshOptions gives a textured OBJ (its .mtl and .png); format as a keyword names a .glb."""
     pool = make_pool(workers=1)
-    (textured,) = pool.map([object_png], tmp_path / "textured", num_inference_steps=1, mesh_options=MeshOptions(texture_map=True))
+    (textured,) = pool.map(
+        [object_png], tmp_path / "textured", num_inference_steps=1, mesh_options=MeshOptions(texture_map=True)
+    )
     assert textured.ok and textured.mesh is not None
     assert sorted(Path(p).suffix for p in textured.mesh.extra_paths) == [".mtl", ".png"]
     (binary,) = pool.map([object_png], tmp_path / "binary", num_inference_steps=1, format="glb")

@@ -42,7 +42,11 @@ def test_map_runs_objects_on_every_worker_at_once(make_pool, object_png: Path, t
     assert sorted(o.index for o in outcomes) == list(range(9))
     assert {o.worker for o in outcomes} == {"0", "1", "2"}
     assert wall < 9 * VIEWS_SECONDS, f"no overlap: {wall:.1f} s for {9 * VIEWS_SECONDS:.0f} s of serial sleeping"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:3] == ["object-2.obj", "object-2_views.png", "object-3.obj"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:3] == [
+        "object-2.obj",
+        "object-2_views.png",
+        "object-3.obj",
+    ]
     assert sum(s.requests_done for s in pool.status()) == 18
 
 
@@ -79,9 +83,15 @@ def test_a_worker_killed_mid_request_costs_one_retry_elsewhere(make_pool, object
     first_pid = pool.status()[1].pid
     assert first_pid is not None
     results = []
-    runner = threading.Thread(target=lambda: results.extend(pool.map([object_png] * 6, tmp_path / "out", num_inference_steps=STEPS)))
+    runner = threading.Thread(
+        target=lambda: results.extend(pool.map([object_png] * 6, tmp_path / "out", num_inference_steps=STEPS))
+    )
     runner.start()
-    wait_until(lambda: pool.status()[1].worker is not None and pool.status()[1].worker.busy == "generate_views", 30, "worker 1 busy")
+    wait_until(
+        lambda: pool.status()[1].worker is not None and pool.status()[1].worker.busy == "generate_views",
+        30,
+        "worker 1 busy",
+    )
     os.kill(first_pid, signal.SIGKILL)
     runner.join(120)
     assert not runner.is_alive()
@@ -101,9 +111,15 @@ def test_object_errors_are_reported_not_retried(make_pool, object_png: Path, tmp
     """A missing input fails alone with its protocol code in the outcome; image_to_mesh raises it."""
     pool = make_pool(workers=2)
     missing = tmp_path / "nowhere.png"
-    outcomes = sorted(pool.map([object_png, missing, object_png], tmp_path / "out", num_inference_steps=1), key=lambda o: o.index)
+    outcomes = sorted(
+        pool.map([object_png, missing, object_png], tmp_path / "out", num_inference_steps=1), key=lambda o: o.index
+    )
     assert [o.ok for o in outcomes] == [True, False, True]
-    assert outcomes[1].error_code == "input_not_found" and outcomes[1].attempts == 1 and "nowhere.png" in (outcomes[1].error or "")
+    assert (
+        outcomes[1].error_code == "input_not_found"
+        and outcomes[1].attempts == 1
+        and "nowhere.png" in (outcomes[1].error or "")
+    )
     with pytest.raises(InputNotFound):
         pool.image_to_mesh(missing, tmp_path / "x.obj")
     assert sum(s.requests_lost for s in pool.status()) == 0
@@ -127,7 +143,9 @@ def test_split_mode_views_on_one_worker_meshes_on_another(make_pool, object_png:
     """split: views only on worker 0, meshes only on worker 1, the grid passed as a shared-memory file that
     is gone afterwards; diffusion of one object overlaps the mesh of the previous one (wall time below the
     serial sum of the mock's delays)."""
-    pool = make_pool(f"step_delay={STEP_DELAY},reconstruct_delay={VIEWS_SECONDS}", split={"views": "cpu", "mesh": "cpu"})
+    pool = make_pool(
+        f"step_delay={STEP_DELAY},reconstruct_delay={VIEWS_SECONDS}", split={"views": "cpu", "mesh": "cpu"}
+    )
     pool.load()
     transfer_dir = Path(pool._transfer_dir or "")
     began = time.monotonic()
@@ -139,13 +157,17 @@ def test_split_mode_views_on_one_worker_meshes_on_another(make_pool, object_png:
     views_worker, mesh_worker = pool.status()
     assert (views_worker.role, views_worker.worker.loaded) == ("views", ["views"])
     assert (mesh_worker.role, mesh_worker.worker.loaded) == ("mesh", ["mesh"])
-    kept = pool.image_to_mesh(object_png, tmp_path / "kept.obj", save_grid=tmp_path / "kept_views.png", num_inference_steps=1)
+    kept = pool.image_to_mesh(
+        object_png, tmp_path / "kept.obj", save_grid=tmp_path / "kept_views.png", num_inference_steps=1
+    )
     assert kept.num_faces > 0 and (tmp_path / "kept_views.png").is_file()
     pool.close()
     assert not transfer_dir.exists()
 
 
-def test_impossible_configurations_are_refused_at_construction(worker_python: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_impossible_configurations_are_refused_at_construction(
+    worker_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Clear one-line refusals before any worker starts."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ValueError, match="no GPU is visible"):

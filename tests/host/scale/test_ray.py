@@ -19,7 +19,9 @@ ray = pytest.importorskip("ray", reason="no ray here; test_ray_in_host_env.py ru
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """One local cluster for the whole session; its processes import this checkout."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}
+    )
     yield
     ray.shutdown()
 
@@ -30,19 +32,30 @@ def test_importing_host_does_not_import_ray(tmp_path: Path) -> None:
     import sys
 
     probe = "import sys, host, host.scale.pool; print('ray' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
     assert done.stdout.strip() == "False"
 
 
-def test_map_images_over_two_actors_lists_the_failing_object(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_map_images_over_two_actors_lists_the_failing_object(
+    ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     """Four good images and a missing one over two mock-backed actors: four meshes on disk, the missing one
     listed as failed with input_not_found (not raised), both actors used, and their workers gone afterwards."""
     from host.scale.ray import map_images
 
     images = [object_png, object_png, tmp_path / "missing.png", object_png, object_png]
     report = map_images(
-        images, tmp_path / "out", actors=2, num_gpus=0, python=str(worker_python), backend="mock",
-        worker_args=["--mock", "view_size=64,step_delay=0.05"], num_inference_steps=4, startup_timeout=60,
+        images,
+        tmp_path / "out",
+        actors=2,
+        num_gpus=0,
+        python=str(worker_python),
+        backend="mock",
+        worker_args=["--mock", "view_size=64,step_delay=0.05"],
+        num_inference_steps=4,
+        startup_timeout=60,
     )
     assert [o.index for o in report.outcomes] == [0, 1, 2, 3, 4]
     assert [o.ok for o in report.outcomes] == [True, True, False, True, True]
@@ -62,7 +75,9 @@ def test_map_images_over_two_actors_lists_the_failing_object(ray_cluster: None, 
 NEXT_VIEWS_STARTED_S = 0.4
 
 
-def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_an_actors_worker_killed_mid_object_is_redone_once(
+    ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     """SIGKILL of one actor's stdio worker while it makes views: that object is redone (attempts 2), every
     object ends ok, and the actors keep the workers they restart until stop_actors."""
     import os
@@ -71,12 +86,21 @@ def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, wo
 
     from host.scale.ray import map_images, start_actors, stop_actors
 
-    actors = start_actors(2, num_gpus=0, python=str(worker_python), backend="mock", worker_args=["--mock", "view_size=64,step_delay=0.1"], startup_timeout=60)
+    actors = start_actors(
+        2,
+        num_gpus=0,
+        python=str(worker_python),
+        backend="mock",
+        worker_args=["--mock", "view_size=64,step_delay=0.1"],
+        startup_timeout=60,
+    )
     try:
         first_pid = ray.get(actors[0].describe.remote())["worker_pid"]
         out = tmp_path / "out"
         reports = []
-        runner = threading.Thread(target=lambda: reports.append(map_images([object_png] * 6, out, actors=actors, num_inference_steps=10)))
+        runner = threading.Thread(
+            target=lambda: reports.append(map_images([object_png] * 6, out, actors=actors, num_inference_steps=10))
+        )
         runner.start()
         deadline = time.monotonic() + 60
         while not list(out.glob("*.obj")):  # the first mesh: both actors are about to start their next objects
@@ -98,7 +122,9 @@ def test_an_actors_worker_killed_mid_object_is_redone_once(ray_cluster: None, wo
     assert wait_gone(first_pid, 5.0)
 
 
-def test_map_images_takes_the_pools_options_and_passes_the_guidance(ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path) -> None:
+def test_map_images_takes_the_pools_options_and_passes_the_guidance(
+    ray_cluster: None, worker_python: Path, object_png: Path, tmp_path: Path
+) -> None:
     """map_images has WorkerPool.map's option keywords; the guidance reaches the actor's worker as a keyword and
     inside ViewOptions alike (the mock's views depend on it), and a bad value is one line before any actor starts."""
     import inspect
@@ -113,10 +139,20 @@ def test_map_images_takes_the_pools_options_and_passes_the_guidance(ray_cluster:
     with pytest.raises(InvalidParams, match=r"\$\.guidance_scale") as refused:
         map_images([object_png], tmp_path / "bad", actors=[], guidance_scale=-1.0)
     assert "\n" not in str(refused.value)
-    actors = start_actors(1, num_gpus=0, python=str(worker_python), backend="mock", worker_args=["--mock", "view_size=64"], startup_timeout=60)
+    actors = start_actors(
+        1,
+        num_gpus=0,
+        python=str(worker_python),
+        backend="mock",
+        worker_args=["--mock", "view_size=64"],
+        startup_timeout=60,
+    )
     try:
+
         def grid(out: str, **options) -> bytes:
-            (outcome,) = map_images([object_png], tmp_path / out, actors=actors, num_inference_steps=2, seed=5, **options).outcomes
+            (outcome,) = map_images(
+                [object_png], tmp_path / out, actors=actors, num_inference_steps=2, seed=5, **options
+            ).outcomes
             assert outcome.ok, outcome.error
             return Path(outcome.grid_path).read_bytes()
 

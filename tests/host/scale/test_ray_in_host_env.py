@@ -16,7 +16,9 @@ pytestmark = pytest.mark.pool
 RAY_TESTS = Path(__file__).with_name("test_ray.py")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is importable here: test_ray.py runs directly")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is not None, reason="ray is importable here: test_ray.py runs directly"
+)
 def test_ray_tests_pass_in_the_host_environment() -> None:
     """test_ray.py under the host env's Python passes, with nothing skipped."""
     if not HOST_PYTHON.exists():

@@ -60,7 +60,12 @@ def test_views_then_meshes_from_one_handle(mock_client, object_png: Path, tmp_pa
     assert (views.grid_width, views.grid_height, views.view_size) == (640, 960, 320)
     for fmt in ("obj", "glb", "ply"):
         mesh = client.reconstruct(ReconstructParams(ViewsHandle(views.handle), str(tmp_path / f"m.{fmt}")))
-        assert mesh.format == fmt and mesh.weights == "mock" and mesh.num_faces > 0 and Path(mesh.mesh_path).stat().st_size > 0
+        assert (
+            mesh.format == fmt
+            and mesh.weights == "mock"
+            and mesh.num_faces > 0
+            and Path(mesh.mesh_path).stat().st_size > 0
+        )
     assert client.status().handles == 1 and client.status().weights == "mock"
 
 
@@ -77,7 +82,9 @@ def test_python_api_end_to_end(worker_python: Path, object_png: Path, tmp_path: 
 def test_progress_arrives_in_order(mock_client, object_png: Path) -> None:
     client = mock_client()
     seen = []
-    client.generate_views(views_params(object_png, num_inference_steps=12), on_progress=lambda p: seen.append((p.stage, p.step, p.total)))
+    client.generate_views(
+        views_params(object_png, num_inference_steps=12), on_progress=lambda p: seen.append((p.stage, p.step, p.total))
+    )
     assert seen[0] == ("load", 1, 1), "the first call loads the views model and says so"
     assert seen[1:] == [("diffusion", i, 12) for i in range(1, 13)]
 
@@ -86,7 +93,8 @@ def test_ping_and_status_answer_while_a_model_call_runs(mock_client, object_png:
     client = mock_client("step_delay=0.05")
     stepping = threading.Event()
     pending = client.request(
-        "generate_views", views_params(object_png, num_inference_steps=400),
+        "generate_views",
+        views_params(object_png, num_inference_steps=400),
         on_progress=lambda p: stepping.set() if p.stage == "diffusion" else None,
     )
     assert stepping.wait(30), "the model call never started"
@@ -120,8 +128,6 @@ def test_concurrent_requests_from_threads(mock_client, object_png: Path, tmp_pat
         t.join(60)
     assert not errors and len(results) == 8
     assert len(list(tmp_path.glob("*.obj"))) == 8
-
-
 
 
 def test_queued_request_can_be_cancelled_before_it_starts(mock_client, object_png: Path) -> None:
@@ -170,8 +176,6 @@ def test_version_mismatch_is_refused(worker_python: Path) -> None:
         client.close()
 
 
-
-
 def test_model_not_loaded_when_loading_is_required(mock_client, object_png: Path) -> None:
     client = mock_client("require_load=1")
     with pytest.raises(ModelNotLoaded, match="views"):
@@ -194,22 +198,11 @@ def test_worker_writing_to_stdout_and_fd1_does_not_corrupt_the_stream(mock_clien
         assert text in tail
 
 
-
-
-
-
 def test_shutdown_leaves_no_process(mock_client) -> None:
     client = mock_client()
     pid = client.process.pid
     assert client.close() == 0
     assert not _alive(pid)
-
-
-
-
-
-
-
 
 
 def _alive(pid: int) -> bool:

@@ -36,17 +36,22 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_missing_bytecode_that_would_not_be_written_goes_to_the_cache(probe: Path, tmp_path: Path) -> None:
     folder = use_bytecode_cache(tmp_path / "cache", PROBE)
-    assert folder == tmp_path / "cache" / "pycache" and sys.pycache_prefix == str(folder) and not sys.dont_write_bytecode
+    assert (
+        folder == tmp_path / "cache" / "pycache" and sys.pycache_prefix == str(folder) and not sys.dont_write_bytecode
+    )
     module = importlib.import_module(PROBE)
     assert module.VALUE == 42
     cached = Path(module.__cached__)
     assert cached.is_relative_to(folder) and cached.exists()  # written there, at the first import
     assert not (probe.parent / "__pycache__").exists()
-    assert os.environ["PYTHONPYCACHEPREFIX"] == str(folder) and "PYTHONDONTWRITEBYTECODE" not in os.environ  # for its children
+    assert (
+        os.environ["PYTHONPYCACHEPREFIX"] == str(folder) and "PYTHONDONTWRITEBYTECODE" not in os.environ
+    )  # for its children
 
 
-def test_the_environment_is_left_alone_where_bytecode_is_there_or_will_be(probe: Path, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_is_left_alone_where_bytecode_is_there_or_will_be(
+    probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     assert use_bytecode_cache(tmp_path / "cache", PROBE) is None  # Python writes it beside the source itself
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
@@ -56,7 +61,9 @@ def test_the_environment_is_left_alone_where_bytecode_is_there_or_will_be(probe:
     assert "PYTHONPYCACHEPREFIX" not in os.environ and os.environ["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
-def test_off_a_chosen_folder_a_users_prefix_and_no_probe(probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_a_chosen_folder_a_users_prefix_and_no_probe(
+    probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(PYCACHE_ENV, "off")
     assert use_bytecode_cache(tmp_path / "cache", PROBE) is None and sys.pycache_prefix is None
     assert use_bytecode_cache(tmp_path / "cache", "no_such_package_here") is None
@@ -70,13 +77,26 @@ def test_off_a_chosen_folder_a_users_prefix_and_no_probe(probe: Path, tmp_path: 
 
 def test_a_second_process_reads_what_the_first_wrote(probe: Path, tmp_path: Path) -> None:
     """As two worker starts in an image with PYTHONDONTWRITEBYTECODE=1: the second finds the first one's bytecode."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-            "from instantmesh.bytecode_cache import use_bytecode_cache; "
-            f"print(use_bytecode_cache(Path(sys.argv[2]), {PROBE!r})); import {PROBE} as m; print(m.__cached__)")
-    env = {"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        "from instantmesh.bytecode_cache import use_bytecode_cache; "
+        f"print(use_bytecode_cache(Path(sys.argv[2]), {PROBE!r})); import {PROBE} as m; print(m.__cached__)"
+    )
+    env = {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+
     def start() -> list[str]:
-        done = subprocess.run([sys.executable, "-c", code, str(probe.parents[1]), str(tmp_path / "cache")], capture_output=True,
-                              text=True, env=env, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(probe.parents[1]), str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
         return done.stdout.split()
 
     first = start()

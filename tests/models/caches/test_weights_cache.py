@@ -36,7 +36,11 @@ def test_copy_is_made_once_then_reused(tmp_path: Path, monkeypatch: pytest.Monke
     assert copy is not None and copy.suffix == ".safetensors"
     second = read_state_dict(source)
     for name, tensor in state.items():
-        assert torch.equal(first[name], tensor) and torch.equal(second[name], tensor) and second[name].dtype == tensor.dtype
+        assert (
+            torch.equal(first[name], tensor)
+            and torch.equal(second[name], tensor)
+            and second[name].dtype == tensor.dtype
+        )
 
 
 def test_a_changed_source_or_a_damaged_copy_is_not_used(tmp_path: Path) -> None:
@@ -118,7 +122,9 @@ def test_a_source_replaced_with_the_same_size_and_time_invalidates(tmp_path: Pat
     assert calls == ["unpickled"] and torch.equal(got["a.weight"], torch.load(source, weights_only=True)["a.weight"])
 
 
-@pytest.mark.needs("torch", (2, 4), "the compile cache sets Inductor's FX graph cache, as compile itself needs torch 2.4+")
+@pytest.mark.needs(
+    "torch", (2, 4), "the compile cache sets Inductor's FX graph cache, as compile itself needs torch 2.4+"
+)
 def test_compile_cache_folder_is_keyed_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)

@@ -152,8 +152,6 @@ def test_ambiguity_fix_is_needed(monkeypatch):
 def test_no_surface_gives_empty_mesh():
     geo = FlexiCubesGeometry(4, 2.0, "cpu")
     for value in (1.0, -1.0):
-        vertices, faces = geo.extract(
-            torch.full((125,), value), torch.zeros(125, 3), torch.zeros(64, 21)
-        )
+        vertices, faces = geo.extract(torch.full((125,), value), torch.zeros(125, 3), torch.zeros(64, 21))
         assert vertices.shape == (0, 3) and faces.shape == (0, 3)
         assert faces.dtype == torch.int64

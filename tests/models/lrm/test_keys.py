@@ -70,8 +70,17 @@ def test_preset_model_config_matches_golden_json() -> None:
         for key, value in params.items():
             assert getattr(config, key) == value, (preset, key)
         vit = data["encoder_vit_config_used"]
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                    "layer_norm_eps", "image_size", "patch_size", "num_channels", "qkv_bias"):
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "layer_norm_eps",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "qkv_bias",
+        ):
             assert getattr(config.encoder, key) == vit[key], (preset, key)
 
 

@@ -104,11 +104,16 @@ def test_chunked_decoding_equals_one_chunk() -> None:
     chunked = TriplaneSynthesizer(triplane_dim=4, samples_per_ray=8, weight_chunk_size=7, point_chunk_size=13)
     chunked.load_state_dict(whole.state_dict())
     with torch.no_grad():
-        for ours, theirs in zip(chunked.get_sdf_deformation_prediction(planes, grid, cubes, res),
-                                whole.get_sdf_deformation_prediction(planes, grid, cubes, res), strict=True):
+        for ours, theirs in zip(
+            chunked.get_sdf_deformation_prediction(planes, grid, cubes, res),
+            whole.get_sdf_deformation_prediction(planes, grid, cubes, res),
+            strict=True,
+        ):
             torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
         points = torch.rand(1, 50, 3) * 2 - 1
-        torch.testing.assert_close(chunked.get_texture_prediction(planes, points), whole.get_texture_prediction(planes, points))
+        torch.testing.assert_close(
+            chunked.get_texture_prediction(planes, points), whole.get_texture_prediction(planes, points)
+        )
 
 
 def test_sample_from_planes_layout() -> None:

@@ -18,7 +18,11 @@ from instantmesh.zero123plus.ahead_of_time import (
     package_is_intact,
 )
 
-pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")]
+pytestmark = [
+    pytest.mark.models,
+    pytest.mark.upstream,
+    pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages"),
+]
 CPU = torch.device("cpu")
 
 
@@ -86,7 +90,9 @@ def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> 
     assert not package_is_intact(package)
 
 
-def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(
+    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module, inputs = toy
     monkeypatch.setattr(ahead_of_time, "loads_in_a_child", lambda package, device: False)  # as a crash at load
     fallback_calls: list[int] = []
@@ -105,7 +111,9 @@ def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(t
     assert second.built == [] and second.fell_back == first.built  # the verdict is kept in the record
 
 
-def test_a_package_that_cannot_be_built_runs_through_the_fallback(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_package_that_cannot_be_built_runs_through_the_fallback(
+    toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An export or compilation error costs this start the fallback, never the worker; nothing is written, so the
     next start tries again."""
     module, inputs = toy
@@ -169,7 +177,9 @@ def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -
     assert ahead_of_time_available()
 
 
-def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from rpcworker.backends.views_compile import PACKAGES_FOLDER, compiled_ahead_of_time
 
     assert compiled_ahead_of_time(tmp_path, CPU) is None  # (the CPU refuses the option anyway)
@@ -193,7 +203,9 @@ def test_only_the_whole_step_under_torch_compile_gets_cuda_graph_tree_marks(tmp_
     from instantmesh.zero123plus.overlapped_step import OverlappedStep
     from instantmesh.zero123plus.speed import AheadOfTimeSetup, CompiledStep
 
-    packaged = CompiledStep(NoAttention(), torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False))
+    packaged = CompiledStep(
+        NoAttention(), torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False)
+    )
     assert isinstance(packaged.compiled, OverlappedStep) and set(packaged.compiled.parts) == {"reference", "main"}
     assert not packaged.mark_graph_steps
     assert CompiledStep(NoAttention(), torch.float32, "reduce-overhead").mark_graph_steps

@@ -48,7 +48,9 @@ SEEDS = [11, 12, 13]
 
 @pytest.fixture(scope="module")
 def alone(pipe, images) -> list:
-    return [pipe(image, generator=seed, output_type="latent", **SMALL) for image, seed in zip(images, SEEDS, strict=True)]
+    return [
+        pipe(image, generator=seed, output_type="latent", **SMALL) for image, seed in zip(images, SEEDS, strict=True)
+    ]
 
 
 def _close(a, b) -> bool:
@@ -64,7 +66,10 @@ def test_each_object_gets_its_alone_result_wherever_it_sits(pipe, images, alone,
 
 
 def test_views_agree_to_one_lsb(pipe, images) -> None:
-    alone = [np.asarray(pipe(image, generator=seed, **SMALL), dtype=np.int16) for image, seed in zip(images, SEEDS, strict=True)]
+    alone = [
+        np.asarray(pipe(image, generator=seed, **SMALL), dtype=np.int16)
+        for image, seed in zip(images, SEEDS, strict=True)
+    ]
     batch = [np.asarray(grid, dtype=np.int16) for grid in pipe.generate_batch(images, SEEDS, **SMALL)]
     assert max(int(np.abs(a - b).max()) for a, b in zip(alone, batch, strict=True)) <= 1
 
@@ -79,9 +84,12 @@ def test_a_cancelled_object_leaves_without_disturbing_the_others(pipe, images, a
             raise Cancelled
 
     batch = pipe.generate_batch(
-        images, SEEDS, output_type="latent",
+        images,
+        SEEDS,
+        output_type="latent",
         progress=[lambda s, t, k=k: progress[k].append(s) for k in range(3)],
-        check_cancelled=[None, cancel_second_at_step_two, None], **SMALL,
+        check_cancelled=[None, cancel_second_at_step_two, None],
+        **SMALL,
     )
     assert isinstance(batch[1], Cancelled) and progress[1] == [1]
     assert _close(batch[0], alone[0]) and _close(batch[2], alone[2])
@@ -119,7 +127,9 @@ def test_the_compiled_step_pads_or_splits_by_the_measured_cost() -> None:
     step = CompiledStep(torch.nn.Linear(1, 1), torch.float32, None, "eager", row_counts=[2, 16])
 
     def plan(rows: int, size: int = 8):
-        return step.plan(torch.zeros(rows, 4, size, size), torch.tensor(1.0), torch.zeros(rows, 7, 5), torch.zeros(rows, 4, 4, 4))
+        return step.plan(
+            torch.zeros(rows, 4, size, size), torch.tensor(1.0), torch.zeros(rows, 7, 5), torch.zeros(rows, 4, 4, 4)
+        )
 
     assert plan(4) == [(4, 16)]  # nothing measured: one padded call
     step.step_seconds.update({2: 0.026, 16: 0.148})
@@ -155,5 +165,9 @@ def test_the_compiled_decoder_serves_its_one_shape_and_leaves_others_eager() -> 
     compiled = decode.compiled
     decode.compiled = lambda latents: calls.append(tuple(latents.shape)) or compiled(latents)
     first, other = torch.ones(1, 4, 6, 4), torch.ones(1, 4, 8, 8)
-    assert torch.equal(decode(first), 2 * first) and torch.equal(decode(other), 2 * other) and torch.equal(decode(first), 2 * first)
+    assert (
+        torch.equal(decode(first), 2 * first)
+        and torch.equal(decode(other), 2 * other)
+        and torch.equal(decode(first), 2 * first)
+    )
     assert decode.shape == (1, 4, 6, 4) and calls == [(1, 4, 6, 4)] * 2  # the other shape never reached the compiler

@@ -19,7 +19,9 @@ V12_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
 @pytest.mark.parametrize("spacing", ["trailing", "linspace"])
 def test_steps_equal_the_scheduler_bit_for_bit(prediction_type: str, spacing: str) -> None:
-    scheduler = diffusers.EulerAncestralDiscreteScheduler(prediction_type=prediction_type, timestep_spacing=spacing, **V12_BETAS)
+    scheduler = diffusers.EulerAncestralDiscreteScheduler(
+        prediction_type=prediction_type, timestep_spacing=spacing, **V12_BETAS
+    )
     ours = EulerAncestralSchedule(scheduler, 12, torch.device("cpu"))
     theirs_generator, our_generator = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     torch.manual_seed(0)
@@ -41,7 +43,12 @@ def test_steps_equal_the_scheduler_bit_for_bit(prediction_type: str, spacing: st
 @pytest.mark.parametrize("beta_schedule", ["linear", "scaled_linear"])
 def test_the_schedule_from_the_config_alone_equals_the_schedulers(steps: int, spacing: str, beta_schedule: str) -> None:
     """A start without diffusers computes the schedule from scheduler_config.json: the same numbers, bit for bit."""
-    config = {**V12_BETAS, "beta_schedule": beta_schedule, "timestep_spacing": spacing, "prediction_type": "v_prediction"}
+    config = {
+        **V12_BETAS,
+        "beta_schedule": beta_schedule,
+        "timestep_spacing": spacing,
+        "prediction_type": "v_prediction",
+    }
     scheduler = diffusers.EulerAncestralDiscreteScheduler(**config)
     theirs = EulerAncestralSchedule(scheduler, steps, torch.device("cpu"))
     ours = EulerAncestralSchedule.from_config(dict(scheduler.config), steps, torch.device("cpu"))
@@ -51,7 +58,9 @@ def test_the_schedule_from_the_config_alone_equals_the_schedulers(steps: int, sp
 
 def test_a_config_the_schedule_cannot_follow_is_refused() -> None:
     with pytest.raises(ValueError, match="schedule 'squaredcos_cap_v2' with spacing 'trailing' is not supported"):
-        EulerAncestralSchedule.from_config({"beta_schedule": "squaredcos_cap_v2", "timestep_spacing": "trailing"}, 4, torch.device("cpu"))
+        EulerAncestralSchedule.from_config(
+            {"beta_schedule": "squaredcos_cap_v2", "timestep_spacing": "trailing"}, 4, torch.device("cpu")
+        )
     with pytest.raises(ValueError, match="zero-SNR"):
         EulerAncestralSchedule.from_config({"rescale_betas_zero_snr": True}, 4, torch.device("cpu"))
 

@@ -167,8 +167,9 @@ def test_classifier_free_guidance(golden):
 @torch.inference_mode()
 def test_decode_stage(pipe, golden):
     final = torch.from_numpy(golden["final_latents_scaled"])
-    compare("vae_decode_input (stage)", unscale_latents(final) / pipe.vae.config.scaling_factor,
-            golden["vae_decode_input"])
+    compare(
+        "vae_decode_input (stage)", unscale_latents(final) / pipe.vae.config.scaling_factor, golden["vae_decode_input"]
+    )
     decoded = pipe.vae.decode(torch.from_numpy(golden["vae_decode_input"]), return_dict=False)[0]
     compare("vae_decode_output (stage)", decoded, golden["vae_decode_output"], atol=STAGE_ATOL)
     image = pipe.decode_latents(final)
@@ -202,8 +203,11 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
     wrap(pipe, "negative_condition_latents", lambda a, k, out: keep("latents_encoded", out))
     wrap(pipe, "encode_prompt", lambda a, k, out: keep("prompt_encoded", out))
     wrap(pipe, "encode_image", lambda a, k, out: keep("image_embeds", out))
-    wrap(EulerAncestralSchedule, "step", lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]),
-                                                            keep("step_prev_sample", out)))
+    wrap(
+        EulerAncestralSchedule,
+        "step",
+        lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]), keep("step_prev_sample", out)),
+    )
     wrap(pipe.vae, "decode", lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])))
     wrap(pipe, "decode_latents", lambda a, k, out: (keep("final_latents_scaled", a[0]), keep("decoded", out)))
 
@@ -282,4 +286,3 @@ def test_end_to_end_output_uint8(recorded, golden):
     print(f"[golden] {'output_uint8':24s} max abs err {err} LSB, {(actual != expected).sum()} values differ")
     assert err <= 1
     assert np.array_equal(np.asarray(Image.open(GOLDEN / "output.png").convert("RGB")), golden["output_uint8"])
-

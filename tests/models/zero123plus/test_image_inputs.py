@@ -42,9 +42,11 @@ def test_a_size_it_cannot_follow_is_refused() -> None:
         ImageInputs.from_config({**CONFIGS[PROCESSORS[0]], "size": {"height": 224, "width": 224}})
 
 
-
-@pytest.mark.parametrize("flags", [{"do_normalize": False}, {"do_rescale": False}, {"do_rescale": False, "do_normalize": False}],
-                         ids=["rescale only", "normalise only", "neither"])
+@pytest.mark.parametrize(
+    "flags",
+    [{"do_normalize": False}, {"do_rescale": False}, {"do_rescale": False, "do_normalize": False}],
+    ids=["rescale only", "normalise only", "neither"],
+)
 def test_the_looked_up_values_equal_the_arithmetic_on_the_pixels(flags: dict) -> None:
     inputs = ImageInputs.from_config({**CONFIGS[PROCESSORS[1]], **flags})
     image = Image.fromarray(np.random.default_rng(7).integers(0, 256, (96, 80, 3), dtype=np.uint8))

@@ -44,8 +44,12 @@ def images() -> list[Image.Image]:
 def step_inputs(pipe) -> tuple[Any, ...]:
     generator = torch.Generator().manual_seed(3)
     rows = 2
-    return (torch.randn(rows, 4, 12, 8, generator=generator), torch.tensor(500.0), torch.randn(rows, 77, pipe.unet.config.cross_attention_dim,
-            generator=generator), torch.randn(rows, 4, 8, 8, generator=generator))
+    return (
+        torch.randn(rows, 4, 12, 8, generator=generator),
+        torch.tensor(500.0),
+        torch.randn(rows, 77, pipe.unet.config.cross_attention_dim, generator=generator),
+        torch.randn(rows, 4, 8, 8, generator=generator),
+    )
 
 
 def test_the_two_passes_equal_the_whole_step_exactly(pipe) -> None:
@@ -55,8 +59,12 @@ def test_the_two_passes_equal_the_whole_step_exactly(pipe) -> None:
         whole = ReferenceStep(pipe.unet, dtype)(sample, timestep, context, reference)
         tokens = ReferenceWrite(pipe.unet, dtype)(timestep, context, reference)
         split = ReferenceRead(pipe.unet, dtype)(sample, timestep, context, *tokens)
-        overlapped = OverlappedStep(ReferenceWrite(pipe.unet, dtype), ReferenceRead(pipe.unet, dtype), torch.device("cpu"))
-        told = overlapped(sample, timestep, context, reference, (timestep, reference))  # the CPU runs it in order, told or not
+        overlapped = OverlappedStep(
+            ReferenceWrite(pipe.unet, dtype), ReferenceRead(pipe.unet, dtype), torch.device("cpu")
+        )
+        told = overlapped(
+            sample, timestep, context, reference, (timestep, reference)
+        )  # the CPU runs it in order, told or not
     assert len(tokens) == len(reference_layers(pipe.unet)) > 0
     assert torch.equal(split, whole) and torch.equal(told, whole)
 
@@ -105,5 +113,7 @@ def test_after_an_object_leaves_the_next_step_gets_new_tensors_and_the_same_draw
     result = run_with(pipe, step, images, SEEDS, check_cancelled=[None, cancel_at_step_two])
     alone = pipe(images[0], generator=SEEDS[0], output_type="latent", **SMALL)
     (_, told), (handed, _) = step.calls[0], step.calls[1]
-    assert handed[3].shape[0] == told[1].shape[0] // 2 and handed[3] is not told[1]  # one object's rows, not the announced batch
+    assert (
+        handed[3].shape[0] == told[1].shape[0] // 2 and handed[3] is not told[1]
+    )  # one object's rows, not the announced batch
     assert isinstance(result[1], LeftTheBatch) and (result[0] - alone).abs().max() <= 1e-4

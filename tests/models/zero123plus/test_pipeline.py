@@ -86,15 +86,19 @@ def test_the_8_bit_pixels_are_the_same_bytes_made_by_torch_or_numpy():
     by_numpy = eight_bit(image)
     np.testing.assert_array_equal(quantised(image).numpy(), by_numpy)
     np.testing.assert_array_equal(by_numpy, (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    np.testing.assert_array_equal(np.asarray(Zero123PlusPipeline.postprocess(image[None] * 2 - 1, "pil")),
-                                  eight_bit((image * 2 - 1) / 2 + 0.5))
+    np.testing.assert_array_equal(
+        np.asarray(Zero123PlusPipeline.postprocess(image[None] * 2 - 1, "pil")), eight_bit((image * 2 - 1) / 2 + 0.5)
+    )
 
 
 def test_the_blank_condition_is_encoded_once_and_gives_what_encoding_it_gives(pipe, cond):
     pipe.networks_changed()
     encoded: list[str] = []
     encode = pipe.vae.encode
-    pipe.vae.encode = lambda pixels, *a, **k: (encoded.append("blank" if not pixels.any() else "image"), encode(pixels, *a, **k))[1]
+    pipe.vae.encode = lambda pixels, *a, **k: (
+        encoded.append("blank" if not pixels.any() else "image"),
+        encode(pixels, *a, **k),
+    )[1]
     try:
         first = pipe(cond, generator=5, output_type="latent", **SMALL)
         again = pipe(cond, generator=5, output_type="latent", **SMALL)
@@ -118,10 +122,14 @@ def test_each_networks_output_is_used_before_the_next_network_runs(pipe, cond):
                 output.fill_(float("nan"))
             returned[:] = [network(tensor).clone()]
             return returned[0]
+
         return call
 
-    pipe.fast_image, pipe.fast_encode, pipe.fast_decode = (graph_like(ImageEmbeds(pipe.vision_encoder)), graph_like(VaeEncode(pipe.vae)),
-                                                           graph_like(VaeDecode(pipe.vae)))
+    pipe.fast_image, pipe.fast_encode, pipe.fast_decode = (
+        graph_like(ImageEmbeds(pipe.vision_encoder)),
+        graph_like(VaeEncode(pipe.vae)),
+        graph_like(VaeDecode(pipe.vae)),
+    )
     pipe.networks_changed()
     try:
         spoiled = pipe(cond, generator=4, output_type="np", **SMALL)
@@ -154,8 +162,9 @@ def test_reference_processors_are_plain_attention_outside_a_pass(pipe):
     t = torch.tensor(500.0)
     with torch.inference_mode():
         ours = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
-        pipe.unet.set_attn_processor({n: (p.inner if isinstance(p, ReferenceAttnProcessor) else p)
-                                      for n, p in processors.items()})
+        pipe.unet.set_attn_processor(
+            {n: (p.inner if isinstance(p, ReferenceAttnProcessor) else p) for n, p in processors.items()}
+        )
         try:
             plain = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
         finally:
@@ -199,8 +208,9 @@ def test_cpu_generator_reproduces_golden(pipe, cond):
 @pytest.mark.needs("torch", (2, 3), "float16 convolutions on the CPU need torch 2.3+")
 def test_float16_follows_float32(cond):
     """Half-precision networks with float32 latents and noise stay close to the float32 golden run."""
-    half = load_zero123plus(TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin",
-                            dtype=torch.float16)
+    half = load_zero123plus(
+        TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin", dtype=torch.float16
+    )
     assert half.unet.dtype == half.vae.dtype == half.text_encoder.dtype == torch.float16
     golden = np.load(TINY / "output.npz")
     latents = half(cond, generator=42, output_type="latent", **GOLDEN_CALL)

@@ -21,12 +21,17 @@ def tiny_worker(tiny_cache: Path):
         yield worker
 
 
-def test_views_then_mesh_by_handle_in_every_format(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+def test_views_then_mesh_by_handle_in_every_format(
+    tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path
+) -> None:
     info = tiny_worker.client.info
     assert info.backend == "instantmesh" and info.torch and info.weights == "tiny" and "tiny" in info.model_label
     progress = []
     views = tiny_worker.generate_views(
-        object_png, num_inference_steps=3, save_grid=tmp_path / "grid.png", on_progress=lambda p: progress.append(p.stage)
+        object_png,
+        num_inference_steps=3,
+        save_grid=tmp_path / "grid.png",
+        on_progress=lambda p: progress.append(p.stage),
     )
     assert views.weights == "tiny" and "NOT the official" in views.model_label
     assert views.grid_size == (64, 96) and views.view_size == 32 and Path(views.grid_path).stat().st_size > 0
@@ -39,7 +44,9 @@ def test_views_then_mesh_by_handle_in_every_format(tiny_worker: InstantMeshWorke
         assert loaded.bounds.ravel().tolist() == pytest.approx(sum(mesh.bounds, []), abs=1e-4)
 
 
-def test_reconstruct_from_a_saved_grid_matches_the_handle(tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path) -> None:
+def test_reconstruct_from_a_saved_grid_matches_the_handle(
+    tiny_worker: InstantMeshWorker, object_png: Path, tmp_path: Path
+) -> None:
     views = tiny_worker.generate_views(object_png, num_inference_steps=2, seed=3, save_grid=tmp_path / "g.png")
     by_handle = tiny_worker.reconstruct(views, tmp_path / "a.ply")
     by_grid = tiny_worker.reconstruct(tmp_path / "g.png", tmp_path / "b.ply")
@@ -92,7 +99,9 @@ def test_unload_frees_and_reload_works(tiny_worker: InstantMeshWorker, object_pn
 
 
 def test_missing_official_weights_name_every_place_looked(tmp_path: Path) -> None:
-    worker = InstantMeshWorker(str(MODELS_PYTHON), preset="official", lrm=str(tmp_path / "missing.ckpt"), startup_timeout=120)
+    worker = InstantMeshWorker(
+        str(MODELS_PYTHON), preset="official", lrm=str(tmp_path / "missing.ckpt"), startup_timeout=120
+    )
     with pytest.raises(WorkerStartError) as info:
         worker.start()
     text = str(info.value)
@@ -176,7 +185,9 @@ def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: P
     load = backend.views_load()
     assert load.row_counts() == [2, 6]
     torch._dynamo.reset()
-    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=load.row_counts())
+    optimize_views(
+        backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=load.row_counts()
+    )
     load.warm_up(backend._pipeline)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seeds in ([1, 2], [3], [4, 5, 6]):
@@ -186,13 +197,22 @@ def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: P
                 assert np.abs(np.asarray(views.grid, np.int16) - np.asarray(alone.grid, np.int16)).max() <= 1
 
 
-def test_a_batching_worker_gives_each_object_its_alone_views(tiny_cache: Path, object_png: Path, tmp_path: Path) -> None:
+def test_a_batching_worker_gives_each_object_its_alone_views(
+    tiny_cache: Path, object_png: Path, tmp_path: Path
+) -> None:
     args = ("--max-batch", "3", "--batch-wait-ms", "1000")
     with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", startup_timeout=120, worker_args=args) as worker:
         assert worker.client.status().max_batch == 3
-        alone = [worker.generate_views(object_png, seed=s, num_inference_steps=2, save_grid=tmp_path / f"a{s}.png") for s in (1, 2)]
-        many = worker.generate_views_many([object_png, tmp_path / "missing.png", object_png], seeds=[1, 7, 2], num_inference_steps=2,
-                                          save_grids=[tmp_path / f"b{i}.png" for i in range(3)])
+        alone = [
+            worker.generate_views(object_png, seed=s, num_inference_steps=2, save_grid=tmp_path / f"a{s}.png")
+            for s in (1, 2)
+        ]
+        many = worker.generate_views_many(
+            [object_png, tmp_path / "missing.png", object_png],
+            seeds=[1, 7, 2],
+            num_inference_steps=2,
+            save_grids=[tmp_path / f"b{i}.png" for i in range(3)],
+        )
         assert not hasattr(many[1], "handle")
         for one, batched in zip(alone, (many[0], many[2]), strict=True):
             assert batched.timings["batch_size"] == 2
@@ -218,12 +238,15 @@ def test_warm_up_times_each_step(tiny_cache: Path) -> None:
     assert backend.load_phases[WARMUP_DECODE_PHASE] > 0  # and one decode, which compiles the VAE decoder
 
 
-def test_the_mesh_lane_gives_the_meshes_the_executor_gives(tiny_worker: InstantMeshWorker, tiny_cache: Path, object_png: Path,
-                                                           tmp_path: Path) -> None:
+def test_the_mesh_lane_gives_the_meshes_the_executor_gives(
+    tiny_worker: InstantMeshWorker, tiny_cache: Path, object_png: Path, tmp_path: Path
+) -> None:
     """reconstruct on the mesh lane (beside the next objects' diffusion) writes the same files as on the executor."""
     options = {"num_inference_steps": 2, "format": "ply"}
     serial = list(tiny_worker.map([object_png] * 3, tmp_path / "serial", **options))
-    with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", startup_timeout=120, worker_args=("--mesh-lane", "on")) as worker:
+    with InstantMeshWorker(
+        str(MODELS_PYTHON), preset="tiny", startup_timeout=120, worker_args=("--mesh-lane", "on")
+    ) as worker:
         assert worker.client.status().mesh_lane and not tiny_worker.client.status().mesh_lane
         laned = list(worker.map([object_png] * 3, tmp_path / "lane", **options))
     assert all(o.ok for o in serial + laned)

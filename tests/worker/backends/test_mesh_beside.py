@@ -41,11 +41,17 @@ def files(tiny_cache: Path) -> ModelFiles:
     return resolve_model_files(WorkerOptions(preset="tiny"))
 
 
-def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(files: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(
+    files: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mesh_threads: list[str] = []
     views_read, mesh_done = threading.Event(), threading.Event()
     done_at_warm_up: list[bool] = []
-    real_load_mesh, real_optimize, real_read = backend_module.load_mesh, views_loading.optimize_views, views_loading.ViewsLoad.read_modules
+    real_load_mesh, real_optimize, real_read = (
+        backend_module.load_mesh,
+        views_loading.optimize_views,
+        views_loading.ViewsLoad.read_modules,
+    )
 
     def load_mesh(*args: Any) -> Any:
         mesh_threads.append(threading.current_thread().name)
@@ -69,17 +75,30 @@ def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(files: Model
     backend = InstantMeshBackend(files, "cpu", ())
     ctx = RecordingContext()
     seconds = backend.load(["views", "mesh"], ctx)
-    assert backend.loaded() == ["views", "mesh"] and set(seconds) == {"views", "mesh"} and all(s > 0 for s in seconds.values())
+    assert (
+        backend.loaded() == ["views", "mesh"]
+        and set(seconds) == {"views", "mesh"}
+        and all(s > 0 for s in seconds.values())
+    )
     assert mesh_threads != [threading.current_thread().name] and mesh_threads[0].startswith("mesh-load")
     assert done_at_warm_up == [True]
-    assert [(step, message) for stage, step, _, message in ctx.progress_seen if stage == "load"] == [(1, "views"), (2, "mesh")]
+    assert [(step, message) for stage, step, _, message in ctx.progress_seen if stage == "load"] == [
+        (1, "views"),
+        (2, "mesh"),
+    ]
     assert {"mesh_read_s", "mesh_geometry_s", "views_read_s"} <= set(backend.load_phases)
 
 
-def test_one_model_alone_or_mesh_first_loads_in_the_calling_thread(files: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_model_alone_or_mesh_first_loads_in_the_calling_thread(
+    files: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threads: list[str] = []
     real_load_mesh = backend_module.load_mesh
-    monkeypatch.setattr(backend_module, "load_mesh", lambda *args: threads.append(threading.current_thread().name) or real_load_mesh(*args))
+    monkeypatch.setattr(
+        backend_module,
+        "load_mesh",
+        lambda *args: threads.append(threading.current_thread().name) or real_load_mesh(*args),
+    )
     backend = InstantMeshBackend(files, "cpu", ())
     backend.load(["mesh", "views"], RecordingContext())
     assert threads == [threading.current_thread().name] and backend.loaded() == ["views", "mesh"]
@@ -88,14 +107,18 @@ def test_one_model_alone_or_mesh_first_loads_in_the_calling_thread(files: ModelF
     assert threads == [threading.current_thread().name] * 2
 
 
-def test_a_mesh_that_cannot_load_beside_the_views_is_reported_and_the_views_stay(files: ModelFiles, tmp_path: Path) -> None:
+def test_a_mesh_that_cannot_load_beside_the_views_is_reported_and_the_views_stay(
+    files: ModelFiles, tmp_path: Path
+) -> None:
     backend = InstantMeshBackend(dataclasses.replace(files, lrm=tmp_path / "missing.ckpt"), "cpu", ())
     with pytest.raises(ModelNotLoaded, match="missing.ckpt"):
         backend.load(["views", "mesh"], RecordingContext())
     assert backend.loaded() == ["views"]
 
 
-def test_views_that_cannot_load_are_reported_and_the_mesh_loaded_beside_them_stays(files: ModelFiles, tmp_path: Path) -> None:
+def test_views_that_cannot_load_are_reported_and_the_mesh_loaded_beside_them_stays(
+    files: ModelFiles, tmp_path: Path
+) -> None:
     backend = InstantMeshBackend(dataclasses.replace(files, zero123plus=tmp_path / "no-zero123plus"), "cpu", ())
     with pytest.raises(ModelNotLoaded, match="no-zero123plus"):
         backend.load(["views", "mesh"], RecordingContext())

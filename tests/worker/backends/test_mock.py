@@ -41,7 +41,10 @@ class Cancellable(SilentContext):
 def test_the_mock_gives_each_object_the_views_it_gets_alone_and_drops_a_cancelled_one() -> None:
     mock = MockBackend(MockOptions(view_size=24))
     images = [Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)) for i in range(3)]
-    alone = [mock.generate_views(img, seed, 5, 3.0, SilentContext()).views for img, seed in zip(images, [1, 2, 3], strict=True)]
+    alone = [
+        mock.generate_views(img, seed, 5, 3.0, SilentContext()).views
+        for img, seed in zip(images, [1, 2, 3], strict=True)
+    ]
     ctxs = [Cancellable(), Cancellable(cancel_after=2), Cancellable()]
     batched = mock.generate_views_batch(images, [1, 2, 3], 5, 3.0, list(ctxs))
     assert isinstance(batched[1], Cancelled) and ctxs[1].steps == 2

@@ -30,7 +30,11 @@ from rpcworker.backends.views_compile import views_code_fingerprint
 from rpcworker.backends.views_loading import ViewsLoad
 from rpcworker.options import WorkerOptions
 
-pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages")]
+pytestmark = [
+    pytest.mark.models,
+    pytest.mark.upstream,
+    pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages"),
+]
 CPU = torch.device("cpu")
 BATCHES = (1, 2)
 STEPS = 2
@@ -89,22 +93,40 @@ def test_the_packaged_views_equal_eager_alone_and_in_a_batch(starts, object_png:
     pipeline = first.backend._pipeline
     step_parts = pipeline.fast_step.compiled.parts
     assert {prefix: [name.split("-")[0] for name in part.built] for prefix, part in step_parts.items()} == {
-        "reference": ["reference"] * 2, "main": ["main"] * 2}  # each of the step's passes, one per batch size
+        "reference": ["reference"] * 2,
+        "main": ["main"] * 2,
+    }  # each of the step's passes, one per batch size
     assert {part: len(getattr(pipeline, f"fast_{part}").compiled.built) for part in ("decode", "encode", "image")} == {
-        "decode": 1, "encode": 1, "image": 1}
+        "decode": 1,
+        "encode": 1,
+        "image": 1,
+    }
     assert np.abs(alone(first.backend, image) - expected[0]).max() <= 1
-    batch = first.backend.generate_views_batch([image, mirrored], [5, 6], STEPS, 4.0, [SilentContext(), SilentContext()])
+    batch = first.backend.generate_views_batch(
+        [image, mirrored], [5, 6], STEPS, 4.0, [SilentContext(), SilentContext()]
+    )
     assert all(np.abs(grid(got) - want).max() <= 1 for got, want in zip(batch, expected, strict=True))
 
 
 def test_the_first_start_writes_the_bundle_and_the_second_runs_from_it(starts, object_png: Path) -> None:
     first, second, folder = starts
-    assert "views_bundle_write_s" in first.phases and (folder / MANIFEST_NAME).is_file() and (folder / CONSTANTS_NAME).is_file()
+    assert (
+        "views_bundle_write_s" in first.phases
+        and (folder / MANIFEST_NAME).is_file()
+        and (folder / CONSTANTS_NAME).is_file()
+    )
     assert first.messages[-1] == "views: writing the packaged start for the next one"
     assert second.messages == ["views: starting from the compiled packages"]
-    assert {"views_bundle_check_s", "views_bundle_read_s", "reference_package_load_s", "main_package_load_s",
-            "image_package_first_call_s"} <= set(second.phases)
-    assert "read_imports_s" not in second.phases and "views_bundle_write_s" not in second.phases  # no module loaded, nothing rewritten
+    assert {
+        "views_bundle_check_s",
+        "views_bundle_read_s",
+        "reference_package_load_s",
+        "main_package_load_s",
+        "image_package_first_call_s",
+    } <= set(second.phases)
+    assert (
+        "read_imports_s" not in second.phases and "views_bundle_write_s" not in second.phases
+    )  # no module loaded, nothing rewritten
     from safetensors import safe_open
 
     with safe_open(str(folder / CONSTANTS_NAME), "pt") as constants:  # the step's two passes share one copy of the UNet
@@ -117,7 +139,9 @@ def test_the_first_start_writes_the_bundle_and_the_second_runs_from_it(starts, o
     image = Image.open(object_png)
     assert np.array_equal(alone(second.backend, image), alone(first.backend, image))
     both = [second.backend, first.backend]
-    batches = [b.generate_views_batch([image, image], [5, 9], STEPS, 4.0, [SilentContext(), SilentContext()]) for b in both]
+    batches = [
+        b.generate_views_batch([image, image], [5, 9], STEPS, 4.0, [SilentContext(), SilentContext()]) for b in both
+    ]
     assert all(np.array_equal(grid(a), grid(b)) for a, b in zip(*batches, strict=True))
 
 
@@ -143,13 +167,22 @@ print(json.dumps(heavy))
 """
 
 
-def test_a_start_from_the_bundle_imports_neither_diffusers_nor_transformers(starts, object_png: Path, tmp_path: Path) -> None:
+def test_a_start_from_the_bundle_imports_neither_diffusers_nor_transformers(
+    starts, object_png: Path, tmp_path: Path
+) -> None:
     """Nor the compilers: loading packages needs no Inductor, and the LRM's build on the meta device no dynamo."""
     first, _, folder = starts
     out = tmp_path / "views.npy"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(object_png), str(out)], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(object_png), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     assert np.array_equal(np.load(out), alone(first.backend, Image.open(object_png)))
@@ -165,7 +198,10 @@ def test_a_bundle_that_no_longer_matches_is_not_used(starts, tmp_path: Path) -> 
     assert valid_manifest(folder, sources, fingerprint, torch.float32) is not None
     assert valid_manifest(folder, sources, fingerprint + "x", torch.float32) is None
     assert valid_manifest(folder, sources, fingerprint, torch.float16) is None
-    touched = [s if s.path != str(files.whitebg_unet.resolve()) else type(s)(s.path, s.size, s.mtime_ns + 1, s.inode) for s in sources]
+    touched = [
+        s if s.path != str(files.whitebg_unet.resolve()) else type(s)(s.path, s.size, s.mtime_ns + 1, s.inode)
+        for s in sources
+    ]
     assert valid_manifest(folder, touched, fingerprint, torch.float32) is None
     copy = tmp_path / "bundle"
     copy.mkdir()
@@ -183,7 +219,9 @@ def test_a_bundle_that_no_longer_matches_is_not_used(starts, tmp_path: Path) -> 
     assert valid_manifest(copy, sources, fingerprint, torch.float32) is None
 
 
-def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(starts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(
+    starts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The bundle's packages are for batches of 1 and 2; a worker with a larger batch asks for a step package that is
     not there: that start loads the modules (and would build the package), it does not fail."""
     _, _, folder = starts
@@ -191,7 +229,9 @@ def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(starts, t
     messages: list[str] = []
     load = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None, gc.collect)
     with pytest.raises(PackageMissing):  # what the warm-up meets ...
-        pipeline = views_loading.views_from_bundle(load.files.zero123plus, load.files.whitebg_unet, setup, torch.float32, [2, 6], {})
+        pipeline = views_loading.views_from_bundle(
+            load.files.zero123plus, load.files.whitebg_unet, setup, torch.float32, [2, 6], {}
+        )
         load.warm_up(pipeline)
     assert load.from_bundle(setup, messages.append) is None  # ... and the start turns into loading the modules
     assert messages == ["views: starting from the compiled packages"]
