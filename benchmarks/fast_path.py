@@ -60,12 +60,10 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
-    from .sessions import weight_args
+    from .sessions import official_options
 
     phases["imports_s"] = time.perf_counter() - t
-    files = resolve_model_files(
-        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
-    )
+    files = resolve_model_files(official_options(weights))
     backend = InstantMeshBackend(files, max_batch=1)  # one object's latency and start: one compiled batch size
     ctx = SilentContext()
     cuda = torch.cuda.is_available()
@@ -195,11 +193,9 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
 
     from .common import synthetic_object
-    from .sessions import weight_args
+    from .sessions import official_options
 
-    files = resolve_model_files(
-        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
-    )
+    files = resolve_model_files(official_options(weights))
     image = Image.open(synthetic_object(out / "bench_object.png", 0))
     backend = InstantMeshBackend(files, optimizations=())
     ctx = SilentContext()

@@ -34,6 +34,7 @@ def main() -> int:
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.images import load_input_image
+    from rpcworker.options import WorkerOptions
     from rpcworker.wire.messages import ImagePath
 
     stamps["imported"] = time.time()
@@ -43,7 +44,7 @@ def main() -> int:
         torch.cuda.synchronize()
     stamps["cuda_ready"] = time.time()
     files = resolve_model_files(
-        argparse.Namespace(
+        WorkerOptions(
             preset="official",
             zero123plus=args.zero123plus,
             unet=args.unet,

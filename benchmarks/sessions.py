@@ -22,9 +22,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from .common import summarize, synthetic_object, table, write_results
+
+if TYPE_CHECKING:
+    from rpcworker.options import WorkerOptions
 
 SESSION_SIZES = (1, 3, 10)
 MODES = {"a": "(a) subprocess per object", "b": "(b) warm worker (host API)", "c": "(c) in-process, no worker"}
@@ -39,6 +44,13 @@ def weight_args(weights: Path) -> dict[str, str]:
     if (weights / "lrm-config.yaml").exists():  # a smoke-test folder with the tiny sizes
         args.update(config=str(weights / "lrm-config.yaml"), view_size="32")
     return args
+
+
+def official_options(weights: Path) -> WorkerOptions:
+    """The worker's options for the official preset on a weights folder: what these flags would parse to."""
+    from rpcworker.options import WorkerOptions
+
+    return msgspec.convert({"preset": "official", **weight_args(weights)}, WorkerOptions, strict=False)
 
 
 def worker_flags(args: dict[str, str]) -> list[str]:
@@ -157,9 +169,7 @@ def in_process(images: list[Path], weights: Path, steps: int, workdir: Path) -> 
     from rpcworker.wire.messages import ImagePath
 
     imported = time.perf_counter()
-    files = resolve_model_files(
-        argparse.Namespace(**{"preset": "official", "config": None, "view_size": None, **weight_args(weights)})
-    )
+    files = resolve_model_files(official_options(weights))
     backend = InstantMeshBackend(files, max_batch=1)
     ctx = SilentContext()
     load_s = backend.load(["views", "mesh"], ctx)
