@@ -7,7 +7,8 @@ from host.api.facade import InstantMeshWorker, TinyFallbackWarning
 from host.api.options import MeshOptions, ViewOptions
 from host.api.outcome import ObjectOutcome
 from host.api.results import Mesh, Views
-from host.scale.pool import PoolViews, WorkerPool
+from host.scale.object_steps import PoolViews
+from host.scale.pool import WorkerPool
 from host.scale.slots import PoolWorkerStatus
 from host.worker.client import WorkerClient
 from host.worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped

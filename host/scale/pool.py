@@ -8,16 +8,13 @@ device and meshes on another; the views grid travels between them as a file in s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from host.api.facade import InstantMeshWorker
 from host.api.inputs import ImageLike
@@ -29,8 +26,9 @@ from host.api.options import (
     mesh_options_of,
     view_options_of,
 )
-from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error, object_targets
+from host.api.outcome import ObjectOutcome, ObjectTarget, object_targets
 from host.api.results import Mesh, Views
+from host.scale.object_steps import Attempts, Call, ObjectSteps, PoolViews
 from host.scale.slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
@@ -43,42 +41,10 @@ from host.scale.slots import (
     visible_gpus,
     worker_plan,
 )
-from host.worker.errors import RequestTimeout, WorkerCrashed
 from host.worker.process import WorkerCommand
 from host.worker.session import ProgressCallback
-from rpcworker.wire.errors import HandleExpired
 
-T = TypeVar("T")
-
-WORKER_LOST = (WorkerCrashed, RequestTimeout)
-"""Failures of the worker, not of the object: the object is redone once on another worker."""
 SHARED_MEMORY_DIR = "/dev/shm"
-
-
-@dataclass
-class Attempts:
-    """How many times one object was tried: 2 once a lost worker's step was redone on another. Read by the
-    object's outcome whether it ends in a mesh or in an error."""
-
-    count: int = 1
-
-
-@dataclass(frozen=True)
-class Call:
-    """What every request of one call (or one map) carries besides the options."""
-
-    overwrite: bool = False
-    timeout: float | None = None
-    on_progress: ProgressCallback | None = None
-
-
-@dataclass(frozen=True)
-class PoolViews(Views):
-    """Views made by one pool worker; ``reconstruct`` sends them back to it (``worker``)."""
-
-    worker: int = 0
-    transfer: bool = False
-    """The grid was written only to pass it to a mesh worker (split mode); deleted once used."""
 
 
 class WorkerPool:
@@ -116,7 +82,7 @@ class WorkerPool:
             slots.append(Slot(index, role, device, worker))
         self.split = split is not None
         self._slots = Slots(slots, worker_options.get("startup_timeout", 300.0))
-        self._transfer_dir: str | None = None
+        self._steps = ObjectSteps(self._slots, self.split)
 
     # ---------------------------------------------------------------- life
 
@@ -128,18 +94,18 @@ class WorkerPool:
 
     def start(self) -> WorkerPool:
         start_all(self._slots.slots)
-        if self.split and self._transfer_dir is None:
+        if self.split and self._steps.transfer_dir is None:
             base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else None
-            self._transfer_dir = tempfile.mkdtemp(prefix="instantmesh-pool-", dir=base)
+            self._steps.transfer_dir = tempfile.mkdtemp(prefix="instantmesh-pool-", dir=base)
         return self
 
     def close(self) -> None:
         """Stops every worker (calls still waiting fail with WorkerCrashed and are not retried)."""
         self._slots.shutdown()
         close_all(self._slots.slots)
-        if self._transfer_dir is not None:
-            shutil.rmtree(self._transfer_dir, ignore_errors=True)
-            self._transfer_dir = None
+        if self._steps.transfer_dir is not None:
+            shutil.rmtree(self._steps.transfer_dir, ignore_errors=True)
+            self._steps.transfer_dir = None
 
     @property
     def size(self) -> int:
@@ -179,7 +145,7 @@ class WorkerPool:
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         call = Call(overwrite, timeout, on_progress)
-        views, _ = self._views(image, save_grid, options, call, Attempts())
+        views, _ = self._steps.views(image, save_grid, options, call, Attempts())
         return views
 
     def reconstruct(
@@ -198,7 +164,7 @@ class WorkerPool:
         """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
         mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
         options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-        mesh, _ = self._mesh(views, output_path, options, Call(overwrite, timeout, on_progress), Attempts())
+        mesh, _ = self._steps.mesh(views, output_path, options, Call(overwrite, timeout, on_progress), Attempts())
         return mesh
 
     def image_to_mesh(
@@ -223,7 +189,7 @@ class WorkerPool:
         )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
-        mesh, _ = self._object(image, target, views, mesh_chosen, Call(overwrite, timeout), Attempts())
+        mesh, _ = self._steps.object(image, target, views, mesh_chosen, Call(overwrite, timeout), Attempts())
         return mesh
 
     def map(
@@ -266,170 +232,9 @@ class WorkerPool:
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
             for index, (image, target) in enumerate(zip(items, targets, strict=True)):
-                future = executor.submit(self._outcome, index, image, target, views, mesh, call)
+                future = executor.submit(self._steps.outcome, index, image, target, views, mesh, call)
                 futures[future] = index
             for future in as_completed(futures):
                 yield future.result()
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
-
-    # ---------------------------------------------------------------- retries
-
-    def _outcome(
-        self,
-        index: int,
-        image: ImageLike,
-        target: ObjectTarget,
-        views: ViewOptions,
-        mesh_options: MeshOptions,
-        call: Call,
-    ) -> ObjectOutcome:
-        tries = Attempts()
-        try:
-            mesh, worker = self._object(image, target, views, mesh_options, call, tries)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes this object's outcome
-            message, code = describe_error(exc)
-            return ObjectOutcome(index, target.name, None, message, code, attempts=tries.count)
-        grid = str(target.grid) if target.grid is not None else None
-        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
-
-    def _object(
-        self,
-        image: ImageLike,
-        target: ObjectTarget,
-        view_options: ViewOptions,
-        mesh_options: MeshOptions,
-        call: Call,
-        tries: Attempts,
-    ) -> tuple[Mesh, str]:
-        """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
-        saved grid when there is one, otherwise views and mesh again on another worker."""
-        views, first = self._views(image, target.grid, view_options, call, tries)
-        try:
-            mesh, slot = self._mesh(views, target.mesh, mesh_options, call, tries)
-        except (HandleExpired, *WORKER_LOST):
-            if tries.count > 1 or views.grid_path is not None or self._slots.closing:
-                raise  # with a grid, the mesh step has already been retried from it
-            tries.count = 2
-            views, first = self._views(image, target.grid, view_options, call, tries, avoid=first)
-            mesh, slot = self._mesh(views, target.mesh, mesh_options, call, tries)
-            return mesh, str(slot.index)
-        worker = str(slot.index) if slot is first else f"{first.index}+{slot.index}"
-        return mesh, worker
-
-    def _attempt(
-        self,
-        kind: str,
-        work: Callable[[Slot], T],
-        tries: Attempts,
-        *,
-        first: Slot | None = None,
-        retry: Callable[[Slot], T] | None = None,
-        avoid: Slot | None = None,
-    ) -> tuple[T, Slot]:
-        """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
-        (default: ``work``) once on another one, counted in ``tries``. ``first`` given without ``retry``: no second attempt."""
-        slot = self._slots.take(first) if first is not None else self._slots.acquire(kind, avoid=avoid)
-        try:
-            with self._slots.held(slot):
-                result = work(slot)
-            self._slots.count(slot, True)
-            return result, slot
-        except WORKER_LOST as exc:
-            self._slots.count(slot, False)
-            if isinstance(exc, WorkerCrashed):
-                self._slots.restart_in_background(slot)
-            again = retry or (work if first is None else None)
-            if again is None or self._slots.closing:
-                raise
-            lost = slot
-        tries.count = 2
-        try:
-            slot = self._slots.acquire(kind, avoid=lost)
-            with self._slots.held(slot):
-                result = again(slot)
-            self._slots.count(slot, True)
-            return result, slot
-        except WORKER_LOST as exc:
-            if isinstance(exc, WorkerCrashed):
-                self._slots.restart_in_background(slot)
-            raise
-
-    def _views(
-        self,
-        image: ImageLike,
-        save_grid: str | os.PathLike[str] | None,
-        options: ViewOptions,
-        call: Call,
-        tries: Attempts,
-        avoid: Slot | None = None,
-    ) -> tuple[PoolViews, Slot]:
-        transfer = self.split and save_grid is None
-        grid = os.path.join(self._transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
-
-        def attempt(again: bool) -> Callable[[Slot], PoolViews]:
-            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
-            overwrite = call.overwrite or transfer or again
-
-            def work(slot: Slot) -> PoolViews:
-                views = slot.worker.generate_views(
-                    image,
-                    view_options=options,
-                    save_grid=grid,
-                    overwrite=overwrite,
-                    timeout=call.timeout,
-                    on_progress=call.on_progress,
-                )
-                return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
-
-            return work
-
-        return self._attempt("views", attempt(False), tries, retry=attempt(True), avoid=avoid)
-
-    def _mesh(
-        self,
-        views: Views | str | os.PathLike[str],
-        output_path: str | os.PathLike[str],
-        options: MeshOptions,
-        call: Call,
-        tries: Attempts,
-    ) -> tuple[Mesh, Slot]:
-        def from_source(source: Views | str | os.PathLike[str]) -> Callable[[Slot], Mesh]:
-            def work(slot: Slot) -> Mesh:
-                return slot.worker.reconstruct(
-                    source,
-                    output_path,
-                    mesh_options=options,
-                    overwrite=call.overwrite,
-                    timeout=call.timeout,
-                    on_progress=call.on_progress,
-                )
-
-            return work
-
-        try:
-            if not isinstance(views, PoolViews):
-                path = views
-                if isinstance(views, Views):
-                    if views.grid_path is None:
-                        raise HandleExpired(
-                            f"views {views.handle} come from another worker and have no saved grid",
-                            {"handle": views.handle, "reason": "not from this pool"},
-                        )
-                    path = views.grid_path
-                return self._attempt("mesh", from_source(path), tries)
-            from_grid = from_source(views.grid_path) if views.grid_path is not None else None
-            if self.split:
-                assert from_grid is not None
-                return self._attempt("mesh", from_grid, tries)
-            owner = self._slots.slots[views.worker]
-            try:
-                return self._attempt("mesh", from_source(views), tries, first=owner, retry=from_grid)
-            except HandleExpired:
-                if from_grid is None:
-                    raise
-                return self._attempt("mesh", from_grid, tries)
-        finally:
-            if isinstance(views, PoolViews) and views.transfer and views.grid_path:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(views.grid_path)

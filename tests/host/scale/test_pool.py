@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from host.scale.pool import PoolViews, WorkerPool
+from host.scale.object_steps import PoolViews
+from host.scale.pool import WorkerPool
 from rpcworker.wire.errors import InputNotFound
 from tests.faults.conftest import process_alive, wait_gone
 

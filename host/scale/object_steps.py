@@ -1,0 +1,221 @@
+"""One object through the pool: its views on the least-loaded worker, its mesh on the worker that holds them
+(or, split, on a mesh worker), and the one redo on another worker that a lost worker earns the object."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from host.api.inputs import ImageLike
+from host.api.options import MeshOptions, ViewOptions
+from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error
+from host.api.results import Mesh, Views
+from host.scale.slots import Slot, Slots
+from host.worker.errors import RequestTimeout, WorkerCrashed
+from host.worker.session import ProgressCallback
+from rpcworker.wire.errors import HandleExpired
+
+T = TypeVar("T")
+
+WORKER_LOST = (WorkerCrashed, RequestTimeout)
+"""Failures of the worker, not of the object: the object is redone once on another worker."""
+
+
+@dataclass
+class Attempts:
+    """How many times one object was tried: 2 once a lost worker's step was redone on another. Read by the
+    object's outcome whether it ends in a mesh or in an error."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Call:
+    """What every request of one call (or one map) carries besides the options."""
+
+    overwrite: bool = False
+    timeout: float | None = None
+    on_progress: ProgressCallback | None = None
+
+
+@dataclass(frozen=True)
+class PoolViews(Views):
+    """Views made by one pool worker; ``reconstruct`` sends them back to it (``worker``)."""
+
+    worker: int = 0
+    transfer: bool = False
+    """The grid was written only to pass it to a mesh worker (split mode); deleted once used."""
+
+
+class ObjectSteps:
+    """The views and mesh steps of objects over the pool's slots. ``transfer_dir`` (split mode): where grids
+    travel from a views worker to a mesh worker; the pool sets it while it runs."""
+
+    def __init__(self, slots: Slots, split: bool) -> None:
+        self.slots = slots
+        self.split = split
+        self.transfer_dir: str | None = None
+
+    def outcome(
+        self,
+        index: int,
+        image: ImageLike,
+        target: ObjectTarget,
+        views: ViewOptions,
+        mesh_options: MeshOptions,
+        call: Call,
+    ) -> ObjectOutcome:
+        """One object of a map, its failure included (never raised)."""
+        tries = Attempts()
+        try:
+            mesh, worker = self.object(image, target, views, mesh_options, call, tries)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this object's outcome
+            message, code = describe_error(exc)
+            return ObjectOutcome(index, target.name, None, message, code, attempts=tries.count)
+        grid = str(target.grid) if target.grid is not None else None
+        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
+
+    def object(
+        self,
+        image: ImageLike,
+        target: ObjectTarget,
+        view_options: ViewOptions,
+        mesh_options: MeshOptions,
+        call: Call,
+        tries: Attempts,
+    ) -> tuple[Mesh, str]:
+        """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
+        saved grid when there is one, otherwise views and mesh again on another worker."""
+        views, first = self.views(image, target.grid, view_options, call, tries)
+        try:
+            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries)
+        except (HandleExpired, *WORKER_LOST):
+            if tries.count > 1 or views.grid_path is not None or self.slots.closing:
+                raise  # with a grid, the mesh step has already been retried from it
+            tries.count = 2
+            views, first = self.views(image, target.grid, view_options, call, tries, avoid=first)
+            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries)
+            return mesh, str(slot.index)
+        worker = str(slot.index) if slot is first else f"{first.index}+{slot.index}"
+        return mesh, worker
+
+    def _attempt(
+        self,
+        kind: str,
+        work: Callable[[Slot], T],
+        tries: Attempts,
+        *,
+        first: Slot | None = None,
+        retry: Callable[[Slot], T] | None = None,
+        avoid: Slot | None = None,
+    ) -> tuple[T, Slot]:
+        """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
+        (default: ``work``) once on another one, counted in ``tries``. ``first`` given without ``retry``: no second attempt."""
+        slot = self.slots.take(first) if first is not None else self.slots.acquire(kind, avoid=avoid)
+        try:
+            with self.slots.held(slot):
+                result = work(slot)
+            self.slots.count(slot, True)
+            return result, slot
+        except WORKER_LOST as exc:
+            self.slots.count(slot, False)
+            if isinstance(exc, WorkerCrashed):
+                self.slots.restart_in_background(slot)
+            again = retry or (work if first is None else None)
+            if again is None or self.slots.closing:
+                raise
+            lost = slot
+        tries.count = 2
+        try:
+            slot = self.slots.acquire(kind, avoid=lost)
+            with self.slots.held(slot):
+                result = again(slot)
+            self.slots.count(slot, True)
+            return result, slot
+        except WORKER_LOST as exc:
+            if isinstance(exc, WorkerCrashed):
+                self.slots.restart_in_background(slot)
+            raise
+
+    def views(
+        self,
+        image: ImageLike,
+        save_grid: str | os.PathLike[str] | None,
+        options: ViewOptions,
+        call: Call,
+        tries: Attempts,
+        avoid: Slot | None = None,
+    ) -> tuple[PoolViews, Slot]:
+        transfer = self.split and save_grid is None
+        grid = os.path.join(self.transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
+
+        def attempt(again: bool) -> Callable[[Slot], PoolViews]:
+            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
+            overwrite = call.overwrite or transfer or again
+
+            def work(slot: Slot) -> PoolViews:
+                views = slot.worker.generate_views(
+                    image,
+                    view_options=options,
+                    save_grid=grid,
+                    overwrite=overwrite,
+                    timeout=call.timeout,
+                    on_progress=call.on_progress,
+                )
+                return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
+
+            return work
+
+        return self._attempt("views", attempt(False), tries, retry=attempt(True), avoid=avoid)
+
+    def mesh(
+        self,
+        views: Views | str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        options: MeshOptions,
+        call: Call,
+        tries: Attempts,
+    ) -> tuple[Mesh, Slot]:
+        def from_source(source: Views | str | os.PathLike[str]) -> Callable[[Slot], Mesh]:
+            def work(slot: Slot) -> Mesh:
+                return slot.worker.reconstruct(
+                    source,
+                    output_path,
+                    mesh_options=options,
+                    overwrite=call.overwrite,
+                    timeout=call.timeout,
+                    on_progress=call.on_progress,
+                )
+
+            return work
+
+        try:
+            if not isinstance(views, PoolViews):
+                path = views
+                if isinstance(views, Views):
+                    if views.grid_path is None:
+                        raise HandleExpired(
+                            f"views {views.handle} come from another worker and have no saved grid",
+                            {"handle": views.handle, "reason": "not from this pool"},
+                        )
+                    path = views.grid_path
+                return self._attempt("mesh", from_source(path), tries)
+            from_grid = from_source(views.grid_path) if views.grid_path is not None else None
+            if self.split:
+                assert from_grid is not None
+                return self._attempt("mesh", from_grid, tries)
+            owner = self.slots.slots[views.worker]
+            try:
+                return self._attempt("mesh", from_source(views), tries, first=owner, retry=from_grid)
+            except HandleExpired:
+                if from_grid is None:
+                    raise
+                return self._attempt("mesh", from_grid, tries)
+        finally:
+            if isinstance(views, PoolViews) and views.transfer and views.grid_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(views.grid_path)
