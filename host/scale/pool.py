@@ -111,6 +111,11 @@ class WorkerPool:
     def size(self) -> int:
         return len(self._slots)
 
+    @property
+    def transfer_dir(self) -> str | None:
+        """Split mode, while the pool runs: the folder grids pass through from views to mesh workers."""
+        return self._steps.transfer_dir
+
     def load(self) -> None:
         """Loads each worker's models (views and mesh, or its split role's) on all workers at once."""
         self._slots.warm_models = True

@@ -148,7 +148,7 @@ def test_split_mode_views_on_one_worker_meshes_on_another(make_pool, object_png:
         f"step_delay={STEP_DELAY},reconstruct_delay={VIEWS_SECONDS}", split={"views": "cpu", "mesh": "cpu"}
     )
     pool.load()
-    transfer_dir = Path(pool._transfer_dir or "")
+    transfer_dir = Path(pool.transfer_dir or "")
     began = time.monotonic()
     outcomes = list(pool.map([object_png] * 6, tmp_path / "out", num_inference_steps=STEPS, save_grids=False))
     wall = time.monotonic() - began
