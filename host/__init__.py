@@ -3,16 +3,6 @@
 Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
 """
 
-from host.api.facade import InstantMeshWorker, TinyFallbackWarning
-from host.api.options import MeshOptions, ViewOptions
-from host.api.outcome import ObjectOutcome
-from host.api.results import Mesh, Views
-from host.scale.object_steps import PoolViews
-from host.scale.pool import WorkerPool
-from host.scale.slots import PoolWorkerStatus
-from host.worker.client import WorkerClient
-from host.worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
-from host.worker.process import WorkerCommand, WorkerProcess
 from rpcworker.wire.errors import (
     Cancelled,
     HandleExpired,
@@ -24,6 +14,17 @@ from rpcworker.wire.errors import (
     OutputRefused,
     RpcError,
 )
+
+from .api.facade import InstantMeshWorker, TinyFallbackWarning
+from .api.options import MeshOptions, ViewOptions
+from .api.outcome import ObjectOutcome
+from .api.results import Mesh, Views
+from .scale.object_steps import PoolViews
+from .scale.pool import WorkerPool
+from .scale.slots import PoolWorkerStatus
+from .worker.client import WorkerClient
+from .worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from .worker.process import WorkerCommand, WorkerProcess
 
 __all__ = [
     "Cancelled",

@@ -7,22 +7,6 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from host.api.inputs import ImageLike, absolute_path, image_input
-from host.api.map import map_objects
-from host.api.options import (
-    DEFAULT_MAP_FORMAT,
-    MeshOptions,
-    ViewOptions,
-    map_mesh_options,
-    mesh_options_of,
-    reconstruct_params,
-    view_options_of,
-    views_params,
-)
-from host.api.outcome import ObjectOutcome, object_targets
-from host.api.results import Mesh, Views
-from host.worker.client import WorkerClient
-from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
     InitializeResult,
@@ -37,6 +21,23 @@ from rpcworker.wire.messages import (
     ViewsSource,
     Weights,
 )
+
+from ..worker.client import WorkerClient
+from ..worker.process import WorkerCommand
+from .inputs import ImageLike, absolute_path, image_input
+from .map import map_objects
+from .options import (
+    DEFAULT_MAP_FORMAT,
+    MeshOptions,
+    ViewOptions,
+    map_mesh_options,
+    mesh_options_of,
+    reconstruct_params,
+    view_options_of,
+    views_params,
+)
+from .outcome import ObjectOutcome, object_targets
+from .results import Mesh, Views
 
 LOG = logging.getLogger("instantmesh_rpc")
 

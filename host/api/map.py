@@ -17,17 +17,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from host.api.inputs import ImageLike, image_input
-from host.api.options import MeshOptions, ViewOptions, reconstruct_params, views_params
-from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error
-from host.api.results import Mesh, Views
-from host.worker.client import WorkerClient
-from host.worker.session import ProgressCallback
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import ViewsHandle, ViewsResult
 
+from ..worker.client import WorkerClient
+from ..worker.session import ProgressCallback
+from .inputs import ImageLike, image_input
+from .options import MeshOptions, ViewOptions, reconstruct_params, views_params
+from .outcome import ObjectOutcome, ObjectTarget, describe_error
+from .results import Mesh, Views
+
 if TYPE_CHECKING:
-    from host.worker.session import PendingCall
+    from ..worker.session import PendingCall
 
 BATCHES_AHEAD = 2
 """Objects kept in flight, in worker batches: one running, one queued behind it."""

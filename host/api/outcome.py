@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.api.results import Mesh
-from host.worker.errors import HostError
 from rpcworker.wire.errors import RpcError
+
+from ..worker.errors import HostError
+from .results import Mesh
 
 
 @dataclass(frozen=True)

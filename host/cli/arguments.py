@@ -14,9 +14,6 @@ from typing import Any
 
 import msgspec
 
-from host.api.facade import InstantMeshWorker
-from host.api.options import MeshOptions, ViewOptions
-from host.cli.objects import Settings
 from rpcworker.wire.messages import (
     DEFAULT_GUIDANCE,
     DEFAULT_SEED,
@@ -29,6 +26,10 @@ from rpcworker.wire.messages import (
     Seed,
     Steps,
 )
+
+from ..api.facade import InstantMeshWorker
+from ..api.options import MeshOptions, ViewOptions
+from .objects import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

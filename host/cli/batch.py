@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from host.api.facade import InstantMeshWorker
-from host.api.map import map_objects
-from host.api.outcome import ObjectTarget
-from host.cli.objects import (
+from ..api.facade import InstantMeshWorker
+from ..api.map import map_objects
+from ..api.outcome import ObjectTarget
+from ..worker.errors import WorkerCrashed
+from .objects import (
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -24,8 +25,7 @@ from host.cli.objects import (
     finish_object,
     prepare_input,
 )
-from host.cli.progress import ProgressPrinter
-from host.worker.errors import WorkerCrashed
+from .progress import ProgressPrinter
 
 Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
 

@@ -10,9 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from host.api.facade import InstantMeshWorker
-from host.cli.arguments import UsageProblem
-from host.cli.objects import Settings, shown
+from ..api.facade import InstantMeshWorker
+from .arguments import UsageProblem
+from .objects import Settings, shown
 
 
 def check_host_libraries(settings: Settings) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from host.worker.process import WorkerCommand
+from ..worker.process import WorkerCommand
 
 PROBE_TIMEOUT_S = 180.0
 PACKAGES = (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from host.cli.objects import ObjectResult, shown
-from host.cli.progress import ProgressPrinter
 from rpcworker.wire.messages import STEPS_RANGE
+
+from .objects import ObjectResult, shown
+from .progress import ProgressPrinter
 
 
 def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:

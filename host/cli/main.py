@@ -18,7 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from host.cli.arguments import (
+from rpcworker.wire.errors import RpcError
+
+from ..worker.environment import EnvironmentProblem
+from ..worker.errors import HostError, WorkerStartError
+from .arguments import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -29,10 +33,10 @@ from host.cli.arguments import (
     make_worker,
     settings_from_args,
 )
-from host.cli.batch import run_pipelined
-from host.cli.checks import check_cuda_before_start, check_device, check_host_libraries, check_output_dir
-from host.cli.lines import report_object
-from host.cli.objects import (
+from .batch import run_pipelined
+from .checks import check_cuda_before_start, check_device, check_host_libraries, check_output_dir
+from .lines import report_object
+from .objects import (
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -42,12 +46,9 @@ from host.cli.objects import (
     run_object,
     shown,
 )
-from host.cli.progress import ProgressPrinter
-from host.cli.scale import add_scale_options, process_scaled, wants_scale_out
-from host.cli.setup_worker import add_environment_commands, run_environment_command
-from host.worker.environment import EnvironmentProblem
-from host.worker.errors import HostError, WorkerStartError
-from rpcworker.wire.errors import RpcError
+from .progress import ProgressPrinter
+from .scale import add_scale_options, process_scaled, wants_scale_out
+from .setup_worker import add_environment_commands, run_environment_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def run_batch(args: argparse.Namespace) -> int:
     check_host_libraries(settings)
     check_output_dir(settings.out_dir)
     if args.report:
-        from host.cli.report import ReportUnavailable, check_report_possible
+        from .report import ReportUnavailable, check_report_possible
 
         try:
             check_report_possible()
@@ -164,7 +165,7 @@ def run_batch(args: argparse.Namespace) -> int:
     }
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
     if args.report:
-        from host.cli.report import write_report
+        from .report import write_report
 
         print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_batch(args)
         if args.command in ("doctor", "setup-worker"):
             return run_environment_command(args)
-        from host.cli.session import run_session
+        from .session import run_session
 
         return run_session(args)
     except (UsageProblem, EnvironmentProblem) as exc:

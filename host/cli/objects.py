@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.api.facade import InstantMeshWorker
-from host.api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions
-from host.api.results import Mesh
-from host.cli.progress import ProgressPrinter
-from host.images.mask_files import MASK_SUFFIX, mask_path_for
-from host.worker.errors import RequestTimeout, WorkerCrashed
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import MODEL_NAMES
+
+from ..api.facade import InstantMeshWorker
+from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions
+from ..api.results import Mesh
+from ..images.mask_files import MASK_SUFFIX, mask_path_for
+from ..worker.errors import RequestTimeout, WorkerCrashed
+from .progress import ProgressPrinter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -228,7 +229,7 @@ def prepare_input(
         if item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         return item.image, None
-    from host.images.preparation import PreprocessError, image_size, prepare
+    from ..images.preparation import PreprocessError, image_size, prepare
 
     dims = image_size(item.image)
     if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
@@ -290,7 +291,7 @@ def _sheet(
     result: ObjectResult, item: ObjectInput, settings: Settings, outputs: ObjectOutputs, image: Path, mesh: Mesh
 ) -> Path | None:
     """The contact sheet; a failure here is a warning, the mesh itself is fine."""
-    from host.images.contact_sheet import ContactSheetError, write_contact_sheet
+    from ..images.contact_sheet import ContactSheetError, write_contact_sheet
 
     notes = [
         f"input {shown(item.image)}" + (f" (outline: {result.outline})" if result.outline else ""),

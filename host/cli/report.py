@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from host.cli.objects import ObjectResult
+from .objects import ObjectResult
 
 ASSETS = Path(__file__).resolve().parents[1] / "report_assets"  # vendored by scripts/setup.sh
 VIEWER_SCRIPT = "model-viewer-umd.min.js"

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from host.cli.objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
-from host.cli.progress import ProgressPrinter
-from host.scale.pool import WorkerPool
-from host.scale.slots import visible_gpus
-from host.worker.errors import HostError, WorkerStartError
+from ..scale.pool import WorkerPool
+from ..scale.slots import visible_gpus
+from ..worker.errors import HostError, WorkerStartError
+from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
+from .progress import ProgressPrinter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Report = Callable[[ProgressPrinter, ObjectResult], None]
@@ -153,7 +153,7 @@ def _process_ray(
     report: Report,
 ) -> tuple[int, str]:
     try:
-        from host.scale.ray import map_images
+        from ..scale.ray import map_images
     except ImportError as exc:
         print(
             f"error: --ray needs the ray package in the host environment (pip install 'instantmesh-rpc[ray]'): {exc}",
@@ -168,7 +168,7 @@ def _process_ray(
     for item, outputs in todo:
         image = item.image
         if settings.preprocess:
-            from host.images.preparation import PreprocessError, prepare
+            from ..images.preparation import PreprocessError, prepare
 
             try:
                 prepared = prepare(item.image, item.mask)

@@ -21,14 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from host.api.facade import InstantMeshWorker
-from host.api.options import mesh_options_of, view_options_of
-from host.cli.arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
-from host.cli.checks import check_cuda_before_start, check_host_libraries, check_output_dir
-from host.cli.lines import SESSION_HELP as HELP
-from host.cli.lines import bytes_text as _bytes
-from host.cli.lines import report_object
-from host.cli.objects import (
+from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
+
+from ..api.facade import InstantMeshWorker
+from ..api.options import mesh_options_of, view_options_of
+from ..worker.errors import HostError, WorkerStartError
+from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
+from .checks import check_cuda_before_start, check_host_libraries, check_output_dir
+from .lines import SESSION_HELP as HELP
+from .lines import bytes_text as _bytes
+from .lines import report_object
+from .objects import (
     ObjectInput,
     ObjectOutputs,
     ObjectResult,
@@ -38,10 +42,7 @@ from host.cli.objects import (
     run_object,
     shown,
 )
-from host.cli.progress import ProgressPrinter
-from host.worker.errors import HostError, WorkerStartError
-from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
+from .progress import ProgressPrinter
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0

@@ -16,9 +16,9 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
-from host.cli.doctor import run_doctor
-from host.worker.environment import EnvironmentProblem, config_paths, find_worker_environment, write_config
-from host.worker.process import WorkerCommand
+from ..worker.environment import EnvironmentProblem, config_paths, find_worker_environment, write_config
+from ..worker.process import WorkerCommand
+from .doctor import run_doctor
 
 DISTRIBUTION = "instantmesh-rpc"
 FALLBACK_REQUIREMENTS = {

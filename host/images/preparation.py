@@ -26,8 +26,9 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from host.images.mask_files import mask_path_for
 from rpcworker.wire.messages import DEFAULT_VIEW_SIZE, INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
+
+from .mask_files import mask_path_for
 
 UPSTREAM_FOREGROUND_RATIO = 0.85
 

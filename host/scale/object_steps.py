@@ -10,14 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from host.api.inputs import ImageLike
-from host.api.options import MeshOptions, ViewOptions
-from host.api.outcome import ObjectOutcome, ObjectTarget, describe_error
-from host.api.results import Mesh, Views
-from host.scale.slots import Slot, Slots
-from host.worker.errors import RequestTimeout, WorkerCrashed
-from host.worker.session import ProgressCallback
 from rpcworker.wire.errors import HandleExpired
+
+from ..api.inputs import ImageLike
+from ..api.options import MeshOptions, ViewOptions
+from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error
+from ..api.results import Mesh, Views
+from ..worker.errors import RequestTimeout, WorkerCrashed
+from ..worker.session import ProgressCallback
+from .slots import Slot, Slots
 
 T = TypeVar("T")
 

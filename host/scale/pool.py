@@ -16,9 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from host.api.facade import InstantMeshWorker
-from host.api.inputs import ImageLike
-from host.api.options import (
+from ..api.facade import InstantMeshWorker
+from ..api.inputs import ImageLike
+from ..api.options import (
     DEFAULT_MAP_FORMAT,
     MeshOptions,
     ViewOptions,
@@ -26,10 +26,12 @@ from host.api.options import (
     mesh_options_of,
     view_options_of,
 )
-from host.api.outcome import ObjectOutcome, ObjectTarget, object_targets
-from host.api.results import Mesh, Views
-from host.scale.object_steps import Attempts, Call, ObjectSteps, PoolViews
-from host.scale.slots import (
+from ..api.outcome import ObjectOutcome, ObjectTarget, object_targets
+from ..api.results import Mesh, Views
+from ..worker.process import WorkerCommand
+from ..worker.session import ProgressCallback
+from .object_steps import Attempts, Call, ObjectSteps, PoolViews
+from .slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
     Slot,
@@ -41,8 +43,6 @@ from host.scale.slots import (
     visible_gpus,
     worker_plan,
 )
-from host.worker.process import WorkerCommand
-from host.worker.session import ProgressCallback
 
 SHARED_MEMORY_DIR = "/dev/shm"
 

@@ -19,9 +19,9 @@ import msgspec
 import ray
 from ray.exceptions import RayActorError
 
-from host.api.facade import InstantMeshWorker
-from host.api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions, map_mesh_options, view_options_of
-from host.api.outcome import ObjectOutcome, describe_error, object_targets
+from ..api.facade import InstantMeshWorker
+from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions, map_mesh_options, view_options_of
+from ..api.outcome import ObjectOutcome, describe_error, object_targets
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
 """Outcome codes that are the worker's failure, not the object's: the object is redone once."""

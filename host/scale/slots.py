@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from host.api.facade import InstantMeshWorker
-from host.worker.errors import HostError, WorkerStartError
-from host.worker.process import WorkerCommand
 from rpcworker.wire.messages import StatusResult
+
+from ..api.facade import InstantMeshWorker
+from ..worker.errors import HostError, WorkerStartError
+from ..worker.process import WorkerCommand
 
 log = logging.getLogger("host.scale.pool")
 

@@ -11,10 +11,6 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from host.worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
-from host.worker.process import WorkerCommand, WorkerProcess
-from host.worker.session import PendingCall, ProgressCallback, RpcSession
-from host.worker.writer import FrameWriter
 from rpcworker.wire.framing import MessageStream
 from rpcworker.wire.messages import (
     MODEL_NAMES,
@@ -34,6 +30,11 @@ from rpcworker.wire.messages import (
     UnloadResult,
     ViewsResult,
 )
+
+from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from .process import WorkerCommand, WorkerProcess
+from .session import PendingCall, ProgressCallback, RpcSession
+from .writer import FrameWriter
 
 ResultT = TypeVar("ResultT", bound=msgspec.Struct)
 log = logging.getLogger("host.worker.client")

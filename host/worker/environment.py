@@ -27,8 +27,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.worker.errors import WorkerStartError
 from rpcworker.wire.cache import cache_root
+
+from .errors import WorkerStartError
 
 WORKER_PACKAGES = ("rpcworker", "instantmesh")
 ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from host.worker.environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
+from .environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
 
 log = logging.getLogger("host.worker.process")
 

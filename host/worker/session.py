@@ -22,8 +22,6 @@ from typing import Any
 
 import msgspec
 
-from host.worker.errors import HostError, RequestTimeout
-from host.worker.writer import FrameWriter
 from rpcworker.wire.errors import MessageTooLarge, RpcError, error_from_wire
 from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
 from rpcworker.wire.messages import (
@@ -35,6 +33,9 @@ from rpcworker.wire.messages import (
     ProgressParams,
     Request,
 )
+
+from .errors import HostError, RequestTimeout
+from .writer import FrameWriter
 
 log = logging.getLogger("host.worker.session")
 
