@@ -237,7 +237,7 @@ class InstantMeshWorker:
                 self.on_progress,
                 timeout,
             )
-            for image, one, grid in zip(images, per_image, grids, strict=True)
+            for image, one, grid in zip(images, per_image, grids)  # lengths checked above
         ]
         outcomes: list[Views | RpcError] = []
         for call in pending:

@@ -233,10 +233,12 @@ class WorkerPool:
     def _map(
         self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call
     ) -> Iterator[ObjectOutcome]:
+        if len(items) != len(targets):  # object_targets makes one per image; a mismatch is a bug, not bad input
+            raise ValueError(f"{len(items)} images for {len(targets)} output targets")
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
-            for index, (image, target) in enumerate(zip(items, targets, strict=True)):
+            for index, (image, target) in enumerate(zip(items, targets)):
                 future = executor.submit(self._steps.outcome, index, image, target, views, mesh, call)
                 futures[future] = index
             for future in as_completed(futures):

@@ -64,8 +64,8 @@ def _sample(cls: type) -> msgspec.Struct:
         bool: True,
     }
     kwargs = {}
-    for name, tp in zip(cls.__struct_fields__, msgspec.structs.fields(cls), strict=False):
-        t = tp.type
+    for field in msgspec.structs.fields(cls):
+        name, t = field.name, field.type
         if hasattr(t, "__metadata__"):  # Annotated[int, Meta(...)]: the base type (1 fits every declared range)
             t = t.__origin__
         if t in values:
