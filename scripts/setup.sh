@@ -3,6 +3,8 @@
 #   .venvs/host    - the application side (default python3): msgspec only, plus test/image extras
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...)
+#   .venvs/host39  - a Python 3.9 host env (Any6D's Python): scripts/test.sh runs the host's pipe and pool tests
+#                    in it; left out, with a warning, where no Python 3.9 is found
 # Workers never see the host's environment: the host stages rpcworker/ and instantmesh/ alone on the worker's
 # PYTHONPATH (host/worker/environment.py), so the worker envs need only third-party packages; the editable install
 # here is for running tests and tools inside them. The hosts find .venvs/models from the checkout's root
@@ -11,6 +13,7 @@
 # Environment overrides:
 #   HOST_PYTHON     interpreter for the host env        (default: python3)
 #   WORKER_PYTHON   Python 3.10 for the mock worker env (default: pyenv's 3.10, else python3.10)
+#   HOST39_PYTHON   Python 3.9 for the host39 env       (default: pyenv's 3.9, else python3.9)
 #   MODELS_PYTHON   interpreter for the models env      (default: python3; CPU torch wheel is cp311 here)
 #   TORCH_SPEC      torch requirement for the models env (default: torch==2.13.0, the local CPU wheel)
 set -euo pipefail
@@ -19,13 +22,20 @@ ROOT=$PWD
 VENVS="$ROOT/.venvs"
 mkdir -p "$VENVS"
 
-find_py310() {
-  if [ -n "${WORKER_PYTHON:-}" ]; then echo "$WORKER_PYTHON"; return; fi
+# find_python MINOR OVERRIDE: the interpreter named by the variable OVERRIDE, else pyenv's newest MINOR, else
+# pythonMINOR on PATH; prints nothing (and fails) when there is none.
+find_python() {
+  local minor=$1 override=${!2:-}
+  if [ -n "$override" ]; then echo "$override"; return; fi
   if command -v pyenv >/dev/null 2>&1; then
-    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$)' | tail -n1 || true)
+    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E "^${minor//./\\.}(\.|\$)" | tail -n1 || true)
     if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python"; return; fi
   fi
-  command -v python3.10 || { echo "setup: Python 3.10 not found (set WORKER_PYTHON)" >&2; exit 1; }
+  command -v "python$minor"
+}
+
+find_py310() {
+  find_python 3.10 WORKER_PYTHON || { echo "setup: Python 3.10 not found (set WORKER_PYTHON)" >&2; exit 1; }
 }
 
 # make_env NAME PYTHON EXTRAS [PRE-INSTALL...]: creates the env if missing, then installs what changed
@@ -51,6 +61,11 @@ make_env() {
 make_env host "${HOST_PYTHON:-python3}" "images,test,ray"
 make_env worker "$(find_py310)" "worker-base,test"
 make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench" "${TORCH_SPEC:-torch==2.13.0}"
+if PY39=$(find_python 3.9 HOST39_PYTHON); then
+  make_env host39 "$PY39" "images,test"
+else
+  echo "setup: Python 3.9 not found (set HOST39_PYTHON): scripts/test.sh will not run the host under 3.9" >&2
+fi
 # The batch report's 3D viewer: @google/model-viewer's UMD bundle (three.js inside) from the npm registry,
 # vendored into host/report_assets/ (git-ignored; packaged with the host). The report test drives Debian's
 # chromium with playwright-core from .venvs/report-node. Each step only warns when node/npm/apt are missing.
