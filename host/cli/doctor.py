@@ -200,10 +200,10 @@ def weight_checks(weights: dict[str, Any]) -> list[Check]:
             for place in entry["places"]
         )
         if entry["path"]:
-            found.append(Check("ok", f"weights: {entry['name']}", entry["path"], places))
+            found.append(Check("ok", "weights", f"{entry['name']}: {entry['path']}", places))
         else:
-            detail = f"{entry['what']} not found; get it: {entry['download']} {MISSING_WEIGHTS_EFFECT}"
-            found.append(Check("warn", f"weights: {entry['name']}", detail, places))
+            detail = f"{entry['name']}: {entry['what']} not found; get it: {entry['download']} {MISSING_WEIGHTS_EFFECT}"
+            found.append(Check("warn", "weights", detail, places))
     return found
 
 

@@ -30,14 +30,14 @@ def test_doctor_lists_every_place_it_looked_for_each_file(tmp_path: Path) -> Non
     (tmp_path / "ckpts" / UNET).write_bytes(b"unet")
     text = _cli("doctor", "--python", str(WORKER_PYTHON.parent.parent), cwd=tmp_path).stdout
     lines = text.splitlines()
-    unet = lines.index(next(line for line in lines if "weights: unet" in line))
+    unet = lines.index(next(line for line in lines if line.split()[1:3] == ["weights", "unet:"]))
     assert lines[unet].startswith("  ok") and str(tmp_path / "ckpts" / UNET) in lines[unet]
     assert [line.split(". ", 1)[1] for line in lines[unet + 1 : unet + 4]] == [
         "$INSTANTMESH_UNET: not set  missing",
         f"./instantmesh/ckpts: {tmp_path / 'instantmesh' / 'ckpts' / UNET}  missing",
         f"./ckpts: {tmp_path / 'ckpts' / UNET}  found",
     ]
-    lrm = next(line for line in lines if "weights: lrm" in line)
+    lrm = next(line for line in lines if line.split()[1:3] == ["weights", "lrm:"])
     assert lrm.startswith("warn") and "huggingface-cli download TencentARC/InstantMesh" in lrm
     assert f"4. Hugging Face cache (TencentARC/InstantMesh): {tmp_path / 'hf'}" in text
 
