@@ -1,13 +1,19 @@
-"""The Python API: one warm worker, views then a mesh, then a second object (tiny-preset fallback anywhere)."""
+"""The Python API: one warm worker, views then a mesh, then a second object.
 
+It uses the official weights (a missing file stops it at start, naming every place searched and how to get
+the files); ``python examples/python_api.py --tiny`` runs the tiny preset's random models instead, anywhere.
+"""
+
+import sys
 from pathlib import Path
 
 from host import InstantMeshWorker
 from host.images.preparation import prepare
 
 here, out = Path(__file__).parent, Path("outputs/api")
-with InstantMeshWorker() as worker:  # the models env; models load on first use
-    print("model:", worker.model_label)  # says "tiny (random weights, ...)" without the real weights
+preset = "tiny" if "--tiny" in sys.argv[1:] else "official"
+with InstantMeshWorker(preset=preset) as worker:  # the models env; models load on first use
+    print("model:", worker.model_label)  # "tiny (random weights, ...)" with --tiny
     mug = prepare(here / "inputs/mug.png").image  # crop + centre at 85 %, in this process (pillow/numpy)
     views = worker.generate_views(mug, num_inference_steps=30, save_grid=out / "mug_views.png", overwrite=True)
     mesh = worker.reconstruct(views, out / "mug.obj", overwrite=True)  # reuses the views held by the worker

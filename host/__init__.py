@@ -15,7 +15,7 @@ from rpcworker.wire.errors import (
     RpcError,
 )
 
-from .api.facade import InstantMeshWorker, TinyFallbackWarning
+from .api.facade import InstantMeshWorker
 from .api.options import MeshOptions, ViewOptions
 from .api.outcome import ObjectOutcome
 from .api.results import Mesh, Views
@@ -23,7 +23,7 @@ from .scale.object_steps import PoolViews
 from .scale.pool import WorkerPool
 from .scale.slots import PoolWorkerStatus
 from .worker.client import WorkerClient
-from .worker.errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from .worker.errors import HostError, RequestTimeout, WeightsMissing, WorkerCrashed, WorkerStartError, WorkerStopped
 from .worker.process import WorkerCommand, WorkerProcess
 
 __all__ = [
@@ -44,9 +44,9 @@ __all__ = [
     "PoolWorkerStatus",
     "RequestTimeout",
     "RpcError",
-    "TinyFallbackWarning",
     "ViewOptions",
     "Views",
+    "WeightsMissing",
     "WorkerClient",
     "WorkerCommand",
     "WorkerCrashed",

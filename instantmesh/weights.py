@@ -1,12 +1,14 @@
-"""Finding the official weight files: explicit paths, then environment variables, then the Hugging Face cache.
+"""Finding the official weight files: explicit paths, environment variables, the folders where users keep
+them (Any6D's ``instantmesh/ckpts/``, upstream's ``ckpts/``), then the Hugging Face cache.
 
 Nothing is ever downloaded: the cache is read the way ``HF_HUB_OFFLINE=1`` would, by looking at the
-snapshot folders on disk. A missing file is an error that names every place looked at.
+snapshot folders on disk. A missing file is an error that names every place looked at, in one line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,18 +16,53 @@ ZERO123PLUS_REPO = "sudo-ai/zero123plus-v1.2"
 INSTANTMESH_REPO = "TencentARC/InstantMesh"
 WHITEBG_UNET_FILE = "diffusion_pytorch_model.bin"
 LRM_FILES = {"large": "instant_mesh_large.ckpt", "base": "instant_mesh_base.ckpt"}
+ZERO123PLUS_FOLDER = "zero123plus-v1.2"
+"""The Zero123++ folder's name inside a checkpoint folder (ours: upstream reads it from the cache only)."""
+CHECKPOINT_FOLDERS = ("instantmesh/ckpts", "ckpts")
+"""Where users keep the files, relative to the application's working directory: Any6D's, then upstream's."""
+ENV_ZERO123PLUS, ENV_UNET, ENV_LRM = "INSTANTMESH_ZERO123PLUS", "INSTANTMESH_UNET", "INSTANTMESH_LRM"
+
+
+@dataclass(frozen=True)
+class Place:
+    """One place looked at: where the path came from, the path (None: a variable not set), and the verdict."""
+
+    source: str
+    path: Path | None
+    found: bool
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.path if self.path is not None else 'not set'}"
+
+
+@dataclass(frozen=True)
+class WeightSearch:
+    """Where one weight was looked for, in order; the search stops at the first place that has it."""
+
+    name: str
+    what: str
+    download: str
+    """The command that puts it where the search finds it."""
+    places: tuple[Place, ...]
+
+    @property
+    def path(self) -> Path | None:
+        return next((p.path for p in self.places if p.found), None)
 
 
 class WeightsNotFound(FileNotFoundError):
-    """Names each weight that is missing and every place that was searched for it, in order."""
+    """Names each weight that is missing, every place searched for it in order, and how to get it (one line)."""
 
-    def __init__(self, missing: dict[str, list[str]], hint: str) -> None:
-        self.missing = missing
-        parts = [
-            f"{what} not found. Looked in:\n" + "\n".join(f"  - {p}" for p in places)
-            for what, places in missing.items()
-        ]
-        super().__init__("\n".join(parts) + "\n" + hint)
+    def __init__(self, searches: list[WeightSearch]) -> None:
+        self.searches = [s for s in searches if s.path is None]
+        parts = [f"{s.what}: looked in {'; '.join(map(str, s.places))}" for s in self.searches]
+        downloads = "; ".join(dict.fromkeys(s.download for s in self.searches))
+        super().__init__(
+            "official weights not found: "
+            + " | ".join(parts)
+            + f" | get them with: {downloads} (or give their paths: --zero123plus/--unet/--lrm, zero123plus=/unet=/lrm=,"
+            f" ${ENV_ZERO123PLUS}/${ENV_UNET}/${ENV_LRM}; the tiny preset runs random models instead)"
+        )
 
 
 def hf_cache_dir() -> Path:
@@ -58,33 +95,66 @@ class WeightPaths:
     lrm: Path
 
 
-def _first(candidates: list[tuple[str, Path | None]], is_ok) -> tuple[Path | None, list[str]]:
-    searched = []
-    for label, path in candidates:
-        if path is None:
-            searched.append(f"{label}: not set")
-            continue
-        searched.append(f"{label}: {path}")
-        if is_ok(path):
-            return path, searched
-    return None, searched
+def _is_pipeline_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
 
 
-def _candidates(explicit: str | None, env: str, repo: str, filename: str | None) -> list[tuple[str, Path | None]]:
-    out: list[tuple[str, Path | None]] = []
+def _search(
+    explicit: str | None, env: str, root: Path, repo: str, filename: str, is_ok: Callable[[Path], bool]
+) -> tuple[Place, ...]:
+    """A given path alone; else the variable, each checkpoint folder under ``root``, the cache's snapshots."""
     if explicit:
-        out.append(("given path", Path(explicit).expanduser()))
-        return out
+        given = Path(explicit).expanduser()
+        return (Place("given path", given, is_ok(given)),)
     value = os.environ.get(env)
-    out.append((f"${env}", Path(value).expanduser() if value else None))
+    candidates: list[tuple[str, Path | None]] = [(f"${env}", Path(value).expanduser() if value else None)]
+    candidates += [(f"./{folder}", root / folder / filename) for folder in CHECKPOINT_FOLDERS]
     snapshots = hf_snapshots(repo)
+    cache = f"Hugging Face cache ({repo})"
     if not snapshots:
-        out.append(
-            (f"Hugging Face cache ({repo})", hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots")
-        )
-    for snap in snapshots:
-        out.append((f"Hugging Face cache ({repo})", snap / filename if filename else snap))
-    return out
+        candidates.append((cache, hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"))
+    candidates += [(cache, snap if filename == ZERO123PLUS_FOLDER else snap / filename) for snap in snapshots]
+    places: list[Place] = []
+    for source, path in candidates:
+        found = path is not None and is_ok(path)
+        places.append(Place(source, path, found))
+        if found:
+            break
+    return tuple(places)
+
+
+def search_weights(
+    zero123plus: str | None = None,
+    whitebg_unet: str | None = None,
+    lrm: str | None = None,
+    variant: str = "large",
+    root: str | os.PathLike[str] | None = None,
+) -> list[WeightSearch]:
+    """Where each of the three official weights was looked for, in order. ``root``: the folder whose
+    checkpoint folders (CHECKPOINT_FOLDERS) are searched; the working directory by default."""
+    base = Path(root).expanduser().resolve() if root else Path.cwd()
+    lrm_file = LRM_FILES[variant]
+    get_instantmesh = f"huggingface-cli download {INSTANTMESH_REPO} {WHITEBG_UNET_FILE} {lrm_file}"
+    return [
+        WeightSearch(
+            "zero123plus",
+            f"the Zero123++ v1.2 diffusers folder ({ZERO123PLUS_REPO}, with model_index.json)",
+            f"huggingface-cli download {ZERO123PLUS_REPO}",
+            _search(zero123plus, ENV_ZERO123PLUS, base, ZERO123PLUS_REPO, ZERO123PLUS_FOLDER, _is_pipeline_folder),
+        ),
+        WeightSearch(
+            "unet",
+            f"the InstantMesh white-background UNet ({WHITEBG_UNET_FILE})",
+            get_instantmesh,
+            _search(whitebg_unet, ENV_UNET, base, INSTANTMESH_REPO, WHITEBG_UNET_FILE, Path.is_file),
+        ),
+        WeightSearch(
+            "lrm",
+            f"the InstantMesh LRM checkpoint ({lrm_file})",
+            get_instantmesh,
+            _search(lrm, ENV_LRM, base, INSTANTMESH_REPO, lrm_file, Path.is_file),
+        ),
+    ]
 
 
 def resolve_weights(
@@ -92,28 +162,11 @@ def resolve_weights(
     whitebg_unet: str | None = None,
     lrm: str | None = None,
     variant: str = "large",
+    root: str | os.PathLike[str] | None = None,
 ) -> WeightPaths:
-    """The three official weight locations, or WeightsNotFound for the first one missing."""
-    hint = (
-        "Point the worker at the files (--zero123plus DIR --unet FILE --lrm FILE, or the environment variables "
-        "INSTANTMESH_ZERO123PLUS, INSTANTMESH_UNET, INSTANTMESH_LRM), or use --preset tiny for random tiny models."
-    )
-    missing: dict[str, list[str]] = {}
-    folder, searched = _first(
-        _candidates(zero123plus, "INSTANTMESH_ZERO123PLUS", ZERO123PLUS_REPO, None),
-        lambda p: (p / "model_index.json").is_file(),
-    )
-    if folder is None:
-        missing[f"the Zero123++ v1.2 diffusers folder ({ZERO123PLUS_REPO}, with model_index.json)"] = searched
-    unet, searched = _first(
-        _candidates(whitebg_unet, "INSTANTMESH_UNET", INSTANTMESH_REPO, WHITEBG_UNET_FILE), Path.is_file
-    )
-    if unet is None:
-        missing[f"the InstantMesh white-background UNet ({WHITEBG_UNET_FILE})"] = searched
-    ckpt, searched = _first(_candidates(lrm, "INSTANTMESH_LRM", INSTANTMESH_REPO, LRM_FILES[variant]), Path.is_file)
-    if ckpt is None:
-        missing[f"the InstantMesh LRM checkpoint ({LRM_FILES[variant]})"] = searched
-    if missing:
-        raise WeightsNotFound(missing, hint)
-    assert folder and unet and ckpt
+    """The three official weight locations, or WeightsNotFound naming every one missing."""
+    searches = search_weights(zero123plus, whitebg_unet, lrm, variant, root)
+    folder, unet, ckpt = (s.path for s in searches)
+    if folder is None or unet is None or ckpt is None:
+        raise WeightsNotFound(searches)
     return WeightPaths(folder, unet, ckpt)

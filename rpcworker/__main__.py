@@ -6,7 +6,9 @@ import os
 import sys
 
 from .backends import create_backend
+from .backends.model_files import WeightsMissing
 from .options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH, WorkerOptions, parse_worker_options
+from .wire.messages import WEIGHTS_MISSING_LINE
 
 
 def _no_batching(options: WorkerOptions) -> str:
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         hide_unused_packages()
     try:
         backend = create_backend(options)
+    except WeightsMissing as exc:
+        print(f"{WEIGHTS_MISSING_LINE}{exc}", file=sys.stderr)
+        return 2
     except (ValueError, ImportError, OSError) as exc:
         print(f"rpcworker: cannot start the {options.backend} backend: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

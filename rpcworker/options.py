@@ -41,11 +41,14 @@ class WorkerOptions(Struct, frozen=True, forbid_unknown_fields=True):
     backend: BackendName = "instantmesh"
     mock: str = ""
     """The mock backend's options, e.g. ``step_delay=0.01,oom_once=reconstruct``."""
-    preset: Preset | None = None
+    preset: Preset = "official"
     zero123plus: str | None = None
     unet: str | None = None
     lrm: str | None = None
     config: str | None = None
+    weights_root: str | None = None
+    """The folder whose ``instantmesh/ckpts/`` and ``ckpts/`` are searched for the weights (None: the working
+    directory); the host passes its own working directory."""
     view_size: ViewSize | None = None
     optimize: str | None = None
     """A comma list of speed options (``none`` for none)."""
@@ -116,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         choices=PRESET_CHOICES,
-        default=None,
-        help="instantmesh backend: 'official' (real weights) or 'tiny' (random, for demos/tests)",
+        default="official",
+        help="instantmesh backend: 'official' (real weights; missing ones end the worker, the default), "
+        "'tiny' (random, for demos/tests) or 'auto' (official if found, else tiny)",
     )
     p.add_argument("--zero123plus", default=None, metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
     p.add_argument(
@@ -125,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lrm", default=None, metavar="FILE", help="instant_mesh_large.ckpt (or base)")
     p.add_argument("--config", default=None, metavar="YAML", help="LRM config (default: instant-mesh-large)")
+    p.add_argument(
+        "--weights-root",
+        default=None,
+        metavar="DIR",
+        help="search DIR/instantmesh/ckpts and DIR/ckpts for the weights (default: the working directory)",
+    )
     p.add_argument(
         "--view-size",
         type=bounded(ViewSize, int),

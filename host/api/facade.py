@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rpcworker.wire.errors import HandleExpired, RpcError
@@ -12,6 +10,7 @@ from rpcworker.wire.messages import (
     InitializeResult,
     LoadResult,
     MeshLane,
+    Preset,
     ProgressParams,
     StatusResult,
     UnloadResult,
@@ -19,7 +18,6 @@ from rpcworker.wire.messages import (
     ViewsHandle,
     ViewsResult,
     ViewsSource,
-    Weights,
 )
 
 from ..worker.client import WorkerClient
@@ -39,17 +37,11 @@ from .options import (
 from .outcome import ObjectOutcome, object_targets
 from .results import Mesh, Views
 
-LOG = logging.getLogger("instantmesh_rpc")
-
-
-class TinyFallbackWarning(UserWarning):
-    """The official weights were not found and the worker fell back to the tiny preset: outputs are noise."""
-
 
 def worker_arguments(
     backend: str = "instantmesh",
     *,
-    preset: str | None = None,
+    preset: Preset | None = None,
     zero123plus: str | None = None,
     unet: str | None = None,
     lrm: str | None = None,
@@ -60,7 +52,8 @@ def worker_arguments(
     mesh_lane: MeshLane | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The worker's command-line arguments for a backend and its weights (paths made absolute)."""
+    """The worker's command-line arguments for a backend and its weights (paths made absolute; the weights'
+    checkpoint folders are searched under the host's working directory, wherever the worker starts)."""
     args = ["--backend", backend] + (["--max-batch", str(max_batch)] if max_batch is not None else [])
     for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock), ("--mesh-lane", mesh_lane)):
         if value:
@@ -68,6 +61,8 @@ def worker_arguments(
     for flag, path in (("--zero123plus", zero123plus), ("--unet", unet), ("--lrm", lrm), ("--config", config)):
         if path:
             args += [flag, os.path.abspath(os.path.expanduser(path))]
+    if backend == "instantmesh":
+        args += ["--weights-root", os.getcwd()]
     return args + list(extra)
 
 
@@ -76,6 +71,10 @@ class InstantMeshWorker:
 
     ``python``: the worker environment, as a python path, a venv directory, ``conda:ENV`` or a command
     prefix; by default INSTANTMESH_RPC_PYTHON or the project's models env.
+
+    ``preset``: ``"official"`` (the default) starts only with the official weights, found as the README says,
+    and otherwise raises WeightsMissing at start (one line naming every place searched and how to get the
+    files); ``"tiny"`` runs random tiny models (tests, demos); ``"auto"`` falls back to tiny when they are missing.
     """
 
     def __init__(
@@ -83,7 +82,7 @@ class InstantMeshWorker:
         python: str | WorkerCommand | None = None,
         *,
         backend: str = "instantmesh",
-        preset: str | None = None,
+        preset: Preset = "official",
         zero123plus: str | None = None,
         unet: str | None = None,
         lrm: str | None = None,
@@ -121,29 +120,16 @@ class InstantMeshWorker:
             on_stderr=on_stderr,
         )
         self.on_progress = on_progress
-        self.preset = preset
-        self._warned_generation = -1
-
-    def _notice_weights(self, weights: Weights | None, label: str) -> None:
-        """Warns (warnings + logging) once per worker start when ``auto`` fell back to the tiny preset."""
-        if self.preset == "tiny" or weights != "tiny" or self._warned_generation == self.client.generation:
-            return
-        self._warned_generation = self.client.generation
-        message = f"the official InstantMesh weights were not found; the worker uses the {label} (instantmesh-rpc doctor says where it looked)"
-        LOG.warning(message)
-        warnings.warn(message, TinyFallbackWarning, stacklevel=3)
 
     def __enter__(self) -> InstantMeshWorker:
-        info = self.client.start()
-        self._notice_weights(info.weights, info.model_label)
+        self.client.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def start(self) -> InstantMeshWorker:
-        info = self.client.start()
-        self._notice_weights(info.weights, info.model_label)
+        self.client.start()
         return self
 
     def close(self) -> int | None:
@@ -153,9 +139,7 @@ class InstantMeshWorker:
     @property
     def info(self) -> InitializeResult:
         """The running worker's handshake (pid, python, device, model label, capabilities); starts it if needed."""
-        info = self.client.start()
-        self._notice_weights(info.weights, info.model_label)
-        return info
+        return self.client.start()
 
     @property
     def generation(self) -> int:
@@ -281,7 +265,6 @@ class InstantMeshWorker:
 
     def views_from_result(self, result: ViewsResult) -> Views:
         """The API's Views for a generate_views result of this worker (used by the map helpers too)."""
-        self._notice_weights(result.weights, result.model_label)
         return Views(
             handle=result.handle,
             grid_path=result.grid_path,

@@ -23,6 +23,7 @@ from rpcworker.wire.messages import (
     PRESET_CHOICES,
     Guidance,
     MaxBatch,
+    Preset,
     Seed,
     Steps,
 )
@@ -51,7 +52,8 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--preset",
         choices=PRESET_CHOICES,
-        help="weights: official, tiny (random), auto (official if found, else tiny; the default)",
+        help="weights: official (missing ones are an error), tiny (random), auto (official if found, else the "
+        "labelled tiny preset; the default here, where the Python API defaults to official)",
     )
     group.add_argument("--zero123plus", metavar="DIR", help="the sudo-ai/zero123plus-v1.2 diffusers folder")
     group.add_argument("--unet", metavar="FILE", help="InstantMesh white-background UNet")
@@ -184,6 +186,13 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def cli_preset(args: argparse.Namespace) -> Preset:
+    """The person's --preset, else ``auto``: a person at the command line may get the labelled tiny preset
+    when the official weights are missing; a program (the API) never does unless it asks."""
+    preset: Preset = args.preset or "auto"
+    return preset
+
+
 def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
     """The worker the options describe; stderr is echoed with --verbose and always kept for crash reports."""
     backend = args.backend or ("mock" if args.mock else "instantmesh")
@@ -192,7 +201,7 @@ def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
     return InstantMeshWorker(
         args.python,
         backend=backend,
-        preset=args.preset,
+        preset=cli_preset(args),
         zero123plus=args.zero123plus,
         unet=args.unet,
         lrm=args.lrm,

@@ -8,6 +8,7 @@ model is loaded; torch is imported once to ask about CUDA.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ MODEL_PACKAGES = (
     "trimesh",
 )
 UPSTREAM_PYTHON = (3, 10)
+MISSING_WEIGHTS_EFFECT = "(the API, the pool and Ray refuse to start; batch and session use the tiny preset)"
 
 PROBE = r"""
 import importlib.metadata as md, importlib.util, json, os, sys
@@ -75,12 +77,9 @@ if report["versions"].get("diffusers"):
     except Exception as exc:
         report["diffusers_import"] = f"{type(exc).__name__}: {exc}"[:300]
 try:
-    from instantmesh.weights import WeightsNotFound, resolve_weights
-    try:
-        paths = resolve_weights(os.environ.get("DOCTOR_ZERO123PLUS") or None, os.environ.get("DOCTOR_UNET") or None, os.environ.get("DOCTOR_LRM") or None)
-        report["weights"] = {"found": True, "paths": [str(paths.zero123plus), str(paths.whitebg_unet), str(paths.lrm)]}
-    except WeightsNotFound as exc:
-        report["weights"] = {"found": False, "missing": list(exc.missing)}
+    from instantmesh.weights import search_weights
+    searches = search_weights(os.environ.get("DOCTOR_ZERO123PLUS") or None, os.environ.get("DOCTOR_UNET") or None, os.environ.get("DOCTOR_LRM") or None, root=os.environ.get("DOCTOR_WEIGHTS_ROOT") or None)
+    report["weights"] = {"found": all(s.path for s in searches), "files": [{"name": s.name, "what": s.what, "download": s.download, "path": str(s.path) if s.path else None, "places": [{"source": p.source, "path": str(p.path) if p.path else None, "found": p.found} for p in s.places]} for s in searches]}
 except Exception as exc:
     report["weights"] = {"found": False, "error": f"{type(exc).__name__}: {exc}"}
 print(json.dumps(report))
@@ -93,6 +92,8 @@ class Check:
     """``ok``, ``warn`` or ``FAIL``."""
     name: str
     detail: str
+    places: tuple[str, ...] = ()
+    """Every place looked at, in order, each with its verdict (the weights' checks)."""
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:
@@ -105,9 +106,10 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
 def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs the probe in the worker environment; raises RuntimeError with one line when it cannot run."""
     env = command.environment()
+    env["DOCTOR_WEIGHTS_ROOT"] = os.getcwd()  # the folders a worker the host starts here searches
     for key, value in (weights or {}).items():
         if value:
-            env[f"DOCTOR_{key.upper()}"] = value
+            env[f"DOCTOR_{key.upper()}"] = os.path.abspath(os.path.expanduser(value))
     argv = [*command.prefix, "-c", PROBE, ",".join(PACKAGES)]
     try:
         out = subprocess.run(
@@ -183,12 +185,25 @@ def checks(report: dict[str, Any]) -> list[Check]:
             "xatlas " + (versions.get("xatlas") or "missing: texture_map is refused"),
         )
     )
-    weights = report.get("weights", {})
-    if weights.get("found"):
-        found.append(Check("ok", "weights", "; ".join(weights["paths"])))
-    else:
-        detail = weights.get("error") or "not found: " + "; ".join(weights.get("missing", []))
-        found.append(Check("warn", "weights", f"{detail} (the worker falls back to the tiny preset: random weights)"))
+    found.extend(weight_checks(report.get("weights", {})))
+    return found
+
+
+def weight_checks(weights: dict[str, Any]) -> list[Check]:
+    """One check per official weight file, with every place looked at in order."""
+    if "error" in weights:
+        return [Check("warn", "weights", f"cannot search: {weights['error']}")]
+    found = []
+    for entry in weights.get("files", []):
+        places = tuple(
+            f"{place['source']}: {place['path'] or 'not set'}  {'found' if place['found'] else 'missing'}"
+            for place in entry["places"]
+        )
+        if entry["path"]:
+            found.append(Check("ok", "weights", f"{entry['name']}: {entry['path']}", places))
+        else:
+            detail = f"{entry['name']}: {entry['what']} not found; get it: {entry['download']} {MISSING_WEIGHTS_EFFECT}"
+            found.append(Check("warn", "weights", detail, places))
     return found
 
 
@@ -218,7 +233,11 @@ def known_bad_combinations(versions: dict[str, str | None]) -> list[Check]:
 
 def format_checks(found: list[Check]) -> str:
     width = max(len(c.name) for c in found)
-    return "\n".join(f"{c.level:>4}  {c.name.ljust(width)}  {c.detail}" for c in found)
+    lines = []
+    for c in found:
+        lines.append(f"{c.level:>4}  {c.name.ljust(width)}  {c.detail}")
+        lines += [f"{'':>4}  {'':{width}}    {number}. {place}" for number, place in enumerate(c.places, start=1)]
+    return "\n".join(lines)
 
 
 def run_doctor(

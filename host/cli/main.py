@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from rpcworker.wire.errors import RpcError
 
 from ..worker.environment import EnvironmentProblem
-from ..worker.errors import HostError, WorkerStartError
+from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from .arguments import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -239,7 +239,8 @@ def _process(
         printer.end_line()
         print(f"error: the worker could not start: {exc}", file=sys.stderr)
         code = EXIT_FAILED if started else EXIT_USAGE
-        _mark(todo, results, position, "failed", f"worker could not start: {str(exc).splitlines()[0]}")
+        why = "the official weights are missing (see above)" if isinstance(exc, WeightsMissing) else exc
+        _mark(todo, results, position, "failed", f"worker could not start: {str(why).splitlines()[0]}")
     except (HostError, RpcError) as exc:
         printer.end_line()
         print(f"error: {exc}", file=sys.stderr)

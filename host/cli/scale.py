@@ -17,6 +17,7 @@ from typing import Any
 from ..scale.pool import WorkerPool
 from ..scale.slots import visible_gpus
 from ..worker.errors import HostError, WorkerStartError
+from .arguments import cli_preset
 from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
 from .progress import ProgressPrinter
 
@@ -63,7 +64,7 @@ def worker_options(args: argparse.Namespace) -> dict[str, Any]:
     on_stderr = (lambda line: print(f"worker| {line}", file=sys.stderr, flush=True)) if args.verbose else None
     return {
         "backend": args.backend or ("mock" if args.mock else "instantmesh"),
-        "preset": args.preset,
+        "preset": cli_preset(args),
         "zero123plus": args.zero123plus,
         "unet": args.unet,
         "lrm": args.lrm,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from rpcworker.wire.messages import StatusResult
 
 from ..api.facade import InstantMeshWorker
-from ..worker.errors import HostError, WorkerStartError
+from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from ..worker.process import WorkerCommand
 
 log = logging.getLogger("host.scale.pool")
@@ -293,7 +293,8 @@ def start_all(slots: Sequence[Slot]) -> None:
         close_all(slots)
         index, first = min(errors.items())
         device = slots[index].device or "default device"
-        raise WorkerStartError(f"pool worker {index} ({device}) could not start: {first}") from first
+        error = WeightsMissing if isinstance(first, WeightsMissing) else WorkerStartError  # still one line
+        raise error(f"pool worker {index} ({device}) could not start: {first}") from first
 
 
 def close_all(slots: Sequence[Slot]) -> None:

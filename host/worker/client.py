@@ -15,6 +15,7 @@ from rpcworker.wire.framing import MessageStream
 from rpcworker.wire.messages import (
     MODEL_NAMES,
     PROTOCOL_VERSION,
+    WEIGHTS_MISSING_LINE,
     GenerateViewsParams,
     InitializeParams,
     InitializeResult,
@@ -31,7 +32,7 @@ from rpcworker.wire.messages import (
     ViewsResult,
 )
 
-from .errors import HostError, RequestTimeout, WorkerCrashed, WorkerStartError, WorkerStopped
+from .errors import HostError, RequestTimeout, WeightsMissing, WorkerCrashed, WorkerStartError, WorkerStopped
 from .process import WorkerCommand, WorkerProcess
 from .session import PendingCall, ProgressCallback, RpcSession
 from .writer import FrameWriter
@@ -147,6 +148,9 @@ class WorkerClient:
                 else:
                     reason = f"handshake failed: {exc}"
                 tail = process.stderr_tail()
+                weights = [line for line in tail.splitlines() if line.startswith(WEIGHTS_MISSING_LINE)]
+                if weights:
+                    raise WeightsMissing(weights[-1][len(WEIGHTS_MISSING_LINE) :], code, tail) from exc
                 missing = _MISSING_MODULE.findall(tail)
                 if missing:
                     reason += f"; the worker environment lacks the Python package {missing[-1]!r} (install it there)"

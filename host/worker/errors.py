@@ -22,6 +22,17 @@ class WorkerStartError(HostError):
         self.stderr_tail = stderr_tail
 
 
+class WeightsMissing(WorkerStartError):
+    """The worker could not find the official weights it was asked for. The message is one line: every place
+    searched for each missing file, in order, and how to get the files (the worker's stderr stays in
+    ``stderr_tail``)."""
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "") -> None:
+        HostError.__init__(self, message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
 class WorkerCrashed(HostError):
     """The worker died (or closed its stdout) while the host still needed it."""
 

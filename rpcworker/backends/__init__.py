@@ -15,9 +15,12 @@ def _mock(options: WorkerOptions) -> Backend:
 
 
 def _instantmesh(options: WorkerOptions) -> Backend:
+    from .model_files import resolve_model_files
+
+    files = resolve_model_files(options)  # before torch is imported: missing weights end the worker at once
     from .instantmesh import InstantMeshBackend
 
-    return InstantMeshBackend.from_options(options)
+    return InstantMeshBackend.from_options(options, files)
 
 
 BACKENDS: dict[BackendName, Callable[[WorkerOptions], Backend]] = {"mock": _mock, "instantmesh": _instantmesh}

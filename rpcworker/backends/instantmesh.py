@@ -77,8 +77,10 @@ class InstantMeshBackend:
         self._mesh: MeshModel | None = None
 
     @classmethod
-    def from_options(cls, options: WorkerOptions) -> InstantMeshBackend:
-        return cls(resolve_model_files(options), options.device, options.optimizations(), options.max_batch)
+    def from_options(cls, options: WorkerOptions, files: ModelFiles | None = None) -> InstantMeshBackend:
+        """The backend the worker's flags describe; ``files``: already resolved from them."""
+        files = files or resolve_model_files(options)
+        return cls(files, options.device, options.optimizations(), options.max_batch)
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None

@@ -16,6 +16,11 @@ TINY_VIEW_SIZE = 32
 """Side of each view of the tiny preset (its networks are tiny too)."""
 
 
+class WeightsMissing(ValueError):
+    """The official weights the worker was asked for are not found; the message (one line) names every place
+    searched for each missing file and how to get it. The worker ends with it at start (``WEIGHTS_MISSING_LINE``)."""
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     zero123plus: Path
@@ -31,17 +36,17 @@ class ModelFiles:
 def resolve_model_files(options: WorkerOptions) -> ModelFiles:
     """The files to load: the official weights (found or given), or the tiny preset.
 
-    ``--preset auto`` (the default) uses the official weights when all of them are found and the tiny
-    preset otherwise; naming any weight path makes a missing file an error instead.
+    ``--preset official`` (the default) makes missing weights WeightsMissing; ``--preset auto`` (the CLI's
+    choice when the person names no preset) uses the tiny preset instead, unless a weight path was named.
     """
     from instantmesh.lrm.config import preset_path
     from instantmesh.weights import WeightsNotFound, resolve_weights
 
-    preset = options.preset or "auto"
+    preset = options.preset
     explicit = any((options.zero123plus, options.unet, options.lrm))
     if preset != "tiny":
         try:
-            paths = resolve_weights(options.zero123plus, options.unet, options.lrm)
+            paths = resolve_weights(options.zero123plus, options.unet, options.lrm, root=options.weights_root)
             config = Path(options.config) if options.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
             return ModelFiles(
@@ -55,8 +60,8 @@ def resolve_model_files(options: WorkerOptions) -> ModelFiles:
             )
         except WeightsNotFound as exc:
             if preset == "official" or explicit:
-                raise ValueError(str(exc)) from exc
-            log.warning("official weights not found; using the tiny preset with random weights.\n%s", exc)
+                raise WeightsMissing(str(exc)) from exc
+            log.warning("using the tiny preset with random weights: %s", exc)
     from instantmesh.tiny import TINY_LABEL, ensure_tiny_weights
 
     tiny = ensure_tiny_weights()

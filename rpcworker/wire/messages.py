@@ -57,6 +57,9 @@ MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
 Preset = Literal["auto", "official", "tiny"]
 """The worker's ``--preset``: the official weights, the tiny preset's random ones, or the official if found (auto)."""
 PRESET_CHOICES: tuple[str, ...] = get_args(Preset)
+WEIGHTS_MISSING_LINE = "rpcworker: weights missing: "
+"""How the stderr line starts with which a worker that cannot find the official weights ends at start (exit
+code 2); the rest of the line names every place searched and how to get the files."""
 
 # ---------------------------------------------------------------------------------------------------
 # Envelopes (JSON-RPC 2.0)

@@ -24,6 +24,7 @@ from rpcworker.wire.messages import (
     VIEWS_COMPILING,
     VIEWS_FROM_PACKAGES,
     VIEWS_WRITING_BUNDLE,
+    WEIGHTS_MISSING_LINE,
     Weights,
 )
 from tests.conftest import ROOT
@@ -74,6 +75,7 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"polls the parent pid every {PARENT_POLL_S:g} s", None),
         (f"data (`png`, `grid_png`) only {' or '.join(INLINE_FORMATS)}", None),
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
+        (f"`{WEIGHTS_MISSING_LINE}official weights not found: ...`", None),
         (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
         (

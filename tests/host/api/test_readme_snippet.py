@@ -1,8 +1,7 @@
-"""The README's Python snippet runs as written, twice in a row; the tiny-preset fallback is a warning.
+"""The README's Python snippet runs as written, twice in a row.
 
-The snippet asks for 75 steps per object; to keep the suite short it runs against the mock backend,
-through a worker "interpreter" that appends ``--backend mock`` (argparse keeps the last). The fallback
-warning is checked against the real backend, which falls back to the tiny preset here.
+The snippet asks for the official weights and 75 steps per object; to keep the suite short it runs against
+the mock backend, through a worker "interpreter" that appends ``--backend mock`` (argparse keeps the last).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import pytest
@@ -46,25 +44,3 @@ def test_readme_snippet_twice(tmp_path: Path) -> None:
         "mug.obj",
         "mug_views.png",
     ]
-
-
-@pytest.mark.models
-def test_the_tiny_fallback_is_a_warning(tiny_cache: Path) -> None:
-    if not MODELS_PYTHON.exists():
-        pytest.fail(f"{MODELS_PYTHON} missing: run scripts/setup.sh")
-    from host import InstantMeshWorker, TinyFallbackWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with InstantMeshWorker(str(MODELS_PYTHON), device="cpu", startup_timeout=300) as worker:
-            assert "tiny (random weights" in worker.model_label
-            worker.info  # noqa: B018 - asking again does not warn again
-    fallbacks = [w for w in caught if issubclass(w.category, TinyFallbackWarning)]
-    assert len(fallbacks) == 1 and "official InstantMesh weights were not found" in str(fallbacks[0].message)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with InstantMeshWorker(str(MODELS_PYTHON), preset="tiny", device="cpu", startup_timeout=300):
-            pass
-    assert not [w for w in caught if issubclass(w.category, TinyFallbackWarning)], (
-        "an explicit tiny preset is not a fallback"
-    )
