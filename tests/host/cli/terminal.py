@@ -20,6 +20,9 @@ class TerminalProgram:
         pid, fd = pty.fork()
         if pid == 0:
             try:
+                # As at a person's terminal: Ctrl-C interrupts, even when this test runs as a background job,
+                # whose shell started it with SIGINT ignored (a disposition exec would pass on).
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.chdir(cwd)
                 os.execve(argv[0], list(argv), dict(env))
             finally:
