@@ -3,7 +3,7 @@
 lint-imports checks the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml); this adds what its
 contracts cannot say: cycles between single modules, including those through a package's ``__init__`` (its
 ``acyclic_siblings`` contract compares sibling packages only), and the wire's third-party imports as an allow-list.
-The cycles still being removed are that contract's ``ignore_imports``, one list for both checks.
+A cycle allowed for a while goes in that contract's ``ignore_imports``, one list for both checks (none today).
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-import grimp
 import pytest
-from importlinter.api import read_configuration
+
+# The graph is checked where import-linter is installed (the models env); upstream's pinned env has neither.
+grimp = pytest.importorskip("grimp")
+read_configuration = pytest.importorskip("importlinter.api").read_configuration
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_PACKAGES = ("host", "rpcworker", "instantmesh")
