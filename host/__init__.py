@@ -1,7 +1,13 @@
 """The host side: start the InstantMesh worker in its own environment and drive it over stdio.
 
-Imports nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here.
+Installed, this package is ``instantmesh_rpc``; in the checkout it is the folder ``host/`` (setup.py). Imports
+nothing but msgspec (and the protocol modules of ``rpcworker``); no torch here. ``prepare`` (input preparation)
+needs the ``[images]`` extra and is imported on first use.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from rpcworker.wire.errors import (
     Cancelled,
@@ -54,4 +60,14 @@ __all__ = [
     "WorkerPool",
     "WorkerStartError",
     "WorkerStopped",
+    "prepare",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``prepare`` on first use: it needs pillow and numpy, which importing the host must not."""
+    if name == "prepare":
+        from .images.preparation import prepare
+
+        return prepare
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

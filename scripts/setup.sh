@@ -7,8 +7,9 @@
 #                    in it; left out, with a warning, where no Python 3.9 is found
 # Workers never see the host's environment: the host stages rpcworker/ and instantmesh/ alone on the worker's
 # PYTHONPATH (host/worker/environment.py), so the worker envs need only third-party packages; the editable install
-# here is for running tests and tools inside them. The hosts find .venvs/models from the checkout's root
-# (the working directory), never from where the host is installed. scripts/upstream_env.sh makes the
+# here gives tools `instantmesh_rpc` (host/) and `rpcworker` (setup.py); tests import the checkout from its root.
+# The hosts find .venvs/models from the checkout's root (the working directory), never from where the host is
+# installed. scripts/upstream_env.sh makes the
 # Python 3.10 env with upstream's pins that scripts/test.sh also runs (cached under ~/.cache/instantmesh-rpc).
 # Environment overrides:
 #   HOST_PYTHON     interpreter for the host env        (default: python3)
@@ -43,7 +44,7 @@ find_py310() {
 make_env() {
   local name=$1 py=$2 extras=$3; shift 3
   local env="$VENVS/$name" stamp="$VENVS/$name/.stamp"
-  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt setup.py ] && [ "$stamp" -nt scripts/setup.sh ]; then
     echo "setup: $name env up to date ($env)"; return
   fi
   if [ ! -x "$env/bin/python" ]; then

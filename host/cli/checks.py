@@ -58,8 +58,9 @@ def check_cuda_before_start(worker: InstantMeshWorker, requested: str | None, ba
     command = worker.client.command
     try:
         answer = subprocess.run(
-            [*command.prefix, "-c", CUDA_PROBE],
+            [*command.interpreter(), "-c", CUDA_PROBE],
             env=command.environment(),
+            cwd=command.start_directory(),
             capture_output=True,
             text=True,
             timeout=CUDA_PROBE_TIMEOUT_S,

@@ -110,10 +110,16 @@ def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict
     for key, value in (weights or {}).items():
         if value:
             env[f"DOCTOR_{key.upper()}"] = os.path.abspath(os.path.expanduser(value))
-    argv = [*command.prefix, "-c", PROBE, ",".join(PACKAGES)]
+    argv = [*command.interpreter(), "-c", PROBE, ",".join(PACKAGES)]
     try:
         out = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+            argv,
+            env=env,
+            cwd=command.start_directory(),
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
         raise RuntimeError(f"worker interpreter {argv[0]!r} not found") from None

@@ -2,13 +2,17 @@
 
 Isolation rule: the worker's interpreter sees its own site-packages and, at most, one directory that
 holds only the worker's packages (``rpcworker`` and ``instantmesh``) -- never the host's site-packages,
-never the host's ``PYTHONPATH``. Two ways, chosen by ``worker_code``:
+never the host's ``PYTHONPATH``, never the application's working directory (it starts in that directory,
+or in an empty one of the cache). Two ways, chosen by ``worker_code``:
 
 - ``"host"`` (default): the host links its own copies of the two packages into a staging directory under
   the cache (``worker-code/<key>/rpcworker -> ...``) and puts that directory alone on the worker's
-  ``PYTHONPATH``. The worker then runs exactly the host's protocol version; its environment needs only the
-  third-party packages (``instantmesh-rpc setup-worker`` installs them).
-- ``"installed"``: nothing is added; the worker environment has ``instantmesh-rpc[worker]`` installed.
+  ``PYTHONPATH``. "Its own" means found from where this host package lies, never through ``sys.path``: in a
+  checkout, ``rpcworker/`` and ``instantmesh/`` beside ``host/``; installed, the ``rpcworker`` package the host
+  speaks the wire with and ``instantmesh_rpc/worker_code/instantmesh`` (setup.py says why). The worker then runs
+  exactly the host's protocol version; its environment needs only the third-party packages
+  (``instantmesh-rpc setup-worker`` installs them).
+- ``"installed"``: nothing is added; the worker environment's own path provides both packages.
 - any other string: a directory that holds the worker's packages (refused if it is a site-packages).
 
 The worker environment is found, first match wins: an explicit argument, ``INSTANTMESH_RPC_PYTHON``, the
@@ -32,6 +36,10 @@ from rpcworker.wire.cache import cache_root
 from .errors import WorkerStartError
 
 WORKER_PACKAGES = ("rpcworker", "instantmesh")
+BUNDLED_MODELS = Path("worker_code") / "instantmesh"
+"""Where an installed host keeps the model code, inside its own package (setup.py puts it there)."""
+NEUTRAL_START_DIRECTORY = "worker-start"
+"""An empty folder of the cache where a worker starts when it has no code directory of its own."""
 ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"
 ENV_CONFIG = "INSTANTMESH_RPC_CONFIG"
 ENV_WORKER_CODE = "INSTANTMESH_RPC_WORKER_CODE"
@@ -124,14 +132,19 @@ def find_worker_environment(explicit: str | None = None) -> WorkerEnvironmentCho
     )
 
 
-def _package_dir(name: str) -> Path:
-    """The host's own copy of a worker package (found without importing it: instantmesh is heavy)."""
-    import importlib.util
+def own_worker_packages() -> dict[str, Path]:
+    """This host's own copies of the worker's packages, found from where the host lies (never via ``sys.path``,
+    where an application's own ``instantmesh`` folder may come first)."""
+    import rpcworker  # already imported: the host speaks the wire through rpcworker.wire
 
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise EnvironmentProblem(f"the host's installation lacks the {name} package; reinstall instantmesh-rpc")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+    worker = Path(rpcworker.__file__).resolve().parent
+    bundled = Path(__file__).resolve().parents[1] / BUNDLED_MODELS
+    models = bundled if bundled.is_dir() else worker.parent / "instantmesh"
+    if not (models / "__init__.py").is_file():
+        raise EnvironmentProblem(
+            f"the host's installation lacks the instantmesh package ({models}); reinstall instantmesh-rpc"
+        )
+    return {"rpcworker": worker, "instantmesh": models}
 
 
 def is_site_packages(directory: Path) -> bool:
@@ -142,7 +155,7 @@ def is_site_packages(directory: Path) -> bool:
 
 def staged_worker_code() -> Path:
     """A directory holding only links to the host's ``rpcworker`` and ``instantmesh``; made once per location."""
-    sources = {name: _package_dir(name) for name in WORKER_PACKAGES}
+    sources = own_worker_packages()
     key = hashlib.sha256("\0".join(str(sources[n]) for n in WORKER_PACKAGES).encode()).hexdigest()[:16]
     target = cache_root() / "worker-code" / key
     if all((target / name).resolve() == sources[name] for name in WORKER_PACKAGES):
@@ -177,6 +190,16 @@ def worker_code_directory(mode: str | None) -> Path | None:
             f"worker code directory {directory} is a site-packages; give a directory holding only the worker's packages"
         )
     return directory
+
+
+def worker_start_directory(worker_code: str | None) -> Path:
+    """Where the worker starts: ``python -m`` puts that folder first on its path, so never the application's."""
+    code = worker_code_directory(worker_code)
+    if code is not None:
+        return code
+    neutral = cache_root() / NEUTRAL_START_DIRECTORY
+    neutral.mkdir(parents=True, exist_ok=True)
+    return neutral
 
 
 def worker_process_environment(extra: dict[str, str], worker_code: str | None) -> dict[str, str]:

@@ -19,7 +19,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .environment import WORKER_CODE_INSTALLED, find_worker_environment, worker_process_environment
+from .environment import (
+    WORKER_CODE_INSTALLED,
+    find_worker_environment,
+    worker_process_environment,
+    worker_start_directory,
+)
 
 log = logging.getLogger("host.worker.process")
 
@@ -83,12 +88,23 @@ class WorkerCommand:
         return command
 
     def argv(self, worker_args: Sequence[str]) -> list[str]:
-        return [*self.prefix, "-u", "-m", self.module, *worker_args]
+        return [*self.interpreter(), "-u", "-m", self.module, *worker_args]
+
+    def interpreter(self) -> list[str]:
+        """The prefix, its program made absolute: the worker starts in another directory."""
+        program, *rest = self.prefix
+        return [os.path.abspath(program) if os.sep in program else program, *rest]
 
     def environment(self) -> dict[str, str]:
         """Never the host's own Python paths: see host.worker.environment for the isolation rule."""
-        mode = self.worker_code if self.add_project_to_path else WORKER_CODE_INSTALLED
-        return worker_process_environment(self.env, mode)
+        return worker_process_environment(self.env, self._code_mode())
+
+    def start_directory(self) -> str:
+        """The worker's working directory: never the application's (host.worker.environment)."""
+        return str(worker_start_directory(self._code_mode()))
+
+    def _code_mode(self) -> str | None:
+        return self.worker_code if self.add_project_to_path else WORKER_CODE_INSTALLED
 
 
 class WorkerProcess:
@@ -124,6 +140,7 @@ class WorkerProcess:
             stderr=subprocess.PIPE,
             bufsize=1024 * 1024,
             env=command.environment(),
+            cwd=command.start_directory(),
             start_new_session=True,
             close_fds=True,
         )
