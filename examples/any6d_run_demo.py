@@ -1,22 +1,19 @@
-"""Any6D's ``run_demo.py --img_to_3d`` with its InstantMesh step served by instantmesh-rpc.
+"""Any6D's ``run_demo.py --img_to_3d``, its InstantMesh step served by one warm instantmesh-rpc worker.
 
-What Any6D does there (run_demo.py and sam2_instantmesh.py): it refines the object mask with SAM2, then
-``preprocess_image`` paints everything outside the mask white, crops, **mirrors the crop left-right** and
-scales the object to **80 %** of a square (``resize_foreground(..., 0.80)``); ``diffusion_image_generation``
-loads Zero123++ with the white-background UNet and samples 75 steps (saving ``6_views_{obj}.png``);
-``instant_mesh_process`` loads the LRM and writes ``mesh_{obj}.obj``. The demo then continues with
-``trimesh.load(mesh_{obj}.obj)``, ``align_mesh_to_coordinate`` and ``Any6D(mesh=...)`` for the pose.
+In Any6D (taeyeopl/Any6D), the ``if img_to_3d:`` block refines the object mask with SAM2
+(``running_sam_box``), prepares the crop (``preprocess_image``: white outside the mask, rembg, mirrored,
+object at 80 % of the square; it writes ``input_{obj}.png``), then ``diffusion_image_generation`` and
+``instant_mesh_process`` load both models for this one object and write ``6_views_{obj}.png`` and
+``mesh_{obj}.obj``. ``make_mesh`` below keeps Any6D's own two functions and sends the RGBA image they return
+to the worker with ``prepare=False``, so the model sees exactly Any6D's input; it writes the same two files,
+and the demo goes on from ``mesh_{obj}.obj`` unchanged.
 
-Those two model calls need InstantMesh's Python 3.10 / torch / CUDA stack inside Any6D's process, and they
-load both models from disk for every object. Here the preparation stays in Any6D's process (pillow and
-numpy only), the two model calls go to one warm worker in its own environment, and the demo continues with
-the same mesh path, unchanged.
+Run from Any6D's root, in Any6D's env with the host installed (``pip install instantmesh-rpc``):
 
-In an Any6D checkout (demo_data/ and its modules importable), replace the ``if img_to_3d:`` block of
-run_demo.py with ``make_mesh(...)`` below, or run this file there. Run anywhere else, it uses
-examples/inputs/box.png and its mask as the camera image and stops once the mesh is written:
+    python /path/to/examples/any6d_run_demo.py --python conda:instantmesh
 
-    .venvs/host/bin/python examples/any6d_run_demo.py
+Anywhere else (no ``sam2_instantmesh`` to import) it runs on this project's box example with the host's own
+preparation set like Any6D's, and stops after the mesh. Any6D's code is imported only when ``main`` runs.
 """
 
 from __future__ import annotations
@@ -25,31 +22,29 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from host import InstantMeshWorker  # noqa: E402
-from host.images.preparation import prepare  # noqa: E402
+try:
+    from instantmesh_rpc import InstantMeshWorker, prepare
+except ImportError:  # run from this checkout without the host installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from host import InstantMeshWorker, prepare
 
 ANY6D_FOREGROUND_RATIO = 0.80
 """Any6D scales the object to 80 % of the frame (upstream InstantMesh uses 85 %)."""
+ANY6D_SEED = 0
+"""run_demo.py calls seed_everything(0); the worker seeds its own generator with the same number."""
 
 
-def make_mesh(
-    worker: InstantMeshWorker, color: np.ndarray, mask: np.ndarray, save_path: str, obj: str, steps: int = 75
-) -> str:
-    """Replaces preprocess_image + diffusion_image_generation + instant_mesh_process; returns the mesh path.
-
-    Writes the same files as Any6D (input_{obj}.png, 6_views_{obj}.png, mesh_{obj}.obj), so later steps
-    and debugging habits keep working.
-    """
-    prepared = prepare(color, mask, ratio=ANY6D_FOREGROUND_RATIO, flip=True, background="white")
-    prepared.image.save(os.path.join(save_path, f"input_{obj}.png"))
+def make_mesh(worker: InstantMeshWorker, input_image: Image.Image, save_path: str, obj: str, steps: int = 75) -> str:
+    """Replaces diffusion_image_generation + instant_mesh_process; returns the path of ``mesh_{obj}.obj``."""
     views = worker.generate_views(
-        prepared.image,
-        seed=0,
+        input_image,
+        prepare=False,  # Any6D's preprocess_image made it
+        seed=ANY6D_SEED,
         num_inference_steps=steps,
         save_grid=os.path.join(save_path, f"6_views_{obj}.png"),
         overwrite=True,
@@ -59,69 +54,90 @@ def make_mesh(
     return mesh.path
 
 
-def refine_mask(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """SAM2 box refinement as Any6D does it, when SAM2 is installed; the given mask otherwise."""
+def any6d_functions() -> Any | None:
+    """Any6D's sam2_instantmesh module (SAM2, its preparation), when this runs from Any6D's root in its env."""
+    sys.path.insert(0, os.getcwd())
     try:
-        from sam2.sam2.build_sam import build_sam2
-        from sam2.sam2.sam2_image_predictor import SAM2ImagePredictor
+        import sam2_instantmesh
     except ImportError:
-        return mask
-    rows, cols = np.nonzero(mask)
-    box = np.array([[cols.min(), rows.min(), cols.max(), rows.max()]])
-    predictor = SAM2ImagePredictor(
-        build_sam2("./sam2/configs/sam2.1/sam2.1_hiera_l.yaml", "./sam2/checkpoints/sam2.1_hiera_large.pt")
+        return None
+    finally:
+        sys.path.remove(os.getcwd())
+    return sam2_instantmesh
+
+
+def any6d_input(any6d: Any, color: np.ndarray, mask: np.ndarray, save_path: str, obj: str) -> Image.Image:
+    """Any6D's own steps: SAM2 refines the mask inside the label's box, then preprocess_image."""
+    cmin, rmin, cmax, rmax = any6d.get_bounding_box(mask).astype(np.int32)
+    mask_refine = any6d.running_sam_box(color, np.array([cmin, rmin, cmax, rmax])[None, :])
+    return any6d.preprocess_image(color, mask_refine, save_path, obj)
+
+
+def host_input(color: np.ndarray, mask: np.ndarray, save_path: str, obj: str) -> Image.Image:
+    """Without Any6D: the host's preparation with Any6D's options (no SAM2, no rembg: the mask is used as is)."""
+    image = prepare(color, mask, ratio=ANY6D_FOREGROUND_RATIO, flip=True, background="white").image
+    image.save(os.path.join(save_path, f"input_{obj}.png"))
+    return image
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=75)
+    parser.add_argument("--python", default=None, help="the InstantMesh env, e.g. conda:instantmesh")
+    parser.add_argument("--device", default=None, help="the worker's device, e.g. cuda:1 to keep it off Any6D's GPU")
+    parser.add_argument(
+        "--preset", default="official", choices=("official", "tiny"), help="tiny: random weights, a dry run"
     )
-    predictor.set_image(color)
-    masks, _, _ = predictor.predict(box=box, multimask_output=False)
-    return masks[0].astype(bool)
+    parser.add_argument(
+        "--mock", metavar="OPTIONS", default=None, help="the mock worker (no models), e.g. step_delay=0"
+    )
 
 
-def demo_inputs(demo_path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Any6D's demo frame (color.png, labels.npz object 5) when present, else this project's box example."""
+def worker_from(args: argparse.Namespace) -> InstantMeshWorker:
+    """One worker for the whole run: the models stay loaded from one object to the next."""
+    if args.mock is not None:
+        return InstantMeshWorker(args.python, backend="mock", worker_args=["--mock", args.mock])
+    return InstantMeshWorker(args.python, device=args.device, preset=args.preset)
+
+
+def demo_frame(demo_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Any6D's demo frame (color.png, object 5 of labels.npz) when present, else this project's box example."""
     if (demo_path / "color.png").exists() and (demo_path / "labels.npz").exists():
         color = np.asarray(Image.open(demo_path / "color.png").convert("RGB"))
-        mask = np.load(demo_path / "labels.npz")["seg"] == 5
-        return color, mask, True
+        return color, np.load(demo_path / "labels.npz")["seg"] == 5
     examples = Path(__file__).resolve().parent / "inputs"
     color = np.asarray(Image.open(examples / "box.png").convert("RGB"))
-    mask = np.asarray(Image.open(examples / "box_mask.png")) > 127
-    return color, mask, False
+    return color, np.asarray(Image.open(examples / "box_mask.png")) > 127
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo_path", default="demo_data")
-    parser.add_argument("--steps", type=int, default=75)
-    parser.add_argument(
-        "--python",
-        default=None,
-        help="the InstantMesh env, e.g. conda:instantmesh (default: this project's models env)",
-    )
+    add_worker_options(parser)
     args = parser.parse_args()
 
     obj = "demo_mustard"
     save_path = os.path.join("results", obj)
     os.makedirs(save_path, exist_ok=True)
-    color, mask, any6d_data = demo_inputs(Path(args.demo_path))
+    color, mask = demo_frame(Path(args.demo_path))
+    any6d = any6d_functions()
+    if any6d is not None:
+        input_image = any6d_input(any6d, color, mask, save_path, obj)
+    else:
+        print("sam2_instantmesh is not importable here: preparing with the host (Any6D's options, no SAM2)")
+        input_image = host_input(color, mask, save_path, obj)
 
-    with InstantMeshWorker(args.python) as worker:
-        mesh_path = make_mesh(worker, color, refine_mask(color, mask), save_path, obj, steps=args.steps)
+    with worker_from(args) as worker:
+        mesh_path = make_mesh(worker, input_image, save_path, obj, steps=args.steps)
 
-    import trimesh
-
-    mesh = trimesh.load(mesh_path)
     try:
+        import trimesh
         from foundationpose.Utils import align_mesh_to_coordinate
     except ImportError:
-        print(f"Any6D is not importable here: stopping before pose estimation (mesh bounds {mesh.bounds.tolist()})")
+        print("Any6D's pose estimation is not importable here: stopping after the mesh")
         return 0
-    mesh = align_mesh_to_coordinate(mesh)
+    mesh = align_mesh_to_coordinate(trimesh.load(mesh_path))
     mesh.export(os.path.join(save_path, f"center_mesh_{obj}.obj"))
-    print(
-        "continue as run_demo.py does: est = Any6D(mesh=mesh, ...); est.register_any6d(K=..., rgb=color, depth=..., ob_mask=mask)"
-    )
-    if not any6d_data:
-        print("(this mesh came from the example box, not Any6D's demo_data)")
+    print("continue as run_demo.py does: est = Any6D(mesh=mesh, ...); est.register_any6d(K=..., rgb=color, ...)")
     return 0
 
 
