@@ -16,9 +16,9 @@ or in an empty one of the cache). Two ways, chosen by ``worker_code``:
 - any other string: a directory that holds the worker's packages (refused if it is a site-packages).
 
 The worker environment is found, first match wins: an explicit argument, ``INSTANTMESH_RPC_PYTHON``, the
-config file (``INSTANTMESH_RPC_CONFIG``, ``./instantmesh-rpc.toml``, ``~/.config/instantmesh-rpc/config.toml``),
-then ``./.venvs/models`` in the working directory (the checkout layout ``scripts/setup.sh`` makes). Never
-from where the host is installed.
+config file (``INSTANTMESH_RPC_CONFIG``, else ``~/.config/instantmesh-rpc/config.toml``; never one found in the
+working directory, which anyone who can write there could fill with a command), then ``./.venvs/models`` in the
+working directory (the checkout layout ``scripts/setup.sh`` makes). Never from where the host is installed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ NEUTRAL_START_DIRECTORY = "worker-start"
 ENV_PYTHON = "INSTANTMESH_RPC_PYTHON"
 ENV_CONFIG = "INSTANTMESH_RPC_CONFIG"
 ENV_WORKER_CODE = "INSTANTMESH_RPC_WORKER_CODE"
-LOCAL_CONFIG = "instantmesh-rpc.toml"
 CHECKOUT_MODELS_VENV = Path(".venvs") / "models"
 WORKER_CODE_HOST, WORKER_CODE_INSTALLED = "host", "installed"
 STRIPPED_VARIABLES = (
@@ -63,11 +62,10 @@ class EnvironmentProblem(WorkerStartError):
 
 
 def config_paths() -> list[Path]:
-    """The config files looked at, in order."""
+    """The config files looked at, in order: the one named by INSTANTMESH_RPC_CONFIG, then the user's."""
     paths = []
     if os.environ.get(ENV_CONFIG):
         paths.append(Path(os.environ[ENV_CONFIG]).expanduser())
-    paths.append(Path.cwd() / LOCAL_CONFIG)
     home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
     paths.append(home / "instantmesh-rpc" / "config.toml")
     return paths
@@ -79,7 +77,13 @@ _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(
 def read_config(path: Path) -> dict[str, str]:
     """``key = "value"`` lines (a TOML subset: strings only, comments, blank lines)."""
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnvironmentProblem(f"{path}: not UTF-8 text (byte {exc.start}); write it as UTF-8") from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"{path}: cannot read it: {exc.strerror}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = _LINE.match(line)

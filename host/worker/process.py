@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from .environment import (
     WORKER_CODE_INSTALLED,
+    EnvironmentProblem,
     find_worker_environment,
     worker_process_environment,
     worker_start_directory,
@@ -55,6 +56,8 @@ class WorkerCommand:
     module: str = "rpcworker"
     worker_code: str | None = None
     """How the worker's code reaches its environment: ``host`` (default), ``installed`` or a directory (host.worker.environment)."""
+    origin: str = "the python argument"
+    """Where the command came from (an argument, INSTANTMESH_RPC_PYTHON, a config file), named in errors."""
 
     @classmethod
     def python(cls, interpreter: str | os.PathLike[str]) -> WorkerCommand:
@@ -77,14 +80,23 @@ class WorkerCommand:
             return cls.conda(text.split(":", 1)[1])
         if os.path.isdir(text):
             return cls.venv(text)
-        return cls(shlex.split(text))
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:  # an unbalanced quote
+            raise EnvironmentProblem(f"the worker command {text!r} cannot be read: {str(exc).lower()}") from None
+        if not words:
+            raise EnvironmentProblem("the worker command is empty")
+        return cls(words)
 
     @classmethod
     def default(cls) -> WorkerCommand:
         """INSTANTMESH_RPC_PYTHON, the config file, or ./.venvs/models (host.worker.environment.find_worker_environment)."""
         choice = find_worker_environment()
-        command = cls.parse(choice.spec)
-        command.worker_code = choice.worker_code
+        try:
+            command = cls.parse(choice.spec)
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"{choice.source}: {exc}") from None
+        command.worker_code, command.origin = choice.worker_code, choice.source
         return command
 
     def argv(self, worker_args: Sequence[str]) -> list[str]:
@@ -128,11 +140,9 @@ class WorkerProcess:
         argv = command.argv(self.worker_args)
         executable = argv[0]
         if os.sep not in executable and shutil.which(executable) is None:
-            raise FileNotFoundError(f"worker interpreter {executable!r} not found on PATH")
+            raise FileNotFoundError(f"worker interpreter {executable!r} (from {command.origin}) not found on PATH")
         if os.sep in executable and not os.path.exists(executable):
-            raise FileNotFoundError(
-                f"worker interpreter {executable} does not exist; run scripts/setup.sh or set INSTANTMESH_RPC_PYTHON"
-            )
+            raise FileNotFoundError(f"worker interpreter {executable} (from {command.origin}) does not exist")
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,

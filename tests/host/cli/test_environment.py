@@ -10,6 +10,7 @@ import pytest
 
 from host.cli.doctor import known_bad_combinations
 from host.worker import environment
+from host.worker.process import WorkerCommand, WorkerProcess
 from tests.conftest import HOST_PYTHON, ROOT, WORKER_PYTHON
 
 pytestmark = pytest.mark.cli
@@ -39,11 +40,36 @@ def test_order_argument_variable_config_checkout(clean_env: Path, monkeypatch: p
     assert environment.find_worker_environment("/explicit").source == "argument"
 
 
-def test_bad_config_line_is_named(clean_env: Path) -> None:
+def test_bad_config_line_is_named(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = clean_env / "instantmesh-rpc.toml"
     bad.write_text("python = /no/quotes\n")
+    monkeypatch.setenv(environment.ENV_CONFIG, str(bad))
     with pytest.raises(environment.EnvironmentProblem, match=r"instantmesh-rpc.toml:1: expected key"):
         environment.find_worker_environment()
+    bad.write_bytes(b'python = "caf\xe9"\n')
+    with pytest.raises(environment.EnvironmentProblem, match=r"instantmesh-rpc.toml: not UTF-8 text \(byte 13\)"):
+        environment.find_worker_environment()
+
+
+def test_a_config_file_in_the_working_directory_is_not_read(clean_env: Path) -> None:
+    """Anyone who can write to the folder a program runs in could otherwise name the command it starts."""
+    (clean_env / "instantmesh-rpc.toml").write_text('python = "/tmp/planted"\n')
+    with pytest.raises(environment.EnvironmentProblem, match="no worker environment"):
+        environment.find_worker_environment()
+
+
+def test_an_unreadable_worker_command_names_where_it_came_from(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(environment.ENV_PYTHON, 'conda run -n "im')
+    with pytest.raises(environment.EnvironmentProblem) as caught:
+        WorkerCommand.default()
+    assert str(caught.value) == (
+        "INSTANTMESH_RPC_PYTHON: the worker command 'conda run -n \"im' cannot be read: no closing quotation"
+    )
+    monkeypatch.setenv(environment.ENV_PYTHON, str(clean_env / "missing" / "python"))
+    with pytest.raises(FileNotFoundError, match=r"python \(from INSTANTMESH_RPC_PYTHON\) does not exist$"):
+        WorkerProcess(WorkerCommand.default())
 
 
 def test_a_site_packages_is_never_the_worker_code(tmp_path: Path) -> None:
