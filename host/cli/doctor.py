@@ -133,7 +133,7 @@ def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict
     return report
 
 
-def checks(report: dict[str, Any]) -> list[Check]:
+def checks(report: dict[str, Any], *, models_expected: bool = True) -> list[Check]:
     """The verdicts, most basic first."""
     versions: dict[str, str | None] = report["versions"]
     found: list[Check] = []
@@ -152,7 +152,9 @@ def checks(report: dict[str, Any]) -> list[Check]:
     else:
         found.append(Check("ok", "worker code", str(report["origins"]["rpcworker"])))
     missing_models = [name for name in MODEL_PACKAGES if not versions.get(name)]
-    if missing_models:
+    if missing_models and not models_expected:
+        found.append(Check("ok", "model packages", "not installed, as asked (--no-models): the mock backend only"))
+    elif missing_models:
         found.append(
             Check("FAIL", "model packages", "missing " + ", ".join(missing_models) + " (only the mock backend can run)")
         )
@@ -247,15 +249,20 @@ def format_checks(found: list[Check]) -> str:
 
 
 def run_doctor(
-    command: WorkerCommand, source: str, *, as_json: bool = False, weights: dict[str, str] | None = None
+    command: WorkerCommand,
+    source: str,
+    *,
+    as_json: bool = False,
+    weights: dict[str, str] | None = None,
+    models_expected: bool = True,
 ) -> int:
-    """Prints the report; 0 when nothing failed, 1 otherwise."""
+    """Prints the report; 0 when nothing failed, 1 otherwise (``models_expected=False``: a mock-only env)."""
     try:
         report = probe(command, weights)
     except RuntimeError as exc:
         print(f"error: {exc}")
         return 1
-    found = checks(report)
+    found = checks(report, models_expected=models_expected)
     if as_json:
         print(json.dumps({"report": report, "checks": [c.__dict__ for c in found]}, indent=2))
     else:

@@ -13,12 +13,14 @@ models once, and report per object. ``batch`` resumes: an object whose mesh exis
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import signal
 import sys
 import time
 from collections.abc import Sequence
 
 from rpcworker.wire.errors import RpcError
+from rpcworker.wire.messages import PROTOCOL_VERSION
 
 from ..worker.environment import EnvironmentProblem
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
@@ -51,10 +53,20 @@ from .scale import add_scale_options, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 
 
+def version_line() -> str:
+    """This host's release and the protocol it speaks (a checkout without an install has no release number)."""
+    try:
+        release = importlib.metadata.version("instantmesh-rpc")
+    except importlib.metadata.PackageNotFoundError:
+        release = "(not installed)"
+    return f"instantmesh-rpc {release}, protocol {PROTOCOL_VERSION}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh."
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,doctor,setup-worker}")
     batch = commands.add_parser(
         "batch",

@@ -39,6 +39,8 @@ FALLBACK_REQUIREMENTS = {
     ],
     "worker-base": ["msgspec>=0.18", "pillow>=9", "numpy>=1.23", "trimesh>=4"],
 }
+TOOL_ERROR_CHARS = 1000
+"""How much of a failed tool's error the one-line message quotes."""
 UPSTREAM_ENV_ADDITIONS = ["msgspec>=0.18", "einops", "omegaconf", "trimesh", "xatlas", "safetensors"]
 """What upstream InstantMesh's own environment lacks; its torch/diffusers/transformers are left as they are."""
 
@@ -115,7 +117,7 @@ def setup_worker(args: argparse.Namespace) -> int:
         target = config_paths()[-1]
         write_config(target, {"python": spec})
         print(f"saved: {target} now names {spec}")
-    return run_doctor(command, spec)
+    return run_doctor(command, spec, models_expected=not args.no_models)
 
 
 def _run(argv: list[str], failure: str) -> None:
@@ -124,5 +126,13 @@ def _run(argv: list[str], failure: str) -> None:
     except FileNotFoundError:
         raise EnvironmentProblem(f"{failure}: {argv[0]} not found") from None
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EnvironmentProblem(f"{failure} (exit code {done.returncode}): {last}")
+        raise EnvironmentProblem(f"{failure} (exit code {done.returncode}): {tool_error(done.stderr)}")
+
+
+def tool_error(stderr: str) -> str:
+    """A tool's whole error on one line: its ERROR lines when it marks them (pip), else every line (pyenv's
+    'command not found' comes first and its advice last), joined with ' | ' and cut at TOOL_ERROR_CHARS."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    marked = [line for line in lines if line.lower().startswith("error")]
+    text = " | ".join(marked or lines) or "no output"
+    return text if len(text) <= TOOL_ERROR_CHARS else text[: TOOL_ERROR_CHARS - 3] + "..."

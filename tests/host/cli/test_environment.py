@@ -130,10 +130,29 @@ def test_setup_worker_makes_saves_and_checks(tmp_path: Path) -> None:
         "setup-worker", str(target), "--python", str(WORKER_PYTHON), "--no-models", "--save", cwd=tmp_path, env=env
     )
     assert "ok  worker code" in out.stdout, out.stdout + out.stderr
+    assert "ok  model packages  not installed, as asked (--no-models)" in out.stdout, out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "config" / "instantmesh-rpc" / "config.toml").read_text().count(str(target)) == 1
     again = _cli("doctor", cwd=tmp_path, env=env)
     assert f"(from {tmp_path / 'config' / 'instantmesh-rpc' / 'config.toml'})" in again.stdout, (
         again.stdout + again.stderr
+    )
+
+
+def test_setup_worker_quotes_the_whole_error_of_a_pyenv_shim(tmp_path: Path) -> None:
+    """pyenv's shim says what is wrong first and gives advice last: the one line carries all of it."""
+    shim = tmp_path / "python3.10"
+    shim.write_text(
+        '#!/bin/sh\necho "pyenv: python3.10: command not found" >&2\necho >&2\n'
+        'echo "The \\`python3.10\' command exists in these Python versions:" >&2\necho "  3.10.13" >&2\n'
+        "echo >&2\necho \"Note: See 'pyenv help global' for tips.\" >&2\nexit 127\n"
+    )
+    shim.chmod(0o755)
+    out = _cli("setup-worker", str(tmp_path / "env"), "--python", str(shim), "--no-models", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert (
+        "pyenv: python3.10: command not found | The `python3.10' command exists in these Python versions: | 3.10.13 | Note:"
+        in out.stderr
     )
 
 

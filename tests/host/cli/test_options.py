@@ -3,6 +3,7 @@ guidance scale out of the wire's range is one usage line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from host.api.options import MeshOptions, ViewOptions
 from host.cli.arguments import settings_from_args
 from host.cli.main import build_parser
+from rpcworker.wire.messages import PROTOCOL_VERSION
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("command", ["batch", "session"])
@@ -42,3 +45,12 @@ def test_a_guidance_out_of_range_is_one_usage_line(tmp_path: Path, capsys: pytes
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--guidance-scale" in error and "<= 100.0" in error
+
+
+def test_version_names_the_release_and_the_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    release = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert release is not None
+    assert capsys.readouterr().out.strip() == f"instantmesh-rpc {release.group(1)}, protocol {PROTOCOL_VERSION}"
