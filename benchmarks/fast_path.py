@@ -34,6 +34,8 @@ from typing import Any
 SPAWNED_AT = float(os.environ.get("FAST_PATH_SPAWNED_AT") or time.time())
 """When the parent spawned this process (its clock, passed down), so that ready_s includes the interpreter's start."""
 HEAVY_IMPORTS = {"diffusers", "transformers"}
+MAX_VIEWS_DIFF = 2
+"""The most the default path's views may differ from eager's (0..255); more fails the run (exit status 1)."""
 """Libraries a start from the views bundle does without (`imported_at_load` lists those a start imported)."""
 COMPILERS = {"torch._dynamo", "torch._inductor"}
 """Nor does it need torch's compilers (imported, they cost seconds)."""
@@ -337,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text, flush=True)
     (args.out / "fast_path.md").write_text(text)
+    if results["views_max_abs_diff"] > MAX_VIEWS_DIFF:
+        print(
+            f"FAIL: the fast path's views differ from eager's by {results['views_max_abs_diff']} of 255 "
+            f"(at most {MAX_VIEWS_DIFF} allowed)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
