@@ -46,6 +46,8 @@ MODEL_PACKAGES = (
 UPSTREAM_PYTHON = (3, 10)
 MISSING_WEIGHTS_EFFECT = "(the API, the pool and Ray refuse to start; batch and session use the tiny preset)"
 
+REPORT_MARK = "instantmesh-rpc-doctor "
+"""Starts the probe's report line: whatever else the interpreter prints (a sitecustomize, an atexit hook) is not it."""
 PROBE = r"""
 import importlib.metadata as md, importlib.util, json, os, sys
 report = {"python": sys.version.split()[0], "executable": sys.executable, "prefix": sys.prefix, "versions": {}, "origins": {}}
@@ -82,7 +84,7 @@ try:
     report["weights"] = {"found": all(s.path for s in searches), "files": [{"name": s.name, "what": s.what, "download": s.download, "path": str(s.path) if s.path else None, "places": [{"source": p.source, "path": str(p.path) if p.path else None, "found": p.found} for p in s.places]} for s in searches]}
 except Exception as exc:
     report["weights"] = {"found": False, "error": f"{type(exc).__name__}: {exc}"}
-print(json.dumps(report))
+print("instantmesh-rpc-doctor " + json.dumps(report), flush=True)
 """
 
 
@@ -125,11 +127,11 @@ def probe(command: WorkerCommand, weights: dict[str, str] | None = None) -> dict
         raise RuntimeError(f"worker interpreter {argv[0]!r} not found") from None
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the worker interpreter did not answer within {PROBE_TIMEOUT_S:g} s") from None
-    last = out.stdout.strip().splitlines()[-1:] if out.stdout.strip() else []
-    if out.returncode != 0 or not last:
+    marked = [line[len(REPORT_MARK) :] for line in out.stdout.splitlines() if line.startswith(REPORT_MARK)]
+    if out.returncode != 0 or not marked:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the worker interpreter failed (exit code {out.returncode}): {tail}")
-    report: dict[str, Any] = json.loads(last[0])
+    report: dict[str, Any] = json.loads(marked[-1])
     return report
 
 

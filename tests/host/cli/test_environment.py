@@ -122,6 +122,15 @@ def test_doctor_on_the_mock_worker_env(tmp_path: Path) -> None:
     assert "FAIL  model packages  missing torch" in out.stdout
 
 
+def test_doctor_reads_its_report_whatever_else_the_interpreter_prints(tmp_path: Path) -> None:
+    chatty = tmp_path / "chatty-python"
+    chatty.write_text(f'#!/bin/sh\necho "activating..."\n"{WORKER_PYTHON}" "$@"\ns=$?\necho "goodbye"\nexit $s\n')
+    chatty.chmod(0o755)
+    out = _cli("doctor", "--python", str(chatty), cwd=tmp_path)
+    assert "ok  python" in out.stdout and "3.10" in out.stdout, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.slow
 def test_setup_worker_makes_saves_and_checks(tmp_path: Path) -> None:
     target = tmp_path / "env"
