@@ -28,11 +28,13 @@ from .api.results import Mesh, Views
 from .scale.object_steps import PoolViews
 from .scale.pool import WorkerPool
 from .scale.slots import PoolWorkerStatus
+from .worker.cancellation import Cancellation
 from .worker.client import WorkerClient
 from .worker.errors import HostError, RequestTimeout, WeightsMissing, WorkerCrashed, WorkerStartError, WorkerStopped
 from .worker.process import WorkerCommand, WorkerProcess
 
 __all__ = [
+    "Cancellation",
     "Cancelled",
     "HandleExpired",
     "HostError",

@@ -18,7 +18,7 @@ bash scripts/setup.sh
 # The host's API (generate_views_many, map), the pool, the pipes and the batch CLI, with a 3.9 host (the CLI tests'
 # subprocesses too). These files are linted as 3.9 code ([tool.ruff.per-file-target-version]).
 HOST39_TESTS=(
-  tests/wire tests/host/test_host_environment.py tests/host/worker tests/host/scale/test_pool.py
+  tests/wire tests/host/test_host_environment.py tests/host/worker tests/host/api/test_cancellation.py tests/host/scale/test_pool.py
   tests/host/scale/test_options.py tests/host/cli/test_batch.py tests/worker/test_batching_pipes.py
   tests/worker/test_mesh_lane_pipes.py tests/worker/test_texture_map_pipes.py
 )

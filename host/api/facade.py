@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
@@ -20,6 +21,7 @@ from rpcworker.wire.messages import (
     ViewsSource,
 )
 
+from ..worker.cancellation import Cancellation
 from ..worker.client import WorkerClient
 from ..worker.process import WorkerCommand
 from .inputs import ImageLike, absolute_path, image_input
@@ -179,14 +181,18 @@ class InstantMeshWorker:
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: Callable[[ProgressParams], None] | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Views:
         """Views of one object. The keywords override ``view_options`` (default ``ViewOptions()``: seed
-        DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams."""
+        DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams.
+        ``cancellation``: another thread may cancel the call, which then raises Cancelled (nothing written)."""
         options = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         params = views_params(image_input(image), absolute_path(save_grid), options, overwrite)
-        result = self.client.generate_views(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        result = self.client.generate_views(
+            params, timeout=timeout, on_progress=on_progress or self.on_progress, cancellation=cancellation
+        )
         return self.views_from_result(result)
 
     def generate_views_many(
@@ -290,9 +296,11 @@ class InstantMeshWorker:
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: Callable[[ProgressParams], None] | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Mesh:
         """``views``: a Views from generate_views, or the path of a saved 3x2 grid image. The keywords
-        override ``mesh_options`` (default ``MeshOptions()``: format from the path's extension, vertex colours)."""
+        override ``mesh_options`` (default ``MeshOptions()``: format from the path's extension, vertex colours);
+        ``cancellation`` as in generate_views."""
         options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         source: ViewsSource
         if isinstance(views, Views):
@@ -305,7 +313,9 @@ class InstantMeshWorker:
         else:
             source = ViewsGridPath(absolute_path(views) or "")
         params = reconstruct_params(source, absolute_path(output_path) or "", options, overwrite)
-        result = self.client.reconstruct(params, timeout=timeout, on_progress=on_progress or self.on_progress)
+        result = self.client.reconstruct(
+            params, timeout=timeout, on_progress=on_progress or self.on_progress, cancellation=cancellation
+        )
         return Mesh.from_result(result)
 
     def image_to_mesh(
@@ -324,13 +334,17 @@ class InstantMeshWorker:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
+        on_progress: Callable[[ProgressParams], None] | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Mesh:
-        """generate_views then reconstruct, with their options."""
+        """generate_views then reconstruct, with their options; ``on_progress`` hears both, ``cancellation``
+        stops whichever runs (a cancelled call sends no reconstruct)."""
         views_chosen = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-        views = self.generate_views(
-            image, view_options=views_chosen, save_grid=save_grid, overwrite=overwrite, timeout=timeout
+        call: dict[str, Any] = dict(
+            overwrite=overwrite, timeout=timeout, on_progress=on_progress, cancellation=cancellation
         )
-        return self.reconstruct(views, output_path, mesh_options=mesh_chosen, overwrite=overwrite, timeout=timeout)
+        views = self.generate_views(image, view_options=views_chosen, save_grid=save_grid, **call)
+        return self.reconstruct(views, output_path, mesh_options=mesh_chosen, **call)

@@ -30,6 +30,19 @@ def check_host_libraries(settings: Settings) -> None:
         )
 
 
+def check_mcp_sdk() -> None:
+    """``mcp`` needs the MCP SDK (the ``mcp`` extra), which needs Python 3.10+: refused at start, in one line."""
+    if sys.version_info < (3, 10):
+        raise UsageProblem(
+            f"the mcp command needs Python 3.10 or newer (the MCP SDK does); this host runs Python {sys.version.split()[0]}"
+        )
+    if importlib.util.find_spec("mcp") is None:
+        raise UsageProblem(
+            f"the mcp command needs the MCP Python SDK in the host's Python ({sys.executable}): "
+            "pip install 'instantmesh-rpc[mcp]'"
+        )
+
+
 def check_output_dir(out_dir: Path) -> None:
     """Creates the output folder and proves it writable, before any worker starts or model loads."""
     if out_dir.exists() and not out_dir.is_dir():

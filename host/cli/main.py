@@ -1,5 +1,6 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
-``session`` is interactive; ``doctor`` checks a worker environment; ``setup-worker`` prepares one.
+``session`` is interactive; ``mcp`` serves agents over MCP; ``doctor`` checks a worker environment;
+``setup-worker`` prepares one.
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import PROTOCOL_VERSION
 
+from ..api.facade import InstantMeshWorker
 from ..worker.environment import EnvironmentProblem
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from .arguments import (
@@ -36,7 +38,7 @@ from .arguments import (
     settings_from_args,
 )
 from .batch import run_pipelined
-from .checks import check_cuda_before_start, check_device, check_host_libraries, check_output_dir
+from .checks import check_cuda_before_start, check_device, check_host_libraries, check_mcp_sdk, check_output_dir
 from .lines import report_object
 from .objects import (
     ObjectInput,
@@ -49,7 +51,7 @@ from .objects import (
     shown,
 )
 from .progress import ProgressPrinter
-from .scale import add_scale_options, process_scaled, wants_scale_out
+from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh."
     )
     parser.add_argument("--version", action="version", version=version_line())
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,doctor,setup-worker}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,mcp,doctor,setup-worker}")
     batch = commands.add_parser(
         "batch",
         help="every image (or folder of images) to a mesh",
@@ -95,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_object_options(session, sheet_default=True)
     add_worker_options(session)
     session.set_defaults(max_batch=1)  # one object at a time: no batch to compile for at start
+    serving = commands.add_parser(
+        "mcp",
+        help="serve image_to_mesh, generate_views, reconstruct and status to an agent over MCP (stdio)",
+        description="An MCP server on stdin/stdout over one warm worker (or --workers N); logs go to stderr. "
+        "Needs the MCP SDK: pip install 'instantmesh-rpc[mcp]'.",
+    )
+    add_worker_options(serving)
+    add_scale_options(serving, ray=False)
     add_environment_commands(commands)
     return parser
 
@@ -293,6 +303,27 @@ def _mark(
             )
 
 
+def run_mcp(args: argparse.Namespace) -> int:
+    """The MCP tools over the worker (or pool) the options describe, built as batch builds them. The worker is
+    started before the server answers anything, so one that cannot start is one line and exit code 2; its models
+    load in the background while the server runs."""
+    check_mcp_sdk()
+    from ..faces.mcp_server import serve
+
+    try:
+        target = make_pool(args) if args.workers > 1 else make_worker(args)
+    except ValueError as exc:  # a pool that cannot be planned (devices, split)
+        raise UsageProblem(str(exc)) from None
+    if isinstance(target, InstantMeshWorker):
+        check_cuda_before_start(target, args.device, args.backend or ("mock" if args.mock else "instantmesh"))
+    try:
+        target.start()
+    except WorkerStartError as exc:
+        target.close()
+        raise UsageProblem(f"the worker could not start: {str(exc).splitlines()[0]}") from None
+    return serve(target, verbose=args.verbose)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Every problem the person can fix is one line on stderr and exit code 2; see host.cli.arguments."""
     args = build_parser().parse_args(argv)
@@ -301,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_batch(args)
         if args.command in ("doctor", "setup-worker"):
             return run_environment_command(args)
+        if args.command == "mcp":
+            return run_mcp(args)
         from .session import run_session
 
         return run_session(args)

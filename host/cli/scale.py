@@ -25,8 +25,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Report = Callable[[ProgressPrinter, ObjectResult], None]
 
 
-def add_scale_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("many GPUs, many machines")
+def add_scale_options(parser: argparse.ArgumentParser, *, ray: bool = True) -> None:
+    """--workers N, and with ``ray`` --ray ADDRESS."""
+    group = parser.add_argument_group("many GPUs, many machines" if ray else "many GPUs")
     group.add_argument(
         "--workers",
         type=_workers,
@@ -34,6 +35,8 @@ def add_scale_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="N workers at once, spread over the visible GPUs (or on --device); default 1",
     )
+    if not ray:
+        return
     group.add_argument(
         "--ray",
         metavar="ADDRESS",

@@ -16,6 +16,7 @@ from ..api.inputs import ImageLike
 from ..api.options import MeshOptions, ViewOptions
 from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error
 from ..api.results import Mesh, Views
+from ..worker.cancellation import Cancellation
 from ..worker.errors import RequestTimeout, WorkerCrashed
 from ..worker.session import ProgressCallback
 from .slots import Slot, Slots
@@ -41,6 +42,8 @@ class Call:
     overwrite: bool = False
     timeout: float | None = None
     on_progress: ProgressCallback | None = None
+    cancellation: Cancellation | None = None
+    """Cancels the call's request in flight, on whichever worker it runs, and refuses its later requests."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class ObjectSteps:
                     overwrite=overwrite,
                     timeout=call.timeout,
                     on_progress=call.on_progress,
+                    cancellation=call.cancellation,
                 )
                 return PoolViews(**vars(views), worker=slot.index, transfer=transfer)
 
@@ -190,6 +194,7 @@ class ObjectSteps:
                     overwrite=call.overwrite,
                     timeout=call.timeout,
                     on_progress=call.on_progress,
+                    cancellation=call.cancellation,
                 )
 
             return work

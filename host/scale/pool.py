@@ -28,6 +28,7 @@ from ..api.options import (
 )
 from ..api.outcome import ObjectOutcome, ObjectTarget, object_targets
 from ..api.results import Mesh, Views
+from ..worker.cancellation import Cancellation
 from ..worker.process import WorkerCommand
 from ..worker.session import ProgressCallback
 from .object_steps import Attempts, Call, ObjectSteps, PoolViews
@@ -143,13 +144,14 @@ class WorkerPool:
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> PoolViews:
         """On the least-loaded views worker, options as in ``InstantMeshWorker.generate_views``. In split mode
         the grid is always written (to ``save_grid``, else to a shared-memory file), because a mesh worker reads it."""
         options = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
-        call = Call(overwrite, timeout, on_progress)
+        call = Call(overwrite, timeout, on_progress, cancellation)
         views, _ = self._steps.views(image, save_grid, options, call, Attempts())
         return views
 
@@ -165,11 +167,13 @@ class WorkerPool:
         overwrite: bool = False,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Mesh:
         """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
         mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
         options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-        mesh, _ = self._steps.mesh(views, output_path, options, Call(overwrite, timeout, on_progress), Attempts())
+        call = Call(overwrite, timeout, on_progress, cancellation)
+        mesh, _ = self._steps.mesh(views, output_path, options, call, Attempts())
         return mesh
 
     def image_to_mesh(
@@ -188,13 +192,16 @@ class WorkerPool:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Mesh:
         views = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
-        mesh, _ = self._steps.object(image, target, views, mesh_chosen, Call(overwrite, timeout), Attempts())
+        call = Call(overwrite, timeout, on_progress, cancellation)
+        mesh, _ = self._steps.object(image, target, views, mesh_chosen, call, Attempts())
         return mesh
 
     def map(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -32,6 +33,7 @@ from rpcworker.wire.messages import (
     ViewsResult,
 )
 
+from .cancellation import Cancellation, kill_if_stuck
 from .errors import HostError, RequestTimeout, WeightsMissing, WorkerCrashed, WorkerStartError, WorkerStopped
 from .process import WorkerCommand, WorkerProcess
 from .session import PendingCall, ProgressCallback, RpcSession
@@ -201,19 +203,9 @@ class WorkerClient:
         )
 
     def _watch_cancel(self, process: WorkerProcess, call: PendingCall) -> None:
-        """After a timeout: kill the worker if it does not answer the cancelled call within cancel_grace."""
-        grace = self.cancel_grace
-        if grace is None:
-            return
-
-        def watch() -> None:
-            if call.wait_done(grace) or not process.alive:
-                return
-            reason = f"killed by the host: {call.method} (id {call.id}) did not stop within {grace:g} s of its cancel"
-            log.warning("worker pid %d is stuck; %s", process.pid, reason)
-            process.kill(reason)
-
-        threading.Thread(target=watch, name=f"cancel-watch-{call.id}", daemon=True).start()
+        """After a timeout or a cancel: kill the worker if it does not answer the cancelled call within cancel_grace."""
+        if self.cancel_grace is not None:
+            kill_if_stuck(process, call, self.cancel_grace)
 
     def __enter__(self) -> WorkerClient:
         self.start()
@@ -280,12 +272,17 @@ class WorkerClient:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Any:
-        """One call; the timeout (else ``request_timeout``) covers writing the request and its answer."""
+        """One call; the timeout (else ``request_timeout``) covers writing the request and its answer.
+        ``cancellation``: another thread may cancel the call (it then raises Cancelled)."""
         limit = timeout if timeout is not None else self.request_timeout
         deadline = None if limit is None else time.monotonic() + limit
+        if cancellation is not None:
+            cancellation.check(method)
         call = self.request(method, params, on_progress, limit)
-        return call.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with cancellation.watching(call) if cancellation is not None else contextlib.nullcontext():
+            return call.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _call_for(
         self,
@@ -295,10 +292,11 @@ class WorkerClient:
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> ResultT:
         """``call`` for a method whose result type is known: the session decodes results by method, so a reply of
         another type is a bug in the session, not in the worker."""
-        result = self.call(method, params, timeout=timeout, on_progress=on_progress)
+        result = self.call(method, params, timeout=timeout, on_progress=on_progress, cancellation=cancellation)
         if not isinstance(result, result_type):
             raise TypeError(f"{method} answered with {type(result).__name__}, not {result_type.__name__}")
         return result
@@ -330,14 +328,28 @@ class WorkerClient:
         )
 
     def generate_views(
-        self, params: GenerateViewsParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+        self,
+        params: GenerateViewsParams,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> ViewsResult:
-        return self._call_for(ViewsResult, "generate_views", params, timeout=timeout, on_progress=on_progress)
+        return self._call_for(
+            ViewsResult, "generate_views", params, timeout=timeout, on_progress=on_progress, cancellation=cancellation
+        )
 
     def reconstruct(
-        self, params: ReconstructParams, *, timeout: float | None = None, on_progress: ProgressCallback | None = None
+        self,
+        params: ReconstructParams,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancellation: Cancellation | None = None,
     ) -> MeshResult:
-        return self._call_for(MeshResult, "reconstruct", params, timeout=timeout, on_progress=on_progress)
+        return self._call_for(
+            MeshResult, "reconstruct", params, timeout=timeout, on_progress=on_progress, cancellation=cancellation
+        )
 
     def shutdown(self) -> ShutdownResult:
         return self._call_for(ShutdownResult, "shutdown", timeout=QUICK_CALL_TIMEOUT_S)

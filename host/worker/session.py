@@ -83,6 +83,14 @@ class PendingCall:
         if not self.done:
             self.session.notify("cancel", CancelParams(self.id))
 
+    def abandon(self) -> None:
+        """Cancels the request as a timed-out one is: the client kills a worker that does not answer the cancel
+        within its cancel grace (a step that never checks for cancel), so the waiter is never left hanging."""
+        if self.done:
+            return
+        self.cancel()
+        self.session._timed_out(self)
+
     def result(self, timeout: float | None = None) -> Any:
         """The decoded result. On timeout the request is cancelled and RequestTimeout raised.
 
@@ -96,8 +104,7 @@ class PendingCall:
         if not finished:
             # The call stays registered, so the worker's late answer (normally `cancelled`) is matched to it
             # rather than counted as unknown, and on_timeout can tell whether the worker honoured the cancel.
-            self.cancel()
-            self.session._timed_out(self)
+            self.abandon()
             raise RequestTimeout(self.method, self.id, timeout or 0.0)
         if self._error is not None:
             raise self._error

@@ -13,7 +13,9 @@ import pytest
 
 from host.scale.object_steps import PoolViews
 from host.scale.pool import WorkerPool
-from rpcworker.wire.errors import InputNotFound
+from host.worker.cancellation import Cancellation
+from rpcworker.wire.errors import Cancelled, InputNotFound
+from rpcworker.wire.messages import ProgressParams
 from tests.faults.conftest import process_alive, wait_gone
 
 pytestmark = pytest.mark.pool
@@ -187,3 +189,24 @@ def test_impossible_configurations_are_refused_at_construction(
     for slot in pinned._slots:
         args = slot.worker.client.worker_args
         assert args[args.index("--device") + 1] == "cuda"
+
+
+def test_a_cancelled_pool_call_writes_nothing_and_the_pool_goes_on(make_pool, object_png: Path, tmp_path: Path) -> None:
+    """``cancellation=`` reaches the worker the call runs on; the pool's other worker serves the next call."""
+    pool = make_pool(f"step_delay={STEP_DELAY}", workers=2)
+    cancellation = Cancellation()
+
+    def cancel_at_first_step(progress: ProgressParams) -> None:
+        if progress.stage == "diffusion":
+            cancellation.cancel()
+
+    with pytest.raises(Cancelled):
+        pool.image_to_mesh(
+            object_png,
+            tmp_path / "out" / "m.obj",
+            num_inference_steps=STEPS,
+            on_progress=cancel_at_first_step,
+            cancellation=cancellation,
+        )
+    assert not (tmp_path / "out").exists()
+    assert pool.image_to_mesh(object_png, tmp_path / "out" / "m.obj", num_inference_steps=2).num_faces > 0
