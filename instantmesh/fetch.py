@@ -7,8 +7,9 @@ picks (``model_index.json`` last, so a fetch that breaks leaves no folder the se
 cache (``HF_HUB_CACHE``/``HF_HOME``), where the worker's search finds them; with ``--dir DIR`` into
 ``DIR/zero123plus-v1.2/``, ``DIR/diffusion_pytorch_model.bin`` and ``DIR/instant_mesh_large.ckpt``, the layout of a
 checkpoint folder. Each file arrives whole or not at all (huggingface_hub writes it under another name and moves it
-in place). A transfer that breaks is resumed with an HTTP Range request: huggingface_hub does it itself within a run,
-and older versions (< 0.23) also keep the partial file for the next try or run.
+in place). A transfer that breaks is resumed with an HTTP Range request: from the partial file huggingface_hub kept
+(0.17 to 0.23 at least, asked with ``resume_download`` before 0.23), which this module tries again; 2.4 retries
+within its own call and deletes the partial file when it gives up or the run is stopped.
 
 Progress goes to stderr: huggingface_hub's bar on a terminal, one line per file otherwise. The result is one JSON line
 on stdout: ``{"ok": true, "files": [...], ...}`` or ``{"ok": false, "error": "<one line>"}`` (exit status 1).

@@ -82,7 +82,7 @@ class WeightsNotFound(FileNotFoundError):
 
 def hf_cache_dir() -> Path:
     """The Hugging Face cache as huggingface_hub finds it: ``HF_HUB_CACHE``, the older ``HUGGINGFACE_HUB_CACHE``
-    (the only one before huggingface_hub 0.20), else ``HF_HOME/hub``."""
+    (the only one huggingface_hub 0.17 reads, as upstream InstantMesh pins it), else ``HF_HOME/hub``."""
     for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(variable):
             return Path(os.environ[variable]).expanduser()

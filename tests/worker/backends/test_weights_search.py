@@ -199,7 +199,7 @@ def test_the_cache_is_where_huggingface_hub_puts_it(monkeypatch: pytest.MonkeyPa
     assert hf_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     assert hf_cache_dir() == tmp_path / "home" / "hub"
-    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "old"))  # huggingface_hub < 0.20 reads this one
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "old"))  # huggingface_hub 0.17 reads this one alone
     assert hf_cache_dir() == tmp_path / "old"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "new"))
     assert hf_cache_dir() == tmp_path / "new"
