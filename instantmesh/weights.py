@@ -1,14 +1,16 @@
 """Finding the official weight files: explicit paths, environment variables, the folders where users keep
 them (Any6D's ``instantmesh/ckpts/``, upstream's ``ckpts/``), then the Hugging Face cache.
 
-Nothing is ever downloaded: the cache is read the way ``HF_HUB_OFFLINE=1`` would, by looking at the
-snapshot folders on disk. A missing file is an error that names every place looked at, in one line.
+Nothing is downloaded here: the cache is read the way ``HF_HUB_OFFLINE=1`` would, by looking at the
+snapshot folders on disk. A missing file is an error that names every place looked at, in one line, and the one
+command that downloads them (``FETCH_COMMAND``: ``instantmesh.fetch``, run by the host, puts them where this search
+looks). Also here: which files of the official repos the loaders read (``zero123plus_files``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,19 @@ ZERO123PLUS_FOLDER = "zero123plus-v1.2"
 CHECKPOINT_FOLDERS = ("instantmesh/ckpts", "ckpts")
 """Where users keep the files, relative to the application's working directory: Any6D's, then upstream's."""
 ENV_ZERO123PLUS, ENV_UNET, ENV_LRM = "INSTANTMESH_ZERO123PLUS", "INSTANTMESH_UNET", "INSTANTMESH_LRM"
+FETCH_COMMAND = "python -m host fetch-weights"
+"""The one command that downloads the official weights into the Hugging Face cache, where the search finds them."""
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+"""How a diffusers/transformers weights file (or a sharded one's index) is named."""
+ZERO123PLUS_LOADED = ("vae", "text_encoder", "vision_encoder")
+"""Components of the Zero123++ folder whose weights ``load_zero123plus`` reads."""
+ZERO123PLUS_CONFIG_ONLY = ("unet",)
+"""Components of which only ``config.json`` is read: the white-background UNet replaces every weight of the UNet."""
+ZERO123PLUS_WHOLE = ("tokenizer", "scheduler", "feature_extractor_clip", "feature_extractor_vae")
+"""Folders of small files read whole."""
+ZERO123PLUS_INDEX = "model_index.json"
+"""The file that makes a folder a pipeline folder for the search: fetched last, so a broken fetch is never found."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,11 @@ class WeightsNotFound(FileNotFoundError):
 
 
 def hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
+    """The Hugging Face cache as huggingface_hub finds it: ``HF_HUB_CACHE``, the older ``HUGGINGFACE_HUB_CACHE``
+    (the only one huggingface_hub 0.17 reads, as upstream InstantMesh pins it), else ``HF_HOME/hub``."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "huggingface"
     )
@@ -134,24 +152,23 @@ def search_weights(
     checkpoint folders (CHECKPOINT_FOLDERS) are searched; the working directory by default."""
     base = Path(root).expanduser().resolve() if root else Path.cwd()
     lrm_file = LRM_FILES[variant]
-    get_instantmesh = f"huggingface-cli download {INSTANTMESH_REPO} {WHITEBG_UNET_FILE} {lrm_file}"
     return [
         WeightSearch(
             "zero123plus",
             f"the Zero123++ v1.2 diffusers folder ({ZERO123PLUS_REPO}, with model_index.json)",
-            f"huggingface-cli download {ZERO123PLUS_REPO}",
+            FETCH_COMMAND,
             _search(zero123plus, ENV_ZERO123PLUS, base, ZERO123PLUS_REPO, ZERO123PLUS_FOLDER, _is_pipeline_folder),
         ),
         WeightSearch(
             "unet",
             f"the InstantMesh white-background UNet ({WHITEBG_UNET_FILE})",
-            get_instantmesh,
+            FETCH_COMMAND,
             _search(whitebg_unet, ENV_UNET, base, INSTANTMESH_REPO, WHITEBG_UNET_FILE, Path.is_file),
         ),
         WeightSearch(
             "lrm",
             f"the InstantMesh LRM checkpoint ({lrm_file})",
-            get_instantmesh,
+            FETCH_COMMAND,
             _search(lrm, ENV_LRM, base, INSTANTMESH_REPO, lrm_file, Path.is_file),
         ),
     ]
@@ -170,3 +187,45 @@ def resolve_weights(
     if folder is None or unet is None or ckpt is None:
         raise WeightsNotFound(searches)
     return WeightPaths(folder, unet, ckpt)
+
+
+def is_fp16_variant(name: str) -> bool:
+    """``model.fp16.safetensors`` or a shard of one (``...fp16-00001-of-00002...``): diffusers' ``variant="fp16"``."""
+    return ".fp16." in name or ".fp16-" in name
+
+
+def zero123plus_files(names: Iterable[str]) -> list[str]:
+    """The files of the Zero123++ repo (``names``: its file list) that ``load_zero123plus`` reads with the
+    white-background UNet, ``model_index.json`` last.
+
+    Per loaded component: its ``config.json`` and one set of weights, the one the loader would pick: safetensors
+    over pickles, and the full-precision files over the ``fp16`` variant when the repo has both (the loader casts).
+    Raises ValueError naming a component whose config or weights the list lacks.
+    """
+    by_folder: dict[str, list[str]] = {}
+    for name in names:
+        folder, _, rest = name.partition("/")
+        if rest and "/" not in rest:
+            by_folder.setdefault(folder, []).append(rest)
+    if ZERO123PLUS_INDEX not in names:
+        raise ValueError(f"{ZERO123PLUS_INDEX} is missing: not a diffusers pipeline repo")
+    chosen = [f"{folder}/{rest}" for folder in ZERO123PLUS_WHOLE for rest in sorted(by_folder.get(folder, []))]
+    for folder in ZERO123PLUS_CONFIG_ONLY + ZERO123PLUS_LOADED:
+        files = by_folder.get(folder, [])
+        if "config.json" not in files:
+            raise ValueError(f"{folder}/config.json is missing")
+        chosen.append(f"{folder}/config.json")
+        if folder in ZERO123PLUS_LOADED:
+            weights = _loaded_weights(files)
+            if not weights:
+                raise ValueError(f"{folder}/ has no weights file ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
+            chosen += [f"{folder}/{name}" for name in weights]
+    return chosen + [ZERO123PLUS_INDEX]
+
+
+def _loaded_weights(files: list[str]) -> list[str]:
+    weights = [name for name in files if name.endswith(WEIGHT_SUFFIXES)]
+    safetensors = [name for name in weights if ".safetensors" in name]
+    picked = safetensors or weights
+    plain = [name for name in picked if not is_fp16_variant(name)]
+    return sorted(plain or picked)

@@ -1,10 +1,11 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
 ``session`` is interactive; ``mcp`` serves agents over MCP; ``doctor`` checks a worker environment;
-``setup-worker`` prepares one.
+``setup-worker`` prepares one; ``fetch-weights`` downloads the official weights to where the worker finds them.
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
     python -m host doctor --python ENV
+    python -m host fetch-weights
 
 Both start one worker (by default the project's models env with the tiny-preset fallback), load the
 models once, and report per object. ``batch`` resumes: an object whose mesh exists is skipped unless
@@ -39,6 +40,7 @@ from .arguments import (
 )
 from .batch import run_pipelined
 from .checks import check_cuda_before_start, check_device, check_host_libraries, check_mcp_sdk, check_output_dir
+from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
 from .lines import report_object
 from .objects import (
     ObjectInput,
@@ -69,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh."
     )
     parser.add_argument("--version", action="version", version=version_line())
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,mcp,doctor,setup-worker}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{batch,session,mcp,doctor,setup-worker,fetch-weights}"
+    )
     batch = commands.add_parser(
         "batch",
         help="every image (or folder of images) to a mesh",
@@ -106,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_options(serving)
     add_scale_options(serving, ray=False)
     add_environment_commands(commands)
+    add_fetch_command(commands)
     return parser
 
 
@@ -221,6 +226,9 @@ def _process(
             f"worker ready in {time.monotonic() - began:.1f} s: pid {info.pid}, python {info.python}, device {info.device}"
         )
         print(f"model: {label}")
+        note = fallback_note(info.weights, args.preset)
+        if note:
+            print(note)
         loaded = ensure_loaded(worker, printer)
         if loaded:
             parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in loaded.items())
@@ -334,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_environment_command(args)
         if args.command == "mcp":
             return run_mcp(args)
+        if args.command == "fetch-weights":
+            return run_fetch_weights(args)
         from .session import run_session
 
         return run_session(args)

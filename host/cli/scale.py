@@ -18,6 +18,7 @@ from ..scale.pool import WorkerPool
 from ..scale.slots import visible_gpus
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import cli_preset
+from .fetch_weights import fallback_note
 from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
 from .progress import ProgressPrinter
 
@@ -121,6 +122,9 @@ def process_scaled(
         pids = ", ".join(f"{s.pid} ({s.device or 'default'})" for s in pool.status())
         print(f"{pool.size} workers ready in {time.monotonic() - began:.1f} s: pids {pids}")
         print(f"model: {label}")
+        note = fallback_note(pool.weights, args.preset)
+        if note:
+            print(note)
         pool.load()
         futures = {executor.submit(run_object, pool, item, settings, outputs, printer): item for item, outputs in todo}  # type: ignore[arg-type]
         for done, future in enumerate(as_completed(futures), start=1):

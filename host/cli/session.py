@@ -29,6 +29,7 @@ from ..api.options import mesh_options_of, view_options_of
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
 from .checks import check_cuda_before_start, check_host_libraries, check_output_dir
+from .fetch_weights import fallback_note
 from .lines import SESSION_HELP as HELP
 from .lines import bytes_text as _bytes
 from .lines import report_object
@@ -58,8 +59,11 @@ class Session:
         *,
         stdout: TextIO | None = None,
         read_line: Callable[[str], str] = input,
+        preset: str | None = None,
     ) -> None:
         self.worker = worker
+        self.preset = preset
+        """The person's --preset (None: not given, so the tiny preset may be the fallback)."""
         self.settings = settings
         self.stdout = stdout or sys.stdout
         self.read_line = read_line
@@ -100,6 +104,9 @@ class Session:
         self.say(rule)
         self.say(f"  MODEL   {info.model_label}")
         self.say(rule)
+        note = fallback_note(info.weights, self.preset)
+        if note:
+            self.say(note)
         self.say(f"  worker  pid {info.pid}, {info.backend} backend, started in {startup_s:.1f} s")
         self.say(
             f"  python  {info.python}"
@@ -372,5 +379,5 @@ def run_session(args: argparse.Namespace) -> int:
     check_output_dir(settings.out_dir)
     worker = make_worker(args)
     check_cuda_before_start(worker, args.device, args.backend or ("mock" if args.mock else "instantmesh"))
-    session = Session(worker, settings)
+    session = Session(worker, settings, preset=args.preset)
     return session.run()

@@ -130,6 +130,11 @@ class WorkerPool:
     def model_label(self) -> str:
         return self._slots.slots[0].worker.model_label
 
+    @property
+    def weights(self) -> str | None:
+        """Which weights the workers run: ``official``, ``tiny`` or ``none`` (the mock backend)."""
+        return self._slots.slots[0].worker.info.weights
+
     # ---------------------------------------------------------------- the InstantMeshWorker methods
 
     def generate_views(

@@ -32,10 +32,11 @@ def _strip_prefix(state_dict: Mapping[str, Any], source: str) -> dict[str, torch
     return picked
 
 
-def read_lrm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The LRM state dict (keys without `lrm_generator.`) from a `.ckpt`/`.pt`/`.bin` or `.safetensors` file."""
+def read_lrm_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The LRM state dict (keys without `lrm_generator.`) from a `.ckpt`/`.pt`/`.bin` or `.safetensors` file;
+    with `mmap`, a pickle's tensors are mapped from the file, not read (for checking keys and shapes)."""
     path = Path(path)
-    container = load_weights_file(path)
+    container = load_weights_file(path, mmap=mmap)
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path}: expected a dict, found {type(container).__name__}")
     state_dict = container.get("state_dict", container)

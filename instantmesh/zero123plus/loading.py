@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..weights import WEIGHT_SUFFIXES, is_fp16_variant
 from ..weights_file import CheckpointError
 from .image_inputs import ImageInputs
 from .pipeline import Zero123PlusPipeline
@@ -41,13 +42,11 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
 SCHEDULER_CONFIG = "scheduler_config.json"
 INSTANTMESH_TIMESTEP_SPACING = "trailing"
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-
 
 def _weights_variant(subfolder: Path, dtype: torch.dtype) -> str | None:
     """'fp16' when the folder only has fp16-variant weights, or has both and fp16 is asked for."""
-    names = [p.name for p in subfolder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)]
-    fp16 = [n for n in names if ".fp16." in n or ".fp16-" in n]
+    names = [p.name for p in subfolder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES)]
+    fp16 = [n for n in names if is_fp16_variant(n)]
     plain = [n for n in names if n not in fp16]
     if fp16 and (not plain or dtype == torch.float16):
         return "fp16"

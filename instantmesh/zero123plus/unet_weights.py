@@ -63,6 +63,15 @@ def apply_unet_weights(
     unet: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike, assign: bool = False
 ) -> None:
     """The strict load of `load_unet_weights`, for a state dict already read from `path` (named in errors)."""
+    check_unet_state_dict(unet, state_dict, path)
+    unet.load_state_dict(state_dict, strict=True, assign=assign)
+    left = [name for name, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: {len(left)} UNet tensors were not in the file: {_preview(left)}")
+
+
+def check_unet_state_dict(unet: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """CheckpointError unless `state_dict` has exactly the UNet's keys, each with its shape (no prefix)."""
     expected = unet.state_dict()
     missing = sorted(expected.keys() - state_dict.keys())
     unexpected = sorted(state_dict.keys() - expected.keys())
@@ -83,7 +92,3 @@ def apply_unet_weights(
         if len(prefixes) == 1 and missing and all(k.split(".", 1)[-1] in expected for k in unexpected):
             lines.append(f"  the file's keys carry a {prefixes.pop() + '.'!r} prefix; a raw UNet state dict has none")
         raise CheckpointError("\n".join(lines))
-    unet.load_state_dict(state_dict, strict=True, assign=assign)
-    left = [name for name, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: {len(left)} UNet tensors were not in the file: {_preview(left)}")

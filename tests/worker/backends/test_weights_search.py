@@ -20,8 +20,10 @@ from instantmesh.weights import (
     INSTANTMESH_REPO,
     ZERO123PLUS_REPO,
     WeightsNotFound,
+    hf_cache_dir,
     resolve_weights,
     search_weights,
+    zero123plus_files,
 )
 from rpcworker.backends.model_files import WeightsMissing, resolve_model_files
 from rpcworker.options import WorkerOptions
@@ -39,7 +41,7 @@ def official_layout(folder: Path) -> Path:
 
 
 def cached_snapshots(cache: Path) -> None:
-    """Both repos in a Hugging Face cache, as ``huggingface-cli download`` leaves them."""
+    """Both repos in a Hugging Face cache, as huggingface_hub (and ``fetch-weights``) leaves them."""
     for repo, files in ((ZERO123PLUS_REPO, ["model_index.json"]), (INSTANTMESH_REPO, [UNET, LRM])):
         snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abc"
         snapshot.mkdir(parents=True)
@@ -126,8 +128,7 @@ def test_missing_weights_are_one_line_naming_every_place_and_how_to_get_them(app
         f"Hugging Face cache ({INSTANTMESH_REPO}): {app.parent / 'hf'}",
     ):
         assert place in text
-    assert f"huggingface-cli download {ZERO123PLUS_REPO}" in text
-    assert f"huggingface-cli download {INSTANTMESH_REPO} {UNET} {LRM}" in text
+    assert text.count("python -m host fetch-weights") == 1  # the one command, once for the three files
 
 
 def test_the_worker_refuses_to_start_without_the_official_weights(app: Path) -> None:
@@ -137,3 +138,68 @@ def test_the_worker_refuses_to_start_without_the_official_weights(app: Path) -> 
     with pytest.raises(WeightsMissing, match="given path"):
         resolve_model_files(WorkerOptions(preset="auto", lrm=str(app / "missing.ckpt"), weights_root=str(app)))
     assert WorkerOptions().preset == "official"
+
+
+def test_the_files_fetched_of_the_zero123plus_repo_are_those_the_loader_reads() -> None:
+    """One set of weights per loaded component (safetensors over pickles, full precision over fp16 where both are),
+    only the config of the UNet (the white-background UNet replaces its weights), the small folders whole,
+    ``model_index.json`` last; READMEs and nested folders are left."""
+    listing = [
+        ".gitattributes",
+        "README.md",
+        "model_index.json",
+        "pipeline.py",
+        "scheduler/scheduler_config.json",
+        "feature_extractor_clip/preprocessor_config.json",
+        "feature_extractor_vae/preprocessor_config.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.bin",
+        "vae/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.fp16.safetensors",
+        "text_encoder/pytorch_model.bin",
+        "vision_encoder/config.json",
+        "vision_encoder/pytorch_model.bin.index.json",
+        "vision_encoder/pytorch_model-00001-of-00002.bin",
+        "vision_encoder/pytorch_model-00002-of-00002.bin",
+        "vision_encoder/onnx/model.onnx",
+    ]
+    assert zero123plus_files(listing) == [
+        "tokenizer/merges.txt",
+        "tokenizer/vocab.json",
+        "scheduler/scheduler_config.json",
+        "feature_extractor_clip/preprocessor_config.json",
+        "feature_extractor_vae/preprocessor_config.json",
+        "unet/config.json",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.fp16.safetensors",
+        "vision_encoder/config.json",
+        "vision_encoder/pytorch_model-00001-of-00002.bin",
+        "vision_encoder/pytorch_model-00002-of-00002.bin",
+        "vision_encoder/pytorch_model.bin.index.json",
+        "model_index.json",
+    ]
+    with pytest.raises(ValueError, match="vision_encoder/ has no weights file"):
+        zero123plus_files([n for n in listing if not n.startswith("vision_encoder/pytorch")])
+    with pytest.raises(ValueError, match="model_index.json is missing"):
+        zero123plus_files(listing[3:])
+
+
+def test_the_cache_is_where_huggingface_hub_puts_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hf_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "old"))  # huggingface_hub 0.17 reads this one alone
+    assert hf_cache_dir() == tmp_path / "old"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "new"))
+    assert hf_cache_dir() == tmp_path / "new"
