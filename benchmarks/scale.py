@@ -52,9 +52,11 @@ def pool_arguments(config: str, device: Callable[[int], str]) -> dict[str, Any]:
 
 
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The synthetic inputs are drawn prepared (an object centred on the square): the workers are measured, so
+    the host sends them as they are (``prepare=False``), as it did when the recorded numbers were taken."""
     if args.mock is not None:
-        return {"backend": "mock", "worker_args": ["--mock", args.mock], "startup_timeout": 120}
-    return {"startup_timeout": 600, **official_worker_keywords(args.weights)}
+        return {"backend": "mock", "worker_args": ["--mock", args.mock], "startup_timeout": 120, "prepare": False}
+    return {"startup_timeout": 600, "prepare": False, **official_worker_keywords(args.weights)}
 
 
 def run_pool(config: str, images: list[Path], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -120,7 +122,13 @@ def run_ray(config: str, images: list[Path], args: argparse.Namespace, workdir: 
     began = time.perf_counter()
     actors = start_actors(count, python=args.worker_python, num_gpus=num_gpus, **worker_options(args))
     try:
-        common = {"actors": actors, "num_inference_steps": args.steps, "save_grids": False, "overwrite": True}
+        common = {
+            "actors": actors,
+            "num_inference_steps": args.steps,
+            "save_grids": False,
+            "overwrite": True,
+            "prepare": False,
+        }
         map_images(images[:count], workdir / "ray-warmup", **common)  # loads the models, one warm-up object each
         warm = time.perf_counter()
         cpu0, t0 = time.process_time(), time.perf_counter()

@@ -128,7 +128,8 @@ def warm_worker(images: list[Path], weights: Path, steps: int, workdir: Path) ->
     from host import InstantMeshWorker
 
     start = time.perf_counter()
-    worker = InstantMeshWorker(sys.executable, max_batch=1, **official_worker_keywords(weights))
+    # The inputs go as they are, as in_process feeds them: the two differ by the worker alone.
+    worker = InstantMeshWorker(sys.executable, max_batch=1, prepare=False, **official_worker_keywords(weights))
     info = worker.client.start()
     started = time.perf_counter()
     loaded = worker.load()

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from host import InstantMeshWorker
-from host.images.preparation import prepare
 
 here, out = Path(__file__).parent, Path("outputs/api")
 preset = "tiny" if "--tiny" in sys.argv[1:] else "official"
-with InstantMeshWorker(preset=preset) as worker:  # the models env; models load on first use
+with InstantMeshWorker(preset=preset, progress=True) as worker:  # the models env; models load on first use
     print("model:", worker.model_label)  # "tiny (random weights, ...)" with --tiny
-    mug = prepare(here / "inputs/mug.png").image  # crop + centre at 85 %, in this process (pillow/numpy)
+    # The photo is prepared in this process first (cut out, centred at 85 %; pillow/numpy), as the CLI does.
+    mug = here / "inputs/mug.png"
     views = worker.generate_views(mug, num_inference_steps=30, save_grid=out / "mug_views.png", overwrite=True)
     mesh = worker.reconstruct(views, out / "mug.obj", overwrite=True)  # reuses the views held by the worker
     print(mesh.path, mesh.num_vertices, "vertices", {k: round(v, 2) for k, v in mesh.timings.items()})

@@ -22,8 +22,9 @@ from rpcworker.wire.errors import (
 )
 
 from .api.facade import InstantMeshWorker
-from .api.options import MeshOptions, ViewOptions
+from .api.options import MeshOptions, PrepareOptions, ViewOptions
 from .api.outcome import ObjectOutcome
+from .api.preparing import PreparationUnavailable
 from .api.results import Mesh, Views
 from .scale.object_steps import PoolViews
 from .scale.pool import WorkerPool
@@ -49,6 +50,8 @@ __all__ = [
     "ObjectOutcome",
     "OutputRefused",
     "PoolViews",
+    "PreparationUnavailable",
+    "PrepareOptions",
     "PoolWorkerStatus",
     "RequestTimeout",
     "RpcError",

@@ -8,11 +8,11 @@ from typing import Any
 
 from rpcworker.wire.errors import HandleExpired, RpcError
 from rpcworker.wire.messages import (
+    GenerateViewsParams,
     InitializeResult,
     LoadResult,
     MeshLane,
     Preset,
-    ProgressParams,
     StatusResult,
     UnloadResult,
     ViewsGridPath,
@@ -24,12 +24,16 @@ from rpcworker.wire.messages import (
 from ..worker.cancellation import Cancellation
 from ..worker.client import WorkerClient
 from ..worker.process import WorkerCommand
-from .inputs import ImageLike, absolute_path, image_input
-from .map import map_objects
+from ..worker.session import ProgressCallback
+from .arguments import worker_arguments
+from .inputs import ImageLike, absolute_path
+from .map import map_objects, views_in_order
 from .options import (
     DEFAULT_MAP_FORMAT,
     MeshOptions,
+    PrepareOptions,
     ViewOptions,
+    checked,
     map_mesh_options,
     mesh_options_of,
     reconstruct_params,
@@ -37,35 +41,9 @@ from .options import (
     views_params,
 )
 from .outcome import ObjectOutcome, object_targets
+from .preparing import Preparation, model_input, require_image_libraries
+from .progress import WorkerProgress
 from .results import Mesh, Views
-
-
-def worker_arguments(
-    backend: str = "instantmesh",
-    *,
-    preset: Preset | None = None,
-    zero123plus: str | None = None,
-    unet: str | None = None,
-    lrm: str | None = None,
-    config: str | None = None,
-    device: str | None = None,
-    mock: str | None = None,
-    max_batch: int | None = None,
-    mesh_lane: MeshLane | None = None,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The worker's command-line arguments for a backend and its weights (paths made absolute; the weights'
-    checkpoint folders are searched under the host's working directory, wherever the worker starts)."""
-    args = ["--backend", backend] + (["--max-batch", str(max_batch)] if max_batch is not None else [])
-    for flag, value in (("--preset", preset), ("--device", device), ("--mock", mock), ("--mesh-lane", mesh_lane)):
-        if value:
-            args += [flag, value]
-    for flag, path in (("--zero123plus", zero123plus), ("--unet", unet), ("--lrm", lrm), ("--config", config)):
-        if path:
-            args += [flag, os.path.abspath(os.path.expanduser(path))]
-    if backend == "instantmesh":
-        args += ["--weights-root", os.getcwd()]
-    return args + list(extra)
 
 
 class InstantMeshWorker:
@@ -77,6 +55,16 @@ class InstantMeshWorker:
     ``preset``: ``"official"`` (the default) starts only with the official weights, found as the README says,
     and otherwise raises WeightsMissing at start (one line naming every place searched and how to get the
     files); ``"tiny"`` runs random tiny models (tests, demos); ``"auto"`` falls back to tiny when they are missing.
+
+    ``prepare`` (default on): generate_views, image_to_mesh and map prepare each photo in this process first,
+    as upstream's run.py does and as the CLI does (``host.api.preparing``: the object cut out by its mask, a
+    file's ``NAME_mask.png``, its alpha, rembg or a white backdrop, then cropped, centred and scaled as
+    ``prepare_options`` say). It needs pillow and numpy here, checked now: without them this raises
+    PreparationUnavailable naming the fix. ``prepare=False`` sends inputs as they are (prepared elsewhere,
+    e.g. Any6D's crops). Each call may choose otherwise (``prepare=``, ``prepare_options=``).
+
+    ``progress`` (default off): bars on stderr for each request's stages (load, views, mesh), and for a
+    map (or generate_views_many) one line of objects done, in flight, per minute and the time left.
     """
 
     def __init__(
@@ -95,9 +83,16 @@ class InstantMeshWorker:
         request_timeout: float | None = None,
         startup_timeout: float = 300.0,
         auto_restart: bool = True,
-        on_progress: Callable[[ProgressParams], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         on_stderr: Callable[[str], None] | None = None,
+        prepare: bool = True,
+        prepare_options: PrepareOptions | None = None,
+        progress: bool = False,
     ) -> None:
+        self.preparation = Preparation(prepare, checked(prepare_options or PrepareOptions()))
+        if prepare:
+            require_image_libraries()  # refused here, in one line, rather than at the first request
+        self.progress = WorkerProgress(progress)
         command = python if isinstance(python, WorkerCommand) else (WorkerCommand.parse(python) if python else None)
         # max_batch: objects per diffusion batch in the worker (its default: 8 on CUDA, 1 on CPU); 1 starts faster
         # (one compiled batch size) and suits one object at a time; above 1 pays off through map().
@@ -158,9 +153,10 @@ class InstantMeshWorker:
         return self.client.start().model_label
 
     def load(
-        self, models: Sequence[str] = ("views", "mesh"), *, on_progress: Callable[[ProgressParams], None] | None = None
+        self, models: Sequence[str] = ("views", "mesh"), *, on_progress: ProgressCallback | None = None
     ) -> LoadResult:
-        return self.client.load(models, on_progress=on_progress or self.on_progress)
+        with self.progress.request(on_progress or self.on_progress) as callback:
+            return self.client.load(models, on_progress=callback)
 
     def unload(self, models: Sequence[str] = ("views", "mesh")) -> UnloadResult:
         """Frees the models' memory; the result names what was unloaded and the memory left allocated."""
@@ -180,19 +176,24 @@ class InstantMeshWorker:
         save_grid: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
-        on_progress: Callable[[ProgressParams], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         cancellation: Cancellation | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> Views:
         """Views of one object. The keywords override ``view_options`` (default ``ViewOptions()``: seed
         DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams.
-        ``cancellation``: another thread may cancel the call, which then raises Cancelled (nothing written)."""
+        ``cancellation``: another thread may cancel the call, which then raises Cancelled (nothing written).
+        ``prepare``/``prepare_options``: None keeps the worker's choice (see the class)."""
         options = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
-        params = views_params(image_input(image), absolute_path(save_grid), options, overwrite)
-        result = self.client.generate_views(
-            params, timeout=timeout, on_progress=on_progress or self.on_progress, cancellation=cancellation
-        )
+        source = model_input(image, self.preparation.of_call(prepare, prepare_options))
+        params = views_params(source, absolute_path(save_grid), options, overwrite)
+        with self.progress.request(on_progress or self.on_progress) as callback:
+            result = self.client.generate_views(
+                params, timeout=timeout, on_progress=callback, cancellation=cancellation
+            )
         return self.views_from_result(result)
 
     def generate_views_many(
@@ -206,11 +207,15 @@ class InstantMeshWorker:
         save_grids: Sequence[str | os.PathLike[str] | None] | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> list[Views | RpcError]:
         """Views of several objects, all requested at once so that a worker started with ``--max-batch``
         (see ``worker_args``) can run them as batches. One object's worker error (RpcError) is returned in
         its place and does not stop the others; a dead worker or a timeout (``timeout`` bounds each
-        request) raises as in generate_views. Seeds default to ``view_options``' seed each."""
+        request) raises as in generate_views. Seeds default to ``view_options``' seed each; inputs are
+        prepared as in generate_views (an input that cannot be prepared gets its error in its place too)."""
+        preparation = self.preparation.of_call(prepare, prepare_options)
         options = view_options_of(view_options, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
         per_image = (
             [view_options_of(options, seed=seed) for seed in seeds] if seeds is not None else [options] * len(images)
@@ -220,22 +225,14 @@ class InstantMeshWorker:
             raise ValueError(
                 f"{len(images)} images need as many seeds and save_grids, got {len(per_image)} and {len(grids)}"
             )
-        pending = [
-            self.client.request(
-                "generate_views",
-                views_params(image_input(image), absolute_path(grid), one, overwrite),
-                self.on_progress,
-                timeout,
-            )
-            for image, one, grid in zip(images, per_image, grids)  # lengths checked above
-        ]
-        outcomes: list[Views | RpcError] = []
-        for call in pending:
+        params: list[GenerateViewsParams | RpcError] = []
+        for image, one, grid in zip(images, per_image, grids):  # lengths checked above
             try:
-                outcomes.append(self.views_from_result(call.result(timeout)))
-            except RpcError as err:
-                outcomes.append(err)
-        return outcomes
+                params.append(views_params(model_input(image, preparation), absolute_path(grid), one, overwrite))
+            except RpcError as err:  # an input the host cannot prepare: its error, in its place
+                params.append(err)
+        tally = self.progress.objects(len(params))
+        return list(self.progress.ending(views_in_order(self, params, timeout, tally)))
 
     def map(
         self,
@@ -254,35 +251,39 @@ class InstantMeshWorker:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> Iterator[ObjectOutcome]:
         """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``) through this worker, with enough
         requests in flight that a ``--max-batch`` worker runs full batches and never waits for the host.
         Yields one outcome per object in input order, failures in place (never raised); a dead worker raises.
-        Options as in generate_views and reconstruct (format default obj); names as in ``WorkerPool.map``."""
+        Options as in generate_views and reconstruct (format default obj); names as in ``WorkerPool.map``.
+        Each input is prepared just before its views are requested; one that cannot be fails alone."""
         views = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        preparation = self.preparation.of_call(prepare, prepare_options)
         items = list(images)
         targets = object_targets(
             items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
         )
-        return map_objects(self, items, targets, views, mesh, overwrite=overwrite, timeout=timeout)
+        outcomes = map_objects(
+            self,
+            items,
+            targets,
+            views,
+            mesh,
+            overwrite=overwrite,
+            timeout=timeout,
+            preparation=preparation,
+            tally=self.progress.objects(len(targets)),
+        )
+        return self.progress.ending(outcomes)
 
     def views_from_result(self, result: ViewsResult) -> Views:
         """The API's Views for a generate_views result of this worker (used by the map helpers too)."""
-        return Views(
-            handle=result.handle,
-            grid_path=result.grid_path,
-            grid_size=(result.grid_width, result.grid_height),
-            view_size=result.view_size,
-            seed=result.seed,
-            num_inference_steps=result.num_inference_steps,
-            model_label=result.model_label,
-            timings=result.timings,
-            worker_generation=self.client.generation,
-            weights=result.weights,
-        )
+        return Views.from_result(result, self.client.generation)
 
     def reconstruct(
         self,
@@ -295,7 +296,7 @@ class InstantMeshWorker:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
-        on_progress: Callable[[ProgressParams], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         cancellation: Cancellation | None = None,
     ) -> Mesh:
         """``views``: a Views from generate_views, or the path of a saved 3x2 grid image. The keywords
@@ -313,9 +314,8 @@ class InstantMeshWorker:
         else:
             source = ViewsGridPath(absolute_path(views) or "")
         params = reconstruct_params(source, absolute_path(output_path) or "", options, overwrite)
-        result = self.client.reconstruct(
-            params, timeout=timeout, on_progress=on_progress or self.on_progress, cancellation=cancellation
-        )
+        with self.progress.request(on_progress or self.on_progress) as callback:
+            result = self.client.reconstruct(params, timeout=timeout, on_progress=callback, cancellation=cancellation)
         return Mesh.from_result(result)
 
     def image_to_mesh(
@@ -334,11 +334,13 @@ class InstantMeshWorker:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
-        on_progress: Callable[[ProgressParams], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         cancellation: Cancellation | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> Mesh:
-        """generate_views then reconstruct, with their options; ``on_progress`` hears both, ``cancellation``
-        stops whichever runs (a cancelled call sends no reconstruct)."""
+        """generate_views (the input prepared as there) then reconstruct, with their options; ``on_progress``
+        hears both, ``cancellation`` stops whichever runs (a cancelled call sends no reconstruct)."""
         views_chosen = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
@@ -346,5 +348,12 @@ class InstantMeshWorker:
         call: dict[str, Any] = dict(
             overwrite=overwrite, timeout=timeout, on_progress=on_progress, cancellation=cancellation
         )
-        views = self.generate_views(image, view_options=views_chosen, save_grid=save_grid, **call)
+        views = self.generate_views(
+            image,
+            view_options=views_chosen,
+            save_grid=save_grid,
+            prepare=prepare,
+            prepare_options=prepare_options,
+            **call,
+        )
         return self.reconstruct(views, output_path, mesh_options=mesh_chosen, **call)

@@ -14,18 +14,20 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import ViewsHandle, ViewsResult
+from rpcworker.wire.messages import GenerateViewsParams, ViewsHandle, ViewsResult
 
 from ..worker.client import WorkerClient
 from ..worker.session import ProgressCallback
-from .inputs import ImageLike, image_input
-from .options import MeshOptions, ViewOptions, reconstruct_params, views_params
+from .inputs import ImageLike
+from .options import MeshOptions, PrepareOptions, ViewOptions, reconstruct_params, views_params
 from .outcome import ObjectOutcome, ObjectTarget, describe_error
+from .preparing import model_input
 from .results import Mesh, Views
+from .tally import ObjectTally
 
 if TYPE_CHECKING:
     from ..worker.session import PendingCall
@@ -78,112 +80,141 @@ def map_objects(
     overwrite: bool = False,
     overwrite_grids: bool | None = None,
     timeout: float | None = None,
+    preparation: PrepareOptions | None = None,
+    tally: ObjectTally | None = None,
 ) -> Iterator[ObjectOutcome]:
     """Yields each object's outcome in input order, one per target. ``images`` is read lazily, each image
-    just before its request is sent (so a caller may prepare inputs on the fly); an exception in its place fails that
-    object alone. ``timeout`` bounds each request from the moment it is the oldest in flight (the one the
-    worker is on). Ctrl-C or leaving the loop early cancels what is in flight; a timeout or a dead worker raises (as the
-    single-object calls do). ``overwrite`` applies to the meshes and, unless ``overwrite_grids`` says otherwise, the grids."""
+    just before its request is sent (so a caller may prepare inputs on the fly; ``preparation`` prepares each
+    then, as ``prepare_image`` does); an exception in its place fails that object alone. ``timeout`` bounds
+    each request from the moment it is the oldest in flight (the one the worker is on). Ctrl-C or leaving the
+    loop early cancels what is in flight; a timeout or a dead worker raises (as the single-object calls do).
+    ``overwrite`` applies to the meshes and, unless ``overwrite_grids`` says otherwise, the grids. ``tally``
+    hears of each object sent and ended."""
+    run = _Run(
+        worker,
+        targets,
+        view_options,
+        mesh_options,
+        overwrite,
+        overwrite if overwrite_grids is None else overwrite_grids,
+        timeout,
+        preparation,
+        tally,
+    )
     pending = iter(images)
-    grids_overwrite = overwrite if overwrite_grids is None else overwrite_grids
     count = len(targets)
     status = worker.client.status()
     window = in_flight_window(status.max_batch, status.max_handles, status.mesh_lane)
     group = min(status.max_batch, window)
-    flight: deque[_InFlight] = deque()
-    done: dict[int, ObjectOutcome] = {}
     next_send, next_yield = 0, 0
     try:
         while next_yield < count:
             # Views go out a whole batch at a time, after the reconstructs already sent: only consecutive
             # generate_views requests share a batch on the worker.
-            while (free := window - len(flight)) >= min(group, count - next_send) > 0:
+            while (free := window - len(run.flight)) >= min(group, count - next_send) > 0:
                 for _ in range(min(group, free, count - next_send)):
-                    _send_views(
-                        worker,
-                        next(pending),
-                        next_send,
-                        targets[next_send],
-                        view_options,
-                        grids_overwrite,
-                        flight,
-                        done,
-                        timeout,
-                    )
+                    run.send_views(next(pending), next_send)
                     next_send += 1
-            if flight:
-                item = flight.popleft()
-                _finish(worker, item, targets[item.index], mesh_options, overwrite, flight, done, timeout)
-            while next_yield in done:
-                yield done.pop(next_yield)
+            if run.flight:
+                run.finish(run.flight.popleft())
+            while next_yield in run.done:
+                yield run.done.pop(next_yield)
                 next_yield += 1
     finally:
-        for item in flight:
+        for item in run.flight:
             item.call.cancel()
 
 
-def _send_views(
-    worker: MappedWorker,
-    image: ImageLike | BaseException,
-    index: int,
-    target: ObjectTarget,
-    view_options: ViewOptions,
-    overwrite: bool,
-    flight: deque[_InFlight],
-    done: dict[int, ObjectOutcome],
-    timeout: float | None,
-) -> None:
-    if isinstance(image, BaseException):
-        done[index] = _failed(index, target, image)
-        return
-    grid = os.fspath(target.grid) if target.grid is not None else None
-    try:
-        params = views_params(image_input(image), grid, view_options, overwrite)
-    except (OSError, ValueError, TypeError) as exc:  # an image the host cannot even encode fails alone
-        done[index] = _failed(index, target, exc)
-        return
-    flight.append(
-        _InFlight(index, worker.client.request("generate_views", params, worker.on_progress, timeout), time.monotonic())
-    )
+@dataclass
+class _Run:
+    """One map's objects: those in flight, oldest first, and those ended but not yet yielded."""
 
+    worker: MappedWorker
+    targets: Sequence[ObjectTarget]
+    view_options: ViewOptions
+    mesh_options: MeshOptions
+    overwrite: bool
+    overwrite_grids: bool
+    timeout: float | None
+    preparation: PrepareOptions | None
+    tally: ObjectTally | None
+    flight: deque[_InFlight] = field(default_factory=deque)
+    done: dict[int, ObjectOutcome] = field(default_factory=dict)
 
-def _finish(
-    worker: MappedWorker,
-    item: _InFlight,
-    target: ObjectTarget,
-    mesh_options: MeshOptions,
-    overwrite: bool,
-    flight: deque[_InFlight],
-    done: dict[int, ObjectOutcome],
-    timeout: float | None,
-) -> None:
-    """Waits for the oldest request: views are followed by their reconstruct at once; a mesh ends the object."""
-    try:
-        result = item.call.result(timeout)
-    except RpcError as exc:
-        done[item.index] = _failed(item.index, target, exc)
-        return
-    if item.views is None:
-        views = worker.views_from_result(result)
-        params = reconstruct_params(ViewsHandle(views.handle), os.fspath(target.mesh), mesh_options, overwrite)
-        flight.append(
-            _InFlight(
-                item.index,
-                worker.client.request("reconstruct", params, worker.on_progress, timeout),
-                item.sent_at,
-                views,
+    def send_views(self, image: ImageLike | BaseException, index: int) -> None:
+        target = self.targets[index]
+        if isinstance(image, BaseException):
+            self._end(index, _failed(index, target, image))
+            return
+        grid = os.fspath(target.grid) if target.grid is not None else None
+        try:
+            source = model_input(image, self.preparation)
+            params = views_params(source, grid, self.view_options, self.overwrite_grids)
+        except (RpcError, OSError, ValueError, TypeError) as exc:  # an image the host cannot prepare or encode
+            self._end(index, _failed(index, target, exc))
+            return
+        call = self.worker.client.request("generate_views", params, self.worker.on_progress, self.timeout)
+        self.flight.append(_InFlight(index, call, time.monotonic()))
+        if self.tally is not None:
+            self.tally.started(target.name)
+
+    def finish(self, item: _InFlight) -> None:
+        """Waits for the oldest request: views are followed by their reconstruct at once; a mesh ends the object."""
+        target = self.targets[item.index]
+        try:
+            result = item.call.result(self.timeout)
+        except RpcError as exc:
+            self._end(item.index, _failed(item.index, target, exc))
+            return
+        if item.views is None:
+            views = self.worker.views_from_result(result)
+            params = reconstruct_params(
+                ViewsHandle(views.handle), os.fspath(target.mesh), self.mesh_options, self.overwrite
             )
+            call = self.worker.client.request("reconstruct", params, self.worker.on_progress, self.timeout)
+            self.flight.append(_InFlight(item.index, call, item.sent_at, views))
+            return
+        outcome = ObjectOutcome(
+            item.index,
+            target.name,
+            Mesh.from_result(result),
+            grid_path=item.views.grid_path,
+            views_timings=item.views.timings,
+            latency_s=time.monotonic() - item.sent_at,
         )
-        return
-    mesh = Mesh.from_result(result)
-    done[item.index] = ObjectOutcome(
-        item.index,
-        target.name,
-        mesh,
-        grid_path=item.views.grid_path,
-        views_timings=item.views.timings,
-        latency_s=time.monotonic() - item.sent_at,
-    )
+        self._end(item.index, outcome)
+
+    def _end(self, index: int, outcome: ObjectOutcome) -> None:
+        self.done[index] = outcome
+        if self.tally is not None:
+            self.tally.finished(outcome.name, outcome.ok)
+
+
+def views_in_order(
+    worker: MappedWorker,
+    params: Sequence[GenerateViewsParams | RpcError],
+    timeout: float | None = None,
+    tally: ObjectTally | None = None,
+) -> Iterator[Views | RpcError]:
+    """Sends every request at once (so a batching worker runs them as batches), then yields each object's
+    Views, or the error for it (the worker's, or one already in ``params``' place), in order; a dead worker or
+    a timeout raises."""
+    pending = [
+        one if isinstance(one, RpcError) else worker.client.request("generate_views", one, worker.on_progress, timeout)
+        for one in params
+    ]
+    if tally is not None:
+        for index in range(len(pending)):
+            tally.started(str(index))
+    for index, call in enumerate(pending):
+        outcome: Views | RpcError
+        try:
+            outcome = call if isinstance(call, RpcError) else worker.views_from_result(call.result(timeout))
+        except RpcError as err:
+            outcome = err
+        if tally is not None:
+            tally.finished(str(index), isinstance(outcome, Views))
+        yield outcome
 
 
 def _failed(index: int, target: ObjectTarget, exc: BaseException) -> ObjectOutcome:

@@ -1,9 +1,10 @@
-"""What a caller chooses for an object's views and its mesh, as Structs typed with the wire's constraints.
+"""What a caller chooses for an object's input, views and mesh, as Structs typed with declared constraints.
 
 ``ViewOptions`` and ``MeshOptions`` travel whole from every face (``InstantMeshWorker``, ``WorkerPool``,
 ``host.scale.ray``, the CLI) to the two functions below that build the wire params, so the faces accept
 the same options and refuse a bad value the same way. They live in the host, not the wire: the worker
 receives params, and what the host adds around them (inputs, output paths, overwrite) is not an option.
+``PrepareOptions`` is the host's own step before the wire (``host.api.preparing``), typed the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from rpcworker.wire.messages import (
     ViewsSource,
 )
 
+from ..images.framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
+
 DEFAULT_MAP_FORMAT: MeshFormat = "obj"
 """The mesh format of ``map`` when none is chosen: its outputs are named ``NAME.FORMAT`` before any is written."""
 
@@ -49,7 +52,19 @@ class MeshOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     orientation: Orientation = "instantmesh"
 
 
-OptionsT = TypeVar("OptionsT", ViewOptions, MeshOptions)
+class PrepareOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the host prepares a photo for the worker: the object cut out (mask, alpha, rembg or a white
+    backdrop), cropped, centred and scaled to ``foreground_ratio`` of the square, as upstream's run.py does.
+    Any6D's crops are ``PrepareOptions(foreground_ratio=0.8, flip=True, white_background=True)``."""
+
+    foreground_ratio: ForegroundRatio = UPSTREAM_FOREGROUND_RATIO
+    flip: bool = False
+    """Mirror the prepared input left-right."""
+    white_background: bool = False
+    """Paint outside the object white (an RGB input) instead of leaving it transparent (RGBA)."""
+
+
+OptionsT = TypeVar("OptionsT", ViewOptions, MeshOptions, PrepareOptions)
 
 
 def checked(options: OptionsT, **overrides: Any) -> OptionsT:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rpcworker.wire.messages import MeshResult, Weights
+from rpcworker.wire.messages import MeshResult, ViewsResult, Weights
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,22 @@ class Views:
     worker_generation: int
     weights: Weights | None = None
     """official, tiny or mock (None from a worker before protocol 1.5)."""
+
+    @classmethod
+    def from_result(cls, result: ViewsResult, worker_generation: int) -> Views:
+        """The views of a generate_views result from the worker's ``worker_generation``-th start."""
+        return cls(
+            handle=result.handle,
+            grid_path=result.grid_path,
+            grid_size=(result.grid_width, result.grid_height),
+            view_size=result.view_size,
+            seed=result.seed,
+            num_inference_steps=result.num_inference_steps,
+            model_label=result.model_label,
+            timings=result.timings,
+            worker_generation=worker_generation,
+            weights=result.weights,
+        )
 
 
 @dataclass(frozen=True)

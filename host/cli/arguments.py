@@ -29,7 +29,9 @@ from rpcworker.wire.messages import (
 )
 
 from ..api.facade import InstantMeshWorker
-from ..api.options import MeshOptions, ViewOptions
+from ..api.options import MeshOptions, PrepareOptions, ViewOptions
+from ..api.options import checked as checked_options
+from ..images.framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
 from .objects import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -110,9 +112,9 @@ def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) 
     parser.add_argument(
         "--foreground-ratio",
         type=_ratio,
-        default=0.85,
+        default=UPSTREAM_FOREGROUND_RATIO,
         metavar="R",
-        help="object size in the prepared square (default 0.85, upstream's; Any6D uses 0.80)",
+        help=f"object size in the prepared square (default {UPSTREAM_FOREGROUND_RATIO:g}, upstream's; Any6D uses 0.80)",
     )
     parser.add_argument("--flip", action="store_true", help="mirror the prepared input left-right (Any6D does)")
     parser.add_argument(
@@ -173,10 +175,13 @@ def _guidance(text: str) -> float:
 
 
 def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"foreground ratio must be in (0, 1], got {value}")
-    return value
+    """A number that ``ForegroundRatio`` accepts (its range is declared there, for the API too)."""
+    try:
+        return msgspec.convert(float(text), ForegroundRatio)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"foreground ratio must be a number, got {text!r}") from None
+    except msgspec.ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"foreground ratio: {exc}") from None
 
 
 def _seed(text: str) -> int:
@@ -211,6 +216,7 @@ def make_worker(args: argparse.Namespace) -> InstantMeshWorker:
         worker_args=extra,
         startup_timeout=args.startup_timeout,
         on_stderr=on_stderr,
+        prepare=False,  # the CLI prepares each input itself (host.cli.objects), to keep it as NAME_input.png
     )
 
 
@@ -220,9 +226,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         views=ViewOptions(seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance_scale),
         mesh=MeshOptions(format=args.format, texture_map=args.texture_map),
         preprocess=args.preprocess,
+        preparation=checked_options(
+            PrepareOptions(),
+            foreground_ratio=args.foreground_ratio,
+            flip=args.flip,
+            white_background=args.white_background,
+        ),
         contact_sheet=args.contact_sheet,
         overwrite=getattr(args, "overwrite", False),
-        foreground_ratio=args.foreground_ratio,
-        flip=args.flip,
-        white_background=args.white_background,
     )

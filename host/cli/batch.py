@@ -3,7 +3,8 @@
 Each input is prepared in the host just before its views are requested, so the worker's batches fill while
 the host works ahead; results come back in input order. What `run_object` guarantees one object at a time
 holds here too: a prepared input takes its final name only with its mesh, and a lost worker fails the
-objects it held (the next ones go to the restarted worker).
+objects it held (the next ones go to the restarted worker). A status line (the printer's) says, as each
+object ends, how many are done, in flight and left, at how many per minute, and when the rest should be done.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from ..api.facade import InstantMeshWorker
 from ..api.map import map_objects
 from ..api.outcome import ObjectTarget
+from ..api.progress import ProgressPrinter
+from ..api.tally import ObjectTally
 from ..worker.errors import WorkerCrashed
 from .objects import (
     ObjectInput,
@@ -25,7 +28,6 @@ from .objects import (
     finish_object,
     prepare_input,
 )
-from .progress import ProgressPrinter
 
 Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
 
@@ -42,22 +44,27 @@ def run_pipelined(
     on_result: Callable[[int, ObjectResult], None],
 ) -> None:
     """Every object of ``todo``; ``on_result(position, result)`` in input order as each finishes."""
+    tally = ObjectTally(len(todo), lambda counted: printer.status(counted.line()))
     start = 0
-    while start < len(todo):
-        prepared: dict[int, Prepared] = {}
-        try:
-            for position, result in _map(worker, todo, start, settings, printer, prepared):
-                on_result(position, result)
-                start = position + 1
-        except WorkerCrashed as exc:  # the objects it held fail; the rest go to the restarted worker
-            for position in sorted(prepared):
-                result, _ = _forget(prepared, position)
-                result.error = result.error or describe_failure(exc)
-                on_result(position, result)
-                start = position + 1
-        finally:
-            for position in list(prepared):
-                _forget(prepared, position)
+    try:
+        while start < len(todo):
+            prepared: dict[int, Prepared] = {}
+            try:
+                for position, result in _map(worker, todo, start, settings, printer, prepared, tally):
+                    on_result(position, result)
+                    start = position + 1
+            except WorkerCrashed as exc:  # the objects it held fail; the rest go to the restarted worker
+                for position in sorted(prepared):
+                    result, _ = _forget(prepared, position)
+                    result.error = result.error or describe_failure(exc)
+                    tally.finished(result.name, False)
+                    on_result(position, result)
+                    start = position + 1
+            finally:
+                for position in list(prepared):
+                    _forget(prepared, position)
+    finally:
+        printer.end_status()
 
 
 def _map(
@@ -67,6 +74,7 @@ def _map(
     settings: Settings,
     printer: ProgressPrinter,
     prepared: dict[int, Prepared],
+    tally: ObjectTally,
 ) -> Iterator[tuple[int, ObjectResult]]:
     def inputs() -> Iterator[Path | BaseException]:
         for position in range(start, len(todo)):
@@ -79,7 +87,14 @@ def _map(
     targets = [ObjectTarget(item.name, outputs.mesh, outputs.grid) for item, outputs in todo[start:]]
     # The grids are always rewritten: an object is (re)done only when its mesh is missing, so a grid found is debris.
     for outcome in map_objects(
-        worker, inputs(), targets, settings.views, settings.mesh, overwrite=settings.overwrite, overwrite_grids=True
+        worker,
+        inputs(),
+        targets,
+        settings.views,
+        settings.mesh,
+        overwrite=settings.overwrite,
+        overwrite_grids=True,
+        tally=tally,
     ):
         position = start + outcome.index
         result, ready = prepared.pop(position)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..api.facade import InstantMeshWorker
+from ..api.preparing import IMAGES_EXTRA_INSTALL, missing_image_libraries
 from .arguments import UsageProblem
 from .objects import Settings, shown
 
@@ -20,13 +21,11 @@ def check_host_libraries(settings: Settings) -> None:
     wanted = [
         what for what, on in (("preprocessing", settings.preprocess), ("contact sheets", settings.contact_sheet)) if on
     ]
-    missing = [
-        name for module, name in (("PIL", "pillow"), ("numpy", "numpy")) if importlib.util.find_spec(module) is None
-    ]
+    missing = missing_image_libraries()
     if wanted and missing:
         raise UsageProblem(
             f"{' and '.join(wanted)} need {' and '.join(missing)} in the host's Python ({sys.executable}): "
-            "pip install 'instantmesh-rpc[images]', or pass --no-preprocess --no-contact-sheet"
+            f"{IMAGES_EXTRA_INSTALL}, or pass --no-preprocess --no-contact-sheet"
         )
 
 

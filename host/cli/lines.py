@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rpcworker.wire.messages import STEPS_RANGE
 
+from ..api.progress import ProgressPrinter
 from .objects import ObjectResult, shown
-from .progress import ProgressPrinter
 
 
 def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:

@@ -25,6 +25,7 @@ from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import PROTOCOL_VERSION
 
 from ..api.facade import InstantMeshWorker
+from ..api.progress import ProgressPrinter
 from ..worker.environment import EnvironmentProblem
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from .arguments import (
@@ -52,7 +53,6 @@ from .objects import (
     run_object,
     shown,
 )
-from .progress import ProgressPrinter
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 
@@ -211,7 +211,7 @@ def _process(
     results: dict[str, ObjectResult],
 ) -> tuple[int, str]:
     """Runs the objects through one worker. Returns the exit code so far and the model label."""
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(status_stream=sys.stderr)  # the objects line of a batching worker goes to stderr
     worker = make_worker(args)
     code, label = EXIT_OK, ""
     position, started = 0, False

@@ -18,11 +18,12 @@ from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import MODEL_NAMES
 
 from ..api.facade import InstantMeshWorker
-from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions
+from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, PrepareOptions, ViewOptions
+from ..api.preparing import prepare_image
+from ..api.progress import ProgressPrinter
 from ..api.results import Mesh
 from ..images.mask_files import MASK_SUFFIX, mask_path_for
 from ..worker.errors import RequestTimeout, WorkerCrashed
-from .progress import ProgressPrinter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -38,19 +39,17 @@ class ObjectInput:
 
 @dataclass
 class Settings:
-    """What the batch command and the session make of each object: the API's view and mesh options (one type
-    from the CLI to the wire), and the host's own steps around them."""
+    """What the batch command and the session make of each object: the API's input, view and mesh options
+    (one type from the CLI to the wire), and the host's own steps around them."""
 
     out_dir: Path
     views: ViewOptions = field(default_factory=ViewOptions)
     mesh: MeshOptions = field(default_factory=lambda: MeshOptions(format=DEFAULT_MAP_FORMAT))
     preprocess: bool = True
+    preparation: PrepareOptions = field(default_factory=PrepareOptions)
+    """How the input is prepared when ``preprocess`` is on: the API's own (Any6D's is 0.80, flipped, white)."""
     contact_sheet: bool = True
     overwrite: bool = False
-    foreground_ratio: float = 0.85
-    flip: bool = False
-    white_background: bool = False
-    """The last three: the host's preparation (Any6D's is 0.80, flipped, white outside the mask)."""
 
     @property
     def format(self) -> str:
@@ -194,8 +193,13 @@ def run_object(
     image, staged = prepared
     try:
         started = time.monotonic()
-        views = worker.generate_views(
-            image, view_options=settings.views, save_grid=outputs.grid, overwrite=True, on_progress=printer
+        views = worker.generate_views(  # the input is prepared already (staged), or was asked to go as it is
+            image,
+            view_options=settings.views,
+            save_grid=outputs.grid,
+            overwrite=True,
+            on_progress=printer,
+            prepare=False,
         )
         result.views_s = time.monotonic() - started
         printer.end_line()
@@ -220,8 +224,10 @@ def prepare_input(
     item: ObjectInput, settings: Settings, outputs: ObjectOutputs, printer: ProgressPrinter, result: ObjectResult
 ) -> tuple[Path, Path | None] | None:
     """The image the worker should read and the hidden staged file holding it (None without preprocessing);
-    None when the object fails here (``result.error`` says why). The staged file becomes NAME_input.png only
-    once the mesh is made (`finish_object`), so Ctrl-C or a crash never leaves it behind."""
+    None when the object fails here (``result.error`` says why). The input is prepared by the API's own
+    ``prepare_image``, so the worker reads the very PNG the API would send it for this photo. The staged file
+    becomes NAME_input.png only once the mesh is made (`finish_object`), so Ctrl-C or a crash never leaves it
+    behind."""
     if item.problem:
         result.error = item.problem
         return None
@@ -229,27 +235,21 @@ def prepare_input(
         if item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
         return item.image, None
-    from ..images.preparation import PreprocessError, image_size, prepare
+    from ..images.preparation import image_size
 
     dims = image_size(item.image)
     if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
         printer.print(f"  preparing a large input ({dims[0]}x{dims[1]}) ...")
     staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
     try:
-        prepared = prepare(
-            item.image,
-            item.mask,
-            ratio=settings.foreground_ratio,
-            flip=settings.flip,
-            background="white" if settings.white_background else "transparent",
-        )
+        prepared = prepare_image(item.image, settings.preparation)
         outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
-        prepared.image.save(staged)
-    except (PreprocessError, OSError) as exc:
+        staged.write_bytes(prepared.png)
+    except (RpcError, OSError) as exc:
         drop_staged(staged)
-        result.error = str(exc) if isinstance(exc, PreprocessError) else describe_failure(exc)
+        result.error = exc.message if isinstance(exc, RpcError) else describe_failure(exc)
         return None
-    result.outline = prepared.mask_source
+    result.outline = prepared.outline
     return staged, staged
 
 

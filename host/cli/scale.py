@@ -14,13 +14,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from rpcworker.wire.errors import RpcError
+
+from ..api.preparing import prepare_image
+from ..api.progress import ProgressPrinter
 from ..scale.pool import WorkerPool
 from ..scale.slots import visible_gpus
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import cli_preset
 from .fetch_weights import fallback_note
 from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
-from .progress import ProgressPrinter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Report = Callable[[ProgressPrinter, ObjectResult], None]
@@ -75,6 +78,7 @@ def worker_options(args: argparse.Namespace) -> dict[str, Any]:
         "worker_args": ["--mock", args.mock] if args.mock else [],
         "startup_timeout": args.startup_timeout,
         "on_stderr": on_stderr,
+        "prepare": False,  # the CLI prepares each input itself, to keep it as NAME_input.png
     }
 
 
@@ -176,13 +180,11 @@ def _process_ray(
     for item, outputs in todo:
         image = item.image
         if settings.preprocess:
-            from ..images.preparation import PreprocessError, prepare
-
             try:
-                prepared = prepare(item.image, item.mask)
-                prepared.image.save(outputs.prepared)
-            except (PreprocessError, OSError) as exc:
-                results[item.name] = ObjectResult(item.name, item.image, "failed", error=str(exc))
+                outputs.prepared.write_bytes(prepare_image(item.image, settings.preparation).png)
+            except (RpcError, OSError) as exc:
+                error = exc.message if isinstance(exc, RpcError) else f"{type(exc).__name__}: {exc}"
+                results[item.name] = ObjectResult(item.name, item.image, "failed", error=error)
                 continue
             image = outputs.prepared
         images.append(image)

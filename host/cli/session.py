@@ -26,6 +26,7 @@ from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
 
 from ..api.facade import InstantMeshWorker
 from ..api.options import mesh_options_of, view_options_of
+from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
 from .checks import check_cuda_before_start, check_host_libraries, check_output_dir
@@ -43,7 +44,6 @@ from .objects import (
     run_object,
     shown,
 )
-from .progress import ProgressPrinter
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0

@@ -18,21 +18,25 @@ Where the object's outline comes from, in order:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import msgspec
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rpcworker.wire.messages import DEFAULT_VIEW_SIZE, INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
 
+from .framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
 from .mask_files import mask_path_for
 
-UPSTREAM_FOREGROUND_RATIO = 0.85
+__all__ = ["UPSTREAM_FOREGROUND_RATIO", "PreprocessError", "Prepared", "foreground_bbox", "prepare", "prepare_file"]
 
-ImageSource = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image, np.ndarray]
+"""A file, encoded PNG/JPEG bytes, a PIL image or an HxW[x1|3|4] uint8/bool array."""
 BackgroundRemoval = Literal["auto", "rembg", "white", "none"]
 
 
@@ -70,8 +74,10 @@ def prepare(
     result left-right (Any6D flips its crops before InstantMesh). The result is RGBA on a transparent
     canvas, or RGB on white with ``background="white"``.
     """
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    try:
+        msgspec.convert(ratio, ForegroundRatio)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"ratio: {exc}, got {ratio}") from None
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     image_name = _name(image, "the image")
@@ -143,6 +149,10 @@ def _open(source: ImageSource, what: str) -> Image.Image:
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
             raise PreprocessError(f"{what}: expected an HxW, HxWx3 or HxWx4 array, got shape {array.shape}")
         return Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+    if isinstance(source, bytes):
+        if len(source) > MAX_INPUT_BYTES:
+            raise PreprocessError(f"{what}: {len(source)} bytes, over the limit of {MAX_INPUT_BYTES}")
+        return _decode(io.BytesIO(source), what)
     path = Path(source)
     if not path.exists():
         raise PreprocessError(f"{path}: no such file")
@@ -151,11 +161,16 @@ def _open(source: ImageSource, what: str) -> Image.Image:
     size = path.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise PreprocessError(f"input file {path} is {size} bytes, over the limit of {MAX_INPUT_BYTES}")
+    return _decode(path, str(path))
+
+
+def _decode(data: Path | io.BytesIO, what: str) -> Image.Image:
+    """A file's or a buffer's image, upright (EXIF), within the pixel limit; PreprocessError naming ``what``."""
     try:
-        with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
+        with Image.open(data, formats=list(INPUT_FILE_FORMATS)) as opened:
             if opened.width * opened.height > MAX_IMAGE_PIXELS:
                 raise PreprocessError(
-                    f"{path}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels"
+                    f"{what}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels"
                 )
             opened.load()
             upright = ImageOps.exif_transpose(opened)
@@ -163,9 +178,9 @@ def _open(source: ImageSource, what: str) -> Image.Image:
     except PreprocessError:
         raise
     except Image.DecompressionBombError as exc:
-        raise PreprocessError(f"{path}: image exceeds {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
+        raise PreprocessError(f"{what}: image exceeds {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise PreprocessError(f"{path}: not a readable image ({exc})") from exc
+        raise PreprocessError(f"{what}: not a readable image ({exc})") from exc
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:

@@ -13,9 +13,11 @@ from typing import TypeVar
 from rpcworker.wire.errors import HandleExpired
 
 from ..api.inputs import ImageLike
-from ..api.options import MeshOptions, ViewOptions
+from ..api.options import MeshOptions, PrepareOptions, ViewOptions
 from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error
+from ..api.preparing import prepared
 from ..api.results import Mesh, Views
+from ..api.tally import ObjectTally
 from ..worker.cancellation import Cancellation
 from ..worker.errors import RequestTimeout, WorkerCrashed
 from ..worker.session import ProgressCallback
@@ -44,6 +46,8 @@ class Call:
     on_progress: ProgressCallback | None = None
     cancellation: Cancellation | None = None
     """Cancels the call's request in flight, on whichever worker it runs, and refuses its later requests."""
+    preparation: PrepareOptions | None = None
+    """How a map's inputs are prepared, each on the pool's thread that takes it (None: sent as they are)."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,24 @@ class ObjectSteps:
         views: ViewOptions,
         mesh_options: MeshOptions,
         call: Call,
+        tally: ObjectTally | None = None,
     ) -> ObjectOutcome:
-        """One object of a map, its failure included (never raised)."""
+        """One object of a map, its failure included (never raised); ``tally`` hears when it starts and ends."""
         tries = Attempts()
+        if tally is not None:
+            tally.started(target.name)
         try:
-            mesh, worker = self.object(image, target, views, mesh_options, call, tries)
+            source = prepared(image, call.preparation)
+            mesh, worker = self.object(source, target, views, mesh_options, call, tries)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this object's outcome
             message, code = describe_error(exc)
-            return ObjectOutcome(index, target.name, None, message, code, attempts=tries.count)
-        grid = str(target.grid) if target.grid is not None else None
-        return ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
+            outcome = ObjectOutcome(index, target.name, None, message, code, attempts=tries.count)
+        else:
+            grid = str(target.grid) if target.grid is not None else None
+            outcome = ObjectOutcome(index, target.name, mesh, worker=worker, attempts=tries.count, grid_path=grid)
+        if tally is not None:
+            tally.finished(target.name, outcome.ok)
+        return outcome
 
     def object(
         self,

@@ -21,13 +21,18 @@ from ..api.inputs import ImageLike
 from ..api.options import (
     DEFAULT_MAP_FORMAT,
     MeshOptions,
+    PrepareOptions,
     ViewOptions,
+    checked,
     map_mesh_options,
     mesh_options_of,
     view_options_of,
 )
 from ..api.outcome import ObjectOutcome, ObjectTarget, object_targets
+from ..api.preparing import Preparation, prepared, require_image_libraries
+from ..api.progress import WorkerProgress
 from ..api.results import Mesh, Views
+from ..api.tally import ObjectTally
 from ..worker.cancellation import Cancellation
 from ..worker.process import WorkerCommand
 from ..worker.session import ProgressCallback
@@ -65,8 +70,15 @@ class WorkerPool:
         workers: int | None = None,
         split: Mapping[str, str | Sequence[str]] | None = None,
         cancel_grace: float | None = 30.0,
+        prepare: bool = True,
+        prepare_options: PrepareOptions | None = None,
+        progress: bool = False,
         **worker_options: Any,
     ) -> None:
+        self.preparation = Preparation(prepare, checked(prepare_options or PrepareOptions()))
+        if prepare:
+            require_image_libraries()  # refused here, in one line, rather than at the first request
+        self.progress = WorkerProgress(progress)
         plan = worker_plan(devices, workers, split, worker_options.pop("device", None))
         worker_options.setdefault("max_batch", 1)  # each worker takes one object at a time: no batch size to compile
         base = (
@@ -78,7 +90,10 @@ class WorkerPool:
         slots = []
         for index, (role, device) in enumerate(plan):
             command, worker_device = pinned_command(base, device, gpus)
-            worker = InstantMeshWorker(command, device=worker_device, auto_restart=True, **worker_options)
+            # The pool prepares each input itself, once, whichever worker takes it.
+            worker = InstantMeshWorker(
+                command, device=worker_device, auto_restart=True, prepare=False, **worker_options
+            )
             worker.client.cancel_grace = cancel_grace
             slots.append(Slot(index, role, device, worker))
         self.split = split is not None
@@ -150,14 +165,18 @@ class WorkerPool:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         cancellation: Cancellation | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> PoolViews:
         """On the least-loaded views worker, options as in ``InstantMeshWorker.generate_views``. In split mode
         the grid is always written (to ``save_grid``, else to a shared-memory file), because a mesh worker reads it."""
         options = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
-        call = Call(overwrite, timeout, on_progress, cancellation)
-        views, _ = self._steps.views(image, save_grid, options, call, Attempts())
+        source = prepared(image, self.preparation.of_call(prepare, prepare_options))
+        with self.progress.request(on_progress) as callback:
+            call = Call(overwrite, timeout, callback, cancellation)
+            views, _ = self._steps.views(source, save_grid, options, call, Attempts())
         return views
 
     def reconstruct(
@@ -177,8 +196,9 @@ class WorkerPool:
         """Views from this pool go back to the worker that holds them; a grid path goes to the least-loaded
         mesh worker. If the holder crashed, views with a saved grid are reconstructed from it elsewhere."""
         options = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-        call = Call(overwrite, timeout, on_progress, cancellation)
-        mesh, _ = self._steps.mesh(views, output_path, options, call, Attempts())
+        with self.progress.request(on_progress) as callback:
+            call = Call(overwrite, timeout, callback, cancellation)
+            mesh, _ = self._steps.mesh(views, output_path, options, call, Attempts())
         return mesh
 
     def image_to_mesh(
@@ -199,14 +219,18 @@ class WorkerPool:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         cancellation: Cancellation | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> Mesh:
         views = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         mesh_chosen = mesh_options_of(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        source = prepared(image, self.preparation.of_call(prepare, prepare_options))
         target = ObjectTarget("", Path(output_path), Path(save_grid) if save_grid is not None else None)
-        call = Call(overwrite, timeout, on_progress, cancellation)
-        mesh, _ = self._steps.object(image, target, views, mesh_chosen, call, Attempts())
+        with self.progress.request(on_progress) as callback:
+            call = Call(overwrite, timeout, callback, cancellation)
+            mesh, _ = self._steps.object(source, target, views, mesh_chosen, call, Attempts())
         return mesh
 
     def map(
@@ -226,6 +250,8 @@ class WorkerPool:
         mesh_options: MeshOptions | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
+        prepare: bool | None = None,
+        prepare_options: PrepareOptions | None = None,
     ) -> Iterator[ObjectOutcome]:
         """Every image to ``out_dir/NAME.FORMAT`` (and ``NAME_views.png``), every worker busy; yields one
         outcome per object as it finishes, failures included (never raised). Options as in
@@ -234,16 +260,22 @@ class WorkerPool:
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
+        call = Call(overwrite, timeout, preparation=self.preparation.of_call(prepare, prepare_options))
         items = list(images)
         targets = object_targets(
             items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
         )
-        return self._map(
-            items, targets, views, mesh, Call(overwrite, timeout)
-        )  # checked now, run as the caller iterates
+        tally = self.progress.objects(len(targets))
+        return self.progress.ending(self._map(items, targets, views, mesh, call, tally))  # checked now, run as iterated
 
     def _map(
-        self, items: list[ImageLike], targets: list[ObjectTarget], views: ViewOptions, mesh: MeshOptions, call: Call
+        self,
+        items: list[ImageLike],
+        targets: list[ObjectTarget],
+        views: ViewOptions,
+        mesh: MeshOptions,
+        call: Call,
+        tally: ObjectTally | None,
     ) -> Iterator[ObjectOutcome]:
         if len(items) != len(targets):  # object_targets makes one per image; a mismatch is a bug, not bad input
             raise ValueError(f"{len(items)} images for {len(targets)} output targets")
@@ -251,7 +283,7 @@ class WorkerPool:
         futures: dict[Future[ObjectOutcome], int] = {}
         try:
             for index, (image, target) in enumerate(zip(items, targets)):
-                future = executor.submit(self._steps.outcome, index, image, target, views, mesh, call)
+                future = executor.submit(self._steps.outcome, index, image, target, views, mesh, call, tally)
                 futures[future] = index
             for future in as_completed(futures):
                 yield future.result()

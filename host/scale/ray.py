@@ -20,7 +20,15 @@ import ray
 from ray.exceptions import RayActorError
 
 from ..api.facade import InstantMeshWorker
-from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, ViewOptions, map_mesh_options, view_options_of
+from ..api.options import (
+    DEFAULT_MAP_FORMAT,
+    MeshOptions,
+    PrepareOptions,
+    ViewOptions,
+    checked,
+    map_mesh_options,
+    view_options_of,
+)
 from ..api.outcome import ObjectOutcome, describe_error, object_targets
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
@@ -62,6 +70,8 @@ class MeshActor:
                 save_grid=grid_path,
                 overwrite=options.overwrite,
                 timeout=options.timeout,
+                prepare=options.preparation is not None,
+                prepare_options=options.preparation,
             )
             mesh = self.worker.reconstruct(
                 views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
@@ -87,6 +97,8 @@ class ObjectOptions(msgspec.Struct, frozen=True):
     mesh: MeshOptions
     overwrite: bool = False
     timeout: float | None = None
+    preparation: PrepareOptions | None = None
+    """How the actor prepares each input on its node (None: sent as it is)."""
 
 
 @dataclass
@@ -123,6 +135,8 @@ def map_images(
     overwrite: bool = False,
     timeout: float | None = None,
     load: bool = True,
+    prepare: bool = True,
+    prepare_options: PrepareOptions | None = None,
     **worker_options: Any,
 ) -> RayMapReport:
     """Images (paths every node can read) to meshes in ``out_dir`` (a folder every node can write) over
@@ -130,12 +144,15 @@ def map_images(
     handles, kept running afterwards so several maps share warm workers). Connects to ``address``
     (``auto`` or ``ray://...``) unless Ray is already initialised. Each actor takes one object at a time;
     an actor (or its worker) that dies has its object redone once. Failures are listed, not raised. Options as
-    in ``InstantMeshWorker.map``; every other keyword goes to each actor's ``InstantMeshWorker``."""
+    in ``InstantMeshWorker.map``; each actor prepares its inputs on its node (pillow and numpy there; the
+    actors this starts refuse at start without them), unless ``prepare=False``. Every other keyword goes to
+    each actor's ``InstantMeshWorker``."""
     views = view_options_of(
         view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
     )
     mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
-    options = ObjectOptions(views, mesh, overwrite, timeout)
+    preparation = checked(prepare_options or PrepareOptions()) if prepare else None
+    options = ObjectOptions(views, mesh, overwrite, timeout, preparation)
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
@@ -146,7 +163,12 @@ def map_images(
     if isinstance(actors, list):
         owned, live = False, list(actors)
     else:
-        owned, live = True, start_actors(actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, **worker_options)
+        owned, live = (
+            True,
+            start_actors(
+                actors, python=python, num_gpus=num_gpus, num_cpus=num_cpus, prepare=prepare, **worker_options
+            ),
+        )
     try:
         described = ray.get([a.describe.remote() for a in live])
         if load:

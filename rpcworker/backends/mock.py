@@ -7,6 +7,7 @@ simulated out-of-memory, hangs and writes to stdout / fd 1 (which must never rea
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import sys
 import time
@@ -36,6 +37,9 @@ class MockOptions:
     oom_once: set[str] = field(default_factory=set)
     hang_on: set[str] = field(default_factory=set)
     noisy: bool = False
+    report_inputs: bool = False
+    """Write ``mock model input: <model_input_digest>`` to stderr for each views input, so a test sees exactly
+    what reached the model, whatever way it came."""
     texture_size: int = 64
     """Side of the generated texture map (texture_map=true)."""
     no_texture: bool = False
@@ -166,6 +170,8 @@ class MockBackend:
         """The fake views of one object: a function of its image, seed and guidance only."""
         from PIL import Image
 
+        if self.options.report_inputs:
+            print(f"mock model input: {model_input_digest(image)}", file=sys.stderr, flush=True)
         size = self.options.view_size
         rgb = _on_white(image).resize((size, size), Image.Resampling.BILINEAR)
         base = np.asarray(rgb, dtype=np.float32)
@@ -260,6 +266,12 @@ class MockBackend:
         libc = ctypes.CDLL(None)
         libc.printf(f"mock C printf: {text}\n".encode())
         libc.fflush(None)
+
+
+def model_input_digest(image: Any) -> str:
+    """SHA-256 of a decoded input's mode, size and pixels: equal digests, the same model input to the bit."""
+    header = f"{image.mode} {image.width}x{image.height}\n".encode()
+    return hashlib.sha256(header + image.tobytes()).hexdigest()
 
 
 def _is_cancelled(ctx: WorkContext) -> bool:

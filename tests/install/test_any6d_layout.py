@@ -42,6 +42,7 @@ DEMO = textwrap.dedent(
     probe = "import json, instantmesh, rpcworker; print(json.dumps([instantmesh.__file__, rpcworker.__file__]))"
     seen = subprocess.run([*command.interpreter(), "-c", probe], env=command.environment(),
                           cwd=command.start_directory(), capture_output=True, text=True)
+    # Any6D's env has pillow: inputs are prepared as the API does by default.
     with InstantMeshWorker(sys.argv[1], backend="mock", startup_timeout=60) as worker:
         pid = worker.client.start().pid
         worker_cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -85,7 +86,7 @@ def _application(root: Path) -> Path:
 def test_the_host_shadows_nothing_of_an_any6d_shaped_application(
     python39: str, worker310: Path, tmp_path: Path, editable: bool
 ) -> None:
-    host = make_venv(python39, tmp_path / "any6d-env")
+    host = make_venv(python39, tmp_path / "any6d-env", "pillow", "numpy")  # as Any6D's env has them
     subprocess.run([str(host), "-m", "pip", "install", "-q", *(["-e"] if editable else []), str(ROOT)], check=True)
     app = _application(tmp_path / "Any6D")
     names = subprocess.run(

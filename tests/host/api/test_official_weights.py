@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host import InstantMeshWorker, WeightsMissing, WorkerPool, WorkerStartError
-from host.api.facade import worker_arguments
+from host.api.arguments import worker_arguments
 from tests.conftest import WORKER_PYTHON
 
 pytestmark = pytest.mark.pipe

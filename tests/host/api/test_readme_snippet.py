@@ -22,11 +22,17 @@ pytestmark = pytest.mark.cli
 def _snippet() -> str:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    return next(b for b in blocks if "with InstantMeshWorker() as worker" in b)
+    return next(b for b in blocks if "with InstantMeshWorker(progress=True) as worker" in b)
 
 
 def test_readme_snippet_twice(tmp_path: Path) -> None:
-    for name, source in (("mug.png", "mug.png"), ("bowl.png", "ball.png"), ("drill.png", "box.png")):
+    pairs = (
+        ("mug.png", "mug.png"),
+        ("bowl.png", "ball.png"),
+        ("drill.png", "box.png"),
+        ("drill_mask.png", "box_mask.png"),
+    )
+    for name, source in pairs:  # the drill has no alpha and no white backdrop: its mask file outlines it
         shutil.copy(ROOT / "examples" / "inputs" / source, tmp_path / name)
     wrapper = tmp_path / "mockpython"
     wrapper.write_text(f'#!/bin/sh\nexec "{WORKER_PYTHON}" "$@" --backend mock --mock step_delay=0\n')
@@ -38,6 +44,7 @@ def test_readme_snippet_twice(tmp_path: Path) -> None:
             [str(MODELS_PYTHON), "snippet.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
         )
         assert out.returncode == 0, f"run {run}: {out.stderr[-3000:]}"
+        assert "views: 75 diffusion steps ..." in out.stderr and "mesh: reconstructing ..." in out.stderr, out.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "bowl.glb",
         "drill.glb",

@@ -113,3 +113,25 @@ def screen_text(raw: str) -> str:
     for line in raw.replace("\r\n", "\n").split("\n"):
         lines.append(line.split("\r")[-1].rstrip() if "\r" in line else line.rstrip())
     return "\n".join(lines)
+
+
+def terminal_lines(raw: str) -> list[str]:
+    """What a terminal shows, character by character: text overwrites at the cursor, ``\r`` goes back to the
+    line's start and ``\n`` down a line, so the leftovers of a longer line stay visible as on a real screen."""
+    lines: list[list[str]] = [[]]
+    row = column = 0
+    for char in raw:
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            row, column = row + 1, 0
+            if row == len(lines):
+                lines.append([])
+        else:
+            line = lines[row]
+            if column < len(line):
+                line[column] = char
+            else:
+                line.append(char)
+            column += 1
+    return ["".join(line).rstrip() for line in lines]

@@ -141,7 +141,7 @@ def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, work
 def test_the_cli_modules_import_without_pillow_numpy_or_trimesh() -> None:
     code = (
         "import sys\n"
-        "import host.cli.main, host.cli.session, host.cli.objects, host.cli.progress\n"
+        "import host.cli.main, host.cli.session, host.cli.objects, host.api.progress\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'numpy', 'PIL', 'trimesh', 'torch'})\n"
         "assert not heavy, heavy\n"
         "host.cli.main.build_parser().parse_args(['batch', 'x', '--out', 'y'])\n"
@@ -253,3 +253,46 @@ def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(
         done.stdout + done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+OBJECTS_LINE = re.compile(
+    r"objects \[[#.]{20}\] (\d+)/(\d+) done(?: \((\d+) failed\))?, (\d+) in flight, (\d+\.\d)/min, ETA (\d+:\d\d)"
+)
+
+
+def test_a_batching_run_says_how_many_objects_are_done_in_flight_and_left_as_each_ends(
+    worker_python: Path, inputs: Path, tmp_path: Path
+) -> None:
+    done = run_batch(worker_python, inputs, "--out", tmp_path / "o", "--steps", "3", "--max-batch", "2")
+    assert done.returncode == 1, done.stdout + done.stderr  # broken.png fails
+    lines = [line for line in done.stderr.splitlines() if line.startswith("objects")]
+    counted = [OBJECTS_LINE.fullmatch(line) for line in lines]
+    assert lines and all(counted), done.stderr  # stderr is no terminal here: a line per object ended
+    assert [int(m.group(1)) for m in counted if m] == [1, 2, 3, 4]
+    assert all(m is not None and m.group(2) == "4" for m in counted)
+    last = counted[-1]
+    assert last is not None and (last.group(3), last.group(4), last.group(6)) == ("1", "0", "0:00")
+    assert "objects [" not in done.stdout  # the status goes to stderr; the per-object lines stay on stdout
+    one_at_a_time = run_batch(worker_python, inputs / "mug.png", "--out", tmp_path / "p", "--steps", "2")
+    assert "objects [" not in one_at_a_time.stderr  # there each request shows its own bars
+
+
+def test_on_a_terminal_the_objects_line_is_redrawn_below_the_objects_reported(
+    worker_python: Path, inputs: Path, tmp_path: Path
+) -> None:
+    from tests.host.cli.terminal import TerminalProgram, terminal_lines
+
+    (inputs / "broken.png").unlink()
+    argv = [str(HOST_PYTHON), "-m", "host", "batch", str(inputs), "--out", str(tmp_path / "o"), "--steps", "2"]
+    argv += ["--max-batch", "2", "--python", str(worker_python), "--mock", "step_delay=0"]
+    program = TerminalProgram(argv, env=dict(os.environ, TERM="dumb"), cwd=str(ROOT))
+    try:
+        assert program.wait(60) == 0, program.output
+    finally:
+        program.close()
+    assert re.search(r"\robjects \[#+\.*\] 2/3 done", program.output), "redrawn in place, not a line per update"
+    shown = terminal_lines(program.output)
+    finals = [i for i, line in enumerate(shown) if OBJECTS_LINE.fullmatch(line)]
+    assert len(finals) == 1 and shown[finals[0]].startswith("objects [####################] 3/3 done, 0 in flight")
+    reported = [i for i, line in enumerate(shown) if re.match(r"\[\d/3\] ", line)]
+    assert len(reported) == 3 and max(reported) < finals[0], "each object's lines go above the objects line"

@@ -1,5 +1,5 @@
-"""The CLI's options become the API's ViewOptions and MeshOptions (one type from argv to the wire), and a
-guidance scale out of the wire's range is one usage line."""
+"""The CLI's options become the API's ViewOptions, MeshOptions and PrepareOptions (one type from argv to the
+wire), and a guidance scale or a foreground ratio out of its declared range is one usage line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host.api.options import MeshOptions, ViewOptions
+from host.api.options import MeshOptions, PrepareOptions, ViewOptions
 from host.cli.arguments import settings_from_args
 from host.cli.main import build_parser
 from rpcworker.wire.messages import PROTOCOL_VERSION
@@ -32,11 +32,18 @@ def test_object_options_become_the_apis_options(command: str, tmp_path: Path) ->
         "--format",
         "glb",
         "--texture-map",
+        "--foreground-ratio",
+        "0.8",
+        "--flip",
+        "--white-background",
     ]
     settings = settings_from_args(build_parser().parse_args(argv))
     assert settings.views == ViewOptions(seed=3, num_inference_steps=9, guidance_scale=0.0)
     assert settings.mesh == MeshOptions(format="glb", texture_map=True)
     assert settings.format == "glb"
+    assert settings.preparation == PrepareOptions(foreground_ratio=0.8, flip=True, white_background=True)
+    defaults = settings_from_args(build_parser().parse_args([command, *inputs, "--out", str(tmp_path)]))
+    assert defaults.preparation == PrepareOptions()
 
 
 def test_a_guidance_out_of_range_is_one_usage_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +61,14 @@ def test_version_names_the_release_and_the_protocol(capsys: pytest.CaptureFixtur
     release = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert release is not None
     assert capsys.readouterr().out.strip() == f"instantmesh-rpc {release.group(1)}, protocol {PROTOCOL_VERSION}"
+
+
+@pytest.mark.parametrize("ratio", ["0", "1.5", "big"])
+def test_a_foreground_ratio_out_of_its_range_is_one_usage_line(
+    ratio: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["batch", "image.png", "--out", str(tmp_path), "--foreground-ratio", ratio])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--foreground-ratio" in error and ("> 0.0" in error or "<= 1.0" in error or "a number" in error), error

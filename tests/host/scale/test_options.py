@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host import InstantMeshWorker, InvalidParams, MeshOptions, ViewOptions, WorkerPool
+from host import InstantMeshWorker, InvalidParams, MeshOptions, PrepareOptions, ViewOptions, WorkerPool
 from host.api.options import view_options_of
 
 pytestmark = pytest.mark.pool
@@ -26,6 +26,8 @@ MAP_OPTIONS = {
     "mesh_options",
     "overwrite",
     "timeout",
+    "prepare",
+    "prepare_options",
 }
 """The keywords every face's map takes (host.scale.ray.map_images too: tests/host/scale/test_ray.py checks it)."""
 OBJECT_OPTIONS = {
@@ -37,6 +39,8 @@ OBJECT_OPTIONS = {
     "orientation",
     "view_options",
     "mesh_options",
+    "prepare",
+    "prepare_options",
 }
 """The option keywords of image_to_mesh, on the worker and on the pool."""
 
@@ -63,6 +67,10 @@ def test_the_worker_and_the_pool_take_the_same_options() -> None:
             lambda w, image, out: w.map([image], out, mesh_options=MeshOptions(orientation="upside-down")),
             "$.orientation",
         ),  # type: ignore[arg-type]
+        (
+            lambda w, image, out: w.generate_views(image, prepare_options=PrepareOptions(foreground_ratio=0.0)),
+            "$.foreground_ratio",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_before_the_worker_starts(call, field: str, tmp_path: Path) -> None:
