@@ -1,6 +1,6 @@
 """``python -m instantmesh.fetch [--dir DIR]``: downloads the official weights with huggingface_hub, then checks them.
 
-The host runs it in the worker's environment, with the worker's code on its path (``python -m host fetch-weights``).
+The host runs it in the worker's environment, with the worker's code on its path (``instantmesh-rpc fetch-weights``).
 It fetches only what the loaders read: from ``sudo-ai/zero123plus-v1.2`` the files ``weights.zero123plus_files``
 picks (``model_index.json`` last, so a fetch that breaks leaves no folder the search accepts), and from
 ``TencentARC/InstantMesh`` the white-background UNet and the LRM checkpoint. By default they go into the Hugging Face

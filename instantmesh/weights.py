@@ -23,7 +23,7 @@ ZERO123PLUS_FOLDER = "zero123plus-v1.2"
 CHECKPOINT_FOLDERS = ("instantmesh/ckpts", "ckpts")
 """Where users keep the files, relative to the application's working directory: Any6D's, then upstream's."""
 ENV_ZERO123PLUS, ENV_UNET, ENV_LRM = "INSTANTMESH_ZERO123PLUS", "INSTANTMESH_UNET", "INSTANTMESH_LRM"
-FETCH_COMMAND = "python -m host fetch-weights"
+FETCH_COMMAND = "instantmesh-rpc fetch-weights"
 """The one command that downloads the official weights into the Hugging Face cache, where the search finds them."""
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")

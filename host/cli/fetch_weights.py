@@ -23,7 +23,7 @@ from ..worker.process import WorkerCommand
 from .arguments import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 FETCH_MODULE = "instantmesh.fetch"
-FETCH_COMMAND = "python -m host fetch-weights"
+FETCH_COMMAND = "instantmesh-rpc fetch-weights"
 WHAT = {
     "zero123plus": ("Zero123++ v1.2 folder", "--zero123plus", "zero123plus", "INSTANTMESH_ZERO123PLUS"),
     "unet": ("white-background UNet", "--unet", "unet", "INSTANTMESH_UNET"),

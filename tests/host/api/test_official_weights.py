@@ -55,8 +55,7 @@ def test_the_api_defaults_to_the_official_weights_and_names_every_place(app: Pat
         f"./ckpts: {app / 'ckpts' / UNET}",
         f"./ckpts: {app / 'ckpts' / LRM}",
         f"Hugging Face cache (TencentARC/InstantMesh): {app.parent / 'hf'}",
-        "huggingface-cli download sudo-ai/zero123plus-v1.2",
-        f"huggingface-cli download TencentARC/InstantMesh {UNET} {LRM}",
+        "instantmesh-rpc fetch-weights",
     ):
         assert place in text
 

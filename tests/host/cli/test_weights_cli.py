@@ -38,7 +38,7 @@ def test_doctor_lists_every_place_it_looked_for_each_file(tmp_path: Path) -> Non
         f"./ckpts: {tmp_path / 'ckpts' / UNET}  found",
     ]
     lrm = next(line for line in lines if line.split()[1:3] == ["weights", "lrm:"])
-    assert lrm.startswith("warn") and "get it: python -m host fetch-weights" in lrm
+    assert lrm.startswith("warn") and "get it: instantmesh-rpc fetch-weights" in lrm
     assert f"4. Hugging Face cache (TencentARC/InstantMesh): {tmp_path / 'hf'}" in text
 
     report = json.loads(_cli("doctor", "--json", "--python", str(WORKER_PYTHON), cwd=tmp_path).stdout)["report"]
@@ -82,5 +82,5 @@ def test_batch_without_a_preset_falls_back_to_the_labelled_tiny_preset(tmp_path:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "model: tiny (random weights, NOT the official models" in out.stdout
-    assert "the official weights were not found, so the tiny preset runs: `python -m host fetch-weights`" in out.stdout
+    assert "the official weights were not found, so the tiny preset runs: `instantmesh-rpc fetch-weights`" in out.stdout
     assert "1 ok" in out.stdout

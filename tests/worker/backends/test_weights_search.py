@@ -128,7 +128,7 @@ def test_missing_weights_are_one_line_naming_every_place_and_how_to_get_them(app
         f"Hugging Face cache ({INSTANTMESH_REPO}): {app.parent / 'hf'}",
     ):
         assert place in text
-    assert text.count("python -m host fetch-weights") == 1  # the one command, once for the three files
+    assert text.count("instantmesh-rpc fetch-weights") == 1  # the one command, once for the three files
 
 
 def test_the_worker_refuses_to_start_without_the_official_weights(app: Path) -> None:
