@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the three environments the project uses, idempotently:
-#   .venvs/host    - the application side (default python3): msgspec only, plus test/image extras
+#   .venvs/host    - the application side (default python3): msgspec only, plus test/image/ray extras and web (gradio,
+#                    for `python -m host web`)
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...)
 #   .venvs/host39  - a Python 3.9 host env (Any6D's Python): scripts/test.sh runs the host's pipe and pool tests
@@ -58,9 +59,10 @@ make_env() {
   touch "$stamp"
 }
 
-make_env host "${HOST_PYTHON:-python3}" "images,test,ray"
+make_env host "${HOST_PYTHON:-python3}" "images,test,ray,web"
 make_env worker "$(find_py310)" "worker-base,test"
-make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench" "${TORCH_SPEC:-torch==2.13.0}"
+# web: the suite runs here, and mypy reads host/faces against gradio's own types.
+make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench,web" "${TORCH_SPEC:-torch==2.13.0}"
 if PY39=$(find_python 3.9 HOST39_PYTHON); then
   make_env host39 "$PY39" "images,test"
 else

@@ -1,5 +1,6 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
-``session`` is interactive; ``doctor`` checks a worker environment; ``setup-worker`` prepares one.
+``session`` is interactive; ``web`` serves a browser page; ``doctor`` checks a worker environment; ``setup-worker``
+prepares one.
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
@@ -49,13 +50,14 @@ from .objects import (
 from .progress import ProgressPrinter
 from .scale import add_scale_options, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
+from .web_command import add_web_command, run_web
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instantmesh-rpc", description="InstantMesh through a warm worker: image -> six views -> mesh."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,doctor,setup-worker}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{batch,session,web,doctor,setup-worker}")
     batch = commands.add_parser(
         "batch",
         help="every image (or folder of images) to a mesh",
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_object_options(session, sheet_default=True)
     add_worker_options(session)
     session.set_defaults(max_batch=1)  # one object at a time: no batch to compile for at start
+    add_web_command(commands)
     add_environment_commands(commands)
     return parser
 
@@ -289,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_batch(args)
         if args.command in ("doctor", "setup-worker"):
             return run_environment_command(args)
+        if args.command == "web":
+            return run_web(args)
         from .session import run_session
 
         return run_session(args)
