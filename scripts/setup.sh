@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the three environments the project uses, idempotently:
-#   .venvs/host    - the application side (default python3): msgspec only, plus test/image/ray/mcp extras
+#   .venvs/host    - the application side (default python3): msgspec only, plus test/image/ray extras, mcp (the MCP
+#                    SDK, for `python -m host mcp`) and web (gradio, for `python -m host web`)
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...); it also runs pytest,
 #                    whose MCP tests use the SDK's client (the mcp extra)
@@ -60,9 +61,10 @@ make_env() {
   touch "$stamp"
 }
 
-make_env host "${HOST_PYTHON:-python3}" "images,test,ray,mcp"
+make_env host "${HOST_PYTHON:-python3}" "images,test,ray,mcp,web"
 make_env worker "$(find_py310)" "worker-base,test"
-make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench,mcp" "${TORCH_SPEC:-torch==2.13.0}"
+# mcp, web: the suite runs here, and mypy reads host/faces against the SDK's and gradio's own types.
+make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench,mcp,web" "${TORCH_SPEC:-torch==2.13.0}"
 if PY39=$(find_python 3.9 HOST39_PYTHON); then
   make_env host39 "$PY39" "images,test"
 else

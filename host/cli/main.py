@@ -1,6 +1,7 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
-``session`` is interactive; ``mcp`` serves agents over MCP; ``doctor`` checks a worker environment;
-``setup-worker`` prepares one; ``fetch-weights`` downloads the official weights to where the worker finds them.
+``session`` is interactive; ``mcp`` serves agents over MCP; ``web`` serves a browser page; ``doctor`` checks a
+worker environment; ``setup-worker`` prepares one; ``fetch-weights`` downloads the official weights to where the
+worker finds them.
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
@@ -55,6 +56,7 @@ from .objects import (
 )
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
+from .web_command import add_web_command, run_web
 
 
 def version_line() -> str:
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{batch,session,mcp,doctor,setup-worker,fetch-weights}"
+        dest="command", required=True, metavar="{batch,session,mcp,web,doctor,setup-worker,fetch-weights}"
     )
     batch = commands.add_parser(
         "batch",
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_worker_options(serving)
     add_scale_options(serving, ray=False)
+    add_web_command(commands)
     add_environment_commands(commands)
     add_fetch_command(commands)
     return parser
@@ -344,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_mcp(args)
         if args.command == "fetch-weights":
             return run_fetch_weights(args)
+        if args.command == "web":
+            return run_web(args)
         from .session import run_session
 
         return run_session(args)
