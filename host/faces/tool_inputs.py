@@ -62,8 +62,9 @@ def tool_image(argument: str) -> ToolImage:
 
 def api_image(image: ToolImage, prepare: bool) -> ToolImage:
     """What the API is given: the image as it is, or with ``prepare`` the host's preparation of it (crop, centre,
-    scale; ``host.images.preparation``) as PNG bytes. The one place the face prepares an image: the API's own
-    ``prepare=`` replaces this function once it has one."""
+    scale; ``host.images.preparation``, as the API's ``prepare=`` does) as PNG bytes. The face prepares before the
+    call, not through the API's ``prepare=``, so that calls arriving together are all prepared before the gate lets
+    them into the worker as one batch; its worker is made with ``prepare=False``."""
     if not prepare:
         return image
     try:

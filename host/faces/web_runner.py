@@ -150,8 +150,9 @@ def run_object(worker: InstantMeshWorker, item: WebObject) -> None:
 
 def prepared_input(item: WebObject) -> Path:
     """The image the worker reads. Prepared in the host (cut out, centred, scaled, as ``batch`` does), saved under
-    the object's hidden staged name and shown at once; without preparation, the upload itself. The one place the
-    web face prepares an input, so the API's own preparation can take its place."""
+    the object's hidden staged name and shown at once; without preparation, the upload itself. The page shows the
+    prepared input, so the face prepares (with ``host.images.preparation``, as the API's ``prepare=`` does) and its
+    worker is made with ``prepare=False``."""
     if not item.preprocess:
         if item.mask is not None:
             item.note(f"{item.mask.name} ignored (preparation is off)")
