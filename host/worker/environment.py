@@ -7,7 +7,9 @@ never the host's ``PYTHONPATH``. Two ways, chosen by ``worker_code``:
 - ``"host"`` (default): the host links its own copies of the two packages into a staging directory under
   the cache (``worker-code/<key>/rpcworker -> ...``) and puts that directory alone on the worker's
   ``PYTHONPATH``. The worker then runs exactly the host's protocol version; its environment needs only the
-  third-party packages (``instantmesh-rpc setup-worker`` installs them).
+  third-party packages (``instantmesh-rpc setup-worker`` installs them). The cache must be private
+  (`rpcworker.wire.cache.private_folder`), and a staged directory holding anything but those two links (say a
+  planted ``sitecustomize.py``, which the worker's interpreter would run) is made again.
 - ``"installed"``: nothing is added; the worker environment has ``instantmesh-rpc[worker]`` installed.
 - any other string: a directory that holds the worker's packages (refused if it is a site-packages).
 
@@ -27,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpcworker.wire.cache import cache_root
+from rpcworker.wire.cache import CacheNotPrivate, cache_root, check_private, private_folder
 
 from .errors import WorkerStartError
 
@@ -144,10 +146,12 @@ def staged_worker_code() -> Path:
     """A directory holding only links to the host's ``rpcworker`` and ``instantmesh``; made once per location."""
     sources = {name: _package_dir(name) for name in WORKER_PACKAGES}
     key = hashlib.sha256("\0".join(str(sources[n]) for n in WORKER_PACKAGES).encode()).hexdigest()[:16]
-    target = cache_root() / "worker-code" / key
-    if all((target / name).resolve() == sources[name] for name in WORKER_PACKAGES):
+    try:
+        target = private_folder(cache_root() / "worker-code") / key
+    except CacheNotPrivate as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    if _holds_only_links(target, sources):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=target.parent))
     try:
         for name, source in sources.items():
@@ -160,6 +164,19 @@ def staged_worker_code() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _holds_only_links(folder: Path, sources: dict[str, Path]) -> bool:
+    """`folder` is ours alone and holds exactly one link per package, each to its source: nothing else that the
+    worker's interpreter would find on its path."""
+    try:
+        check_private(folder)
+        return sorted(os.listdir(folder)) == sorted(sources) and all(
+            (folder / name).is_symlink() and os.readlink(folder / name) == str(source)
+            for name, source in sources.items()
+        )
+    except (OSError, CacheNotPrivate):
+        return False
 
 
 def worker_code_directory(mode: str | None) -> Path | None:
