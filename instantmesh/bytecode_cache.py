@@ -8,6 +8,8 @@ imports read and write bytecode under the cache folder instead (``sys.pycache_pr
 every import), and so do the Python processes it starts (a new package's load check, Inductor's compile
 workers: ``PYTHONPYCACHEPREFIX`` in its environment). ``INSTANTMESH_RPC_PYCACHE=off`` leaves it as the
 environment says, a folder there is used instead of ``<cache>/pycache``, and a prefix already set is kept.
+Python runs whatever bytecode it finds there, so the folder must be private (`rpcworker.wire.cache.private_folder`:
+this user's, writable by no one else); one that is not is refused with one line, and the imports compile as before.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from rpcworker.wire.cache import CacheNotPrivate, private_folder
 from rpcworker.wire.cache import cache_root as default_cache_root
 
 log = logging.getLogger("instantmesh.bytecode_cache")
@@ -47,8 +50,8 @@ def use_bytecode_cache(cache_root: Path | None = None, probe: str = PROBE_PACKAG
         return None  # Python writes it beside the source at the first import
     folder = Path(setting) if setting else (cache_root or default_cache_root()) / PYCACHE_FOLDER
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        private_folder(folder)
+    except (OSError, CacheNotPrivate) as exc:
         log.warning("no bytecode cache at %s (%s): %s is compiled at every start", folder, exc, probe)
         return None
     sys.pycache_prefix = str(folder)

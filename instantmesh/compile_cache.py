@@ -3,8 +3,9 @@
 The folder is named by a hash of what the compiled code depends on (torch and CUDA versions, GPU name and
 compute capability, the weights, the options and the shapes), so a second worker start on the same machine
 finds its kernels instead of compiling for minutes, and nothing compiled for another setup is ever reused.
-The caches themselves check their entries (they are keyed by the traced graph); this module only points them
-at the folder.
+The caches themselves find their entries (keyed by the traced graph); this module makes the folder, private as
+every folder of the cache (`rpcworker.wire.cache`: no one else could have put a kernel there), writes the
+cache's record of the key beside them (for people; the folder's name is the key), and points the compilers at it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any
 
 import torch
 
+from rpcworker.wire.cache import CacheRecord, private_folder, write_record
+
 CACHE_FORMAT = 1
+RECORD_NAME = "record.json"
 
 
 def compile_key(device: torch.device, weights: Mapping[str, Any], options: Any) -> dict[str, Any]:
@@ -43,13 +47,11 @@ def compile_cache_dir(key: Mapping[str, Any], root: Path) -> Path:
 
 def use_compile_cache(folder: Path, key: Mapping[str, Any]) -> bool:
     """Point Inductor and Triton at `folder` (created if needed); True when it already held artefacts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    reused = any(p.is_file() and p.name != "key.json" for p in folder.rglob("*"))
-    key_file = folder / "key.json"
-    if not key_file.is_file():
-        tmp = folder / f".key.json.{os.getpid()}"
-        tmp.write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, key_file)
+    private_folder(folder)
+    reused = any(p.is_file() and p.name != RECORD_NAME for p in folder.rglob("*"))
+    if not (folder / RECORD_NAME).is_file():
+        versions = {name: json.dumps(value, sort_keys=True, default=str) for name, value in key.items()}
+        write_record(folder / RECORD_NAME, CacheRecord[None](versions=versions, files={}, notes=None))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
     import torch._inductor.config as inductor_config

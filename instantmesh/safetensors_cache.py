@@ -1,24 +1,24 @@
 """A safetensors copy of each pickled weights file (.bin/.ckpt), made once and checked at every use.
 
 Pickles must be unpickled on the CPU (slow, and twice the memory); safetensors map straight to the device.
-The copy lives in the cache folder beside a small record of where it came from. It is used only when the
-record matches: the source's size, modification time, inode and a hash of sampled blocks, and the copy's own
-size, sampled hash and header (its tensors must tile the file exactly; cheap enough for every start: a few
-MB read, never the whole file; the copy is written under a temporary name and renamed, so a killed writer
-leaves no half file that could pass). Anything else, or a copy that fails while it is read, rebuilds it.
+The copy lives in the private cache folder with the cache's record (`rpcworker.wire.cache`): written
+atomically, hashed whole once right after it was written, then trusted at each start while its stamp (size,
+mtime, ctime, inode) is what the record says, so any write to it after that rebuilds it, while a start reads
+none of it beyond what loading needs. The record also names the source as it was (path, size, mtime, inode and
+a hash of sampled blocks of the source: the user's file, outside the cache) and the copy's format; anything
+else, or a copy whose header does not tile the file or that fails while it is read, rebuilds it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from rpcworker.wire.cache import CacheMiss, CacheRecord, atomic_file, check_record, describe_files, write_record
 
 from .device_read import check_header, read_safetensors
 from .weights_file import CheckpointError
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BLOCKS = 16
 BLOCK_BYTES = 1 << 20
-RECORD_FORMAT = 2
-"""2: the source's inode is part of the record."""
+COPY_FORMAT = "3"
+"""2: the source's inode is part of the record; 3: the cache's one record format, the copy hashed whole."""
+CopyRecord = CacheRecord[None]
 
 
 def sampled_hash(path: Path) -> str:
@@ -46,37 +47,37 @@ def sampled_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_facts(path: Path) -> dict[str, Any]:
-    """What a written copy is checked by at every use: its size and sampled hash (its header is checked apart)."""
-    return {"size": path.stat().st_size, "sampled_sha256": sampled_hash(path)}
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    stat = path.stat()
+def copy_versions(source: Path) -> dict[str, str]:
+    """What a copy is made from: the copy's format and the source file as it is now."""
+    stat = source.stat()
     return {
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "inode": stat.st_ino,
-        "sampled_sha256": sampled_hash(path),
+        "copy": COPY_FORMAT,
+        "source": str(source.resolve()),
+        "source_size": str(stat.st_size),
+        "source_mtime_ns": str(stat.st_mtime_ns),
+        "source_inode": str(stat.st_ino),
+        "source_sampled_sha256": sampled_hash(source),
     }
 
 
-def _paths(source: Path, root: Path) -> tuple[Path, Path]:
-    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
-    return root / f"{source.stem}-{name}.safetensors", root / f"{source.stem}-{name}.json"
+def copy_paths(source: Path, root: Path) -> tuple[Path, Path]:
+    """The copy of `source` in `root`, and its record."""
+    name = f"{source.stem}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]}"
+    return root / f"{name}.safetensors", root / f"{name}.record.json"
 
 
 def valid_copy(source: Path, root: Path) -> Path | None:
-    """The safetensors copy of `source` if its record matches both files now, else None."""
-    target, record_path = _paths(source, root)
+    """The safetensors copy of `source` if its record matches both files now, else None (the reason logged).
+    Raises `CacheNotPrivate` when `root` is not private."""
+    target, record_path = copy_paths(source, root)
     try:
-        record = json.loads(record_path.read_text())
-        if record.get("format") != RECORD_FORMAT or record.get("source") != _describe(source):
-            return None
-        if copy_facts(target) != record.get("copy"):
-            return None
+        check_record(record_path, CopyRecord, copy_versions(source))
         check_header(target)
-    except (OSError, ValueError):  # CheckpointError is a ValueError
+    except CacheMiss as miss:
+        log.info("no usable safetensors copy of %s: %s", source, miss)
+        return None
+    except (OSError, CheckpointError) as exc:  # the source is gone, or the copy's header is damaged
+        log.info("no usable safetensors copy of %s: %s", source, exc)
         return None
     return target
 
@@ -90,7 +91,7 @@ def cached_read(
     if copy is not None:
         try:
             return read_safetensors(copy, device)
-        except (OSError, CheckpointError) as exc:  # damaged where the sampled checks do not look
+        except (OSError, CheckpointError) as exc:  # damaged in a way neither record nor header shows
             log.warning("rebuilding the safetensors copy of %s: %s", source, exc)
     state_dict = extract()
     try:
@@ -100,25 +101,13 @@ def cached_read(
     return {k: v.to(device) for k, v in state_dict.items()}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def convert(source: Path, state_dict: Mapping[str, torch.Tensor], root: Path) -> Path:
     """Write `state_dict` (read from `source`) as the checked safetensors copy; returns its path."""
     from safetensors.torch import save_file
 
-    root.mkdir(parents=True, exist_ok=True)
-    target, record_path = _paths(source, root)
-    record_path.unlink(missing_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    record = {"format": RECORD_FORMAT, "source": _describe(source), "copy": copy_facts(target)}
-    _atomic_write_text(record_path, json.dumps(record, indent=1))
+    target, record_path = copy_paths(source, root)
+    versions = copy_versions(source)
+    with atomic_file(target) as partial:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(partial))
+    write_record(record_path, CopyRecord(versions=versions, files=describe_files(root, [target.name]), notes=None))
     return target

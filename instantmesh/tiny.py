@@ -3,20 +3,32 @@
 It lets every command run end to end on a machine without the official weights (and in tests). The
 weights are written once, in the official file layouts, to a cache folder and then loaded by the same
 code that loads the real files, so the tiny path exercises the real loaders. Its results are noise and
-are labelled as such everywhere.
+are labelled as such everywhere. The folder is the cache's (`rpcworker.wire.cache`): private, and used only
+while its record vouches for every file in it (a damaged one is made again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpcworker.wire.cache import cache_root
+from rpcworker.wire.cache import (
+    CacheMiss,
+    CacheRecord,
+    cache_root,
+    check_files,
+    describe_files,
+    private_folder,
+    read_record,
+    version_difference,
+    write_record,
+)
 
 from .weights import WeightPaths
 
@@ -24,6 +36,10 @@ TINY_LABEL = "tiny (random weights, NOT the official models: outputs are noise)"
 TINY_VERSION = 1
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TINY_SEED = 20240601
+RECORD_NAME = "record.json"
+"""The tiny folder's record (`rpcworker.wire.cache.CacheRecord`) of every file in it, written last."""
+TinyRecord = CacheRecord[None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,17 +72,19 @@ def cache_key(versions: dict[str, str]) -> str:
 
 
 class TinyCacheMismatch(RuntimeError):
-    """A tiny cache folder whose manifest does not say what its name promises."""
+    """A tiny cache folder whose record does not say what its name promises."""
 
 
 def ensure_tiny_weights(root: Path | None = None) -> TinyWeights:
     """Builds the tiny weights on first use (a few seconds) and returns where they are.
 
-    The folder is named by the versions that produce it and holds a ``complete`` manifest of them; a
-    manifest that disagrees (a folder copied between environments) is refused, naming both sets.
+    The folder is named by the versions that produce it and holds a record of them and of its files; a record
+    whose versions disagree (a folder copied between environments) is refused, naming both sets; a folder
+    without a record, or with a file that is not as recorded, is made again.
     """
     versions = producer_versions()
-    target = (root or cache_root()) / cache_key(versions)
+    folder = private_folder(root or cache_root())
+    target = folder / cache_key(versions)
     paths = TinyWeights(
         WeightPaths(
             target / "zero123plus",
@@ -75,33 +93,53 @@ def ensure_tiny_weights(root: Path | None = None) -> TinyWeights:
         ),
         CONFIG_DIR / "tiny.yaml",
     )
-    if (target / "complete").is_file():
-        _check_manifest(target / "complete", versions)
+    try:
+        _check(target, versions)
         return paths
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    except CacheMiss as miss:
+        if target.exists():
+            log.warning("making the tiny weights again: %s", miss)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder))
     try:
         _write_tiny(staging)
-        (staging / "complete").write_text(json.dumps(versions, sort_keys=True) + "\n")
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "complete").is_file():  # not a concurrent builder that finished first
-                raise
+        files = [str(p.relative_to(staging)) for p in sorted(staging.rglob("*")) if p.is_file()]
+        record = TinyRecord(versions=versions, files=describe_files(staging, files), notes=None)
+        write_record(staging / RECORD_NAME, record)
+        _publish(staging, target, versions)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
 
 
-def _check_manifest(manifest: Path, versions: dict[str, str]) -> None:
-    try:
-        recorded = json.loads(manifest.read_text())
-    except ValueError:
-        recorded = None
-    if recorded != versions:
+def _check(target: Path, versions: dict[str, str]) -> None:
+    """Raises CacheMiss unless the folder's record vouches for it, TinyCacheMismatch when the record was made by
+    other versions."""
+    record = read_record(target / RECORD_NAME, TinyRecord)
+    if version_difference(record, versions) is not None:
         raise TinyCacheMismatch(
-            f"tiny weights in {manifest.parent} were made by {recorded} but this environment has {versions}; delete that folder to rebuild it"
+            f"tiny weights in {target} were made by {record.versions} but this environment has {versions}; "
+            "delete that folder to rebuild it"
         )
+    check_files(target / RECORD_NAME, record)
+
+
+def _publish(staging: Path, target: Path, versions: dict[str, str]) -> None:
+    """`staging` becomes `target`, unless a concurrent builder's complete folder is there first."""
+    try:
+        os.rename(staging, target)
+        return
+    except OSError:
+        try:
+            _check(target, versions)
+            return
+        except CacheMiss:
+            pass
+    old = Path(tempfile.mkdtemp(prefix=".tiny-old-", dir=target.parent))
+    os.rename(target, old / target.name)  # a folder without a (valid) record: ours to replace
+    try:
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_tiny(folder: Path) -> None:

@@ -24,7 +24,7 @@ PY=$(find_py310)
 KEY=$( { grep -v '^#' "$PINS"; "$PY" --version 2>&1; } | sha256sum | cut -c1-12)
 ENV="$CACHE/models310-$KEY"
 if [ -f "$ENV/.complete" ]; then echo "$ENV"; exit 0; fi
-mkdir -p "$CACHE"
+mkdir -p "$(dirname "$CACHE")" && { [ -d "$CACHE" ] || mkdir -m 700 "$CACHE"; }  # private, as rpcworker/wire/cache.py makes it
 # Build beside the final name and rename at the end, so an interrupted build is never taken as complete.
 TMP="$ENV.partial.$$"
 rm -rf "$TMP"

@@ -11,7 +11,9 @@ or in an empty one of the cache). Two ways, chosen by ``worker_code``:
   checkout, ``rpcworker/`` and ``instantmesh/`` beside ``host/``; installed, the ``rpcworker`` package the host
   speaks the wire with and ``instantmesh_rpc/worker_code/instantmesh`` (setup.py says why). The worker then runs
   exactly the host's protocol version; its environment needs only the third-party packages
-  (``instantmesh-rpc setup-worker`` installs them).
+  (``instantmesh-rpc setup-worker`` installs them). The cache must be private
+  (``rpcworker.wire.cache.private_folder``), and a staged directory holding anything but those two links (say a
+  planted ``sitecustomize.py``, which the worker's interpreter would run) is made again.
 - ``"installed"``: nothing is added; the worker environment's own path provides both packages.
 - any other string: a directory that holds the worker's packages (refused if it is a site-packages).
 
@@ -31,7 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpcworker.wire.cache import cache_root
+from rpcworker.wire.cache import CacheNotPrivate, cache_root, check_private, private_folder
 
 from .errors import WorkerStartError
 
@@ -161,10 +163,12 @@ def staged_worker_code() -> Path:
     """A directory holding only links to the host's ``rpcworker`` and ``instantmesh``; made once per location."""
     sources = own_worker_packages()
     key = hashlib.sha256("\0".join(str(sources[n]) for n in WORKER_PACKAGES).encode()).hexdigest()[:16]
-    target = cache_root() / "worker-code" / key
-    if all((target / name).resolve() == sources[name] for name in WORKER_PACKAGES):
+    try:
+        target = private_folder(cache_root() / "worker-code") / key
+    except CacheNotPrivate as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    if _holds_only_links(target, sources):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=target.parent))
     try:
         for name, source in sources.items():
@@ -177,6 +181,19 @@ def staged_worker_code() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _holds_only_links(folder: Path, sources: dict[str, Path]) -> bool:
+    """`folder` is ours alone and holds exactly one link per package, each to its source: nothing else that the
+    worker's interpreter would find on its path."""
+    try:
+        check_private(folder)
+        return sorted(os.listdir(folder)) == sorted(sources) and all(
+            (folder / name).is_symlink() and os.readlink(folder / name) == str(source)
+            for name, source in sources.items()
+        )
+    except (OSError, CacheNotPrivate):
+        return False
 
 
 def worker_code_directory(mode: str | None) -> Path | None:
@@ -201,9 +218,10 @@ def worker_start_directory(worker_code: str | None) -> Path:
     code = worker_code_directory(worker_code)
     if code is not None:
         return code
-    neutral = cache_root() / NEUTRAL_START_DIRECTORY
-    neutral.mkdir(parents=True, exist_ok=True)
-    return neutral
+    try:
+        return private_folder(cache_root() / NEUTRAL_START_DIRECTORY)
+    except CacheNotPrivate as exc:
+        raise EnvironmentProblem(str(exc)) from None
 
 
 def worker_process_environment(extra: dict[str, str], worker_code: str | None) -> dict[str, str]:

@@ -7,10 +7,8 @@ The weights stay out of it: a loaded package is pointed at the module's own para
 so there is no second copy on the GPU and a package is a few megabytes. On CUDA each package is captured once in
 a CUDA graph (the reference pass is launch-bound).
 
-A package is trusted only with its record beside it (size and SHA-256, written after the package, both
-atomically); a package that fails the check is built again. Before it is published, a new package is loaded once
-in a child process: a package that does not load there (a crash cannot be caught in the worker) is recorded as
-unusable, and the module runs through its fallback (torch.compile) at this and every later start.
+A package is trusted only with its record, and one that was built but does not load here runs through the
+module's fallback (torch.compile) at this and every later start (`package_files`).
 
 A package's library does not link libstdc++ itself, so its C++ symbols may bind to the template copies libtorch
 exports before libstdc++'s own, and where those differ a package crashes at load (inside the std::regex of its
@@ -24,8 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,7 +30,10 @@ from typing import Any, cast
 
 import torch
 
+from rpcworker.wire.cache import private_folder
+
 from .graphed_call import GraphedCall
+from .package_files import build_package, intact_record
 
 log = logging.getLogger("instantmesh.ahead_of_time")
 
@@ -42,18 +41,9 @@ AOT_MIN_TORCH = (2, 11)
 """AOTInductor packages with the constants left out and bound to the module's own tensors (user-managed), a
 single-threaded runner CUDA graphs can capture, and the C++ loader's signature `open_package` calls (measured
 on torch 2.11 with CUDA and 2.13 on the CPU; earlier torch runs torch.compile)."""
-PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
-"""The weights are not copied into the package; `load_constants` binds the module's parameters instead."""
-LOAD_CHECK_TIMEOUT_S = 120.0
-"""The child process that loads a new package once (torch import + load); past it the package counts as unusable."""
 LIBSTDCXX = "libstdc++.so.6"
 PACKAGE_MODEL = "model"
 """The model's name inside a package (aoti_compile_and_package's default)."""
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_LOAD_CHECK = (
-    "import sys; sys.path.insert(0, sys.argv[3]); import pathlib, torch; "
-    "from instantmesh.zero123plus.ahead_of_time import open_package; open_package(pathlib.Path(sys.argv[1]), torch.device(sys.argv[2]))"
-)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -102,84 +92,9 @@ def code_fingerprint(packages: Sequence[str], sources: Sequence[Path]) -> str:
     return ", ".join(f"{name} {installed(name)}" for name in packages) + f", code {hasher.hexdigest()[:16]}"
 
 
-def file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
-def intact_record(package: Path) -> dict[str, Any] | None:
-    """The package's record, when the package matches the size and hash recorded when it was written."""
-    try:
-        record = json.loads(package.with_suffix(".json").read_text())
-        intact = package.stat().st_size == record["size"] and file_digest(package) == record["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return record if intact and isinstance(record, dict) else None
-
-
-def package_is_intact(package: Path) -> bool:
-    return intact_record(package) is not None
-
-
 def use_global_libstdcxx() -> None:
     """libstdc++ into the process's global symbol scope (or promoted there), before any package is loaded."""
     ctypes.CDLL(LIBSTDCXX, mode=os.RTLD_GLOBAL)
-
-
-def loads_in_a_child(package: Path, device: torch.device) -> bool:
-    """The package loads in a fresh process (where a crash costs nothing)."""
-    command = [sys.executable, "-c", _LOAD_CHECK, str(package), device.type, _PACKAGE_ROOT]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=LOAD_CHECK_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        log.warning("compiled package %s: loading it took over %.0f s", package, LOAD_CHECK_TIMEOUT_S)
-        return False
-    if done.returncode != 0:
-        log.warning(
-            "compiled package %s does not load here (exit %d): %s", package, done.returncode, done.stderr.strip()[-300:]
-        )
-    return done.returncode == 0
-
-
-def build_package(
-    module: torch.nn.Module,
-    inputs: Sequence[torch.Tensor],
-    package: Path,
-    configs: dict[str, Any],
-    device: torch.device,
-) -> dict[str, Any]:
-    """Export `module` at these inputs, compile it with AOTInductor, load it once in a child process, and write the
-    package and its record (with that check's verdict, ``loads``) atomically; returns the record."""
-    import torch._inductor
-
-    with torch.inference_mode(False), torch.no_grad():  # export cannot trace inference tensors
-        exported = torch.export.export(module, tuple(t.clone() for t in inputs), strict=False)
-    partial = package.with_name(f".{package.stem}.{os.getpid()}.pt2")
-    try:
-        torch._inductor.aoti_compile_and_package(
-            exported, package_path=str(partial), inductor_configs={**configs, **PACKAGE_CONFIGS}
-        )
-        checked = time.perf_counter()
-        loads = loads_in_a_child(partial, device)
-        record = {
-            "size": partial.stat().st_size,
-            "sha256": file_digest(partial),
-            "shapes": input_shapes(inputs),
-            "torch": torch.__version__,
-            "loads": loads,
-            "load_check_s": time.perf_counter() - checked,
-        }
-        partial_record = partial.with_suffix(".json")
-        partial_record.write_text(json.dumps(record))
-        os.replace(partial, package)
-        os.replace(partial_record, package.with_suffix(".json"))
-        return record
-    finally:
-        partial.unlink(missing_ok=True)
-        partial.with_suffix(".json").unlink(missing_ok=True)
 
 
 class PackageRunner:
@@ -281,7 +196,7 @@ class AheadOfTime:
         """The FQNs of the constants the running packages were bound to."""
         self.seconds: dict[str, float] = {}
         """Where preparing the packages went, summed over shape sets: ``<prefix>_package_<phase>_s`` for the
-        phases record (size and hash check), build (with load_check, the child's load), load, bind (the weights),
+        phases record (its record's check), build (with load_check, the child's load), load, bind (the weights),
         first_call, graph (warm-up calls, capture)."""
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
@@ -320,7 +235,7 @@ class AheadOfTime:
         return self.constants
 
     def _prepare(self, shapes: Shapes, inputs: Sequence[torch.Tensor]) -> Call:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         package = self.folder / f"{package_name(self.prefix, shapes, self.fingerprint)}.pt2"
         with self._timed("record"):
             record = intact_record(package)
@@ -342,8 +257,8 @@ class AheadOfTime:
                 )
                 return self._fall_back(package)
             self.built.append(package.name)
-            self._add_seconds("load_check", record["load_check_s"])  # a fresh process's load, within build
-        if not record.get("loads"):
+            self._add_seconds("load_check", record.notes.load_check_s)  # a fresh process's load, within build
+        if not record.notes.loads:
             log.warning(
                 "compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix
             )

@@ -8,17 +8,17 @@ bundle is written beside them: one safetensors file of every constant the packag
 (dtype; strides are restored at load), and a manifest naming the packages, the code's fingerprint, the prompts
 whose embeddings are kept (the empty one) and the source files it was made from (size, mtime, inode).
 
-The manifest is written last and removed first, so a bundle is whole or absent. A start uses it only when the
-manifest matches the code, the options (the folder is the compile cache's, keyed by torch, GPU, weights and
-options), every source file and the constants file (size, sampled hash, header); anything else is ignored and
-the normal start writes the bundle again.
+The manifest is the cache's record (`rpcworker.wire.cache.CacheRecord`) of the constants file: written last and
+removed first, so a bundle is whole or absent. A start uses it only when the manifest matches the code, the
+options (the folder is the compile cache's, keyed by torch, GPU, weights and options), every source file and the
+constants file (hashed whole when written, its stamp checked at each start; its header); anything else is
+ignored and the normal start writes the bundle again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +27,10 @@ from typing import Any
 import msgspec
 import torch
 
+from rpcworker.wire.cache import CacheMiss, CacheRecord, atomic_file, check_record, describe_files, write_record
+
 from ..device_read import check_header, read_safetensors
-from ..safetensors_cache import copy_facts
+from ..weights_file import CheckpointError
 from .ahead_of_time import module_tensors
 from .image_inputs import ImageInputs
 from .loading import read_model_index, read_scheduler_config
@@ -52,27 +54,23 @@ class SourceFile(msgspec.Struct, frozen=True):
     inode: int
 
 
-class ConstantsCopy(msgspec.Struct, frozen=True):
-    size: int
-    sampled_sha256: str
+class BundleNotes(msgspec.Struct, frozen=True):
+    """What the manifest keeps besides the constants file's facts."""
 
-
-class BundleManifest(msgspec.Struct, frozen=True):
-    format: int
-    fingerprint: str
-    """`ahead_of_time.code_fingerprint` of the packages' code."""
-    dtype: str
     sources: list[SourceFile]
     packages: dict[str, list[str]]
     """Package prefix (`speed.PACKAGED_PARTS`) -> the package files it ran."""
     strides: dict[str, list[int]]
     """Constants stored contiguous that run with other strides (channels_last weights), by key (group/FQN)."""
     prompts: list[str]
-    constants: ConstantsCopy
 
 
-_decode_manifest = msgspec.json.Decoder(BundleManifest)
-_encode_manifest = msgspec.json.Encoder()
+BundleManifest = CacheRecord[BundleNotes]
+"""Its versions: the bundle's format, the packages' code (`ahead_of_time.code_fingerprint`) and the dtype."""
+
+
+def bundle_versions(fingerprint: str, dtype: torch.dtype) -> dict[str, str]:
+    return {"bundle": str(BUNDLE_FORMAT), "fingerprint": fingerprint, "dtype": str(dtype).removeprefix("torch.")}
 
 
 def describe_sources(zero123plus: Path, whitebg_unet: Path) -> list[SourceFile]:
@@ -118,25 +116,15 @@ def write_views_bundle(
         tensors[PROMPT_KEY.format(index=index)] = pipeline._prompt_embeds[prompt].detach().to("cpu").contiguous()
     manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
     manifest_path.unlink(missing_ok=True)  # from here on no manifest vouches for a half-written constants file
-    partial = folder / f".{CONSTANTS_NAME}.{os.getpid()}.tmp"
-    try:
+    with atomic_file(constants_path) as partial:
         save_file(tensors, str(partial))
-        os.replace(partial, constants_path)
-    finally:
-        partial.unlink(missing_ok=True)
-    manifest = BundleManifest(
-        BUNDLE_FORMAT,
-        fingerprint,
-        str(pipeline.dtype).removeprefix("torch."),
-        list(sources),
-        {prefix: list(part.loaded) for prefix, part in sorted(parts.items())},
-        strides,
-        prompts,
-        ConstantsCopy(**copy_facts(constants_path)),
+    notes = BundleNotes(
+        list(sources), {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts
     )
-    partial_manifest = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    partial_manifest.write_bytes(_encode_manifest.encode(manifest))
-    os.replace(partial_manifest, manifest_path)
+    versions = bundle_versions(fingerprint, pipeline.dtype)
+    write_record(
+        manifest_path, BundleManifest(versions=versions, files=describe_files(folder, [CONSTANTS_NAME]), notes=notes)
+    )
     return manifest_path
 
 
@@ -144,32 +132,24 @@ def valid_manifest(
     folder: Path, sources: Sequence[SourceFile], fingerprint: str, dtype: torch.dtype
 ) -> BundleManifest | None:
     """The folder's bundle manifest when the bundle is whole and made from this code and these sources, else None
-    (with the reason logged)."""
+    (with the reason logged). Raises `CacheNotPrivate` when the folder is not private."""
     manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
     if not manifest_path.is_file():
         return None
-    try:
-        manifest = _decode_manifest.decode(manifest_path.read_bytes())
-    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
-        log.warning("views bundle %s is unreadable (%s): ignored", manifest_path, exc)
-        return None
     reason = None
-    if (manifest.format, manifest.fingerprint) != (BUNDLE_FORMAT, fingerprint):
-        reason = f"made by other code ({manifest.fingerprint})"
-    elif manifest.dtype != str(dtype).removeprefix("torch."):
-        reason = f"made for {manifest.dtype}"
-    elif manifest.sources != list(sources):
-        reason = "made from other weight files (or they changed since)"
-    elif set(manifest.packages) != set(PACKAGED_PARTS) or not all(manifest.packages.values()):
-        reason = f"it lacks packages for {sorted(set(PACKAGED_PARTS) - set(manifest.packages))}"
-    else:
-        try:
-            copy = ConstantsCopy(**copy_facts(constants_path))
+    try:
+        manifest = check_record(manifest_path, BundleManifest, bundle_versions(fingerprint, dtype))
+        notes = manifest.notes
+        if notes.sources != list(sources):
+            reason = "made from other weight files (or they changed since)"
+        elif set(notes.packages) != set(PACKAGED_PARTS) or not all(notes.packages.values()):
+            reason = f"it lacks packages for {sorted(set(PACKAGED_PARTS) - set(notes.packages))}"
+        else:
             check_header(constants_path)
-            if copy != manifest.constants:
-                reason = "its constants file does not match the manifest"
-        except (OSError, ValueError) as exc:
-            reason = f"its constants file is damaged ({exc})"
+    except CacheMiss as miss:
+        reason = str(miss)
+    except (OSError, CheckpointError) as exc:
+        reason = f"its constants file is damaged ({exc})"
     if reason is not None:
         log.info("views bundle %s not used: %s", manifest_path, reason)
         return None
@@ -182,13 +162,15 @@ def read_constants(
     """The bundle's constants on `device`, by package prefix and FQN, with their strides (the packages of a group
     share the same tensors); and the kept prompts' embeddings."""
     tensors = read_safetensors(folder / CONSTANTS_NAME, device)
-    by_group: dict[str, dict[str, torch.Tensor]] = {constant_group(prefix): {} for prefix in manifest.packages}
-    prompts = {prompt: tensors.pop(PROMPT_KEY.format(index=index)) for index, prompt in enumerate(manifest.prompts)}
+    by_group: dict[str, dict[str, torch.Tensor]] = {constant_group(prefix): {} for prefix in manifest.notes.packages}
+    prompts = {
+        prompt: tensors.pop(PROMPT_KEY.format(index=index)) for index, prompt in enumerate(manifest.notes.prompts)
+    }
     for key, tensor in tensors.items():
         group, _, fqn = key.partition("/")
         if group not in by_group:
             raise ValueError(f"views bundle constant {key!r} belongs to no package")
-        stride = manifest.strides.get(key)
+        stride = manifest.notes.strides.get(key)
         if stride is not None:
             tensor = torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
         elif (
@@ -196,7 +178,7 @@ def read_constants(
         ):  # memory-mapped at the file's offsets: compiled CPU kernels round otherwise when unaligned
             tensor = tensor.clone()
         by_group[group][fqn] = tensor
-    return {prefix: by_group[constant_group(prefix)] for prefix in manifest.packages}, prompts
+    return {prefix: by_group[constant_group(prefix)] for prefix in manifest.notes.packages}, prompts
 
 
 def pipeline_from_bundle(

@@ -31,7 +31,7 @@ TRACED_PACKAGES = ("diffusers", "transformers")
 PACKAGES_FOLDER = "packages"
 """The compile-cache folder's subfolder of AOTInductor packages (`compiled_ahead_of_time`)."""
 BUNDLE_CHECK_PHASE = "views_bundle_check_s"
-"""``load_phases``: checking the views bundle (manifest, sources, constants file's sampled hash and header)."""
+"""``load_phases``: checking the views bundle (manifest, sources, the constants file's record and header)."""
 BUNDLE_READ_PHASE = "views_bundle_read_s"
 """``load_phases``: the bundle's constants onto the device and the pipeline made of packages (not yet loaded)."""
 BUNDLE_WRITE_PHASE = "views_bundle_write_s"

@@ -1,6 +1,6 @@
 """The wire, shared by host and worker: message types (``messages``), error classes with their codes
-(``errors``), line framing (``framing``) and the cache folder both sides use (``cache``). Imports nothing
-but msgspec."""
+(``errors``), line framing (``framing``) and the cache both sides use: its private folders, atomic writer and
+records (``cache``). Imports nothing but msgspec."""
 
 from .errors import WIRE_ERRORS, RpcError, error_from_wire
 from .framing import BadFrame, FrameTooLarge, MessageStream

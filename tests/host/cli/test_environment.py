@@ -94,6 +94,39 @@ def test_worker_environment_drops_the_hosts_python_variables(monkeypatch: pytest
     assert (staged / "rpcworker").resolve() == (ROOT / "rpcworker").resolve()
 
 
+def test_a_planted_sitecustomize_in_the_staged_code_is_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staged folder is on the worker's path: one holding anything but the two links is made again."""
+    monkeypatch.setenv("INSTANTMESH_RPC_CACHE", str(tmp_path / "cache"))
+    staged = environment.staged_worker_code()
+    marker = tmp_path / "ran"
+    (staged / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    env = environment.worker_process_environment({}, "host")
+    assert env["PYTHONPATH"] == str(staged)
+    assert sorted(p.name for p in staged.iterdir()) == ["instantmesh", "rpcworker"]
+    done = subprocess.run([str(WORKER_PYTHON), "-c", "import rpcworker"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    (staged / "rpcworker").unlink()  # a link that points elsewhere is made again too
+    (staged / "rpcworker").symlink_to(tmp_path, target_is_directory=True)
+    assert environment.staged_worker_code() == staged
+    assert (staged / "rpcworker").resolve() == (ROOT / "rpcworker").resolve()
+
+
+def test_a_cache_others_can_write_is_refused_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "cache"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("INSTANTMESH_RPC_CACHE", str(shared))
+    with pytest.raises(environment.EnvironmentProblem) as refused:
+        environment.worker_process_environment({}, "host")
+    assert "\n" not in str(refused.value) and f"cache folder {shared} is writable by its group or others" in str(
+        refused.value
+    )
+    assert list(shared.iterdir()) == []
+
+
 def test_known_bad_combinations() -> None:
     bad = known_bad_combinations(
         {"huggingface_hub": "0.26.0", "diffusers": "0.20.2", "numpy": "1.26.4", "torch": "2.1.0"}

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import os
 import py_compile
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def test_missing_bytecode_that_would_not_be_written_goes_to_the_cache(probe: Pat
     assert (
         folder == tmp_path / "cache" / "pycache" and sys.pycache_prefix == str(folder) and not sys.dont_write_bytecode
     )
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # Python runs what it finds there: this user's alone
     module = importlib.import_module(PROBE)
     assert module.VALUE == 42
     cached = Path(module.__cached__)
@@ -104,3 +106,17 @@ def test_a_second_process_reads_what_the_first_wrote(probe: Path, tmp_path: Path
     assert first[0] == str(tmp_path / "cache" / "pycache") and cached.exists()
     written = cached.stat().st_mtime_ns
     assert start() == first and cached.stat().st_mtime_ns == written  # read, not compiled and written again
+
+
+def test_a_folder_others_can_write_is_refused_with_one_line(
+    probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python runs the bytecode it finds there: a folder anyone else could write to is not used."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv(PYCACHE_ENV, str(shared))
+    assert use_bytecode_cache(tmp_path / "cache", PROBE) is None and sys.pycache_prefix is None
+    assert "PYTHONPYCACHEPREFIX" not in os.environ
+    (refusal,) = [r.getMessage() for r in caplog.records if "no bytecode cache" in r.getMessage()]
+    assert "\n" not in refusal and f"cache folder {shared} is writable by its group or others" in refusal

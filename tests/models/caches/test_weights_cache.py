@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ pytest.importorskip("safetensors")
 
 from instantmesh import safetensors_cache  # noqa: E402
 from instantmesh.compile_cache import compile_cache_dir, compile_key, use_compile_cache  # noqa: E402
-from instantmesh.safetensors_cache import cached_read, convert, valid_copy  # noqa: E402
+from instantmesh.safetensors_cache import SAMPLE_BLOCKS, cached_read, convert, copy_paths, valid_copy  # noqa: E402
 from instantmesh.weights_file import CheckpointError  # noqa: E402
 from instantmesh.zero123plus.loading import read_state_dict  # noqa: E402
+from rpcworker.wire.cache import PARTIAL_MARK, CacheNotPrivate  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
@@ -58,7 +60,7 @@ def test_a_changed_source_or_a_damaged_copy_is_not_used(tmp_path: Path) -> None:
     _pickle(source, seed=1)  # the source file is replaced
     os.utime(source, ns=(1, 1))
     assert valid_copy(source, root) is None
-    assert not list(root.glob(".*tmp")), "no temporary files left behind"
+    assert not list(root.glob(f"*{PARTIAL_MARK}*")), "no temporary files left behind"
 
 
 def _reads(source: Path, root: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -86,6 +88,40 @@ def test_a_truncated_or_damaged_copy_is_rebuilt(tmp_path: Path) -> None:
         got, calls = _reads(source, root)
         assert calls == ["unpickled"] and all(torch.equal(got[k], v) for k, v in state.items())
         assert valid_copy(source, root) is not None and valid_copy(source, root).read_bytes() == data
+
+
+def test_one_byte_changed_between_the_old_sampled_blocks_is_found_and_rebuilt(tmp_path: Path) -> None:
+    """The copy was once checked by 16 sampled blocks of 1 MiB: a byte between them passed. Now it was hashed whole
+    when written, and any later write moves its stamp; the modification time set back changes nothing."""
+    root = tmp_path / "cache"
+    source = tmp_path / "w.bin"
+    torch.manual_seed(0)
+    torch.save({"big": torch.randn(6 << 20)}, source)  # 24 MiB of float32: larger than the samples covered
+    assert _reads(source, root)[1] == ["unpickled"]
+    copy, record = copy_paths(source, root)
+    data = copy.read_bytes()
+    step = (len(data) - (1 << 20)) // (SAMPLE_BLOCKS - 1)
+    where = step + (1 << 20) + (step - (1 << 20)) // 2  # after the second sampled block, before the third
+    assert step > (1 << 20) and where < 2 * step
+    before = copy.stat()
+    with copy.open("r+b") as f:
+        f.seek(where)
+        f.write(bytes([data[where] ^ 0x01]))
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert valid_copy(source, root) is None
+    got, calls = _reads(source, root)
+    assert calls == ["unpickled"] and torch.equal(got["big"], torch.load(source, weights_only=True)["big"])
+    assert copy.read_bytes() == data and valid_copy(source, root) == copy  # rebuilt, whole
+    assert record.is_file()
+
+
+def test_a_copy_in_a_cache_others_can_write_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    source = tmp_path / "w.bin"
+    convert(source, _pickle(source), root)
+    root.chmod(0o775)
+    with pytest.raises(CacheNotPrivate, match=f"cache folder {root} is writable by its group or others"):
+        _reads(source, root)
 
 
 def test_a_copy_that_fails_while_read_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +174,4 @@ def test_compile_cache_folder_is_keyed_and_reused(tmp_path: Path, monkeypatch: p
     (folder / "inductor").mkdir(exist_ok=True)
     (folder / "inductor" / "graph").write_text("compiled")
     assert use_compile_cache(folder, key) is True
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from instantmesh.zero123plus import ahead_of_time
-from instantmesh.zero123plus.ahead_of_time import (
-    AheadOfTime,
-    ahead_of_time_available,
-    code_fingerprint,
-    loads_in_a_child,
-    package_is_intact,
-)
+from instantmesh.zero123plus import ahead_of_time, package_files
+from instantmesh.zero123plus.ahead_of_time import AheadOfTime, ahead_of_time_available, code_fingerprint
+from instantmesh.zero123plus.package_files import loads_in_a_child, package_is_intact
+from rpcworker.wire.cache import record_path
 
 pytestmark = [
     pytest.mark.models,
@@ -86,7 +82,7 @@ def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> 
     with torch.no_grad():
         assert torch.allclose(again(*inputs), module(*inputs), atol=1e-6)
     assert again.built == [package.name] and package_is_intact(package)
-    package.with_suffix(".json").unlink()  # no record: not trusted either
+    record_path(package).unlink()  # no record: not trusted either
     assert not package_is_intact(package)
 
 
@@ -94,7 +90,7 @@ def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module, inputs = toy
-    monkeypatch.setattr(ahead_of_time, "loads_in_a_child", lambda package, device: False)  # as a crash at load
+    monkeypatch.setattr(package_files, "loads_in_a_child", lambda package, device: False)  # as a crash at load
     fallback_calls: list[int] = []
 
     def fallback() -> object:
