@@ -18,11 +18,11 @@ from typing import Any
 
 from rpcworker.wire.errors import RpcError
 
+from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem, add_worker_options, make_worker
 from .checks import check_cuda_before_start, check_device, check_output_dir
 from .objects import ensure_loaded, shown
-from .progress import ProgressPrinter
 
 LOCAL_HOST = "127.0.0.1"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
