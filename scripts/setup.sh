@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Creates the three environments the project uses, idempotently:
-#   .venvs/host    - the application side (default python3): msgspec only, plus test/image/ray extras, mcp (the MCP
-#                    SDK, for `python -m host mcp`) and web (gradio, for `python -m host web`)
+#   .venvs/host    - the application side (default python3): msgspec only, plus test/image/ray/rembg extras, mcp
+#                    (the MCP SDK, for `python -m host mcp`) and web (gradio, for `python -m host web`)
 #   .venvs/worker  - a Python 3.10 worker env with no torch (runs the mock backend in pipe tests)
 #   .venvs/models  - the worker env with the models (torch, diffusers, transformers, ...); it also runs pytest,
-#                    whose MCP tests use the SDK's client (the mcp extra)
+#                    whose MCP tests use the SDK's client (the mcp extra) and whose preparation tests run rembg
 #   .venvs/host39  - a Python 3.9 host env (Any6D's Python): scripts/test.sh runs the host's pipe and pool tests
 #                    in it; left out, with a warning, where no Python 3.9 is found
 # Workers never see the host's environment: the host stages rpcworker/ and instantmesh/ alone on the worker's
@@ -19,6 +19,9 @@
 #   HOST39_PYTHON   Python 3.9 for the host39 env       (default: pyenv's 3.9, else python3.9)
 #   MODELS_PYTHON   interpreter for the models env      (default: python3; CPU torch wheel is cp311 here)
 #   TORCH_SPEC      torch requirement for the models env (default: torch==2.13.0, the local CPU wheel)
+#   SETUP_NO_REMBG  set (to anything) to leave out the rembg extra (background removal of photos: rembg,
+#                   onnxruntime and their scipy/scikit-image/numba) from the host, models and host39 envs; the tests
+#                   that run rembg then skip (an env that already has rembg keeps it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,11 +45,12 @@ find_py310() {
 }
 
 # make_env NAME PYTHON EXTRAS [PRE-INSTALL...]: creates the env if missing, then installs what changed
-# since the last run (pip only adds what is missing, so a re-run is quick).
+# since the last run (pip only adds what is missing, so a re-run is quick). The stamp keeps the extras, so a
+# change of them (SETUP_NO_REMBG) installs again.
 make_env() {
   local name=$1 py=$2 extras=$3; shift 3
   local env="$VENVS/$name" stamp="$VENVS/$name/.stamp"
-  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt setup.py ] && [ "$stamp" -nt scripts/setup.sh ]; then
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$extras" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt setup.py ] && [ "$stamp" -nt scripts/setup.sh ]; then
     echo "setup: $name env up to date ($env)"; return
   fi
   if [ ! -x "$env/bin/python" ]; then
@@ -58,15 +62,17 @@ make_env() {
   fi
   if [ $# -gt 0 ]; then "$env/bin/python" -m pip install -q "$@"; fi
   "$env/bin/python" -m pip install -q -e ".[${extras}]"
-  touch "$stamp"
+  echo "$extras" >"$stamp"
 }
 
-make_env host "${HOST_PYTHON:-python3}" "images,test,ray,mcp,web"
+REMBG=",rembg"  # the hosts remove photos' backgrounds with rembg, as upstream does (host/images/background.py)
+if [ -n "${SETUP_NO_REMBG:-}" ]; then REMBG=""; echo "setup: SETUP_NO_REMBG set: the rembg extra is left out"; fi
+make_env host "${HOST_PYTHON:-python3}" "images,test,ray,mcp,web$REMBG"
 make_env worker "$(find_py310)" "worker-base,test"
 # mcp, web: the suite runs here, and mypy reads host/faces against the SDK's and gradio's own types.
-make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench,mcp,web" "${TORCH_SPEC:-torch==2.13.0}"
+make_env models "${MODELS_PYTHON:-python3}" "worker,test,bench,mcp,web$REMBG" "${TORCH_SPEC:-torch==2.13.0}"
 if PY39=$(find_python 3.9 HOST39_PYTHON); then
-  make_env host39 "$PY39" "images,test"
+  make_env host39 "$PY39" "images,test$REMBG"
 else
   echo "setup: Python 3.9 not found (set HOST39_PYTHON): scripts/test.sh will not run the host under 3.9" >&2
 fi

@@ -20,7 +20,7 @@ bash scripts/setup.sh
 HOST39_TESTS=(
   tests/wire tests/host/test_host_environment.py tests/host/worker tests/host/api/test_cancellation.py tests/host/scale/test_pool.py
   tests/host/scale/test_options.py tests/host/cli/test_batch.py tests/worker/test_batching_pipes.py
-  tests/host/api/test_preparation.py tests/host/api/test_progress.py
+  tests/host/api/test_preparation.py tests/host/api/test_progress.py tests/host/images/test_background.py
   tests/worker/test_mesh_lane_pipes.py tests/worker/test_texture_map_pipes.py
 )
 if [ $# -eq 0 ] && [ -z "${SKIP_HOST39:-}" ]; then

@@ -58,10 +58,11 @@ class InstantMeshWorker:
 
     ``prepare`` (default on): generate_views, image_to_mesh and map prepare each photo in this process first,
     as upstream's run.py does and as the CLI does (``host.api.preparing``: the object cut out by its mask, a
-    file's ``NAME_mask.png``, its alpha, rembg or a white backdrop, then cropped, centred and scaled as
-    ``prepare_options`` say). It needs pillow and numpy here, checked now: without them this raises
-    PreparationUnavailable naming the fix. ``prepare=False`` sends inputs as they are (prepared elsewhere,
-    e.g. Any6D's crops). Each call may choose otherwise (``prepare=``, ``prepare_options=``).
+    file's ``NAME_mask.png``, its alpha, a white backdrop or rembg (the ``rembg`` extra, for any other photo),
+    then cropped, centred and scaled as ``prepare_options`` say). It needs pillow and numpy here, checked now:
+    without them this raises PreparationUnavailable naming the fix (rembg is looked for only when a photo needs
+    it, and its absence is that photo's InputUnreadable, naming the install command). ``prepare=False`` sends
+    inputs as they are (prepared elsewhere, e.g. Any6D's crops). Each call may choose otherwise (``prepare=``, ``prepare_options=``).
 
     ``progress`` (default off): bars on stderr for each request's stages (load, views, mesh), and for a
     map (or generate_views_many) one line of objects done, in flight, per minute and the time left.

@@ -30,7 +30,7 @@ from rpcworker.wire.messages import (
     ViewsSource,
 )
 
-from ..images.framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
+from ..images.framing import UPSTREAM_FOREGROUND_RATIO, BackgroundRemoval, ForegroundRatio
 
 DEFAULT_MAP_FORMAT: MeshFormat = "obj"
 """The mesh format of ``map`` when none is chosen: its outputs are named ``NAME.FORMAT`` before any is written."""
@@ -53,8 +53,8 @@ class MeshOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 class PrepareOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How the host prepares a photo for the worker: the object cut out (mask, alpha, rembg or a white
-    backdrop), cropped, centred and scaled to ``foreground_ratio`` of the square, as upstream's run.py does.
+    """How the host prepares a photo for the worker: the object cut out (mask, alpha, a white backdrop or
+    rembg), cropped, centred and scaled to ``foreground_ratio`` of the square, as upstream's run.py does.
     Any6D's crops are ``PrepareOptions(foreground_ratio=0.8, flip=True, white_background=True)``."""
 
     foreground_ratio: ForegroundRatio = UPSTREAM_FOREGROUND_RATIO
@@ -62,6 +62,9 @@ class PrepareOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Mirror the prepared input left-right."""
     white_background: bool = False
     """Paint outside the object white (an RGB input) instead of leaving it transparent (RGBA)."""
+    background_removal: BackgroundRemoval = "auto"
+    """The outline of a photo without a mask or alpha: ``auto`` (a white backdrop's heuristic, else rembg),
+    ``rembg``, ``white`` (the heuristic only) or ``none`` (the whole image)."""
 
 
 OptionsT = TypeVar("OptionsT", ViewOptions, MeshOptions, PrepareOptions)

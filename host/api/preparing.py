@@ -72,10 +72,11 @@ class Preparation:
 def prepare_image(image: ImageLike, options: PrepareOptions) -> PreparedImage:
     """``image`` cut out, cropped, centred and scaled as ``options`` say (a file's ``NAME_mask.png`` beside it is
     its mask, as in the CLI). A missing file raises InputNotFound, one that cannot be prepared InputUnreadable,
-    each one line naming it, as the worker would answer them."""
+    each one line naming it, as the worker would answer them (reason ``needs rembg`` where the photo needs
+    rembg and this Python lacks it: the line names the command that installs it)."""
     require_image_libraries()
     from ..images.mask_files import mask_path_for
-    from ..images.preparation import PreprocessError, prepare
+    from ..images.preparation import PreprocessError, RembgUnavailable, prepare
 
     chosen = checked(options)
     source: ImageLike
@@ -94,9 +95,11 @@ def prepare_image(image: ImageLike, options: PrepareOptions) -> PreparedImage:
             ratio=chosen.foreground_ratio,
             flip=chosen.flip,
             background="white" if chosen.white_background else "transparent",
+            remove_background=chosen.background_removal,
         )
     except PreprocessError as exc:
-        raise InputUnreadable(str(exc), {"path": where, "reason": "cannot be prepared"}) from None
+        reason = "needs rembg" if isinstance(exc, RembgUnavailable) else "cannot be prepared"
+        raise InputUnreadable(str(exc), {"path": where, "reason": reason}) from None
     return PreparedImage(png_bytes(prepared.image), prepared.mask_source)
 
 

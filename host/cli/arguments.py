@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -31,7 +31,7 @@ from rpcworker.wire.messages import (
 from ..api.facade import InstantMeshWorker
 from ..api.options import MeshOptions, PrepareOptions, ViewOptions
 from ..api.options import checked as checked_options
-from ..images.framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
+from ..images.framing import UPSTREAM_FOREGROUND_RATIO, BackgroundRemoval, ForegroundRatio
 from .objects import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -121,6 +121,13 @@ def add_object_options(parser: argparse.ArgumentParser, *, sheet_default: bool) 
         "--white-background",
         action="store_true",
         help="paint outside the object white in the prepared input (Any6D does)",
+    )
+    parser.add_argument(
+        "--background-removal",
+        choices=get_args(BackgroundRemoval),
+        default="auto",
+        help="the outline of a photo without NAME_mask.png or alpha: auto (default: a white backdrop's "
+        "heuristic, else rembg), rembg, white (the heuristic only) or none (the whole image)",
     )
     parser.add_argument(
         "--texture-map",
@@ -231,6 +238,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             foreground_ratio=args.foreground_ratio,
             flip=args.flip,
             white_background=args.white_background,
+            background_removal=args.background_removal,
         ),
         contact_sheet=args.contact_sheet,
         overwrite=getattr(args, "overwrite", False),

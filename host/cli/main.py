@@ -51,6 +51,7 @@ from .objects import (
     Settings,
     collect_inputs,
     ensure_loaded,
+    rembg_problem,
     run_object,
     shown,
 )
@@ -172,6 +173,8 @@ def run_batch(args: argparse.Namespace) -> int:
             results[item.name] = ObjectResult(item.name, item.image, "failed", error=item.problem)
         elif outputs.mesh.exists() and not settings.overwrite:
             results[item.name] = ObjectResult(item.name, item.image, "skipped", mesh_path=outputs.mesh)
+        elif (problem := rembg_problem(item, settings)) is not None:
+            results[item.name] = ObjectResult(item.name, item.image, "failed", error=problem)
         else:
             todo.append((item, outputs))
     skipped = sum(r.status == "skipped" for r in results.values())

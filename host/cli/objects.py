@@ -162,6 +162,23 @@ def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[Ob
     return objects, notes
 
 
+def rembg_problem(item: ObjectInput, settings: Settings) -> str | None:
+    """The one line saying that this input needs rembg, which the host's Python lacks, with the command that
+    installs it; None where it does not. Found before any worker starts, so the object fails at once and the
+    others go on. Nothing is decoded where rembg is installed or the input has a mask file."""
+    if not settings.preprocess or item.problem is not None:
+        return None
+    from ..images.preparation import RembgUnavailable, check_rembg_for
+
+    try:
+        check_rembg_for(
+            os.path.abspath(item.image), item.mask, remove_background=settings.preparation.background_removal
+        )
+    except RembgUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def ensure_loaded(worker: InstantMeshWorker, printer: ProgressPrinter) -> dict[str, float]:
     """Loads the models that are not loaded yet, so the first object's timings are as warm as the rest.
 

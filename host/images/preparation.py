@@ -8,12 +8,16 @@ Where the object's outline comes from, in order:
 
 1. a mask (a file, a PIL image or an array; white = object), when one is given;
 2. the image's own alpha channel, when it has one that is not fully opaque;
-3. ``remove_background="auto"`` (the default): ``rembg`` if it is installed, else the **near-white
-   heuristic**: pixels within ``white_tolerance`` of pure white that can see the image border along a
-   row or a column are background. It needs a photo on a white (or near-white) backdrop; when the
-   image's border is not mostly near-white it refuses with an error that says what to supply instead,
-   rather than guessing. ``"rembg"`` requires rembg, ``"white"`` forces the heuristic, ``"none"``
-   takes the whole image as the object.
+3. with ``remove_background="auto"`` (the default), a photo whose border is mostly near-white: the
+   **near-white heuristic**, pixels within ``white_tolerance`` of pure white that can see the image border
+   along a row or a column are background (no model, the same result everywhere);
+4. any other photo: **rembg** (``host.images.background``, the ``rembg`` extra), as upstream InstantMesh
+   does. Where rembg is not installed, the error names the command that installs it into this Python.
+
+Upstream runs rembg on every photo without alpha; here masks, alpha and white backdrops come first, so
+inputs that have them give the same result with rembg installed or not. ``"rembg"`` uses rembg for every
+photo without a mask or alpha, ``"white"`` only the heuristic (refusing a photo whose border is not white),
+``"none"`` takes the whole image as the object.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 import msgspec
 import numpy as np
@@ -30,18 +34,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rpcworker.wire.messages import DEFAULT_VIEW_SIZE, INPUT_FILE_FORMATS, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES
 
-from .framing import UPSTREAM_FOREGROUND_RATIO, ForegroundRatio
+from .background import RembgUnavailable, missing_rembg, rembg_available, rembg_cut
+from .errors import PreprocessError
+from .framing import UPSTREAM_FOREGROUND_RATIO, BackgroundRemoval, ForegroundRatio
 from .mask_files import mask_path_for
 
-__all__ = ["UPSTREAM_FOREGROUND_RATIO", "PreprocessError", "Prepared", "foreground_bbox", "prepare", "prepare_file"]
+__all__ = [
+    "UPSTREAM_FOREGROUND_RATIO",
+    "BackgroundRemoval",
+    "PreprocessError",
+    "Prepared",
+    "RembgUnavailable",
+    "check_rembg_for",
+    "foreground_bbox",
+    "prepare",
+    "prepare_file",
+]
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image, np.ndarray]
 """A file, encoded PNG/JPEG bytes, a PIL image or an HxW[x1|3|4] uint8/bool array."""
-BackgroundRemoval = Literal["auto", "rembg", "white", "none"]
-
-
-class PreprocessError(ValueError):
-    """An input that cannot be prepared; the message names the file (or says it was an in-memory image)."""
+BACKGROUND_REMOVALS: tuple[str, ...] = get_args(BackgroundRemoval)
+WHITE_BORDER_SHARE = 0.8
+"""The share of border pixels that must be near-white for the near-white heuristic to take a photo."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,10 @@ def prepare(
         raise ValueError(f"ratio: {exc}, got {ratio}") from None
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
+    if remove_background not in BACKGROUND_REMOVALS:
+        raise ValueError(
+            f"remove_background must be one of {', '.join(BACKGROUND_REMOVALS)}, got {remove_background!r}"
+        )
     image_name = _name(image, "the image")
     rgba, source = _cut_out(image, mask, remove_background, white_tolerance, alpha_threshold)
     alpha = np.asarray(rgba.getchannel("A"))
@@ -127,6 +145,26 @@ def foreground_bbox(alpha: np.ndarray, threshold: int = 16) -> tuple[int, int, i
     if rows.size == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def check_rembg_for(
+    image: str | os.PathLike[str],
+    mask: str | os.PathLike[str] | None = None,
+    *,
+    remove_background: BackgroundRemoval = "auto",
+    white_tolerance: int = 16,
+) -> None:
+    """Raises RembgUnavailable, the very error ``prepare`` would, where preparing this file needs rembg and
+    this Python lacks it: the CLI's check before any worker starts. Nothing is decoded where rembg is
+    installed or a mask is given; an unreadable image passes (``prepare`` reports it)."""
+    if mask is not None or rembg_available():
+        return
+    name = _name(image, "the image")
+    try:
+        picture = _open(image, name)
+    except PreprocessError:
+        return
+    _outline_source(picture, name, remove_background, white_tolerance)
 
 
 # ------------------------------------------------------------------------------------------ internals
@@ -220,56 +258,56 @@ def _cut_out(
             alpha = Image.fromarray(np.minimum(np.asarray(alpha), np.asarray(picture.convert("RGBA").getchannel("A"))))
         rgba.putalpha(alpha)
         return rgba, "mask file" if isinstance(mask, (str, os.PathLike)) else "mask"
+    source = _outline_source(picture, image_name, removal, tolerance)
+    if source == "rembg":
+        return rembg_cut(picture, image_name), source
+    if source == "near-white background":
+        return _near_white_cut(picture, image_name, tolerance), source
+    return picture.convert("RGBA"), source
+
+
+def _outline_source(picture: Image.Image, name: str, removal: BackgroundRemoval, tolerance: int) -> str:
+    """Where the outline of a photo without a mask comes from (the module's order); RembgUnavailable where
+    that is rembg and it is not installed."""
     if _has_alpha(picture):
-        return picture.convert("RGBA"), "alpha"
+        return "alpha"
     if removal == "none":
-        return picture.convert("RGBA"), "whole image"
-    if removal in ("auto", "rembg"):
-        rembg = _import_rembg()
-        if rembg is not None:
-            return _rembg_cut(rembg, picture, image_name), "rembg"
-        if removal == "rembg":
-            raise PreprocessError(f"{image_name}: remove_background='rembg' but rembg is not installed")
-    elif removal != "white":
-        raise ValueError(f"remove_background must be auto, rembg, white or none, got {removal!r}")
-    return _near_white_cut(picture, image_name, tolerance), "near-white background"
+        return "whole image"
+    if removal == "white":
+        return "near-white background"
+    if removal == "auto":
+        share = _border_share(_near_white(picture, tolerance))
+        if share >= WHITE_BORDER_SHARE:
+            return "near-white background"
+        why = f"no alpha channel, no mask and no white background ({share:.0%} of the border is near-white)"
+    else:
+        why = "background removal is set to 'rembg'"
+    if not rembg_available():
+        raise missing_rembg(name, why)
+    return "rembg"
 
 
-def _import_rembg() -> Any:
-    try:
-        import rembg
-    except ImportError:
-        return None
-    return rembg
+def _near_white(picture: Image.Image, tolerance: int) -> np.ndarray:
+    """Pixels whose every channel is within ``tolerance`` of 255."""
+    rgb = np.asarray(picture.convert("RGB"))
+    white: np.ndarray = rgb.min(axis=2) >= 255 - tolerance
+    return white
 
 
-_REMBG_SESSION: Any = None
-
-
-def _rembg_cut(rembg: Any, picture: Image.Image, name: str) -> Image.Image:
-    """rembg's default model, one session per process (it is slow to create)."""
-    global _REMBG_SESSION
-    try:
-        if _REMBG_SESSION is None:
-            _REMBG_SESSION = rembg.new_session()
-        cut: Image.Image = rembg.remove(picture.convert("RGB"), session=_REMBG_SESSION).convert("RGBA")
-        return cut
-    except Exception as exc:  # rembg raises many kinds (model download, onnxruntime); name them all
-        raise PreprocessError(
-            f"{name}: rembg could not remove the background ({type(exc).__name__}: {exc}); "
-            "give a mask (NAME_mask.png) or an RGBA image, or use remove_background='white'"
-        ) from exc
+def _border_share(white: np.ndarray) -> float:
+    """The share of the image's border pixels that ``white`` marks."""
+    return float(np.concatenate([white[0], white[-1], white[:, 0], white[:, -1]]).mean())
 
 
 def _near_white_cut(picture: Image.Image, name: str, tolerance: int) -> Image.Image:
     """Alpha 0 for near-white pixels that reach the border along a row or a column, else 255."""
-    rgb = np.asarray(picture.convert("RGB"))
-    white = rgb.min(axis=2) >= 255 - tolerance
-    border = np.concatenate([white[0], white[-1], white[:, 0], white[:, -1]])
-    if border.mean() < 0.8:
+    white = _near_white(picture, tolerance)
+    share = _border_share(white)
+    if share < WHITE_BORDER_SHARE:
         raise PreprocessError(
-            f"{name}: no alpha channel, no mask and no white background ({border.mean():.0%} of the border is "
-            "near-white); give NAME_mask.png beside it, an RGBA image, or install rembg"
+            f"{name}: no alpha channel, no mask and no white background ({share:.0%} of the border is "
+            "near-white); give NAME_mask.png beside it or an RGBA image, or let rembg remove the background "
+            "(background removal 'auto' or 'rembg')"
         )
     solid = ~white
     left = np.logical_or.accumulate(solid, axis=1)

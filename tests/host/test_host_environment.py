@@ -16,7 +16,7 @@ def test_host_env_has_no_torch_and_host_imports() -> None:
         "import importlib.util, sys\n"
         "assert importlib.util.find_spec('torch') is None, 'torch must not be installed in the host env'\n"
         "import host, host.api.facade, host.worker.client, host.worker.session, host.worker.process\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'numpy', 'PIL', 'diffusers', 'transformers', 'trimesh'})\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'numpy', 'PIL', 'diffusers', 'transformers', 'trimesh', 'rembg', 'onnxruntime'})\n"
         "assert not heavy, heavy\n"
         "print('ok')\n"
     )

@@ -27,6 +27,7 @@ from host.api.preparing import prepare_image
 from host.images.preparation import prepare
 from rpcworker.backends.mock import model_input_digest
 from tests.conftest import HOST_PYTHON, ROOT
+from tests.host.images.rembg_stand_in import offline_rembg, write_photo_needing_rembg, write_stand_in_model
 
 pytestmark = pytest.mark.pipe
 
@@ -35,16 +36,20 @@ REPORTING_MOCK = "step_delay=0,report_inputs"
 DIGEST = re.compile(r"mock model input: ([0-9a-f]{64})")
 STEPS = 3
 
+PHOTO_NEEDING_REMBG = "green_backdrop.png"
+"""Made by the test (tests/host/images/rembg_stand_in.py), not one of the examples."""
 CASES = {
-    "upstream-defaults": ("mug.png", (), PrepareOptions()),
+    "upstream-defaults": ("mug.png", (), PrepareOptions(), "alpha"),
     "any6d-options-and-a-mask-file": (
         "box.png",
         ("--foreground-ratio", "0.8", "--flip", "--white-background"),
         PrepareOptions(foreground_ratio=0.8, flip=True, white_background=True),
+        "mask file",
     ),
+    "a-photo-that-needs-rembg": (PHOTO_NEEDING_REMBG, ("--flip",), PrepareOptions(flip=True), "rembg"),
 }
-"""A photo outlined by its alpha channel, and one outlined by its NAME_mask.png, each with the CLI's flags and
-the API's options for the same preparation."""
+"""A photo outlined by its alpha channel, one outlined by its NAME_mask.png and one by rembg (with a stand-in
+model, offline), each with the CLI's flags and the API's options for the same preparation."""
 
 
 class ReportedInputs:
@@ -84,14 +89,19 @@ def run_cli_batch(worker_python: Path, photo: Path, out: Path, *flags: str) -> s
 @pytest.mark.cli
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_one_photo_gives_the_model_the_same_input_and_the_same_mesh_through_the_api_and_the_cli(
-    case: str, worker_python: Path, tmp_path: Path
+    case: str, worker_python: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name, flags, options = CASES[case]
+    name, flags, options, outline = CASES[case]
     folder = tmp_path / "in"
     folder.mkdir()
     for file in EXAMPLES.glob(f"{Path(name).stem}*.png"):  # the photo and its mask file, if any
         shutil.copy(file, folder / file.name)
+    if name == PHOTO_NEEDING_REMBG:  # rembg reads the stand-in in this process and in the CLI's (inherited)
+        write_photo_needing_rembg(folder / name)
+        write_stand_in_model(tmp_path / "u2net")
+        offline_rembg(monkeypatch, tmp_path / "u2net")
     photo, stem = folder / name, Path(name).stem
+    assert prepare_image(photo, options).outline == outline
 
     cli_out = tmp_path / "cli"
     done = run_cli_batch(worker_python, photo, cli_out, *flags)
@@ -144,7 +154,7 @@ def test_a_photo_that_cannot_be_prepared_is_one_line_before_any_request(worker_p
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(noise)
     worker = InstantMeshWorker(str(tmp_path / "no-such-python"))  # reaching the worker would fail to start it
     with pytest.raises(InputUnreadable) as unreadable:
-        worker.generate_views(noise)
+        worker.generate_views(noise, prepare_options=PrepareOptions(background_removal="white"))
     assert "noise.png: no alpha channel, no mask and no white background" in unreadable.value.message
     with pytest.raises(InputNotFound, match="missing.png"):
         worker.image_to_mesh(tmp_path / "missing.png", tmp_path / "m.obj")
@@ -185,3 +195,36 @@ def test_without_pillow_a_worker_that_prepares_is_refused_when_made(worker_pytho
     for refusal in (lines[0], lines[1], lines[3]):
         assert "needs pillow in this Python" in refusal, refusal
         assert 'pip install "instantmesh-rpc[images]" into it, or pass prepare=False' in refusal
+
+
+def test_without_rembg_a_photo_that_needs_it_is_one_line_naming_the_install_command(tmp_path: Path) -> None:
+    """Before any request, as other inputs that cannot be prepared; the command installs into the host's Python."""
+    photo = write_photo_needing_rembg(tmp_path / "photo.png")
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["rembg"] = None  # as where the rembg extra is not installed
+        from host import InputUnreadable, InstantMeshWorker
+        worker = InstantMeshWorker(sys.argv[1])  # reaching the worker would fail to start it
+        try:
+            worker.generate_views(sys.argv[2])
+        except InputUnreadable as exc:
+            print(exc.data["reason"], "|", exc.message, "|", worker.client.process)
+        """
+    )
+    done = subprocess.run(
+        [str(HOST_PYTHON), "-c", script, str(tmp_path / "no-such-python"), str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    reason, message, process = done.stdout.rstrip("\n").split(" | ")
+    assert (reason, process) == ("needs rembg", "None"), done.stdout
+    assert message.startswith(f"{photo}: no alpha channel, no mask and no white background"), message
+    assert message.endswith(
+        f'install it with: {HOST_PYTHON} -m pip install "rembg>=2.0.50" "onnxruntime>=1.16" '
+        "(or give NAME_mask.png beside the photo, or an RGBA image)"
+    ), message

@@ -296,3 +296,33 @@ def test_on_a_terminal_the_objects_line_is_redrawn_below_the_objects_reported(
     assert len(finals) == 1 and shown[finals[0]].startswith("objects [####################] 3/3 done, 0 in flight")
     reported = [i for i, line in enumerate(shown) if re.match(r"\[\d/3\] ", line)]
     assert len(reported) == 3 and max(reported) < finals[0], "each object's lines go above the objects line"
+
+
+def test_without_rembg_a_photo_that_needs_it_fails_before_the_worker_starts(
+    worker_python: Path, tmp_path: Path
+) -> None:
+    """The other objects go on; the line names the command that installs rembg into the host's Python."""
+    from tests.host.images.rembg_stand_in import write_photo_needing_rembg
+
+    folder = tmp_path / "in"
+    photo = write_photo_needing_rembg(folder / "photo.png")
+    shutil.copy(EXAMPLES / "mug.png", folder / "mug.png")
+    without_rembg = "import sys; sys.modules['rembg'] = None; from host.cli.main import main; sys.exit(main())"
+
+    def batch(inputs: Path, python: Path) -> subprocess.CompletedProcess[str]:
+        command = [str(HOST_PYTHON), "-c", without_rembg, "batch", str(inputs), "--out", str(tmp_path / "o")]
+        command += ["--python", str(python), "--mock", "step_delay=0", "--steps", "2"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    both = batch(folder, worker_python)
+    assert both.returncode == 1, both.stdout + both.stderr
+    assert row(both.stdout, "mug")[1] == "ok" and row(both.stdout, "photo")[1] == "failed"
+    install = f'install it with: {HOST_PYTHON} -m pip install "rembg>=2.0.50" "onnxruntime>=1.16"'
+    failure = re.search(r"^  photo \(.*photo\.png\): (.*)$", both.stderr, re.MULTILINE)
+    assert failure, both.stderr
+    assert failure.group(1).startswith(f"{photo}: no alpha channel, no mask and no white background")
+    assert install in failure.group(1)
+
+    alone = batch(photo, tmp_path / "no-such-python")  # a worker that started would fail with exit code 2
+    assert alone.returncode == 1 and "starting the worker" not in alone.stdout, alone.stdout + alone.stderr
+    assert install in alone.stderr and "no-such-python" not in alone.stderr

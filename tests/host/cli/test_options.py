@@ -36,12 +36,16 @@ def test_object_options_become_the_apis_options(command: str, tmp_path: Path) ->
         "0.8",
         "--flip",
         "--white-background",
+        "--background-removal",
+        "rembg",
     ]
     settings = settings_from_args(build_parser().parse_args(argv))
     assert settings.views == ViewOptions(seed=3, num_inference_steps=9, guidance_scale=0.0)
     assert settings.mesh == MeshOptions(format="glb", texture_map=True)
     assert settings.format == "glb"
-    assert settings.preparation == PrepareOptions(foreground_ratio=0.8, flip=True, white_background=True)
+    assert settings.preparation == PrepareOptions(
+        foreground_ratio=0.8, flip=True, white_background=True, background_removal="rembg"
+    )
     defaults = settings_from_args(build_parser().parse_args([command, *inputs, "--out", str(tmp_path)]))
     assert defaults.preparation == PrepareOptions()
 
