@@ -268,13 +268,17 @@ def _process(
         _mark(todo, results, position, "cancelled", "interrupted (Ctrl-C)")
     except UsageProblem as exc:
         printer.end_line()
+        if position == 0:
+            raise  # nothing ran: the run is refused in one line (main), with no table of objects
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
         _mark(todo, results, position, "not run", str(exc))
     except WorkerStartError as exc:
         printer.end_line()
+        if not started:
+            raise UsageProblem(f"the worker could not start: {str(exc).splitlines()[0]}") from None
         print(f"error: the worker could not start: {exc}", file=sys.stderr)
-        code = EXIT_FAILED if started else EXIT_USAGE
+        code = EXIT_FAILED
         why = "the official weights are missing (see above)" if isinstance(exc, WeightsMissing) else exc
         _mark(todo, results, position, "failed", f"worker could not start: {str(why).splitlines()[0]}")
     except (HostError, RpcError) as exc:

@@ -22,6 +22,7 @@ from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, PrepareOptions, ViewO
 from ..api.preparing import prepare_image
 from ..api.progress import ProgressPrinter
 from ..api.results import Mesh
+from ..images.file_kinds import input_file_problem
 from ..images.mask_files import MASK_SUFFIX, mask_path_for
 from ..worker.errors import RequestTimeout, WorkerCrashed
 
@@ -154,9 +155,9 @@ def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[Ob
             if not images:
                 notes.append(f"{shown(path)}: no .png/.jpg images in this folder")
             for image in images:
-                objects.append(ObjectInput(unique(image.stem), image, mask_path_for(image)))
-        elif path.is_file():
-            objects.append(ObjectInput(unique(path.stem), path, mask_path_for(path)))
+                objects.append(ObjectInput(unique(image.stem), image, mask_path_for(image), input_file_problem(image)))
+        elif os.path.lexists(path):  # a file, a FIFO, a device: its first bytes say whether it is an image
+            objects.append(ObjectInput(unique(path.stem), path, mask_path_for(path), input_file_problem(path)))
         else:
             objects.append(ObjectInput(unique(path.stem or "input"), path, None, f"{path}: no such file or folder"))
     return objects, notes

@@ -23,7 +23,9 @@ photo without a mask or alpha, ``"white"`` only the heuristic (refusing a photo 
 from __future__ import annotations
 
 import io
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args
@@ -54,6 +56,10 @@ __all__ = [
 ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image, np.ndarray]
 """A file, encoded PNG/JPEG bytes, a PIL image or an HxW[x1|3|4] uint8/bool array."""
 BACKGROUND_REMOVALS: tuple[str, ...] = get_args(BackgroundRemoval)
+MAX_PREPARED_PIXELS = 160 * 1024 * 1024
+"""Largest photo the host prepares (12800 x 12800; below where Pillow refuses to decode by default): one above the
+worker's MAX_IMAGE_PIXELS is shrunk to within it while decoding (a JPEG) or right after, since the model sees 320
+pixels a side anyway; larger is refused."""
 WHITE_BORDER_SHARE = 0.8
 """The share of border pixels that must be near-white for the near-white heuristic to take a photo."""
 
@@ -205,18 +211,30 @@ def _open(source: ImageSource, what: str) -> Image.Image:
 def _decode(data: Path | io.BytesIO, what: str) -> Image.Image:
     """A file's or a buffer's image, upright (EXIF), within the pixel limit; PreprocessError naming ``what``."""
     try:
-        with Image.open(data, formats=list(INPUT_FILE_FORMATS)) as opened:
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits are ours, below
+            opened = Image.open(data, formats=list(INPUT_FILE_FORMATS))
+        with opened:
+            pixels = opened.width * opened.height
+            if pixels > MAX_PREPARED_PIXELS:
                 raise PreprocessError(
-                    f"{what}: image of {opened.width}x{opened.height} exceeds {MAX_IMAGE_PIXELS} pixels"
+                    f"{what}: image of {opened.width}x{opened.height} exceeds {MAX_PREPARED_PIXELS} pixels, "
+                    "the most the host prepares"
                 )
+            shrink = math.ceil(math.sqrt(pixels / MAX_IMAGE_PIXELS)) if pixels > MAX_IMAGE_PIXELS else 1
+            if shrink > 1 and opened.format == "JPEG":
+                opened.draft(opened.mode, (opened.width // shrink, opened.height // shrink))  # decoded smaller
             opened.load()
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:  # within the model's input, whatever came in
+                opened = opened.reduce(math.ceil(math.sqrt(opened.width * opened.height / MAX_IMAGE_PIXELS)))
             upright = ImageOps.exif_transpose(opened)
             return upright.convert("RGBA") if upright.mode == "P" else upright.copy()
     except PreprocessError:
         raise
     except Image.DecompressionBombError as exc:
-        raise PreprocessError(f"{what}: image exceeds {MAX_IMAGE_PIXELS} pixels ({exc})") from exc
+        raise PreprocessError(
+            f"{what}: image exceeds {MAX_PREPARED_PIXELS} pixels, the most the host prepares"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PreprocessError(f"{what}: not a readable image ({exc})") from exc
 
@@ -224,7 +242,10 @@ def _decode(data: Path | io.BytesIO, what: str) -> Image.Image:
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """Width and height from the file's header (nothing decoded), or None if it is not a readable image."""
     try:
-        with Image.open(path, formats=list(INPUT_FILE_FORMATS)) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+            opened = Image.open(path, formats=list(INPUT_FILE_FORMATS))
+        with opened:
             width, height = opened.size
             return int(width), int(height)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):

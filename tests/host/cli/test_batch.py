@@ -134,8 +134,22 @@ def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, work
     shutil.copy(EXAMPLES / "ball.png", tmp_path / "ball.png")
     broken = run_batch(tmp_path / "no-such-python", tmp_path / "ball.png", "--out", tmp_path / "o")
     assert broken.returncode == 2
-    assert "no-such-python does not exist" in broken.stderr
-    assert row(broken.stdout, "ball")[1] == "failed"
+    assert broken.stderr.count("\n") == 1, broken.stderr  # one line: no table, no list of failed objects after it
+    assert "no-such-python (from the python argument) does not exist" in broken.stderr
+    assert "object  status" not in broken.stdout
+
+
+def test_inputs_that_are_not_images_are_found_before_the_worker_starts(tmp_path: Path) -> None:
+    """A text file named .png and a FIFO fail at once, each in its own line; no worker is needed to say so."""
+    (tmp_path / "notes.png").write_text("not an image\n")
+    os.mkfifo(tmp_path / "pipe.png")
+    done = run_batch(
+        tmp_path / "no-such-python", tmp_path / "notes.png", tmp_path / "pipe.png", "--out", tmp_path / "o"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "starting the worker" not in done.stdout
+    assert "notes.png: not an image (its first bytes are none of PNG, JPEG" in done.stderr
+    assert "pipe.png: not a regular file (a FIFO)" in done.stderr
 
 
 def test_the_cli_modules_import_without_pillow_numpy_or_trimesh() -> None:
@@ -238,21 +252,42 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("preprocess", ["--preprocess", "--no-preprocess"])
-def test_a_huge_input_is_refused_the_same_with_and_without_host_preprocessing(
-    worker_python: Path, tmp_path: Path, preprocess: str
+def test_a_huge_input_is_refused_by_the_worker_unprepared_and_by_the_host_past_its_own_limit(
+    worker_python: Path, tmp_path: Path
 ) -> None:
+    from host.images.preparation import MAX_PREPARED_PIXELS
     from rpcworker.wire.messages import MAX_IMAGE_PIXELS
 
     folder = tmp_path / "in"
     folder.mkdir()
     _png_header_only(folder / "huge.png", 9000, 9000)
-    done = run_batch(worker_python, folder, "--out", tmp_path / "o", preprocess)
+    done = run_batch(worker_python, folder, "--out", tmp_path / "o", "--no-preprocess")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr), (
-        done.stdout + done.stderr
-    )
+    assert re.search(rf"huge\.png: image of 9000x9000 exceeds {MAX_IMAGE_PIXELS} pixels", done.stdout + done.stderr)
+    _png_header_only(folder / "huge.png", 20000, 20000)  # Pillow itself refuses this size
+    done = run_batch(worker_python, folder, "--out", tmp_path / "o", "--preprocess")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"huge.png: image exceeds {MAX_PREPARED_PIXELS} pixels, the most the host prepares" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_photo_above_the_workers_pixel_limit_is_shrunk_by_the_preparation(
+    worker_python: Path, tmp_path: Path
+) -> None:
+    """A 92 Mpixel camera photo (over the worker's 64 Mpixel limit and Pillow's warning) becomes a mesh, no warning out."""
+    from PIL import Image, ImageDraw
+
+    side = 9600
+    photo = Image.new("RGB", (side, side), (255, 255, 255))
+    ImageDraw.Draw(photo).ellipse((side // 4, side // 4, 3 * side // 4, 3 * side // 4), fill=(180, 60, 40))
+    photo.save(tmp_path / "camera.jpg", quality=80)
+    del photo
+    done = run_batch(worker_python, tmp_path / "camera.jpg", "--out", tmp_path / "o")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert row(done.stdout, "camera")[1] == "ok"
+    assert "Warning" not in done.stderr, done.stderr
+    with Image.open(tmp_path / "o" / "camera_input.png") as prepared:
+        assert prepared.size == (320, 320), prepared.size
 
 
 OBJECTS_LINE = re.compile(
