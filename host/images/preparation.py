@@ -225,9 +225,10 @@ def _decode(data: Path | io.BytesIO, what: str) -> Image.Image:
             if shrink > 1 and opened.format == "JPEG":
                 opened.draft(opened.mode, (opened.width // shrink, opened.height // shrink))  # decoded smaller
             opened.load()
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:  # within the model's input, whatever came in
-                opened = opened.reduce(math.ceil(math.sqrt(opened.width * opened.height / MAX_IMAGE_PIXELS)))
-            upright = ImageOps.exif_transpose(opened)
+            decoded: Image.Image = opened
+            if decoded.width * decoded.height > MAX_IMAGE_PIXELS:  # within the model's input, whatever came in
+                decoded = decoded.reduce(math.ceil(math.sqrt(decoded.width * decoded.height / MAX_IMAGE_PIXELS)))
+            upright = ImageOps.exif_transpose(decoded)
             return upright.convert("RGBA") if upright.mode == "P" else upright.copy()
     except PreprocessError:
         raise
