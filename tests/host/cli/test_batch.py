@@ -134,7 +134,7 @@ def test_missing_inputs_and_an_unstartable_worker_are_clear(tmp_path: Path, work
     shutil.copy(EXAMPLES / "ball.png", tmp_path / "ball.png")
     broken = run_batch(tmp_path / "no-such-python", tmp_path / "ball.png", "--out", tmp_path / "o")
     assert broken.returncode == 2
-    assert "no-such-python does not exist" in broken.stderr
+    assert "no-such-python (from the python argument) does not exist" in broken.stderr
     assert row(broken.stdout, "ball")[1] == "failed"
 
 
