@@ -23,7 +23,7 @@ from rpcworker.wire.errors import (
 
 from .api.facade import InstantMeshWorker
 from .api.options import MeshOptions, PrepareOptions, ViewOptions
-from .api.outcome import ObjectOutcome
+from .api.outcome import ObjectOutcome, OutputIsAnInput
 from .api.preparing import PreparationUnavailable
 from .api.results import Mesh, Views
 from .scale.object_steps import PoolViews
@@ -48,6 +48,7 @@ __all__ = [
     "ModelNotLoaded",
     "OutOfMemory",
     "ObjectOutcome",
+    "OutputIsAnInput",
     "OutputRefused",
     "PoolViews",
     "PreparationUnavailable",

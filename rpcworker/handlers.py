@@ -114,7 +114,7 @@ def _finish_views(
         save_s = 0.0
         if out is not None:
             t = time.perf_counter()
-            with atomic_output(out, overwrite=params.overwrite, before_commit=ws.before_commit) as tmp:
+            with atomic_output(out, params.overwrite, ws.before_commit, ws.outputs.root) as tmp:
                 generated.grid.save(tmp, format="PNG", compress_level=GRID_PNG_COMPRESS_LEVEL)
             save_s = time.perf_counter() - t
         handle = ws.views.put(generated.views, generated.view_size)

@@ -18,6 +18,8 @@ class MeshTargets:
     format: str
     companions: list[str]
     """A textured OBJ's .mtl and .png (in that order), else empty."""
+    root: str | None = None
+    """The worker's output root, enforced again when the files are written."""
 
 
 def plan_mesh_outputs(policy: OutputPolicy, params: ReconstructParams) -> MeshTargets:
@@ -44,7 +46,7 @@ def plan_mesh_outputs(policy: OutputPolicy, params: ReconstructParams) -> MeshTa
             f"output_path {params.output_path} is also the name of its own texture or material file; use the .obj extension",
             {"field": "output_path", "path": params.output_path},
         )
-    return MeshTargets(out, fmt, companions)
+    return MeshTargets(out, fmt, companions, policy.root)
 
 
 def write_mesh_outputs(
@@ -54,9 +56,7 @@ def write_mesh_outputs(
     from instantmesh.export import mesh_bounds, write_mesh, write_textured_mesh
 
     companions = targets.companions
-    with atomic_outputs(
-        [*companions, targets.mesh_path], overwrite=params.overwrite, before_commit=before_commit
-    ) as tmps:
+    with atomic_outputs([*companions, targets.mesh_path], params.overwrite, before_commit, targets.root) as tmps:
         if mesh.textured:
             if mesh.uvs is None or mesh.uv_faces is None or mesh.texture is None:
                 raise InternalError("the backend returned a texture without UVs", {"type": "BackendError"})

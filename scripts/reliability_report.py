@@ -138,6 +138,38 @@ FIXES = [
         "test_attacks (outputs and inputs cases)",
     ),
     (
+        "A run could destroy its own inputs, and take its outputs for inputs",
+        "`batch photos --out photos` replaced a photo named like an output (`mug_input.png` beside `mug.png`), "
+        "`--texture-map --overwrite` replaced the photo `mug.png` with the texture, and the next run took every "
+        "output for a new object. An output that is, or leads to (symlink, hard link), an input of the same run is "
+        "now refused before any work in one line (`host.cli.checks.check_planned_outputs`; `object_targets` for "
+        "`map` and Ray: `OutputIsAnInput`), and a folder's files named like an earlier run's outputs beside its "
+        "mesh are left out, with a note. A pool worker that died after writing a mesh but before answering made "
+        "its object fail with `exists`: the redo now replaces what its lost first attempt wrote (never a file "
+        "that was there before), as Ray's did.",
+        "test_own_outputs",
+    ),
+    (
+        "Names the file system accepts were refused, or crashed the host",
+        "A legal long name crashed a whole batch with a traceback (its `NAME_mask.png`, `NAME_views.png` and the "
+        "host's staged names were over the limit), crashed `--report` and killed the session it was pasted into; "
+        "`#`, `?`, `:`, spaces and tabs broke the report's links; escape sequences in names reached the terminal "
+        "raw. Object names are now cut at a character to fit (`host.api.naming`), names that are not UTF-8 travel, "
+        "temporary names always fit, the report's links are percent-encoded and every name is printed escaped "
+        "(`host.cli.display`); `map(names=[...])` takes plain file names only, so nothing lands outside `out_dir`.",
+        "test_names",
+    ),
+    (
+        "The output root held at check time only; symlinks planted in `--out` were written through",
+        "A folder swapped for a symlink between the worker's check and its write sent the file outside "
+        "`--output-root`. The worker now opens each output's folder from the root with `O_NOFOLLOW` and writes, "
+        "renames and links relative to it (`rpcworker/output_dirs.py`); a folder that became a symlink leading "
+        "outside is `output_refused`. The host makes its own files in `--out` (staged inputs, the report) new "
+        "under unpredictable names and renames them relative to the folder (`host/cli/out_files.py`), and refuses "
+        "a planted symlink where the worker would write.",
+        "test_symlinks",
+    ),
+    (
         "Start errors did not name a missing package",
         "`WorkerStartError` now says which package the worker environment lacks when its stderr shows "
         "`No module named 'X'`.",
@@ -149,8 +181,11 @@ LEFT_ALONE = [
     "A worker killed mid-write (or whose host died mid-write: it exits 1 s after EOF) leaves its hidden `.NAME.partial-PID-RAND.EXT` file until the next write of the "
     "same target removes it (writer's pid gone, unchanged for 10 s); debris of a target never written again stays. "
     "The output path itself is never truncated.",
-    "Output-root confinement checks the resolved path, then writes to it; a directory swapped for a symlink in "
-    "between (a local attacker racing the worker) is not defended against.",
+    "The worker follows a symlink at an output's own name (to a place inside `--output-root` when one is set), as "
+    "protocol.md says: the batch refuses one planted where its worker would write, before any work, but one planted "
+    "after that check is written through; the API's `map` leaves that to whoever owns `out_dir`.",
+    "A pool or Ray worker killed while moving a textured OBJ's files into place leaves the temporary files of "
+    "its companions until a later write of the same names finds them stale (10 s); the redo itself does not wait.",
     "`cancel_grace` kills a worker whose step legitimately runs longer than the grace after a timeout (e.g. the "
     "official LRM on CPU); it applies only when the caller set a timeout, and `cancel_grace=None` turns it off.",
     "Unreadable input files could not be made with chmod 000 (the tests run as root); a FIFO, /dev/zero, "

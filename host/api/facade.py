@@ -267,7 +267,12 @@ class InstantMeshWorker:
         preparation = self.preparation.of_call(prepare, prepare_options)
         items = list(images)
         targets = object_targets(
-            items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+            items,
+            out_dir,
+            format=mesh.format or DEFAULT_MAP_FORMAT,
+            save_grids=save_grids,
+            names=names,
+            texture_map=mesh.texture_map,
         )
         outcomes = map_objects(
             self,

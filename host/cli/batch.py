@@ -18,8 +18,9 @@ from ..api.outcome import ObjectTarget
 from ..api.progress import ProgressPrinter
 from ..api.tally import ObjectTally
 from ..worker.errors import WorkerCrashed
+from .inputs import ObjectInput
 from .objects import (
-    ObjectInput,
+    ImageSent,
     ObjectOutputs,
     ObjectResult,
     Settings,
@@ -29,7 +30,7 @@ from .objects import (
     prepare_input,
 )
 
-Prepared = tuple[ObjectResult, "tuple[Path, Path | None] | None"]
+Prepared = tuple[ObjectResult, "tuple[ImageSent, Path | None] | None"]
 
 
 class PreparationFailed(Exception):
@@ -76,7 +77,7 @@ def _map(
     prepared: dict[int, Prepared],
     tally: ObjectTally,
 ) -> Iterator[tuple[int, ObjectResult]]:
-    def inputs() -> Iterator[Path | BaseException]:
+    def inputs() -> Iterator[ImageSent | BaseException]:
         for position in range(start, len(todo)):
             item, outputs = todo[position]
             result = ObjectResult(item.name, item.image, "failed")
@@ -102,7 +103,7 @@ def _map(
         if outcome.mesh is not None and ready is not None:
             result.views_s = outcome.views_timings.get("total_s")
             result.mesh_s = outcome.mesh.timings.get("total_s")
-            finish_object(result, item, settings, outputs, ready[0], ready[1], outcome.mesh, outcome.grid_path)
+            finish_object(result, item, settings, outputs, ready[1], outcome.mesh, outcome.grid_path)
         elif ready is not None:
             drop_staged(ready[1])
             result.error = outcome.error

@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..api.facade import InstantMeshWorker
 from ..api.preparing import IMAGES_EXTRA_INSTALL, missing_image_libraries
 from .arguments import UsageProblem
-from .objects import Settings, shown
+from .display import shown
+from .inputs import ObjectInput, OutputOnInput, refuse_outputs_on_inputs
+from .objects import ObjectOutputs, Settings
 
 
 def check_host_libraries(settings: Settings) -> None:
@@ -43,7 +46,15 @@ def check_mcp_sdk() -> None:
 
 
 def check_output_dir(out_dir: Path) -> None:
-    """Creates the output folder and proves it writable, before any worker starts or model loads."""
+    """Creates the output folder and proves it writable, before any worker starts or model loads. Its path must be
+    UTF-8: the worker's replies name the files written in it, and JSON carries nothing else."""
+    try:
+        os.fspath(out_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageProblem(
+            f"--out {shown(out_dir)} is not a valid UTF-8 name, which the worker's replies could not carry; "
+            "choose another folder"
+        ) from None
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageProblem(f"--out {shown(out_dir)} is not a folder")
     try:
@@ -57,6 +68,33 @@ def check_output_dir(out_dir: Path) -> None:
         raise UsageProblem(f"--out {shown(out_dir)} is not writable: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageProblem(f"--out {shown(out_dir)} is not writable")
+
+
+def check_planned_outputs(
+    objects: Sequence[ObjectInput],
+    todo: Sequence[tuple[ObjectInput, ObjectOutputs]],
+    settings: Settings,
+    *,
+    report: bool,
+) -> None:
+    """No file the run writes (an object's outputs, the report's) is one of its inputs, and none the worker writes
+    is a symlink someone planted in --out (the worker would write through it; the host's own files replace one)."""
+    for _, outputs in todo:
+        for path in outputs.written_by_the_worker():
+            if os.path.islink(path):
+                raise UsageProblem(
+                    f"{shown(path)} is a symlink; the worker would write through it, which the host never lets it "
+                    "(remove it, or choose another --out)"
+                )
+    planned = [entry for item, outputs in todo for entry in outputs.described(item.name, settings.contact_sheet)]
+    if report:
+        from .report import report_files
+
+        planned += report_files(settings.out_dir, [item.name for item in objects])
+    try:
+        refuse_outputs_on_inputs(objects, planned)
+    except OutputOnInput as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 CUDA_PROBE = "import importlib.util, sys\nif importlib.util.find_spec('torch') is None: print('no-torch')\nelse:\n import torch; print('yes' if torch.cuda.is_available() else 'no')"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rpcworker.wire.messages import STEPS_RANGE
 
 from ..api.progress import ProgressPrinter
-from .objects import ObjectResult, shown
+from .display import printable, shown
+from .objects import ObjectResult
 
 
 def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
@@ -19,9 +22,39 @@ def report_object(printer: ProgressPrinter, result: ObjectResult) -> None:
         if result.sheet_path is not None:
             printer.print(f"  sheet          -> {shown(result.sheet_path)}")
     elif result.status == "failed":
-        printer.print(f"  FAILED: {result.error}")
+        printer.print(f"  FAILED: {printable(result.error)}")
     for warning in result.warnings:
-        printer.print(f"  warning: {warning}")
+        printer.print(f"  warning: {printable(warning)}")
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def summary_table(results: Sequence[ObjectResult]) -> str:
+    """Object, status, views s, mesh s, vertices, faces, path: one row per object, aligned."""
+    header = ("object", "status", "views s", "mesh s", "vertices", "faces", "path")
+    rows = [header]
+    for r in results:
+        path = r.mesh_path if r.mesh_path is not None else r.source
+        rows.append(
+            (
+                printable(r.name),
+                r.status,
+                _fmt_seconds(r.views_s),
+                _fmt_seconds(r.mesh_s),
+                "-" if r.vertices is None else str(r.vertices),
+                "-" if r.faces is None else str(r.faces),
+                shown(path),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {2, 3, 4, 5}
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 SESSION_HELP = f"""\

@@ -26,6 +26,7 @@ from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import PROTOCOL_VERSION
 
 from ..api.facade import InstantMeshWorker
+from ..api.naming import object_name_budget
 from ..api.progress import ProgressPrinter
 from ..worker.environment import EnvironmentProblem
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
@@ -41,20 +42,19 @@ from .arguments import (
     settings_from_args,
 )
 from .batch import run_pipelined
-from .checks import check_cuda_before_start, check_device, check_host_libraries, check_mcp_sdk, check_output_dir
-from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
-from .lines import report_object
-from .objects import (
-    ObjectInput,
-    ObjectOutputs,
-    ObjectResult,
-    Settings,
-    collect_inputs,
-    ensure_loaded,
-    rembg_problem,
-    run_object,
-    shown,
+from .checks import (
+    check_cuda_before_start,
+    check_device,
+    check_host_libraries,
+    check_mcp_sdk,
+    check_output_dir,
+    check_planned_outputs,
 )
+from .display import printable, printable_lines, shown
+from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
+from .inputs import ObjectInput, collect_inputs
+from .lines import report_object, summary_table
+from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, rembg_problem, run_object
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 from .web_command import add_web_command, run_web
@@ -118,36 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt_seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def summary_table(results: Sequence[ObjectResult]) -> str:
-    """Object, status, views s, mesh s, vertices, faces, path: one row per object, aligned."""
-    header = ("object", "status", "views s", "mesh s", "vertices", "faces", "path")
-    rows = [header]
-    for r in results:
-        path = r.mesh_path if r.mesh_path is not None else r.source
-        rows.append(
-            (
-                r.name,
-                r.status,
-                _fmt_seconds(r.views_s),
-                _fmt_seconds(r.mesh_s),
-                "-" if r.vertices is None else str(r.vertices),
-                "-" if r.faces is None else str(r.faces),
-                shown(path),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = {2, 3, 4, 5}
-    lines = []
-    for row in rows:
-        cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def run_batch(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_host_libraries(settings)
@@ -156,10 +126,10 @@ def run_batch(args: argparse.Namespace) -> int:
         from .report import ReportUnavailable, check_report_possible
 
         try:
-            check_report_possible()
+            check_report_possible(settings.out_dir)
         except ReportUnavailable as exc:
             raise UsageProblem(str(exc)) from None
-    objects, notes = collect_inputs(args.inputs)
+    objects, notes = collect_inputs(args.inputs, object_name_budget(settings.out_dir))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if not objects:
@@ -168,7 +138,7 @@ def run_batch(args: argparse.Namespace) -> int:
     results: dict[str, ObjectResult] = {}
     todo: list[tuple[ObjectInput, ObjectOutputs]] = []
     for item in objects:
-        outputs = ObjectOutputs.of(settings.out_dir, item.name, settings.format)
+        outputs = settings.outputs(item.name)
         if item.problem is not None:
             results[item.name] = ObjectResult(item.name, item.image, "failed", error=item.problem)
         elif outputs.mesh.exists() and not settings.overwrite:
@@ -177,6 +147,7 @@ def run_batch(args: argparse.Namespace) -> int:
             results[item.name] = ObjectResult(item.name, item.image, "failed", error=problem)
         else:
             todo.append((item, outputs))
+    check_planned_outputs(objects, todo, settings, report=args.report)
     skipped = sum(r.status == "skipped" for r in results.values())
     print(
         f"{len(objects)} object(s) -> {shown(settings.out_dir)}"
@@ -200,12 +171,16 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.report:
         from .report import write_report
 
-        print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
+        try:
+            print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
+        except OSError as exc:
+            print(f"error: the report was not written: {printable(exc.strerror or exc)}", file=sys.stderr)
+            code = code or EXIT_FAILED
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
     if failed:
         print("failed objects:", file=sys.stderr)
         for r in failed:
-            print(f"  {r.name} ({shown(r.source)}): {r.error or r.status}", file=sys.stderr)
+            print(f"  {printable(r.name)} ({shown(r.source)}): {printable(r.error or r.status)}", file=sys.stderr)
         code = code or EXIT_FAILED
     return code
 
@@ -276,14 +251,14 @@ def _process(
     except WorkerStartError as exc:
         printer.end_line()
         if not started:
-            raise UsageProblem(f"the worker could not start: {str(exc).splitlines()[0]}") from None
-        print(f"error: the worker could not start: {exc}", file=sys.stderr)
+            raise UsageProblem(f"the worker could not start: {printable_lines(exc).splitlines()[0]}") from None
+        print(f"error: the worker could not start: {printable_lines(exc)}", file=sys.stderr)
         code = EXIT_FAILED
         why = "the official weights are missing (see above)" if isinstance(exc, WeightsMissing) else exc
         _mark(todo, results, position, "failed", f"worker could not start: {str(why).splitlines()[0]}")
     except (HostError, RpcError) as exc:
         printer.end_line()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable_lines(exc)}", file=sys.stderr)
         code = EXIT_FAILED
         _mark(todo, results, position, "failed", str(exc).splitlines()[0])
     finally:
@@ -300,7 +275,7 @@ def _process(
 
 def _announce(printer: ProgressPrinter, position: int, total: int, item: ObjectInput) -> None:
     printer.print(
-        f"[{position + 1}/{total}] {item.name}  <- {shown(item.image)}"
+        f"[{position + 1}/{total}] {printable(item.name)}  <- {shown(item.image)}"
         + (f" + {shown(item.mask)}" if item.mask else "")
     )
 
@@ -360,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_session(args)
     except (UsageProblem, EnvironmentProblem) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable_lines(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,41 +1,37 @@
 """One object through the worker, shared by the batch CLI and the interactive session.
 
-Finding inputs (images, folders, ``NAME_mask.png`` masks), naming outputs, preparing the input in the
-host, views and mesh in the worker, then the contact sheet. pillow/numpy/trimesh are imported only when
-preprocessing or a contact sheet is asked for, so ``--no-preprocess`` without sheets runs on msgspec alone.
+Naming outputs, preparing the input in the host (staged under a hidden name in ``--out``), views and mesh in
+the worker, then the contact sheet; the inputs are found by `host.cli.inputs`. pillow/numpy/trimesh are imported
+only when preprocessing or a contact sheet is asked for, so ``--no-preprocess`` without sheets runs on msgspec
+alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import MODEL_NAMES
 
 from ..api.facade import InstantMeshWorker
+from ..api.naming import name_max
 from ..api.options import DEFAULT_MAP_FORMAT, MeshOptions, PrepareOptions, ViewOptions
+from ..api.outcome import mesh_companions
 from ..api.preparing import prepare_image
 from ..api.progress import ProgressPrinter
 from ..api.results import Mesh
-from ..images.file_kinds import input_file_problem
-from ..images.mask_files import MASK_SUFFIX, mask_path_for
 from ..worker.errors import RequestTimeout, WorkerCrashed
+from .display import printable, shown
+from .inputs import GRID_ENDING, PREPARED_ENDING, SHEET_ENDING, ObjectInput
+from .inputs import collect_inputs as collect_inputs
+from .out_files import commit, out_folder, stage
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-@dataclass(frozen=True)
-class ObjectInput:
-    name: str
-    image: Path
-    mask: Path | None = None
-    problem: str | None = None
-    """Why this input cannot be processed (e.g. the path does not exist); it is then reported as failed."""
+ImageSent = Union[Path, bytes]
+"""A path the worker reads, or the file's bytes where its name could not travel (not UTF-8)."""
 
 
 @dataclass
@@ -57,6 +53,10 @@ class Settings:
         """The mesh format, which names the outputs (``NAME.FORMAT``)."""
         return self.mesh.format or DEFAULT_MAP_FORMAT
 
+    def outputs(self, name: str) -> ObjectOutputs:
+        """The files object ``name`` gets in ``out_dir``."""
+        return ObjectOutputs.of(self.out_dir, name, self.format, bool(self.mesh.texture_map))
+
 
 SLOW_PREPARATION_PIXELS = 16 * 1024 * 1024
 """Inputs above this many pixels take seconds to prepare in the host: a line says so before it starts."""
@@ -68,18 +68,37 @@ class ObjectOutputs:
     grid: Path
     mesh: Path
     sheet: Path
+    companions: tuple[Path, ...] = ()
+    """A textured OBJ's .mtl and .png."""
 
     @classmethod
-    def of(cls, out_dir: Path, name: str, fmt: str) -> ObjectOutputs:
+    def of(cls, out_dir: Path, name: str, fmt: str, texture_map: bool = False) -> ObjectOutputs:
+        mesh = out_dir / f"{name}.{fmt}"
         return cls(
-            out_dir / f"{name}_input.png",
-            out_dir / f"{name}_views.png",
-            out_dir / f"{name}.{fmt}",
-            out_dir / f"{name}_sheet.png",
+            out_dir / f"{name}{PREPARED_ENDING}.png",
+            out_dir / f"{name}{GRID_ENDING}.png",
+            mesh,
+            out_dir / f"{name}{SHEET_ENDING}.png",
+            mesh_companions(mesh, fmt, texture_map),
         )
 
+    def described(self, name: str, contact_sheet: bool) -> list[tuple[Path, str]]:
+        """Every file the object may write, with what it is (for the check that no output is an input)."""
+        return [
+            (self.prepared, f"the prepared input of {name}"),
+            (self.grid, f"the views grid of {name}"),
+            (self.mesh, f"the mesh of {name}"),
+            *((path, f"the texture file of {name}") for path in self.companions),
+            *([(self.sheet, f"the contact sheet of {name}")] if contact_sheet else []),
+        ]
+
+    def written_by_the_worker(self) -> list[Path]:
+        """The files the worker writes (it follows a symlink at their names, as protocol.md says; the host's own
+        files replace one)."""
+        return [self.grid, *self.companions, self.mesh]
+
     def any_exists(self) -> bool:
-        return any(p.exists() for p in (self.prepared, self.grid, self.mesh, self.sheet))
+        return any(os.path.lexists(path) for path, _ in self.described("", True))
 
     def discard_unfinished(self) -> None:
         """After an interrupted object: without its mesh the object is not done, so its views grid is debris
@@ -105,62 +124,6 @@ class ObjectResult:
     outline: str | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def shown(path: str | os.PathLike[str]) -> str:
-    """A path as people want to read it: relative to the working directory when it lies inside it."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(absolute)
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _is_mask(path: Path, siblings: set[str]) -> bool:
-    """``X_mask.png`` is a mask only when an image ``X.*`` sits beside it; otherwise it is an image."""
-    if not path.stem.endswith(MASK_SUFFIX):
-        return False
-    base = path.stem[: -len(MASK_SUFFIX)]
-    return any(f"{base}{suffix}" in siblings for suffix in IMAGE_SUFFIXES) or any(
-        f"{base}{suffix.upper()}" in siblings for suffix in IMAGE_SUFFIXES
-    )
-
-
-def collect_inputs(arguments: Sequence[str | os.PathLike[str]]) -> tuple[list[ObjectInput], list[str]]:
-    """Images named directly or found in folders (not recursive, sorted), each with its mask if any.
-
-    Returns the objects and notes for the person (e.g. a folder without images). Objects get unique
-    names (the file stem, then ``stem-2`` ...), stable from run to run, so resuming finds their outputs.
-    """
-    objects: list[ObjectInput] = []
-    notes: list[str] = []
-    used: set[str] = set()
-
-    def unique(stem: str) -> str:
-        name, n = stem, 2
-        while name in used:
-            name, n = f"{stem}-{n}", n + 1
-        used.add(name)
-        return name
-
-    for argument in arguments:
-        path = Path(os.path.expanduser(os.fspath(argument)))
-        if path.is_dir():
-            names = {p.name for p in path.iterdir()}
-            images = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p) and not _is_mask(p, names))
-            if not images:
-                notes.append(f"{shown(path)}: no .png/.jpg images in this folder")
-            for image in images:
-                objects.append(ObjectInput(unique(image.stem), image, mask_path_for(image), input_file_problem(image)))
-        elif os.path.lexists(path):  # a file, a FIFO, a device: its first bytes say whether it is an image
-            objects.append(ObjectInput(unique(path.stem), path, mask_path_for(path), input_file_problem(path)))
-        else:
-            objects.append(ObjectInput(unique(path.stem or "input"), path, None, f"{path}: no such file or folder"))
-    return objects, notes
 
 
 def rembg_problem(item: ObjectInput, settings: Settings) -> str | None:
@@ -235,43 +198,56 @@ def run_object(
     except BaseException:
         drop_staged(staged)
         raise
-    return finish_object(result, item, settings, outputs, image, staged, mesh, views.grid_path)
+    return finish_object(result, item, settings, outputs, staged, mesh, views.grid_path)
 
 
 def prepare_input(
     item: ObjectInput, settings: Settings, outputs: ObjectOutputs, printer: ProgressPrinter, result: ObjectResult
-) -> tuple[Path, Path | None] | None:
+) -> tuple[ImageSent, Path | None] | None:
     """The image the worker should read and the hidden staged file holding it (None without preprocessing);
     None when the object fails here (``result.error`` says why). The input is prepared by the API's own
     ``prepare_image``, so the worker reads the very PNG the API would send it for this photo. The staged file
-    becomes NAME_input.png only once the mesh is made (`finish_object`), so Ctrl-C or a crash never leaves it
-    behind."""
+    (made new under an unpredictable name that fits the file system, never through a symlink) becomes
+    NAME_input.png only once the mesh is made (`finish_object`), so Ctrl-C or a crash never leaves it behind."""
     if item.problem:
         result.error = item.problem
         return None
     if not settings.preprocess:
         if item.mask is not None:
             result.warnings.append(f"{shown(item.mask)} ignored (--no-preprocess)")
-        return item.image, None
+        return _as_sent(item, result)
     from ..images.preparation import image_size
 
     dims = image_size(item.image)
     if dims is not None and dims[0] * dims[1] > SLOW_PREPARATION_PIXELS:
         printer.print(f"  preparing a large input ({dims[0]}x{dims[1]}) ...")
-    staged = outputs.prepared.with_name(f".{outputs.prepared.name}.partial-{os.getpid()}.png")
     try:
         prepared = prepare_image(item.image, settings.preparation)
-        outputs.prepared.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_bytes(prepared.png)
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
+        with out_folder(settings.out_dir) as folder:
+            staged = settings.out_dir / stage(folder, outputs.prepared.name, prepared.png, name_max(settings.out_dir))
     except (RpcError, OSError) as exc:
-        drop_staged(staged)
         result.error = exc.message if isinstance(exc, RpcError) else describe_failure(exc)
         return None
     result.outline = prepared.outline
     return staged, staged
 
 
+def _as_sent(item: ObjectInput, result: ObjectResult) -> tuple[ImageSent, None] | None:
+    """The input as it is: its path, or its bytes where the path is not UTF-8 (a JSON request cannot carry it)."""
+    try:
+        os.fspath(item.image).encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return item.image.read_bytes(), None
+        except OSError as exc:
+            result.error = describe_failure(exc)
+            return None
+    return item.image, None
+
+
 def drop_staged(staged: Path | None) -> None:
+    """Removes a staged input (its name in ``--out`` is unlinked; nothing is followed)."""
     if staged is not None:
         staged.unlink(missing_ok=True)
 
@@ -281,16 +257,17 @@ def finish_object(
     item: ObjectInput,
     settings: Settings,
     outputs: ObjectOutputs,
-    image: Path,
     staged: Path | None,
     mesh: Mesh,
     grid_path: str | None,
 ) -> ObjectResult:
-    """The mesh is written: the staged input takes its final name, the result is filled, the sheet drawn."""
+    """The mesh is written: the staged input takes its final name (with the mode of the worker's outputs beside
+    it), the result is filled, the sheet drawn."""
+    image = item.image
     if staged is not None:
-        _match_permissions(staged, Path(mesh.path))
         try:
-            os.replace(staged, outputs.prepared)
+            with out_folder(staged.parent) as folder:
+                commit(folder, staged.name, outputs.prepared.name, _mode_of(Path(mesh.path)))
         except OSError as exc:
             drop_staged(staged)
             result.error = describe_failure(exc)
@@ -319,7 +296,7 @@ def _sheet(
     try:
         return write_contact_sheet(
             outputs.sheet,
-            title=item.name,
+            title=printable(item.name),
             input_image=image,
             views_grid=result.grid_path,
             mesh_path=result.mesh_path,
@@ -332,10 +309,12 @@ def _sheet(
         return None
 
 
-def _match_permissions(path: Path, like: Path) -> None:
-    """Host-written files get the mode of the worker's outputs beside them (mkstemp makes 0600 otherwise)."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, like.stat().st_mode & 0o777)
+def _mode_of(like: Path) -> int:
+    """The mode of a worker's output, for the host's file beside it (staged files are made 0600)."""
+    try:
+        return like.stat().st_mode & 0o777
+    except OSError:
+        return 0o644
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -6,6 +6,9 @@ registry when the project is set up (``scripts/setup.sh`` unpacks ``@google/mode
 into ``host/report_assets/``); nothing is loaded from the network. Browsers refuse ``fetch`` of
 ``file://`` URLs, so each mesh travels as a small script (``report/NAME.glb.js``) holding the GLB in
 base64, which the page turns into a blob URL. Meshes that are not GLB are converted with trimesh.
+
+Every link is percent-encoded (a name may hold ``#``, ``?``, ``:``, spaces), and every file is written as the
+host writes its own files in ``--out`` (`host.cli.out_files`): whole, then renamed, never through a symlink.
 """
 
 from __future__ import annotations
@@ -14,25 +17,32 @@ import base64
 import html
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .display import printable, shown, url_path
 from .objects import ObjectResult
+from .out_files import replace_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "report_assets"  # vendored by scripts/setup.sh
 VIEWER_SCRIPT = "model-viewer-umd.min.js"
 REPORT_DIR = "report"
+PAGE_NAME = "index.html"
+MESH_SCRIPT_SUFFIX = ".glb.js"
 
 
 class ReportUnavailable(Exception):
     """The report cannot be written here (the viewer is not vendored, or trimesh is missing for conversion)."""
 
 
-def check_report_possible() -> None:
-    """Refused at start, before any model loads, when the page could not be made."""
+def check_report_possible(out_dir: Path | None = None) -> None:
+    """Refused at start, before any model loads, when the page could not be made (also when ``out_dir``'s
+    ``report`` folder is a symlink: the host never writes through one)."""
+    assets = out_dir / REPORT_DIR if out_dir is not None else None
+    if assets is not None and (os.path.islink(assets) or (os.path.lexists(assets) and not os.path.isdir(assets))):
+        kind = "a symlink" if os.path.islink(assets) else "not a folder"
+        raise ReportUnavailable(f"--report: {shown(assets)} is {kind}; the host never writes through one (remove it)")
     if not (ASSETS / VIEWER_SCRIPT).is_file():
         raise ReportUnavailable(
             f"--report needs {ASSETS / VIEWER_SCRIPT}; run scripts/setup.sh (it vendors @google/model-viewer from npm)"
@@ -54,38 +64,41 @@ def _glb_bytes(mesh_path: Path) -> bytes:
     return bytes(loaded.export(file_type="glb"))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def report_files(out_dir: Path, names: Sequence[str]) -> list[tuple[Path, str]]:
+    """Every file the report may write, with what it is (checked against the run's inputs before any work)."""
+    assets = out_dir / REPORT_DIR
+    return [
+        (out_dir / PAGE_NAME, "the report's page"),
+        (assets / VIEWER_SCRIPT, "the report's viewer"),
+        *((assets / f"{name}{MESH_SCRIPT_SUFFIX}", f"the report's copy of the mesh of {name}") for name in names),
+    ]
 
 
 def _relative(path: Path | None, base: Path) -> str | None:
-    if path is None or not path.exists():
+    """The link from the page to ``path`` (percent-encoded), or None when there is no file."""
+    if path is None or not os.path.exists(path):
         return None
-    return os.path.relpath(path, base)
+    return url_path(os.path.relpath(path, base))
 
 
-def _card(result: ObjectResult, out_dir: Path, mesh_script: str | None) -> str:
-    name = html.escape(result.name)
+def _card(result: ObjectResult, out_dir: Path, mesh_key: str | None) -> str:
+    """One object's card; ``mesh_key`` (its position: a name may hold characters an attribute loses) finds its mesh."""
+    name = html.escape(printable(result.name))
     cells = []
     prepared = out_dir / f"{result.name}_input.png"
-    for title, path in (("input", prepared if prepared.exists() else result.source), ("views", result.grid_path)):
+    for title, path in (
+        ("input", prepared if os.path.exists(prepared) else result.source),
+        ("views", result.grid_path),
+    ):
         rel = _relative(Path(path) if path else None, out_dir)
         cells.append(
             f'<figure><img alt="{name} {title}" src="{html.escape(rel)}"><figcaption>{title}</figcaption></figure>'
             if rel
             else f"<figure class=missing><figcaption>no {title}</figcaption></figure>"
         )
-    if mesh_script is not None:
+    if mesh_key is not None:
         cells.append(
-            f'<figure><model-viewer data-mesh="{name}" camera-controls auto-rotate shadow-intensity="0" exposure="1.1" alt="{name} mesh"></model-viewer><figcaption>mesh (drag to turn)</figcaption></figure>'
+            f'<figure><model-viewer data-mesh="{mesh_key}" camera-controls auto-rotate shadow-intensity="0" exposure="1.1" alt="{name} mesh"></model-viewer><figcaption>mesh (drag to turn)</figcaption></figure>'
         )
     timing = " · ".join(
         f"{label} {value:.1f} s"
@@ -93,7 +106,7 @@ def _card(result: ObjectResult, out_dir: Path, mesh_script: str | None) -> str:
         if value is not None
     )
     counts = f"{result.vertices} vertices, {result.faces} faces" if result.vertices is not None else ""
-    error = f"<p class=error>{html.escape(result.error)}</p>" if result.error else ""
+    error = f"<p class=error>{html.escape(printable(result.error))}</p>" if result.error else ""
     return (
         f'<section class="card {html.escape(result.status)}"><h2>{name} <span class=status>{html.escape(result.status)}</span></h2>'
         f"<div class=row>{''.join(cells)}</div><p>{html.escape(timing)} {html.escape(counts)}</p>{error}</section>"
@@ -131,22 +144,19 @@ for (const viewer of document.querySelectorAll("model-viewer[data-mesh]")) {{
 def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: str) -> Path:
     """Writes ``index.html`` (and ``report/``) in ``out_dir``; returns the page's path."""
     check_report_possible()
-    assets = out_dir / REPORT_DIR
-    assets.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ASSETS / VIEWER_SCRIPT, assets / VIEWER_SCRIPT)
+    replace_file(out_dir, VIEWER_SCRIPT, (ASSETS / VIEWER_SCRIPT).read_bytes(), sub=REPORT_DIR)
     scripts, cards = [], []
-    for result in results:
-        script: str | None = None
+    for position, result in enumerate(results):
+        key: str | None = None
         mesh = result.mesh_path
         if result.status in ("ok", "skipped") and mesh is not None and Path(mesh).is_file():
             encoded = base64.b64encode(_glb_bytes(Path(mesh))).decode("ascii")
-            script = f"{REPORT_DIR}/{result.name}.glb.js"
-            _atomic_write(
-                out_dir / script,
-                f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(result.name)}] = {json.dumps(encoded)};\n",
-            )
-            scripts.append(f'<script src="{html.escape(script)}"></script>')
-        cards.append(_card(result, out_dir, script))
+            file_name = f"{result.name}{MESH_SCRIPT_SUFFIX}"
+            text = f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(str(position))}] = {json.dumps(encoded)};\n"
+            replace_file(out_dir, file_name, text.encode("utf-8"), sub=REPORT_DIR)
+            key = str(position)
+            scripts.append(f'<script src="{html.escape(url_path(f"{REPORT_DIR}/{file_name}"))}"></script>')
+        cards.append(_card(result, out_dir, key))
     page = PAGE.format(
         viewer=f"{REPORT_DIR}/{VIEWER_SCRIPT}",
         mesh_scripts="\n".join(scripts),
@@ -154,6 +164,5 @@ def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: st
         label=html.escape(model_label or "unknown"),
         cards="\n".join(cards),
     )
-    target = out_dir / "index.html"
-    _atomic_write(target, page)
-    return target
+    replace_file(out_dir, PAGE_NAME, page.encode("utf-8"))
+    return out_dir / PAGE_NAME

@@ -22,8 +22,11 @@ from ..scale.pool import WorkerPool
 from ..scale.slots import visible_gpus
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import cli_preset
+from .display import printable, printable_lines, shown
 from .fetch_weights import fallback_note
-from .objects import ObjectInput, ObjectOutputs, ObjectResult, Settings, run_object, shown
+from .inputs import ObjectInput
+from .objects import ObjectOutputs, ObjectResult, Settings, run_object
+from .out_files import replace_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Report = Callable[[ProgressPrinter, ObjectResult], None]
@@ -116,7 +119,7 @@ def process_scaled(
         began = time.monotonic()
         pool = make_pool(args).start()
     except (WorkerStartError, ValueError) as exc:
-        print(f"error: the workers could not start: {exc}", file=sys.stderr)
+        print(f"error: the workers could not start: {printable_lines(exc)}", file=sys.stderr)
         _fail_all(todo, results, f"workers could not start: {str(exc).splitlines()[0]}")
         return EXIT_USAGE, ""
     executor = ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="batch")
@@ -135,7 +138,7 @@ def process_scaled(
             item = futures[future]
             result = future.result()
             results[item.name] = result
-            printer.print(f"[{done}/{len(todo)}] {item.name}  <- {shown(item.image)}")
+            printer.print(f"[{done}/{len(todo)}] {printable(item.name)}  <- {shown(item.image)}")
             report(printer, result)
     except KeyboardInterrupt:
         print("interrupted: stopping the workers", file=sys.stderr)
@@ -143,7 +146,7 @@ def process_scaled(
         _fail_all(todo, results, "interrupted (Ctrl-C)", status="cancelled")
         return 130, ""
     except HostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable_lines(exc)}", file=sys.stderr)
         _fail_all(todo, results, str(exc).splitlines()[0])
         return EXIT_FAILED, ""
     finally:
@@ -181,7 +184,8 @@ def _process_ray(
         image = item.image
         if settings.preprocess:
             try:
-                outputs.prepared.write_bytes(prepare_image(item.image, settings.preparation).png)
+                png = prepare_image(item.image, settings.preparation).png
+                replace_file(settings.out_dir, outputs.prepared.name, png)  # never through a planted symlink
             except (RpcError, OSError) as exc:
                 error = exc.message if isinstance(exc, RpcError) else f"{type(exc).__name__}: {exc}"
                 results[item.name] = ObjectResult(item.name, item.image, "failed", error=error)
@@ -215,7 +219,7 @@ def _process_ray(
             **options,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         _fail_all(todo, results, str(exc))
         return EXIT_USAGE, ""
     printer = _LinePrinter()
@@ -238,7 +242,7 @@ def _process_ray(
                 mesh_path=Path(outcome.mesh.path),
             )
         results[item.name] = result
-        printer.print(f"{item.name} on {outcome.worker}")
+        printer.print(f"{printable(item.name)} on {outcome.worker}")
         report(printer, result)
     return EXIT_OK, label
 

@@ -25,25 +25,19 @@ from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
 
 from ..api.facade import InstantMeshWorker
+from ..api.naming import UniqueNames, object_name_budget
 from ..api.options import mesh_options_of, view_options_of
 from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
 from .checks import check_cuda_before_start, check_host_libraries, check_output_dir
+from .display import printable_lines, shown
 from .fetch_weights import fallback_note
+from .inputs import ObjectInput, collect_inputs
 from .lines import SESSION_HELP as HELP
 from .lines import bytes_text as _bytes
 from .lines import report_object
-from .objects import (
-    ObjectInput,
-    ObjectOutputs,
-    ObjectResult,
-    Settings,
-    collect_inputs,
-    ensure_loaded,
-    run_object,
-    shown,
-)
+from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, run_object
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0
@@ -73,7 +67,8 @@ class Session:
         self.generation = 0
 
     def say(self, text: str = "") -> None:
-        self.printer.print(text)
+        """A line (or lines) for the person; names in it are shown, never obeyed (control characters escaped)."""
+        self.printer.print(printable_lines(text))
 
     # ------------------------------------------------------------------ life
 
@@ -243,8 +238,13 @@ class Session:
             self.say(f"output folder: {shown(self.settings.out_dir)}")
             return
         target = Path(os.path.expanduser(value)).resolve()
-        if target.exists() and not target.is_dir():
+        if os.path.exists(target) and not os.path.isdir(target):
             self.say(f"{target} exists and is not a folder")
+            return
+        try:
+            os.fspath(target).encode("utf-8")
+        except UnicodeEncodeError:
+            self.say(f"{target} is not a valid UTF-8 name, which the worker's replies could not carry")
             return
         self.settings.out_dir = target
         self.say(f"output folder = {shown(target)}")
@@ -287,7 +287,7 @@ class Session:
         return seconds
 
     def make(self, arguments: list[str]) -> None:
-        items, notes = collect_inputs(arguments)
+        items, notes = collect_inputs(arguments, object_name_budget(self.settings.out_dir))
         for note in notes:
             self.say(note)
         missing = [item for item in items if item.problem]
@@ -304,7 +304,7 @@ class Session:
             for index, found in enumerate(items):
                 current = outputs = None
                 name = self._free_name(found.name)
-                outputs = ObjectOutputs.of(self.settings.out_dir, name, self.settings.format)
+                outputs = self.settings.outputs(name)
                 current = ObjectInput(name, found.image, found.mask)
                 counter = f" ({index + 1}/{len(items)})" if len(items) > 1 else ""
                 mask = f" + {shown(found.mask)}" if found.mask else ""
@@ -327,21 +327,23 @@ class Session:
         except WorkerStartError as exc:
             self.printer.end_line()
             self.say(f"error: the worker could not be restarted: {exc}")
-        except (RpcError, HostError) as exc:
+        except (RpcError, HostError, OSError) as exc:
             self.printer.end_line()
             self.say(f"error: {exc}")
 
     def _free_name(self, stem: str) -> str:
-        """``stem``, or ``stem-2``, ``stem-3`` ...: the session never overwrites earlier results."""
-        name, n = stem, 2
-        while ObjectOutputs.of(self.settings.out_dir, name, self.settings.format).any_exists():
-            name, n = f"{stem}-{n}", n + 1
+        """``stem``, or ``stem-2``, ``stem-3`` ... (cut to fit the file system), the first none of whose outputs
+        exists: the session never overwrites earlier results, nor reads back its own outputs as one."""
+        names = UniqueNames(object_name_budget(self.settings.out_dir))
+        number = 1
+        while self.settings.outputs(name := names.numbered(stem, number)).any_exists():
+            number += 1
         return name
 
     @staticmethod
     def _discard(outputs: ObjectOutputs) -> None:
         """Removes what a cancelled object wrote; its name was free before, so nothing older is lost."""
-        for path in (outputs.prepared, outputs.grid, outputs.mesh, outputs.sheet):
+        for path, _ in outputs.described("", True):
             path.unlink(missing_ok=True)
 
     def _settle(self, timeout: float = 10.0) -> None:

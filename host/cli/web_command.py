@@ -22,7 +22,8 @@ from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem, add_worker_options, make_worker
 from .checks import check_cuda_before_start, check_device, check_output_dir
-from .objects import ensure_loaded, shown
+from .display import shown
+from .objects import ensure_loaded
 
 LOCAL_HOST = "127.0.0.1"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")

@@ -291,7 +291,10 @@ def write_contact_sheet(path: str | os.PathLike[str], **parts: Any) -> Path:
     target = Path(path)
     sheet = make_contact_sheet(**parts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".png", dir=target.parent)
+    # A short fixed prefix: a temporary name built on a NAME near the file system's limit would not fit. mkstemp
+    # makes the file new (O_EXCL), so a symlink planted under its name is never followed; the rename replaces one
+    # planted at the target's name instead of writing through it.
+    handle, temporary = tempfile.mkstemp(prefix=".sheet-", suffix=".png", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             sheet.save(out, format="PNG", optimize=False)

@@ -8,13 +8,14 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from rpcworker.wire.errors import HandleExpired
 
 from ..api.inputs import ImageLike
 from ..api.options import MeshOptions, PrepareOptions, ViewOptions
-from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error
+from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error, mesh_companions
 from ..api.preparing import prepared
 from ..api.results import Mesh, Views
 from ..api.tally import ObjectTally
@@ -107,14 +108,15 @@ class ObjectSteps:
         """Views then mesh. A lost worker at either step redoes the object once: the mesh step from the
         saved grid when there is one, otherwise views and mesh again on another worker."""
         views, first = self.views(image, target.grid, view_options, call, tries)
+        fresh = _absent(target.mesh, mesh_options)
         try:
-            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries)
+            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries, fresh=fresh)
         except (HandleExpired, *WORKER_LOST):
             if tries.count > 1 or views.grid_path is not None or self.slots.closing:
                 raise  # with a grid, the mesh step has already been retried from it
             tries.count = 2
             views, first = self.views(image, target.grid, view_options, call, tries, avoid=first)
-            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries)
+            mesh, slot = self.mesh(views, target.mesh, mesh_options, call, tries, fresh=fresh, redo=True)
             return mesh, str(slot.index)
         worker = str(slot.index) if slot is first else f"{first.index}+{slot.index}"
         return mesh, worker
@@ -168,10 +170,12 @@ class ObjectSteps:
     ) -> tuple[PoolViews, Slot]:
         transfer = self.split and save_grid is None
         grid = os.path.join(self.transfer_dir or "", f"grid-{uuid.uuid4().hex}.png") if transfer else save_grid
+        fresh = grid is None or not os.path.lexists(grid)
 
         def attempt(again: bool) -> Callable[[Slot], PoolViews]:
-            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace.
-            overwrite = call.overwrite or transfer or again
+            # A second attempt may find the grid that its lost first attempt wrote: that file is ours to replace
+            # (one that was there before the first attempt is not).
+            overwrite = call.overwrite or transfer or (again and fresh)
 
             def work(slot: Slot) -> PoolViews:
                 views = slot.worker.generate_views(
@@ -196,20 +200,34 @@ class ObjectSteps:
         options: MeshOptions,
         call: Call,
         tries: Attempts,
+        *,
+        fresh: bool | None = None,
+        redo: bool = False,
     ) -> tuple[Mesh, Slot]:
-        def from_source(source: Views | str | os.PathLike[str]) -> Callable[[Slot], Mesh]:
+        """The mesh step. A second attempt (and a ``redo`` of the object) may find the mesh its lost first
+        attempt wrote, complete, before that worker could answer: it replaces it, so the object succeeds. Only
+        files that were not there before the object's first attempt (``fresh``) count as its own."""
+        if fresh is None:
+            fresh = _absent(Path(output_path), options)
+
+        def from_source(source: Views | str | os.PathLike[str], again: bool) -> Callable[[Slot], Mesh]:
+            overwrite = call.overwrite or ((again or redo) and fresh)
+
             def work(slot: Slot) -> Mesh:
                 return slot.worker.reconstruct(
                     source,
                     output_path,
                     mesh_options=options,
-                    overwrite=call.overwrite,
+                    overwrite=overwrite,
                     timeout=call.timeout,
                     on_progress=call.on_progress,
                     cancellation=call.cancellation,
                 )
 
             return work
+
+        def anywhere(source: Views | str | os.PathLike[str]) -> tuple[Mesh, Slot]:
+            return self._attempt("mesh", from_source(source, False), tries, retry=from_source(source, True))
 
         try:
             if not isinstance(views, PoolViews):
@@ -221,19 +239,27 @@ class ObjectSteps:
                             {"handle": views.handle, "reason": "not from this pool"},
                         )
                     path = views.grid_path
-                return self._attempt("mesh", from_source(path), tries)
-            from_grid = from_source(views.grid_path) if views.grid_path is not None else None
+                return anywhere(path)
+            grid = views.grid_path
             if self.split:
-                assert from_grid is not None
-                return self._attempt("mesh", from_grid, tries)
+                assert grid is not None
+                return anywhere(grid)
             owner = self.slots.slots[views.worker]
+            from_grid = from_source(grid, True) if grid is not None else None
             try:
-                return self._attempt("mesh", from_source(views), tries, first=owner, retry=from_grid)
+                return self._attempt("mesh", from_source(views, False), tries, first=owner, retry=from_grid)
             except HandleExpired:
-                if from_grid is None:
+                if grid is None:
                     raise
-                return self._attempt("mesh", from_grid, tries)
+                return anywhere(grid)
         finally:
             if isinstance(views, PoolViews) and views.transfer and views.grid_path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(views.grid_path)
+
+
+def _absent(mesh: Path, options: MeshOptions) -> bool:
+    """Whether none of the files a reconstruct to ``mesh`` writes exists yet."""
+    return not any(
+        os.path.lexists(path) for path in (*mesh_companions(mesh, options.format, options.texture_map), mesh)
+    )

@@ -263,7 +263,12 @@ class WorkerPool:
         call = Call(overwrite, timeout, preparation=self.preparation.of_call(prepare, prepare_options))
         items = list(images)
         targets = object_targets(
-            items, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+            items,
+            out_dir,
+            format=mesh.format or DEFAULT_MAP_FORMAT,
+            save_grids=save_grids,
+            names=names,
+            texture_map=mesh.texture_map,
         )
         tally = self.progress.objects(len(targets))
         return self.progress.ending(self._map(items, targets, views, mesh, call, tally))  # checked now, run as iterated

@@ -157,7 +157,12 @@ def map_images(
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
     targets = object_targets(
-        paths, out_dir, format=mesh.format or DEFAULT_MAP_FORMAT, save_grids=save_grids, names=names
+        paths,
+        out_dir,
+        format=mesh.format or DEFAULT_MAP_FORMAT,
+        save_grids=save_grids,
+        names=names,
+        texture_map=mesh.texture_map,
     )
     os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
     if isinstance(actors, list):

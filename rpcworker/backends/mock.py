@@ -21,6 +21,9 @@ from ..wire.messages import DEFAULT_VIEW_SIZE, MODEL_NAMES, MemoryInfo
 from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import join_views, split_grid
 
+MESH_SUFFIXES = (".obj", ".glb", ".ply")
+EXIT_AFTER_WRITE = 9  # the exit code of a mock worker that ``exit_after_write_once`` ended
+
 
 @dataclass
 class MockOptions:
@@ -45,6 +48,9 @@ class MockOptions:
     no_texture: bool = False
     """Behave like a worker without xatlas: texture_map is refused."""
     simulated_model_bytes: int = 512 * 1024 * 1024
+    exit_after_write_once: str = ""
+    """A marker file: the first worker to finish a mesh while it is absent makes it, puts the mesh in place and
+    exits before replying (lost after its write; once for all workers sharing the option)."""
 
     @classmethod
     def parse(cls, text: str) -> MockOptions:
@@ -62,6 +68,8 @@ class MockOptions:
                 setattr(opts, key, value.strip().lower() in ("", "1", "true", "yes"))
             elif kind == "int":
                 setattr(opts, key, int(value))
+            elif kind == "str":
+                setattr(opts, key, value)
             else:
                 setattr(opts, key, float(value))
         return opts
@@ -217,6 +225,20 @@ class MockBackend:
         """Given to the worker session (see __main__) to run between writing an output and moving it into place."""
         if self.options.write_delay > 0:
             time.sleep(self.options.write_delay)
+        if self.options.exit_after_write_once and tmp_path.endswith(MESH_SUFFIXES):
+            self._exit_after_placing(tmp_path, self.options.exit_after_write_once)
+
+    @staticmethod
+    def _exit_after_placing(tmp_path: str, marker: str) -> None:
+        """Moves the mesh to its name (the temporary name less its dot and ``.partial-...``) and exits, no reply."""
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return
+        folder, name = os.path.split(tmp_path)
+        stem, _, rest = name[1:].partition(".partial-")
+        os.replace(tmp_path, os.path.join(folder, stem + os.path.splitext(rest)[1]))
+        os._exit(EXIT_AFTER_WRITE)
 
     def _ensure(self, model: str, ctx: WorkContext) -> None:
         if model in self._loaded:

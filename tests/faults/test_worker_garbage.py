@@ -11,6 +11,7 @@ from host.worker.client import WorkerClient
 from host.worker.errors import WorkerCrashed
 from host.worker.process import WorkerCommand
 from rpcworker.wire.errors import RpcError
+from tests.conftest import ROOT
 from tests.faults.garbage_worker import GARBAGE
 
 pytestmark = pytest.mark.faults
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.faults
 def garbage_client(worker_python: Path, *args: str) -> WorkerClient:
     command = WorkerCommand.python(worker_python)
     command.module = "tests.faults.garbage_worker"
+    command.worker_code = str(ROOT)  # the checkout on the worker's path: the staged code holds no tests
     client = WorkerClient(command, list(args), startup_timeout=30)
     client.start()
     return client

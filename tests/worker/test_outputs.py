@@ -63,3 +63,35 @@ def test_a_write_removes_only_stale_temporary_files_of_dead_writers(tmp_path) ->
     with atomic_output(str(tmp_path / "mesh.obj")) as tmp, open(tmp, "w") as f:
         f.write("whole")
     assert sorted(os.listdir(tmp_path)) == sorted(["mesh.obj", *list(debris)[1:]])
+
+
+def test_the_root_holds_when_the_file_is_written(tmp_path) -> None:
+    """A folder on the way swapped for a symlink between the check and the write: leading outside the root, the
+    write is refused and nothing lands anywhere; leading inside, the file lands where it leads; a folder that keeps
+    turning into a symlink loop is refused; missing folders are made on the way."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    (root / "inside").mkdir()
+    outside.mkdir()
+    policy = OutputPolicy(str(root))
+    checked = policy.check(str(root / "a" / "m.obj"), "output_path", False)
+    (root / "a").rename(root / "a-moved")
+    (root / "a").symlink_to(outside, target_is_directory=True)
+    refused = pytest.raises(OutputRefused, match="outside the worker's output root")
+    with refused as info, atomic_output(checked, False, root=policy.root) as tmp, open(tmp, "w") as f:
+        f.write("mesh")
+    assert info.value.data["reason"] == "outside output root"
+    assert os.listdir(outside) == [] and os.listdir(root / "a-moved") == []
+
+    checked = policy.check(str(root / "b" / "new" / "m.obj"), "output_path", False)  # b does not exist yet
+    (root / "b").symlink_to(root / "inside", target_is_directory=True)
+    with atomic_output(checked, False, root=policy.root) as tmp, open(tmp, "w") as f:
+        f.write("mesh")
+    assert (root / "inside" / "new" / "m.obj").read_text() == "mesh"
+
+    (root / "loop").symlink_to(root / "loop")
+    with (
+        pytest.raises(OutputRefused, match="symlink"),
+        atomic_output(str(root / "loop" / "m.obj"), False, root=policy.root),
+    ):
+        pass

@@ -161,3 +161,36 @@ def test_map_images_takes_the_pools_options_and_passes_the_guidance(
         assert grid("default") != no_noise
     finally:
         stop_actors(actors)
+
+
+def test_map_images_with_the_longest_names_and_a_worker_lost_after_its_write(
+    ray_cluster: None, worker_python: Path, tmp_path: Path
+) -> None:
+    """Photos named as long as the file system allows (multi-byte characters) and one not UTF-8 go through Ray
+    under names cut to fit; an actor's worker that writes a mesh and dies before answering costs a redo, and the
+    redo replaces that mesh, so every object ends ok."""
+    import os
+    import shutil
+
+    from host.scale.ray import map_images
+
+    photos, out, marker = tmp_path / "photos", tmp_path / "out", tmp_path / "died-once"
+    photos.mkdir()
+    stems = ["é" * 120 + "a" * 11, os.fsdecode(b"caf\xe9"), "plain"]
+    for stem in stems:
+        shutil.copy(ROOT / "examples" / "inputs" / "mug.png", photos / f"{stem}.png")
+    report = map_images(
+        sorted(photos.iterdir()),
+        out,
+        actors=2,
+        num_gpus=0,
+        python=str(worker_python),
+        backend="mock",
+        worker_args=["--mock", f"view_size=64,exit_after_write_once={marker}"],
+        num_inference_steps=2,
+        startup_timeout=60,
+    )
+    assert all(o.ok for o in report.outcomes), [o.error for o in report.outcomes]
+    assert marker.exists() and sorted(o.attempts for o in report.outcomes) == [1, 1, 2]
+    assert sorted(o.name for o in report.outcomes) == sorted(["é" * 120 + "aaaaa", "caf\ufffd", "plain"])
+    assert all(len(os.fsencode(p.name)) <= 255 for p in out.iterdir())
