@@ -133,8 +133,9 @@ def find_worker_environment(explicit: str | None = None) -> WorkerEnvironmentCho
     if (local / "bin" / "python").exists():
         return WorkerEnvironmentChoice(str(local), "./.venvs/models")
     raise EnvironmentProblem(
-        f'no worker environment: pass --python ENV, set {ENV_PYTHON}, write python = "..." in {config_paths()[-1]}, '
-        "or make one with `instantmesh-rpc setup-worker DIR --save`"
+        f"no worker environment: name one (--python ENV on the command line, python= in the API), set {ENV_PYTHON}, "
+        f'write python = "..." in {config_paths()[-1]}, run from a folder holding {CHECKOUT_MODELS_VENV} '
+        "(as scripts/setup.sh makes in a checkout), or make one with `instantmesh-rpc setup-worker DIR --save`"
     )
 
 
