@@ -26,7 +26,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_order_argument_variable_config_checkout(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(environment.EnvironmentProblem, match=r"no worker environment: name one \(--python ENV on the command line, python= in the API\).*\.venvs/models"):
+    with pytest.raises(
+        environment.EnvironmentProblem,
+        match=r"no worker environment: name one \(--python ENV on the command line, python= in the API\).*\.venvs/models",
+    ):
         environment.find_worker_environment()
     (clean_env / ".venvs" / "models" / "bin").mkdir(parents=True)
     (clean_env / ".venvs" / "models" / "bin" / "python").touch()
