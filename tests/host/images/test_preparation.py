@@ -140,11 +140,12 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_collect_inputs_pairs_masks_and_names_objects_uniquely(tmp_path: Path) -> None:
+    png, jpeg = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0"  # what the host reads of an input before the worker starts
     for name in ("a.png", "a_mask.png", "b.JPG", "face_mask.png", ".hidden.png", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
+        (tmp_path / name).write_bytes(jpeg if name.endswith(".JPG") else png)
     other = tmp_path / "more"
     other.mkdir()
-    (other / "a.png").write_bytes(b"x")
+    (other / "a.png").write_bytes(png)
     objects, notes = collect_inputs([tmp_path, other / "a.png", tmp_path / "nope.png", tmp_path / "more"])
     names = [(o.name, o.image.name, o.mask.name if o.mask else None, o.problem is not None) for o in objects]
     assert names == [
