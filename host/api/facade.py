@@ -29,7 +29,6 @@ from .arguments import worker_arguments
 from .inputs import ImageLike, absolute_path
 from .map import map_objects, views_in_order
 from .options import (
-    DEFAULT_MAP_FORMAT,
     MeshOptions,
     PrepareOptions,
     ViewOptions,
@@ -40,7 +39,7 @@ from .options import (
     view_options_of,
     views_params,
 )
-from .outcome import ObjectOutcome, object_targets
+from .outcome import ObjectOutcome, map_targets
 from .preparing import Preparation, model_input, require_image_libraries
 from .progress import WorkerProgress
 from .results import Mesh, Views
@@ -266,14 +265,7 @@ class InstantMeshWorker:
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         preparation = self.preparation.of_call(prepare, prepare_options)
         items = list(images)
-        targets = object_targets(
-            items,
-            out_dir,
-            format=mesh.format or DEFAULT_MAP_FORMAT,
-            save_grids=save_grids,
-            names=names,
-            texture_map=mesh.texture_map,
-        )
+        targets = map_targets(items, out_dir, mesh, save_grids=save_grids, names=names)
         outcomes = map_objects(
             self,
             items,

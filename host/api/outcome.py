@@ -18,6 +18,7 @@ from rpcworker.wire.errors import RpcError
 
 from ..worker.errors import HostError
 from .naming import UniqueNames, object_name_budget, plain_name_problem
+from .options import DEFAULT_MAP_FORMAT, MeshOptions
 from .results import Mesh
 
 
@@ -115,6 +116,26 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, HostError):
         return str(exc).splitlines()[0], type(exc).__name__
     return f"{type(exc).__name__}: {exc}", type(exc).__name__
+
+
+def map_targets(
+    images: Sequence[Any],
+    out_dir: str | os.PathLike[str],
+    mesh: MeshOptions,
+    *,
+    save_grids: bool = True,
+    names: Sequence[str] | None = None,
+) -> list[ObjectTarget]:
+    """``object_targets`` for a map whose meshes ``mesh`` describes (its format, DEFAULT_MAP_FORMAT unless chosen;
+    a texture map's files): one place for the map of the worker, the pool and Ray."""
+    return object_targets(
+        images,
+        out_dir,
+        format=mesh.format or DEFAULT_MAP_FORMAT,
+        save_grids=save_grids,
+        names=names,
+        texture_map=mesh.texture_map,
+    )
 
 
 def object_targets(

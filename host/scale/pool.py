@@ -19,7 +19,6 @@ from typing import Any
 from ..api.facade import InstantMeshWorker
 from ..api.inputs import ImageLike
 from ..api.options import (
-    DEFAULT_MAP_FORMAT,
     MeshOptions,
     PrepareOptions,
     ViewOptions,
@@ -28,7 +27,7 @@ from ..api.options import (
     mesh_options_of,
     view_options_of,
 )
-from ..api.outcome import ObjectOutcome, ObjectTarget, object_targets
+from ..api.outcome import ObjectOutcome, ObjectTarget, map_targets
 from ..api.preparing import Preparation, prepared, require_image_libraries
 from ..api.progress import WorkerProgress
 from ..api.results import Mesh, Views
@@ -262,14 +261,7 @@ class WorkerPool:
         mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
         call = Call(overwrite, timeout, preparation=self.preparation.of_call(prepare, prepare_options))
         items = list(images)
-        targets = object_targets(
-            items,
-            out_dir,
-            format=mesh.format or DEFAULT_MAP_FORMAT,
-            save_grids=save_grids,
-            names=names,
-            texture_map=mesh.texture_map,
-        )
+        targets = map_targets(items, out_dir, mesh, save_grids=save_grids, names=names)
         tally = self.progress.objects(len(targets))
         return self.progress.ending(self._map(items, targets, views, mesh, call, tally))  # checked now, run as iterated
 
@@ -282,7 +274,7 @@ class WorkerPool:
         call: Call,
         tally: ObjectTally | None,
     ) -> Iterator[ObjectOutcome]:
-        if len(items) != len(targets):  # object_targets makes one per image; a mismatch is a bug, not bad input
+        if len(items) != len(targets):  # map_targets makes one per image; a mismatch is a bug, not bad input
             raise ValueError(f"{len(items)} images for {len(targets)} output targets")
         executor = ThreadPoolExecutor(max_workers=max(1, len(self._slots)), thread_name_prefix="pool-map")
         futures: dict[Future[ObjectOutcome], int] = {}

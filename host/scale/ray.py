@@ -21,7 +21,6 @@ from ray.exceptions import RayActorError
 
 from ..api.facade import InstantMeshWorker
 from ..api.options import (
-    DEFAULT_MAP_FORMAT,
     MeshOptions,
     PrepareOptions,
     ViewOptions,
@@ -29,7 +28,7 @@ from ..api.options import (
     map_mesh_options,
     view_options_of,
 )
-from ..api.outcome import ObjectOutcome, describe_error, object_targets
+from ..api.outcome import ObjectOutcome, describe_error, map_targets
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
 """Outcome codes that are the worker's failure, not the object's: the object is redone once."""
@@ -156,14 +155,7 @@ def map_images(
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
-    targets = object_targets(
-        paths,
-        out_dir,
-        format=mesh.format or DEFAULT_MAP_FORMAT,
-        save_grids=save_grids,
-        names=names,
-        texture_map=mesh.texture_map,
-    )
+    targets = map_targets(paths, out_dir, mesh, save_grids=save_grids, names=names)
     os.makedirs(os.path.abspath(os.fspath(out_dir)), exist_ok=True)
     if isinstance(actors, list):
         owned, live = False, list(actors)
