@@ -15,7 +15,7 @@ from typing import Annotated, Literal, NoReturn, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from .wire.messages import MESH_LANE_CHOICES, PRESET_CHOICES, MaxBatch, MeshLane, Preset
+from .wire.messages import MESH_LANE_CHOICES, PRESET_CHOICES, Device, MaxBatch, MeshLane, Preset
 
 DEFAULT_MAX_HANDLES = 16
 """Views kept for reconstruct when --max-handles is not given (and --max-batch is at most a third of it)."""
@@ -52,7 +52,7 @@ class WorkerOptions(Struct, frozen=True, forbid_unknown_fields=True):
     view_size: ViewSize | None = None
     optimize: str | None = None
     """A comma list of speed options (``none`` for none)."""
-    device: str | None = None
+    device: Device | None = None
     max_handles: MaxHandles | None = None
     output_root: str | None = None
     max_batch: MaxBatch | None = None

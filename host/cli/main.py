@@ -55,6 +55,7 @@ from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
 from .inputs import ObjectInput, collect_inputs
 from .lines import report_object, summary_table
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, rembg_problem, run_object
+from .resume import mesh_problem
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 from .web_command import add_web_command, run_web
@@ -141,6 +142,8 @@ def run_batch(args: argparse.Namespace) -> int:
         outputs = settings.outputs(item.name)
         if item.problem is not None:
             results[item.name] = ObjectResult(item.name, item.image, "failed", error=item.problem)
+        elif (problem := mesh_problem(outputs.mesh, settings.overwrite)) is not None:
+            results[item.name] = ObjectResult(item.name, item.image, "failed", error=problem)
         elif outputs.mesh.exists() and not settings.overwrite:
             results[item.name] = ObjectResult(item.name, item.image, "skipped", mesh_path=outputs.mesh)
         elif (problem := rembg_problem(item, settings)) is not None:
@@ -172,7 +175,10 @@ def run_batch(args: argparse.Namespace) -> int:
         from .report import write_report
 
         try:
-            print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
+            page = write_report(
+                settings.out_dir, ordered, label, lambda line: print(f"note: {printable(line)}", file=sys.stderr)
+            )
+            print(f"report: {shown(page)}")
         except OSError as exc:
             print(f"error: the report was not written: {printable(exc.strerror or exc)}", file=sys.stderr)
             code = code or EXIT_FAILED

@@ -17,7 +17,7 @@ import base64
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _relative(path: Path | None, base: Path) -> str | None:
     return url_path(os.path.relpath(path, base))
 
 
-def _card(result: ObjectResult, out_dir: Path, mesh_key: str | None) -> str:
+def _card(result: ObjectResult, out_dir: Path, mesh_key: str | None, note: str | None = None) -> str:
     """One object's card; ``mesh_key`` (its position: a name may hold characters an attribute loses) finds its mesh."""
     name = html.escape(printable(result.name))
     cells = []
@@ -106,7 +106,7 @@ def _card(result: ObjectResult, out_dir: Path, mesh_key: str | None) -> str:
         if value is not None
     )
     counts = f"{result.vertices} vertices, {result.faces} faces" if result.vertices is not None else ""
-    error = f"<p class=error>{html.escape(printable(result.error))}</p>" if result.error else ""
+    error = "".join(f"<p class=error>{html.escape(printable(text))}</p>" for text in (result.error, note) if text)
     return (
         f'<section class="card {html.escape(result.status)}"><h2>{name} <span class=status>{html.escape(result.status)}</span></h2>'
         f"<div class=row>{''.join(cells)}</div><p>{html.escape(timing)} {html.escape(counts)}</p>{error}</section>"
@@ -141,8 +141,14 @@ for (const viewer of document.querySelectorAll("model-viewer[data-mesh]")) {{
 """
 
 
-def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: str) -> Path:
-    """Writes ``index.html`` (and ``report/``) in ``out_dir``; returns the page's path."""
+def write_report(
+    out_dir: Path,
+    results: Sequence[ObjectResult],
+    model_label: str,
+    on_problem: Callable[[str], None] | None = None,
+) -> Path:
+    """Writes ``index.html`` (and ``report/``) in ``out_dir``; returns the page's path. A mesh it cannot read
+    (a skipped object's, from an earlier run) is shown as a note on its card and told to ``on_problem``."""
     check_report_possible()
     replace_file(out_dir, VIEWER_SCRIPT, (ASSETS / VIEWER_SCRIPT).read_bytes(), sub=REPORT_DIR)
     scripts, cards = [], []
@@ -150,7 +156,15 @@ def write_report(out_dir: Path, results: Sequence[ObjectResult], model_label: st
         key: str | None = None
         mesh = result.mesh_path
         if result.status in ("ok", "skipped") and mesh is not None and Path(mesh).is_file():
-            encoded = base64.b64encode(_glb_bytes(Path(mesh))).decode("ascii")
+            try:
+                encoded = base64.b64encode(_glb_bytes(Path(mesh))).decode("ascii")
+            except Exception as exc:  # noqa: BLE001 - whatever the mesh reader raises is this card's note, not the report's end
+                why = (str(exc).splitlines() or [""])[0]
+                note = f"{mesh}: not shown in the report, it could not be read ({type(exc).__name__}: {why})"
+                if on_problem is not None:
+                    on_problem(note)
+                cards.append(_card(result, out_dir, None, note))
+                continue
             file_name = f"{result.name}{MESH_SCRIPT_SUFFIX}"
             text = f"(window.INSTANTMESH_MESHES = window.INSTANTMESH_MESHES || {{}})[{json.dumps(str(position))}] = {json.dumps(encoded)};\n"
             replace_file(out_dir, file_name, text.encode("utf-8"), sub=REPORT_DIR)

@@ -51,6 +51,9 @@ Guidance = Annotated[
 MAX_BATCH_LIMIT = 64
 """The most generate_views requests one diffusion batch may hold (the worker's ``--max-batch``)."""
 MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects per diffusion batch")]
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
+Device = Annotated[str, Meta(pattern=DEVICE_PATTERN, description="cpu, cuda or cuda:N")]
+"""A torch device the worker runs on (its ``--device``; a pool worker's ``devices``)."""
 MeshLane = Literal["auto", "on", "off"]
 """The worker's ``--mesh-lane`` (section 11 of protocol.md): auto turns it on where the backend says it pays."""
 MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
