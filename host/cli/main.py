@@ -127,7 +127,7 @@ def run_batch(args: argparse.Namespace) -> int:
         from .report import ReportUnavailable, check_report_possible
 
         try:
-            check_report_possible(settings.out_dir)
+            check_report_possible(settings.out_dir, settings.overwrite)
         except ReportUnavailable as exc:
             raise UsageProblem(str(exc)) from None
     objects, notes = collect_inputs(args.inputs, object_name_budget(settings.out_dir))
@@ -172,15 +172,19 @@ def run_batch(args: argparse.Namespace) -> int:
     }
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
     if args.report:
-        from .report import write_report
+        from .report import ReportNotWritten, write_report
 
         try:
             page = write_report(
-                settings.out_dir, ordered, label, lambda line: print(f"note: {printable(line)}", file=sys.stderr)
+                settings.out_dir,
+                ordered,
+                label,
+                settings.overwrite,
+                lambda line: print(f"note: {printable(line)}", file=sys.stderr),
             )
             print(f"report: {shown(page)}")
-        except OSError as exc:
-            print(f"error: the report was not written: {printable(exc.strerror or exc)}", file=sys.stderr)
+        except ReportNotWritten as exc:
+            print(f"error: {printable(exc)}", file=sys.stderr)
             code = code or EXIT_FAILED
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
     if failed:

@@ -6,7 +6,9 @@ models load once, on the first object (or ``load``), and that cold time is repor
 
 Ctrl-C while an object runs cancels the request on the worker (the worker lives in its own process group,
 so the terminal's SIGINT reaches only this process) and returns to the prompt; Ctrl-C at the prompt, a
-second Ctrl-C while cancelling, ``quit`` or end of input shut the worker down cleanly.
+second Ctrl-C while cancelling, ``quit`` or end of input shut the worker down cleanly. Nothing of a cancelled
+object remains: its files go once the worker has stopped its request, and again after the worker is shut
+down (a second Ctrl-C does not wait for the first cancel to finish).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .lines import SESSION_HELP as HELP
 from .lines import bytes_text as _bytes
 from .lines import report_object
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, run_object
+from .out_files import remove_killed_hosts_files
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0
@@ -65,6 +68,8 @@ class Session:
         self.results: list[ObjectResult] = []
         self.cold_load: dict[str, float] = {}
         self.generation = 0
+        self.cancelled: list[ObjectOutputs] = []
+        """The outputs of objects cancelled this session: none may remain (`_discard_cancelled`)."""
 
     def say(self, text: str = "") -> None:
         """A line (or lines) for the person; names in it are shown, never obeyed (control characters escaped)."""
@@ -144,6 +149,7 @@ class Session:
         try:
             self.say("shutting down the worker ...")
             code = self.worker.close()
+            self._discard_cancelled()  # the worker has stopped: nothing of a cancelled request can land any more
             done = sum(r.status == "ok" for r in self.results)
             self.say(f"worker stopped (exit code {code}); {done} object(s) done this session")
         finally:
@@ -247,6 +253,7 @@ class Session:
             self.say(f"{target} is not a valid UTF-8 name, which the worker's replies could not carry")
             return
         self.settings.out_dir = target
+        remove_killed_hosts_files(target)  # as at start (check_output_dir)
         self.say(f"output folder = {shown(target)}")
 
     def cmd_sheet(self, value: str) -> None:
@@ -305,6 +312,7 @@ class Session:
                 current = outputs = None
                 name = self._free_name(found.name)
                 outputs = self.settings.outputs(name)
+                self.cancelled = [earlier for earlier in self.cancelled if earlier != outputs]  # this one's now
                 current = ObjectInput(name, found.image, found.mask)
                 counter = f" ({index + 1}/{len(items)})" if len(items) > 1 else ""
                 mask = f" + {shown(found.mask)}" if found.mask else ""
@@ -314,16 +322,19 @@ class Session:
                 self.results.append(result)
                 report_object(self.printer, result)
         except KeyboardInterrupt:
-            self.printer.end_line()
-            if current is not None:
-                self.results.append(ObjectResult(current.name, current.image, "cancelled"))
-            self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
-            skipped = [item.name for item in items[index + 1 :]]
-            if skipped:
-                self.say(f"  skipped, not started: {', '.join(skipped)}")
-            self._settle()
             if current is not None and outputs is not None:
-                self._discard(outputs)
+                self.cancelled.append(outputs)
+            try:
+                self.printer.end_line()
+                if current is not None:
+                    self.results.append(ObjectResult(current.name, current.image, "cancelled"))
+                self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
+                skipped = [item.name for item in items[index + 1 :]]
+                if skipped:
+                    self.say(f"  skipped, not started: {', '.join(skipped)}")
+                self._settle()
+            finally:  # a second Ctrl-C too: the session quits, and `_shutdown` removes them again once the worker stopped
+                self._discard_cancelled()
         except WorkerStartError as exc:
             self.printer.end_line()
             self.say(f"error: the worker could not be restarted: {exc}")
@@ -340,11 +351,12 @@ class Session:
             number += 1
         return name
 
-    @staticmethod
-    def _discard(outputs: ObjectOutputs) -> None:
-        """Removes what a cancelled object wrote; its name was free before, so nothing older is lost."""
-        for path, _ in outputs.described("", True):
-            path.unlink(missing_ok=True)
+    def _discard_cancelled(self) -> None:
+        """Removes what cancelled objects wrote; their names were free before, so nothing older is lost. Kept in
+        the books until the session ends: a worker that had not stopped yet may still write them."""
+        for outputs in self.cancelled:
+            for path, _ in outputs.described("", True):
+                path.unlink(missing_ok=True)
 
     def _settle(self, timeout: float = 10.0) -> None:
         """Waits until the worker has stopped the cancelled request; a Ctrl-C meanwhile quits the session."""

@@ -3,7 +3,8 @@
 Each request goes to the least-loaded worker; views stay bound to the worker that made them. A worker that
 crashes is restarted in the background and the object it was working on is redone once on another worker
 (a stalled one: after its request timeout), while the other workers keep going. Split mode runs views on one
-device and meshes on another; the views grid travels between them as a file in shared memory.
+device and meshes on another; the views grid travels between them as a file in shared memory, in a folder
+named after the pool's host: a pool that starts removes the folders of pools whose host was killed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..api.progress import WorkerProgress
 from ..api.results import Mesh, Views
 from ..api.tally import ObjectTally
 from ..worker.cancellation import Cancellation
+from ..worker.owners import owned_folder
 from ..worker.process import WorkerCommand
 from ..worker.session import ProgressCallback
 from .object_steps import Attempts, Call, ObjectSteps, PoolViews
@@ -50,6 +52,8 @@ from .slots import (
 )
 
 SHARED_MEMORY_DIR = "/dev/shm"
+TRANSFER_PREFIX = "instantmesh-pool-"
+"""A transfer folder's name: this, its host's owner tag and a random part (`host.worker.owners.owned_folder`)."""
 
 
 class WorkerPool:
@@ -117,8 +121,8 @@ class WorkerPool:
     def start(self) -> WorkerPool:
         start_all(self._slots.slots)
         if self.split and self._steps.transfer_dir is None:
-            base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else None
-            self._steps.transfer_dir = tempfile.mkdtemp(prefix="instantmesh-pool-", dir=base)
+            base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else tempfile.gettempdir()
+            self._steps.transfer_dir = owned_folder(TRANSFER_PREFIX, base)
         return self
 
     def close(self) -> None:
