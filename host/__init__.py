@@ -19,6 +19,7 @@ from rpcworker.wire.errors import (
     OutOfMemory,
     OutputRefused,
     RpcError,
+    WorkerBusy,
 )
 
 from .api.facade import InstantMeshWorker
@@ -60,6 +61,7 @@ __all__ = [
     "Views",
     "WeightsMissing",
     "WorkerClient",
+    "WorkerBusy",
     "WorkerCommand",
     "WorkerCrashed",
     "WorkerProcess",

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, NoReturn, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct
 
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB
 from .wire.messages import MESH_LANE_CHOICES, PRESET_CHOICES, Device, MaxBatch, MeshLane, Preset
 
 DEFAULT_MAX_HANDLES = 16
@@ -29,6 +30,7 @@ BackendName = Literal["instantmesh", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ViewSize = Annotated[int, Meta(ge=1)]
 MaxHandles = Annotated[int, Meta(ge=1)]
+MaxQueuedInlineMib = Annotated[int, Meta(ge=1)]
 BatchWaitMs = Annotated[float, Meta(ge=0.0, le=MAX_BATCH_WAIT_S * 1000)]
 
 ENV_BACKEND = "INSTANTMESH_RPC_BACKEND"
@@ -54,6 +56,8 @@ class WorkerOptions(Struct, frozen=True, forbid_unknown_fields=True):
     """A comma list of speed options (``none`` for none)."""
     device: Device | None = None
     max_handles: MaxHandles | None = None
+    max_queued_inline_mib: MaxQueuedInlineMib = DEFAULT_MAX_QUEUED_INLINE_MIB
+    """Back-pressure: the MiB of inline images queued requests may hold before more are refused with busy."""
     output_root: str | None = None
     max_batch: MaxBatch | None = None
     batch_wait_ms: BatchWaitMs = DEFAULT_BATCH_WAIT_MS
@@ -153,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=bounded(MaxHandles, int),
         default=None,
         help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or {HANDLES_PER_BATCH} x --max-batch if more)",
+    )
+    p.add_argument(
+        "--max-queued-inline-mib",
+        type=bounded(MaxQueuedInlineMib, int),
+        default=DEFAULT_MAX_QUEUED_INLINE_MIB,
+        metavar="MIB",
+        help="refuse (busy) a request whose inline image would take the bytes held by queued requests past this "
+        f"(default {DEFAULT_MAX_QUEUED_INLINE_MIB})",
     )
     p.add_argument(
         "--output-root",

@@ -24,6 +24,7 @@ from .handles import ViewStore
 from .jobs import Job, JobQueue
 from .options import DEFAULT_MAX_HANDLES
 from .outputs import OutputPolicy
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, inline_bytes
 from .replies import ReplySender
 from .wire.errors import (
     InvalidParams,
@@ -73,6 +74,7 @@ class WorkerSession:
         max_batch: int = 1,
         batch_wait_s: float = 0.0,
         mesh_lane: bool = False,
+        max_queued_inline_bytes: int = DEFAULT_MAX_QUEUED_INLINE_MIB * MIB,
     ) -> None:
         self.backend = backend
         self.stream = stream
@@ -89,7 +91,12 @@ class WorkerSession:
         # The mesh lane opens once both models are loaded, so a load never runs beside other model work.
         side_open = (lambda: set(MESH_LANE_NEEDS) <= set(backend.loaded())) if mesh_lane else None
         self.jobs = JobQueue(
-            self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s, side_open=side_open
+            self.replies.send,
+            self._job_done,
+            max_batch=max_batch,
+            batch_wait_s=batch_wait_s,
+            side_open=side_open,
+            max_queued_inline_bytes=max_queued_inline_bytes,
         )
 
     @property
@@ -160,14 +167,15 @@ class WorkerSession:
                     lambda p, ctx: handler(workspace, p, ctx),
                     side=method in MESH_LANE_METHODS,
                     barrier=method in BARRIER_METHODS,
+                    inline_bytes=inline_bytes(params),
                 )
                 batching = BATCH_HANDLERS.get(method)
                 if batching is not None and self.jobs.max_batch > 1:
                     key_of, batch_handler = batching
                     job.batch_key = key_of(params)
                     job.run_batch = lambda batch, ctxs: batch_handler(workspace, batch, ctxs)
+                self.jobs.submit(job)  # refused (busy) before it counts as in flight
                 self._in_flight[request_id] = job
-                self.jobs.submit(job)
                 return
         result = QUICK_METHODS[method](self, params)
         self.replies.send(Response(request_id, result))
@@ -265,6 +273,7 @@ def _initialize(session: WorkerSession, params: InitializeParams) -> InitializeR
         max_line_bytes=session.stream.max_line_bytes,
         max_handles=session.workspace.views.capacity,
         weights=info.weights,
+        max_queued_inline_bytes=session.jobs.queued_inline.limit,
     )
 
 
@@ -292,6 +301,7 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         mesh_lane=session.jobs.side_lane,
         reconstructing=session.jobs.beside,
         weights=info.weights,
+        queued_inline_bytes=session.jobs.queued_inline.queued,
     )
 
 

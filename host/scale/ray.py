@@ -29,6 +29,7 @@ from ..api.options import (
     view_options_of,
 )
 from ..api.outcome import ObjectOutcome, describe_error, map_targets
+from ..worker.busy import until_admitted
 from .plan import actor_options
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
@@ -62,19 +63,24 @@ class MeshActor:
     def make(
         self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: ObjectOptions
     ) -> ObjectOutcome:
-        """One object; an error of the object or of the worker becomes a failed outcome, never an exception."""
+        """One object; an error of the object or of the worker becomes a failed outcome, never an exception. A
+        request the worker refuses busy (protocol.md section 12) goes again after a short pause."""
         try:
-            views = self.worker.generate_views(
-                image,
-                view_options=options.views,
-                save_grid=grid_path,
-                overwrite=options.overwrite,
-                timeout=options.timeout,
-                prepare=options.preparation is not None,
-                prepare_options=options.preparation,
+            views = until_admitted(
+                lambda: self.worker.generate_views(
+                    image,
+                    view_options=options.views,
+                    save_grid=grid_path,
+                    overwrite=options.overwrite,
+                    timeout=options.timeout,
+                    prepare=options.preparation is not None,
+                    prepare_options=options.preparation,
+                )
             )
-            mesh = self.worker.reconstruct(
-                views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
+            mesh = until_admitted(
+                lambda: self.worker.reconstruct(
+                    views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
+                )
             )
         except Exception as exc:  # noqa: BLE001 - reported in the outcome
             message, code = describe_error(exc)

@@ -20,6 +20,7 @@ from typing import Any
 from rpcworker.wire.messages import StatusResult
 
 from ..api.facade import InstantMeshWorker
+from ..worker.busy import BUSY_LONGEST_WAIT_S
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from ..worker.process import WorkerCommand
 from .plan import Role
@@ -116,6 +117,8 @@ class Slots:
         self.startup_timeout = startup_timeout
         self.warm_models: bool = False
         self.closing = False
+        self.ended = 0
+        """Requests of the pool ended so far, on any worker (a busy request waits for this to change)."""
         self._changed = threading.Condition()
 
     def __iter__(self) -> Iterator[Slot]:
@@ -162,7 +165,16 @@ class Slots:
         finally:
             with self._changed:
                 slot.in_flight -= 1
+                self.ended += 1
                 self._changed.notify_all()
+
+    def wait_for_end(self, seen: int, pause: float) -> None:
+        """After a busy refusal, while the refused request still counts as in flight: until a request of the
+        pool ends after ``ended`` was ``seen`` (at most BUSY_LONGEST_WAIT_S), or, with no other request in
+        flight, for ``pause``."""
+        with self._changed:
+            others = sum(slot.in_flight for slot in self.slots) > 1
+            self._changed.wait_for(lambda: self.ended != seen or self.closing, BUSY_LONGEST_WAIT_S if others else pause)
 
     def count(self, slot: Slot, ok: bool) -> None:
         with self._changed:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -186,6 +186,8 @@ class InitializeResult(Struct):
     max_handles: int
     weights: Weights | None = None
     """Which weights make the results (since 1.5; None from an older worker)."""
+    max_queued_inline_bytes: int | None = None
+    """The bound on the inline image bytes queued requests may hold (since 1.6; None from an older worker)."""
 
 
 class EmptyParams(Struct, forbid_unknown_fields=True):
@@ -240,6 +242,8 @@ class StatusResult(Struct):
     """The ids running on the mesh lane now (since 1.4)."""
     weights: Weights | None = None
     """Which weights make the results (since 1.5; None from an older worker)."""
+    queued_inline_bytes: int = 0
+    """The inline image bytes held by queued (not yet running) requests now (since 1.6)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):

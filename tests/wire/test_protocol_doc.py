@@ -11,6 +11,7 @@ from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.outputs import STALE_PARTIAL_S
+from rpcworker.queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB
 from rpcworker.replies import ERROR_TEXT_LIMIT
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
 from rpcworker.wire.errors import WIRE_ERRORS
@@ -77,6 +78,7 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
         (f"`{WEIGHTS_MISSING_LINE}official weights not found: ...`", None),
         (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
+        (f"`--max-queued-inline-mib N` (default {DEFAULT_MAX_QUEUED_INLINE_MIB};", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
         (
             "`weights` (since 1.5: "
