@@ -20,15 +20,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
 
 from ..api.facade import InstantMeshWorker
 from ..api.naming import UniqueNames, object_name_budget
-from ..api.options import mesh_options_of, view_options_of
 from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
@@ -40,7 +37,7 @@ from .lines import SESSION_HELP as HELP
 from .lines import bytes_text as _bytes
 from .lines import report_object
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, run_object
-from .out_files import remove_killed_hosts_files
+from .session_settings import SETTING_COMMANDS
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0
@@ -163,6 +160,10 @@ class Session:
         if not text:
             return True
         word, _, rest = text.partition(" ")
+        change = SETTING_COMMANDS.get(word.lower())
+        if change is not None:
+            self.say(change(self.settings, rest.strip()))
+            return True
         command = getattr(self, f"cmd_{word.lower()}", None) if word.isalpha() else None
         if command is not None:
             try:
@@ -211,63 +212,6 @@ class Session:
         cold = f"; first load {sum(self.cold_load.values()):.1f} s" if self.cold_load else ""
         self.say(f"  objects  {counts['ok']} done, {counts['failed']} failed, {counts['cancelled']} cancelled{cold}")
         self.say(f"  output   {self._settings_line()}")
-
-    def cmd_steps(self, value: str) -> None:
-        self._set_view("num_inference_steps", "steps", value, STEPS_RANGE)
-
-    def cmd_seed(self, value: str) -> None:
-        self._set_view("seed", "seed", value, SEED_RANGE)
-
-    def _set_view(self, field: str, name: str, value: str, bounds: tuple[int, int]) -> None:
-        """``bounds`` are the wire's declared range, so the session refuses what the worker would."""
-        low, high = bounds
-        try:
-            number = int(value)
-        except ValueError:
-            self.say(f"usage: {name} N (a whole number from {low})")
-            return
-        if not low <= number <= high:
-            self.say(f"{name} must be between {low} and {high}")
-            return
-        self.settings.views = view_options_of(self.settings.views, **{field: number})
-        self.say(f"{name} = {number}")
-
-    def cmd_format(self, value: str) -> None:
-        if value.lower() not in MESH_FORMATS:
-            self.say(f"usage: format {'|'.join(MESH_FORMATS)}")
-            return
-        self.settings.mesh = mesh_options_of(self.settings.mesh, format=value.lower())
-        self.say(f"format = {self.settings.format}")
-
-    def cmd_out(self, value: str) -> None:
-        if not value:
-            self.say(f"output folder: {shown(self.settings.out_dir)}")
-            return
-        target = Path(os.path.expanduser(value)).resolve()
-        if os.path.exists(target) and not os.path.isdir(target):
-            self.say(f"{target} exists and is not a folder")
-            return
-        try:
-            os.fspath(target).encode("utf-8")
-        except UnicodeEncodeError:
-            self.say(f"{target} is not a valid UTF-8 name, which the worker's replies could not carry")
-            return
-        self.settings.out_dir = target
-        remove_killed_hosts_files(target)  # as at start (check_output_dir)
-        self.say(f"output folder = {shown(target)}")
-
-    def cmd_sheet(self, value: str) -> None:
-        self._set_flag("contact_sheet", "sheet", value)
-
-    def cmd_preprocess(self, value: str) -> None:
-        self._set_flag("preprocess", "preprocess", value)
-
-    def _set_flag(self, attribute: str, name: str, value: str) -> None:
-        if value.lower() not in ("on", "off"):
-            self.say(f"usage: {name} on|off")
-            return
-        setattr(self.settings, attribute, value.lower() == "on")
-        self.say(f"{name} {value.lower()}")
 
     # ------------------------------------------------------------------ objects
 
