@@ -73,6 +73,8 @@ class Job:
     """May run on the side lane, beside the main lane's work."""
     barrier: bool = False
     """Runs with no other job beside it (loading and unloading models)."""
+    internal: bool = False
+    """The worker's own work, not a request (the switch to compiled views): not shown in ``busy`` or ``batch``."""
 
 
 @dataclass
@@ -161,13 +163,13 @@ class JobQueue:
     @property
     def busy(self) -> str | None:
         """The method running now on the main lane, else on the side lane; None when both are idle."""
-        current = self._running["main"] or self._running["side"]
+        current = [job for job in self._running["main"] or self._running["side"] if not job.internal]
         return current[0].method if current else None
 
     @property
     def batch(self) -> list[RequestId]:
         """The ids running now together on the main lane (one id when a job runs alone; empty when idle)."""
-        return [job.id for job in self._running["main"]]
+        return [job.id for job in self._running["main"] if not job.internal]
 
     @property
     def beside(self) -> list[RequestId]:
