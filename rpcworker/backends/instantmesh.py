@@ -54,7 +54,7 @@ class InstantMeshBackend:
         device: str | None = None,
         optimizations: tuple[str, ...] | None = None,
         max_batch: int | None = None,
-        compile_build: CompileBuild = "behind",
+        compile_build: CompileBuild = "at-load",
     ) -> None:
         self.files = files
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -62,11 +62,10 @@ class InstantMeshBackend:
         if optimizations is None:
             optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
         check_optimizations(optimizations, None if self.device.type == "cpu" and packages_on_cpu() else self.device)
-        if compile_build == "at-load" and "compile" not in optimizations:
-            raise ValueError("--compile-build at-load builds the compiled views: it needs the optimization 'compile'")
         self.optimizations = tuple(optimizations)
         self.views_behind = ViewsBehind(compile_build)
-        """The compiled views: built behind eager serving (or inside load), switched to between requests."""
+        """The compiled views: built inside load (in-process callers: load returns them compiled), or behind eager
+        serving, switched to between requests (the worker's default, ``--compile-build behind``)."""
         self.max_batch = max_batch or (CUDA_DEFAULT_MAX_BATCH if self.device.type == "cuda" else 1)
         """The most objects one diffusion batch holds; with ``compile`` the step is compiled for 1 and for this many."""
         self.mesh_lane_pays = self.device.type == "cuda"
@@ -89,7 +88,10 @@ class InstantMeshBackend:
     def from_options(cls, options: WorkerOptions, files: ModelFiles | None = None) -> InstantMeshBackend:
         """The backend the worker's flags describe; ``files``: already resolved from them."""
         files = files or resolve_model_files(options)
-        return cls(files, options.device, options.optimizations(), options.max_batch, options.compile_build)
+        backend = cls(files, options.device, options.optimizations(), options.max_batch, options.compile_build)
+        if options.compile_build == "at-load" and "compile" not in backend.optimizations:
+            raise ValueError("--compile-build at-load builds the compiled views: it needs the optimization 'compile'")
+        return backend
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
