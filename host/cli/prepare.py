@@ -18,6 +18,8 @@ from .arguments import EXIT_FAILED, EXIT_OK, UsageProblem, cli_preset, max_batch
 from .display import printable_lines
 
 DESCRIPTION = __doc__
+WORKER_LINE = "rpcworker: "
+"""How the worker's one-line start failures begin (rpcworker.__main__)."""
 
 
 def add_prepare_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +62,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             progress=True,
         )
     except WorkerStartError as exc:
-        raise UsageProblem(f"the worker could not start: {str(exc).splitlines()[0]}") from None
+        raise UsageProblem(f"the worker could not start: {start_reason(exc)}") from None
     except CompiledViewsNotBuilt as exc:
         print(f"error: {printable_lines(exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -68,3 +70,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     sizes = ", ".join(map(str, status.batch_sizes))
     print(f"compiled views ready for batches of {sizes} ({made}; {status.seconds:.0f} s)")
     return EXIT_OK
+
+
+def start_reason(exc: WorkerStartError) -> str:
+    """The worker's own line saying why it did not start (``rpcworker: ...``, e.g. an option that cannot work),
+    else the first line of the error."""
+    said = [line for line in exc.stderr_tail.splitlines() if line.startswith(WORKER_LINE)]
+    return said[-1].removeprefix(WORKER_LINE) if said else str(exc).splitlines()[0]
