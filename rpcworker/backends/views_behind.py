@@ -173,10 +173,11 @@ class ViewsBehind:
         self.tracker.update(state="checking", message=f"loading and checking the compiled views for batches of {sizes}")
         try:
             compiled, difference = compiled_views(self._load, self._ahead, sizes, current, self._load.synchronize)
-        except CompiledUnusable as exc:
+        except Exception as exc:  # whatever went wrong, requests go on as they ran; status says why, in one line
             free()
-            log.warning("the compiled views are not used: %s; requests stay eager", exc)
-            self.tracker.update(state="failed", message=str(exc))
+            reason = str(exc) if isinstance(exc, CompiledUnusable) else f"{type(exc).__name__}: {exc}"
+            log.warning("the compiled views are not used: %s; requests stay eager", reason, exc_info=True)
+            self.tracker.update(state="failed", message=" ".join(reason.split())[:500])
             return None
         log.info("requests run compiled for batches of %s (check: at most %d of 255 from before)", sizes, difference)
         self.tracker.update(
