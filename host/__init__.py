@@ -21,6 +21,7 @@ from rpcworker.wire.errors import (
     RpcError,
 )
 
+from .api.build_ahead import CompiledViewsNotBuilt, build_compiled_views
 from .api.facade import InstantMeshWorker
 from .api.options import MeshOptions, PrepareOptions, ViewOptions
 from .api.outcome import ObjectOutcome, OutputIsAnInput
@@ -37,6 +38,7 @@ from .worker.process import WorkerCommand, WorkerProcess
 __all__ = [
     "Cancellation",
     "Cancelled",
+    "CompiledViewsNotBuilt",
     "HandleExpired",
     "HostError",
     "InputNotFound",
@@ -66,6 +68,7 @@ __all__ = [
     "WorkerPool",
     "WorkerStartError",
     "WorkerStopped",
+    "build_compiled_views",
     "prepare",
 ]
 
