@@ -22,6 +22,7 @@ from rpcworker.wire.errors import (
     WorkerBusy,
 )
 
+from .api.build_ahead import CompiledViewsNotBuilt, build_compiled_views
 from .api.facade import InstantMeshWorker
 from .api.options import MeshOptions, PrepareOptions, ViewOptions
 from .api.outcome import ObjectOutcome, OutputIsAnInput
@@ -38,6 +39,7 @@ from .worker.process import WorkerCommand, WorkerProcess
 __all__ = [
     "Cancellation",
     "Cancelled",
+    "CompiledViewsNotBuilt",
     "HandleExpired",
     "HostError",
     "InputNotFound",
@@ -68,6 +70,7 @@ __all__ = [
     "WorkerPool",
     "WorkerStartError",
     "WorkerStopped",
+    "build_compiled_views",
     "prepare",
 ]
 

@@ -76,6 +76,8 @@ class Job:
     """Runs with no other job beside it (loading and unloading models)."""
     inline_bytes: int = 0
     """The bytes of its inline image, held while it waits in the queue."""
+    internal: bool = False
+    """The worker's own work, not a request (the switch to compiled views): not shown in ``busy`` or ``batch``."""
 
 
 @dataclass
@@ -167,13 +169,13 @@ class JobQueue:
     @property
     def busy(self) -> str | None:
         """The method running now on the main lane, else on the side lane; None when both are idle."""
-        current = self._running["main"] or self._running["side"]
+        current = [job for job in self._running["main"] or self._running["side"] if not job.internal]
         return current[0].method if current else None
 
     @property
     def batch(self) -> list[RequestId]:
         """The ids running now together on the main lane (one id when a job runs alone; empty when idle)."""
-        return [job.id for job in self._running["main"]]
+        return [job.id for job in self._running["main"] if not job.internal]
 
     @property
     def beside(self) -> list[RequestId]:

@@ -27,6 +27,8 @@ MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
 
 BackendName = Literal["instantmesh", "mock"]
+CompileBuild = Literal["behind", "at-load"]
+"""``--compile-build``: build the compiled views behind eager serving (the default), or inside ``load``."""
 LogLevel = Literal["debug", "info", "warning", "error"]
 ViewSize = Annotated[int, Meta(ge=1)]
 MaxHandles = Annotated[int, Meta(ge=1)]
@@ -62,6 +64,7 @@ class WorkerOptions(Struct, frozen=True, forbid_unknown_fields=True):
     max_batch: MaxBatch | None = None
     batch_wait_ms: BatchWaitMs = DEFAULT_BATCH_WAIT_MS
     mesh_lane: MeshLane = "auto"
+    compile_build: CompileBuild = "behind"
     log_level: LogLevel = "info"
 
     def optimizations(self) -> tuple[str, ...] | None:
@@ -191,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="run reconstruct on a second executor, beside the diffusion of the next objects "
         "(auto: where the backend says it pays, i.e. on CUDA)",
+    )
+    p.add_argument(
+        "--compile-build",
+        choices=get_args(CompileBuild),
+        default="behind",
+        help="with the compile option and no compiled views on this machine yet: serve eagerly at once and build "
+        "them in a process beside (behind, the default), or build them inside load first (at-load)",
     )
     p.add_argument("--log-level", default="info", choices=get_args(LogLevel))
     return p

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from . import __version__
-from .backends.base import Backend
+from .backends.base import Backend, CompilingBackend
 from .handlers import BARRIER_METHODS, BATCH_HANDLERS, MESH_LANE_METHODS, MESH_LANE_NEEDS, MODEL_HANDLERS, Workspace
 from .handles import ViewStore
 from .jobs import Job, JobQueue
@@ -40,9 +40,12 @@ from .wire.messages import (
     METHODS,
     PROTOCOL_VERSION,
     CancelParams,
+    CompileStatus,
+    EmptyParams,
     Incoming,
     InitializeParams,
     InitializeResult,
+    Notification,
     PingResult,
     RequestId,
     Response,
@@ -98,6 +101,9 @@ class WorkerSession:
             side_open=side_open,
             max_queued_inline_bytes=max_queued_inline_bytes,
         )
+        self._switches = 0
+        if isinstance(backend, CompilingBackend):
+            backend.watch_compile(self._compile_changed, self._switch_wanted)
 
     @property
     def requests_served(self) -> int:
@@ -204,9 +210,37 @@ class WorkerSession:
         job.cancelled.set()
         return True
 
+    # ------------------------------------------------------------------ compiled views
+
+    def _compile_changed(self, status: CompileStatus) -> None:
+        """Every change of the compiled views' status goes to the host as a ``compile`` notification."""
+        if not self.stopping:
+            self.replies.send(Notification("compile", status))
+
+    def _switch_wanted(self) -> None:
+        """Queues the switch to the compiled views as a job of its own that runs alone: after the requests before
+        it, before those after it, so a request runs wholly eager or wholly compiled."""
+        backend = self.backend
+        if self.stopping or not isinstance(backend, CompilingBackend):
+            return
+        with self._lock:
+            self._switches += 1
+            number = self._switches
+
+        def switch(params: Any, ctx: Any) -> msgspec.Struct:
+            if not self.stopping:
+                backend.switch_compiled()
+            return EmptyParams()
+
+        self.jobs.submit(Job(f"compile-switch-{number}", "switch_compiled", None, switch, barrier=True, internal=True))
+
     # ------------------------------------------------------------------ executor side
 
     def _job_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
+        if job.internal:  # no request, no reply
+            if error is not None:
+                log.error("%s failed: %s", job.method, error)
+            return
         # Bookkeeping before the reply goes out: a host that reads the reply and asks for status at once
         # must see the job finished (not busy, counted).
         with self._lock:
@@ -282,7 +316,8 @@ def _ping(session: WorkerSession, params: Any) -> PingResult:
 
 
 def _status(session: WorkerSession, params: Any) -> StatusResult:
-    info = session.backend.info()
+    backend = session.backend
+    info = backend.info()
     return StatusResult(
         backend=info.name,
         model_label=info.model_label,
@@ -302,6 +337,7 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         reconstructing=session.jobs.beside,
         weights=info.weights,
         queued_inline_bytes=session.jobs.queued_inline.queued,
+        compile=backend.compile_status() if isinstance(backend, CompilingBackend) else CompileStatus("off"),
     )
 
 

@@ -1,12 +1,13 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
 ``session`` is interactive; ``mcp`` serves agents over MCP; ``web`` serves a browser page; ``doctor`` checks a
 worker environment; ``setup-worker`` prepares one; ``fetch-weights`` downloads the official weights to where the
-worker finds them.
+worker finds them; ``prepare`` builds the machine's compiled views ahead (images, CI).
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
     python -m host doctor --python ENV
     python -m host fetch-weights
+    python -m host prepare
 
 Both start one worker (by default the project's models env with the tiny-preset fallback), load the
 models once, and report per object. ``batch`` resumes: an object whose mesh exists is skipped unless
@@ -55,6 +56,7 @@ from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
 from .inputs import ObjectInput, collect_inputs
 from .lines import report_object, summary_table
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, rembg_problem, run_object
+from .prepare import add_prepare_command, run_prepare
 from .resume import mesh_problem
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{batch,session,mcp,web,doctor,setup-worker,fetch-weights}"
+        dest="command", required=True, metavar="{batch,session,mcp,web,doctor,setup-worker,fetch-weights,prepare}"
     )
     batch = commands.add_parser(
         "batch",
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_web_command(commands)
     add_environment_commands(commands)
     add_fetch_command(commands)
+    add_prepare_command(commands)
     return parser
 
 
@@ -339,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_mcp(args)
         if args.command == "fetch-weights":
             return run_fetch_weights(args)
+        if args.command == "prepare":
+            return run_prepare(args)
         if args.command == "web":
             return run_web(args)
         from .session import run_session

@@ -27,6 +27,7 @@ from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
 from rpcworker.wire.messages import (
     METHODS,
     CancelParams,
+    CompileStatus,
     Incoming,
     LogParams,
     Notification,
@@ -54,6 +55,7 @@ _ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
 _LOG_DECODER = msgspec.json.Decoder(LogParams)
 _INCOMING_DECODER = msgspec.json.Decoder(Incoming)
+_COMPILE_DECODER = msgspec.json.Decoder(CompileStatus)
 
 
 class PendingCall:
@@ -334,6 +336,9 @@ class RpcSession:
                 entry = _LOG_DECODER.decode(raw)
                 level = logging.getLevelName(entry.level.upper())
                 worker_log.log(level if isinstance(level, int) else logging.INFO, "%s", entry.message)
+            elif msg.method == "compile":
+                status = _COMPILE_DECODER.decode(raw)
+                worker_log.info("compiled views: %s %d/%d %s", status.state, status.done, status.total, status.message)
             else:
                 log.debug("ignoring notification %r", msg.method)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:

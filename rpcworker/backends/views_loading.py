@@ -83,6 +83,17 @@ class ViewsLoad:
             save_views_bundle(pipeline, self.files.zero123plus, self.files.whitebg_unet, ahead, self.phases)
         return pipeline
 
+    def eager(self) -> Any:
+        """The views from the modules with the speed options but `compile` (channels_last): what requests run while
+        the compiled packages are built behind (`compile_behind`)."""
+        pipeline = self.read_modules()
+        self.before_warm_up()
+        start = time.perf_counter()
+        optimize_views(pipeline, [o for o in self.optimizations if o != "compile"])
+        self.synchronize()
+        self.phases["views_optimize_s"] = time.perf_counter() - start
+        return pipeline
+
     def row_counts(self) -> list[int]:
         return [ROWS_PER_OBJECT * count for count in self.batch_sizes]
 

@@ -33,6 +33,8 @@ DEFAULT_VIEW_SIZE = 320
 VIEWS_FROM_PACKAGES = "views: starting from the compiled packages"
 VIEWS_COMPILING = "views: compiling the denoising step"
 VIEWS_WRITING_BUNDLE = "views: writing the packaged start for the next one"
+VIEWS_SERVING_EAGER = "views: serving eagerly while the compiled packages are built behind"
+VIEWS_BUILDING = "views: building the compiled packages"
 """The ``load`` progress messages of how the views start on CUDA with ``compile`` (protocol.md, load)."""
 """Side of one generated view of the official models, in pixels (the grid is 2 x 3 of them)."""
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -219,6 +221,32 @@ class UnloadResult(Struct):
     memory: MemoryInfo | None
 
 
+CompileState = Literal["off", "waiting", "building", "checking", "ready", "failed"]
+"""Where the compiled views stand (protocol.md, status): off (not compiled: other options, or no packages here),
+waiting (for the machine's one build, another process's or about to start), building (this worker's build
+process compiles), checking (loading the packages and checking them against eager, between requests), ready
+(requests run compiled), failed (requests stay eager; ``message`` says why)."""
+COMPILE_STATES: tuple[str, ...] = get_args(CompileState)
+
+
+class CompileStatus(Struct):
+    """The compiled views of a worker (since 1.6): status's ``compile`` and the ``compile`` notification."""
+
+    state: CompileState
+    done: int = 0
+    """Packages ready (built, or found built) for the stage being built."""
+    total: int = 0
+    """Packages the stage being built needs (0 when unknown)."""
+    seconds: float = 0.0
+    """Since the build began (waiting included); at ready or failed, what it took."""
+    batch_sizes: list[int] = msgspec.field(default_factory=list)
+    """The batch sizes (objects) requests run compiled at now; [] while they run eagerly."""
+    built: int = 0
+    """Packages this worker's build compiled; 0 when it found them all built (by another process or start)."""
+    message: str = ""
+    """One line: what is happening, or why it failed."""
+
+
 class StatusResult(Struct):
     backend: str
     model_label: str
@@ -244,6 +272,8 @@ class StatusResult(Struct):
     """Which weights make the results (since 1.5; None from an older worker)."""
     queued_inline_bytes: int = 0
     """The inline image bytes held by queued (not yet running) requests now (since 1.6)."""
+    compile: CompileStatus | None = None
+    """The compiled views (since 1.6; None from an older worker)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):
@@ -338,7 +368,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 NOTIFICATIONS_TO_WORKER: dict[str, type] = {"cancel": CancelParams}
-NOTIFICATIONS_FROM_WORKER: dict[str, type] = {"progress": ProgressParams, "log": LogParams}
+NOTIFICATIONS_FROM_WORKER: dict[str, type] = {"progress": ProgressParams, "log": LogParams, "compile": CompileStatus}
 
 
 def major(version: str) -> str:
