@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -28,8 +28,8 @@ DEFAULT_CANCEL_GRACE_S = 30.0
 class PoolSplit(Struct, frozen=True, forbid_unknown_fields=True):
     """Split mode: the views workers' devices and the mesh workers' (a device or a list of devices each)."""
 
-    views: Union[Device, Devices]
-    mesh: Union[Device, Devices]
+    views: Devices
+    mesh: Devices
 
 
 class PoolOptions(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,7 +62,9 @@ def _converted(given: dict[str, Any], kind: type[Any], what: str) -> Any:
 def pool_options(**given: Any) -> PoolOptions:
     """The pool's arguments as ``PoolOptions``; a bad one raises ValueError, one line naming it."""
     if isinstance(given.get("split"), Mapping):
-        given["split"] = dict(given["split"])
+        # One device or a list of them: always a list here. (A field typed as the union of a pattern-checked str
+        # and a list corrupts memory at exit under msgspec 0.20 on Python 3.9, so the types take the list alone.)
+        given["split"] = {role: [entry] if isinstance(entry, str) else entry for role, entry in given["split"].items()}
     options: PoolOptions = _converted(given, PoolOptions, "pool arguments")
     named = [name for name in ("devices", "workers", "split") if getattr(options, name) is not None]
     if len(named) > 1:
