@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import synthetic_object, table, write_results
-from .sessions import is_smoke, official_worker_keywords
+from .sessions import is_smoke, official_worker_keywords, weight_args, worker_flags
 
 RESULT_NAME = "first_run"
 OBJECTS_ALONE = 3
@@ -142,9 +142,7 @@ def finish_build(run: Run, weights: Path, tiny: bool) -> None:
     from host.api.build_ahead import build_compiled_views
 
     start = time.monotonic()
-    keywords = official_worker_keywords(weights)
-    paths = [part for name in ("zero123plus", "unet", "lrm") for part in (f"--{name}", str(keywords[name]))]
-    status = build_compiled_views(sys.executable, worker_args=[*keywords["worker_args"], *paths])
+    status = build_compiled_views(sys.executable, worker_args=worker_flags(weight_args(weights)))
     run.record(prepare_rest_s=time.monotonic() - start, prepare_rest_built=status.built)
 
 
