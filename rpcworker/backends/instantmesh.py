@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
-from instantmesh.zero123plus.speed import check_optimizations
+from instantmesh.zero123plus.networks.choice import check_optimizations
 
 from ..options import WorkerOptions
 from ..wire.errors import InvalidParams, OutOfMemory
@@ -135,7 +135,7 @@ class InstantMeshBackend:
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
-        runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
+        runs padded up to the full one or as single objects (`BatchedStep.plan`), never compiling in a request."""
         return sorted({1, self.max_batch})
 
     def views_load(self) -> ViewsLoad:
