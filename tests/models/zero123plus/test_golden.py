@@ -35,6 +35,7 @@ def scheduler_of(pipe, steps: int):
     scheduler.set_timesteps(steps)
     return scheduler
 
+
 GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
 if not (GOLDEN / "output.npz").is_file():
     pytest.skip(f"golden data not found at {GOLDEN}", allow_module_level=True)
@@ -157,7 +158,7 @@ def test_rng_replay_without_unet(pipe, golden):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("step", range(4))
-def test_unet_with_reference_per_step(pipe, golden, step):
+def test_the_eager_step_per_step(pipe, golden, step):
     out = pipe.networks.step(
         torch.from_numpy(golden["unet_main_sample"][step]),
         t_(golden, step),
@@ -176,7 +177,9 @@ def test_classifier_free_guidance(golden):
 def test_decode_stage(pipe, golden):
     final = torch.from_numpy(golden["final_latents_scaled"])
     compare(
-        "vae_decode_input (stage)", unscale_latents(final) / pipe.networks.vae.config.scaling_factor, golden["vae_decode_input"]
+        "vae_decode_input (stage)",
+        unscale_latents(final) / pipe.networks.vae.config.scaling_factor,
+        golden["vae_decode_input"],
     )
     decoded = pipe.networks.vae.decode(torch.from_numpy(golden["vae_decode_input"]), return_dict=False)[0]
     compare("vae_decode_output (stage)", decoded, golden["vae_decode_output"], atol=STAGE_ATOL)
@@ -216,7 +219,11 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
         "step",
         lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]), keep("step_prev_sample", out)),
     )
-    wrap(pipe.networks.vae, "decode", lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])))
+    wrap(
+        pipe.networks.vae,
+        "decode",
+        lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])),
+    )
     wrap(pipe, "decode_latents", lambda a, k, out: (keep("final_latents_scaled", a[0]), keep("decoded", out)))
 
     def unet_hook(module, args, kwargs, out):

@@ -12,9 +12,9 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
+from instantmesh.zero123plus.networks.eager import ImageEmbeds, VaeDecode, VaeEncode  # noqa: E402
 from instantmesh.zero123plus.pipeline import Zero123PlusPipeline, eight_bit, quantised  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
-from instantmesh.zero123plus.networks.eager import ImageEmbeds, VaeDecode, VaeEncode  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.usefixtures("one_thread")]
