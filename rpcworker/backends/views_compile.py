@@ -166,12 +166,13 @@ def warm_up(
                 progress=[step_done] + [None] * (count - 1),
                 steps_ahead=0,
             )
+        failed = next((result for result in latents if isinstance(result, BaseException)), None)
+        if failed is not None:  # e.g. a package that cannot run here, met while conditioning
+            raise failed
         networks = pipeline.networks
         if isinstance(networks, (CompiledNetworks, PackagedNetworks)):  # the last warm-up step replays the compiled
             # step: what a request's step costs at this size
             networks.batched.step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
-    if isinstance(latents[0], BaseException):
-        raise latents[0]
     start = time.perf_counter()
     with torch.inference_mode():
         pipeline.postprocess(
