@@ -34,7 +34,7 @@ cached=$( [ -d "$INSTANTMESH_GPU_CACHE" ] && du -sh "$INSTANTMESH_GPU_CACHE" | c
 echo "gpu_tests.sh: pytest gets ${limit} s; cache $INSTANTMESH_GPU_CACHE: $cached"
 # SIGINT at the deadline: pytest stops as after Ctrl-C and still writes its summary and the XML.
 timeout -s INT -k 20 "$limit" python3 -m pytest -q tests/gpu -p no:cacheprovider -ra --durations=0 \
-  -o log_cli=true --log-cli-level=INFO --junitxml="$OUT/gpu_tests.xml" "${select[@]}" 2>&1 \
+  -o log_cli=true --log-cli-level=INFO -o junit_family=xunit1 --junitxml="$OUT/gpu_tests.xml" "${select[@]}" 2>&1 \
   | grep --line-buffered -v "Loading weights\|kept in float32" | tee "$OUT/gpu_tests.log"
 rc=${PIPESTATUS[0]}  # pytest's status (124 after the deadline), not tee's
 echo "gpu_tests.sh: pytest exited $rc after $SECONDS s in all"

@@ -19,8 +19,10 @@ from rpcworker.wire.errors import (
     OutOfMemory,
     OutputRefused,
     RpcError,
+    WorkerBusy,
 )
 
+from .api.build_ahead import CompiledViewsNotBuilt, build_compiled_views
 from .api.facade import InstantMeshWorker
 from .api.options import MeshOptions, PrepareOptions, ViewOptions
 from .api.outcome import ObjectOutcome, OutputIsAnInput
@@ -37,6 +39,7 @@ from .worker.process import WorkerCommand, WorkerProcess
 __all__ = [
     "Cancellation",
     "Cancelled",
+    "CompiledViewsNotBuilt",
     "HandleExpired",
     "HostError",
     "InputNotFound",
@@ -60,12 +63,14 @@ __all__ = [
     "Views",
     "WeightsMissing",
     "WorkerClient",
+    "WorkerBusy",
     "WorkerCommand",
     "WorkerCrashed",
     "WorkerProcess",
     "WorkerPool",
     "WorkerStartError",
     "WorkerStopped",
+    "build_compiled_views",
     "prepare",
 ]
 

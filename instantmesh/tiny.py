@@ -33,7 +33,8 @@ from rpcworker.wire.cache import (
 from .weights import WeightPaths
 
 TINY_LABEL = "tiny (random weights, NOT the official models: outputs are noise)"
-TINY_VERSION = 1
+TINY_VERSION = 2
+"""2: every component in safetensors (transformers 4.34 saved the CLIP encoders as pickles, which are never loaded)."""
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TINY_SEED = 20240601
 RECORD_NAME = "record.json"
@@ -66,7 +67,7 @@ def producer_versions() -> dict[str, str]:
 
 
 def cache_key(versions: dict[str, str]) -> str:
-    """``tiny-v1-<hash>``: environments with different libraries never share (and silently misread) a cache."""
+    """``tiny-v2-<hash>``: environments with different libraries never share (and silently misread) a cache."""
     digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
     return f"tiny-v{TINY_VERSION}-{digest}"
 

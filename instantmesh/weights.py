@@ -28,6 +28,8 @@ FETCH_COMMAND = "instantmesh-rpc fetch-weights"
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 """How a diffusers/transformers weights file (or a sharded one's index) is named."""
+SAFETENSORS_SUFFIXES = (".safetensors", ".safetensors.index.json")
+"""The weights files the Zero123++ components are read from: never their pickles (``instantmesh.safetensors_only``)."""
 ZERO123PLUS_LOADED = ("vae", "text_encoder", "vision_encoder")
 """Components of the Zero123++ folder whose weights ``load_zero123plus`` reads."""
 ZERO123PLUS_CONFIG_ONLY = ("unet",)
@@ -198,9 +200,9 @@ def zero123plus_files(names: Iterable[str]) -> list[str]:
     """The files of the Zero123++ repo (``names``: its file list) that ``load_zero123plus`` reads with the
     white-background UNet, ``model_index.json`` last.
 
-    Per loaded component: its ``config.json`` and one set of weights, the one the loader would pick: safetensors
-    over pickles, and the full-precision files over the ``fp16`` variant when the repo has both (the loader casts).
-    Raises ValueError naming a component whose config or weights the list lacks.
+    Per loaded component: its ``config.json`` and one set of safetensors weights (pickles are never loaded, so never
+    fetched), the full-precision files over the ``fp16`` variant when the repo has both (the loader casts).
+    Raises ValueError naming a component whose config or safetensors weights the list lacks.
     """
     by_folder: dict[str, list[str]] = {}
     for name in names:
@@ -218,14 +220,15 @@ def zero123plus_files(names: Iterable[str]) -> list[str]:
         if folder in ZERO123PLUS_LOADED:
             weights = _loaded_weights(files)
             if not weights:
-                raise ValueError(f"{folder}/ has no weights file ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
+                raise ValueError(
+                    f"{folder}/ has no safetensors weights ({', '.join('*' + s for s in SAFETENSORS_SUFFIXES)}); "
+                    "pickled weights are never loaded"
+                )
             chosen += [f"{folder}/{name}" for name in weights]
     return chosen + [ZERO123PLUS_INDEX]
 
 
 def _loaded_weights(files: list[str]) -> list[str]:
-    weights = [name for name in files if name.endswith(WEIGHT_SUFFIXES)]
-    safetensors = [name for name in weights if ".safetensors" in name]
-    picked = safetensors or weights
-    plain = [name for name in picked if not is_fp16_variant(name)]
-    return sorted(plain or picked)
+    safetensors = [name for name in files if name.endswith(SAFETENSORS_SUFFIXES)]
+    plain = [name for name in safetensors if not is_fp16_variant(name)]
+    return sorted(plain or safetensors)

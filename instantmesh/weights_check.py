@@ -5,8 +5,9 @@ shapes alone (a pickle's tensors mapped, a safetensors header), so a check of th
 diffusers/transformers imports and a few megabytes of pickles, not the gigabytes of weights.
 
 - Zero123++ folder: ``model_index.json`` names the components and v1.2's ramping coefficients, the scheduler and
-  image processors' configs read, the tokenizer loads, and the weights of the VAE, the text encoder and the vision
-  encoder hold as many numbers as the models their ``config.json`` describe (names vary with the library that wrote
+  image processors' configs read, the tokenizer loads, the VAE, the text encoder and the vision encoder have
+  safetensors weights (pickled ones are refused, never opened: ``instantmesh.safetensors_only``), and those
+  hold as many numbers as the models their ``config.json`` describe (names vary with the library that wrote
   them; counts do not). Safetensors files must be as long as their headers say.
 - White-background UNet: the keys and shapes of the UNet that the folder's ``unet/config.json`` describes, strictly.
 - LRM checkpoint: the keys and shapes of the LRM its config describes (``instant-mesh-large`` by default), strictly.
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .safetensors_only import check_safetensors
 from .weights import ZERO123PLUS_LOADED, zero123plus_files
 from .weights_file import CheckpointError, load_weights_file, safetensors_inventory
 
@@ -38,6 +40,7 @@ def check_zero123plus(folder: Path) -> str:
     )
 
     index = read_model_index(folder)
+    check_safetensors(folder, ZERO123PLUS_LOADED)
     read_scheduler_config(folder)
     for name in ("feature_extractor_clip", "feature_extractor_vae"):
         ImageInputs.from_folder(folder / name)

@@ -8,6 +8,7 @@ import sys
 from .backends import create_backend
 from .backends.model_files import WeightsMissing
 from .options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH, WorkerOptions, parse_worker_options
+from .queued_inputs import MIB
 from .wire.messages import WEIGHTS_MISSING_LINE
 
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=max_batch,
         batch_wait_s=options.batch_wait_ms / 1000,
         mesh_lane=mesh_lane,
+        max_queued_inline_bytes=options.max_queued_inline_mib * MIB,
     )
     sys.stderr.flush()
     os._exit(code)

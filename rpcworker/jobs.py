@@ -32,6 +32,7 @@ from typing import Any, Literal
 import msgspec
 
 from .options import MAX_BATCH_WAIT_S
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, QueuedInlineBytes
 from .wire.errors import Cancelled, InternalError, OutOfMemory, RpcError
 from .wire.messages import MAX_BATCH_LIMIT, Notification, ProgressParams, RequestId
 
@@ -73,6 +74,10 @@ class Job:
     """May run on the side lane, beside the main lane's work."""
     barrier: bool = False
     """Runs with no other job beside it (loading and unloading models)."""
+    inline_bytes: int = 0
+    """The bytes of its inline image, held while it waits in the queue."""
+    internal: bool = False
+    """The worker's own work, not a request (the switch to compiled views): not shown in ``busy`` or ``batch``."""
 
 
 @dataclass
@@ -119,6 +124,7 @@ class JobQueue:
         max_batch: int = 1,
         batch_wait_s: float = 0.0,
         side_open: Callable[[], bool] | None = None,
+        max_queued_inline_bytes: int = DEFAULT_MAX_QUEUED_INLINE_MIB * MIB,
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH_LIMIT:
             raise ValueError(f"max_batch must be 1..{MAX_BATCH_LIMIT}, got {max_batch}")
@@ -131,6 +137,8 @@ class JobQueue:
         self.max_unfinished = max(MIN_UNFINISHED, 2 * max_batch)
         """Deferred parts one lane may leave waiting for the finisher before it waits too."""
         self._side_open = side_open
+        self.queued_inline = QueuedInlineBytes(max_queued_inline_bytes)
+        """Back-pressure: the inline bytes of the jobs not started yet, against their bound."""
         self._queued: deque[_Slot] = deque()
         """Jobs not started yet, in arrival order."""
         self._slots: deque[_Slot] = deque()
@@ -161,13 +169,13 @@ class JobQueue:
     @property
     def busy(self) -> str | None:
         """The method running now on the main lane, else on the side lane; None when both are idle."""
-        current = self._running["main"] or self._running["side"]
+        current = [job for job in self._running["main"] or self._running["side"] if not job.internal]
         return current[0].method if current else None
 
     @property
     def batch(self) -> list[RequestId]:
         """The ids running now together on the main lane (one id when a job runs alone; empty when idle)."""
-        return [job.id for job in self._running["main"]]
+        return [job.id for job in self._running["main"] if not job.internal]
 
     @property
     def beside(self) -> list[RequestId]:
@@ -185,7 +193,9 @@ class JobQueue:
         return any(t.is_alive() for t in self._threads) or self._finisher.is_alive()
 
     def submit(self, job: Job) -> None:
+        """Queues ``job``; raises WorkerBusy, queuing nothing, when its inline bytes would pass the bound."""
         with self._cond:
+            self.queued_inline.admit(job.method, job.inline_bytes)
             self._pending += 1
             slot = _Slot(job)
             self._queued.append(slot)
@@ -263,6 +273,7 @@ class JobQueue:
     def _pop(self, at: int) -> _Slot:
         slot = self._queued[at]
         del self._queued[at]
+        self.queued_inline.release(slot.job.inline_bytes)
         return slot
 
     def _run(self, lane: Lane) -> None:

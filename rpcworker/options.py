@@ -15,7 +15,8 @@ from typing import Annotated, Literal, NoReturn, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from .wire.messages import MESH_LANE_CHOICES, PRESET_CHOICES, MaxBatch, MeshLane, Preset
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB
+from .wire.messages import MESH_LANE_CHOICES, PRESET_CHOICES, Device, MaxBatch, MeshLane, Preset
 
 DEFAULT_MAX_HANDLES = 16
 """Views kept for reconstruct when --max-handles is not given (and --max-batch is at most a third of it)."""
@@ -26,9 +27,12 @@ MAX_BATCH_WAIT_S = 1.0
 """The longest ``--batch-wait-ms`` may make a job wait for company."""
 
 BackendName = Literal["instantmesh", "mock"]
+CompileBuild = Literal["behind", "at-load"]
+"""``--compile-build``: build the compiled views behind eager serving (the default), or inside ``load``."""
 LogLevel = Literal["debug", "info", "warning", "error"]
 ViewSize = Annotated[int, Meta(ge=1)]
 MaxHandles = Annotated[int, Meta(ge=1)]
+MaxQueuedInlineMib = Annotated[int, Meta(ge=1)]
 BatchWaitMs = Annotated[float, Meta(ge=0.0, le=MAX_BATCH_WAIT_S * 1000)]
 
 ENV_BACKEND = "INSTANTMESH_RPC_BACKEND"
@@ -52,12 +56,15 @@ class WorkerOptions(Struct, frozen=True, forbid_unknown_fields=True):
     view_size: ViewSize | None = None
     optimize: str | None = None
     """A comma list of speed options (``none`` for none)."""
-    device: str | None = None
+    device: Device | None = None
     max_handles: MaxHandles | None = None
+    max_queued_inline_mib: MaxQueuedInlineMib = DEFAULT_MAX_QUEUED_INLINE_MIB
+    """Back-pressure: the MiB of inline images queued requests may hold before more are refused with busy."""
     output_root: str | None = None
     max_batch: MaxBatch | None = None
     batch_wait_ms: BatchWaitMs = DEFAULT_BATCH_WAIT_MS
     mesh_lane: MeshLane = "auto"
+    compile_build: CompileBuild = "behind"
     log_level: LogLevel = "info"
 
     def optimizations(self) -> tuple[str, ...] | None:
@@ -155,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"views kept in memory for reconstruct (LRU; default {DEFAULT_MAX_HANDLES}, or {HANDLES_PER_BATCH} x --max-batch if more)",
     )
     p.add_argument(
+        "--max-queued-inline-mib",
+        type=bounded(MaxQueuedInlineMib, int),
+        default=DEFAULT_MAX_QUEUED_INLINE_MIB,
+        metavar="MIB",
+        help="refuse (busy) a request whose inline image would take the bytes held by queued requests past this "
+        f"(default {DEFAULT_MAX_QUEUED_INLINE_MIB})",
+    )
+    p.add_argument(
         "--output-root",
         type=existing_directory,
         default=None,
@@ -179,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="run reconstruct on a second executor, beside the diffusion of the next objects "
         "(auto: where the backend says it pays, i.e. on CUDA)",
+    )
+    p.add_argument(
+        "--compile-build",
+        choices=get_args(CompileBuild),
+        default="behind",
+        help="with the compile option and no compiled views on this machine yet: serve eagerly at once and build "
+        "them in a process beside (behind, the default), or build them inside load first (at-load)",
     )
     p.add_argument("--log-level", default="info", choices=get_args(LogLevel))
     return p

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from .backends.base import Backend
 from .options import DEFAULT_MAX_HANDLES
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB
 from .session import WorkerSession, serve_stream
 from .wire.framing import MessageStream
 from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
@@ -92,6 +93,7 @@ def serve(
     max_batch: int = 1,
     batch_wait_s: float = 0.0,
     mesh_lane: bool = False,
+    max_queued_inline_bytes: int = DEFAULT_MAX_QUEUED_INLINE_MIB * MIB,
 ) -> int:
     """Serves until EOF on stdin or a shutdown request; returns the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -112,6 +114,7 @@ def serve(
         max_batch=max_batch,
         batch_wait_s=batch_wait_s,
         mesh_lane=mesh_lane,
+        max_queued_inline_bytes=max_queued_inline_bytes,
     )
     # After the shutdown reply the reader keeps answering (requests get shutting_down) until EOF or
     # until the executor had its grace; then the worker exits, whether or not the host closed stdin.

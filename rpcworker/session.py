@@ -18,12 +18,13 @@ from typing import Any
 import msgspec
 
 from . import __version__
-from .backends.base import Backend
+from .backends.base import Backend, CompilingBackend
 from .handlers import BARRIER_METHODS, BATCH_HANDLERS, MESH_LANE_METHODS, MESH_LANE_NEEDS, MODEL_HANDLERS, Workspace
 from .handles import ViewStore
 from .jobs import Job, JobQueue
 from .options import DEFAULT_MAX_HANDLES
 from .outputs import OutputPolicy
+from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, inline_bytes
 from .replies import ReplySender
 from .wire.errors import (
     InvalidParams,
@@ -39,9 +40,12 @@ from .wire.messages import (
     METHODS,
     PROTOCOL_VERSION,
     CancelParams,
+    CompileStatus,
+    EmptyParams,
     Incoming,
     InitializeParams,
     InitializeResult,
+    Notification,
     PingResult,
     RequestId,
     Response,
@@ -73,6 +77,7 @@ class WorkerSession:
         max_batch: int = 1,
         batch_wait_s: float = 0.0,
         mesh_lane: bool = False,
+        max_queued_inline_bytes: int = DEFAULT_MAX_QUEUED_INLINE_MIB * MIB,
     ) -> None:
         self.backend = backend
         self.stream = stream
@@ -89,8 +94,16 @@ class WorkerSession:
         # The mesh lane opens once both models are loaded, so a load never runs beside other model work.
         side_open = (lambda: set(MESH_LANE_NEEDS) <= set(backend.loaded())) if mesh_lane else None
         self.jobs = JobQueue(
-            self.replies.send, self._job_done, max_batch=max_batch, batch_wait_s=batch_wait_s, side_open=side_open
+            self.replies.send,
+            self._job_done,
+            max_batch=max_batch,
+            batch_wait_s=batch_wait_s,
+            side_open=side_open,
+            max_queued_inline_bytes=max_queued_inline_bytes,
         )
+        self._switches = 0
+        if isinstance(backend, CompilingBackend):
+            backend.watch_compile(self._compile_changed, self._switch_wanted)
 
     @property
     def requests_served(self) -> int:
@@ -160,14 +173,15 @@ class WorkerSession:
                     lambda p, ctx: handler(workspace, p, ctx),
                     side=method in MESH_LANE_METHODS,
                     barrier=method in BARRIER_METHODS,
+                    inline_bytes=inline_bytes(params),
                 )
                 batching = BATCH_HANDLERS.get(method)
                 if batching is not None and self.jobs.max_batch > 1:
                     key_of, batch_handler = batching
                     job.batch_key = key_of(params)
                     job.run_batch = lambda batch, ctxs: batch_handler(workspace, batch, ctxs)
+                self.jobs.submit(job)  # refused (busy) before it counts as in flight
                 self._in_flight[request_id] = job
-                self.jobs.submit(job)
                 return
         result = QUICK_METHODS[method](self, params)
         self.replies.send(Response(request_id, result))
@@ -196,9 +210,37 @@ class WorkerSession:
         job.cancelled.set()
         return True
 
+    # ------------------------------------------------------------------ compiled views
+
+    def _compile_changed(self, status: CompileStatus) -> None:
+        """Every change of the compiled views' status goes to the host as a ``compile`` notification."""
+        if not self.stopping:
+            self.replies.send(Notification("compile", status))
+
+    def _switch_wanted(self) -> None:
+        """Queues the switch to the compiled views as a job of its own that runs alone: after the requests before
+        it, before those after it, so a request runs wholly eager or wholly compiled."""
+        backend = self.backend
+        if self.stopping or not isinstance(backend, CompilingBackend):
+            return
+        with self._lock:
+            self._switches += 1
+            number = self._switches
+
+        def switch(params: Any, ctx: Any) -> msgspec.Struct:
+            if not self.stopping:
+                backend.switch_compiled()
+            return EmptyParams()
+
+        self.jobs.submit(Job(f"compile-switch-{number}", "switch_compiled", None, switch, barrier=True, internal=True))
+
     # ------------------------------------------------------------------ executor side
 
     def _job_done(self, job: Job, result: msgspec.Struct | None, error: RpcError | None) -> None:
+        if job.internal:  # no request, no reply
+            if error is not None:
+                log.error("%s failed: %s", job.method, error)
+            return
         # Bookkeeping before the reply goes out: a host that reads the reply and asks for status at once
         # must see the job finished (not busy, counted).
         with self._lock:
@@ -265,6 +307,7 @@ def _initialize(session: WorkerSession, params: InitializeParams) -> InitializeR
         max_line_bytes=session.stream.max_line_bytes,
         max_handles=session.workspace.views.capacity,
         weights=info.weights,
+        max_queued_inline_bytes=session.jobs.queued_inline.limit,
     )
 
 
@@ -273,7 +316,8 @@ def _ping(session: WorkerSession, params: Any) -> PingResult:
 
 
 def _status(session: WorkerSession, params: Any) -> StatusResult:
-    info = session.backend.info()
+    backend = session.backend
+    info = backend.info()
     return StatusResult(
         backend=info.name,
         model_label=info.model_label,
@@ -292,6 +336,8 @@ def _status(session: WorkerSession, params: Any) -> StatusResult:
         mesh_lane=session.jobs.side_lane,
         reconstructing=session.jobs.beside,
         weights=info.weights,
+        queued_inline_bytes=session.jobs.queued_inline.queued,
+        compile=backend.compile_status() if isinstance(backend, CompilingBackend) else CompileStatus("off"),
     )
 
 

@@ -23,6 +23,7 @@ HOST39_TESTS=(
   tests/host/api/test_preparation.py tests/host/api/test_progress.py tests/host/images/test_background.py
   tests/worker/test_mesh_lane_pipes.py tests/worker/test_texture_map_pipes.py
   tests/faults/test_names.py tests/faults/test_own_outputs.py
+  tests/host/api/test_back_pressure.py tests/host/scale/test_pool_busy.py
 )
 if [ $# -eq 0 ] && [ -z "${SKIP_HOST39:-}" ]; then
   if [ -x .venvs/host39/bin/python ]; then

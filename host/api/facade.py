@@ -184,7 +184,10 @@ class InstantMeshWorker:
         """Views of one object. The keywords override ``view_options`` (default ``ViewOptions()``: seed
         DEFAULT_SEED, DEFAULT_STEPS steps, guidance DEFAULT_GUIDANCE); a bad value raises InvalidParams.
         ``cancellation``: another thread may cancel the call, which then raises Cancelled (nothing written).
-        ``prepare``/``prepare_options``: None keeps the worker's choice (see the class)."""
+        ``prepare``/``prepare_options``: None keeps the worker's choice (see the class). When the worker's queued
+        requests already hold its bound of inline images (several threads sending at once; protocol.md section 12)
+        this raises WorkerBusy at once, nothing queued: call again once one of the earlier calls has returned
+        (``map`` and ``generate_views_many`` wait so themselves)."""
         options = view_options_of(
             view_options, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
         )

@@ -5,11 +5,14 @@ while one runs; three times with the worker's mesh lane, where the batch before 
 more than the worker keeps views for), sending their `generate_views` a whole batch at a time, and each
 object's `reconstruct` as soon as its views arrive; an object leaves the window when its mesh is written. The
 worker answers model requests in order, so waiting on the oldest request in flight is always right, and every
-answer still means "written". Outcomes come back in input order, failures in place.
+answer still means "written". Outcomes come back in input order, failures in place. A request the worker refuses
+``busy`` (too many inline images queued, protocol.md section 12) is sent again once an earlier request of the map
+has ended; it keeps its object's place in the window, and never fails the object.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -17,10 +20,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import GenerateViewsParams, ViewsHandle, ViewsResult
+from rpcworker.wire.errors import RpcError, WorkerBusy
+from rpcworker.wire.messages import GenerateViewsParams, ReconstructParams, ViewsHandle, ViewsResult
 
+from ..worker.busy import BusyWait
 from ..worker.client import WorkerClient
+from ..worker.errors import HostError
 from ..worker.session import ProgressCallback
 from .inputs import ImageLike
 from .options import MeshOptions, PrepareOptions, ViewOptions, reconstruct_params, views_params
@@ -31,6 +36,8 @@ from .tally import ObjectTally
 
 if TYPE_CHECKING:
     from ..worker.session import PendingCall
+
+log = logging.getLogger("host.api.map")
 
 BATCHES_AHEAD = 2
 """Objects kept in flight, in worker batches: one running, one queued behind it."""
@@ -56,10 +63,14 @@ class MappedWorker(Protocol):
 class _InFlight:
     index: int
     call: PendingCall
+    params: GenerateViewsParams | ReconstructParams
+    """What was sent, to send again if the worker refuses it busy."""
     sent_at: float
     """time.monotonic() when the object's views were requested."""
     views: Views | None = None
     """Set for a reconstruct: the views it was made from."""
+    busy: BusyWait | None = None
+    """Set once the worker refused the request busy: how it waits before going again."""
 
 
 def in_flight_window(max_batch: int, max_handles: int, mesh_lane: bool = False) -> int:
@@ -154,7 +165,7 @@ class _Run:
             self._end(index, _failed(index, target, exc))
             return
         call = self.worker.client.request("generate_views", params, self.worker.on_progress, self.timeout)
-        self.flight.append(_InFlight(index, call, time.monotonic()))
+        self.flight.append(_InFlight(index, call, params, time.monotonic()))
         if self.tally is not None:
             self.tally.started(target.name)
 
@@ -163,6 +174,9 @@ class _Run:
         target = self.targets[item.index]
         try:
             result = item.call.result(self.timeout)
+        except WorkerBusy as exc:
+            self._send_again(item, exc)
+            return
         except RpcError as exc:
             self._end(item.index, _failed(item.index, target, exc))
             return
@@ -172,7 +186,7 @@ class _Run:
                 ViewsHandle(views.handle), os.fspath(target.mesh), self.mesh_options, self.overwrite
             )
             call = self.worker.client.request("reconstruct", params, self.worker.on_progress, self.timeout)
-            self.flight.append(_InFlight(item.index, call, item.sent_at, views))
+            self.flight.append(_InFlight(item.index, call, params, item.sent_at, views))
             return
         outcome = ObjectOutcome(
             item.index,
@@ -183,6 +197,15 @@ class _Run:
             latency_s=time.monotonic() - item.sent_at,
         )
         self._end(item.index, outcome)
+
+    def _send_again(self, item: _InFlight, refusal: WorkerBusy) -> None:
+        """A request refused busy goes again once the next request of this map in flight has ended (or after a
+        pause, with none in flight), at the back of the window, where it is now the newest request sent."""
+        item.busy = item.busy or BusyWait()
+        log.debug("%s of object %d refused, sent again after a wait: %s", item.call.method, item.index, refusal)
+        item.busy.after(other.call for other in self.flight)
+        item.call = self.worker.client.request(item.call.method, item.params, self.worker.on_progress, self.timeout)
+        self.flight.append(item)
 
     def _end(self, index: int, outcome: ObjectOutcome) -> None:
         self.done[index] = outcome
@@ -206,15 +229,41 @@ def views_in_order(
     if tally is not None:
         for index in range(len(pending)):
             tally.started(str(index))
-    for index, call in enumerate(pending):
+    for index in range(len(pending)):
         outcome: Views | RpcError
-        try:
-            outcome = call if isinstance(call, RpcError) else worker.views_from_result(call.result(timeout))
-        except RpcError as err:
-            outcome = err
+        busy: BusyWait | None = None
+        while True:
+            call = pending[index]
+            try:
+                outcome = call if isinstance(call, RpcError) else worker.views_from_result(call.result(timeout))
+            except WorkerBusy:  # sent again with every later one refused too, after a wait: none of them fails
+                busy = busy or BusyWait()
+                busy.after(later for later in pending[index + 1 :] if not isinstance(later, RpcError))
+                for again in range(index, len(pending)):
+                    one, sent = params[again], pending[again]
+                    if index == again or (not isinstance(sent, RpcError) and _refused(sent)):
+                        assert not isinstance(one, RpcError)
+                        pending[again] = worker.client.request("generate_views", one, worker.on_progress, timeout)
+                continue
+            except RpcError as err:
+                outcome = err
+            break
         if tally is not None:
             tally.finished(str(index), isinstance(outcome, Views))
         yield outcome
+
+
+def _refused(call: PendingCall) -> bool:
+    """Whether a request was answered busy (an unanswered one is not, yet)."""
+    if not call.done:
+        return False
+    try:
+        call.result(0)
+    except WorkerBusy:
+        return True
+    except (RpcError, HostError):  # answered with another error: not ours to send again
+        pass
+    return False
 
 
 def _failed(index: int, target: ObjectTarget, exc: BaseException) -> ObjectOutcome:

@@ -9,8 +9,11 @@ replaced. Names given by the caller are not cut: one that could not be a plain f
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterable
+
+from ..worker.owners import TAG_PATTERN, owner_tag
 
 NAME_MAX_DEFAULT = 255
 """Bytes in one file name, where the file system does not say (Linux's and macOS's limit)."""
@@ -90,7 +93,11 @@ def plain_name_problem(name: object, budget: int) -> str | None:
 
 def temporary_name(name: str, limit: int) -> str:
     """A hidden, unpredictable name beside ``name`` for a file written before it takes ``name``: ``.NAME.partial-
-    PID-RAND.EXT``, NAME cut so the whole fits ``limit`` bytes."""
+    OWNER-RAND.EXT`` (OWNER: this host's tag, `host.worker.owners`), NAME cut so the whole fits ``limit`` bytes."""
     stem, ext = os.path.splitext(name)
-    tag = f"{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(RANDOM_HEX // 2)}{ext}"
+    tag = f"{PARTIAL_TAG}{owner_tag()}-{secrets.token_hex(RANDOM_HEX // 2)}{ext}"
     return f".{cut(stem, limit - 1 - len(os.fsencode(tag)))}{tag}"
+
+
+TEMPORARY_NAME_PATTERN = rf"\..*{re.escape(PARTIAL_TAG)}(?P<owner>{TAG_PATTERN})-[0-9a-f]{{{RANDOM_HEX}}}(\.[^.]*)?"
+"""Every name `temporary_name` makes (and no name the worker's own temporary files get: theirs hold a bare pid)."""

@@ -64,7 +64,7 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mock", metavar="OPTS", help="mock backend options, e.g. step_delay=0.02")
     group.add_argument(
         "--max-batch",
-        type=_max_batch,
+        type=max_batch_type,
         metavar="N",
         help="objects per diffusion batch in the worker (default: the worker's, 8 on CUDA, 1 on CPU); above 1 the batch "
         "command keeps objects in flight so batches fill",
@@ -162,7 +162,7 @@ def _steps(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _max_batch(text: str) -> int:
+def max_batch_type(text: str) -> int:
     try:
         return checked(MaxBatch, "--max-batch", text)
     except ValueError as exc:

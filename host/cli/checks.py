@@ -17,6 +17,8 @@ from .arguments import UsageProblem
 from .display import shown
 from .inputs import ObjectInput, OutputOnInput, refuse_outputs_on_inputs
 from .objects import ObjectOutputs, Settings
+from .out_files import remove_killed_hosts_files
+from .report import REPORT_DIR
 
 
 def check_host_libraries(settings: Settings) -> None:
@@ -47,7 +49,8 @@ def check_mcp_sdk() -> None:
 
 def check_output_dir(out_dir: Path) -> None:
     """Creates the output folder and proves it writable, before any worker starts or model loads. Its path must be
-    UTF-8: the worker's replies name the files written in it, and JSON carries nothing else."""
+    UTF-8: the worker's replies name the files written in it, and JSON carries nothing else. Then removes the
+    temporary files that killed hosts left there (`remove_killed_hosts_files`)."""
     try:
         os.fspath(out_dir).encode("utf-8")
     except UnicodeEncodeError:
@@ -68,6 +71,7 @@ def check_output_dir(out_dir: Path) -> None:
         raise UsageProblem(f"--out {shown(out_dir)} is not writable: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageProblem(f"--out {shown(out_dir)} is not writable")
+    remove_killed_hosts_files(out_dir, (REPORT_DIR,))
 
 
 def check_planned_outputs(

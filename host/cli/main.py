@@ -1,12 +1,13 @@
 """``python -m host`` (or ``instantmesh-rpc``): ``batch`` turns images into meshes with one warm worker;
 ``session`` is interactive; ``mcp`` serves agents over MCP; ``web`` serves a browser page; ``doctor`` checks a
 worker environment; ``setup-worker`` prepares one; ``fetch-weights`` downloads the official weights to where the
-worker finds them.
+worker finds them; ``prepare`` builds the machine's compiled views ahead (images, CI).
 
     python -m host batch examples/inputs --out outputs
     python -m host session --out outputs
     python -m host doctor --python ENV
     python -m host fetch-weights
+    python -m host prepare
 
 Both start one worker (by default the project's models env with the tiny-preset fallback), load the
 models once, and report per object. ``batch`` resumes: an object whose mesh exists is skipped unless
@@ -55,6 +56,8 @@ from .fetch_weights import add_fetch_command, fallback_note, run_fetch_weights
 from .inputs import ObjectInput, collect_inputs
 from .lines import report_object, summary_table
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, rembg_problem, run_object
+from .prepare import add_prepare_command, run_prepare
+from .resume import mesh_problem
 from .scale import add_scale_options, make_pool, process_scaled, wants_scale_out
 from .setup_worker import add_environment_commands, run_environment_command
 from .web_command import add_web_command, run_web
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{batch,session,mcp,web,doctor,setup-worker,fetch-weights}"
+        dest="command", required=True, metavar="{batch,session,mcp,web,doctor,setup-worker,fetch-weights,prepare}"
     )
     batch = commands.add_parser(
         "batch",
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_web_command(commands)
     add_environment_commands(commands)
     add_fetch_command(commands)
+    add_prepare_command(commands)
     return parser
 
 
@@ -126,7 +130,7 @@ def run_batch(args: argparse.Namespace) -> int:
         from .report import ReportUnavailable, check_report_possible
 
         try:
-            check_report_possible(settings.out_dir)
+            check_report_possible(settings.out_dir, settings.overwrite)
         except ReportUnavailable as exc:
             raise UsageProblem(str(exc)) from None
     objects, notes = collect_inputs(args.inputs, object_name_budget(settings.out_dir))
@@ -141,6 +145,8 @@ def run_batch(args: argparse.Namespace) -> int:
         outputs = settings.outputs(item.name)
         if item.problem is not None:
             results[item.name] = ObjectResult(item.name, item.image, "failed", error=item.problem)
+        elif (problem := mesh_problem(outputs.mesh, settings.overwrite)) is not None:
+            results[item.name] = ObjectResult(item.name, item.image, "failed", error=problem)
         elif outputs.mesh.exists() and not settings.overwrite:
             results[item.name] = ObjectResult(item.name, item.image, "skipped", mesh_path=outputs.mesh)
         elif (problem := rembg_problem(item, settings)) is not None:
@@ -169,12 +175,19 @@ def run_batch(args: argparse.Namespace) -> int:
     }
     print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f"   [model: {label}]" if label else ""))
     if args.report:
-        from .report import write_report
+        from .report import ReportNotWritten, write_report
 
         try:
-            print(f"report: {shown(write_report(settings.out_dir, ordered, label))}")
-        except OSError as exc:
-            print(f"error: the report was not written: {printable(exc.strerror or exc)}", file=sys.stderr)
+            page = write_report(
+                settings.out_dir,
+                ordered,
+                label,
+                settings.overwrite,
+                lambda line: print(f"note: {printable(line)}", file=sys.stderr),
+            )
+            print(f"report: {shown(page)}")
+        except ReportNotWritten as exc:
+            print(f"error: {printable(exc)}", file=sys.stderr)
             code = code or EXIT_FAILED
     failed = [r for r in ordered if r.status in ("failed", "cancelled", "not run")]
     if failed:
@@ -329,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_mcp(args)
         if args.command == "fetch-weights":
             return run_fetch_weights(args)
+        if args.command == "prepare":
+            return run_prepare(args)
         if args.command == "web":
             return run_web(args)
         from .session import run_session

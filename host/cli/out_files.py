@@ -4,7 +4,9 @@
 who can write to it. So a folder inside it (``report/``) is opened with ``O_NOFOLLOW`` and every file is made new
 (``O_CREAT | O_EXCL | O_NOFOLLOW``) under a hidden, unpredictable temporary name that fits the file system, then
 renamed over its final name relative to the folder's descriptor: a symlink found at the final name is replaced,
-never followed, and a folder that is a symlink is refused in one line.
+never followed, and a folder that is a symlink is refused in one line. The temporary name carries the host's
+owner tag (`host.worker.owners`): what a killed host left under one is removed by the next that uses the folder
+(`remove_killed_hosts_files`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..api.naming import name_max, temporary_name
+from ..api.naming import TEMPORARY_NAME_PATTERN, name_max, temporary_name
+from ..worker.owners import remove_debris
 
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -59,7 +62,7 @@ def _open_below(parent: int, name: str, out_dir: Path) -> int:
 
 def write_new(folder: int, name: str, data: bytes, mode: int = SHARED_FILE_MODE) -> None:
     """``data`` in a file made new at ``name`` in ``folder``: refused (FileExistsError) if anything is there,
-    a symlink included."""
+    a symlink included. A write that fails (a full disk) removes the file again."""
     fd = os.open(name, NEW_FILE_FLAGS, mode, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb", closefd=False) as out:
@@ -67,6 +70,9 @@ def write_new(folder: int, name: str, data: bytes, mode: int = SHARED_FILE_MODE)
             out.flush()
             os.fsync(fd)
         os.fchmod(fd, mode)  # the umask does not decide what the report's readers may see
+    except BaseException:  # a full disk, Ctrl-C: the file made here goes, so nothing truncated stays
+        discard(folder, name)
+        raise
     finally:
         os.close(fd)
 
@@ -104,3 +110,15 @@ def replace_file(out_dir: Path, name: str, data: bytes, sub: str | None = None) 
         except BaseException:
             discard(folder, temporary)
             raise
+
+
+def remove_killed_hosts_files(out_dir: Path, subs: tuple[str, ...] = ()) -> list[str]:
+    """Removes the temporary files (staged inputs, the report's files) that hosts killed before they could rename
+    or remove them left in ``out_dir`` and its folders ``subs`` (never through a symlink); returns their names.
+    Only those of hosts that are surely gone: a host writing here meanwhile keeps its own."""
+    removed = remove_debris(out_dir, TEMPORARY_NAME_PATTERN, "file")
+    for sub in subs:
+        removed += [
+            f"{sub}/{name}" for name in remove_debris(out_dir / sub, TEMPORARY_NAME_PATTERN, "file", follow=False)
+        ]
+    return removed

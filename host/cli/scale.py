@@ -18,6 +18,7 @@ from rpcworker.wire.errors import RpcError
 
 from ..api.preparing import prepare_image
 from ..api.progress import ProgressPrinter
+from ..scale.plan import pool_options
 from ..scale.pool import WorkerPool
 from ..scale.slots import visible_gpus
 from ..worker.errors import HostError, WorkerStartError
@@ -52,9 +53,15 @@ def add_scale_options(parser: argparse.ArgumentParser, *, ray: bool = True) -> N
 
 
 def _workers(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"workers must be at least 1, got {value}")
+    """--workers N, held to the pool's own ``WorkerCount``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    try:
+        pool_options(workers=value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 

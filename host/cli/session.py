@@ -6,7 +6,9 @@ models load once, on the first object (or ``load``), and that cold time is repor
 
 Ctrl-C while an object runs cancels the request on the worker (the worker lives in its own process group,
 so the terminal's SIGINT reaches only this process) and returns to the prompt; Ctrl-C at the prompt, a
-second Ctrl-C while cancelling, ``quit`` or end of input shut the worker down cleanly.
+second Ctrl-C while cancelling, ``quit`` or end of input shut the worker down cleanly. Nothing of a cancelled
+object remains: its files go once the worker has stopped its request, and again after the worker is shut
+down (a second Ctrl-C does not wait for the first cancel to finish).
 """
 
 from __future__ import annotations
@@ -18,15 +20,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from rpcworker.wire.errors import RpcError
-from rpcworker.wire.messages import MESH_FORMATS, SEED_RANGE, STEPS_RANGE
 
 from ..api.facade import InstantMeshWorker
 from ..api.naming import UniqueNames, object_name_budget
-from ..api.options import mesh_options_of, view_options_of
 from ..api.progress import ProgressPrinter
 from ..worker.errors import HostError, WorkerStartError
 from .arguments import EXIT_OK, EXIT_USAGE, make_worker, settings_from_args
@@ -38,6 +37,7 @@ from .lines import SESSION_HELP as HELP
 from .lines import bytes_text as _bytes
 from .lines import report_object
 from .objects import ObjectOutputs, ObjectResult, Settings, ensure_loaded, run_object
+from .session_settings import SETTING_COMMANDS
 
 PROMPT = "instantmesh> "
 SECOND_INTERRUPT_S = 1.0
@@ -65,6 +65,8 @@ class Session:
         self.results: list[ObjectResult] = []
         self.cold_load: dict[str, float] = {}
         self.generation = 0
+        self.cancelled: list[ObjectOutputs] = []
+        """The outputs of objects cancelled this session: none may remain (`_discard_cancelled`)."""
 
     def say(self, text: str = "") -> None:
         """A line (or lines) for the person; names in it are shown, never obeyed (control characters escaped)."""
@@ -144,6 +146,7 @@ class Session:
         try:
             self.say("shutting down the worker ...")
             code = self.worker.close()
+            self._discard_cancelled()  # the worker has stopped: nothing of a cancelled request can land any more
             done = sum(r.status == "ok" for r in self.results)
             self.say(f"worker stopped (exit code {code}); {done} object(s) done this session")
         finally:
@@ -157,6 +160,10 @@ class Session:
         if not text:
             return True
         word, _, rest = text.partition(" ")
+        change = SETTING_COMMANDS.get(word.lower())
+        if change is not None:
+            self.say(change(self.settings, rest.strip()))
+            return True
         command = getattr(self, f"cmd_{word.lower()}", None) if word.isalpha() else None
         if command is not None:
             try:
@@ -206,62 +213,6 @@ class Session:
         self.say(f"  objects  {counts['ok']} done, {counts['failed']} failed, {counts['cancelled']} cancelled{cold}")
         self.say(f"  output   {self._settings_line()}")
 
-    def cmd_steps(self, value: str) -> None:
-        self._set_view("num_inference_steps", "steps", value, STEPS_RANGE)
-
-    def cmd_seed(self, value: str) -> None:
-        self._set_view("seed", "seed", value, SEED_RANGE)
-
-    def _set_view(self, field: str, name: str, value: str, bounds: tuple[int, int]) -> None:
-        """``bounds`` are the wire's declared range, so the session refuses what the worker would."""
-        low, high = bounds
-        try:
-            number = int(value)
-        except ValueError:
-            self.say(f"usage: {name} N (a whole number from {low})")
-            return
-        if not low <= number <= high:
-            self.say(f"{name} must be between {low} and {high}")
-            return
-        self.settings.views = view_options_of(self.settings.views, **{field: number})
-        self.say(f"{name} = {number}")
-
-    def cmd_format(self, value: str) -> None:
-        if value.lower() not in MESH_FORMATS:
-            self.say(f"usage: format {'|'.join(MESH_FORMATS)}")
-            return
-        self.settings.mesh = mesh_options_of(self.settings.mesh, format=value.lower())
-        self.say(f"format = {self.settings.format}")
-
-    def cmd_out(self, value: str) -> None:
-        if not value:
-            self.say(f"output folder: {shown(self.settings.out_dir)}")
-            return
-        target = Path(os.path.expanduser(value)).resolve()
-        if os.path.exists(target) and not os.path.isdir(target):
-            self.say(f"{target} exists and is not a folder")
-            return
-        try:
-            os.fspath(target).encode("utf-8")
-        except UnicodeEncodeError:
-            self.say(f"{target} is not a valid UTF-8 name, which the worker's replies could not carry")
-            return
-        self.settings.out_dir = target
-        self.say(f"output folder = {shown(target)}")
-
-    def cmd_sheet(self, value: str) -> None:
-        self._set_flag("contact_sheet", "sheet", value)
-
-    def cmd_preprocess(self, value: str) -> None:
-        self._set_flag("preprocess", "preprocess", value)
-
-    def _set_flag(self, attribute: str, name: str, value: str) -> None:
-        if value.lower() not in ("on", "off"):
-            self.say(f"usage: {name} on|off")
-            return
-        setattr(self.settings, attribute, value.lower() == "on")
-        self.say(f"{name} {value.lower()}")
-
     # ------------------------------------------------------------------ objects
 
     def _paths(self, text: str) -> list[str]:
@@ -305,6 +256,7 @@ class Session:
                 current = outputs = None
                 name = self._free_name(found.name)
                 outputs = self.settings.outputs(name)
+                self.cancelled = [earlier for earlier in self.cancelled if earlier != outputs]  # this one's now
                 current = ObjectInput(name, found.image, found.mask)
                 counter = f" ({index + 1}/{len(items)})" if len(items) > 1 else ""
                 mask = f" + {shown(found.mask)}" if found.mask else ""
@@ -314,16 +266,19 @@ class Session:
                 self.results.append(result)
                 report_object(self.printer, result)
         except KeyboardInterrupt:
-            self.printer.end_line()
-            if current is not None:
-                self.results.append(ObjectResult(current.name, current.image, "cancelled"))
-            self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
-            skipped = [item.name for item in items[index + 1 :]]
-            if skipped:
-                self.say(f"  skipped, not started: {', '.join(skipped)}")
-            self._settle()
             if current is not None and outputs is not None:
-                self._discard(outputs)
+                self.cancelled.append(outputs)
+            try:
+                self.printer.end_line()
+                if current is not None:
+                    self.results.append(ObjectResult(current.name, current.image, "cancelled"))
+                self.say(f"  cancelled -- the worker stays warm (Ctrl-C again within {SECOND_INTERRUPT_S:.0f} s quits)")
+                skipped = [item.name for item in items[index + 1 :]]
+                if skipped:
+                    self.say(f"  skipped, not started: {', '.join(skipped)}")
+                self._settle()
+            finally:  # a second Ctrl-C too: the session quits, and `_shutdown` removes them again once the worker stopped
+                self._discard_cancelled()
         except WorkerStartError as exc:
             self.printer.end_line()
             self.say(f"error: the worker could not be restarted: {exc}")
@@ -340,11 +295,12 @@ class Session:
             number += 1
         return name
 
-    @staticmethod
-    def _discard(outputs: ObjectOutputs) -> None:
-        """Removes what a cancelled object wrote; its name was free before, so nothing older is lost."""
-        for path, _ in outputs.described("", True):
-            path.unlink(missing_ok=True)
+    def _discard_cancelled(self) -> None:
+        """Removes what cancelled objects wrote; their names were free before, so nothing older is lost. Kept in
+        the books until the session ends: a worker that had not stopped yet may still write them."""
+        for outputs in self.cancelled:
+            for path, _ in outputs.described("", True):
+                path.unlink(missing_ok=True)
 
     def _settle(self, timeout: float = 10.0) -> None:
         """Waits until the worker has stopped the cancelled request; a Ctrl-C meanwhile quits the session."""

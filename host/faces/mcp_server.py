@@ -17,8 +17,8 @@ import base64
 import json
 import logging
 import os
+import shutil
 import sys
-import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,6 +37,7 @@ from rpcworker.wire.errors import RpcError
 from ..api.facade import InstantMeshWorker
 from ..api.results import Mesh
 from ..worker.errors import HostError
+from ..worker.owners import owned_folder
 from .gathering import ArrivalGate
 from .progress_relay import ProgressRelay, SendProgress
 from .threads import run_cancellable
@@ -65,18 +66,22 @@ INSTRUCTIONS = (
 """What the agent is told at initialize (the working directory filled in)."""
 
 
+SCRATCH_PREFIX = "instantmesh-mcp-"
+
+
 def serve(target: Target, *, verbose: bool = False) -> int:
     """Serves until the client closes stdin (exit code 0) or Ctrl-C (130); the worker is shut down either way."""
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
+    scratch = owned_folder(SCRATCH_PREFIX)  # named after this host: the next removes it if this one is killed
     try:
-        with tempfile.TemporaryDirectory(prefix="instantmesh-mcp-") as scratch:
-            anyio.run(_serve, target, Path(scratch))
+        anyio.run(_serve, target, Path(scratch))
     except KeyboardInterrupt:
         return 130
     finally:
         target.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -8,7 +8,6 @@ object: it sets a flag the runner checks between requests and cancels the reques
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rpcworker.wire.messages import MESH_FORMATS, MeshFormat, ProgressParams
 
+from ..api.naming import name_max, temporary_name
 from ..api.options import ViewOptions
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class ObjectFiles:
         prepared = out_dir / f"{name}_input.png"
         return cls(
             prepared,
-            prepared.with_name(f".{prepared.name}.partial-{os.getpid()}.png"),
+            prepared.with_name(temporary_name(prepared.name, name_max(out_dir))),
             out_dir / f"{name}_views.png",
             {fmt: out_dir / f"{name}.{fmt}" for fmt in formats},
         )

@@ -1,9 +1,12 @@
 """One object through the pool: its views on the least-loaded worker, its mesh on the worker that holds them
-(or, split, on a mesh worker), and the one redo on another worker that a lost worker earns the object."""
+(or, split, on a mesh worker), and the one redo on another worker that a lost worker earns the object. A request
+a worker refuses busy (protocol.md section 12) is sent again once another request of the pool has ended: it is
+neither a failure nor an attempt."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from rpcworker.wire.errors import HandleExpired
+from rpcworker.wire.errors import HandleExpired, WorkerBusy
 
 from ..api.inputs import ImageLike
 from ..api.options import MeshOptions, PrepareOptions, ViewOptions
@@ -19,12 +22,14 @@ from ..api.outcome import ObjectOutcome, ObjectTarget, describe_error, mesh_comp
 from ..api.preparing import prepared
 from ..api.results import Mesh, Views
 from ..api.tally import ObjectTally
+from ..worker.busy import BusyWait
 from ..worker.cancellation import Cancellation
 from ..worker.errors import RequestTimeout, WorkerCrashed
 from ..worker.session import ProgressCallback
 from .slots import Slot, Slots
 
 T = TypeVar("T")
+log = logging.getLogger("host.scale.pool")
 
 WORKER_LOST = (WorkerCrashed, RequestTimeout)
 """Failures of the worker, not of the object: the object is redone once on another worker."""
@@ -133,6 +138,7 @@ class ObjectSteps:
     ) -> tuple[T, Slot]:
         """``work`` on ``first`` or the least-loaded ``kind`` worker; if that worker is lost, ``retry``
         (default: ``work``) once on another one, counted in ``tries``. ``first`` given without ``retry``: no second attempt."""
+        work, retry = self._patient(work), (self._patient(retry) if retry is not None else None)
         slot = self.slots.take(first) if first is not None else self.slots.acquire(kind, avoid=avoid)
         try:
             with self.slots.held(slot):
@@ -158,6 +164,24 @@ class ObjectSteps:
             if isinstance(exc, WorkerCrashed):
                 self.slots.restart_in_background(slot)
             raise
+
+    def _patient(self, work: Callable[[Slot], T]) -> Callable[[Slot], T]:
+        """``work`` on a slot, sent again each time its worker refuses it busy, after another request of the
+        pool has ended (or a short pause, with none in flight)."""
+
+        def run(slot: Slot) -> T:
+            wait = BusyWait()
+            while True:
+                seen = self.slots.ended
+                try:
+                    return work(slot)
+                except WorkerBusy as exc:
+                    if self.slots.closing:
+                        raise
+                    log.debug("worker %d refused a request, sent again after a wait: %s", slot.index, exc)
+                    self.slots.wait_for_end(seen, wait.next_pause())
+
+        return run
 
     def views(
         self,

@@ -3,7 +3,8 @@
 Each request goes to the least-loaded worker; views stay bound to the worker that made them. A worker that
 crashes is restarted in the background and the object it was working on is redone once on another worker
 (a stalled one: after its request timeout), while the other workers keep going. Split mode runs views on one
-device and meshes on another; the views grid travels between them as a file in shared memory.
+device and meshes on another; the views grid travels between them as a file in shared memory, in a folder
+named after the pool's host: a pool that starts removes the folders of pools whose host was killed.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from ..api.progress import WorkerProgress
 from ..api.results import Mesh, Views
 from ..api.tally import ObjectTally
 from ..worker.cancellation import Cancellation
+from ..worker.owners import owned_folder
 from ..worker.process import WorkerCommand
 from ..worker.session import ProgressCallback
 from .object_steps import Attempts, Call, ObjectSteps, PoolViews
+from .plan import DEFAULT_CANCEL_GRACE_S, pool_options, worker_plan
 from .slots import (
     ROLE_MODELS,
     PoolWorkerStatus,
@@ -46,10 +49,11 @@ from .slots import (
     pinned_command,
     start_all,
     visible_gpus,
-    worker_plan,
 )
 
 SHARED_MEMORY_DIR = "/dev/shm"
+TRANSFER_PREFIX = "instantmesh-pool-"
+"""A transfer folder's name: this, its host's owner tag and a random part (`host.worker.owners.owned_folder`)."""
 
 
 class WorkerPool:
@@ -68,24 +72,31 @@ class WorkerPool:
         devices: Sequence[str] | None = None,
         workers: int | None = None,
         split: Mapping[str, str | Sequence[str]] | None = None,
-        cancel_grace: float | None = 30.0,
+        cancel_grace: float | None = DEFAULT_CANCEL_GRACE_S,
         prepare: bool = True,
         prepare_options: PrepareOptions | None = None,
         progress: bool = False,
         **worker_options: Any,
     ) -> None:
+        layout = pool_options(
+            devices=devices,
+            workers=workers,
+            split=split,
+            device=worker_options.pop("device", None),
+            cancel_grace=cancel_grace,
+        )
+        gpus = visible_gpus()
+        plan = worker_plan(layout, gpus)  # a bad argument or a GPU this machine lacks: one line, before any worker
         self.preparation = Preparation(prepare, checked(prepare_options or PrepareOptions()))
         if prepare:
             require_image_libraries()  # refused here, in one line, rather than at the first request
         self.progress = WorkerProgress(progress)
-        plan = worker_plan(devices, workers, split, worker_options.pop("device", None))
         worker_options.setdefault("max_batch", 1)  # each worker takes one object at a time: no batch size to compile
         base = (
             python
             if isinstance(python, WorkerCommand)
             else (WorkerCommand.parse(python) if python else WorkerCommand.default())
         )
-        gpus = visible_gpus()
         slots = []
         for index, (role, device) in enumerate(plan):
             command, worker_device = pinned_command(base, device, gpus)
@@ -93,9 +104,9 @@ class WorkerPool:
             worker = InstantMeshWorker(
                 command, device=worker_device, auto_restart=True, prepare=False, **worker_options
             )
-            worker.client.cancel_grace = cancel_grace
+            worker.client.cancel_grace = layout.cancel_grace
             slots.append(Slot(index, role, device, worker))
-        self.split = split is not None
+        self.split = layout.split is not None
         self._slots = Slots(slots, worker_options.get("startup_timeout", 300.0))
         self._steps = ObjectSteps(self._slots, self.split)
 
@@ -110,8 +121,8 @@ class WorkerPool:
     def start(self) -> WorkerPool:
         start_all(self._slots.slots)
         if self.split and self._steps.transfer_dir is None:
-            base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else None
-            self._steps.transfer_dir = tempfile.mkdtemp(prefix="instantmesh-pool-", dir=base)
+            base = SHARED_MEMORY_DIR if os.access(SHARED_MEMORY_DIR, os.W_OK) else tempfile.gettempdir()
+            self._steps.transfer_dir = owned_folder(TRANSFER_PREFIX, base)
         return self
 
     def close(self) -> None:

@@ -29,6 +29,8 @@ from ..api.options import (
     view_options_of,
 )
 from ..api.outcome import ObjectOutcome, describe_error, map_targets
+from ..worker.busy import until_admitted
+from .plan import actor_options
 
 WORKER_LOST = ("WorkerCrashed", "RequestTimeout")
 """Outcome codes that are the worker's failure, not the object's: the object is redone once."""
@@ -61,19 +63,24 @@ class MeshActor:
     def make(
         self, index: int, name: str, image: str, mesh_path: str, grid_path: str | None, options: ObjectOptions
     ) -> ObjectOutcome:
-        """One object; an error of the object or of the worker becomes a failed outcome, never an exception."""
+        """One object; an error of the object or of the worker becomes a failed outcome, never an exception. A
+        request the worker refuses busy (protocol.md section 12) goes again after a short pause."""
         try:
-            views = self.worker.generate_views(
-                image,
-                view_options=options.views,
-                save_grid=grid_path,
-                overwrite=options.overwrite,
-                timeout=options.timeout,
-                prepare=options.preparation is not None,
-                prepare_options=options.preparation,
+            views = until_admitted(
+                lambda: self.worker.generate_views(
+                    image,
+                    view_options=options.views,
+                    save_grid=grid_path,
+                    overwrite=options.overwrite,
+                    timeout=options.timeout,
+                    prepare=options.preparation is not None,
+                    prepare_options=options.preparation,
+                )
             )
-            mesh = self.worker.reconstruct(
-                views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
+            mesh = until_admitted(
+                lambda: self.worker.reconstruct(
+                    views, mesh_path, mesh_options=options.mesh, overwrite=options.overwrite, timeout=options.timeout
+                )
             )
         except Exception as exc:  # noqa: BLE001 - reported in the outcome
             message, code = describe_error(exc)
@@ -152,6 +159,8 @@ def map_images(
     mesh = map_mesh_options(mesh_options, format=format, texture_map=texture_map, orientation=orientation)
     preparation = checked(prepare_options or PrepareOptions()) if prepare else None
     options = ObjectOptions(views, mesh, overwrite, timeout, preparation)
+    if not isinstance(actors, list):  # a bad count is refused before Ray is reached
+        actor_options(actors=actors, num_gpus=num_gpus, num_cpus=num_cpus)
     if not ray.is_initialized():
         ray.init(address=address)
     paths = [os.path.abspath(os.fspath(image)) for image in images]
@@ -185,17 +194,19 @@ def start_actors(
     num_cpus: float = 1,
     **worker_options: Any,
 ) -> list[Any]:
-    """``count`` MeshActors (default: one per GPU of the cluster); refuses what the cluster cannot place."""
+    """``count`` MeshActors (default: one per GPU of the cluster); refuses a bad count (``actors`` in the
+    message, as map_images calls it) and what the cluster cannot place, in one line."""
+    chosen = actor_options(actors=count, num_gpus=num_gpus, num_cpus=num_cpus)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if num_gpus and cluster_gpus < num_gpus:
+    if chosen.num_gpus and cluster_gpus < chosen.num_gpus:
         raise ValueError(
             f"the Ray cluster has {cluster_gpus:g} GPU(s), an actor needs {num_gpus:g}; pass num_gpus=0 for CPU actors"
         )
-    if count is None:
-        count = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
-    if count < 1:
-        raise ValueError(f"actors must be at least 1, got {count}")
-    remote = actor_class(num_gpus, num_cpus)
+    if chosen.actors is not None:
+        count = chosen.actors
+    else:
+        count = max(1, int(cluster_gpus // chosen.num_gpus)) if chosen.num_gpus else 1
+    remote = actor_class(chosen.num_gpus, chosen.num_cpus)
     return [remote.remote(python, **worker_options) for _ in range(count)]
 
 

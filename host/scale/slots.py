@@ -9,29 +9,28 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from rpcworker.wire.messages import StatusResult
 
 from ..api.facade import InstantMeshWorker
+from ..worker.busy import BUSY_LONGEST_WAIT_S
 from ..worker.errors import HostError, WeightsMissing, WorkerStartError
 from ..worker.process import WorkerCommand
+from .plan import Role
 
 log = logging.getLogger("host.scale.pool")
 
-Role = Literal["both", "views", "mesh"]
 ROLE_MODELS: dict[str, tuple[str, ...]] = {"both": ("views", "mesh"), "views": ("views",), "mesh": ("mesh",)}
 SERVES = {"views": ("both", "views"), "mesh": ("both", "mesh")}
 """Which slot roles can take a views request and a mesh request."""
 
-DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 NVIDIA_SMI_TIMEOUT_S = 20.0
 STATUS_TIMEOUT_S = 5.0
 
@@ -56,58 +55,13 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(listed.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def check_device(device: str) -> str:
-    if not DEVICE_PATTERN.match(device):
-        raise ValueError(f"device {device!r} is not cpu, cuda or cuda:N")
-    return device
-
-
-def worker_plan(
-    devices: Sequence[str] | None,
-    workers: int | None,
-    split: Mapping[str, str | Sequence[str]] | None,
-    device: str | None,
-) -> list[tuple[Role, str | None]]:
-    """(role, device) per worker from the constructor's arguments; refuses what cannot work, with why."""
-    given = [
-        name for name, value in (("devices", devices), ("workers", workers), ("split", split)) if value is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(f"give one of devices, workers and split, not {' and '.join(given)}")
-    if split is not None:
-        if set(split) != {"views", "mesh"}:
-            raise ValueError(f"split needs exactly the keys 'views' and 'mesh', got {sorted(split)}")
-        plan: list[tuple[Role, str | None]] = []
-        for role in ("views", "mesh"):
-            entry = split[role]
-            for one in [entry] if isinstance(entry, str) else list(entry):
-                plan.append((role, check_device(one)))
-        return plan
-    if workers is not None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        return [("both", check_device(device) if device else None)] * workers
-    if devices is None:
-        gpus = visible_gpus()
-        if not gpus:
-            raise ValueError(
-                "no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); pass workers=N to run N workers on the CPU"
-            )
-        devices = [f"cuda:{i}" for i in range(len(gpus))]
-    if not devices:
-        raise ValueError("devices is empty")
-    return [("both", check_device(d)) for d in devices]
-
-
 def pinned_command(base: WorkerCommand, device: str | None, gpus: Sequence[str]) -> tuple[WorkerCommand, str | None]:
     """The worker command and --device for ``device``: ``cuda:N`` pins GPU N of ``gpus`` (this process's
-    visible GPUs) with CUDA_VISIBLE_DEVICES and tells the worker ``cuda``; other devices pass through."""
+    visible GPUs, which ``plan.worker_plan`` checked it names) with CUDA_VISIBLE_DEVICES and tells the worker
+    ``cuda``; other devices pass through."""
     if device is None or not device.startswith("cuda:"):
         return base, device
-    index = int(device.split(":", 1)[1])
-    if gpus and index >= len(gpus):
-        raise ValueError(f"device {device} does not exist: {len(gpus)} GPU(s) visible ({', '.join(gpus)})")
-    physical = gpus[index] if gpus else str(index)
+    physical = gpus[int(device.split(":", 1)[1])]
     env = dict(base.env, CUDA_VISIBLE_DEVICES=physical)
     return WorkerCommand(list(base.prefix), env, base.add_project_to_path, base.module), "cuda"
 
@@ -163,6 +117,8 @@ class Slots:
         self.startup_timeout = startup_timeout
         self.warm_models: bool = False
         self.closing = False
+        self.ended = 0
+        """Requests of the pool ended so far, on any worker (a busy request waits for this to change)."""
         self._changed = threading.Condition()
 
     def __iter__(self) -> Iterator[Slot]:
@@ -209,7 +165,16 @@ class Slots:
         finally:
             with self._changed:
                 slot.in_flight -= 1
+                self.ended += 1
                 self._changed.notify_all()
+
+    def wait_for_end(self, seen: int, pause: float) -> None:
+        """After a busy refusal, while the refused request still counts as in flight: until a request of the
+        pool ends after ``ended`` was ``seen`` (at most BUSY_LONGEST_WAIT_S), or, with no other request in
+        flight, for ``pause``."""
+        with self._changed:
+            others = sum(slot.in_flight for slot in self.slots) > 1
+            self._changed.wait_for(lambda: self.ended != seen or self.closing, BUSY_LONGEST_WAIT_S if others else pause)
 
     def count(self, slot: Slot, ok: bool) -> None:
         with self._changed:

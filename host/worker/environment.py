@@ -36,8 +36,11 @@ from pathlib import Path
 from rpcworker.wire.cache import CacheNotPrivate, cache_root, check_private, private_folder
 
 from .errors import WorkerStartError
+from .owners import owned_folder
 
 WORKER_PACKAGES = ("rpcworker", "instantmesh")
+STAGING_PREFIX = ".stage-"
+"""A staging folder's name: this, its host's owner tag and a random part (`host.worker.owners.owned_folder`)."""
 BUNDLED_MODELS = Path("worker_code") / "instantmesh"
 """Where an installed host keeps the model code, inside its own package (setup.py puts it there)."""
 NEUTRAL_START_DIRECTORY = "worker-start"
@@ -170,7 +173,7 @@ def staged_worker_code() -> Path:
         raise EnvironmentProblem(str(exc)) from None
     if _holds_only_links(target, sources):
         return target
-    staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=target.parent))
+    staging = Path(owned_folder(STAGING_PREFIX, target.parent))
     try:
         for name, source in sources.items():
             (staging / name).symlink_to(source, target_is_directory=True)

@@ -5,6 +5,9 @@ The wire's errors (one class per JSON-RPC code) are in ``rpcworker.wire.errors``
 
 from __future__ import annotations
 
+STRAY_QUOTE_BYTES = 60
+"""How much of a worker's stray output a StrayOutput error quotes (escaped: it may be any bytes)."""
+
 
 class HostError(Exception):
     """Errors the host raises about the worker process itself; they never travel on the wire."""
@@ -31,6 +34,19 @@ class WeightsMissing(WorkerStartError):
         HostError.__init__(self, message)
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+
+
+class StrayOutput(HostError):
+    """Before its first frame the worker wrote bytes that start no frame and end no line (something in its
+    environment printing to stdout): a line end may never come, so the host stops waiting at once."""
+
+    def __init__(self, head: bytes) -> None:
+        shown = repr(head[:STRAY_QUOTE_BYTES]) + ("..." if len(head) > STRAY_QUOTE_BYTES else "")
+        super().__init__(
+            f"the worker wrote {shown} to its stdout before its first frame; a frame starts with '{{' "
+            "(something in the worker's environment prints to stdout)"
+        )
+        self.head = head
 
 
 class WorkerCrashed(HostError):

@@ -27,6 +27,7 @@ from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
 from rpcworker.wire.messages import (
     METHODS,
     CancelParams,
+    CompileStatus,
     Incoming,
     LogParams,
     Notification,
@@ -34,11 +35,13 @@ from rpcworker.wire.messages import (
     Request,
 )
 
-from .errors import HostError, RequestTimeout
+from .errors import HostError, RequestTimeout, StrayOutput
 from .writer import FrameWriter
 
 log = logging.getLogger("host.worker.session")
 
+FRAME_START = b"{"
+"""Every frame is one JSON object (protocol.md, section 1)."""
 READER_JOIN_S = 2.0
 """After a failed write, how long to wait for the reader to see the worker's end (for the crash report)."""
 worker_log = logging.getLogger("host.worker")
@@ -51,6 +54,8 @@ _RESULT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 _ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _PROGRESS_DECODER = msgspec.json.Decoder(ProgressParams)
 _LOG_DECODER = msgspec.json.Decoder(LogParams)
+_INCOMING_DECODER = msgspec.json.Decoder(Incoming)
+_COMPILE_DECODER = msgspec.json.Decoder(CompileStatus)
 
 
 class PendingCall:
@@ -109,6 +114,19 @@ class PendingCall:
         if self._error is not None:
             raise self._error
         return self._result
+
+
+def _glued_to_a_frame(line: bytes) -> bytes | None:
+    """The stray bytes before a frame on the same line (read in one go before they could be told apart)."""
+    start = line.find(FRAME_START)
+    while start > 0:
+        try:
+            _INCOMING_DECODER.decode(line[start:])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            start = line.find(FRAME_START, start + 1)
+            continue
+        return line[:start]
+    return None
 
 
 class RpcSession:
@@ -226,7 +244,12 @@ class RpcSession:
             self._on_timeout(call)
 
     def _read_loop(self) -> None:
+        error: HostError | None = None
+        framed = False
         while True:
+            if not framed and (stray := self._stray_output()) is not None:
+                error = StrayOutput(stray)
+                break
             try:
                 received = self.stream.receive()
             except (OSError, ValueError):
@@ -237,13 +260,30 @@ class RpcSession:
                 self.bad_frames += 1
                 log.warning("ignoring a bad frame from the worker (%s): %s", received.reason, received.detail[:200])
                 continue
+            framed = True
             self._dispatch(received)
-        error = self._on_closed()
+        if error is None:
+            error = self._on_closed()
         with self._lock:
             self._closed_error = error
             pending, self._pending = list(self._pending.values()), {}
         for call in pending:
             call._resolve(error=error)
+
+    def _stray_output(self) -> bytes | None:
+        """Before the worker's first frame: stray bytes that would hold it up, or None. A whole stray line is
+        skipped like any bad frame (protocol.md, section 1); bytes with no line end might wait for one
+        forever, and a frame written after them is glued to them (lost), so either ends the session now."""
+        try:
+            head = self.stream.arrived()
+        except (OSError, ValueError):
+            return None  # the stream is gone: receive() says so
+        if not head or head.startswith(FRAME_START):
+            return None
+        line, ended, _ = head.partition(b"\n")
+        if not ended:
+            return head
+        return _glued_to_a_frame(line)
 
     def _dispatch(self, msg: Incoming) -> None:
         if msg.method is not msgspec.UNSET:
@@ -296,6 +336,9 @@ class RpcSession:
                 entry = _LOG_DECODER.decode(raw)
                 level = logging.getLevelName(entry.level.upper())
                 worker_log.log(level if isinstance(level, int) else logging.INFO, "%s", entry.message)
+            elif msg.method == "compile":
+                status = _COMPILE_DECODER.decode(raw)
+                worker_log.info("compiled views: %s %d/%d %s", status.state, status.done, status.total, status.message)
             else:
                 log.debug("ignoring notification %r", msg.method)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:

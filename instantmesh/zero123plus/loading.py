@@ -1,7 +1,8 @@
 """Loading Zero123++ v1.2 from a local diffusers-layout folder, and the InstantMesh white-background UNet.
 
 Only local files are read. The folder's own `pipeline.py` (the upstream custom pipeline) is
-ignored: components are loaded one by one with `from_pretrained` and handed to our pipeline.
+ignored: components are loaded one by one with `from_pretrained` and handed to our pipeline, from safetensors
+only (`instantmesh.safetensors_only`: checked before any loader runs; a pickle is never opened).
 Also here: building the full-size models from the published configs (for key and
 parameter-count checks) and writing random-weight pipeline folders (for benchmarks).
 """
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..weights import WEIGHT_SUFFIXES, is_fp16_variant
+from ..safetensors_only import check_safetensors, safetensors_variant
+from ..weights import ZERO123PLUS_LOADED
 from ..weights_file import CheckpointError
 from .image_inputs import ImageInputs
 from .networks.eager import EagerNetworks
@@ -49,16 +51,6 @@ COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
 
 SCHEDULER_CONFIG = "scheduler_config.json"
 INSTANTMESH_TIMESTEP_SPACING = "trailing"
-
-
-def _weights_variant(subfolder: Path, dtype: torch.dtype) -> str | None:
-    """'fp16' when the folder only has fp16-variant weights, or has both and fp16 is asked for."""
-    names = [p.name for p in subfolder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES)]
-    fp16 = [n for n in names if is_fp16_variant(n)]
-    plain = [n for n in names if n not in fp16]
-    if fp16 and (not plain or dtype == torch.float16):
-        return "fp16"
-    return None
 
 
 def read_model_index(folder: PathLike) -> dict[str, Any]:
@@ -131,11 +123,12 @@ def load_eager_networks(
     """Load the networks of a Zero123++ v1.2 folder (local files only), optionally with the InstantMesh
     white-background UNet.
 
-    `timings`, when given, gets the seconds spent on each part (``read_<name>_s``; see
-    `rpcworker.backends.instantmesh` for the list). The CUDA context and the white-background UNet's bytes are
-    brought up in a thread while diffusers and transformers are imported (file reads and device copies release the
-    GIL): read_cuda_init_s and unet_weights_s overlap read_imports_s, and read_unet_s is what is left after the
-    imports.
+    Every component is read from safetensors: one whose weights are only pickles is refused (`PickledWeights`, a
+    ValueError) before any loader is called. `timings`, when given, gets the seconds spent on each part
+    (``read_<name>_s``; see `rpcworker.backends.instantmesh` for the list). The CUDA context and the
+    white-background UNet's bytes are brought up in a thread while diffusers and transformers are imported (file
+    reads and device copies release the GIL): read_cuda_init_s and unet_weights_s overlap read_imports_s, and
+    read_unet_s is what is left after the imports.
     """
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +143,7 @@ def load_eager_networks(
 
     folder = Path(folder)
     read_model_index(folder)  # names every component, or says which is missing
+    check_safetensors(folder, ZERO123PLUS_LOADED + (("unet",) if whitebg_unet_path is None else ()))
     target = torch.device(device)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zero123plus-read") as pool:
         early = pool.submit(_early_reads, target, whitebg_unet_path, seconds)
@@ -160,8 +154,10 @@ def load_eager_networks(
 
         def model(cls: Any, name: str) -> Any:
             subfolder = folder / name
-            variant = _weights_variant(subfolder, dtype)
-            loaded = cls.from_pretrained(subfolder, torch_dtype=dtype, variant=variant, local_files_only=True)
+            variant = safetensors_variant(subfolder, prefer_fp16=dtype == torch.float16)
+            loaded = cls.from_pretrained(
+                subfolder, torch_dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
+            )
             return loaded.eval()
 
         if whitebg_unet_path is None:
@@ -313,10 +309,7 @@ def write_random_zero123plus_folder(
     for name, module in build_zero123plus_models(configs, device="cpu").items():
         module.to(dtype)
         save: Any = module.save_pretrained  # a diffusers/transformers method, not a submodule
-        if name in ("unet", "vae"):
-            save(folder / name, safe_serialization=True)
-        else:
-            save(folder / name)
+        save(folder / name, safe_serialization=True)  # transformers 4.34 and diffusers 0.20 default to pickles
     for name in (
         "scheduler/scheduler_config.json",
         "feature_extractor_clip/preprocessor_config.json",

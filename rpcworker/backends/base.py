@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..wire.messages import MESH_FORMATS, MemoryInfo, Weights
+from ..wire.messages import MESH_FORMATS, CompileStatus, MemoryInfo, Weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,6 +113,20 @@ class BatchingBackend(Protocol):
 
         An object whose context is cancelled leaves the batch with the Cancelled error; the others go on.
         """
+
+
+@runtime_checkable
+class CompilingBackend(Protocol):
+    """A backend whose views may switch to compiled networks while it serves (protocol.md, status ``compile``)."""
+
+    def compile_status(self) -> CompileStatus: ...
+
+    def watch_compile(self, listener: Callable[[CompileStatus], None], switch_wanted: Callable[[], None]) -> None:
+        """`listener` hears every change of the status; `switch_wanted` is called (on any thread) when compiled
+        views wait for `switch_compiled`."""
+
+    def switch_compiled(self) -> None:
+        """Switches to the compiled views that wait, if any; called with no request running."""
 
 
 BackendFactory = Callable[..., Backend]

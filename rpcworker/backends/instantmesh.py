@@ -22,14 +22,18 @@ import torch
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
 from instantmesh.zero123plus.networks.choice import check_optimizations
 
-from ..options import WorkerOptions
+from ..options import CompileBuild, WorkerOptions
 from ..wire.errors import InvalidParams, OutOfMemory
-from ..wire.messages import MemoryInfo
+from ..wire.messages import CompileStatus, MemoryInfo
 from .base import CAPABILITIES, BackendInfo, GeneratedViews, MeshData, WorkContext
 from .grid import split_grid
+from .host_memory import process_memory
 from .mesh_loading import MeshBeside, MeshModel, load_mesh
 from .model_files import ModelFiles, resolve_model_files
+from .views_behind import ViewsBehind
+from .views_compile import packages_on_cpu
 from .views_loading import ViewsLoad
+from .views_switch import switch_to_compiled
 
 log = logging.getLogger("rpcworker.instantmesh")
 
@@ -50,14 +54,18 @@ class InstantMeshBackend:
         device: str | None = None,
         optimizations: tuple[str, ...] | None = None,
         max_batch: int | None = None,
+        compile_build: CompileBuild = "at-load",
     ) -> None:
         self.files = files
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         if optimizations is None:
             optimizations = CUDA_DEFAULT_OPTIMIZATIONS if self.device.type == "cuda" else ()
-        check_optimizations(optimizations, self.device)
+        check_optimizations(optimizations, None if self.device.type == "cpu" and packages_on_cpu() else self.device)
         self.optimizations = tuple(optimizations)
+        self.views_behind = ViewsBehind(compile_build)
+        """The compiled views: built inside load (in-process callers: load returns them compiled), or behind eager
+        serving, switched to between requests (the worker's default, ``--compile-build behind``)."""
         self.max_batch = max_batch or (CUDA_DEFAULT_MAX_BATCH if self.device.type == "cuda" else 1)
         """The most objects one diffusion batch holds; with ``compile`` the step is compiled for 1 and for this many."""
         self.mesh_lane_pays = self.device.type == "cuda"
@@ -80,7 +88,10 @@ class InstantMeshBackend:
     def from_options(cls, options: WorkerOptions, files: ModelFiles | None = None) -> InstantMeshBackend:
         """The backend the worker's flags describe; ``files``: already resolved from them."""
         files = files or resolve_model_files(options)
-        return cls(files, options.device, options.optimizations(), options.max_batch)
+        backend = cls(files, options.device, options.optimizations(), options.max_batch, options.compile_build)
+        if options.compile_build == "at-load" and "compile" not in backend.optimizations:
+            raise ValueError("--compile-build at-load builds the compiled views: it needs the optimization 'compile'")
+        return backend
 
     def info(self) -> BackendInfo:
         cuda = str(torch.version.cuda) if self.device.type == "cuda" else None
@@ -113,7 +124,9 @@ class InstantMeshBackend:
                 with self._device_errors(f"load {name}"):
                     if name == "views":
                         report = functools.partial(ctx.progress, "load", i + 1, len(models))
-                        self._pipeline = self._load_views(report, beside.wait if beside is not None else lambda: None)
+                        load = self.views_load()
+                        load.before_warm_up = beside.wait if beside is not None else lambda: None
+                        self._pipeline = self.views_behind.start_views(load, report, ctx.progress)
                     elif beside is not None:
                         self._mesh = beside.result()
                     else:
@@ -128,10 +141,20 @@ class InstantMeshBackend:
                 self._mesh = beside.loaded()
         return seconds
 
-    def _load_views(self, report: Callable[[str], None], before_warm_up: Callable[[], None]) -> Any:
-        load = self.views_load()
-        load.before_warm_up = before_warm_up
-        return load.run(report)
+    def compile_status(self) -> CompileStatus:
+        return self.views_behind.tracker.snapshot()
+
+    def watch_compile(self, listener: Callable[[CompileStatus], None], switch_wanted: Callable[[], None]) -> None:
+        self.views_behind.watch(listener, switch_wanted)
+
+    def switch_compiled(self) -> None:
+        """Between requests (the session's switch job): the compiled networks, once built and checked, replace the
+        ones the views ran until now (in the same pipeline)."""
+        with self._device_errors("switch to the compiled views"):
+            compiled = self.views_behind.switch(self._pipeline, self._free)
+            if compiled is not None:
+                switch_to_compiled(self._pipeline, compiled)  # the eager networks it returns are dropped here
+                self._free()
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
@@ -188,6 +211,7 @@ class InstantMeshBackend:
     ) -> list[GeneratedViews | BaseException]:
         """Several objects through one diffusion batch, each with its own CPU generator (its seed's noise)."""
         pipeline = self._require("views", ctxs[0])
+        compiled = 1.0 if self.views_behind.tracker.snapshot().batch_sizes else 0.0
         size = self.files.view_size
         start = time.perf_counter()
         with self._device_errors("generate_views"), torch.inference_mode():
@@ -210,7 +234,7 @@ class InstantMeshBackend:
                 results.append(grid)
                 continue
             views, view_size = split_grid(grid)
-            results.append(GeneratedViews(grid, views, view_size, {"diffusion_s": seconds}))
+            results.append(GeneratedViews(grid, views, view_size, {"diffusion_s": seconds, "compiled": compiled}))
         return results
 
     def views_from_grid(self, grid: Any) -> tuple[Any, int]:
@@ -267,7 +291,7 @@ class InstantMeshBackend:
                 torch.cuda.max_memory_allocated(self.device),
                 torch.cuda.get_device_properties(self.device).total_memory,
             )
-        return _process_memory()
+        return process_memory()
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -320,21 +344,3 @@ def _require_texture_support() -> None:
         raise InvalidParams(
             f"texture_map is not available: {exc}", {"field": "texture_map", "missing": "xatlas"}
         ) from exc
-
-
-def _process_memory() -> MemoryInfo:
-    import resource
-
-    page = 4096
-    try:
-        with open("/proc/self/statm") as f:
-            rss = int(f.read().split()[1]) * page
-    except OSError:
-        rss = 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    try:
-        with open("/proc/meminfo") as f:
-            total = int(f.readline().split()[1]) * 1024
-    except OSError:
-        total = 0
-    return MemoryInfo("cpu", rss, rss, peak, total)

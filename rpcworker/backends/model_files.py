@@ -17,8 +17,10 @@ TINY_VIEW_SIZE = 32
 
 
 class WeightsMissing(ValueError):
-    """The official weights the worker was asked for are not found; the message (one line) names every place
-    searched for each missing file and how to get it. The worker ends with it at start (``WEIGHTS_MISSING_LINE``)."""
+    """The official weights the worker was asked for are not found, or the Zero123++ folder found has a component
+    without safetensors weights (pickles are never loaded); the message (one line) names every place searched for
+    each missing file, or the component, and how to get it. The worker ends with it at start
+    (``WEIGHTS_MISSING_LINE``)."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,23 @@ def resolve_model_files(options: WorkerOptions) -> ModelFiles:
     """The files to load: the official weights (found or given), or the tiny preset.
 
     ``--preset official`` (the default) makes missing weights WeightsMissing; ``--preset auto`` (the CLI's
-    choice when the person names no preset) uses the tiny preset instead, unless a weight path was named.
+    choice when the person names no preset) uses the tiny preset instead, unless a weight path was named. A
+    Zero123++ folder found with a component whose weights are only pickles is WeightsMissing with any preset:
+    the person has the weights, in a form that is never loaded (``instantmesh.safetensors_only``).
     """
     from instantmesh.lrm.config import preset_path
-    from instantmesh.weights import WeightsNotFound, resolve_weights
+    from instantmesh.safetensors_only import PickledWeights, check_safetensors
+    from instantmesh.weights import ZERO123PLUS_LOADED, WeightsNotFound, resolve_weights
 
     preset = options.preset
     explicit = any((options.zero123plus, options.unet, options.lrm))
     if preset != "tiny":
         try:
             paths = resolve_weights(options.zero123plus, options.unet, options.lrm, root=options.weights_root)
+            try:
+                check_safetensors(paths.zero123plus, ZERO123PLUS_LOADED)
+            except PickledWeights as exc:
+                raise WeightsMissing(str(exc)) from exc
             config = Path(options.config) if options.config else preset_path("instant-mesh-large")
             label = f"official InstantMesh ({paths.lrm.name})"
             return ModelFiles(

@@ -7,6 +7,7 @@ decode of the views' latents, so no request ever compiles; each is timed into th
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from instantmesh.zero123plus.networks.choice import compile_route
 from instantmesh.zero123plus.networks.compiled import CompiledNetworks
 from instantmesh.zero123plus.networks.packaged import PackagedNetworks, PackageSetup
 
-from ..wire.cache import cache_root
+from ..wire.cache import cache_root, private_folder
 from ..wire.messages import DEFAULT_GUIDANCE
 
 log = logging.getLogger("rpcworker.instantmesh")
@@ -32,6 +33,11 @@ TRACED_PACKAGES = ("diffusers", "transformers")
 """Libraries whose module code the packages are traced from (torch and the GPU key the cache folder itself)."""
 PACKAGES_FOLDER = "packages"
 """The compile-cache folder's subfolder of AOTInductor packages (`compiled_ahead_of_time`)."""
+ENV_PACKAGES_ON_CPU = "INSTANTMESH_RPC_PACKAGES_ON_CPU"
+"""Tests only: ``1`` lets ``compile`` run on the CPU through the packages (no CUDA graphs), so that the tiny preset
+builds, switches to and starts from them as a GPU worker does. Never set it for real work."""
+BUILD_LOCK_NAME = "compile-build.lock"
+"""The machine's one build of compiled views at a time (`build_lock_path`), in the cache root."""
 BUNDLE_CHECK_PHASE = "views_bundle_check_s"
 """``load_phases``: checking the views bundle (manifest, sources, the constants file's record and header)."""
 BUNDLE_READ_PHASE = "views_bundle_read_s"
@@ -73,10 +79,26 @@ def use_compile_cache_at(folder: Path, key: dict[str, Any]) -> bool:
 
 def compiled_ahead_of_time(folder: Path, device: torch.device) -> PackageSetup | None:
     """Where the networks are AOTInductor packages (`choice.compile_route`): on CUDA with a torch that loads them
-    the way `ahead_of_time` does. None: `torch.compile`, its caches in `folder`."""
-    if device.type != "cuda" or compile_route() != "packaged":
+    the way `ahead_of_time` does (on the CPU, without CUDA graphs, only with the tests' switch `packages_on_cpu`).
+    None: `torch.compile`, its caches in `folder`."""
+    if compile_route() != "packaged":
+        return None
+    if device.type == "cpu" and packages_on_cpu():
+        return PackageSetup(folder / PACKAGES_FOLDER, device, cuda_graphs=False, fingerprint=views_code_fingerprint())
+    if device.type != "cuda":
         return None
     return PackageSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
+
+
+def packages_on_cpu() -> bool:
+    """The tests' switch (`ENV_PACKAGES_ON_CPU`) is on."""
+    return os.environ.get(ENV_PACKAGES_ON_CPU) == "1"
+
+
+def build_lock_path() -> Path:
+    """The lock file every build of compiled views on this machine holds while it builds (fcntl.flock), in the
+    private cache root, so that workers of a pool and concurrent starts never compile the same package twice."""
+    return private_folder(cache_root()) / BUILD_LOCK_NAME
 
 
 def views_from_bundle(

@@ -6,6 +6,8 @@
   (neither diffusers nor transformers, nor Inductor, is imported); else the modules, then `PackagedNetworks` built
   from them (or loaded), warmed up, and the bundle written for the next start.
 
+A first start that builds behind (`views_behind`) serves on `ViewsLoad.eager` (the modules, channels_last) meanwhile.
+
 Each falls back whole, never per network: a bundle whose packages do not all run gives way to the modules, and
 packages that cannot be built or loaded here give way to the eager modules (logged with the reason).
 """
@@ -91,10 +93,7 @@ class ViewsLoad:
         the eager networks in place."""
         eager = pipeline.networks
         start = time.perf_counter()
-        if "channels_last" in self.optimizations:
-            eager.to_channels_last()
-            pipeline.use(eager)
-        self.synchronize()
+        self.channels_last(pipeline)
         self.phases["views_optimize_setup_s"] = time.perf_counter() - start
         if "compile" not in self.optimizations:
             return
@@ -110,6 +109,24 @@ class ViewsLoad:
             log.warning("the views' packages cannot run here (%s): the views run eagerly", exc)
         pipeline.use(eager)  # the packages' memory goes with them (outside the handler, which holds their frames)
         self.free_memory()
+
+    def channels_last(self, pipeline: Any) -> None:
+        """The eager networks in channels_last where the options ask for it (in place, then handed to the pipeline
+        again so that nothing computed before is kept)."""
+        if "channels_last" in self.optimizations:
+            pipeline.networks.to_channels_last()
+            pipeline.use(pipeline.networks)
+        self.synchronize()
+
+    def eager(self) -> Any:
+        """The views on the eager networks with the speed options but ``compile`` (channels_last): what requests run
+        while the compiled packages are built behind (`views_behind`)."""
+        pipeline = self.read_modules()
+        self.before_warm_up()
+        start = time.perf_counter()
+        self.channels_last(pipeline)
+        self.phases["views_optimize_s"] = time.perf_counter() - start
+        return pipeline
 
     def row_counts(self) -> list[int]:
         return [ROWS_PER_OBJECT * count for count in self.batch_sizes]

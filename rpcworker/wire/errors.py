@@ -72,6 +72,15 @@ class ShuttingDown(RpcError):
     name = "shutting_down"
 
 
+class WorkerBusy(RpcError):
+    """A model request refused at once: its inline images would take the bytes held by queued requests past the
+    worker's bound (protocol.md section 12). Nothing was queued; sending it again once an earlier request has
+    ended can succeed."""
+
+    code = -32005
+    name = "busy"
+
+
 class InputNotFound(RpcError):
     code = -32010
     name = "input_not_found"
@@ -119,6 +128,7 @@ WIRE_ERRORS: dict[int, type[RpcError]] = {
         NotInitialized,
         MessageTooLarge,
         ShuttingDown,
+        WorkerBusy,
         InputNotFound,
         InputUnreadable,
         OutputRefused,

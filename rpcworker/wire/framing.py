@@ -111,6 +111,12 @@ class MessageStream:
         except RecursionError as exc:  # JSON nested deeper than msgspec's decoder recurses
             return BadFrame("parse", f"nested too deeply: {exc}", len(line))
 
+    def arrived(self) -> bytes | None:
+        """The bytes that have arrived and are not read yet, without consuming them; waits for the first
+        (empty: the stream ended). None when the reader cannot look ahead (it has no ``peek``)."""
+        peek = getattr(self._reader, "peek", None)
+        return None if peek is None else bytes(peek(1))
+
     def _discard_rest_of_line(self) -> int:
         skipped = 0
         while True:

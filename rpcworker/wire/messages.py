@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -33,6 +33,8 @@ DEFAULT_VIEW_SIZE = 320
 VIEWS_FROM_PACKAGES = "views: starting from the compiled packages"
 VIEWS_COMPILING = "views: compiling the denoising step"
 VIEWS_WRITING_BUNDLE = "views: writing the packaged start for the next one"
+VIEWS_SERVING_EAGER = "views: serving eagerly while the compiled packages are built behind"
+VIEWS_BUILDING = "views: building the compiled packages"
 """The ``load`` progress messages of how the views start on CUDA with ``compile`` (protocol.md, load)."""
 """Side of one generated view of the official models, in pixels (the grid is 2 x 3 of them)."""
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -51,6 +53,9 @@ Guidance = Annotated[
 MAX_BATCH_LIMIT = 64
 """The most generate_views requests one diffusion batch may hold (the worker's ``--max-batch``)."""
 MaxBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH_LIMIT, description="objects per diffusion batch")]
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
+Device = Annotated[str, Meta(pattern=DEVICE_PATTERN, description="cpu, cuda or cuda:N")]
+"""A torch device the worker runs on (its ``--device``; a pool worker's ``devices``)."""
 MeshLane = Literal["auto", "on", "off"]
 """The worker's ``--mesh-lane`` (section 11 of protocol.md): auto turns it on where the backend says it pays."""
 MESH_LANE_CHOICES: tuple[str, ...] = get_args(MeshLane)
@@ -183,6 +188,8 @@ class InitializeResult(Struct):
     max_handles: int
     weights: Weights | None = None
     """Which weights make the results (since 1.5; None from an older worker)."""
+    max_queued_inline_bytes: int | None = None
+    """The bound on the inline image bytes queued requests may hold (since 1.6; None from an older worker)."""
 
 
 class EmptyParams(Struct, forbid_unknown_fields=True):
@@ -214,6 +221,32 @@ class UnloadResult(Struct):
     memory: MemoryInfo | None
 
 
+CompileState = Literal["off", "waiting", "building", "checking", "ready", "failed"]
+"""Where the compiled views stand (protocol.md, status): off (not compiled: other options, or no packages here),
+waiting (for the machine's one build, another process's or about to start), building (this worker's build
+process compiles), checking (loading the packages and checking them against eager, between requests), ready
+(requests run compiled), failed (requests stay eager; ``message`` says why)."""
+COMPILE_STATES: tuple[str, ...] = get_args(CompileState)
+
+
+class CompileStatus(Struct):
+    """The compiled views of a worker (since 1.6): status's ``compile`` and the ``compile`` notification."""
+
+    state: CompileState
+    done: int = 0
+    """Packages ready (built, or found built) for the stage being built."""
+    total: int = 0
+    """Packages the stage being built needs (0 when unknown)."""
+    seconds: float = 0.0
+    """Since the build began (waiting included); at ready or failed, what it took."""
+    batch_sizes: list[int] = msgspec.field(default_factory=list)
+    """The batch sizes (objects) requests run compiled at now; [] while they run eagerly."""
+    built: int = 0
+    """Packages this worker's build compiled; 0 when it found them all built (by another process or start)."""
+    message: str = ""
+    """One line: what is happening, or why it failed."""
+
+
 class StatusResult(Struct):
     backend: str
     model_label: str
@@ -237,6 +270,10 @@ class StatusResult(Struct):
     """The ids running on the mesh lane now (since 1.4)."""
     weights: Weights | None = None
     """Which weights make the results (since 1.5; None from an older worker)."""
+    queued_inline_bytes: int = 0
+    """The inline image bytes held by queued (not yet running) requests now (since 1.6)."""
+    compile: CompileStatus | None = None
+    """The compiled views (since 1.6; None from an older worker)."""
 
 
 class GenerateViewsParams(Struct, forbid_unknown_fields=True):
@@ -331,7 +368,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 NOTIFICATIONS_TO_WORKER: dict[str, type] = {"cancel": CancelParams}
-NOTIFICATIONS_FROM_WORKER: dict[str, type] = {"progress": ProgressParams, "log": LogParams}
+NOTIFICATIONS_FROM_WORKER: dict[str, type] = {"progress": ProgressParams, "log": LogParams, "compile": CompileStatus}
 
 
 def major(version: str) -> str:

@@ -122,3 +122,26 @@ def test_throughput_by_max_batch(tiny_weights: Path, tmp_path: Path) -> None:
         for r in results.values()
     )
     assert "Throughput of one worker" in printed and (out / "throughput.md").exists()
+
+
+def test_first_run_on_the_tiny_preset(tiny_weights: Path, tmp_path: Path) -> None:
+    """Every measure of a first run but compilation's (no compile on the CPU), written and printed."""
+    out = tmp_path / "first_run"
+    printed = bench(
+        "benchmarks.first_run",
+        "--weights",
+        str(tiny_weights),
+        "--tiny",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        env={"FIRST_RUN_CACHE": str(tmp_path / "cache")},
+    )
+    results = json.loads((out / "first_run.json").read_text())
+    for name in ("time_to_first_mesh_s", "one_at_a_time_s", "views_s", "cold_start_cached_s", "objects_per_min"):
+        assert results[name] > 0, name
+    assert results["time_to_compiled_s"] is None and results["compile_state"] == "off"
+    assert results["batched_vs_alone_max_abs_diff"] <= 1 and results["map_failures"] == 0
+    assert "peak_gpu_gib" in results and results["torch"]
+    assert "| time_to_first_mesh_s |" in printed

@@ -1,7 +1,8 @@
 """A misbehaving worker for host robustness tests: answers initialize properly, then, for every ping,
 writes garbage before the real answer. ``--mode NAME`` picks one kind of garbage (see GARBAGE); without
 it every kind is written, and ``--huge`` adds a line over the frame limit. The method
-``partial_then_exit`` writes half a frame and exits with code 5."""
+``partial_then_exit`` writes half a frame and exits with code 5. ``--stray HEX`` writes those bytes first,
+before the handshake (as a banner printed by the worker's environment would)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def main() -> None:
     huge = "--huge" in sys.argv or mode == "huge"
     stream = MessageStream(sys.stdin.buffer, sys.stdout.buffer)
     out = sys.stdout.buffer
+    if "--stray" in sys.argv:
+        out.write(bytes.fromhex(sys.argv[sys.argv.index("--stray") + 1]))
+        out.flush()
     while True:
         msg = stream.receive()
         if msg is None:

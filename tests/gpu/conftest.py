@@ -36,9 +36,11 @@ RUN_ORDER = (
     "test_overlapped_step",
     "test_second_start",
     "test_out_of_memory",
+    "test_compile_behind",
     "test_batched_matches_alone",
 )
-"""Modules in the order they run: the first builds the packages the next three use; the last builds more."""
+"""Modules in the order they run: the first builds the packages the next four use (the fifth writes the views
+bundle again); the last builds more."""
 COMPILER_CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 """Set in this process by the first start (`instantmesh.compile_cache.use_compile_cache`); a worker a person starts
 has neither, so the second start's worker does not inherit them."""
@@ -124,7 +126,7 @@ def object_pngs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="session")
 def compiled_backend(model_files: Any, gpu_cache: Path) -> Iterator[Any]:
     """The backend as the worker makes it on CUDA without options (channels_last, every network a package, the step's
-    passes side by side), compiled for one object, its views loaded."""
+    passes side by side), compiled for one object, its views loaded (in-process, ``load`` builds them: at-load)."""
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend
 

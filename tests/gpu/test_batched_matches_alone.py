@@ -42,7 +42,9 @@ def batching_backend(model_files: Any, gpu_cache: Path) -> Iterator[Any]:
     backend.unload(["views"])
 
 
-def test_a_batch_of_two_is_within_2_lsb_of_each_object_alone(batching_backend: Any, object_pngs: list[Path]) -> None:
+def test_a_batch_of_two_is_within_2_lsb_of_each_object_alone(
+    batching_backend: Any, object_pngs: list[Path], record_property: Any
+) -> None:
     from PIL import Image
 
     from rpcworker.backends.base import SilentContext
@@ -58,4 +60,5 @@ def test_a_batch_of_two_is_within_2_lsb_of_each_object_alone(batching_backend: A
         assert not isinstance(batched, BaseException), f"object {index} left the batch: {batched!r}"
         alone = pixels(batching_backend.generate_views(image, seed, STEPS, GUIDANCE, SilentContext()).grid)
         got = pixels(batched.grid)
+        record_property(f"max_abs_diff_object_{index}", max_abs_diff(got, alone))
         assert max_abs_diff(got, alone) <= MAX_LSB, f"object {index}: {differences(got, alone)}"

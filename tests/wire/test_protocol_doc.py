@@ -11,20 +11,25 @@ from rpcworker.images import INLINE_FORMATS, MAX_INPUT_BYTES
 from rpcworker.jobs import MIN_UNFINISHED
 from rpcworker.options import DEFAULT_MAX_HANDLES, HANDLES_PER_BATCH
 from rpcworker.outputs import STALE_PARTIAL_S
+from rpcworker.queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB
 from rpcworker.replies import ERROR_TEXT_LIMIT
 from rpcworker.server import EXIT_GRACE_S, PARENT_POLL_S
 from rpcworker.wire.errors import WIRE_ERRORS
 from rpcworker.wire.messages import (
+    COMPILE_STATES,
     MAX_BATCH_LIMIT,
     MAX_LINE_BYTES,
     METHODS,
     NOTIFICATIONS_FROM_WORKER,
     NOTIFICATIONS_TO_WORKER,
     PROTOCOL_VERSION,
+    VIEWS_BUILDING,
     VIEWS_COMPILING,
     VIEWS_FROM_PACKAGES,
+    VIEWS_SERVING_EAGER,
     VIEWS_WRITING_BUNDLE,
     WEIGHTS_MISSING_LINE,
+    CompileStatus,
     Weights,
 )
 from tests.conftest import ROOT
@@ -77,6 +82,7 @@ def test_the_notification_table_lists_exactly_the_notifications() -> None:
         (f"`--max-batch N` (1–{MAX_BATCH_LIMIT})", None),
         (f"`{WEIGHTS_MISSING_LINE}official weights not found: ...`", None),
         (f"`--max-handles` defaults to {DEFAULT_MAX_HANDLES}, or to {HANDLES_PER_BATCH} N", None),
+        (f"`--max-queued-inline-mib N` (default {DEFAULT_MAX_QUEUED_INLINE_MIB};", None),
         (f"At most 2 N requests (N = `--max-batch`, at least {MIN_UNFINISHED})", None),
         (
             "`weights` (since 1.5: "
@@ -91,6 +97,30 @@ def test_limits_in_the_text_match_the_code(text: str, value: bool | None) -> Non
     assert value is not False
 
 
-@pytest.mark.parametrize("message", [VIEWS_FROM_PACKAGES, VIEWS_COMPILING, VIEWS_WRITING_BUNDLE])
+@pytest.mark.parametrize(
+    "message", [VIEWS_FROM_PACKAGES, VIEWS_COMPILING, VIEWS_WRITING_BUNDLE, VIEWS_SERVING_EAGER, VIEWS_BUILDING]
+)
 def test_the_views_load_messages_are_the_documented_ones(message: str) -> None:
     assert f"`{message}" in DOC
+
+
+def test_the_compile_section_names_every_state_and_field() -> None:
+    section = " ".join(_section(r"Compiled views built behind \(since 1\.6\)").split())
+    for state in COMPILE_STATES:
+        assert f"`{state}`" in section, f"section 13 does not name the state {state!r}"
+    for name in CompileStatus.__struct_fields__:
+        assert f"`{name}`" in section, f"section 13 does not name the field {name!r}"
+    status = " ".join(_section("Methods").split())
+    fields = ", ".join(CompileStatus.__struct_fields__)
+    assert f"`{{{fields}}}`" in status
+
+
+def test_the_build_lock_and_the_killed_build_line_are_the_codes() -> None:
+    from rpcworker.backends.compile_behind import ended_how
+    from rpcworker.backends.views_compile import BUILD_LOCK_NAME
+    from rpcworker.backends.views_switch import CHECK_TOLERANCE
+
+    section = " ".join(_section(r"Compiled views built behind \(since 1\.6\)").split())
+    assert f"`{BUILD_LOCK_NAME}`" in section
+    assert f"the build process {ended_how(-9)} before it finished" in section
+    assert f"at most {CHECK_TOLERANCE} apart" in section

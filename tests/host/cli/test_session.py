@@ -197,3 +197,30 @@ def test_ctrl_c_in_a_folder_names_the_skipped_objects_and_leaves_no_debris(
     out = tmp_path / "out"
     leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert leftovers == [], f"the cancelled folder left {leftovers}"
+
+
+def test_a_second_ctrl_c_while_cancelling_quits_and_leaves_nothing_of_the_object(
+    worker_python: Path, inputs: Path, tmp_path: Path, start_session
+) -> None:
+    """Ctrl-C while the mesh is made (the views grid is written), then Ctrl-C again while the session waits for the
+    worker to stop (it never does: the mock hangs in reconstruct): the session quits, and no file of the cancelled
+    object remains."""
+    program = start_session(
+        "--python", str(worker_python), "--mock", "step_delay=0.01,hang_on=reconstruct", "--steps", "2"
+    )
+    pid = int(program.expect(r"worker +pid (\d+)").group(1))
+    program.expect(PROMPT)
+    out = tmp_path / "out"
+    program.line(str(inputs / "mug.png"))
+    program.expect(r"views +\[#+\] 2/2")
+    deadline = time.monotonic() + 10
+    while not (out / "mug_views.png").exists():  # the worker writes the grid, then replies; the mesh comes next
+        assert time.monotonic() < deadline, "the views grid was never written"
+        time.sleep(0.02)
+    program.send("\x03")
+    program.expect("cancelled -- the worker stays warm", 10)
+    program.send("\x03")
+    program.expect("second Ctrl-C: quitting", 10)
+    assert program.wait(30) == 0
+    assert_worker_gone(pid)
+    assert sorted(p.name for p in out.iterdir()) == [], "the cancelled object left files behind"

@@ -177,9 +177,9 @@ def test_impossible_configurations_are_refused_at_construction(
         WorkerPool(str(worker_python), backend="mock")
     with pytest.raises(ValueError, match="not devices and workers"):
         WorkerPool(str(worker_python), devices=["cuda:0"], workers=2)
-    with pytest.raises(ValueError, match="'views' and 'mesh'"):
+    with pytest.raises(ValueError, match=r"missing required field `mesh` - at `\$.split`"):
         WorkerPool(str(worker_python), split={"views": "cuda:0"})
-    with pytest.raises(ValueError, match="not cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match=r"\$.devices\[0\]` \(a device is cpu, cuda or cuda:N\)"):
         WorkerPool(str(worker_python), devices=["gpu0"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     with pytest.raises(ValueError, match="cuda:2 does not exist: 2 GPU"):
@@ -189,6 +189,40 @@ def test_impossible_configurations_are_refused_at_construction(
     for slot in pinned._slots:
         args = slot.worker.client.worker_args
         assert args[args.index("--device") + 1] == "cuda"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"workers": 2.5}, "got `float` - at `$.workers`"),
+        ({"workers": 0}, "`int` >= 1 - at `$.workers`"),
+        ({"workers": -3}, "`int` >= 1 - at `$.workers`"),
+        ({"workers": True}, "got `bool` - at `$.workers`"),
+        ({"devices": []}, "length >= 1 - at `$.devices`"),
+        ({"devices": "cpu"}, "got `str` - at `$.devices`"),
+        ({"split": {"views": [], "mesh": "cpu"}}, "length >= 1 - at `$.split.views`"),
+        ({"split": {"views": "cpu", "mesh": "cpu", "extra": "cpu"}}, "unknown field `extra` - at `$.split`"),
+        ({"workers": 2, "device": "cuda0"}, "at `$.device` (a device is cpu, cuda or cuda:N)"),
+        ({"devices": ["cpu"], "cancel_grace": -1}, "`float` >= 0.0 - at `$.cancel_grace`"),
+        ({"devices": ["cuda:7"]}, "device cuda:7 does not exist: 2 GPU(s) visible (0, 1)"),
+        ({"split": {"views": "cuda:1", "mesh": ["cuda:0", "cuda:2"]}}, "device cuda:2 does not exist"),
+    ],
+)
+def test_a_bad_pool_argument_is_one_line_at_construction(
+    arguments: dict, named: str, worker_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused by the constructor, naming the argument (or the device), with no worker started."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(ValueError) as refused:
+        WorkerPool(str(worker_python), backend="mock", **arguments)
+    assert named in str(refused.value) and "\n" not in str(refused.value), refused.value
+
+
+def test_a_gpu_index_is_refused_when_no_gpu_is_visible(worker_python: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:N with nothing visible used to start a worker pinned to a GPU that is not there."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match=r"^device cuda:0 does not exist: no GPU is visible"):
+        WorkerPool(str(worker_python), backend="mock", devices=["cpu", "cuda:0"])
 
 
 def test_a_cancelled_pool_call_writes_nothing_and_the_pool_goes_on(make_pool, object_png: Path, tmp_path: Path) -> None:

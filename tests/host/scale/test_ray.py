@@ -194,3 +194,17 @@ def test_map_images_with_the_longest_names_and_a_worker_lost_after_its_write(
     assert marker.exists() and sorted(o.attempts for o in report.outcomes) == [1, 1, 2]
     assert sorted(o.name for o in report.outcomes) == sorted(["é" * 120 + "aaaaa", "caf\ufffd", "plain"])
     assert all(len(os.fsencode(p.name)) <= 255 for p in out.iterdir())
+
+
+@pytest.mark.parametrize(("count", "named"), [(2.5, "got `float` - at `$.actors`"), (0, "`int` >= 1 - at `$.actors`")])
+def test_a_bad_actor_count_is_one_line_before_ray_is_reached(count: float, named: str, tmp_path: Path) -> None:
+    """The pool's WorkerCount holds Ray's actors too; refused before any cluster is asked (or started)."""
+    from host.scale.ray import map_images, start_actors
+
+    for call in (
+        lambda: start_actors(count),
+        lambda: map_images([], tmp_path, actors=count, address="ray://nowhere:1"),
+    ):  # type: ignore[arg-type]
+        with pytest.raises(ValueError) as refused:
+            call()
+        assert named in str(refused.value) and "\n" not in str(refused.value)

@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from instantmesh.safetensors_only import safetensors_variant  # noqa: E402
 from instantmesh.zero123plus.loading import (  # noqa: E402
     CheckpointError,
-    _weights_variant,
     build_zero123plus_models,
     build_zero123plus_unet,
     load_unet_weights,
@@ -182,17 +182,18 @@ def test_fp16_variant_detection(tmp_path):
     only_fp16.mkdir()
     (only_fp16 / "diffusion_pytorch_model.fp16.safetensors").touch()
     (only_fp16 / "config.json").touch()
-    assert _weights_variant(only_fp16, torch.float32) == "fp16"
+    assert safetensors_variant(only_fp16, prefer_fp16=False) == "fp16"
     both = tmp_path / "b"
     both.mkdir()
     (both / "model.fp16.safetensors").touch()
     (both / "model.safetensors").touch()
-    assert _weights_variant(both, torch.float32) is None
-    assert _weights_variant(both, torch.float16) == "fp16"
+    assert safetensors_variant(both, prefer_fp16=False) is None
+    assert safetensors_variant(both, prefer_fp16=True) == "fp16"
     plain = tmp_path / "c"
     plain.mkdir()
     (plain / "diffusion_pytorch_model.bin").touch()
-    assert _weights_variant(plain, torch.float16) is None
+    (plain / "diffusion_pytorch_model.fp16.bin").touch()
+    assert safetensors_variant(plain, prefer_fp16=True) is None, "pickles play no part in the variant"
 
 
 def _tiny_configs() -> dict:

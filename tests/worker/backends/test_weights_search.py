@@ -7,6 +7,7 @@ there, and the loaders read them only later.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from instantmesh.weights import (
     ENV_UNET,
     ENV_ZERO123PLUS,
     INSTANTMESH_REPO,
+    ZERO123PLUS_LOADED,
     ZERO123PLUS_REPO,
     WeightsNotFound,
     hf_cache_dir,
@@ -140,10 +142,33 @@ def test_the_worker_refuses_to_start_without_the_official_weights(app: Path) -> 
     assert WorkerOptions().preset == "official"
 
 
+def test_the_worker_refuses_to_start_with_a_component_saved_only_as_a_pickle(app: Path) -> None:
+    """The Zero123++ folder found must hold safetensors for each component it loads: one with pickles only (or
+    none) ends the start with WeightsMissing, whatever the preset, in one line naming the component and the
+    command that fetches safetensors; with safetensors stand-ins the same folder is taken."""
+    folder = official_layout(app / "ckpts") / "zero123plus-v1.2"
+    for name in ZERO123PLUS_LOADED:
+        (folder / name).mkdir()
+        (folder / name / "model.safetensors").write_bytes(b"x")
+    assert resolve_model_files(WorkerOptions(weights_root=str(app))).zero123plus == folder
+    (folder / "vae" / "model.safetensors").unlink()
+    (folder / "vae" / "diffusion_pytorch_model.bin").write_bytes(b"x")
+    for preset in ("official", "auto"):
+        with pytest.raises(WeightsMissing) as caught:
+            resolve_model_files(WorkerOptions(preset=preset, weights_root=str(app)))
+        text = str(caught.value)
+        assert "\n" not in text
+        assert f"{folder / 'vae'} has its weights only as pickles (diffusion_pytorch_model.bin)" in text
+        assert "`instantmesh-rpc fetch-weights`" in text
+    shutil.rmtree(folder / "vae")
+    with pytest.raises(WeightsMissing, match=re.escape(f"{folder / 'vae'} is missing")):
+        resolve_model_files(WorkerOptions(weights_root=str(app)))
+
+
 def test_the_files_fetched_of_the_zero123plus_repo_are_those_the_loader_reads() -> None:
-    """One set of weights per loaded component (safetensors over pickles, full precision over fp16 where both are),
-    only the config of the UNet (the white-background UNet replaces its weights), the small folders whole,
-    ``model_index.json`` last; READMEs and nested folders are left."""
+    """One set of safetensors weights per loaded component (no pickles: they are never loaded; full precision over
+    fp16 where both are), only the config of the UNet (the white-background UNet replaces its weights), the small
+    folders whole, ``model_index.json`` last; READMEs and nested folders are left."""
     listing = [
         ".gitattributes",
         "README.md",
@@ -167,6 +192,9 @@ def test_the_files_fetched_of_the_zero123plus_repo_are_those_the_loader_reads() 
         "vision_encoder/pytorch_model.bin.index.json",
         "vision_encoder/pytorch_model-00001-of-00002.bin",
         "vision_encoder/pytorch_model-00002-of-00002.bin",
+        "vision_encoder/model.safetensors.index.json",
+        "vision_encoder/model-00001-of-00002.safetensors",
+        "vision_encoder/model-00002-of-00002.safetensors",
         "vision_encoder/onnx/model.onnx",
     ]
     assert zero123plus_files(listing) == [
@@ -181,13 +209,13 @@ def test_the_files_fetched_of_the_zero123plus_repo_are_those_the_loader_reads() 
         "text_encoder/config.json",
         "text_encoder/model.fp16.safetensors",
         "vision_encoder/config.json",
-        "vision_encoder/pytorch_model-00001-of-00002.bin",
-        "vision_encoder/pytorch_model-00002-of-00002.bin",
-        "vision_encoder/pytorch_model.bin.index.json",
+        "vision_encoder/model-00001-of-00002.safetensors",
+        "vision_encoder/model-00002-of-00002.safetensors",
+        "vision_encoder/model.safetensors.index.json",
         "model_index.json",
     ]
-    with pytest.raises(ValueError, match="vision_encoder/ has no weights file"):
-        zero123plus_files([n for n in listing if not n.startswith("vision_encoder/pytorch")])
+    with pytest.raises(ValueError, match="vision_encoder/ has no safetensors weights .*pickled weights are never"):
+        zero123plus_files([n for n in listing if not n.startswith("vision_encoder/model")])
     with pytest.raises(ValueError, match="model_index.json is missing"):
         zero123plus_files(listing[3:])
 

@@ -1,0 +1,198 @@
+"""Serve at once, compile behind, on the real tiny backend over pipes (CPU, packages without CUDA graphs, through the
+tests' switch INSTANTMESH_RPC_PACKAGES_ON_CPU): a worker with nothing built answers eagerly while its build process
+waits for the machine's build lock or builds; a killed build leaves it eager with one line saying why; two builds
+on one cache compile each package once; the switch comes between requests; after ``prepare`` a start finds all built.
+
+The test holds the machine's build lock itself to keep a build from starting (what it would find if another
+process built), so what a worker does before its build ends is seen without racing it. One real build (five
+packages, minutes on two cores) serves the whole module."""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from host import InstantMeshWorker
+from host.api.build_ahead import build_compiled_views
+from instantmesh.zero123plus.networks.ahead_of_time import ahead_of_time_available
+from rpcworker.backends.compile_build import packages_per_stage
+from rpcworker.backends.views_compile import ENV_PACKAGES_ON_CPU, build_lock_path
+from rpcworker.wire.cache import ENV_CACHE
+from rpcworker.wire.messages import CompileStatus
+from tests.conftest import MODELS_PYTHON
+
+pytestmark = [
+    pytest.mark.models,
+    pytest.mark.upstream,
+    pytest.mark.skipif(not ahead_of_time_available(), reason="this torch has no AOTInductor packages"),
+]
+COMPILE = "channels_last,compile"
+STEPS = 2
+SEED = 5
+BUILD_DEADLINE_S = 1800.0
+"""A build of the tiny preset's five packages takes minutes on two busy cores."""
+POLL_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cache of this module's own (nothing built in it yet), with the packages allowed on the CPU."""
+    root = tmp_path_factory.mktemp("compile-behind-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_CACHE, str(root))
+        patch.setenv(ENV_PACKAGES_ON_CPU, "1")
+        yield root
+
+
+@contextmanager
+def build_lock_held() -> Iterator[Callable[[], None]]:
+    """The machine's build lock, taken as another process's build would hold it; yields its release."""
+    descriptor = os.open(build_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    released = [False]
+
+    def release() -> None:
+        if not released[0]:
+            released[0] = True
+            os.close(descriptor)
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+def tiny_worker(*extra: str) -> InstantMeshWorker:
+    return InstantMeshWorker(
+        str(MODELS_PYTHON),
+        preset="tiny",
+        device="cpu",
+        max_batch=1,
+        worker_args=["--optimize", COMPILE, *extra],
+        prepare=False,
+        startup_timeout=120,
+    )
+
+
+def compile_status(worker: InstantMeshWorker) -> CompileStatus:
+    status = worker.status().compile
+    assert status is not None
+    return status
+
+
+def wait_for_state(worker: InstantMeshWorker, *states: str, deadline_s: float = BUILD_DEADLINE_S) -> CompileStatus:
+    """Polls status until the compiled views are in one of `states` (a condition, not a guess of time)."""
+    end = time.monotonic() + deadline_s
+    while (status := compile_status(worker)).state not in states:
+        assert time.monotonic() < end, f"still {status} after {deadline_s:g} s"
+        threading.Event().wait(POLL_S)
+    return status
+
+
+GRIDS = itertools.count()
+
+
+def views(worker: InstantMeshWorker, image: Path) -> tuple[bool, np.ndarray]:
+    """Whether the request ran compiled, and its grid (saved beside the input)."""
+    grid = image.parent / f"grid-{next(GRIDS)}.png"
+    result = worker.generate_views(image, seed=SEED, num_inference_steps=STEPS, save_grid=grid)
+    with Image.open(grid) as saved:
+        pixels = np.asarray(saved.convert("RGB"), dtype=np.int16)
+    grid.unlink()
+    return result.timings["compiled"] == 1.0, pixels
+
+
+def build_process(worker: InstantMeshWorker) -> int:
+    """The worker's one child process: its build."""
+    pid = worker.info.pid
+    children = [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def test_a_worker_answers_eagerly_at_once_and_a_killed_build_leaves_it_eager(cache: Path, object_png: Path) -> None:
+    with build_lock_held(), tiny_worker() as worker:
+        worker.load(["views"])
+        assert compile_status(worker).state == "waiting"  # the lock is ours: no build can have ended
+        compiled, first = views(worker, object_png)
+        assert not compiled and compile_status(worker).state == "waiting"
+        os.kill(build_process(worker), signal.SIGKILL)
+        failed = wait_for_state(worker, "failed", deadline_s=60)
+        assert failed.message == "the build process was killed by SIGKILL before it finished"
+        assert failed.batch_sizes == [] and "\n" not in failed.message
+        compiled, again = views(worker, object_png)
+        assert not compiled and np.array_equal(again, first) and compile_status(worker).state == "failed"
+
+
+def test_one_build_per_machine_switched_to_between_requests_and_found_by_the_next_start(
+    cache: Path, object_png: Path
+) -> None:
+    """A serving worker and ``prepare`` start their builds while the lock is held; once it is free one builds every
+    package and the other loads them (built 0). The worker, kept busy meanwhile, answers eagerly until a request
+    ends and then compiled: no request is half of each, and eager answers are all the same views."""
+    prepared: list[CompileStatus | BaseException] = []
+
+    def prepare() -> None:
+        try:
+            prepared.append(
+                build_compiled_views(
+                    str(MODELS_PYTHON), device="cpu", max_batch=1, preset="tiny", optimize=COMPILE, startup_timeout=120
+                )
+            )
+        except BaseException as exc:  # handed to the test's thread
+            prepared.append(exc)
+
+    with tiny_worker() as worker:
+        with build_lock_held() as release:
+            worker.load(["views"])
+            compiled, eager = views(worker, object_png)
+            assert not compiled and compile_status(worker).state == "waiting"
+            preparing = threading.Thread(target=prepare)
+            preparing.start()
+            release()
+            answers = []
+            while compile_status(worker).state not in ("ready", "failed"):
+                answers.append(views(worker, object_png))
+                assert len(answers) < 100_000
+            answers.append(views(worker, object_png))
+        preparing.join(BUILD_DEADLINE_S)
+        status = compile_status(worker)
+        assert status.state == "ready" and status.batch_sizes == [1], status
+        flags = [ran_compiled for ran_compiled, _ in answers]
+        assert flags == sorted(flags) and flags[-1], flags  # eager, then compiled from one request on
+        assert all(np.array_equal(grid, eager) for ran_compiled, grid in answers if not ran_compiled)
+        assert all(np.abs(grid - eager).max() <= 1 for _, grid in answers)
+    (other,) = prepared
+    assert isinstance(other, CompileStatus), other
+    assert other.state == "ready" and other.batch_sizes == [1]
+    assert sorted([status.built, other.built]) == [0, packages_per_stage([1])]  # each package compiled once
+    with tiny_worker() as later:
+        later.load(["views"])
+        found = compile_status(later)
+        assert found.state == "ready" and found.built == 0 and found.batch_sizes == [1]
+        compiled, grid = views(later, object_png)
+        assert compiled and np.abs(grid - eager).max() <= 1
+
+
+def test_at_load_without_compile_is_refused_at_start(cache: Path) -> None:
+    from host import WorkerStartError
+
+    worker = InstantMeshWorker(
+        str(MODELS_PYTHON), preset="tiny", device="cpu", worker_args=["--compile-build", "at-load"], prepare=False
+    )
+    with pytest.raises(WorkerStartError, match="needs the optimization 'compile'"):
+        worker.start()
+    worker.close()
