@@ -17,7 +17,7 @@ import msgspec
 from .backends.base import Backend, BatchingBackend, GeneratedViews
 from .handles import ViewStore
 from .images import load_input_image, load_views_grid
-from .jobs import Deferred, JobContext
+from .job import Deferred, JobContext
 from .mesh_output import plan_mesh_outputs, write_mesh_outputs
 from .outputs import OutputPolicy, atomic_output
 from .wire.errors import InternalError, InvalidParams

@@ -21,7 +21,8 @@ from . import __version__
 from .backends.base import Backend, CompilingBackend
 from .handlers import BARRIER_METHODS, BATCH_HANDLERS, MESH_LANE_METHODS, MESH_LANE_NEEDS, MODEL_HANDLERS, Workspace
 from .handles import ViewStore
-from .jobs import Job, JobQueue
+from .job import Job
+from .jobs import JobQueue
 from .options import DEFAULT_MAX_HANDLES
 from .outputs import OutputPolicy
 from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, inline_bytes

@@ -41,12 +41,18 @@ class UsageProblem(Exception):
     """An option that cannot work here; the message is the one line shown, and the exit code is 2."""
 
 
+PYTHON_HELP = (
+    "worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)"
+)
+"""--python's help, for every command that starts a worker."""
+
+
 def add_worker_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("worker")
     group.add_argument(
         "--python",
         metavar="ENV",
-        help="worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)",
+        help=PYTHON_HELP,
     )
     group.add_argument(
         "--backend", choices=["instantmesh", "mock"], help="default: instantmesh (mock when --mock is given)"

@@ -14,7 +14,7 @@ import sys
 
 from ..api.build_ahead import CompiledViewsNotBuilt, build_compiled_views
 from ..worker.errors import WorkerStartError
-from .arguments import EXIT_FAILED, EXIT_OK, UsageProblem, cli_preset, max_batch_type
+from .arguments import EXIT_FAILED, EXIT_OK, PYTHON_HELP, UsageProblem, cli_preset, max_batch_type
 from .display import printable_lines
 
 DESCRIPTION = __doc__
@@ -32,7 +32,7 @@ def add_prepare_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     prepare.add_argument(
         "--python",
         metavar="ENV",
-        help="worker Python: interpreter, venv dir, conda:ENV or command (default: INSTANTMESH_RPC_PYTHON or .venvs/models)",
+        help=PYTHON_HELP,
     )
     prepare.add_argument("--device", help="cuda or cuda:N (default: cuda)")
     prepare.add_argument(

@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from rpcworker.jobs import Deferred, Job, JobContext, JobQueue
+from rpcworker.job import Deferred, Job, JobContext
+from rpcworker.jobs import JobQueue
 from rpcworker.wire.errors import RpcError
 from rpcworker.wire.messages import PingResult
 

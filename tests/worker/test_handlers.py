@@ -13,7 +13,7 @@ from rpcworker.backends.base import GeneratedViews
 from rpcworker.backends.mock import MockBackend, MockOptions
 from rpcworker.handlers import BATCH_HANDLERS, MODEL_HANDLERS, Workspace
 from rpcworker.handles import ViewStore
-from rpcworker.jobs import Deferred, Job, JobContext
+from rpcworker.job import Deferred, Job, JobContext
 from rpcworker.outputs import OutputPolicy
 from rpcworker.wire.errors import Cancelled, HandleExpired, InputNotFound, InternalError, InvalidParams, OutputRefused
 from rpcworker.wire.messages import (

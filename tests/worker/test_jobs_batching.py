@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from rpcworker.jobs import Job, JobContext, JobQueue
+from rpcworker.job import Job, JobContext
+from rpcworker.jobs import JobQueue
 from rpcworker.wire.errors import InternalError, RpcError
 from rpcworker.wire.messages import PingResult
 

@@ -8,7 +8,8 @@ import threading
 
 import msgspec
 
-from rpcworker.jobs import Deferred, JobQueue
+from rpcworker.job import Deferred
+from rpcworker.jobs import JobQueue
 from rpcworker.wire.messages import PingResult
 from tests.worker.job_log import WAIT_S, Log, drain
 

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from rpcworker.jobs import MIN_UNFINISHED, Deferred, Job, JobContext, JobQueue
+from rpcworker.job import Deferred, Job, JobContext
+from rpcworker.jobs import MIN_UNFINISHED, JobQueue
 from rpcworker.wire.messages import PingResult
 from tests.worker.job_log import WAIT_S, Log, drain
 
