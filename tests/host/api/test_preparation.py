@@ -167,9 +167,13 @@ def test_without_pillow_a_worker_that_prepares_is_refused_when_made(worker_pytho
         import sys
         sys.modules["PIL"] = None  # as where the images extra is not installed
         from host import InstantMeshWorker, PreparationUnavailable, WorkerPool
-        for make in (InstantMeshWorker, WorkerPool):
+        makers = (
+            lambda: InstantMeshWorker(sys.argv[1], backend="mock"),
+            lambda: WorkerPool(sys.argv[1], workers=1, backend="mock"),  # one CPU worker: no GPU needed
+        )
+        for make in makers:
             try:
-                make(sys.argv[1], backend="mock")
+                make()
             except PreparationUnavailable as exc:
                 print("refused:", exc)
         with InstantMeshWorker(sys.argv[1], backend="mock", prepare=False) as worker:
