@@ -111,7 +111,7 @@ def child(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     mesh_s = time.perf_counter() - t
     peak("mesh")
     np.savez(out / "mesh.npz", vertices=mesh.vertices, faces=mesh.faces, colors=mesh.vertex_colors)
-    step = getattr(getattr(backend._pipeline, "fast_step", None), "compiled", None)
+    step = getattr(backend._pipeline.networks, "overlapped", None)  # packaged networks' step
     return {
         "ready_s": ready,
         "phases": phases,
@@ -210,9 +210,8 @@ def eager_baseline(weights: Path, steps: int, out: Path) -> dict[str, Any]:
     result["views_max_abs_diff"] = int(np.abs(default - eager).max())
     result["views_mean_abs_diff"] = float(np.abs(default - eager).mean())
     result["flops_per_object"] = flops_per_object(backend._pipeline, image, steps, files.view_size)
-    from instantmesh.zero123plus.speed import optimize_views
-
-    optimize_views(backend._pipeline, ["channels_last"])  # channels_last alone, eager: does it still pay?
+    backend._pipeline.networks.to_channels_last()  # channels_last alone, eager: does it still pay?
+    backend._pipeline.use(backend._pipeline.networks)
     seconds, generated = timed(lambda: backend.generate_views(image, 42, steps, 4.0, ctx))
     result["views_eager_channels_last_s"] = seconds
     result["views_eager_channels_last_max_abs_diff"] = int(

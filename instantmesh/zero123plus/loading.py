@@ -22,10 +22,18 @@ from ..safetensors_only import check_safetensors, safetensors_variant
 from ..weights import ZERO123PLUS_LOADED
 from ..weights_file import CheckpointError
 from .image_inputs import ImageInputs
-from .pipeline import Zero123PlusPipeline
+from .networks.eager import EagerNetworks
+from .pipeline import NetworkFacts, ViewsConfig, Zero123PlusPipeline
 from .unet_weights import apply_unet_weights, load_unet_weights, read_state_dict
 
-__all__ = ["CheckpointError", "load_unet_weights", "load_zero123plus", "read_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "load_eager_networks",
+    "load_unet_weights",
+    "load_zero123plus",
+    "read_state_dict",
+    "read_views_config",
+]
 
 PathLike = str | os.PathLike
 
@@ -72,6 +80,27 @@ def read_scheduler_config(folder: PathLike) -> dict[str, Any]:
     return {**config, "timestep_spacing": INSTANTMESH_TIMESTEP_SPACING}
 
 
+def read_views_config(folder: PathLike) -> ViewsConfig:
+    """What the pipeline needs of the folder besides its networks: configs and processors, no weights, no diffusers."""
+    folder = Path(folder)
+    index = read_model_index(folder)
+    facts = NetworkFacts.from_configs(_json(folder / "unet" / "config.json"), _json(folder / "vae" / "config.json"))
+    return ViewsConfig(
+        facts,
+        read_scheduler_config(folder),
+        ImageInputs.from_folder(folder / "feature_extractor_clip"),
+        ImageInputs.from_folder(folder / "feature_extractor_vae"),
+        tuple(float(c) for c in index["ramping_coefficients"]),
+    )
+
+
+def _json(path: Path) -> dict[str, Any]:
+    loaded = json.loads(path.read_text())
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return loaded
+
+
 def load_zero123plus(
     folder: PathLike,
     whitebg_unet_path: PathLike | None = None,
@@ -79,14 +108,27 @@ def load_zero123plus(
     dtype: torch.dtype = torch.float32,
     timings: dict[str, float] | None = None,
 ) -> Zero123PlusPipeline:
-    """Load a Zero123++ v1.2 folder (local files only), optionally with the InstantMesh white-background UNet.
+    """The pipeline of a Zero123++ v1.2 folder on its eager networks (`load_eager_networks`)."""
+    networks = load_eager_networks(folder, whitebg_unet_path, device, dtype, timings)
+    return Zero123PlusPipeline(read_views_config(folder), networks)
+
+
+def load_eager_networks(
+    folder: PathLike,
+    whitebg_unet_path: PathLike | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    timings: dict[str, float] | None = None,
+) -> EagerNetworks:
+    """Load the networks of a Zero123++ v1.2 folder (local files only), optionally with the InstantMesh
+    white-background UNet.
 
     Every component is read from safetensors: one whose weights are only pickles is refused (`PickledWeights`, a
-    ValueError) before any loader is called. The scheduler gets `timestep_spacing='trailing'`, as InstantMesh
-    runs it. `timings`, when given, gets the seconds spent on each part (``read_<name>_s``; see
-    `rpcworker.backends.instantmesh` for the list). The CUDA context and the white-background UNet's bytes are brought up in a thread while diffusers and
-    transformers are imported (file reads and device copies release the GIL): read_cuda_init_s and
-    unet_weights_s overlap read_imports_s, and read_unet_s is what is left after the imports.
+    ValueError) before any loader is called. `timings`, when given, gets the seconds spent on each part
+    (``read_<name>_s``; see `rpcworker.backends.instantmesh` for the list). The CUDA context and the
+    white-background UNet's bytes are brought up in a thread while diffusers and transformers are imported (file
+    reads and device copies release the GIL): read_cuda_init_s and unet_weights_s overlap read_imports_s, and
+    read_unet_s is what is left after the imports.
     """
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -100,12 +142,12 @@ def load_zero123plus(
         clock[0] = now
 
     folder = Path(folder)
-    index = read_model_index(folder)
+    read_model_index(folder)  # names every component, or says which is missing
     check_safetensors(folder, ZERO123PLUS_LOADED + (("unet",) if whitebg_unet_path is None else ()))
     target = torch.device(device)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zero123plus-read") as pool:
         early = pool.submit(_early_reads, target, whitebg_unet_path, seconds)
-        from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
         lap("imports")  # diffusers and transformers are imported lazily, here: seconds of the cold start
@@ -142,22 +184,18 @@ def load_zero123plus(
     lap("text_encoder")
     vision_encoder = model(CLIPVisionModelWithProjection, "vision_encoder")
     lap("vision_encoder")
-    pipeline = Zero123PlusPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-        unet=unet,
-        scheduler=EulerAncestralDiscreteScheduler.from_config(read_scheduler_config(folder)),
-        vision_encoder=vision_encoder,
-        clip_inputs=ImageInputs.from_folder(folder / "feature_extractor_clip"),
-        vae_inputs=ImageInputs.from_folder(folder / "feature_extractor_vae"),
-        ramping_coefficients=index["ramping_coefficients"],
+    networks = EagerNetworks(
+        unet,
+        vae,
+        vision_encoder,
+        text_encoder,
+        CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
     )
     lap("processors")
-    pipeline.to(device=device)
+    networks.to(device=device)
     _synchronize(torch.device(device))
     lap("to_device")
-    return pipeline
+    return networks
 
 
 def _early_reads(

@@ -1,13 +1,14 @@
 """Zero123++ v1.2: one condition image in, a 3 x 2 grid of six fixed views out.
 
-A plain class over diffusers / transformers components (not a diffusers custom pipeline).
-With the same weights, seed and call it reproduces the upstream pipeline that InstantMesh
-drives, random draw for random draw (see /work/shared/golden/README.md for the facts).
+A plain class over its networks (`networks.ViewsNetworks`), handed in at construction and swapped in one call
+(`Zero123PlusPipeline.use`): the pipeline never learns whether they are the diffusers / transformers modules or
+compiled forms of them. With the same weights, seed and call, the eager networks reproduce the upstream pipeline
+that InstantMesh drives, random draw for random draw (see /work/shared/golden/README.md for the facts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,27 +19,8 @@ from PIL import Image
 from .conditioning import Conditioning
 from .euler_ancestral import EulerAncestralSchedule
 from .image_inputs import ImageInputs, to_rgb_on_white
-from .reference_attention import ReferenceStep, install_reference_attention
-from .sampling import (
-    STEPS_AHEAD,
-    CancelCheck,
-    ObjectRun,
-    ProgressCallback,
-    StepFunction,
-    Upcoming,
-    denoise,
-    noise_condition_latents,
-    pad_rows,
-)
-
-# The components' classes, as documentation: diffusers and transformers (0.20 .. 0.42, 4.34 .. 5.x) expose
-# their modules' methods through decorators and lazy modules that mypy cannot follow, so they are Any here.
-AutoencoderKL = Any
-EulerAncestralDiscreteScheduler = Any
-UNet2DConditionModel = Any
-CLIPTextModel = Any
-CLIPTokenizer = Any
-CLIPVisionModelWithProjection = Any
+from .networks import ViewsNetworks
+from .sampling import STEPS_AHEAD, CancelCheck, ObjectRun, ProgressCallback, denoise, noise_condition_latents
 
 OutputType = Literal["pil", "np", "pt", "latent"]
 
@@ -46,12 +28,6 @@ OutputType = Literal["pil", "np", "pt", "latent"]
 LATENT_SHIFT = 0.22
 LATENT_SCALE = 0.75
 IMAGE_SCALE = 0.8 / 0.5
-
-
-def _four(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A step's four inputs as a tuple of four (for the step's signature)."""
-    sample, timestep, context, reference = tensors
-    return sample, timestep, context, reference
 
 
 def scale_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -98,100 +74,55 @@ class NetworkFacts:
         )
 
 
+@dataclass(frozen=True)
+class ViewsConfig:
+    """What the pipeline needs besides its networks, from the Zero123++ folder's files (`loading.read_views_config`)."""
+
+    facts: NetworkFacts
+    scheduler: Mapping[str, Any]
+    """The scheduler's config (`EulerAncestralSchedule.from_config`)."""
+    clip_inputs: ImageInputs
+    vae_inputs: ImageInputs
+    ramping_coefficients: tuple[float, ...]
+    """Per text token, the weight of the image embedding added to it (`global_conditioning`)."""
+
+
 class Zero123PlusPipeline(Conditioning):
     """Zero123++ v1.2 multi-view generation with reference attention and image-embedding conditioning.
 
     The networks may run in float16; latents, noise, guidance and scheduler arithmetic stay in
     float32 and are cast only at the network inputs, so a seed means the same noise in any dtype.
-    `from_packages` makes one whose networks are compiled packages alone (no diffusers or transformers module).
     """
 
-    def __init__(
-        self,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-        unet: UNet2DConditionModel,
-        scheduler: EulerAncestralDiscreteScheduler,
-        vision_encoder: CLIPVisionModelWithProjection,
-        clip_inputs: ImageInputs,
-        vae_inputs: ImageInputs,
-        ramping_coefficients: Sequence[float],
-    ) -> None:
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
-        self.unet = unet
-        self.scheduler = scheduler
-        self.vision_encoder = vision_encoder
-        self.clip_inputs = clip_inputs
-        self.vae_inputs = vae_inputs
-        self.ramping_coefficients = [float(c) for c in ramping_coefficients]
-        self.facts = NetworkFacts.from_configs(unet.config, vae.config)
-        self.vae_scale_factor = self.facts.vae_scale_factor
-        self.scheduler_config: Mapping[str, Any] | None = None
-        """The schedule's config, when there is no scheduler object (`from_packages`)."""
-        self._device, self._dtype = torch.device("cpu"), torch.float32
-        """Where the networks run and their dtype, when there are no modules to ask (`from_packages`)."""
-        install_reference_attention(unet)
-        self.fast_step: StepFunction | None = None
-        """A faster equal of `ReferenceStep` (e.g. compiled) set by the speed options, for the batch sizes it was built for."""
-        self.fast_step_plan: Callable[..., list[tuple[int, int]] | None] = lambda *tensors: None
-        """How the fast step runs these inputs: chunks of (rows, rows padded to), or None: run them eagerly."""
-        self.fast_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
-        """A faster equal of the VAE's decode (latents -> image, the VAE's dtype), set by the speed options."""
-        self.fast_encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-        """A faster equal of the VAE's encode (pixels -> the posterior's mean and std along the channels, `VaeEncode`)."""
-        self.fast_image: Callable[[torch.Tensor], torch.Tensor] | None = None
-        """A faster equal of the vision encoder's image embedding (`ImageEmbeds`)."""
-        self._prompt_embeds: dict[str, torch.Tensor] = {}
+    def __init__(self, config: ViewsConfig, networks: ViewsNetworks) -> None:
+        self.config = config
+        self.clip_inputs, self.vae_inputs = config.clip_inputs, config.vae_inputs
+        self.ramping_coefficients = config.ramping_coefficients
+        self.facts = config.facts
+        self.vae_scale_factor = config.facts.vae_scale_factor
+        self._networks = networks
         self._blank_posteriors: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @classmethod
-    def from_packages(
-        cls,
-        facts: NetworkFacts,
-        scheduler_config: Mapping[str, Any],
-        clip_inputs: ImageInputs,
-        vae_inputs: ImageInputs,
-        ramping_coefficients: Sequence[float],
-        prompt_embeds: Mapping[str, torch.Tensor],
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Zero123PlusPipeline:
-        """A pipeline without modules: its caller sets every ``fast_*`` (compiled packages) and ``fast_step_plan``;
-        only the prompts of `prompt_embeds` can be asked for."""
-        pipeline = cls.__new__(cls)
-        pipeline.vae = pipeline.text_encoder = pipeline.tokenizer = pipeline.unet = pipeline.vision_encoder = None
-        pipeline.scheduler, pipeline.scheduler_config = None, dict(scheduler_config)
-        pipeline.clip_inputs, pipeline.vae_inputs = clip_inputs, vae_inputs
-        pipeline.ramping_coefficients = [float(c) for c in ramping_coefficients]
-        pipeline.facts, pipeline.vae_scale_factor = facts, facts.vae_scale_factor
-        pipeline._device, pipeline._dtype = device, dtype
-        pipeline.fast_step = pipeline.fast_decode = pipeline.fast_encode = pipeline.fast_image = None
-        pipeline.fast_step_plan = lambda *tensors: None
-        pipeline._prompt_embeds = dict(prompt_embeds)
-        pipeline._blank_posteriors = {}
-        return pipeline
+    @property
+    def networks(self) -> ViewsNetworks:
+        return self._networks
+
+    def use(self, networks: ViewsNetworks) -> ViewsNetworks:
+        """Run every later call on `networks` (eager modules, or a compiled form of the same weights); returns the
+        networks used until now. The one switch point: call it between calls, never during one (the worker swaps
+        between requests, on the thread that runs them). Also after changing the networks in place (dtype, memory
+        format): what was computed with them before (the blank image's posterior) is forgotten."""
+        previous, self._networks = self._networks, networks
+        self._blank_posteriors.clear()
+        return previous
 
     @property
     def device(self) -> torch.device:
-        return self._device if self.unet is None else next(self.unet.parameters()).device
+        return self._networks.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._dtype if self.unet is None else next(self.unet.parameters()).dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Zero123PlusPipeline:
-        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in (self.vae, self.text_encoder, self.unet, self.vision_encoder):
-            if module is not None:
-                module.to(**moves)
-        self._prompt_embeds = {k: v.to(device=device, dtype=dtype) for k, v in self._prompt_embeds.items()}
-        self.networks_changed()
-        return self
-
-    # --- denoising ----------------------------------------------------------------------------
+        return self._networks.dtype
 
     def noise_condition_latents(
         self, cond_latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
@@ -199,51 +130,12 @@ class Zero123PlusPipeline(Conditioning):
         """Noise the condition latents to the current step's level and scale them like a model input."""
         return noise_condition_latents(cond_latents, sigma, noise)
 
-    def unet_with_reference(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        reference_sample: torch.Tensor,
-        upcoming: Upcoming | None = None,
-    ) -> torch.Tensor:
-        """Run the reference (write) pass on `reference_sample`, then the main (read) pass on `sample`.
-
-        Inputs are cast to the UNet's dtype; the output is float32. The fast step is used where it accepts
-        these shapes (a batch between its compiled sizes padded with copies of its last row, or split), else
-        the eager `ReferenceStep`. `upcoming` (the next step's timestep and reference sample) reaches a fast step
-        that runs these rows as they are, which may start the next reference pass now.
-        """
-        inputs = (sample, timestep, encoder_hidden_states, reference_sample)
-        chunks = self.fast_step_plan(*inputs) if self.fast_step is not None else None
-        if self.fast_step is None or chunks is None:
-            if self.unet is None:
-                raise ValueError(
-                    f"no compiled step runs inputs of shapes {[list(t.shape) for t in inputs]}, and there is no UNet"
-                )
-            return ReferenceStep(self.unet, self.unet.dtype)(*inputs)
-        fast = self.fast_step
-        if chunks == [(sample.shape[0], sample.shape[0])] and upcoming is not None:
-            return fast(sample, timestep, encoder_hidden_states, reference_sample, upcoming)
-        if len(chunks) == 1:
-            return fast(*_four(pad_rows(inputs, chunks[0][1])))[: chunks[0][0]]
-        outputs, start = [], 0
-        for rows, padded in chunks:  # each output is cloned: the next call of the same graph overwrites it
-            part = [t if t.dim() == 0 else t[start : start + rows] for t in inputs]
-            outputs.append(fast(*_four(pad_rows(part, padded)))[:rows].clone())
-            start += rows
-        return torch.cat(outputs)
-
     # --- decoding -----------------------------------------------------------------------------
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scheduler-space latents to an image in [-1, 1] (values outside are clipped later)."""
-        latents = (unscale_latents(latents) / self.facts.vae_scaling_factor).to(
-            self.dtype if self.vae is None else self.vae.dtype
-        )
-        if self.fast_decode is not None:
-            return unscale_image(self.fast_decode(latents).float())
-        return unscale_image(self.vae.decode(latents, return_dict=False)[0].float())
+        latents = (unscale_latents(latents) / self.facts.vae_scaling_factor).to(self.dtype)
+        return unscale_image(self._networks.decode(latents).float())
 
     @staticmethod
     def postprocess(image: torch.Tensor, output_type: OutputType) -> Image.Image | np.ndarray | torch.Tensor:
@@ -331,7 +223,7 @@ class Zero123PlusPipeline(Conditioning):
         ]
         factor = self.vae_scale_factor
         latent_shape = (1, self.facts.latent_channels, height // factor, width // factor)
-        denoise(runs, schedule, self.unet_with_reference, guidance_scale, latent_shape, self.device, steps_ahead)
+        denoise(runs, schedule, self._networks.step, guidance_scale, latent_shape, self.device, steps_ahead)
         results: list[Image.Image | np.ndarray | torch.Tensor | BaseException] = []
         for run in runs:
             if output_type != "latent":
@@ -345,11 +237,7 @@ class Zero123PlusPipeline(Conditioning):
         return results
 
     def schedule(self, num_inference_steps: int) -> EulerAncestralSchedule:
-        """The run's schedule: from the scheduler (which may have been swapped, e.g. by a benchmark), or its config."""
-        if self.scheduler is not None:
-            return EulerAncestralSchedule(self.scheduler, num_inference_steps, self.device)
-        assert self.scheduler_config is not None
-        return EulerAncestralSchedule.from_config(self.scheduler_config, num_inference_steps, self.device)
+        return EulerAncestralSchedule.from_config(self.config.scheduler, num_inference_steps, self.device)
 
     def _condition(
         self,

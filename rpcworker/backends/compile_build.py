@@ -78,10 +78,10 @@ def build_stages(max_batch: int) -> list[list[int]]:
 
 
 def packages_per_stage(batch_sizes: Sequence[int]) -> int:
-    """Packages a stage needs: the step's two passes per batch size, and the other parts once each."""
-    from instantmesh.zero123plus.speed import PACKAGED_PARTS
+    """Packages a stage needs: the step's passes once per batch size, and the other parts once each."""
+    from instantmesh.zero123plus.networks.packaged import PACKAGED_PARTS, constant_group
 
-    step = [prefix for prefix, name in PACKAGED_PARTS.items() if name == "fast_step"]
+    step = [prefix for prefix in PACKAGED_PARTS if constant_group(prefix) == "step"]  # a package per batch size
     return len(PACKAGED_PARTS) - len(step) + len(step) * len(set(batch_sizes))
 
 
@@ -143,7 +143,7 @@ def machine_build_lock(report: Report) -> Iterator[None]:
 def counting_packages(on_ready: Callable[[str, bool], None]) -> Iterator[None]:
     """Calls ``on_ready(name, built)`` as each package of `AheadOfTime` is ready (built here, or loaded), by
     wrapping its preparation for the block: the build's progress, counted where the packages are made."""
-    from instantmesh.zero123plus.ahead_of_time import AheadOfTime
+    from instantmesh.zero123plus.networks.ahead_of_time import AheadOfTime
 
     original = AheadOfTime._prepare
 
@@ -205,8 +205,8 @@ def build(spec: BuildSpec, report: Report) -> None:
             free()
             if not bundle_is_valid(files, ahead.folder, views_code_fingerprint(), dtype):
                 raise RuntimeError(
-                    "a part of the views could not be built as a package (it fell back to torch.compile): no views "
-                    "bundle was written; the worker's log says which"
+                    "the views could not be built as packages (they fell back to the eager modules): no views "
+                    "bundle was written; the worker's log says why"
                 )
             built_in_all += built
             total = packages_per_stage(sizes)
@@ -234,7 +234,7 @@ def build_stage(load: Any, report: Report) -> int:
 
 
 def bundle_is_valid(files: Any, folder: Path, fingerprint: str, dtype: Any) -> bool:
-    from instantmesh.zero123plus.views_bundle import describe_sources, valid_manifest
+    from instantmesh.zero123plus.networks.bundle import describe_sources, valid_manifest
 
     return (
         valid_manifest(folder, describe_sources(files.zero123plus, files.whitebg_unet), fingerprint, dtype) is not None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from instantmesh.texture import TextureUnavailable, load_xatlas, texture_maps_available
-from instantmesh.zero123plus.speed import check_optimizations
+from instantmesh.zero123plus.networks.choice import check_optimizations
 
 from ..options import CompileBuild, WorkerOptions
 from ..wire.errors import InvalidParams, OutOfMemory
@@ -148,17 +148,17 @@ class InstantMeshBackend:
         self.views_behind.watch(listener, switch_wanted)
 
     def switch_compiled(self) -> None:
-        """Between requests (the session's switch job): the compiled views, once built and checked, replace the
-        ones requests ran until now."""
+        """Between requests (the session's switch job): the compiled networks, once built and checked, replace the
+        ones the views ran until now (in the same pipeline)."""
         with self._device_errors("switch to the compiled views"):
             compiled = self.views_behind.switch(self._pipeline, self._free)
             if compiled is not None:
-                self._pipeline = switch_to_compiled(self._pipeline, compiled)
+                switch_to_compiled(self._pipeline, compiled)  # the eager networks it returns are dropped here
                 self._free()
 
     def _batch_sizes(self) -> list[int]:
         """The batches (objects) the step is compiled for at load: one object and a full batch. A batch in between
-        runs padded up to the full one or as single objects (`CompiledStep.plan`), never compiling in a request."""
+        runs padded up to the full one or as single objects (`BatchedStep.plan`), never compiling in a request."""
         return sorted({1, self.max_batch})
 
     def views_load(self) -> ViewsLoad:

@@ -162,9 +162,10 @@ class ViewsBehind:
     # ------------------------------------------------------------------ the switch
 
     def switch(self, current: Any, free: Callable[[], None]) -> Any | None:
-        """The compiled views to run from now on, loaded and checked against `current` (the views requests ran
-        until now); None when there is nothing to switch to, or when they fail (state ``failed``, the reason in
-        the message; requests go on with `current`). Run between requests (the session's switch job)."""
+        """The compiled networks to run from now on, loaded and checked against `current` (the pipeline requests
+        ran until now; the caller hands them to it, `views_switch.switch_to_compiled`); None when there is nothing
+        to switch to, or when they fail (state ``failed``, the reason in the message; requests go on with
+        `current`). Run between requests (the session's switch job)."""
         with self._lock:
             sizes, self._pending = self._pending, None
         if sizes is None or current is None or self._load is None:

@@ -1,4 +1,4 @@
-"""Compilation of the denoising step at load: the per-machine cache folder, and the warm-up that compiles.
+"""Compilation of the views at load: the per-machine cache folder, the views bundle, and the warm-up that compiles.
 
 The warm-up runs a few steps at every batch size requests will use (one object and a full batch), then one
 decode of the views' latents, so no request ever compiles; each is timed into the backend's load phases.
@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available, code_fingerprint
-from instantmesh.zero123plus.speed import AheadOfTimeSetup, package_seconds
+from instantmesh.zero123plus.networks.ahead_of_time import code_fingerprint
+from instantmesh.zero123plus.networks.choice import compile_route
+from instantmesh.zero123plus.networks.compiled import CompiledNetworks
+from instantmesh.zero123plus.networks.packaged import PackagedNetworks, PackageSetup
 
 from ..wire.cache import cache_root, private_folder
 from ..wire.messages import DEFAULT_GUIDANCE
@@ -75,18 +77,17 @@ def use_compile_cache_at(folder: Path, key: dict[str, Any]) -> bool:
     return reused
 
 
-def compiled_ahead_of_time(folder: Path, device: torch.device) -> AheadOfTimeSetup | None:
-    """Where the step and decoder are AOTInductor packages: on CUDA with a torch that loads them the way
-    `ahead_of_time` does (a second start loads them without tracing). None: torch.compile, its caches in `folder`."""
-    if not ahead_of_time_available():
+def compiled_ahead_of_time(folder: Path, device: torch.device) -> PackageSetup | None:
+    """Where the networks are AOTInductor packages (`choice.compile_route`): on CUDA with a torch that loads them
+    the way `ahead_of_time` does (on the CPU, without CUDA graphs, only with the tests' switch `packages_on_cpu`).
+    None: `torch.compile`, its caches in `folder`."""
+    if compile_route() != "packaged":
         return None
     if device.type == "cpu" and packages_on_cpu():
-        return AheadOfTimeSetup(
-            folder / PACKAGES_FOLDER, device, cuda_graphs=False, fingerprint=views_code_fingerprint()
-        )
+        return PackageSetup(folder / PACKAGES_FOLDER, device, cuda_graphs=False, fingerprint=views_code_fingerprint())
     if device.type != "cuda":
         return None
-    return AheadOfTimeSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
+    return PackageSetup(folder / PACKAGES_FOLDER, device, fingerprint=views_code_fingerprint())
 
 
 def packages_on_cpu() -> bool:
@@ -103,38 +104,45 @@ def build_lock_path() -> Path:
 def views_from_bundle(
     zero123plus: Path,
     whitebg_unet: Path,
-    ahead: AheadOfTimeSetup,
+    setup: PackageSetup,
     dtype: torch.dtype,
     row_counts: Sequence[int],
     phases: dict[str, float],
 ) -> Any | None:
-    """The views from their packages alone when `ahead`'s folder holds a valid bundle (`views_bundle`), else None.
-    Its packages load at the warm-up; a missing one raises `PackageMissing` there."""
-    from instantmesh.zero123plus.views_bundle import describe_sources, pipeline_from_bundle, valid_manifest
+    """The pipeline on packaged networks alone when `setup`'s folder holds a valid bundle (`networks.bundle`), else
+    None. Its packages load at the warm-up; a missing one raises `PackageUnavailable` there."""
+    from instantmesh.zero123plus.loading import read_views_config
+    from instantmesh.zero123plus.networks.bundle import describe_sources, networks_from_bundle, valid_manifest
+    from instantmesh.zero123plus.pipeline import Zero123PlusPipeline
 
     start = time.perf_counter()
-    manifest = valid_manifest(ahead.folder, describe_sources(zero123plus, whitebg_unet), ahead.fingerprint, dtype)
+    manifest = valid_manifest(setup.folder, describe_sources(zero123plus, whitebg_unet), setup.fingerprint, dtype)
     phases[BUNDLE_CHECK_PHASE] = time.perf_counter() - start
     if manifest is None:
         return None
     start = time.perf_counter()
-    pipeline = pipeline_from_bundle(ahead.folder, manifest, zero123plus, ahead, dtype, row_counts)
-    if ahead.device.type == "cuda":
-        torch.cuda.synchronize(ahead.device)
+    networks = networks_from_bundle(setup.folder, manifest, setup, dtype, row_counts)
+    pipeline = Zero123PlusPipeline(read_views_config(zero123plus), networks)
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize(setup.device)
     phases[BUNDLE_READ_PHASE] = time.perf_counter() - start
     return pipeline
 
 
 def save_views_bundle(
-    pipeline: Any, zero123plus: Path, whitebg_unet: Path, ahead: AheadOfTimeSetup, phases: dict[str, float]
+    pipeline: Any, zero123plus: Path, whitebg_unet: Path, setup: PackageSetup, phases: dict[str, float]
 ) -> bool:
-    """Write the bundle of a pipeline whose networks all ran as packages, for the next start; False (logged) when
-    it cannot be written (a part fell back to torch.compile, a read-only or full disk)."""
-    from instantmesh.zero123plus.views_bundle import describe_sources, write_views_bundle
+    """Write the bundle of a pipeline on packaged networks made from the modules, for the next start; False (logged)
+    when it cannot be written (other networks, a read-only or full disk)."""
+    from instantmesh.zero123plus.networks.bundle import describe_sources, write_views_bundle
 
     start = time.perf_counter()
     try:
-        write_views_bundle(pipeline, ahead.folder, describe_sources(zero123plus, whitebg_unet), ahead.fingerprint)
+        if not isinstance(pipeline.networks, PackagedNetworks):
+            raise ValueError("the views do not run on packages: no bundle")
+        write_views_bundle(
+            pipeline.networks, setup.folder, describe_sources(zero123plus, whitebg_unet), setup.fingerprint
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("no views bundle for the next start: %s", exc)
         return False
@@ -143,10 +151,11 @@ def save_views_bundle(
 
 
 def views_code_fingerprint() -> str:
-    """The libraries whose modules the packages trace and our own views code (`ahead_of_time.code_fingerprint`)."""
+    """The libraries whose modules the packages trace and our own views code, its networks included
+    (`ahead_of_time.code_fingerprint`)."""
     import instantmesh.zero123plus as views
 
-    return code_fingerprint(TRACED_PACKAGES, list(Path(views.__file__).parent.glob("*.py")))
+    return code_fingerprint(TRACED_PACKAGES, list(Path(views.__file__).parent.rglob("*.py")))
 
 
 def warm_up(
@@ -179,11 +188,13 @@ def warm_up(
                 progress=[step_done] + [None] * (count - 1),
                 steps_ahead=0,
             )
-        step_seconds = getattr(pipeline.fast_step, "step_seconds", None)
-        if step_seconds is not None:  # the last warm-up step replays the compiled step: what a request's step costs
-            step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
-    if isinstance(latents[0], BaseException):
-        raise latents[0]
+        failed = next((result for result in latents if isinstance(result, BaseException)), None)
+        if failed is not None:  # e.g. a package that cannot run here, met while conditioning
+            raise failed
+        networks = pipeline.networks
+        if isinstance(networks, (CompiledNetworks, PackagedNetworks)):  # the last warm-up step replays the compiled
+            # step: what a request's step costs at this size
+            networks.batched.step_seconds[ROWS_PER_OBJECT * count] = phases[warmup_phase(WARMUP_STEPS, count)]
     start = time.perf_counter()
     with torch.inference_mode():
         pipeline.postprocess(
@@ -191,4 +202,5 @@ def warm_up(
         )  # one object at a time: one shape for every batch
     synchronize()
     phases[WARMUP_DECODE_PHASE] = time.perf_counter() - start
-    phases.update(package_seconds(pipeline))
+    if isinstance(pipeline.networks, PackagedNetworks):
+        phases.update(pipeline.networks.seconds())

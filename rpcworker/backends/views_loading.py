@@ -1,9 +1,15 @@
-"""Loading the views warm: from a views bundle (the packages alone), or from the modules with the speed options.
+"""Loading the views warm: which networks (`instantmesh.zero123plus.networks`) the pipeline runs on, and their warm-up.
 
-A cached start on CUDA looks for the bundle first (`instantmesh.zero123plus.views_bundle`): it needs neither
-diffusers nor transformers, nor Inductor. Without one, or when one of its packages does not run, the modules
-load from the weight files, the options apply, the warm-up compiles (or loads) every package, and the bundle is
-written for the next start.
+- No ``compile`` option: the eager modules (channels_last where asked).
+- ``compile`` with torch 2.4 to 2.10: the modules, then `CompiledNetworks` (torch.compile), warmed up.
+- ``compile`` with torch >= 2.11 (`choice.compile_route`): the views bundle's packages alone when the bundle is valid
+  (neither diffusers nor transformers, nor Inductor, is imported); else the modules, then `PackagedNetworks` built
+  from them (or loaded), warmed up, and the bundle written for the next start.
+
+A first start that builds behind (`views_behind`) serves on `ViewsLoad.eager` (the modules, channels_last) meanwhile.
+
+Each falls back whole, never per network: a bundle whose packages do not all run gives way to the modules, and
+packages that cannot be built or loaded here give way to the eager modules (logged with the reason).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any
 
 import torch
 
-from instantmesh.zero123plus.speed import AheadOfTimeSetup, optimize_views
+from instantmesh.zero123plus.networks.ahead_of_time import PackageUnavailable
+from instantmesh.zero123plus.networks.compiled import CompiledNetworks
+from instantmesh.zero123plus.networks.packaged import PackagedNetworks, PackageSetup
 
 from ..wire.errors import ModelNotLoaded
 from ..wire.messages import VIEWS_COMPILING, VIEWS_FROM_PACKAGES, VIEWS_WRITING_BUNDLE
@@ -56,14 +64,14 @@ class ViewsLoad:
     there for the mesh it loads beside the views)."""
 
     def run(self, report: Report) -> Any:
-        ahead = None
+        setup = None
         if "compile" in self.optimizations:
             folder, key = compile_cache_for(
                 self.device, self.files.whitebg_unet, self.files.view_size, self.optimizations
             )
-            ahead = compiled_ahead_of_time(folder, self.device)
-            if ahead is not None:
-                pipeline = self.from_bundle(ahead, report)
+            setup = compiled_ahead_of_time(folder, self.device)
+            if setup is not None:
+                pipeline = self.from_bundle(setup, report)
                 if pipeline is not None:
                     return pipeline
             reused = use_compile_cache_at(folder, key)
@@ -71,26 +79,52 @@ class ViewsLoad:
         pipeline = self.read_modules()
         self.before_warm_up()
         start = time.perf_counter()
-        optimize_views(pipeline, self.optimizations, row_counts=self.row_counts(), ahead=ahead)
-        self.synchronize()
-        self.phases["views_optimize_setup_s"] = time.perf_counter() - start
-        if "compile" in self.optimizations:
-            self.warm_up(pipeline)
+        self.optimize(pipeline, setup)
         self.synchronize()
         self.phases["views_optimize_s"] = time.perf_counter() - start
-        if ahead is not None:
+        if isinstance(pipeline.networks, PackagedNetworks) and setup is not None:
             report(VIEWS_WRITING_BUNDLE)
-            save_views_bundle(pipeline, self.files.zero123plus, self.files.whitebg_unet, ahead, self.phases)
+            save_views_bundle(pipeline, self.files.zero123plus, self.files.whitebg_unet, setup, self.phases)
         return pipeline
 
+    def optimize(self, pipeline: Any, setup: PackageSetup | None) -> None:
+        """The options on the pipeline's eager networks: channels_last in place, then ``compile``'s networks swapped
+        in and warmed up (packages when `setup` says where, else torch.compile); packages that cannot run here leave
+        the eager networks in place."""
+        eager = pipeline.networks
+        start = time.perf_counter()
+        self.channels_last(pipeline)
+        self.phases["views_optimize_setup_s"] = time.perf_counter() - start
+        if "compile" not in self.optimizations:
+            return
+        if setup is None:
+            pipeline.use(CompiledNetworks(eager, self.row_counts()))
+            self.warm_up(pipeline)
+            return
+        pipeline.use(PackagedNetworks.from_modules(eager, setup, self.row_counts()))
+        try:
+            self.warm_up(pipeline)
+            return
+        except PackageUnavailable as exc:
+            log.warning("the views' packages cannot run here (%s): the views run eagerly", exc)
+        pipeline.use(eager)  # the packages' memory goes with them (outside the handler, which holds their frames)
+        self.free_memory()
+
+    def channels_last(self, pipeline: Any) -> None:
+        """The eager networks in channels_last where the options ask for it (in place, then handed to the pipeline
+        again so that nothing computed before is kept)."""
+        if "channels_last" in self.optimizations:
+            pipeline.networks.to_channels_last()
+            pipeline.use(pipeline.networks)
+        self.synchronize()
+
     def eager(self) -> Any:
-        """The views from the modules with the speed options but `compile` (channels_last): what requests run while
-        the compiled packages are built behind (`compile_behind`)."""
+        """The views on the eager networks with the speed options but ``compile`` (channels_last): what requests run
+        while the compiled packages are built behind (`views_behind`)."""
         pipeline = self.read_modules()
         self.before_warm_up()
         start = time.perf_counter()
-        optimize_views(pipeline, [o for o in self.optimizations if o != "compile"])
-        self.synchronize()
+        self.channels_last(pipeline)
         self.phases["views_optimize_s"] = time.perf_counter() - start
         return pipeline
 
@@ -101,7 +135,8 @@ class ViewsLoad:
         warm_up(pipeline, self.files.view_size, self.batch_sizes, self.phases, self.synchronize)
 
     def read_modules(self) -> Any:
-        """The pipeline's modules from the weight files, the text encoder freed once the empty prompt is encoded."""
+        """The pipeline on the eager networks from the weight files, the text encoder freed once the empty prompt is
+        encoded."""
         from instantmesh.zero123plus import load_zero123plus
 
         start = time.perf_counter()
@@ -119,21 +154,19 @@ class ViewsLoad:
                 {"model": "views", "searched": [str(self.files.zero123plus), str(self.files.whitebg_unet)]},
             ) from exc
         start_prompt = time.perf_counter()
-        pipeline.free_text_encoder()
+        pipeline.networks.free_text_encoder()
         self.synchronize()
         self.phases["views_prompt_s"] = time.perf_counter() - start_prompt
         self.phases["views_read_s"] = time.perf_counter() - start
         return pipeline
 
-    def from_bundle(self, ahead: AheadOfTimeSetup, report: Report) -> Any:
-        """The views from the packages alone, warmed up; None (the modules load instead) without a valid bundle, or
-        when a package of it does not run."""
-        from instantmesh.zero123plus.ahead_of_time import PackageMissing
-
+    def from_bundle(self, setup: PackageSetup, report: Report) -> Any:
+        """The views on the bundle's packages alone, warmed up; None (the modules load instead) without a valid
+        bundle, or when a package of it does not run."""
         start = time.perf_counter()
         try:
             pipeline = views_from_bundle(
-                self.files.zero123plus, self.files.whitebg_unet, ahead, self.dtype, self.row_counts(), self.phases
+                self.files.zero123plus, self.files.whitebg_unet, setup, self.dtype, self.row_counts(), self.phases
             )
             if pipeline is None:
                 return None
@@ -144,7 +177,7 @@ class ViewsLoad:
             self.warm_up(pipeline)
             self.synchronize()
             self.phases["views_optimize_s"] = time.perf_counter() - start
-        except (PackageMissing, OSError, ValueError, RuntimeError) as exc:
+        except (PackageUnavailable, OSError, ValueError, RuntimeError) as exc:
             log.warning(
                 "the views' packaged start failed (%s: %s): loading the modules instead", type(exc).__name__, exc
             )

@@ -4,8 +4,9 @@ The executor runs this as a job of its own that nothing runs beside (`WorkerSess
 made wholly eagerly or wholly compiled, never half and half. The compiled views are the packaged start a later
 worker makes (`views_compile.views_from_bundle`): loaded and warmed up at each batch size of the stage (the
 warm-up captures the CUDA graphs and makes the step's load-time self-check of its two passes side by side), then
-checked against the eager views on one short run of the warm-up's white image. Only then do requests run them
-(`switch_to_compiled`), and the eager modules are freed.
+checked against the eager views on one short run of the warm-up's white image. Only then do requests run them:
+the pipeline requests ran is handed the compiled networks (`switch_to_compiled`, the pipeline's one switch point
+``Zero123PlusPipeline.use``), and the eager modules are freed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class CompiledUnusable(RuntimeError):
 
 def load_compiled(load: ViewsLoad, ahead: Any, batch_sizes: Sequence[int]) -> Any:
     """The packaged views for `batch_sizes`, warmed up (their load-time self-check made)."""
-    from instantmesh.zero123plus.ahead_of_time import PackageMissing
+    from instantmesh.zero123plus.networks.ahead_of_time import PackageUnavailable
 
     sized = ViewsLoad(
         load.files,
@@ -55,7 +56,7 @@ def load_compiled(load: ViewsLoad, ahead: Any, batch_sizes: Sequence[int]) -> An
         if pipeline is None:
             raise CompiledUnusable("the build left no valid views bundle")
         sized.warm_up(pipeline)
-    except (PackageMissing, OSError, ValueError, RuntimeError) as exc:
+    except (PackageUnavailable, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, CompiledUnusable):
             raise
         raise CompiledUnusable(f"the compiled views do not run: {type(exc).__name__}: {exc}") from exc
@@ -91,22 +92,21 @@ def check_against_eager(eager: Any, compiled: Any, view_size: int) -> int:
     return difference
 
 
-def switch_to_compiled(eager: Any, compiled: Any) -> Any:
-    """The pipeline requests run from now on, given the eager one they ran and the compiled one: today the packaged
-    pipeline whole (its networks are the packages, bound to the bundle's weights), as a later start would have it;
-    the eager one is dropped by the caller. The one place the switch is made."""
-    del eager
-    return compiled
+def switch_to_compiled(pipeline: Any, compiled: Any) -> Any:
+    """Requests run on `compiled` (networks) from now on: `pipeline`, the one they ran, uses them
+    (``Zero123PlusPipeline.use``); returns the networks it ran until now, for the caller to drop. The one place
+    the switch is made; call it between requests only (the session's switch job), never during one."""
+    return pipeline.use(compiled)
 
 
 def compiled_views(
     load: ViewsLoad, ahead: Any, batch_sizes: Sequence[int], eager: Any, synchronize: Callable[[], None]
 ) -> tuple[Any, int]:
-    """The compiled views for `batch_sizes`, loaded and checked against `eager`, and the check's largest difference;
-    raises `CompiledUnusable` with the reason."""
+    """The compiled networks for `batch_sizes`, loaded and checked against `eager` (the pipeline requests run), and
+    the check's largest difference; raises `CompiledUnusable` with the reason."""
     start = time.perf_counter()
     compiled = load_compiled(load, ahead, batch_sizes)
     difference = check_against_eager(eager, compiled, load.files.view_size)
     synchronize()
     load.phases[SWITCH_PHASE] = time.perf_counter() - start
-    return compiled, difference
+    return compiled.networks, difference

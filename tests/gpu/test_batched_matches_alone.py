@@ -52,7 +52,7 @@ def test_a_batch_of_two_is_within_2_lsb_of_each_object_alone(
 
     pipeline = batching_backend._pipeline
     assert_every_network_packaged(pipeline)
-    assert pipeline.fast_step.row_counts == [ROWS_PER_OBJECT, ROWS_PER_OBJECT * BATCH]
+    assert pipeline.networks.batched.row_counts == [ROWS_PER_OBJECT, ROWS_PER_OBJECT * BATCH]
     images = [Image.open(path) for path in object_pngs[:BATCH]]
     seeds = [SEED + index for index in range(BATCH)]
     together = batching_backend.generate_views_batch(images, seeds, STEPS, GUIDANCE, [SilentContext()] * BATCH)

@@ -36,7 +36,7 @@ def test_the_views_switch_to_compiled_between_requests(
 ) -> None:
     from benchmarks.sessions import official_worker_keywords
     from host import InstantMeshWorker
-    from instantmesh.zero123plus.views_bundle import MANIFEST_NAME
+    from instantmesh.zero123plus.networks.bundle import MANIFEST_NAME
     from rpcworker.backends.views_compile import build_lock_path
 
     manifests = list(gpu_cache.glob(f"compile-*/packages/{MANIFEST_NAME}"))

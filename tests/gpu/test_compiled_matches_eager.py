@@ -49,10 +49,11 @@ def test_the_compiled_views_are_within_2_lsb_of_eager(
 ) -> None:
     from PIL import Image
 
+    from instantmesh.zero123plus.networks.eager import EagerNetworks
     from rpcworker.backends.base import SilentContext
 
     assert_every_network_packaged(compiled_backend._pipeline)
-    assert eager_backend._pipeline.fast_step is None and eager_backend.optimizations == ()
+    assert isinstance(eager_backend._pipeline.networks, EagerNetworks) and eager_backend.optimizations == ()
     with Image.open(object_pngs[0]) as image:
         eager = pixels(eager_backend.generate_views(image, SEED, STEPS, GUIDANCE, SilentContext()).grid)
     assert len(np.unique(eager)) >= DISTINCT_VALUES, "eager made blank views"

@@ -42,7 +42,7 @@ def test_the_reference_pass_beside_the_main_pass_gives_the_latents_of_the_passes
     import torch
     from PIL import Image
 
-    step = compiled_backend._pipeline.fast_step.compiled
+    step = compiled_backend._pipeline.networks.overlapped
     assert step.overlapping, (
         "the step's check at capture found its passes side by side unequal to them in order, so the worker runs them "
         "in order on this GPU (its log has the warning)"

@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from instantmesh.zero123plus import ahead_of_time, package_files
-from instantmesh.zero123plus.ahead_of_time import AheadOfTime, ahead_of_time_available, code_fingerprint
-from instantmesh.zero123plus.package_files import loads_in_a_child, package_is_intact
+from instantmesh.zero123plus.networks import ahead_of_time, package_files
+from instantmesh.zero123plus.networks.ahead_of_time import (
+    AheadOfTime,
+    PackageUnavailable,
+    ahead_of_time_available,
+    code_fingerprint,
+)
+from instantmesh.zero123plus.networks.package_files import loads_in_a_child, package_is_intact
 from rpcworker.wire.cache import record_path
 
 pytestmark = [
@@ -86,31 +91,27 @@ def test_a_package_that_fails_its_record_is_built_again(toy, tmp_path: Path) -> 
     assert not package_is_intact(package)
 
 
-def test_a_package_that_does_not_load_runs_through_the_fallback_at_every_start(
+def test_a_package_that_does_not_load_is_refused_at_every_start(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The child's verdict is kept in the record: a later start refuses the package without building it again (the
+    views then run without packages, all of them)."""
     module, inputs = toy
     monkeypatch.setattr(package_files, "loads_in_a_child", lambda package, device: False)  # as a crash at load
-    fallback_calls: list[int] = []
-
-    def fallback() -> object:
-        fallback_calls.append(1)
-        return module
-
-    first = AheadOfTime(module, tmp_path, "toy", CPU, fallback=fallback)
-    with torch.no_grad():
-        assert torch.allclose(first(*inputs), module(*inputs))
-    assert len(first.built) == 1 and first.fell_back == first.built and fallback_calls == [1]  # made once
-    second = AheadOfTime(module, tmp_path, "toy", CPU, fallback=fallback)
-    with torch.no_grad():
+    first = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad(), pytest.raises(PackageUnavailable, match="does not load with this torch"):
+        first(*inputs)
+    assert len(first.built) == 1 and first.loaded == []
+    second = AheadOfTime(module, tmp_path, "toy", CPU)
+    with torch.no_grad(), pytest.raises(PackageUnavailable, match="does not load with this torch"):
         second(*inputs)
-    assert second.built == [] and second.fell_back == first.built  # the verdict is kept in the record
+    assert second.built == []
 
 
-def test_a_package_that_cannot_be_built_runs_through_the_fallback(
+def test_a_package_that_cannot_be_built_is_refused_and_nothing_is_written(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An export or compilation error costs this start the fallback, never the worker; nothing is written, so the
+    """An export or compilation error costs this start its packages, never the worker; nothing is written, so the
     next start tries again."""
     module, inputs = toy
 
@@ -119,9 +120,19 @@ def test_a_package_that_cannot_be_built_runs_through_the_fallback(
 
     monkeypatch.setattr(ahead_of_time, "build_package", failing_build)
     compiled = AheadOfTime(module, tmp_path, "toy", CPU)
-    with torch.no_grad():
-        assert torch.allclose(compiled(*inputs), module(*inputs))
-    assert compiled.built == [] and len(compiled.fell_back) == 1 and list(tmp_path.iterdir()) == []
+    with torch.no_grad(), pytest.raises(PackageUnavailable, match="could not be built .RuntimeError: export failed"):
+        compiled(*inputs)
+    assert compiled.built == [] and list(tmp_path.iterdir()) == []
+
+
+def test_without_a_module_a_missing_package_is_refused(toy, tmp_path: Path) -> None:
+    module, inputs = toy
+    bound = AheadOfTime(None, tmp_path, "toy", CPU, constants=ahead_of_time.module_tensors(module))
+    with torch.no_grad(), pytest.raises(PackageUnavailable, match="no intact compiled package"):
+        bound(*inputs)
+    built_package(module, inputs, tmp_path)
+    with torch.no_grad():  # once built (by a start with the module), the constants alone run it
+        assert torch.allclose(bound(*inputs), module(*inputs), atol=1e-6)
 
 
 def test_the_load_check_runs_a_real_load_in_a_child(toy, tmp_path: Path) -> None:
@@ -176,32 +187,54 @@ def test_torch_without_packages_is_told_apart(monkeypatch: pytest.MonkeyPatch) -
 def test_the_compile_option_uses_packages_on_cuda_with_a_torch_that_loads_them(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from instantmesh.zero123plus.networks.choice import compile_route
     from rpcworker.backends.views_compile import PACKAGES_FOLDER, compiled_ahead_of_time
 
     assert compiled_ahead_of_time(tmp_path, CPU) is None  # (the CPU refuses the option anyway)
     setup = compiled_ahead_of_time(tmp_path, torch.device("cuda"))
     assert setup is not None and setup.folder == tmp_path / PACKAGES_FOLDER and setup.cuda_graphs
     assert setup.fingerprint.startswith("diffusers ") and ", code " in setup.fingerprint
+    assert compile_route() == "packaged"
     monkeypatch.setattr(torch, "__version__", "2.10.0")
+    assert compile_route() == "compiled"
     assert compiled_ahead_of_time(tmp_path, torch.device("cuda")) is None  # torch.compile, with its caches
 
 
-class NoAttention(torch.nn.Module):
-    """A stand-in UNet: no attention layer to record."""
+def test_the_views_code_fingerprint_covers_the_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to the networks' code (the packages trace it) names other packages."""
+    from rpcworker.backends import views_compile
+
+    seen: list[list[Path]] = []
+    monkeypatch.setattr(views_compile, "code_fingerprint", lambda packages, sources: seen.append(sources) or "")
+    views_compile.views_code_fingerprint()
+    names = {path.relative_to(path.parents[1]).as_posix() for path in seen[0]}
+    assert {"zero123plus/reference_attention.py", "networks/eager.py", "networks/packaged.py"} <= names
+
+
+class OneParameter(torch.nn.Module):
+    """A stand-in UNet and VAE: one parameter (for the device and dtype), no attention layer to record."""
 
     attn_processors: dict[str, object] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def set_attn_processor(self, processors: dict[str, object]) -> None:
+        pass
 
 
 def test_only_the_whole_step_under_torch_compile_gets_cuda_graph_tree_marks(tmp_path: Path) -> None:
     """The packaged step's two passes replay graphs of their own (a mark would import torch.compile's machinery for
-    nothing), and their fallback is torch.compile without CUDA-graph trees; the whole step under torch.compile's
-    reduce-overhead needs each step marked."""
-    from instantmesh.zero123plus.overlapped_step import OverlappedStep
-    from instantmesh.zero123plus.speed import AheadOfTimeSetup, CompiledStep
+    nothing); the whole step under torch.compile's reduce-overhead needs each step marked."""
+    from instantmesh.zero123plus.networks.compiled import CompiledNetworks
+    from instantmesh.zero123plus.networks.eager import EagerNetworks
+    from instantmesh.zero123plus.networks.overlapped_step import OverlappedStep
+    from instantmesh.zero123plus.networks.packaged import PACKAGED_PARTS, PackagedNetworks, PackageSetup
 
-    packaged = CompiledStep(
-        NoAttention(), torch.float32, "reduce-overhead", ahead=AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False)
-    )
-    assert isinstance(packaged.compiled, OverlappedStep) and set(packaged.compiled.parts) == {"reference", "main"}
-    assert not packaged.mark_graph_steps
-    assert CompiledStep(NoAttention(), torch.float32, "reduce-overhead").mark_graph_steps
+    eager = EagerNetworks(OneParameter(), OneParameter(), OneParameter())
+    packaged = PackagedNetworks.from_modules(eager, PackageSetup(tmp_path, CPU, cuda_graphs=False), [2])
+    assert isinstance(packaged.batched.compiled, OverlappedStep) and set(packaged.parts) == set(PACKAGED_PARTS)
+    assert packaged.pool is None and not packaged.overlapped.cuda_graphs
+    assert CompiledNetworks(eager).batched.compiled.mark_steps
+    assert not CompiledNetworks(eager, mode=None).batched.compiled.mark_steps

@@ -15,9 +15,11 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
+from instantmesh.zero123plus.networks.batching import BatchedStep  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceStep  # noqa: E402
 from instantmesh.zero123plus.sampling import pad_rows  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS as TINY  # noqa: E402
+from tests.models.zero123plus.stand_ins import WithStep  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.usefixtures("one_thread")]
 if not TINY.is_dir():
@@ -102,43 +104,44 @@ def test_a_bad_input_fails_alone_before_the_batch_starts(pipe, images, alone) ->
     assert _close(batch[0], alone[0]) and _close(batch[2], alone[2])
 
 
-def test_a_fast_step_built_for_a_bigger_batch_gets_padded_rows(pipe, images, alone) -> None:
+def test_a_step_compiled_for_a_bigger_batch_gets_padded_rows(pipe, images, alone) -> None:
     seen = []
-    eager = ReferenceStep(pipe.unet, pipe.unet.dtype)
+    eager = ReferenceStep(pipe.networks.unet, pipe.networks.unet.dtype)
 
     def fast(*tensors):
         seen.append(tensors[0].shape[0])
-        return eager(*tensors)
+        return eager(*tensors[:4])
 
-    pipe.fast_step, pipe.fast_step_plan = fast, lambda *tensors: [(tensors[0].shape[0], 8)]
+    before = pipe.use(WithStep(pipe.networks, BatchedStep(fast, row_counts=[8])))
     try:
         batch = pipe.generate_batch(images[:2], SEEDS[:2], output_type="latent", **SMALL)
-        pipe.fast_step_plan = lambda *tensors: [(2, 2)] * (tensors[0].shape[0] // 2)
+        pipe.use(WithStep(before, BatchedStep(fast, row_counts=[2])))
         split = pipe.generate_batch(images[:3], SEEDS[:3], output_type="latent", **SMALL)
     finally:
-        pipe.fast_step, pipe.fast_step_plan = None, lambda *tensors: None
+        pipe.use(before)
     assert seen == [8, 8, 8] + [2, 2, 2] * 3  # padded to eight rows; then three objects in calls of one each
     assert all(_close(b, a) for b, a in zip([*batch, *split], [*alone[:2], *alone], strict=True))
 
 
-def test_the_compiled_step_pads_or_splits_by_the_measured_cost() -> None:
-    from instantmesh.zero123plus.speed import CompiledStep
-
-    step = CompiledStep(torch.nn.Linear(1, 1), torch.float32, None, "eager", row_counts=[2, 16])
-
-    def plan(rows: int, size: int = 8):
-        return step.plan(
-            torch.zeros(rows, 4, size, size), torch.tensor(1.0), torch.zeros(rows, 7, 5), torch.zeros(rows, 4, 4, 4)
-        )
-
-    assert plan(4) == [(4, 16)]  # nothing measured: one padded call
+def test_the_batched_step_pads_or_splits_by_the_measured_cost() -> None:
+    step = BatchedStep(lambda *tensors: tensors[0], row_counts=[2, 16])
+    assert step.plan(4) == [(4, 16)]  # nothing measured: one padded call
     step.step_seconds.update({2: 0.026, 16: 0.148})
-    assert plan(2) == [(2, 2)] and plan(16) == [(16, 16)]
-    assert plan(4) == [(2, 2), (2, 2)]  # 2 x 26 ms beats one 148 ms call
-    assert plan(3) == [(2, 2), (1, 2)]
-    assert plan(12) == [(12, 16)]  # 6 x 26 ms does not
-    step.row_shapes = ((4, 8, 8), (), (7, 5), (4, 4, 4))
-    assert plan(4, size=16) is None  # another view size: eager, never a compile inside a request
+    assert step.plan(2) == [(2, 2)] and step.plan(16) == [(16, 16)]
+    assert step.plan(4) == [(2, 2), (2, 2)]  # 2 x 26 ms beats one 148 ms call
+    assert step.plan(3) == [(2, 2), (1, 2)]
+    assert step.plan(12) == [(12, 16)]  # 6 x 26 ms does not
+    assert step.plan(20) == [(2, 2)] * 10  # more than the largest: calls of the smallest
+
+
+def test_upcoming_reaches_the_compiled_step_only_for_a_batch_run_as_it_is() -> None:
+    told = []
+    step = BatchedStep(lambda *inputs: told.append(len(inputs) > 4 and inputs[4] is not None) or inputs[0], [2, 4])
+    sample, timestep = torch.zeros(2, 4, 3, 3), torch.tensor(1.0)
+    upcoming = (timestep, torch.zeros(2, 4, 3, 3))
+    step(sample, timestep, torch.zeros(2, 7, 5), torch.zeros(2, 4, 3, 3), upcoming)
+    step(sample[:1], timestep, torch.zeros(1, 7, 5), torch.zeros(1, 4, 3, 3), upcoming)  # padded to 2
+    assert told == [True, False]
 
 
 def test_pad_rows_repeats_the_last_row_and_keeps_scalars() -> None:
@@ -151,23 +154,3 @@ def test_pad_rows_repeats_the_last_row_and_keeps_scalars() -> None:
 def test_a_batch_needs_a_generator_per_object(pipe, images) -> None:
     with pytest.raises(ValueError, match="one generator per object"):
         pipe.generate_batch(images[:2], [None, 3], output_type="latent", **SMALL)
-
-
-def test_the_compiled_decoder_serves_its_one_shape_and_leaves_others_eager() -> None:
-    from instantmesh.zero123plus.speed import CompiledDecode
-
-    class Doubling(torch.nn.Module):
-        def decode(self, latents: torch.Tensor, return_dict: bool = True) -> tuple[torch.Tensor]:
-            return (2 * latents,)
-
-    decode = CompiledDecode(Doubling(), "eager")
-    calls: list[tuple[int, ...]] = []
-    compiled = decode.compiled
-    decode.compiled = lambda latents: calls.append(tuple(latents.shape)) or compiled(latents)
-    first, other = torch.ones(1, 4, 6, 4), torch.ones(1, 4, 8, 8)
-    assert (
-        torch.equal(decode(first), 2 * first)
-        and torch.equal(decode(other), 2 * other)
-        and torch.equal(decode(first), 2 * first)
-    )
-    assert decode.shape == (1, 4, 6, 4) and calls == [(1, 4, 6, 4)] * 2  # the other shape never reached the compiler

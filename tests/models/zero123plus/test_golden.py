@@ -26,6 +26,16 @@ from instantmesh.zero123plus.pipeline import unscale_latents  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream]
 
+
+def scheduler_of(pipe, steps: int):
+    """diffusers' scheduler of the pipeline's config (the pipeline computes the same schedule itself), set for `steps`."""
+    import diffusers
+
+    scheduler = diffusers.EulerAncestralDiscreteScheduler.from_config(pipe.config.scheduler)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
 GOLDEN = Path(os.environ.get("INSTANTMESH_GOLDEN", "/work/shared/golden")) / "tiny_zero123plus"
 if not (GOLDEN / "output.npz").is_file():
     pytest.skip(f"golden data not found at {GOLDEN}", allow_module_level=True)
@@ -119,11 +129,11 @@ def test_condition_latents_seeded(pipe, golden):
 
 
 def test_scheduler_trailing(pipe, golden):
-    pipe.scheduler.set_timesteps(CALL["num_inference_steps"])
-    assert pipe.scheduler.config.timestep_spacing == "trailing"
-    compare("timesteps", pipe.scheduler.timesteps, golden["timesteps"], atol=0)
-    compare("sigmas", pipe.scheduler.sigmas, golden["sigmas"])
-    assert float(pipe.scheduler.init_noise_sigma) == pytest.approx(float(golden["sigmas"][0]), rel=1e-6)
+    scheduler = scheduler_of(pipe, CALL["num_inference_steps"])
+    assert scheduler.config.timestep_spacing == "trailing"
+    compare("timesteps", scheduler.timesteps, golden["timesteps"], atol=0)
+    compare("sigmas", scheduler.sigmas, golden["sigmas"])
+    assert float(scheduler.init_noise_sigma) == pytest.approx(float(golden["sigmas"][0]), rel=1e-6)
 
 
 @torch.inference_mode()
@@ -132,8 +142,7 @@ def test_rng_replay_without_unet(pipe, golden):
     cond_cat = torch.cat([torch.from_numpy(golden["negative_lat"]), torch.from_numpy(golden["cond_lat"])])
     torch.manual_seed(SEED)
     torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
-    scheduler = pipe.scheduler
-    scheduler.set_timesteps(CALL["num_inference_steps"])
+    scheduler = scheduler_of(pipe, CALL["num_inference_steps"])
     latents = torch.randn(1, 4, 48, 32) * scheduler.init_noise_sigma
     compare("initial latents", latents, golden["step_sample"][0])
     for i, t in enumerate(scheduler.timesteps):
@@ -149,8 +158,8 @@ def test_rng_replay_without_unet(pipe, golden):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("step", range(4))
-def test_unet_with_reference_per_step(pipe, golden, step):
-    out = pipe.unet_with_reference(
+def test_the_eager_step_per_step(pipe, golden, step):
+    out = pipe.networks.step(
         torch.from_numpy(golden["unet_main_sample"][step]),
         t_(golden, step),
         torch.from_numpy(golden["unet_main_ehs"]),
@@ -168,9 +177,11 @@ def test_classifier_free_guidance(golden):
 def test_decode_stage(pipe, golden):
     final = torch.from_numpy(golden["final_latents_scaled"])
     compare(
-        "vae_decode_input (stage)", unscale_latents(final) / pipe.vae.config.scaling_factor, golden["vae_decode_input"]
+        "vae_decode_input (stage)",
+        unscale_latents(final) / pipe.networks.vae.config.scaling_factor,
+        golden["vae_decode_input"],
     )
-    decoded = pipe.vae.decode(torch.from_numpy(golden["vae_decode_input"]), return_dict=False)[0]
+    decoded = pipe.networks.vae.decode(torch.from_numpy(golden["vae_decode_input"]), return_dict=False)[0]
     compare("vae_decode_output (stage)", decoded, golden["vae_decode_output"], atol=STAGE_ATOL)
     image = pipe.decode_latents(final)
     compare("image_float (stage)", pipe.postprocess(image, "np")[None], golden["image_float"], atol=STAGE_ATOL)
@@ -208,7 +219,11 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
         "step",
         lambda a, k, out: (keep("step_model_output", a[1]), keep("step_sample", a[3]), keep("step_prev_sample", out)),
     )
-    wrap(pipe.vae, "decode", lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])))
+    wrap(
+        pipe.networks.vae,
+        "decode",
+        lambda a, k, out: (keep("vae_decode_input", a[0]), keep("vae_decode_output", out[0])),
+    )
     wrap(pipe, "decode_latents", lambda a, k, out: (keep("final_latents_scaled", a[0]), keep("decoded", out)))
 
     def unet_hook(module, args, kwargs, out):
@@ -216,7 +231,7 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
         keep("unet_ehs", kwargs["encoder_hidden_states"])
         keep("unet_out", out[0])
 
-    handle = pipe.unet.register_forward_hook(unet_hook, with_kwargs=True)
+    handle = pipe.networks.unet.register_forward_hook(unet_hook, with_kwargs=True)
     request.addfinalizer(handle.remove)
 
     torch.manual_seed(SEED)
@@ -232,8 +247,8 @@ def recorded(pipe, golden, request) -> dict[str, np.ndarray]:
         "image_embeds": rec["image_embeds"][0],
         "text_hidden_prompt": rec["prompt_encoded"][0],
         "text_hidden_negative": rec["prompt_encoded"][1],
-        "timesteps": as_array(pipe.scheduler.timesteps),
-        "sigmas": as_array(pipe.scheduler.sigmas),
+        "timesteps": as_array(scheduler_of(pipe, CALL["num_inference_steps"]).timesteps),
+        "sigmas": as_array(scheduler_of(pipe, CALL["num_inference_steps"]).sigmas),
         "step_sample": stack(rec["step_sample"]),
         "step_model_output": stack(rec["step_model_output"]),
         "step_prev_sample": stack(rec["step_prev_sample"]),

@@ -225,8 +225,8 @@ def _random_folder_roundtrip(tmp_path):
     folder = write_random_zero123plus_folder(tmp_path / "random", _tiny_configs(), dtype=torch.float32, seed=1)
     assert not (folder / "pipeline.py").exists()
     pipe = load_zero123plus(folder)
-    assert pipe.scheduler.config.timestep_spacing == "trailing"
-    tokens = pipe.tokenizer("", padding="max_length", max_length=77, truncation=True).input_ids
+    assert pipe.config.scheduler["timestep_spacing"] == "trailing"
+    tokens = pipe.networks.tokenizer("", padding="max_length", max_length=77, truncation=True).input_ids
     assert tokens[:3] == [512, 513, 0] and len(tokens) == 77
 
     from PIL import Image

@@ -14,9 +14,10 @@ pytest.importorskip("diffusers")
 
 from PIL import Image  # noqa: E402
 
-from instantmesh.zero123plus.overlapped_step import OverlappedStep  # noqa: E402
+from instantmesh.zero123plus.networks.overlapped_step import OverlappedStep  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceRead, ReferenceStep, ReferenceWrite, reference_layers  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS as TINY  # noqa: E402
+from tests.models.zero123plus.stand_ins import WithStep  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.usefixtures("one_thread")]
 if not TINY.is_dir():
@@ -47,25 +48,25 @@ def step_inputs(pipe) -> tuple[Any, ...]:
     return (
         torch.randn(rows, 4, 12, 8, generator=generator),
         torch.tensor(500.0),
-        torch.randn(rows, 77, pipe.unet.config.cross_attention_dim, generator=generator),
+        torch.randn(rows, 77, pipe.networks.unet.config.cross_attention_dim, generator=generator),
         torch.randn(rows, 4, 8, 8, generator=generator),
     )
 
 
 def test_the_two_passes_equal_the_whole_step_exactly(pipe) -> None:
     sample, timestep, context, reference = step_inputs(pipe)
-    dtype = pipe.unet.dtype
+    dtype = pipe.networks.unet.dtype
     with torch.inference_mode():
-        whole = ReferenceStep(pipe.unet, dtype)(sample, timestep, context, reference)
-        tokens = ReferenceWrite(pipe.unet, dtype)(timestep, context, reference)
-        split = ReferenceRead(pipe.unet, dtype)(sample, timestep, context, *tokens)
+        whole = ReferenceStep(pipe.networks.unet, dtype)(sample, timestep, context, reference)
+        tokens = ReferenceWrite(pipe.networks.unet, dtype)(timestep, context, reference)
+        split = ReferenceRead(pipe.networks.unet, dtype)(sample, timestep, context, *tokens)
         overlapped = OverlappedStep(
-            ReferenceWrite(pipe.unet, dtype), ReferenceRead(pipe.unet, dtype), torch.device("cpu")
+            ReferenceWrite(pipe.networks.unet, dtype), ReferenceRead(pipe.networks.unet, dtype), torch.device("cpu")
         )
         told = overlapped(
             sample, timestep, context, reference, (timestep, reference)
         )  # the CPU runs it in order, told or not
-    assert len(tokens) == len(reference_layers(pipe.unet)) > 0
+    assert len(tokens) == len(reference_layers(pipe.networks.unet)) > 0
     assert torch.equal(split, whole) and torch.equal(told, whole)
 
 
@@ -73,7 +74,7 @@ class Recording:
     """A fast step that records what each call is handed and told, and computes the eager step."""
 
     def __init__(self, pipe) -> None:
-        self.eager = ReferenceStep(pipe.unet, pipe.unet.dtype)
+        self.eager = ReferenceStep(pipe.networks.unet, pipe.networks.unet.dtype)
         self.calls: list[tuple[tuple[Any, ...], Any]] = []
 
     def __call__(self, *inputs: Any) -> Any:
@@ -83,11 +84,11 @@ class Recording:
 
 
 def run_with(pipe, step: Recording, *args: Any, **kwargs: Any) -> list[Any]:
-    pipe.fast_step, pipe.fast_step_plan = step, lambda *tensors: [(tensors[0].shape[0], tensors[0].shape[0])]
+    eager = pipe.use(WithStep(pipe.networks, step))
     try:
         return pipe.generate_batch(*args, output_type="latent", **kwargs, **SMALL)
     finally:
-        pipe.fast_step, pipe.fast_step_plan = None, lambda *tensors: None
+        pipe.use(eager)
 
 
 def test_every_step_is_handed_the_reference_it_was_told_of(pipe, images) -> None:

@@ -1,4 +1,4 @@
-"""Zero123++ pipeline behaviour the worker relies on: progress, cancellation, seeding, plain-UNet fallback."""
+"""Zero123++ pipeline behaviour the worker relies on: progress, cancellation, seeding, its networks' outputs."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from instantmesh.zero123plus import load_zero123plus, to_rgb_on_white  # noqa: E402
+from instantmesh.zero123plus.networks.eager import ImageEmbeds, VaeDecode, VaeEncode  # noqa: E402
 from instantmesh.zero123plus.pipeline import Zero123PlusPipeline, eight_bit, quantised  # noqa: E402
 from instantmesh.zero123plus.reference_attention import ReferenceAttnProcessor  # noqa: E402
-from instantmesh.zero123plus.speed import ImageEmbeds, VaeDecode, VaeEncode  # noqa: E402
 from tests.models.conftest import TINY_ZERO123PLUS  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.upstream, pytest.mark.usefixtures("one_thread")]
@@ -92,56 +92,69 @@ def test_the_8_bit_pixels_are_the_same_bytes_made_by_torch_or_numpy():
 
 
 def test_the_blank_condition_is_encoded_once_and_gives_what_encoding_it_gives(pipe, cond):
-    pipe.networks_changed()
+    pipe.use(pipe.networks)
     encoded: list[str] = []
-    encode = pipe.vae.encode
-    pipe.vae.encode = lambda pixels, *a, **k: (
+    encode = pipe.networks.vae.encode
+    pipe.networks.vae.encode = lambda pixels, *a, **k: (
         encoded.append("blank" if not pixels.any() else "image"),
         encode(pixels, *a, **k),
     )[1]
     try:
         first = pipe(cond, generator=5, output_type="latent", **SMALL)
         again = pipe(cond, generator=5, output_type="latent", **SMALL)
-        pipe.networks_changed()
+        pipe.use(pipe.networks)
         fresh = pipe(cond, generator=5, output_type="latent", **SMALL)
     finally:
-        del pipe.vae.encode
+        del pipe.networks.vae.encode
     assert encoded == ["image", "blank", "image", "image", "blank"]
     assert torch.equal(first, again) and torch.equal(again, fresh)
 
 
+class GraphLike:
+    """`ViewsNetworks` over eager ones whose every call spoils the outputs of the calls before it, as CUDA graphs of
+    one pool may (each output is valid until the next replay of any of them)."""
+
+    def __init__(self, eager) -> None:
+        self.eager, self.returned = eager, []
+        self.device, self.dtype = eager.device, eager.dtype
+
+    def _spoiling(self, output):
+        for earlier in self.returned:
+            earlier.fill_(float("nan"))
+        self.returned[:] = [output.clone()]
+        return self.returned[0]
+
+    def step(self, *inputs):
+        return self._spoiling(self.eager.step(*inputs))
+
+    def decode(self, latents):
+        return self._spoiling(VaeDecode(self.eager.vae)(latents))
+
+    def encode(self, pixels):
+        return self._spoiling(VaeEncode(self.eager.vae)(pixels))
+
+    def image_embeds(self, pixels):
+        return self._spoiling(ImageEmbeds(self.eager.vision_encoder)(pixels))
+
+    def prompt_embeds(self, prompt):
+        return self.eager.prompt_embeds(prompt)
+
+
 def test_each_networks_output_is_used_before_the_next_network_runs(pipe, cond):
-    """Compiled, the encoders and the decoder are CUDA graphs of one pool, each output valid only until the next
-    replay of any of them: stand-ins that spoil every earlier output at each call must change nothing."""
+    """Compiled, the networks are CUDA graphs of one pool, each output valid only until the next replay of any of
+    them: networks that spoil every earlier output at each call must change nothing."""
     expected = pipe(cond, generator=4, output_type="np", **SMALL)
-    returned: list[torch.Tensor] = []
-
-    def graph_like(network):
-        def call(tensor):
-            for output in returned:
-                output.fill_(float("nan"))
-            returned[:] = [network(tensor).clone()]
-            return returned[0]
-
-        return call
-
-    pipe.fast_image, pipe.fast_encode, pipe.fast_decode = (
-        graph_like(ImageEmbeds(pipe.vision_encoder)),
-        graph_like(VaeEncode(pipe.vae)),
-        graph_like(VaeDecode(pipe.vae)),
-    )
-    pipe.networks_changed()
+    eager = pipe.use(GraphLike(pipe.networks))
     try:
         spoiled = pipe(cond, generator=4, output_type="np", **SMALL)
     finally:
-        pipe.fast_image = pipe.fast_encode = pipe.fast_decode = None
-        pipe.networks_changed()
+        pipe.use(eager)
     np.testing.assert_array_equal(spoiled, expected)
 
 
 def test_no_guidance_runs_without_negative_branch(pipe, cond):
     batches = []
-    handle = pipe.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    handle = pipe.networks.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     try:
         pipe(cond, generator=0, guidance_scale=1.0, output_type="latent", **SMALL)
     finally:
@@ -151,24 +164,24 @@ def test_no_guidance_runs_without_negative_branch(pipe, cond):
 
 def test_reference_processors_are_plain_attention_outside_a_pass(pipe):
     """With no pass active the wrapped UNet computes exactly what the unwrapped one does."""
-    processors = pipe.unet.attn_processors
+    processors = pipe.networks.unet.attn_processors
     wrapped = [n for n, p in processors.items() if isinstance(p, ReferenceAttnProcessor)]
     assert wrapped and all(n.endswith("attn1.processor") for n in wrapped)
     assert len(wrapped) == sum(n.endswith("attn1.processor") for n in processors)
 
     gen = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 4, 16, 16, generator=gen)
-    ehs = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=gen)
+    ehs = torch.randn(1, 77, pipe.networks.unet.config.cross_attention_dim, generator=gen)
     t = torch.tensor(500.0)
     with torch.inference_mode():
-        ours = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
-        pipe.unet.set_attn_processor(
+        ours = pipe.networks.unet(sample, t, encoder_hidden_states=ehs).sample
+        pipe.networks.unet.set_attn_processor(
             {n: (p.inner if isinstance(p, ReferenceAttnProcessor) else p) for n, p in processors.items()}
         )
         try:
-            plain = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
+            plain = pipe.networks.unet(sample, t, encoder_hidden_states=ehs).sample
         finally:
-            pipe.unet.set_attn_processor(processors)
+            pipe.networks.unet.set_attn_processor(processors)
     assert torch.equal(ours, plain)
 
 
@@ -211,7 +224,7 @@ def test_float16_follows_float32(cond):
     half = load_zero123plus(
         TINY / "pipeline", TINY / "whitebg_unet" / "diffusion_pytorch_model.bin", dtype=torch.float16
     )
-    assert half.unet.dtype == half.vae.dtype == half.text_encoder.dtype == torch.float16
+    assert half.networks.unet.dtype == half.networks.vae.dtype == half.networks.text_encoder.dtype == torch.float16
     golden = np.load(TINY / "output.npz")
     latents = half(cond, generator=42, output_type="latent", **GOLDEN_CALL)
     assert latents.dtype == torch.float32

@@ -78,8 +78,10 @@ def test_a_pickle_beside_safetensors_is_never_opened(folder: Path, tiny: TinyWei
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert load_zero123plus(folder).vae.dtype == torch.float32
-        assert load_zero123plus(folder, tiny.paths.whitebg_unet, dtype=torch.float16).vae.dtype == torch.float16
+        assert load_zero123plus(folder).networks.vae.dtype == torch.float32
+        assert (
+            load_zero123plus(folder, tiny.paths.whitebg_unet, dtype=torch.float16).networks.vae.dtype == torch.float16
+        )
         assert "weights hold the parameters of their configs" in check_zero123plus(folder)
     finally:
         torch.set_num_threads(threads)

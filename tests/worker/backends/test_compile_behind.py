@@ -25,7 +25,7 @@ from PIL import Image
 
 from host import InstantMeshWorker
 from host.api.build_ahead import build_compiled_views
-from instantmesh.zero123plus.ahead_of_time import ahead_of_time_available
+from instantmesh.zero123plus.networks.ahead_of_time import ahead_of_time_available
 from rpcworker.backends.compile_build import packages_per_stage
 from rpcworker.backends.views_compile import ENV_PACKAGES_ON_CPU, build_lock_path
 from rpcworker.wire.cache import ENV_CACHE

@@ -117,7 +117,7 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     import torch._dynamo
     from PIL import Image
 
-    from instantmesh.zero123plus.speed import optimize_views
+    from instantmesh.zero123plus.networks.compiled import CompiledNetworks
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.options import WorkerOptions
@@ -133,7 +133,7 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
     assert np.abs(views(InstantMeshBackend(files, "cpu", ("channels_last",))) - expected).max() <= 2
     backend = InstantMeshBackend(files, "cpu", ())
     backend.load(["views"], SilentContext())
-    optimize_views(backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None)
+    backend._pipeline.use(CompiledNetworks(backend._pipeline.networks, backend="eager", mode=None))
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert np.array_equal(views(backend), expected)
@@ -142,7 +142,7 @@ def test_speed_options_give_the_same_views(tiny_cache: Path, object_png: Path) -
         a = backend.generate_views(Image.fromarray(flipped), 5, 2, 4.0, SilentContext()).grid
         b = eager.generate_views(Image.fromarray(flipped), 5, 2, 4.0, SilentContext()).grid
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    # another guidance setting changes the batch: the eager step runs instead of a recompile
+    # another guidance setting halves the rows: they run padded to the compiled batch, not recompiled
     with torch._dynamo.config.patch(error_on_recompile=True):
         backend.generate_views(image, 5, 2, 1.0, SilentContext())
 
@@ -172,7 +172,7 @@ def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: P
     padded to three rows' worth, never compiling inside a request. Dynamo's eager backend, as above."""
     import torch._dynamo
 
-    from instantmesh.zero123plus.speed import optimize_views
+    from instantmesh.zero123plus.networks.compiled import CompiledNetworks
     from rpcworker.backends.base import SilentContext
     from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
     from rpcworker.options import WorkerOptions
@@ -185,9 +185,8 @@ def test_compiled_step_serves_every_batch_size_without_recompiling(tiny_cache: P
     load = backend.views_load()
     assert load.row_counts() == [2, 6]
     torch._dynamo.reset()
-    optimize_views(
-        backend._pipeline, ["compile"], compile_backend="eager", compile_mode=None, row_counts=load.row_counts()
-    )
+    pipeline = backend._pipeline
+    pipeline.use(CompiledNetworks(pipeline.networks, load.row_counts(), backend="eager", mode=None))
     load.warm_up(backend._pipeline)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seeds in ([1, 2], [3], [4, 5, 6]):

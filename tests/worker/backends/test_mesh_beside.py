@@ -49,7 +49,7 @@ def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(
     done_at_warm_up: list[bool] = []
     real_load_mesh, real_optimize, real_read = (
         backend_module.load_mesh,
-        views_loading.optimize_views,
+        views_loading.ViewsLoad.optimize,
         views_loading.ViewsLoad.read_modules,
     )
 
@@ -65,12 +65,12 @@ def test_the_mesh_loads_in_its_own_thread_and_the_views_wait_for_it(
         views_read.set()
         return pipeline
 
-    def optimize_views(*args: Any, **kwargs: Any) -> None:
+    def optimize(self: views_loading.ViewsLoad, *args: Any) -> None:
         done_at_warm_up.append(mesh_done.is_set())
-        real_optimize(*args, **kwargs)
+        real_optimize(self, *args)
 
     monkeypatch.setattr(backend_module, "load_mesh", load_mesh)
-    monkeypatch.setattr(views_loading, "optimize_views", optimize_views)
+    monkeypatch.setattr(views_loading.ViewsLoad, "optimize", optimize)
     monkeypatch.setattr(views_loading.ViewsLoad, "read_modules", read_modules)
     backend = InstantMeshBackend(files, "cpu", ())
     ctx = RecordingContext()

@@ -19,9 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from instantmesh.zero123plus.ahead_of_time import PackageMissing, ahead_of_time_available
-from instantmesh.zero123plus.speed import PACKAGED_PARTS, AheadOfTimeSetup, packaged_parts
-from instantmesh.zero123plus.views_bundle import CONSTANTS_NAME, MANIFEST_NAME, describe_sources, valid_manifest
+from instantmesh.zero123plus.networks import ahead_of_time
+from instantmesh.zero123plus.networks.ahead_of_time import PackageUnavailable, ahead_of_time_available
+from instantmesh.zero123plus.networks.bundle import CONSTANTS_NAME, MANIFEST_NAME, describe_sources, valid_manifest
+from instantmesh.zero123plus.networks.eager import EagerNetworks
+from instantmesh.zero123plus.networks.packaged import PACKAGED_PARTS, PackagedNetworks, PackageSetup
 from rpcworker.backends import views_loading
 from rpcworker.backends.base import SilentContext
 from rpcworker.backends.instantmesh import InstantMeshBackend, resolve_model_files
@@ -54,7 +56,7 @@ def tiny_files() -> ModelFiles:
 
 def start(files: ModelFiles, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
     """One worker start of the views with the compile option as on CUDA, its packages in `folder` (on the CPU)."""
-    setup = AheadOfTimeSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
+    setup = PackageSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
     monkeypatch.setattr(views_loading, "compiled_ahead_of_time", lambda cache, device: setup)
     monkeypatch.setattr(views_loading, "compile_cache_for", lambda *args: (folder.parent, {}))
     monkeypatch.setattr(views_loading, "use_compile_cache_at", lambda cache, key: True)
@@ -90,16 +92,14 @@ def test_the_packaged_views_equal_eager_alone_and_in_a_batch(starts, object_png:
     mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     eager = InstantMeshBackend(tiny_files(), "cpu", ())
     expected = [alone(eager, image), alone(eager, mirrored, 6)]
-    pipeline = first.backend._pipeline
-    step_parts = pipeline.fast_step.compiled.parts
-    assert {prefix: [name.split("-")[0] for name in part.built] for prefix, part in step_parts.items()} == {
-        "reference": ["reference"] * 2,
+    networks = first.backend._pipeline.networks
+    assert isinstance(networks, PackagedNetworks)
+    assert {prefix: [name.split("-")[0] for name in part.built] for prefix, part in networks.parts.items()} == {
+        "reference": ["reference"] * 2,  # each of the step's passes, one per batch size
         "main": ["main"] * 2,
-    }  # each of the step's passes, one per batch size
-    assert {part: len(getattr(pipeline, f"fast_{part}").compiled.built) for part in ("decode", "encode", "image")} == {
-        "decode": 1,
-        "encode": 1,
-        "image": 1,
+        "decode": ["decode"],
+        "encode": ["encode"],
+        "image": ["image"],
     }
     assert np.abs(alone(first.backend, image) - expected[0]).max() <= 1
     batch = first.backend.generate_views_batch(
@@ -132,10 +132,12 @@ def test_the_first_start_writes_the_bundle_and_the_second_runs_from_it(starts, o
     with safe_open(str(folder / CONSTANTS_NAME), "pt") as constants:  # the step's two passes share one copy of the UNet
         groups = {key.split("/")[0] for key in constants.keys()}  # noqa: SIM118 - safe_open is not iterable
     assert groups == {"step", "decode", "encode", "image", "prompt"}
-    pipeline = second.backend._pipeline
-    assert pipeline.unet is None and pipeline.vae is None and pipeline.vision_encoder is None
-    parts = packaged_parts(pipeline)
-    assert set(parts) == set(PACKAGED_PARTS) and all(part.built == [] for part in parts.values())
+    networks = second.backend._pipeline.networks
+    assert isinstance(networks, PackagedNetworks)
+    parts = networks.parts
+    assert set(parts) == set(PACKAGED_PARTS) and all(
+        part.module is None and part.built == [] for part in parts.values()
+    )
     image = Image.open(object_png)
     assert np.array_equal(alone(second.backend, image), alone(first.backend, image))
     both = [second.backend, first.backend]
@@ -149,13 +151,13 @@ CHILD = """
 import json, sys, numpy as np, torch
 from pathlib import Path
 from PIL import Image
-from instantmesh.zero123plus.speed import AheadOfTimeSetup
+from instantmesh.zero123plus.networks.packaged import PackageSetup
 from rpcworker.backends.base import SilentContext
 from rpcworker.backends.instantmesh import InstantMeshBackend
 from rpcworker.backends.views_compile import views_code_fingerprint
 from tests.worker.backends.test_views_bundle import BATCHES, STEPS, tiny_files
 files = tiny_files()
-setup = AheadOfTimeSetup(Path(sys.argv[1]), torch.device("cpu"), cuda_graphs=False, fingerprint=views_code_fingerprint())
+setup = PackageSetup(Path(sys.argv[1]), torch.device("cpu"), cuda_graphs=False, fingerprint=views_code_fingerprint())
 backend = InstantMeshBackend(files, "cpu", (), max_batch=BATCHES[-1])
 from rpcworker.backends.views_loading import ViewsLoad
 backend._pipeline = ViewsLoad(files, torch.device("cpu"), torch.float32, ("compile",), BATCHES, {}, lambda: None, backend._free).from_bundle(setup, print)
@@ -225,10 +227,10 @@ def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(
     """The bundle's packages are for batches of 1 and 2; a worker with a larger batch asks for a step package that is
     not there: that start loads the modules (and would build the package), it does not fail."""
     _, _, folder = starts
-    setup = AheadOfTimeSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
+    setup = PackageSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
     messages: list[str] = []
     load = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None, gc.collect)
-    with pytest.raises(PackageMissing):  # what the warm-up meets ...
+    with pytest.raises(PackageUnavailable):  # what the warm-up meets ...
         pipeline = views_loading.views_from_bundle(
             load.files.zero123plus, load.files.whitebg_unet, setup, torch.float32, [2, 6], {}
         )
@@ -243,6 +245,24 @@ def test_a_pipeline_with_parts_that_are_not_packages_writes_no_bundle(tmp_path: 
     files = tiny_files()
     load = ViewsLoad(files, CPU, torch.float32, (), BATCHES, {}, lambda: None, gc.collect)
     pipeline = load.read_modules()
-    setup = AheadOfTimeSetup(tmp_path, CPU, cuda_graphs=False)
+    setup = PackageSetup(tmp_path, CPU, cuda_graphs=False)
     assert not save_views_bundle(pipeline, files.zero123plus, files.whitebg_unet, setup, {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_packages_that_cannot_run_here_leave_the_views_eager(
+    tmp_path: Path, tiny_cache: Path, monkeypatch: pytest.MonkeyPatch, object_png: Path
+) -> None:
+    """All or nothing: one package that cannot be built gives up the packages, and the views run on the eager
+    modules (no bundle written), with eager's views."""
+
+    def failing_build(*args: object) -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(ahead_of_time, "build_package", failing_build)
+    started = start(tiny_files(), tmp_path / "packages", monkeypatch)
+    assert isinstance(started.backend._pipeline.networks, EagerNetworks)
+    assert "views_bundle_write_s" not in started.phases and not (tmp_path / "packages" / MANIFEST_NAME).exists()
+    eager = InstantMeshBackend(tiny_files(), "cpu", ())
+    image = Image.open(object_png)
+    assert np.array_equal(alone(started.backend, image), alone(eager, image))

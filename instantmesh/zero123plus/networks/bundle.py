@@ -1,4 +1,4 @@
-"""A start of the views from their compiled packages alone: no diffusers, no transformers, no module built.
+"""The views bundle: a start of the packaged networks from their packages alone, no diffusers, transformers or module.
 
 Importing diffusers and transformers is most of a cached start that builds the modules (see docs/benchmarks.md,
 'The views bundle').
@@ -17,30 +17,24 @@ ignored and the normal start writes the bundle again.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import torch
 
 from rpcworker.wire.cache import CacheMiss, CacheRecord, atomic_file, check_record, describe_files, write_record
 
-from ..device_read import check_header, read_safetensors
-from ..weights_file import CheckpointError
+from ...device_read import check_header, read_safetensors
+from ...weights_file import CheckpointError
 from .ahead_of_time import module_tensors
-from .image_inputs import ImageInputs
-from .loading import read_model_index, read_scheduler_config
-from .pipeline import NetworkFacts, Zero123PlusPipeline
-from .speed import PACKAGED_PARTS, AheadOfTimeSetup, CompiledForShape, CompiledStep, constant_group, packaged_parts
+from .packaged import PACKAGED_PARTS, PackagedNetworks, PackageSetup, constant_group
 
 log = logging.getLogger("instantmesh.views_bundle")
 
 BUNDLE_FORMAT = 2
-"""2: constants stored once per group of packages bound to the same weights (`speed.CONSTANT_GROUPS`)."""
+"""2: constants stored once per group of packages bound to the same weights (`packaged.CONSTANT_GROUPS`)."""
 MANIFEST_NAME = "views-bundle.json"
 CONSTANTS_NAME = "views-bundle.safetensors"
 PROMPT_KEY = "prompt/{index}"
@@ -59,7 +53,7 @@ class BundleNotes(msgspec.Struct, frozen=True):
 
     sources: list[SourceFile]
     packages: dict[str, list[str]]
-    """Package prefix (`speed.PACKAGED_PARTS`) -> the package files it ran."""
+    """Package prefix (`packaged.PACKAGED_PARTS`) -> the package files it ran."""
     strides: dict[str, list[int]]
     """Constants stored contiguous that run with other strides (channels_last weights), by key (group/FQN)."""
     prompts: list[str]
@@ -88,15 +82,13 @@ def describe_sources(zero123plus: Path, whitebg_unet: Path) -> list[SourceFile]:
 
 
 def write_views_bundle(
-    pipeline: Zero123PlusPipeline, folder: Path, sources: Sequence[SourceFile], fingerprint: str
+    networks: PackagedNetworks, folder: Path, sources: Sequence[SourceFile], fingerprint: str
 ) -> Path:
-    """Write the bundle of `pipeline` (every part a package it runs, `speed.packaged_parts`) into `folder`."""
-    parts = packaged_parts(pipeline)
-    missing = sorted(
-        set(PACKAGED_PARTS) - {prefix for prefix, part in parts.items() if part.loaded and not part.fell_back}
-    )
+    """Write the bundle of `networks`, made from the modules and warmed up (every package loaded), into `folder`."""
+    parts = networks.parts
+    missing = sorted(prefix for prefix, part in parts.items() if not part.loaded or part.module is None)
     if missing:
-        raise ValueError(f"the views' {', '.join(missing)} do not all run as packages: no bundle")
+        raise ValueError(f"the views' {', '.join(missing)} have not run as packages of their modules: no bundle")
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -111,9 +103,9 @@ def write_views_bundle(
             if not tensor.is_contiguous():
                 strides[key] = list(tensor.stride())
             tensors[key] = tensor.to("cpu").contiguous()
-    prompts = sorted(pipeline._prompt_embeds)
+    prompts = sorted(networks.prompts)
     for index, prompt in enumerate(prompts):
-        tensors[PROMPT_KEY.format(index=index)] = pipeline._prompt_embeds[prompt].detach().to("cpu").contiguous()
+        tensors[PROMPT_KEY.format(index=index)] = networks.prompts[prompt].detach().to("cpu").contiguous()
     manifest_path, constants_path = folder / MANIFEST_NAME, folder / CONSTANTS_NAME
     manifest_path.unlink(missing_ok=True)  # from here on no manifest vouches for a half-written constants file
     with atomic_file(constants_path) as partial:
@@ -121,7 +113,7 @@ def write_views_bundle(
     notes = BundleNotes(
         list(sources), {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts
     )
-    versions = bundle_versions(fingerprint, pipeline.dtype)
+    versions = bundle_versions(fingerprint, networks.dtype)
     write_record(
         manifest_path, BundleManifest(versions=versions, files=describe_files(folder, [CONSTANTS_NAME]), notes=notes)
     )
@@ -181,43 +173,10 @@ def read_constants(
     return {prefix: by_group[constant_group(prefix)] for prefix in manifest.notes.packages}, prompts
 
 
-def pipeline_from_bundle(
-    folder: Path,
-    manifest: BundleManifest,
-    zero123plus: Path,
-    ahead: AheadOfTimeSetup,
-    dtype: torch.dtype,
-    row_counts: Sequence[int],
-) -> Zero123PlusPipeline:
-    """The views pipeline with every network a package of `ahead.folder`, bound to the bundle's constants; the
-    packages load at their first calls (the backend's warm-up), and one that is missing raises `PackageMissing`."""
-    constants, prompts = read_constants(folder, manifest, ahead.device)
-    index = read_model_index(zero123plus)
-    facts = NetworkFacts.from_configs(
-        _json(zero123plus / "unet" / "config.json"), _json(zero123plus / "vae" / "config.json")
-    )
-    pipeline = Zero123PlusPipeline.from_packages(
-        facts,
-        read_scheduler_config(zero123plus),
-        ImageInputs.from_folder(zero123plus / "feature_extractor_clip"),
-        ImageInputs.from_folder(zero123plus / "feature_extractor_vae"),
-        index["ramping_coefficients"],
-        prompts,
-        ahead.device,
-        dtype,
-    )
-    pool = torch.cuda.graph_pool_handle() if ahead.cuda_graphs and ahead.pool is None else ahead.pool
-    bound = replace(ahead, constants=constants, pool=pool)
-    step = CompiledStep(None, dtype, None, row_counts=row_counts, ahead=bound)
-    pipeline.fast_step, pipeline.fast_step_plan = step, step.plan
-    pipeline.fast_decode = CompiledForShape(None, "decode", ahead=bound)
-    pipeline.fast_encode = CompiledForShape(None, "encode", ahead=bound)
-    pipeline.fast_image = CompiledForShape(None, "image", ahead=bound)
-    return pipeline
-
-
-def _json(path: Path) -> dict[str, Any]:
-    loaded = json.loads(path.read_text())
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    return loaded
+def networks_from_bundle(
+    folder: Path, manifest: BundleManifest, setup: PackageSetup, dtype: torch.dtype, row_counts: Sequence[int]
+) -> PackagedNetworks:
+    """The packaged networks bound to the bundle's constants; the packages load at their first calls (the backend's
+    warm-up), and one that is missing raises `ahead_of_time.PackageUnavailable` there."""
+    constants, prompts = read_constants(folder, manifest, setup.device)
+    return PackagedNetworks.from_constants(constants, prompts, setup, dtype, row_counts)

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
+from ..sampling import Upcoming
 from .graphed_call import GraphedCall
-from .sampling import Upcoming
 
 log = logging.getLogger("instantmesh.overlapped_step")
 
@@ -90,7 +90,7 @@ class OverlappedStep:
     ) -> None:
         self.reference, self.main, self.device = reference, main, device
         self.parts = {"reference": reference, "main": main}
-        """By package prefix (`speed.PACKAGED_PARTS`)."""
+        """By package prefix (`packaged.PACKAGED_PARTS`)."""
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.pool = pool
         """The pipeline's graph pool, for the main graphs (they run in order with its other graphs)."""

@@ -7,8 +7,9 @@ The weights stay out of it: a loaded package is pointed at the module's own para
 so there is no second copy on the GPU and a package is a few megabytes. On CUDA each package is captured once in
 a CUDA graph (the reference pass is launch-bound).
 
-A package is trusted only with its record, and one that was built but does not load here runs through the
-module's fallback (torch.compile) at this and every later start (`package_files`).
+A package is trusted only with its record; one that cannot be built, or was built but does not load here (the
+record keeps that verdict), raises `PackageUnavailable`: the views then run without packages, all of them
+(`rpcworker.backends.views_loading`), never a mix.
 
 A package's library does not link libstdc++ itself, so its C++ symbols may bind to the template copies libtorch
 exports before libstdc++'s own, and where those differ a package crashes at load (inside the std::regex of its
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -150,8 +151,9 @@ def bind_constants(compiled: PackageRunner, tensors: Mapping[str, torch.Tensor])
     return wanted
 
 
-class PackageMissing(LookupError):
-    """No intact package for these shapes, and no module to build one from (a start from packages alone)."""
+class PackageUnavailable(RuntimeError):
+    """No package runs here for these shapes: none is intact and there is no module to build one from (a start from
+    the views bundle), or it cannot be built, or it does not load with this torch. The message says which."""
 
 
 class AheadOfTime:
@@ -159,9 +161,8 @@ class AheadOfTime:
     a shape set loads its package (or builds it), so callers make those calls in ``load``, never in a request.
 
     `pool` is the CUDA graph memory pool shared by the pipeline's graphs (they run one after another on one
-    stream); None: no CUDA graphs. `fallback` makes the call for shapes whose package does not load here.
-    Without a module (a start from packages alone) `constants` are the weights bound, and shapes with no package
-    raise `PackageMissing`.
+    stream); None: no CUDA graphs. Without a module (a start from the views bundle) `constants` are the weights
+    bound. Shapes whose package cannot run here raise `PackageUnavailable`.
     """
 
     def __init__(
@@ -172,7 +173,6 @@ class AheadOfTime:
         device: torch.device,
         pool: Any = None,
         configs: dict[str, Any] | None = None,
-        fallback: Callable[[], Call] | None = None,
         fingerprint: str = "",
         constants: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
@@ -183,10 +183,6 @@ class AheadOfTime:
         self.fingerprint = fingerprint
         """What the module's code depends on (`code_fingerprint`): part of every package's name."""
         self.configs = dict(configs or {})
-        self.fallback: Callable[[], Call] = fallback or (lambda: cast(Call, module))
-        self.fallback_call: Call | None = None
-        self.fell_back: list[str] = []
-        """Packages that cannot be built or do not load here, run through the fallback instead."""
         self.calls: dict[Shapes, Call] = {}
         self.built: list[str] = []
         """Packages compiled by this process (the others were loaded from the folder)."""
@@ -220,14 +216,6 @@ class AheadOfTime:
         name = f"{self.prefix}_package_{phase}_s"
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
-    def _fall_back(self, package: Path) -> Call:
-        if self.module is None:
-            raise PackageMissing(f"compiled package {package} cannot run here and there is no module to fall back on")
-        self.fell_back.append(package.name)
-        if self.fallback_call is None:
-            self.fallback_call = self.fallback()
-        return self.fallback_call
-
     def _weights(self) -> Mapping[str, torch.Tensor]:
         if self.module is not None:
             return module_tensors(self.module)
@@ -241,28 +229,20 @@ class AheadOfTime:
             record = intact_record(package)
         if record is None:
             if self.module is None:
-                raise PackageMissing(f"no intact compiled package {package} for {self.prefix} at {shapes}")
+                raise PackageUnavailable(f"no intact compiled package {package} for {self.prefix} at {shapes}")
             if package.exists():
                 log.warning("compiled package %s does not match its record: building it again", package)
             try:
                 with self._timed("build"):
                     record = build_package(self.module, inputs, package, self.configs, self.device)
-            except Exception as exc:  # export or compilation failed: this start runs the fallback, the next tries again
-                log.warning(
-                    "compiled package %s could not be built (%s: %s): %s runs through its fallback",
-                    package,
-                    type(exc).__name__,
-                    str(exc)[:300],
-                    self.prefix,
-                )
-                return self._fall_back(package)
+            except Exception as exc:  # export or compilation failed: nothing is written, the next start tries again
+                raise PackageUnavailable(
+                    f"compiled package {package} could not be built ({type(exc).__name__}: {str(exc)[:300]})"
+                ) from exc
             self.built.append(package.name)
             self._add_seconds("load_check", record.notes.load_check_s)  # a fresh process's load, within build
         if not record.notes.loads:
-            log.warning(
-                "compiled package %s does not load with this torch: %s runs through its fallback", package, self.prefix
-            )
-            return self._fall_back(package)
+            raise PackageUnavailable(f"compiled package {package} does not load with this torch (its record says so)")
         with self._timed("load"):
             compiled = open_package(package, self.device)
         with self._timed("bind"):

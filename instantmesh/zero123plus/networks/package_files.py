@@ -4,7 +4,7 @@ A package is trusted only with its record beside it (the cache's one record form
 SHA-256 and stamp, written after the package, both atomically, in the cache's private folder); a package that
 fails the check is built again. Before it is published, a new package is loaded once in a child process: a
 package that does not load there (a crash cannot be caught in the worker) is recorded as unusable
-(`PackageNotes.loads`), and `ahead_of_time.AheadOfTime` runs the module through its fallback instead.
+(`PackageNotes.loads`), and `ahead_of_time.AheadOfTime` raises `PackageUnavailable` for it at every start.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ PACKAGE_CONFIGS = {"aot_inductor.package_constants_in_so": False}
 """The weights are not copied into the package; `load_constants` binds the module's parameters instead."""
 LOAD_CHECK_TIMEOUT_S = 120.0
 """The child process that loads a new package once (torch import + load); past it the package counts as unusable."""
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _LOAD_CHECK = (
     "import sys; sys.path.insert(0, sys.argv[3]); import pathlib, torch; "
-    "from instantmesh.zero123plus.ahead_of_time import open_package; open_package(pathlib.Path(sys.argv[1]), torch.device(sys.argv[2]))"
+    "from instantmesh.zero123plus.networks.ahead_of_time import open_package; open_package(pathlib.Path(sys.argv[1]), torch.device(sys.argv[2]))"
 )
 
 
