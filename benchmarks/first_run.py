@@ -9,7 +9,10 @@ Through the host API, as a person runs it, with the worker's defaults (``--max-b
 - time_to_first_mesh_s: spawn of a worker on an empty cache to its first mesh written (views, mesh, export);
 - time_to_compiled_s: the same spawn to the switch to compiled views (status ``compile`` ready), the worker
   kept busy with objects meanwhile; compiled_vs_eager_max_abs_diff: one object's views before and after (0..255);
-- one_at_a_time_s: median seconds per object (views, mesh, export) once warm; views_s: the views of one object;
+- one_at_a_time_s: median seconds per object (views, mesh, export) once warm and nothing is being built (the second
+  start, default options); views_s: the views of one object; one_at_a_time_stages: the medians of its parts;
+  one_at_a_time_while_building_s: the same on the first start while its full batch size was still being built;
+- max_batch_1_one_at_a_time_s, max_batch_1_views_s: the same on a worker started with ``--max-batch 1``;
 - batched_vs_alone_max_abs_diff: two objects' views in one batch against each alone (0..255);
 - cold_start_cached_s: a second worker on the same cache, spawn to both models loaded;
 - objects_per_min: that worker mapping two full batches of objects; peak_gpu_gib: the most either worker held.
@@ -62,23 +65,49 @@ class Run:
             print(f"first_run: {name} = {value}", file=sys.stderr, flush=True)
 
 
-def make_worker(weights: Path, tiny: bool) -> Any:
+def make_worker(weights: Path, tiny: bool, max_batch: int | None = None) -> Any:
     from host import InstantMeshWorker
 
     keywords = official_worker_keywords(weights)
     if tiny:  # the CPU: no compile (its packages would take many minutes there), one object per batch
         keywords["worker_args"] = [*keywords["worker_args"], "--optimize", "channels_last"]
     return InstantMeshWorker(
-        sys.executable, device="cpu" if tiny else None, auto_restart=False, startup_timeout=300, **keywords
+        sys.executable,
+        device="cpu" if tiny else None,
+        max_batch=max_batch,
+        auto_restart=False,
+        startup_timeout=300,
+        **keywords,
     )
 
 
-def one_object(worker: Any, image: Path, out: Path, steps: int) -> tuple[Any, float]:
-    """Views, mesh and export of one object: the views result and the seconds."""
+def timed_object(worker: Any, image: Path, out: Path, steps: int) -> tuple[Any, Any, float]:
+    """Views, mesh and export of one object: the views and mesh results and the seconds."""
     start = time.perf_counter()
     views = worker.generate_views(image, num_inference_steps=steps, save_grid=out.with_suffix(".png"))
-    worker.reconstruct(views, out.with_suffix(".obj"))
-    return views, time.perf_counter() - start
+    mesh = worker.reconstruct(views, out.with_suffix(".obj"))
+    return views, mesh, time.perf_counter() - start
+
+
+def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: int) -> dict[str, Any]:
+    """`OBJECTS_ALONE` warm objects one after another, as Any6D's loop runs them (after one untimed object): the
+    medians of the seconds per object, of the views, and of each stage the worker reports."""
+    timed_object(worker, images[0], out / "warm", steps)
+    seconds: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for index in range(OBJECTS_ALONE):
+        if run.left() < 0:
+            break
+        views, mesh, took = timed_object(worker, images[index % len(images)], out / f"alone{index}", steps)
+        seconds.append(took)
+        parts = {f"views_{k}": v for k, v in views.timings.items()} | {f"mesh_{k}": v for k, v in mesh.timings.items()}
+        parts["host_and_wire_s"] = took - parts.get("views_total_s", 0.0) - parts.get("mesh_total_s", 0.0)
+        for name, value in parts.items():
+            stages.setdefault(name, []).append(float(value))
+    if not seconds:
+        return {}
+    medians = {name: statistics.median(values) for name, values in stages.items()}
+    return {"one_at_a_time_s": statistics.median(seconds), "views_s": medians["views_total_s"], "stages": medians}
 
 
 def grid_pixels(path: str) -> Any:
@@ -99,7 +128,7 @@ def first_worker(run: Run, weights: Path, images: list[Path], work: Path, steps:
     peak memory."""
     spawned = time.monotonic()
     with make_worker(weights, tiny) as worker:
-        first, _ = one_object(worker, images[0], work / "first", steps)
+        first, _, _ = timed_object(worker, images[0], work / "first", steps)
         run.record(time_to_first_mesh_s=time.monotonic() - spawned, gpu=worker.info.device, torch=worker.info.torch)
         eager_grid = grid_pixels(first.grid_path)
         status = worker.status().compile
@@ -107,7 +136,7 @@ def first_worker(run: Run, weights: Path, images: list[Path], work: Path, steps:
         while status is not None and not status.batch_sizes and status.state not in ("failed", "off"):
             if time.monotonic() - spawned > COMPILED_WAIT_S or run.left() < 0:
                 break
-            one_object(worker, images[count % len(images)], work / f"waiting{count}", steps)
+            timed_object(worker, images[count % len(images)], work / f"waiting{count}", steps)
             count += 1
             status = worker.status().compile
         compiled = status is not None and bool(status.batch_sizes)  # the first switch (one object's batch size)
@@ -119,18 +148,12 @@ def first_worker(run: Run, weights: Path, images: list[Path], work: Path, steps:
             objects_while_building=count,
         )
         if compiled:
-            again, _ = one_object(worker, images[0], work / "compiled", steps)
+            again, _, _ = timed_object(worker, images[0], work / "compiled", steps)
             diff = int(abs(grid_pixels(again.grid_path) - eager_grid).max())
             run.record(compiled_vs_eager_max_abs_diff=diff)
-        seconds, views_s = [], []
-        for index in range(OBJECTS_ALONE):
-            if run.left() < 0:
-                break
-            views, took = one_object(worker, images[index % len(images)], work / f"alone{index}", steps)
-            seconds.append(took)
-            views_s.append(views.timings.get("total_s", float("nan")))
-        if seconds:
-            run.record(one_at_a_time_s=statistics.median(seconds), views_s=statistics.median(views_s))
+        alone = one_at_a_time(run, worker, images, work / "building", steps)
+        if alone:
+            run.record(one_at_a_time_while_building_s=alone["one_at_a_time_s"])
         return peak_gib(worker)
 
 
@@ -175,7 +198,22 @@ def second_worker(run: Run, weights: Path, images: list[Path], work: Path, steps
         minutes = (time.monotonic() - start) / 60
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         run.record(objects_per_min=len(outcomes) / minutes, max_batch=batch, map_failures=len(failed))
-        return peak_gib(worker)
+        alone = one_at_a_time(run, worker, images, work / "alone", steps)
+        if alone:
+            run.record(**alone_measures(alone, ""))
+        peak = peak_gib(worker)
+    if run.left() > 0:
+        with make_worker(weights, tiny, max_batch=1) as worker:
+            alone = one_at_a_time(run, worker, images, work / "alone-max-batch-1", steps)
+            if alone:
+                run.record(**alone_measures(alone, "max_batch_1_"))
+            peak = max(peak, peak_gib(worker))
+    return peak
+
+
+def alone_measures(alone: dict[str, Any], prefix: str) -> dict[str, Any]:
+    measures = {f"{prefix}one_at_a_time_s": alone["one_at_a_time_s"], f"{prefix}views_s": alone["views_s"]}
+    return measures | {f"{prefix}one_at_a_time_stages": alone["stages"]}
 
 
 def main(argv: list[str] | None = None) -> int:

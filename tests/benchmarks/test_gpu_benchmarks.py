@@ -139,8 +139,12 @@ def test_first_run_on_the_tiny_preset(tiny_weights: Path, tmp_path: Path) -> Non
         env={"FIRST_RUN_CACHE": str(tmp_path / "cache")},
     )
     results = json.loads((out / "first_run.json").read_text())
-    for name in ("time_to_first_mesh_s", "one_at_a_time_s", "views_s", "cold_start_cached_s", "objects_per_min"):
+    measured = ("time_to_first_mesh_s", "one_at_a_time_s", "views_s", "cold_start_cached_s", "objects_per_min")
+    for name in (*measured, "one_at_a_time_while_building_s", "max_batch_1_one_at_a_time_s", "max_batch_1_views_s"):
         assert results[name] > 0, name
+    stages = results["one_at_a_time_stages"]
+    assert stages["views_diffusion_s"] > 0 and stages["mesh_planes_s"] > 0 and stages["mesh_export_s"] > 0
+    assert stages["views_total_s"] + stages["mesh_total_s"] < results["one_at_a_time_s"] + 1e-6
     assert results["time_to_compiled_s"] is None and results["compile_state"] == "off"
     assert results["batched_vs_alone_max_abs_diff"] <= 1 and results["map_failures"] == 0
     assert "peak_gpu_gib" in results and results["torch"]
