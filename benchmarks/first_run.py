@@ -100,7 +100,8 @@ def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: i
             break
         views, mesh, took = timed_object(worker, images[index % len(images)], out / f"alone{index}", steps)
         seconds.append(took)
-        parts = {f"views_{k}": v for k, v in views.timings.items()} | {f"mesh_{k}": v for k, v in mesh.timings.items()}
+        parts = {f"views_{k}": v for k, v in views.timings.items() if k.endswith("_s")}
+        parts |= {f"mesh_{k}": v for k, v in mesh.timings.items() if k.endswith("_s")}
         parts["host_and_wire_s"] = took - parts.get("views_total_s", 0.0) - parts.get("mesh_total_s", 0.0)
         for name, value in parts.items():
             stages.setdefault(name, []).append(float(value))
