@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     size = 32 if args.tiny else 320
     images = [synthetic_object(work / f"object{index}.png", index, size) for index in range(OBJECTS_ALONE)]
     run = Run(args.out, args.deadline)
-    if args.part == "second":
-        run.results = json.loads((args.out / f"{RESULT_NAME}.json").read_text())
+    earlier = args.out / f"{RESULT_NAME}.json"
+    if args.part == "second" and earlier.exists():  # the first part's, on this machine (else the second's alone)
+        run.results = json.loads(earlier.read_text())
         run.results.pop("machine", None)
     run.record(steps=args.steps, tiny=args.tiny)
     peaks = [run.results.get("peak_gpu_gib", 0.0)]
