@@ -89,9 +89,11 @@ def timed_object(worker: Any, image: Path, out: Path, steps: int) -> tuple[Any, 
     return views, mesh, time.perf_counter() - start
 
 
-def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: int) -> dict[str, Any]:
+def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: int, prefix: str = "") -> dict[str, Any]:
     """`OBJECTS_ALONE` warm objects one after another, as Any6D's loop runs them (after one untimed object): the
-    medians of the seconds per object, of the views, and of each stage the worker reports."""
+    medians of the seconds per object, of the views, and of each stage the worker reports, as measures named
+    ``<prefix>one_at_a_time_s``, ``<prefix>views_s`` and ``<prefix>one_at_a_time_stages`` (none when the deadline
+    left no time)."""
     timed_object(worker, images[0], out / "warm", steps)
     seconds: list[float] = []
     stages: dict[str, list[float]] = {}
@@ -108,7 +110,11 @@ def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: i
     if not seconds:
         return {}
     medians = {name: statistics.median(values) for name, values in stages.items()}
-    return {"one_at_a_time_s": statistics.median(seconds), "views_s": medians["views_total_s"], "stages": medians}
+    return {
+        f"{prefix}one_at_a_time_s": statistics.median(seconds),
+        f"{prefix}views_s": medians["views_total_s"],
+        f"{prefix}one_at_a_time_stages": medians,
+    }
 
 
 def grid_pixels(path: str) -> Any:
@@ -152,9 +158,9 @@ def first_worker(run: Run, weights: Path, images: list[Path], work: Path, steps:
             again, _, _ = timed_object(worker, images[0], work / "compiled", steps)
             diff = int(abs(grid_pixels(again.grid_path) - eager_grid).max())
             run.record(compiled_vs_eager_max_abs_diff=diff)
-        alone = one_at_a_time(run, worker, images, work / "building", steps)
-        if alone:
-            run.record(one_at_a_time_while_building_s=alone["one_at_a_time_s"])
+        measures = one_at_a_time(run, worker, images, work / "building", steps)
+        if measures:
+            run.record(one_at_a_time_while_building_s=measures["one_at_a_time_s"])
         return peak_gib(worker)
 
 
@@ -199,22 +205,17 @@ def second_worker(run: Run, weights: Path, images: list[Path], work: Path, steps
         minutes = (time.monotonic() - start) / 60
         failed = [outcome for outcome in outcomes if outcome.error is not None]
         run.record(objects_per_min=len(outcomes) / minutes, max_batch=batch, map_failures=len(failed))
-        alone = one_at_a_time(run, worker, images, work / "alone", steps)
-        if alone:
-            run.record(**alone_measures(alone, ""))
+        measures = one_at_a_time(run, worker, images, work / "alone", steps)
+        if measures:
+            run.record(**measures)
         peak = peak_gib(worker)
     if run.left() > 0:
         with make_worker(weights, tiny, max_batch=1) as worker:
-            alone = one_at_a_time(run, worker, images, work / "alone-max-batch-1", steps)
-            if alone:
-                run.record(**alone_measures(alone, "max_batch_1_"))
+            measures = one_at_a_time(run, worker, images, work / "alone-max-batch-1", steps, prefix="max_batch_1_")
+            if measures:
+                run.record(**measures)
             peak = max(peak, peak_gib(worker))
     return peak
-
-
-def alone_measures(alone: dict[str, Any], prefix: str) -> dict[str, Any]:
-    measures = {f"{prefix}one_at_a_time_s": alone["one_at_a_time_s"], f"{prefix}views_s": alone["views_s"]}
-    return measures | {f"{prefix}one_at_a_time_stages": alone["stages"]}
 
 
 def main(argv: list[str] | None = None) -> int:

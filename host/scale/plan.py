@@ -26,7 +26,8 @@ DEFAULT_CANCEL_GRACE_S = 30.0
 
 
 class PoolSplit(Struct, frozen=True, forbid_unknown_fields=True):
-    """Split mode: the views workers' devices and the mesh workers' (a device or a list of devices each)."""
+    """Split mode: the views workers' devices and the mesh workers' (a list each; `pool_options` makes one device
+    given alone a list of one)."""
 
     views: Devices
     mesh: Devices
