@@ -44,6 +44,9 @@ DEFAULT_DEADLINE_S = 540.0
 """Seconds from the start after which no new measure starts (a device call may run 600 s)."""
 PARTS = ("both", "first", "second")
 """A fresh machine's build does not fit one device call with the rest: the parts run as two calls on one machine."""
+FIRST_PART_NAME = "first_run_first_part.json"
+"""The first part's results, kept in the cache it filled: a second part adds to them only on that cache (never to
+a results file of another machine or day that happens to sit in --out)."""
 COMPILED_WAIT_S = 480.0
 """The longest the run waits for the switch to compiled views."""
 
@@ -244,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     size = 32 if args.tiny else 320
     images = [synthetic_object(work / f"object{index}.png", index, size) for index in range(OBJECTS_ALONE)]
     run = Run(args.out, args.deadline)
-    earlier = args.out / f"{RESULT_NAME}.json"
-    if args.part == "second" and earlier.exists():  # the first part's, on this machine (else the second's alone)
-        run.results = json.loads(earlier.read_text())
-        run.results.pop("machine", None)
+    first_part = cache / FIRST_PART_NAME
+    if args.part == "second" and first_part.exists():  # the first part ran on this cache: one run's results
+        run.results = json.loads(first_part.read_text())
     run.record(steps=args.steps, tiny=args.tiny)
     peaks = [run.results.get("peak_gpu_gib", 0.0)]
     if args.part != "second":
         peaks.append(first_worker(run, args.weights, images, work, args.steps, args.tiny))
+        first_part.write_text(json.dumps({**run.results, "peak_gpu_gib": max(peaks)}, default=str))
     if args.part != "first" and run.left() > 0:
         peaks.append(second_worker(run, args.weights, images, work, args.steps, args.tiny))
     run.record(peak_gpu_gib=max(peaks))
