@@ -3,8 +3,8 @@ step's own attention shapes, and its difference from float32 math.
 
 ``python -m benchmarks.attention_backends [--out benchmarks/results/gpu-h100]`` on a CUDA machine. The Zero123++
 UNet (640 x 960 views, head size 64) attends at four resolutions; per denoising step every self-attention layer
-runs twice: the reference pass over its own tokens, the main pass over its tokens and the reference's (twice as
-many keys). Cross-attention (77 text tokens) is left out: a small share of the step. Times are CUDA-event
+runs twice: the reference pass over the condition's tokens (its 512 x 512 image), the main pass over the views'
+tokens with the reference's appended to its keys. Cross-attention (77 text tokens) is left out: a small share of the step. Times are CUDA-event
 medians of back-to-back calls; the sum weighs each shape by its layers. Also which fused op ``torch.export``
 picks for an attention call under each backend setting: what a package built that way would run. Writes
 attention_backends.json and prints a table.
@@ -24,6 +24,8 @@ RESULT_NAME = "attention_backends"
 HEAD_SIZE = 64
 LATENT_TOKENS = (120 * 80, 60 * 40, 30 * 20, 15 * 10)
 """Latent positions per resolution level of a 640 x 960 grid (the VAE's factor 8, then halved per level)."""
+REFERENCE_TOKENS = (64 * 64, 32 * 32, 16 * 16, 8 * 8)
+"""The same for the 512 x 512 condition image the reference pass denoises."""
 HEADS = (5, 10, 20, 20)
 SELF_ATTENTION_LAYERS = (5, 5, 5, 1)
 """Per level: two in the down block and three in the up block; one in the middle block at the lowest level."""
@@ -31,6 +33,17 @@ ROW_COUNTS = (2, 16)
 """UNet rows: one object (its two guidance halves), and the default max batch of 8."""
 BACKENDS = ("flash", "efficient", "cudnn")
 REPEATS = 30
+
+
+def step_shapes() -> list[tuple[int, int, int, int]]:
+    """(heads, query tokens, keys, layers) of one step's self-attention calls: per level the reference pass, then
+    the main pass, whose keys are its own tokens and the reference's."""
+    shapes = []
+    for views, reference, heads, layers in zip(
+        LATENT_TOKENS, REFERENCE_TOKENS, HEADS, SELF_ATTENTION_LAYERS, strict=True
+    ):
+        shapes += [(heads, reference, reference, layers), (heads, views, views + reference, layers)]
+    return shapes
 
 
 def backend(name: str) -> Any:
@@ -105,7 +118,7 @@ def exported_op(names: list[str]) -> str:
         def forward(self, q: Any, k: Any, v: Any) -> Any:
             return F.scaled_dot_product_attention(q, k, v)
 
-    q, k, v = inputs(2, HEADS[0], LATENT_TOKENS[0], 2 * LATENT_TOKENS[0])
+    q, k, v = inputs(2, HEADS[0], LATENT_TOKENS[0], LATENT_TOKENS[0] + REFERENCE_TOKENS[0])
     try:
         with sdpa_kernel([backend(name) for name in names]):
             graph = torch.export.export(Attend(), (q, k, v)).run_decompositions().graph
@@ -122,20 +135,19 @@ def measure() -> dict[str, Any]:
     totals = {(name, rows): 0.0 for name in BACKENDS for rows in ROW_COUNTS}
     differences: dict[str, float] = {}
     for rows in ROW_COUNTS:
-        for tokens, heads, layers in zip(LATENT_TOKENS, HEADS, SELF_ATTENTION_LAYERS, strict=True):
-            for keys in (tokens, 2 * tokens):  # the reference pass, then the main pass
-                q, k, v = inputs(rows, heads, tokens, keys)
-                row: dict[str, Any] = {"rows": rows, "heads": heads, "tokens": tokens, "keys": keys, "layers": layers}
-                for name in BACKENDS:
-                    ms = time_ms(name, q, k, v)
-                    row[f"{name}_ms"] = ms
-                    totals[name, rows] += float("inf") if ms is None else ms * layers
-                    if rows == ROW_COUNTS[0]:
-                        diff = max_difference(name, q, k, v)
-                        if diff is not None:
-                            differences[name] = max(differences.get(name, 0.0), diff)
-                results["shapes"].append(row)
-                del q, k, v
+        for heads, tokens, keys, layers in step_shapes():
+            q, k, v = inputs(rows, heads, tokens, keys)
+            row: dict[str, Any] = {"rows": rows, "heads": heads, "tokens": tokens, "keys": keys, "layers": layers}
+            for name in BACKENDS:
+                ms = time_ms(name, q, k, v)
+                row[f"{name}_ms"] = ms
+                totals[name, rows] += float("inf") if ms is None else ms * layers
+                if rows == ROW_COUNTS[0]:
+                    diff = max_difference(name, q, k, v)
+                    if diff is not None:
+                        differences[name] = max(differences.get(name, 0.0), diff)
+            results["shapes"].append(row)
+            del q, k, v
     results["step_self_attention_ms"] = {f"{name}@{rows}": totals[name, rows] for name, rows in totals}
     results["max_abs_diff_vs_float32_math"] = differences
     results["exported_op"] = {
