@@ -10,8 +10,9 @@ from typing import Any
 
 import msgspec
 
+from .wire.envelopes import Notification, RequestId
 from .wire.errors import Cancelled
-from .wire.messages import Notification, ProgressParams, RequestId
+from .wire.messages import ProgressParams
 
 
 class JobContext:

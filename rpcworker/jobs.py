@@ -34,8 +34,9 @@ import msgspec
 from .job import Deferred, Job, JobContext
 from .options import MAX_BATCH_WAIT_S
 from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, QueuedInlineBytes
+from .wire.envelopes import RequestId
 from .wire.errors import InternalError, OutOfMemory, RpcError
-from .wire.messages import MAX_BATCH_LIMIT, RequestId
+from .wire.messages import MAX_BATCH_LIMIT
 
 log = logging.getLogger("rpcworker")
 

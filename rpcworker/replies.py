@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
+from .wire.envelopes import ErrorObject, ErrorResponse, RequestId
 from .wire.errors import InternalError, InvalidRequest, MessageTooLarge, ParseError, RpcError
 from .wire.framing import BadFrame, FrameTooLarge, MessageStream
-from .wire.messages import ErrorObject, ErrorResponse, RequestId
 
 log = logging.getLogger("rpcworker")
 

@@ -20,8 +20,9 @@ from .backends.base import Backend
 from .options import DEFAULT_MAX_HANDLES
 from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB
 from .session import WorkerSession, serve_stream
+from .wire.envelopes import Notification
 from .wire.framing import MessageStream
-from .wire.messages import MAX_LINE_BYTES, LogParams, Notification
+from .wire.messages import MAX_LINE_BYTES, LogParams
 
 log = logging.getLogger("rpcworker")
 

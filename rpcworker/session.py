@@ -27,6 +27,7 @@ from .options import DEFAULT_MAX_HANDLES
 from .outputs import OutputPolicy
 from .queued_inputs import DEFAULT_MAX_QUEUED_INLINE_MIB, MIB, inline_bytes
 from .replies import ReplySender
+from .wire.envelopes import Incoming, Notification, RequestId, Response
 from .wire.errors import (
     InvalidParams,
     InvalidRequest,
@@ -43,13 +44,9 @@ from .wire.messages import (
     CancelParams,
     CompileStatus,
     EmptyParams,
-    Incoming,
     InitializeParams,
     InitializeResult,
-    Notification,
     PingResult,
-    RequestId,
-    Response,
     ShutdownResult,
     StatusResult,
     major,

@@ -22,18 +22,10 @@ from typing import Any
 
 import msgspec
 
+from rpcworker.wire.envelopes import Incoming, Notification, Request
 from rpcworker.wire.errors import MessageTooLarge, RpcError, error_from_wire
 from rpcworker.wire.framing import BadFrame, FrameTooLarge, MessageStream
-from rpcworker.wire.messages import (
-    METHODS,
-    CancelParams,
-    CompileStatus,
-    Incoming,
-    LogParams,
-    Notification,
-    ProgressParams,
-    Request,
-)
+from rpcworker.wire.messages import METHODS, CancelParams, CompileStatus, LogParams, ProgressParams
 
 from .errors import HostError, RequestTimeout, StrayOutput
 from .writer import FrameWriter

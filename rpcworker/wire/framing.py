@@ -12,7 +12,8 @@ from typing import IO, Union
 
 import msgspec
 
-from .messages import MAX_LINE_BYTES, Incoming
+from .envelopes import Incoming
+from .messages import MAX_LINE_BYTES
 
 
 class BadFrame(msgspec.Struct, frozen=True):

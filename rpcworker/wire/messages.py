@@ -1,23 +1,24 @@
-"""The wire types: every message, params and result on the stdio channel, as msgspec Structs.
+"""The wire types: every method's params and result and every notification's, as msgspec Structs (the JSON-RPC
+envelopes around them are in `envelopes`).
 
 This module and protocol.md say the same thing (tests/wire/test_protocol_doc.py checks it); change both
-together. It imports nothing but msgspec, so the host (which has no torch) and the worker share it.
+together. It imports nothing but msgspec and `envelopes`, so the host (which has no torch) and the worker share it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Literal, Union, get_args
 
 import msgspec
-from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+from msgspec import Meta, Struct
+
+from .envelopes import RequestId
 
 PROTOCOL_VERSION = "1.6"
 """major.minor: a different major on either side is a version mismatch; minor additions are compatible."""
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """Longest frame either side accepts, newline excluded. Longer lines are discarded, never parsed."""
-
-RequestId = Union[int, str]
 
 # ---------------------------------------------------------------------------------------------------
 # Constraints and defaults, declared once: the decoder enforces them (errors carry the `$.params...` path)
@@ -65,50 +66,6 @@ PRESET_CHOICES: tuple[str, ...] = get_args(Preset)
 WEIGHTS_MISSING_LINE = "rpcworker: weights missing: "
 """How the stderr line starts with which a worker that cannot find the official weights ends at start (exit
 code 2); the rest of the line names every place searched and how to get the files."""
-
-# ---------------------------------------------------------------------------------------------------
-# Envelopes (JSON-RPC 2.0)
-
-
-class Incoming(Struct, omit_defaults=True):
-    """Any JSON-RPC message before it is classified; params/result stay raw until the method is known."""
-
-    jsonrpc: str | UnsetType = UNSET
-    id: int | str | None | UnsetType = UNSET
-    method: str | UnsetType = UNSET
-    params: Raw | UnsetType = UNSET
-    result: Raw | UnsetType = UNSET
-    error: ErrorObject | UnsetType = UNSET
-
-
-class ErrorObject(Struct, omit_defaults=True):
-    code: int
-    message: str
-    data: dict[str, Any] | None = None
-
-
-class Request(Struct, omit_defaults=True, tag_field="jsonrpc", tag="2.0"):
-    """``"jsonrpc": "2.0"`` is written as the tag, so it always comes first and is never omitted."""
-
-    id: RequestId
-    method: str
-    params: Any = UNSET
-
-
-class Notification(Struct, omit_defaults=True, tag_field="jsonrpc", tag="2.0"):
-    method: str
-    params: Any = UNSET
-
-
-class Response(Struct, tag_field="jsonrpc", tag="2.0"):
-    id: RequestId
-    result: Any
-
-
-class ErrorResponse(Struct, tag_field="jsonrpc", tag="2.0"):
-    id: RequestId | None
-    error: ErrorObject
-
 
 # ---------------------------------------------------------------------------------------------------
 # Shared shapes

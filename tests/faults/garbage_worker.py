@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+from rpcworker.wire.envelopes import Response
 from rpcworker.wire.framing import MessageStream
-from rpcworker.wire.messages import MAX_LINE_BYTES, PROTOCOL_VERSION, InitializeResult, PingResult, Response
+from rpcworker.wire.messages import MAX_LINE_BYTES, PROTOCOL_VERSION, InitializeResult, PingResult
 
 GARBAGE: dict[str, bytes] = {
     "not_json": b"this is not json\n",

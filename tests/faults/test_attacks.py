@@ -55,9 +55,10 @@ def test_a_reply_that_cannot_be_encoded_becomes_an_error_on_its_id() -> None:
     import msgspec
 
     from rpcworker.replies import ReplySender
+    from rpcworker.wire.envelopes import Response
     from rpcworker.wire.errors import InputNotFound
     from rpcworker.wire.framing import MessageStream
-    from rpcworker.wire.messages import PingResult, Response
+    from rpcworker.wire.messages import PingResult
 
     out = io.BytesIO()
     replies = ReplySender(MessageStream(io.BytesIO(), out))

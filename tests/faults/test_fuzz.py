@@ -21,9 +21,9 @@ import pytest
 
 from rpcworker.backends.mock import MockBackend, MockOptions
 from rpcworker.session import WorkerSession, serve_stream
+from rpcworker.wire.envelopes import Incoming
 from rpcworker.wire.framing import MessageStream
 from rpcworker.wire.memory import MemoryPipe
-from rpcworker.wire.messages import Incoming
 
 from .conftest import RawWorker, assert_valid_reply, error_name
 from .fuzzgen import MessageFuzzer

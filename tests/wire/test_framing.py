@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from rpcworker.wire.envelopes import Request
 from rpcworker.wire.framing import BadFrame, MessageStream
-from rpcworker.wire.messages import Request
 
 
 @pytest.fixture()

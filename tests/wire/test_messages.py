@@ -6,19 +6,14 @@ import msgspec
 import pytest
 
 from rpcworker.wire import errors
+from rpcworker.wire.envelopes import ErrorObject, ErrorResponse, Incoming, Notification, Request, Response
 from rpcworker.wire.messages import (
     METHODS,
-    ErrorObject,
-    ErrorResponse,
     GenerateViewsParams,
     ImagePath,
     ImagePng,
-    Incoming,
-    Notification,
     ProgressParams,
     ReconstructParams,
-    Request,
-    Response,
     ViewsGridPath,
     ViewsHandle,
     major,

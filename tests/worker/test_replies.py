@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 from rpcworker.replies import ERROR_ITEMS_LIMIT, ERROR_TEXT_LIMIT, ReplySender
+from rpcworker.wire.envelopes import Response
 from rpcworker.wire.errors import InputNotFound, InternalError, InvalidRequest, MessageTooLarge, ParseError
 from rpcworker.wire.framing import BadFrame, MessageStream
-from rpcworker.wire.messages import PingResult, Response
+from rpcworker.wire.messages import PingResult
 
 LIMIT = 1024
 """A small frame limit, so a too-large reply is cheap to make."""

@@ -10,8 +10,9 @@ import pytest
 
 from host.worker.errors import StrayOutput, WorkerCrashed
 from host.worker.session import RpcSession
+from rpcworker.wire.envelopes import Response
 from rpcworker.wire.framing import MessageStream
-from rpcworker.wire.messages import PingResult, Response
+from rpcworker.wire.messages import PingResult
 
 ANSWER_S = 10.0
 """Far longer than an answer takes; a session that waited for a line end would use it all and fail."""
