@@ -4,8 +4,8 @@ step's own attention shapes, and its difference from float32 math.
 ``python -m benchmarks.attention_backends [--out benchmarks/results/gpu-h100]`` on a CUDA machine. The Zero123++
 UNet (640 x 960 views, head size 64) attends at four resolutions; per denoising step every self-attention layer
 runs twice: the reference pass over the condition's tokens (its 512 x 512 image), the main pass over the views'
-tokens with the reference's appended to its keys. Cross-attention (77 text tokens) is left out: a small share of the step. Times are CUDA-event
-medians of back-to-back calls; the sum weighs each shape by its layers. Also which fused op ``torch.export``
+tokens with the reference's appended to its keys. Cross-attention (77 text tokens) is left out: a small share of
+the step. Times are CUDA-event medians of back-to-back calls; the sum weighs each shape by its layers. Also which fused op ``torch.export``
 picks for an attention call under each backend setting: what a package built that way would run. Writes
 attention_backends.json and prints a table.
 """
