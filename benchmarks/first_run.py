@@ -92,12 +92,15 @@ def timed_object(worker: Any, image: Path, out: Path, steps: int) -> tuple[Any, 
     return views, mesh, time.perf_counter() - start
 
 
-def one_at_a_time(run: Run, worker: Any, images: list[Path], out: Path, steps: int, prefix: str = "") -> dict[str, Any]:
-    """`OBJECTS_ALONE` warm objects one after another, as Any6D's loop runs them (after one untimed object): the
-    medians of the seconds per object, of the views, and of each stage the worker reports, as measures named
-    ``<prefix>one_at_a_time_s``, ``<prefix>views_s`` and ``<prefix>one_at_a_time_stages`` (none when the deadline
-    left no time)."""
-    timed_object(worker, images[0], out / "warm", steps)
+def one_at_a_time(
+    run: Run, worker: Any, images: list[Path], out: Path, steps: int, prefix: str = "", served: bool = True
+) -> dict[str, Any]:
+    """`OBJECTS_ALONE` warm objects one after another, as Any6D's loop runs them (after one untimed object where
+    the worker has not `served` any yet): the medians of the seconds per object, of the views, and of each stage the
+    worker reports, as measures named ``<prefix>one_at_a_time_s``, ``<prefix>views_s`` and
+    ``<prefix>one_at_a_time_stages`` (none when the deadline left no time)."""
+    if not served:
+        timed_object(worker, images[0], out / "warm", steps)
     seconds: list[float] = []
     stages: dict[str, list[float]] = {}
     for index in range(OBJECTS_ALONE):
@@ -214,7 +217,9 @@ def second_worker(run: Run, weights: Path, images: list[Path], work: Path, steps
         peak = peak_gib(worker)
     if run.left() > 0:
         with make_worker(weights, tiny, max_batch=1) as worker:
-            measures = one_at_a_time(run, worker, images, work / "alone-max-batch-1", steps, prefix="max_batch_1_")
+            measures = one_at_a_time(
+                run, worker, images, work / "alone-max-batch-1", steps, prefix="max_batch_1_", served=False
+            )
             if measures:
                 run.record(**measures)
             peak = max(peak, peak_gib(worker))

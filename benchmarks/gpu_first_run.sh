@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The first-run benchmark in one device call (kind nvidia-h200 or nvidia-h100-x1): wheels, full-size random
-# weights, then benchmarks.first_run from empty caches; results (first_run.json, the log) under
-# benchmarks/results/gpu-<card>/ and $OUT. Needs .whl/ where the image lacks packages (see gpu_fast_path.sh).
+# weights, then benchmarks.first_run from empty caches; results (first_run.json, the log) under $OUT (default
+# benchmarks/results/gpu-<card>/). Needs .whl/ where the image lacks packages (see gpu_fast_path.sh).
 #   FIRST_RUN_DEADLINE  seconds after which no new measure starts (default 520: weights and start come first)
 #   FIRST_RUN_PART      both (default), first or second: a fresh machine's first part (its first start and the build
 #                       for one object) fills one call; the second (the rest of the build, the cached start, the
@@ -10,9 +10,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_wheels.sh || exit 1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr '[:upper:]' '[:lower:]' | grep -o 'h[0-9]\{3\}' || echo gpu)
-RESULTS=benchmarks/results/gpu-$card
-OUT=${OUT:-$RESULTS}
-mkdir -p "$OUT" "$RESULTS"
+OUT=${OUT:-benchmarks/results/gpu-$card}
+mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 W=/tmp/weights
 [ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
@@ -20,8 +19,7 @@ export FIRST_RUN_CACHE=/tmp/first_run_cache  # emptied by the benchmark: a first
 part=${FIRST_RUN_PART:-both}
 [ "$part" = second ] || rm -rf /tmp/torchinductor_$(id -un) 2>/dev/null  # torch's own compiler caches too
 deadline=$(( ${FIRST_RUN_DEADLINE:-520} - SECONDS ))
-timeout 590 python3 -m benchmarks.first_run --weights $W --out "$RESULTS" --deadline "$deadline" --part "$part" 2>&1 \
+# Straight into $OUT, each measure as it is made: a call cut short by the device's limit keeps what it measured.
+timeout 590 python3 -m benchmarks.first_run --weights $W --out "$OUT" --deadline "$deadline" --part "$part" 2>&1 \
   | grep -v "Loading weights\|kept in float32" | tee "$OUT/first_run.log"
-rc=${PIPESTATUS[0]}
-[ "$OUT" != "$RESULTS" ] && cp "$RESULTS/first_run.json" "$OUT/" 2>/dev/null
-exit $rc
+exit "${PIPESTATUS[0]}"
