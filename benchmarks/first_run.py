@@ -7,6 +7,8 @@ compile option (the numbers of compilation are then null). Writes first_run.json
 Through the host API, as a person runs it, with the worker's defaults (``--max-batch`` 8 on CUDA):
 
 - time_to_first_mesh_s: spawn of a worker on an empty cache to its first mesh written (views, mesh, export);
+  its parts: first_load_s (spawn to both models loaded), first_load_seconds (per model, the worker's count) and
+  first_object_stages (the stages the worker reports for that first object);
 - time_to_compiled_s: the same spawn to the switch to compiled views (status ``compile`` ready), the worker
   kept busy with objects meanwhile; compiled_vs_eager_max_abs_diff: one object's views before and after (0..255);
 - one_at_a_time_s: median seconds per object (views, mesh, export) once warm and nothing is being built (the second
@@ -92,6 +94,12 @@ def timed_object(worker: Any, image: Path, out: Path, steps: int) -> tuple[Any, 
     return views, mesh, time.perf_counter() - start
 
 
+def object_stages(views: Any, mesh: Any) -> dict[str, float]:
+    """The seconds of each stage the worker reports for one object's views and mesh."""
+    parts = {f"views_{k}": float(v) for k, v in views.timings.items() if k.endswith("_s")}
+    return parts | {f"mesh_{k}": float(v) for k, v in mesh.timings.items() if k.endswith("_s")}
+
+
 def one_at_a_time(
     run: Run, worker: Any, images: list[Path], out: Path, steps: int, prefix: str = "", served: bool = True
 ) -> dict[str, Any]:
@@ -108,8 +116,7 @@ def one_at_a_time(
             break
         views, mesh, took = timed_object(worker, images[index % len(images)], out / f"alone{index}", steps)
         seconds.append(took)
-        parts = {f"views_{k}": v for k, v in views.timings.items() if k.endswith("_s")}
-        parts |= {f"mesh_{k}": v for k, v in mesh.timings.items() if k.endswith("_s")}
+        parts = object_stages(views, mesh)
         parts["host_and_wire_s"] = took - parts.get("views_total_s", 0.0) - parts.get("mesh_total_s", 0.0)
         for name, value in parts.items():
             stages.setdefault(name, []).append(float(value))
@@ -141,8 +148,11 @@ def first_worker(run: Run, weights: Path, images: list[Path], work: Path, steps:
     peak memory."""
     spawned = time.monotonic()
     with make_worker(weights, tiny) as worker:
-        first, _, _ = timed_object(worker, images[0], work / "first", steps)
+        loaded = worker.load()
+        run.record(first_load_s=time.monotonic() - spawned, first_load_seconds=loaded.load_seconds)
+        first, first_mesh, _ = timed_object(worker, images[0], work / "first", steps)
         run.record(time_to_first_mesh_s=time.monotonic() - spawned, gpu=worker.info.device, torch=worker.info.torch)
+        run.record(first_object_stages=object_stages(first, first_mesh))
         eager_grid = grid_pixels(first.grid_path)
         status = worker.status().compile
         count = 0

@@ -3,8 +3,10 @@
 With the packaged route (`views_compile.compiled_ahead_of_time`) a start that finds a valid views bundle for its
 batch sizes starts from it, as before (state ``ready``). Otherwise, by default (``--compile-build behind``), the
 views load eagerly (channels_last, no compile) and requests run at once, while `compile_build` builds the
-packages in a child process, stage by stage (one object, then the full batch). After each stage the session runs
-`switch` as a job of its own, between requests, which loads the stage's packages, checks them and switches.
+packages in a child process, stage by stage (one object, then the full batch); a bundle of the first stage alone
+(an earlier build stopped between its stages) is served from at once while the rest is built. After each stage the
+session runs `switch` as a job of its own, between requests, which loads the stage's packages, checks them and
+switches.
 ``--compile-build at-load`` (``prepare``) waits for the same build inside ``load`` instead, its progress as
 ``load`` notifications of stage ``compile``, then starts from the bundle it wrote.
 
@@ -81,6 +83,15 @@ class ViewsBehind:
         self._load, self._ahead = load, ahead
         if self.when == "at-load":
             return self._build_in_load(load, ahead, report, progress)
+        first = build_stages(max(sizes))[0]
+        if first != sizes:  # an earlier build that ended after its first stage: serve that, build the rest
+            pipeline = load.for_batch_sizes(first).from_bundle(ahead, report)
+            if pipeline is not None:
+                self._start_build(load)
+                self.tracker.update(
+                    batch_sizes=first, message=f"requests of one object run compiled; building for {sizes}"
+                )
+                return pipeline
         report(VIEWS_SERVING_EAGER)
         pipeline = load.eager()
         self._start_build(load)
@@ -147,8 +158,9 @@ class ViewsBehind:
             )
         elif event.event == "stage":
             self._built_in_all += event.built
+            served = self.tracker.snapshot().batch_sizes
             self.tracker.update(built=self._built_in_all, done=event.done, total=event.total)
-            if self.when == "behind":
+            if self.when == "behind" and list(event.batch_sizes) != served:  # nothing new to switch to otherwise
                 with self._lock:
                     self._pending = list(event.batch_sizes)
                 self.switch_wanted()

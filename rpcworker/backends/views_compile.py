@@ -109,8 +109,9 @@ def views_from_bundle(
     row_counts: Sequence[int],
     phases: dict[str, float],
 ) -> Any | None:
-    """The pipeline on packaged networks alone when `setup`'s folder holds a valid bundle (`networks.bundle`), else
-    None. Its packages load at the warm-up; a missing one raises `PackageUnavailable` there."""
+    """The pipeline on packaged networks alone when `setup`'s folder holds a valid bundle (`networks.bundle`) whose
+    step ran at every one of `row_counts`, else None. Its packages load at the warm-up; a missing one raises
+    `PackageUnavailable` there."""
     from instantmesh.zero123plus.loading import read_views_config
     from instantmesh.zero123plus.networks.bundle import describe_sources, networks_from_bundle, valid_manifest
     from instantmesh.zero123plus.pipeline import Zero123PlusPipeline
@@ -119,6 +120,14 @@ def views_from_bundle(
     manifest = valid_manifest(setup.folder, describe_sources(zero123plus, whitebg_unet), setup.fingerprint, dtype)
     phases[BUNDLE_CHECK_PHASE] = time.perf_counter() - start
     if manifest is None:
+        return None
+    if not set(row_counts) <= set(manifest.notes.row_counts):
+        log.info(
+            "views bundle in %s not used: its step runs %s rows, this start needs %s",
+            setup.folder,
+            manifest.notes.row_counts,
+            sorted(row_counts),
+        )
         return None
     start = time.perf_counter()
     networks = networks_from_bundle(setup.folder, manifest, setup, dtype, row_counts)

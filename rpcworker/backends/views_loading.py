@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -127,6 +127,10 @@ class ViewsLoad:
         self.channels_last(pipeline)
         self.phases["views_optimize_s"] = time.perf_counter() - start
         return pipeline
+
+    def for_batch_sizes(self, batch_sizes: Sequence[int]) -> ViewsLoad:
+        """The same load with the step for `batch_sizes` alone (its phases shared)."""
+        return replace(self, batch_sizes=list(batch_sizes))
 
     def row_counts(self) -> list[int]:
         return [ROWS_PER_OBJECT * count for count in self.batch_sizes]

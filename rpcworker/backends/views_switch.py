@@ -39,16 +39,7 @@ def load_compiled(load: ViewsLoad, ahead: Any, batch_sizes: Sequence[int]) -> An
     """The packaged views for `batch_sizes`, warmed up (their load-time self-check made)."""
     from instantmesh.zero123plus.networks.ahead_of_time import PackageUnavailable
 
-    sized = ViewsLoad(
-        load.files,
-        load.device,
-        load.dtype,
-        load.optimizations,
-        list(batch_sizes),
-        load.phases,
-        load.synchronize,
-        load.free_memory,
-    )
+    sized = load.for_batch_sizes(batch_sizes)
     try:
         pipeline = views_from_bundle(
             load.files.zero123plus, load.files.whitebg_unet, ahead, load.dtype, sized.row_counts(), load.phases

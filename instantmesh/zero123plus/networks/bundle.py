@@ -33,8 +33,9 @@ from .packaged import PACKAGED_PARTS, PackagedNetworks, PackageSetup, constant_g
 
 log = logging.getLogger("instantmesh.views_bundle")
 
-BUNDLE_FORMAT = 2
-"""2: constants stored once per group of packages bound to the same weights (`packaged.CONSTANT_GROUPS`)."""
+BUNDLE_FORMAT = 3
+"""2: constants stored once per group of packages bound to the same weights (`packaged.CONSTANT_GROUPS`); 3: the
+step's row counts recorded (a build stopped after its first stage leaves a bundle for one object alone)."""
 MANIFEST_NAME = "views-bundle.json"
 CONSTANTS_NAME = "views-bundle.safetensors"
 PROMPT_KEY = "prompt/{index}"
@@ -57,6 +58,8 @@ class BundleNotes(msgspec.Struct, frozen=True):
     strides: dict[str, list[int]]
     """Constants stored contiguous that run with other strides (channels_last weights), by key (group/FQN)."""
     prompts: list[str]
+    row_counts: list[int]
+    """The step's batch sizes in rows (objects x guidance halves) its packages ran at."""
 
 
 BundleManifest = CacheRecord[BundleNotes]
@@ -110,9 +113,8 @@ def write_views_bundle(
     manifest_path.unlink(missing_ok=True)  # from here on no manifest vouches for a half-written constants file
     with atomic_file(constants_path) as partial:
         save_file(tensors, str(partial))
-    notes = BundleNotes(
-        list(sources), {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}, strides, prompts
-    )
+    packages = {prefix: list(part.loaded) for prefix, part in sorted(parts.items())}
+    notes = BundleNotes(list(sources), packages, strides, prompts, list(networks.batched.row_counts))
     versions = bundle_versions(fingerprint, networks.dtype)
     write_record(
         manifest_path, BundleManifest(versions=versions, files=describe_files(folder, [CONSTANTS_NAME]), notes=notes)

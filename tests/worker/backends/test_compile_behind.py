@@ -1,7 +1,8 @@
 """Serve at once, compile behind, on the real tiny backend over pipes (CPU, packages without CUDA graphs, through the
 tests' switch INSTANTMESH_RPC_PACKAGES_ON_CPU): a worker with nothing built answers eagerly while its build process
 waits for the machine's build lock or builds; a killed build leaves it eager with one line saying why; two builds
-on one cache compile each package once; the switch comes between requests; after ``prepare`` a start finds all built.
+on one cache compile each package once; the switch comes between requests; after ``prepare`` a start finds all built;
+a start that finds one object's packages alone runs them at once.
 
 The test holds the machine's build lock itself to keep a build from starting (what it would find if another
 process built), so what a worker does before its build ends is seen without racing it. One real build (five
@@ -73,12 +74,12 @@ def build_lock_held() -> Iterator[Callable[[], None]]:
         release()
 
 
-def tiny_worker(*extra: str) -> InstantMeshWorker:
+def tiny_worker(*extra: str, max_batch: int = 1) -> InstantMeshWorker:
     return InstantMeshWorker(
         str(MODELS_PYTHON),
         preset="tiny",
         device="cpu",
-        max_batch=1,
+        max_batch=max_batch,
         worker_args=["--optimize", COMPILE, *extra],
         prepare=False,
         startup_timeout=120,
@@ -185,6 +186,23 @@ def test_one_build_per_machine_switched_to_between_requests_and_found_by_the_nex
         assert found.state == "ready" and found.built == 0 and found.batch_sizes == [1]
         compiled, grid = views(later, object_png)
         assert compiled and np.abs(grid - eager).max() <= 1
+
+
+def test_a_start_finding_one_objects_packages_alone_runs_them_at_once_and_builds_the_rest(
+    cache: Path, object_png: Path
+) -> None:
+    """The machine holds the compiled views for one object alone (an earlier build ended between its stages): a
+    worker of max batch 2 starts from them, compiled at once, while its build waits for the full batch's turn."""
+    prepared = build_compiled_views(
+        str(MODELS_PYTHON), device="cpu", max_batch=1, preset="tiny", optimize=COMPILE, startup_timeout=120
+    )
+    assert prepared.state == "ready" and prepared.batch_sizes == [1]
+    with build_lock_held(), tiny_worker(max_batch=2) as worker:
+        worker.load(["views"])
+        status = compile_status(worker)
+        assert status.state == "waiting" and status.batch_sizes == [1], status
+        compiled, _ = views(worker, object_png)
+        assert compiled and compile_status(worker).batch_sizes == [1]
 
 
 def test_at_load_without_compile_is_refused_at_start(cache: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -221,22 +222,32 @@ def test_a_bundle_that_no_longer_matches_is_not_used(starts, tmp_path: Path) -> 
     assert valid_manifest(copy, sources, fingerprint, torch.float32) is None
 
 
-def test_a_bundle_without_a_package_it_needs_falls_back_to_the_modules(
-    starts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_bundle_for_smaller_batches_is_not_used_and_one_that_lost_a_package_falls_back_to_the_modules(
+    starts, tmp_path: Path
 ) -> None:
-    """The bundle's packages are for batches of 1 and 2; a worker with a larger batch asks for a step package that is
-    not there: that start loads the modules (and would build the package), it does not fail."""
+    """The bundle's step ran at batches of 1 and 2. A start for batches of 1 and 3 does not use it, loading nothing of
+    it; for one object alone it does. A package its manifest names that has gone is met at the warm-up: that start
+    loads the modules (and would build the package), it does not fail."""
     _, _, folder = starts
     setup = PackageSetup(folder, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
     messages: list[str] = []
-    load = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None, gc.collect)
+    larger = ViewsLoad(tiny_files(), CPU, torch.float32, ("compile",), (1, 3), {}, lambda: None, gc.collect)
+    assert larger.from_bundle(setup, messages.append) is None and messages == []
+    assert larger.for_batch_sizes([1]).from_bundle(setup, messages.append) is not None
+    assert messages == ["views: starting from the compiled packages"]
+    copy = tmp_path / "packages"
+    shutil.copytree(folder, copy)
+    for package in copy.glob("main-*"):
+        package.unlink()
+    setup = PackageSetup(copy, CPU, cuda_graphs=False, fingerprint=views_code_fingerprint())
     with pytest.raises(PackageUnavailable):  # what the warm-up meets ...
         pipeline = views_loading.views_from_bundle(
-            load.files.zero123plus, load.files.whitebg_unet, setup, torch.float32, [2, 6], {}
+            larger.files.zero123plus, larger.files.whitebg_unet, setup, torch.float32, [2], {}
         )
-        load.warm_up(pipeline)
-    assert load.from_bundle(setup, messages.append) is None  # ... and the start turns into loading the modules
-    assert messages == ["views: starting from the compiled packages"]
+        larger.warm_up(pipeline)
+    messages.clear()
+    assert larger.for_batch_sizes([1]).from_bundle(setup, messages.append) is None  # ... and the start loads the
+    assert messages == ["views: starting from the compiled packages"]  # modules instead
 
 
 def test_a_pipeline_with_parts_that_are_not_packages_writes_no_bundle(tmp_path: Path, tiny_cache: Path) -> None:
