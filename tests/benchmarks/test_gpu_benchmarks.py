@@ -144,6 +144,9 @@ def test_first_run_on_the_tiny_preset(tiny_weights: Path, tmp_path: Path) -> Non
     stages = results["one_at_a_time_stages"]
     assert stages["views_diffusion_s"] > 0 and stages["mesh_planes_s"] > 0 and stages["mesh_export_s"] > 0
     assert max(stages["views_total_s"], stages["mesh_total_s"]) < results["one_at_a_time_s"]  # medians: no sum
+    assert 0 < results["first_load_s"] < results["time_to_first_mesh_s"]
+    assert set(results["first_load_seconds"]) == {"views", "mesh"}
+    assert results["first_object_stages"]["views_diffusion_s"] > 0
     assert results["time_to_compiled_s"] is None and results["compile_state"] == "off"
     assert results["batched_vs_alone_max_abs_diff"] <= 1 and results["map_failures"] == 0
     assert "peak_gpu_gib" in results and results["torch"]
