@@ -45,6 +45,8 @@ class HostScript:
             cwd=ROOT,
             env=host_script_env(),
             start_new_session=True,
+            # SIGINT as at a person's terminal (a background job would pass it on ignored): Ctrl-C interrupts.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.worker_pid = int(self.expect("worker")[1])
 
