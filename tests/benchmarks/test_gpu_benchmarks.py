@@ -151,3 +151,27 @@ def test_first_run_on_the_tiny_preset(tiny_weights: Path, tmp_path: Path) -> Non
     assert results["batched_vs_alone_max_abs_diff"] <= 1 and results["map_failures"] == 0
     assert "peak_gpu_gib" in results and results["torch"]
     assert "| time_to_first_mesh_s |" in printed
+
+
+def test_step_configs_on_the_tiny_preset(tiny_weights: Path, tmp_path: Path) -> None:
+    """The default builds every package; autotune_gemm builds the step's two alone (the others taken from the
+    default's), each timed from its bundle as a worker starts and compared with the default's views; a second call
+    finds both finished and builds nothing."""
+    out = tmp_path / "out"
+    args = ("--weights", str(tiny_weights), "--device", "cpu", "--steps", "2", "--repeats", "1", "--out", str(out))
+    args += ("--configs", "default,autotune_gemm", "--work", str(tmp_path / "work"))
+    printed = bench("benchmarks.step_configs", *args, timeout=1500)
+    first = json.loads((out / "step_configs.json").read_text())["configs"]
+    default, tuned = first["default"], first["autotune_gemm"]
+
+    def parts(result: dict) -> list[str]:
+        return sorted(name.split("(")[0] for name in result["built_this_call"])
+
+    assert parts(default) == ["decode", "encode", "image", "main", "reference"], default
+    assert parts(tuned) == ["main", "reference"] and any(f.startswith("decode-") for f in tuned["reused_files"])
+    assert default["views_s"] > 0 and tuned["views_s"] > 0 and len(tuned["step_package_build_s"]) == 2
+    assert tuned["max_abs_diff_vs_default"] <= 1  # the CPU's matmuls have ATen's kernels alone to choose from
+    assert "| autotune_gemm |" in printed
+    bench("benchmarks.step_configs", *args)
+    again = json.loads((out / "step_configs.json").read_text())["configs"]
+    assert {name: r["views_s"] for name, r in again.items()} == {name: r["views_s"] for name, r in first.items()}
