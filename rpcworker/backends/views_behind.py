@@ -87,10 +87,9 @@ class ViewsBehind:
         if first != sizes:  # an earlier build that ended after its first stage: serve that, build the rest
             pipeline = load.for_batch_sizes(first).from_bundle(ahead, report)
             if pipeline is not None:
+                self.tracker.update(batch_sizes=first)  # before the build reports that stage: no switch to it
                 self._start_build(load)
-                self.tracker.update(
-                    batch_sizes=first, message=f"requests of one object run compiled; building for {sizes}"
-                )
+                self.tracker.update(message=f"requests of one object run compiled; building for {sizes}")
                 return pipeline
         report(VIEWS_SERVING_EAGER)
         pipeline = load.eager()
