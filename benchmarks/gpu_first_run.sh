@@ -9,12 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_wheels.sh || exit 1
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr '[:upper:]' '[:lower:]' | grep -o 'h[0-9]\{3\}' || echo gpu)
-OUT=${OUT:-benchmarks/results/gpu-$card}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-W=/tmp/weights
-[ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
+source benchmarks/device_weights.sh
 export FIRST_RUN_CACHE=/tmp/first_run_cache  # emptied by the benchmark: a first run on this machine
 part=${FIRST_RUN_PART:-both}
 [ "$part" = second ] || rm -rf /tmp/torchinductor_$(id -un) 2>/dev/null  # torch's own compiler caches too
