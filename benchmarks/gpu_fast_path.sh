@@ -8,9 +8,7 @@ OUT=${OUT:-benchmarks/results/gpu-h200}
 mkdir -p "$OUT"
 source benchmarks/device_wheels.sh || exit 1
 export TORCH_LOGS=recompiles,graph_breaks
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-W=/tmp/weights
-[ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
+source benchmarks/device_weights.sh  # keeps the OUT set above
 if [ -z "${FAST_PATH_CACHE:-}" ]; then  # a known folder, to look into after the run; emptied, as a first start needs
   export FAST_PATH_CACHE=/tmp/fast_path_cache && rm -rf "$FAST_PATH_CACHE"
 fi

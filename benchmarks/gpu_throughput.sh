@@ -7,9 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-h200}
 mkdir -p "$OUT"
 source benchmarks/device_wheels.sh || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-W=/tmp/weights
-[ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
+source benchmarks/device_weights.sh  # keeps the OUT set above
 timeout "${THROUGHPUT_LIMIT:-540}" python3 -m benchmarks.throughput --weights $W --steps "${STEPS:-75}" --batches "${BATCHES:-1,2,4,8}" \
   --mesh-lanes "${LANES:-on}" \
   --objects "${OBJECTS:-16}" --format "${FORMAT:-obj}" --out "$OUT" 2>&1 | tee -a "$OUT/throughput.log"
