@@ -2,14 +2,17 @@
 first request eagerly while its build process waits (the test holds the machine's build lock, as another build
 would), then, with the lock free, builds nothing (the packages are the compiled backend's), writes the bundle and
 switches between requests: eager answers are all the same views, within 2 of the compiled ones, and from one
-request on every answer is the compiled backend's views bit for bit."""
+request on every answer is the compiled backend's views bit for bit. A worker of a larger max batch that finds that
+one-object bundle (a build that ended between its stages) serves compiled from its first request."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,56 @@ SWITCH_DEADLINE_S = 240.0
 compile) and writes the bundle; the worker loads it and checks it between two requests."""
 
 
+@contextlib.contextmanager
+def build_lock_held() -> Iterator[Callable[[], None]]:
+    """The machine's build lock, as another build would hold it; yields its early release."""
+    from rpcworker.backends.views_compile import build_lock_path
+
+    lock = os.open(build_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    held = [True]
+
+    def release() -> None:
+        if held[0]:
+            held[0] = False
+            os.close(lock)
+
+    try:
+        yield release
+    finally:
+        release()
+
+
+def official_worker(weights: Path, max_batch: int, stderr: list[str]) -> Any:
+    """A worker on the official weights, as the host starts it on CUDA, not yet started."""
+    from benchmarks.sessions import official_worker_keywords
+    from host import InstantMeshWorker
+
+    return InstantMeshWorker(
+        sys.executable,
+        device=DEVICE,
+        max_batch=max_batch,
+        startup_timeout=WORKER_START_S,
+        request_timeout=WORKER_REQUEST_S,
+        auto_restart=False,
+        on_stderr=stderr.append,
+        **official_worker_keywords(weights),
+    )
+
+
+def views(worker: Any, image: Path, grid: Path) -> tuple[bool, np.ndarray]:
+    """One object's views at the compiled backend's settings: whether they ran compiled, and their pixels."""
+    result = worker.generate_views(
+        image,
+        seed=SEED,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        save_grid=grid,
+        prepare=False,  # the compiled backend got the file's pixels as they are
+    )
+    return result.timings["compiled"] == 1.0, pixels(grid)
+
+
 def test_the_views_switch_to_compiled_between_requests(
     compiled_backend: Any,
     compiled_grid: np.ndarray,
@@ -34,61 +87,36 @@ def test_the_views_switch_to_compiled_between_requests(
     weights: Path,
     tmp_path: Path,
 ) -> None:
-    from benchmarks.sessions import official_worker_keywords
-    from host import InstantMeshWorker
     from instantmesh.zero123plus.networks.bundle import MANIFEST_NAME
-    from rpcworker.backends.views_compile import build_lock_path
 
     manifests = list(gpu_cache.glob(f"compile-*/packages/{MANIFEST_NAME}"))
     assert manifests, "the compiled backend left no views bundle"
     for manifest in manifests:  # the packages stay: the build only loads them and writes the bundle again
         manifest.unlink()
-    lock = os.open(build_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
     stderr: list[str] = []
-    worker = InstantMeshWorker(
-        sys.executable,
-        device=DEVICE,
-        max_batch=1,
-        startup_timeout=WORKER_START_S,
-        request_timeout=WORKER_REQUEST_S,
-        auto_restart=False,
-        on_stderr=stderr.append,
-        **official_worker_keywords(weights),
-    )
+    worker = official_worker(weights, 1, stderr)
     answers: list[tuple[bool, np.ndarray]] = []
 
-    def views() -> None:
-        grid = tmp_path / f"grid{len(answers)}.png"
-        result = worker.generate_views(
-            object_pngs[0],
-            seed=SEED,
-            num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE,
-            save_grid=grid,
-            prepare=False,  # the compiled backend got the file's pixels as they are
-        )
-        answers.append((result.timings["compiled"] == 1.0, pixels(grid)))
+    def answer() -> None:
+        answers.append(views(worker, object_pngs[0], tmp_path / f"grid{len(answers)}.png"))
 
     try:
-        worker.start()
-        worker.load()
-        status = worker.status().compile
-        assert status is not None and status.state == "waiting", status
-        views()
-        assert not answers[0][0], "the first answer ran compiled while the build could not have ended"
-        os.close(lock)
-        lock = -1
-        end = time.monotonic() + SWITCH_DEADLINE_S
-        while (status := worker.status().compile) is not None and status.state not in ("ready", "failed"):
-            assert time.monotonic() < end, f"no switch after {SWITCH_DEADLINE_S:g} s: {status}"
-            views()
-        views()
+        with build_lock_held() as release:
+            worker.start()
+            worker.load()
+            status = worker.status().compile
+            assert status is not None and status.state == "waiting", status
+            answer()
+            assert not answers[0][0], "the first answer ran compiled while the build could not have ended"
+            release()
+            end = time.monotonic() + SWITCH_DEADLINE_S
+            while (status := worker.status().compile) is not None and status.state not in ("ready", "failed"):
+                assert time.monotonic() < end, f"no switch after {SWITCH_DEADLINE_S:g} s: {status}"
+                answer()
+        answer()
         log = "\n".join(stderr[-40:])
         assert status is not None and status.state == "ready" and status.built == 0, f"{status}\n{log}"
     finally:
-        if lock >= 0:
-            os.close(lock)
         worker.close()
     flags = [compiled for compiled, _ in answers]
     assert flags == sorted(flags) and flags[-1], flags
@@ -98,3 +126,25 @@ def test_the_views_switch_to_compiled_between_requests(
     for compiled, grid in answers:
         if compiled:
             assert np.array_equal(grid, compiled_grid), differences(grid, compiled_grid)
+
+
+def test_a_larger_max_batch_serves_one_object_compiled_from_its_bundle_at_once(
+    compiled_grid: np.ndarray, object_pngs: list[Path], weights: Path, tmp_path: Path
+) -> None:
+    """The one-object bundle the switch wrote, found by a worker of max batch 2: its first answer is compiled and
+    the compiled backend's views bit for bit, while the two-object step's build waits for the lock (the test closes
+    the worker before it builds: the batch test builds that step in-process)."""
+    stderr: list[str] = []
+    worker = official_worker(weights, 2, stderr)
+    try:
+        with build_lock_held():
+            worker.start()
+            worker.load()
+            status = worker.status().compile
+            log = "\n".join(stderr[-40:])
+            assert status is not None and status.state == "waiting" and status.batch_sizes == [1], f"{status}\n{log}"
+            compiled, grid = views(worker, object_pngs[0], tmp_path / "grid.png")
+    finally:
+        worker.close()
+    assert compiled, "a request of one object ran eagerly beside the one-object bundle"
+    assert np.array_equal(grid, compiled_grid), differences(grid, compiled_grid)
