@@ -57,6 +57,8 @@ class BuildSpec(msgspec.Struct, frozen=True):
     optimizations: list[str]
     stages: list[list[int]]
     """Batch sizes (objects) per stage, e.g. [[1], [1, 8]]: each stage's sizes include the earlier ones."""
+    niceness: int = 0
+    """Added to the build's CPU niceness before anything else (`os.nice`), and so to its compiler workers'."""
 
 
 class BuildEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -252,6 +254,8 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="compile-build %(levelname)s %(name)s: %(message)s")
     try:
         spec = msgspec.json.decode(argv[0], type=BuildSpec)
+        if spec.niceness:
+            os.nice(spec.niceness)
         build(spec, report)
     except Exception as exc:  # the worker reads the reason from the report and keeps serving eagerly
         log.exception("the build of the compiled views failed")

@@ -34,6 +34,10 @@ log = logging.getLogger("rpcworker.instantmesh")
 
 Progress = Callable[[str, int, int, str], None]
 """A ``load`` request's progress (stage, step, total, message)."""
+BEHIND_NICENESS = 10
+"""The CPU niceness a build behind serving runs at: its tracing and its pool of compiler processes (one per core)
+yield the cores to the worker's requests, whose eager views are bound by the CPU launching their kernels. A build
+in ``load`` (``prepare``) keeps the worker's niceness: nothing is served meanwhile."""
 
 
 class ViewsBehind:
@@ -140,6 +144,7 @@ class ViewsBehind:
                 str(load.device),
                 list(load.optimizations),
                 self._stages,
+                niceness=BEHIND_NICENESS if self.when == "behind" else 0,
             )
             self._build = BackgroundBuild(spec, self._on_event)
         self.tracker.begin()

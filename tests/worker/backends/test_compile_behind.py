@@ -28,6 +28,7 @@ from host import InstantMeshWorker
 from host.api.build_ahead import build_compiled_views
 from instantmesh.zero123plus.networks.ahead_of_time import ahead_of_time_available
 from rpcworker.backends.compile_build import packages_per_stage
+from rpcworker.backends.views_behind import BEHIND_NICENESS
 from rpcworker.backends.views_compile import ENV_PACKAGES_ON_CPU, build_lock_path
 from rpcworker.wire.cache import ENV_CACHE
 from rpcworker.wire.messages import CompileStatus
@@ -44,6 +45,7 @@ SEED = 5
 BUILD_DEADLINE_S = 1800.0
 """A build of the tiny preset's five packages takes minutes on two busy cores."""
 POLL_S = 0.2
+MAX_NICENESS = 19
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +94,19 @@ def compile_status(worker: InstantMeshWorker) -> CompileStatus:
     return status
 
 
-def wait_for_state(worker: InstantMeshWorker, *states: str, deadline_s: float = BUILD_DEADLINE_S) -> CompileStatus:
-    """Polls status until the compiled views are in one of `states` (a condition, not a guess of time)."""
+def wait_for_status(
+    worker: InstantMeshWorker, accept: Callable[[CompileStatus], bool], deadline_s: float = BUILD_DEADLINE_S
+) -> CompileStatus:
+    """Polls status until `accept` takes the compiled views' status (a condition, not a guess of time)."""
     end = time.monotonic() + deadline_s
-    while (status := compile_status(worker)).state not in states:
+    while not accept(status := compile_status(worker)):
         assert time.monotonic() < end, f"still {status} after {deadline_s:g} s"
         threading.Event().wait(POLL_S)
     return status
+
+
+def wait_for_state(worker: InstantMeshWorker, *states: str, deadline_s: float = BUILD_DEADLINE_S) -> CompileStatus:
+    return wait_for_status(worker, lambda status: status.state in states, deadline_s)
 
 
 GRIDS = itertools.count()
@@ -125,9 +133,13 @@ def build_process(worker: InstantMeshWorker) -> int:
 
 
 def test_a_worker_answers_eagerly_at_once_and_a_killed_build_leaves_it_eager(cache: Path, object_png: Path) -> None:
+    """...and its build runs at a lower CPU priority than the requests."""
     with build_lock_held(), tiny_worker() as worker:
         worker.load(["views"])
         assert compile_status(worker).state == "waiting"  # the lock is ours: no build can have ended
+        wait_for_status(worker, lambda status: status.message.startswith("another process builds"), deadline_s=120)
+        niceness = [os.getpriority(os.PRIO_PROCESS, pid) for pid in (worker.info.pid, build_process(worker))]
+        assert niceness[1] == min(niceness[0] + BEHIND_NICENESS, MAX_NICENESS), niceness  # it yields the cores
         compiled, first = views(worker, object_png)
         assert not compiled and compile_status(worker).state == "waiting"
         os.kill(build_process(worker), signal.SIGKILL)
