@@ -7,17 +7,15 @@ one-object bundle (a build that ended between its stages) serves compiled from i
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.build_lock import build_lock_held
 
 from .checks import DEVICE, GUIDANCE, MAX_LSB, SEED, STEPS, differences, pixels
 from .conftest import WORKER_REQUEST_S, WORKER_START_S
@@ -27,26 +25,6 @@ pytestmark = pytest.mark.gpu
 SWITCH_DEADLINE_S = 240.0
 """From the lock's release to the switch: the build process loads the modules and the packages (nothing to
 compile) and writes the bundle; the worker loads it and checks it between two requests."""
-
-
-@contextlib.contextmanager
-def build_lock_held() -> Iterator[Callable[[], None]]:
-    """The machine's build lock, as another build would hold it; yields its early release."""
-    from rpcworker.backends.views_compile import build_lock_path
-
-    lock = os.open(build_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    held = [True]
-
-    def release() -> None:
-        if held[0]:
-            held[0] = False
-            os.close(lock)
-
-    try:
-        yield release
-    finally:
-        release()
 
 
 def official_worker(weights: Path, max_batch: int, stderr: list[str]) -> Any:

@@ -10,14 +10,12 @@ packages, minutes on two cores) serves the whole module."""
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +27,10 @@ from host.api.build_ahead import build_compiled_views
 from instantmesh.zero123plus.networks.ahead_of_time import ahead_of_time_available
 from rpcworker.backends.compile_build import packages_per_stage
 from rpcworker.backends.views_behind import BEHIND_NICENESS
-from rpcworker.backends.views_compile import ENV_PACKAGES_ON_CPU, build_lock_path
+from rpcworker.backends.views_compile import ENV_PACKAGES_ON_CPU
 from rpcworker.wire.cache import ENV_CACHE
 from rpcworker.wire.messages import CompileStatus
+from tests.build_lock import build_lock_held
 from tests.conftest import MODELS_PYTHON
 
 pytestmark = [
@@ -56,24 +55,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv(ENV_CACHE, str(root))
         patch.setenv(ENV_PACKAGES_ON_CPU, "1")
         yield root
-
-
-@contextmanager
-def build_lock_held() -> Iterator[Callable[[], None]]:
-    """The machine's build lock, taken as another process's build would hold it; yields its release."""
-    descriptor = os.open(build_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-    released = [False]
-
-    def release() -> None:
-        if not released[0]:
-            released[0] = True
-            os.close(descriptor)
-
-    try:
-        yield release
-    finally:
-        release()
 
 
 def tiny_worker(*extra: str, max_batch: int = 1) -> InstantMeshWorker:
