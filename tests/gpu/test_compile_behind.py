@@ -114,15 +114,15 @@ def test_a_larger_max_batch_serves_one_object_compiled_from_its_bundle_at_once(
     the worker before it builds: the batch test builds that step in-process)."""
     stderr: list[str] = []
     worker = official_worker(weights, 2, stderr)
-    try:
-        with build_lock_held():
+    with build_lock_held():  # held until the worker is closed: its build never starts
+        try:
             worker.start()
             worker.load()
             status = worker.status().compile
             log = "\n".join(stderr[-40:])
             assert status is not None and status.state == "waiting" and status.batch_sizes == [1], f"{status}\n{log}"
             compiled, grid = views(worker, object_pngs[0], tmp_path / "grid.png")
-    finally:
-        worker.close()
+        finally:
+            worker.close()
     assert compiled, "a request of one object ran eagerly beside the one-object bundle"
     assert np.array_equal(grid, compiled_grid), differences(grid, compiled_grid)
