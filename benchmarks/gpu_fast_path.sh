@@ -5,7 +5,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-h200}
-mkdir -p "$OUT"
 source benchmarks/device_wheels.sh || exit 1
 export TORCH_LOGS=recompiles,graph_breaks
 source benchmarks/device_weights.sh  # keeps the OUT set above

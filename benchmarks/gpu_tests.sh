@@ -12,15 +12,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_tests_out}
-mkdir -p "$OUT"
 source benchmarks/device_wheels.sh || exit 1
 if ! python3 -c "import pytest" 2>/dev/null; then
   echo "gpu_tests.sh: python3 here has no pytest: put its wheels (pytest, pluggy, iniconfig, packaging) in .whl/" >&2
   exit 2
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 W=${INSTANTMESH_GPU_WEIGHTS:-/tmp/weights}
-[ -f $W/complete ] || { python3 -m benchmarks.make_weights $W 2>&1 | grep -v "Loading weights\|Writing model" && touch $W/complete; }
+source benchmarks/device_weights.sh  # keeps the OUT set above
 [ -f $W/complete ] || { echo "gpu_tests.sh: the weights could not be written to $W" >&2; exit 2; }
 export INSTANTMESH_GPU_WEIGHTS=$W INSTANTMESH_GPU_CACHE=${INSTANTMESH_GPU_CACHE:-/tmp/gpu_tests_cache}
 limit=$(( ${GPU_TESTS_DEADLINE:-580} - SECONDS ))

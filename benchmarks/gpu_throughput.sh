@@ -5,7 +5,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-h200}
-mkdir -p "$OUT"
 source benchmarks/device_wheels.sh || exit 1
 source benchmarks/device_weights.sh  # keeps the OUT set above
 timeout "${THROUGHPUT_LIMIT:-540}" python3 -m benchmarks.throughput --weights $W --steps "${STEPS:-75}" --batches "${BATCHES:-1,2,4,8}" \
